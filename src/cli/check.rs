@@ -1,0 +1,54 @@
+//! `ssm-mla check`: every kernel of the suite against its CPU reference on this adapter, as a
+//! pass/fail table with max errors. Exit code 1 if any case fails.
+
+use ssm_mla::suite::KERNELS;
+use ssm_mla::{Gpu, Result, Rng};
+use std::sync::Arc;
+
+pub fn run(seed: Option<u64>) -> Result<i32> {
+    let gpu = Arc::new(Gpu::new()?);
+    println!("adapter: {}", gpu.describe());
+    let seed = seed.unwrap_or_else(Rng::seed_from_env);
+    println!("seed: {seed}");
+    let mut rng = Rng::new(seed);
+    println!(
+        "{:<16} {:<40} {:>6} {:>10} {:>10} {:>9}",
+        "kernel", "case", "result", "max abs", "max rel", "rtol"
+    );
+    let mut failed = 0;
+    for kernel in KERNELS {
+        let outcomes = match (kernel.check)(&gpu, &mut rng) {
+            Ok(o) => o,
+            Err(e) => {
+                failed += 1;
+                println!("{:<16} {:<40} {:>6} {e}", kernel.name, "-", "ERROR");
+                continue;
+            }
+        };
+        for o in outcomes {
+            let ok = o.comparison.passed();
+            if !ok {
+                failed += 1;
+            }
+            println!(
+                "{:<16} {:<40} {:>6} {:>10.2e} {:>10.2e} {:>9.0e}",
+                o.kernel,
+                o.case,
+                if ok { "pass" } else { "FAIL" },
+                o.comparison.max_abs,
+                o.comparison.max_rel,
+                o.tolerance.rtol
+            );
+            if !ok {
+                println!("    {}", o.comparison);
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} case(s) failed (seed {seed})");
+        Ok(1)
+    } else {
+        println!("all cases passed");
+        Ok(0)
+    }
+}

@@ -1,0 +1,134 @@
+//! The crate's one error type. Every fallible call returns [`Result`]; nothing on a public path
+//! panics on bad input, and GPU validation errors are captured with error scopes and land here
+//! instead of in wgpu's default (panicking) uncaptured-error handler.
+
+use std::path::PathBuf;
+
+/// What the fix is when no adapter can be found: a software Vulkan device.
+pub const INSTALL_HINT: &str = "for a software Vulkan device install Mesa's lavapipe \
+    (Debian/Ubuntu: `apt-get install -y mesa-vulkan-drivers libvulkan1`), or run `scripts/test`, \
+    which installs it";
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No GPU adapter at all.
+    #[error("no GPU adapter found ({detail}); {INSTALL_HINT}")]
+    NoAdapter {
+        /// What was tried.
+        detail: String,
+    },
+    /// `WGPU_ADAPTER_NAME` named an adapter that is not present.
+    #[error("no adapter name contains WGPU_ADAPTER_NAME={wanted:?}; available: {available}")]
+    AdapterNotFound {
+        /// The requested name (substring, case-insensitive).
+        wanted: String,
+        /// The names that were found.
+        available: String,
+    },
+    /// The adapter refused to create a device.
+    #[error("could not create a device on {adapter}: {message}")]
+    RequestDevice {
+        /// Adapter name.
+        adapter: String,
+        /// wgpu's message.
+        message: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("tensor `{name}`: expected shape {expected}, got {got:?}")]
+    Shape {
+        /// Tensor name (as in DESIGN.md / safetensors files).
+        name: String,
+        /// The expected shape, spelled with symbolic dimensions where useful.
+        expected: String,
+        /// The shape that was given.
+        got: Vec<usize>,
+    },
+    /// A tensor has the wrong element type.
+    #[error("tensor `{name}`: expected dtype {expected}, got {got}")]
+    DType {
+        /// Tensor name.
+        name: String,
+        /// Expected dtype.
+        expected: String,
+        /// Given dtype.
+        got: String,
+    },
+    /// A required tensor is absent.
+    #[error("tensor `{name}` is missing{context}")]
+    MissingTensor {
+        /// Tensor name.
+        name: String,
+        /// Where it was looked for (may be empty).
+        context: String,
+    },
+    /// An argument (not a tensor) is out of range or inconsistent.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The work does not fit a device limit and cannot be split.
+    #[error("{what} exceeds a device limit: {detail}")]
+    Limit {
+        /// What is too large.
+        what: String,
+        /// The numbers involved.
+        detail: String,
+    },
+    /// wgpu reported a validation or internal error (captured by an error scope).
+    #[error("GPU error in {context}: {message}")]
+    Gpu {
+        /// What the crate was doing.
+        context: String,
+        /// wgpu's message.
+        message: String,
+    },
+    /// The GPU ran out of memory.
+    #[error("GPU out of memory in {context}")]
+    OutOfMemory {
+        /// What the crate was doing.
+        context: String,
+    },
+    /// The device was lost, a poll failed or a buffer could not be mapped.
+    #[error("device failure in {context}: {message}")]
+    Device {
+        /// What the crate was doing.
+        context: String,
+        /// The underlying message.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not valid safetensors / JSON, or a config field is wrong.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file (or a description of the source).
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A shape error for tensor `name`, expected `expected` (free text such as `"(Bt, D, L)"`).
+    pub fn shape(name: &str, expected: impl Into<String>, got: &[usize]) -> Self {
+        Error::Shape {
+            name: name.to_string(),
+            expected: expected.into(),
+            got: got.to_vec(),
+        }
+    }
+
+    /// An invalid-argument error.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+}

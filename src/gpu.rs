@@ -1,0 +1,312 @@
+//! The GPU context: one adapter, one device and queue, the pipeline cache and the staging pool.
+//!
+//! The adapter comes from the environment like other wgpu tools: `WGPU_BACKEND` picks backends
+//! (`vulkan`, `metal`, `dx12`, `gl`), `WGPU_ADAPTER_NAME` picks an adapter by a case-insensitive
+//! substring of its name, `WGPU_POWER_PREF` picks high or low power. The device is created with
+//! the adapter's own limits (not wgpu's low defaults) and with every optional feature that the
+//! kernels can use and the adapter offers: `SHADER_F16`, `SUBGROUP`, `TIMESTAMP_QUERY`.
+//! [`GpuOptions`] can turn any of those off, or lower limits, so that fallback paths are testable.
+//!
+//! wgpu's default uncaptured-error handler panics; this context installs one that records the
+//! message instead, and [`Gpu::scoped`] wraps every call that can fail validation in error scopes
+//! so that a failure becomes an [`Error`] for the caller.
+
+use crate::error::{Error, Result};
+use crate::pipeline::PipelineCache;
+use crate::tensor::StagingPool;
+use std::sync::{Arc, Mutex};
+
+/// Optional features and limits to withhold from the device, mainly to test fallback paths.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Do not request `SUBGROUP` even if offered (kernels use their shared-memory variant).
+    pub disable_subgroups: bool,
+    /// Do not request `SHADER_F16` even if offered.
+    pub disable_f16: bool,
+    /// Do not request `TIMESTAMP_QUERY` even if offered (timing falls back to the wall clock).
+    pub disable_timestamps: bool,
+    /// Cap `max_storage_buffer_binding_size` (bytes) below the adapter's, to exercise splitting.
+    pub max_storage_binding: Option<u64>,
+    /// Cap `max_compute_workgroups_per_dimension`, to exercise dispatch splitting.
+    pub max_workgroups_per_dimension: Option<u32>,
+}
+
+/// The features this crate can make use of.
+pub fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+}
+
+/// A GPU device with everything the ops need. `Send + Sync`: share it with `Arc` across threads.
+pub struct Gpu {
+    adapter_info: wgpu::AdapterInfo,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) staging: StagingPool,
+    pub(crate) timestamps: Mutex<Option<crate::batch::TimestampSlots>>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.adapter_info.name)
+            .field("backend", &self.adapter_info.backend)
+            .field("features", &self.features)
+            .finish()
+    }
+}
+
+fn instance_from_env() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter the environment's backends offer (honours `WGPU_BACKEND`).
+pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
+    let instance = instance_from_env();
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// The adapter the environment asks for: `WGPU_ADAPTER_NAME` if set, else the default one.
+pub fn adapter_from_env() -> Result<wgpu::Adapter> {
+    let instance = instance_from_env();
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let needle = wanted.to_lowercase();
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+            .ok_or_else(|| {
+                if names.is_empty() {
+                    Error::NoAdapter {
+                        detail: format!("WGPU_ADAPTER_NAME={wanted:?} but no adapter at all"),
+                    }
+                } else {
+                    Error::AdapterNotFound {
+                        wanted,
+                        available: names.join(", "),
+                    }
+                }
+            });
+    }
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::from_env()
+            .unwrap_or(wgpu::PowerPreference::HighPerformance),
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    };
+    pollster::block_on(instance.request_adapter(&options)).map_err(|e| Error::NoAdapter {
+        detail: format!(
+            "backends {:?}: {e}",
+            wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())
+        ),
+    })
+}
+
+impl Gpu {
+    /// The default adapter from the environment, with all useful features and the adapter's limits.
+    pub fn new() -> Result<Self> {
+        Self::with_options(&GpuOptions::default())
+    }
+
+    /// Like [`Gpu::new`], withholding the features and limits that `options` names.
+    pub fn with_options(options: &GpuOptions) -> Result<Self> {
+        let adapter = adapter_from_env()?;
+        Self::from_adapter(&adapter, options)
+    }
+
+    /// Create the device on a given adapter.
+    pub fn from_adapter(adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Self> {
+        let info = adapter.get_info();
+        let mut features = adapter.features() & wanted_features();
+        if options.disable_subgroups {
+            features.remove(wgpu::Features::SUBGROUP);
+        }
+        if options.disable_f16 {
+            features.remove(wgpu::Features::SHADER_F16);
+        }
+        if options.disable_timestamps {
+            features.remove(wgpu::Features::TIMESTAMP_QUERY);
+        }
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_storage_binding {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+        }
+        if let Some(cap) = options.max_workgroups_per_dimension {
+            limits.max_compute_workgroups_per_dimension =
+                limits.max_compute_workgroups_per_dimension.min(cap);
+        }
+        let descriptor = wgpu::DeviceDescriptor {
+            label: Some("ssm-mla"),
+            required_features: features,
+            required_limits: limits,
+            ..Default::default()
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&descriptor)).map_err(|e| {
+                Error::RequestDevice {
+                    adapter: info.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(Self::adopt(device, queue, info))
+    }
+
+    /// Adopt a device and queue the application already owns. The crate uses whatever features
+    /// and limits that device was created with; kernels pick their fallback paths accordingly.
+    /// The device's uncaptured-error handler is replaced by one that records errors instead of
+    /// panicking.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self::adopt(device, queue, info)
+    }
+
+    fn adopt(device: wgpu::Device, queue: wgpu::Queue, adapter_info: wgpu::AdapterInfo) -> Self {
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = lost_sink.lock().unwrap_or_else(|p| p.into_inner());
+            *slot = Some(format!("{reason:?}: {message}"));
+        });
+        Self {
+            features: device.features(),
+            limits: device.limits(),
+            adapter_info,
+            device,
+            queue,
+            pipelines: PipelineCache::default(),
+            staging: StagingPool::default(),
+            timestamps: Mutex::new(None),
+            uncaptured,
+            lost,
+        }
+    }
+
+    /// The wgpu device (for apps that mix their own work with this crate's).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Adapter name, backend, driver, device type.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.adapter_info
+    }
+
+    /// Features the device was created with.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// Limits the device was created with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Whether kernels may use subgroup operations.
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Whether kernels may use f16 arithmetic and storage.
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether GPU timestamps are available for timing.
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// One line describing the adapter: name, backend, device type, driver.
+    pub fn describe(&self) -> String {
+        describe_adapter(&self.adapter_info)
+    }
+
+    /// Run `f` inside validation and out-of-memory error scopes; a captured error (or one that
+    /// reached the uncaptured handler, or a lost device) becomes an [`Error`] naming `context`.
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_lost(context)?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation_error = pollster::block_on(validation.pop());
+        let oom_error = pollster::block_on(oom.pop());
+        if let Some(e) = validation_error {
+            return Err(Error::Gpu {
+                context: context.to_string(),
+                message: e.to_string(),
+            });
+        }
+        if oom_error.is_some() {
+            return Err(Error::OutOfMemory {
+                context: context.to_string(),
+            });
+        }
+        let uncaptured = self
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(message) = uncaptured {
+            return Err(Error::Gpu {
+                context: context.to_string(),
+                message,
+            });
+        }
+        self.check_lost(context)?;
+        value
+    }
+
+    fn check_lost(&self, context: &str) -> Result<()> {
+        match self.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(message) => Err(Error::Device {
+                context: context.to_string(),
+                message: format!("device lost ({message})"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Block until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device {
+                context: "waiting for the GPU".into(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Largest storage binding in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size
+    }
+}
+
+/// One line for an adapter: name, backend, device type, driver.
+pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} ({:?}, {:?}, driver {} {})",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    )
+}

@@ -1,0 +1,46 @@
+//! # ssm-mla
+//!
+//! Portable GPU kernels for two sequence-model building blocks — state-space-model scans (HiPPO,
+//! Mamba's selective scan, diagonal S4D/S5 scans) and DeepSeek's Multi-head Latent Attention —
+//! written in WGSL and run through wgpu on Vulkan, Metal, DX12 or GL. Every kernel has a CPU
+//! reference in [`reference`] that mirrors its math in f64, and conformance tests compare the two.
+//!
+//! The host layer is small:
+//! - [`Gpu`]: adapter from the environment (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), device with the
+//!   adapter's own limits and optional features, errors captured into [`Error`] (never the
+//!   panicking default handler). Or adopt an app's own device with [`Gpu::from_device`].
+//! - [`Tensor`]: a GPU-resident buffer with shape and dtype; ops chain without host round trips.
+//! - [`Batch`]: records dispatches from any number of ops into one submission, and times it
+//!   with GPU timestamps where offered ([`Timing`]).
+//! - [`Gpu::kernel`]: pipelines built once, cached by shader and `override` constants.
+//!
+//! ```no_run
+//! use ssm_mla::{Gpu, ops::stream_copy::stream_copy};
+//! let gpu = Gpu::new()?;                       // honours WGPU_BACKEND / WGPU_ADAPTER_NAME
+//! let x = gpu.upload_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+//! let y = stream_copy(&gpu, &x)?;              // stays on the GPU
+//! assert_eq!(gpu.read_f32(&y)?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+//! # Ok::<(), ssm_mla::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod compare;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod pipeline;
+pub mod reference;
+pub mod rng;
+pub mod shaders;
+pub mod suite;
+pub mod tensor;
+
+pub use batch::{Batch, Binding, Timing, TimingSource};
+pub use compare::{compare, Comparison, Tolerance};
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions};
+pub use pipeline::{Kernel, Shader};
+pub use rng::Rng;
+pub use tensor::{DType, Tensor};

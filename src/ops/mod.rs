@@ -1,0 +1,17 @@
+//! GPU ops: each one is a `.wgsl` kernel under `shaders/` plus the host code that validates
+//! shapes, builds (cached) pipelines and records dispatches into a [`crate::Batch`]. Every op has a
+//! CPU reference of the same name in [`crate::reference`].
+
+pub mod fma_peak;
+pub mod stream_copy;
+
+/// Work an op must do, for roofline accounting (DESIGN §7): bytes that must move (each input
+/// read once, each output written once) and floating-point operations (an FMA is two; an exp, a
+/// divide or a compare-and-select is one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Bytes read plus bytes written.
+    pub bytes: u64,
+    /// Floating-point operations.
+    pub flops: u64,
+}

@@ -1,0 +1,156 @@
+//! `stream_copy`: dst = src, as fast as the device streams memory. It is the bandwidth ceiling of
+//! the benchmarks (DESIGN §7) and the simplest end-to-end check of the host layer.
+//!
+//! Tensors larger than one storage binding are copied in several dispatches over aligned byte
+//! ranges, so the op works up to `max_buffer_size`.
+
+use crate::batch::{Batch, Binding};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// The WGSL kernel.
+pub const SHADER: Shader = Shader {
+    name: "common/stream_copy",
+    source: include_str!("../../shaders/common/stream_copy.wgsl"),
+};
+
+const WG: u32 = 256;
+const PER_THREAD: u32 = 4;
+
+/// A built stream-copy op.
+#[derive(Clone, Debug)]
+pub struct StreamCopy {
+    kernel: Arc<Kernel>,
+}
+
+impl StreamCopy {
+    /// Build (or fetch from the cache) the pipeline.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let kernel = gpu.kernel(
+            &SHADER,
+            &[("WG", WG as f64), ("PER_THREAD", PER_THREAD as f64)],
+        )?;
+        Ok(Self { kernel })
+    }
+
+    /// Record dst ← src. Both must have the same element count and dtype.
+    pub fn record(&self, batch: &mut Batch, src: &Tensor, dst: &Tensor) -> Result<()> {
+        if src.len() != dst.len() || src.dtype() != dst.dtype() {
+            return Err(Error::shape(
+                "dst",
+                format!("{} elements of {} like src", src.len(), src.dtype()),
+                dst.shape(),
+            ));
+        }
+        if src.is_empty() {
+            return Ok(());
+        }
+        let gpu = batch.gpu();
+        // Buffers are padded to 16 bytes, so whole vec4s can be copied.
+        let total = src.size_bytes().div_ceil(16) * 16;
+        let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+        let chunk = (gpu.max_binding_bytes() / align.max(16)) * align.max(16);
+        let chunk = chunk.min(16 * (WG * PER_THREAD) as u64 * u32::MAX as u64 / 1024);
+        let mut offset = 0;
+        while offset < total {
+            let size = chunk.min(total - offset);
+            let n_vec4 = (size / 16) as u32;
+            let groups = n_vec4.div_ceil(WG * PER_THREAD);
+            batch.dispatch(
+                &self.kernel,
+                &[n_vec4, 0, 0, 0],
+                &[
+                    Binding::range(src, offset, size),
+                    Binding::range(dst, offset, size),
+                ],
+                groups,
+            )?;
+            offset += size;
+        }
+        Ok(())
+    }
+
+    /// Bytes moved and FLOPs for `elements` f32 values.
+    pub fn cost(elements: usize) -> Cost {
+        Cost {
+            bytes: 2 * 4 * elements as u64,
+            flops: 0,
+        }
+    }
+}
+
+/// Copy a tensor into a new one and wait.
+pub fn stream_copy(gpu: &Gpu, src: &Tensor) -> Result<Tensor> {
+    let op = StreamCopy::new(gpu)?;
+    let dst = gpu.empty(src.shape(), src.dtype())?;
+    let mut batch = gpu.batch();
+    op.record(&mut batch, src, &dst)?;
+    batch.run()?;
+    Ok(dst)
+}
+
+/// Conformance cases for `ssm-mla check` (see [`crate::suite`]).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = StreamCopy::new(gpu)?;
+    let mut out = Vec::new();
+    for n in [1usize, 1021, 1024 * 4 * 3 + 5] {
+        let data = rng.normal_vec(n, 0.0, 1.0);
+        let src = gpu.upload_f32(&[n], &data)?;
+        let dst = gpu.nan_f32(&[n])?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &src, &dst)?;
+        batch.run()?;
+        let tolerance = crate::Tolerance::new(0.0, 0.0);
+        out.push(crate::suite::CheckOutcome {
+            kernel: "stream_copy",
+            case: format!("n={n} dst"),
+            tolerance,
+            comparison: crate::compare(
+                &gpu.read_f32(&dst)?,
+                &crate::reference::stream_copy::stream_copy(&data),
+                tolerance,
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: copies of 4 MiB (quick) up to 64 MiB.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let sizes: &[usize] = if quick {
+        &[1 << 20]
+    } else {
+        &[1 << 20, 1 << 24]
+    };
+    let mut cases = Vec::new();
+    for &n in sizes {
+        let op = StreamCopy::new(gpu)?;
+        let src = gpu.upload_f32(&[n], &vec![1.0f32; n])?;
+        let dst = gpu.empty(&[n], crate::DType::F32)?;
+        let g = gpu.clone();
+        let host: Vec<f32> = vec![1.0; n];
+        let mut host_dst: Vec<f32> = vec![0.0; n];
+        cases.push(crate::suite::BenchCase {
+            kernel: "stream_copy",
+            size: format!("{} MiB", (n * 4) >> 20),
+            cost: StreamCopy::cost(n),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &src, &dst)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                host_dst.copy_from_slice(&host);
+                std::hint::black_box(&host_dst);
+            })),
+        });
+    }
+    Ok(cases)
+}

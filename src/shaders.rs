@@ -1,0 +1,11 @@
+//! Every embedded shader, for tools that want to list or pre-build them. The portability test
+//! does not rely on this list: it walks `shaders/` itself, so a file missing here still gets
+//! checked.
+
+use crate::pipeline::Shader;
+
+/// All kernels of the crate.
+pub const ALL: &[Shader] = &[
+    crate::ops::stream_copy::SHADER,
+    crate::ops::fma_peak::SHADER,
+];

@@ -1,0 +1,36 @@
+//! Conformance of `fma_peak` (the arithmetic ceiling) against its f64 CPU reference.
+
+mod common;
+use common::*;
+use ssm_mla::ops::fma_peak::{FmaPeak, FmaPeakParams};
+use ssm_mla::{reference, Tolerance};
+
+#[test]
+fn matches_cpu_chains() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("fma_peak");
+        for (n, iters) in [(1usize, 1u32), (257, 64), (1000, 300)] {
+            let params = FmaPeakParams {
+                iters,
+                m: 0.99,
+                c: 0.01,
+            };
+            let data = rng.uniform_vec(n, -1.0, 1.0);
+            let seeds = gpu.upload_f32(&[n], &data).unwrap();
+            let out = gpu.nan_f32(&[n]).unwrap();
+            let op = FmaPeak::new(&gpu).unwrap();
+            let mut batch = gpu.batch();
+            op.record(&mut batch, &seeds, &out, params).unwrap();
+            let timing = batch.run_timed().unwrap();
+            assert!(timing.seconds >= 0.0);
+            // 32 chains of a contraction: f32 rounding stays within a few ulps of each term.
+            assert_close(
+                &format!("{name} n={n} iters={iters}"),
+                &gpu.read_f32(&out).unwrap(),
+                &reference::fma_peak::fma_peak(&data, params),
+                Tolerance::new(1e-5, 1e-5),
+                seed,
+            );
+        }
+    }
+}
