@@ -3,6 +3,9 @@
 //! CPU reference of the same name in [`crate::reference`].
 
 pub mod fma_peak;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
 pub mod stream_copy;
 
 /// Work an op must do, for roofline accounting (DESIGN §7): bytes that must move (each input

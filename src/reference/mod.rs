@@ -2,4 +2,8 @@
 //! conformance tests and `ssm-mla check` compare every kernel against these.
 
 pub mod fma_peak;
+pub mod matmul;
+pub mod mla;
+pub mod rmsnorm;
+pub mod rope;
 pub mod stream_copy;
