@@ -1,5 +1,7 @@
 //! CPU references: plain Rust that mirrors each GPU kernel's math, accumulating in f64. The
 //! conformance tests and `ssm-mla check` compare every kernel against these.
 
+pub mod absorbed_attention;
 pub mod fma_peak;
+pub mod latent_cache;
 pub mod stream_copy;

@@ -1,0 +1,188 @@
+//! `latent_cache`: the paged MLA latent KV cache and the kernel that appends rows to it.
+//!
+//! Per token the cache keeps one latent row of W = d_c + d_R floats, `[c | k_rope]`: c is the
+//! compressed KV (after `kv_a_layernorm`, d_c = kv_lora_rank) and k_rope the rotated shared rope
+//! key (d_R = qk_rope_head_dim) — 576 floats instead of 2·H·128 for plain multi-head attention.
+//! Rows live in fixed-size pages: `data` is (num_blocks, block_size, W); a sequence owns the pages
+//! its block-table row lists, and its token at position p is at slot
+//! `block_table[p / block_size] * block_size + p % block_size` (see [`slots_for`]).
+//!
+//! Append: `data[slots[t]] = latent[t]` for each of T rows; a slot ≥ num_blocks·block_size (for
+//! example `u32::MAX`) skips the row. Slots must be distinct.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+/// The WGSL kernel (append).
+pub const SHADER: Shader = Shader {
+    name: "mla/latent_cache",
+    source: include_str!("../../shaders/mla/latent_cache.wgsl"),
+};
+
+const WG: u32 = 256;
+
+/// Paged latent KV cache: `data` is (num_blocks, block_size, d_c + d_R); block b, offset o holds
+/// one token's [c (d_c, after kv_a_layernorm) | k_rope (d_R, already rotated)].
+#[derive(Clone, Debug)]
+pub struct LatentCache {
+    /// The pages, f32 (num_blocks, block_size, d_c + d_r).
+    pub data: Tensor,
+    /// Number of pages.
+    pub num_blocks: usize,
+    /// Tokens per page.
+    pub block_size: usize,
+    /// Width of the compressed KV part c (kv_lora_rank).
+    pub d_c: usize,
+    /// Width of the rope key part (qk_rope_head_dim).
+    pub d_r: usize,
+}
+
+impl LatentCache {
+    /// Allocate a zeroed cache of `num_blocks` pages of `block_size` tokens.
+    pub fn new(
+        gpu: &Gpu,
+        num_blocks: usize,
+        block_size: usize,
+        d_c: usize,
+        d_r: usize,
+    ) -> Result<Self> {
+        if num_blocks == 0 || block_size == 0 || d_c == 0 {
+            return Err(Error::invalid(format!(
+                "latent cache needs num_blocks, block_size and d_c > 0 \
+                 (got {num_blocks}, {block_size}, {d_c})"
+            )));
+        }
+        let fits = num_blocks
+            .checked_mul(block_size)
+            .and_then(|n| n.checked_mul(d_c + d_r))
+            .is_some_and(|n| n <= u32::MAX as usize);
+        if !fits {
+            return Err(Error::Limit {
+                what: format!("a latent cache of {num_blocks}×{block_size}×{}", d_c + d_r),
+                detail: "more than 2^32 elements".into(),
+            });
+        }
+        let data = gpu.empty(&[num_blocks, block_size, d_c + d_r], DType::F32)?;
+        Ok(Self {
+            data,
+            num_blocks,
+            block_size,
+            d_c,
+            d_r,
+        })
+    }
+
+    /// Latent row width W = d_c + d_r.
+    pub fn width(&self) -> usize {
+        self.d_c + self.d_r
+    }
+
+    /// Number of token slots (num_blocks · block_size).
+    pub fn num_slots(&self) -> usize {
+        self.num_blocks * self.block_size
+    }
+}
+
+/// Host helper: the slots of positions start..start+count of a sequence with this block table row.
+/// Errors if the row has too few blocks for position start + count − 1.
+pub fn slots_for(
+    block_table_row: &[u32],
+    block_size: usize,
+    start: usize,
+    count: usize,
+) -> Result<Vec<u32>> {
+    if block_size == 0 {
+        return Err(Error::invalid("block_size must be > 0"));
+    }
+    let end = start + count;
+    if end > block_table_row.len() * block_size {
+        return Err(Error::shape(
+            "block_table",
+            format!(
+                "a row of at least {} blocks of {block_size} for positions {start}..{end}",
+                end.div_ceil(block_size)
+            ),
+            &[block_table_row.len()],
+        ));
+    }
+    Ok((start..end)
+        .map(|p| block_table_row[p / block_size] * block_size as u32 + (p % block_size) as u32)
+        .collect())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    n: u32,
+    w: u32,
+    num_slots: u32,
+    _pad: u32,
+}
+
+/// The append kernel: writes T latent rows into the cache at given slots.
+#[derive(Clone, Debug)]
+pub struct LatentCacheAppend {
+    kernel: Arc<Kernel>,
+}
+
+impl LatentCacheAppend {
+    /// Build (or fetch from the cache) the pipeline.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        Ok(Self {
+            kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
+        })
+    }
+
+    /// latent: (T, d_c + d_R) rows; slots: (T) u32 absolute slot = block * block_size + offset.
+    /// Slots ≥ num_blocks·block_size are skipped. T = 0 records nothing.
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        cache: &LatentCache,
+        latent: &Tensor,
+        slots: &Tensor,
+    ) -> Result<()> {
+        let w = cache.width();
+        let t = latent.shape().first().copied().unwrap_or(0);
+        latent.expect("latent", "(T, d_c + d_R)", &[t, w], DType::F32)?;
+        slots.expect("slots", "(T) like latent", &[t], DType::U32)?;
+        cache.data.expect(
+            "cache.data",
+            "(num_blocks, block_size, d_c + d_R)",
+            &[cache.num_blocks, cache.block_size, w],
+            DType::F32,
+        )?;
+        if t == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(t * w).map_err(|_| Error::Limit {
+            what: format!("appending {t} latent rows"),
+            detail: "more than 2^32 elements".into(),
+        })?;
+        let uniforms = Uniforms {
+            n,
+            w: w as u32,
+            num_slots: cache.num_slots() as u32,
+            _pad: 0,
+        };
+        batch.dispatch(
+            &self.kernel,
+            &uniforms,
+            &[latent.into(), slots.into(), (&cache.data).into()],
+            n.div_ceil(WG),
+        )
+    }
+
+    /// Bytes moved (latent and slots read, rows written) for T rows of width W; no FLOPs.
+    pub fn cost(t: usize, w: usize) -> Cost {
+        Cost {
+            bytes: 4 * (2 * t * w + t) as u64,
+            flops: 0,
+        }
+    }
+}
