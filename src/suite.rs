@@ -73,4 +73,14 @@ pub const KERNELS: &[KernelEntry] = &[
         check: crate::ops::fma_peak::check_cases,
         bench: crate::ops::fma_peak::bench_cases,
     },
+    KernelEntry {
+        name: "latent_cache",
+        check: crate::ops::latent_cache::check_cases,
+        bench: crate::ops::latent_cache::bench_cases,
+    },
+    KernelEntry {
+        name: "absorbed_attention",
+        check: crate::ops::absorbed_attention::check_cases,
+        bench: crate::ops::absorbed_attention::bench_cases,
+    },
 ];
