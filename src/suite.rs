@@ -87,6 +87,16 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: crate::ops::fma_peak::bench_cases,
         cpu: crate::ops::fma_peak::cpu_cases,
     },
+    KernelEntry {
+        name: "latent_cache",
+        check: crate::ops::latent_cache::check_cases,
+        bench: crate::ops::latent_cache::bench_cases,
+    },
+    KernelEntry {
+        name: "absorbed_attention",
+        check: crate::ops::absorbed_attention::check_cases,
+        bench: crate::ops::absorbed_attention::bench_cases,
+    },
 ];
 
 /// The adapter's measured ceilings (DESIGN §7): the best of several shapes of the streaming-copy

@@ -2,7 +2,9 @@
 //! shapes, builds (cached) pipelines and records dispatches into a [`crate::Batch`]. Every op has a
 //! CPU reference of the same name in [`crate::reference`].
 
+pub mod absorbed_attention;
 pub mod fma_peak;
+pub mod latent_cache;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
