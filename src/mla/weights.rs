@@ -15,6 +15,7 @@
 //! Files may prefix every name with `model.layers.<i>.self_attn.`.
 
 use crate::error::{Error, Result};
+use crate::io::{HostTensor, SafeTensors};
 use crate::mla::config::MlaConfig;
 use crate::rng::Rng;
 
@@ -153,20 +154,16 @@ impl MlaWeights {
         out
     }
 
-    /// Build from named tensors: `get(name)` returns (shape, values) or None. Every shape is
-    /// checked against `cfg`; the error names the tensor and the expected shape. `context` says
-    /// where the names were looked up (e.g. the file), for missing-tensor errors.
+    /// Build from named tensors: `get(name)` returns (shape, values) or the missing-tensor
+    /// error. Every shape is checked against `cfg`; the error names the tensor and the expected
+    /// shape.
     pub fn from_lookup<'a>(
         cfg: &MlaConfig,
-        context: &str,
-        get: impl Fn(&str) -> Option<(&'a [usize], &'a [f32])>,
+        get: impl Fn(&str) -> Result<(&'a [usize], &'a [f32])>,
     ) -> Result<Self> {
         cfg.validate()?;
         let fetch = |name: &str, spelled: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let (got, data) = get(name).ok_or_else(|| Error::MissingTensor {
-                name: name.to_string(),
-                context: context.to_string(),
-            })?;
+            let (got, data) = get(name)?;
             if got != shape {
                 return Err(Error::shape(name, format!("{spelled} = {shape:?}"), got));
             }
@@ -251,13 +248,41 @@ impl MlaWeights {
     /// Check the shapes against `cfg` (useful for weights built by hand).
     pub fn check(&self, cfg: &MlaConfig) -> Result<()> {
         let named = self.named_tensors();
-        Self::from_lookup(cfg, "", |name| {
+        Self::from_lookup(cfg, |name| {
             named
                 .iter()
                 .find(|(n, _, _)| n == name)
                 .map(|(_, s, d)| (s.as_slice(), d.as_slice()))
+                .ok_or_else(|| Error::MissingTensor {
+                    name: name.to_string(),
+                    context: String::new(),
+                })
         })
         .map(|_| ())
+    }
+
+    /// Load a layer from a safetensors file's tensors. Names may carry a
+    /// `model.layers.<i>.self_attn.` prefix: with `layer` = Some(i) that prefix is used; with
+    /// None, unprefixed names are used if present, else the one layer the file holds (a file
+    /// with several layers needs `layer`). Missing or mis-shaped tensors are errors that name
+    /// the tensor (with its prefix) and the expected shape.
+    pub fn from_safetensors(st: &SafeTensors, cfg: &MlaConfig, layer: Option<usize>) -> Result<Self> {
+        let prefix = match layer {
+            Some(i) => format!("model.layers.{i}.self_attn."),
+            None => find_prefix(st)?,
+        };
+        Self::from_lookup(cfg, |name| {
+            let t = st.get(&format!("{prefix}{name}"))?;
+            Ok((t.shape.as_slice(), t.data.as_slice()))
+        })
+    }
+
+    /// The tensors as [`HostTensor`]s under `prefix` + name, for [`crate::io::write_safetensors`].
+    pub fn host_tensors(&self, prefix: &str) -> Result<Vec<(String, HostTensor)>> {
+        self.named_tensors()
+            .into_iter()
+            .map(|(n, shape, data)| Ok((format!("{prefix}{n}"), HostTensor::new(&shape, data)?)))
+            .collect()
     }
 
     /// The query projection's rows for head h, nope part: W_UK[h] is rows
@@ -273,5 +298,52 @@ impl MlaWeights {
         let d_c = cfg.kv_lora_rank;
         let start = (head * (cfg.qk_nope_head_dim + cfg.v_head_dim) + cfg.qk_nope_head_dim) * d_c;
         &self.kv_b_proj[start..start + cfg.v_head_dim * d_c]
+    }
+}
+
+/// The name prefix of the layer a file holds: "" when `kv_a_proj_with_mqa.weight` is present
+/// unprefixed, else the single `model.layers.<i>.self_attn.` found.
+fn find_prefix(st: &SafeTensors) -> Result<String> {
+    const KEY: &str = "kv_a_proj_with_mqa.weight";
+    if st.optional(KEY).is_some() {
+        return Ok(String::new());
+    }
+    let mut layers: Vec<(usize, String)> = st
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            let prefix = n.strip_suffix(KEY)?;
+            let i = prefix
+                .strip_prefix("model.layers.")?
+                .strip_suffix(".self_attn.")?
+                .parse()
+                .ok()?;
+            Some((i, prefix.to_string()))
+        })
+        .collect();
+    layers.sort();
+    match layers.len() {
+        0 => {
+            // The error of the unprefixed lookup names the file.
+            st.get(KEY).map(|_| String::new()).map_err(|e| match e {
+                Error::MissingTensor { name, context } => Error::MissingTensor {
+                    name,
+                    context: format!(
+                        "{context} (looked for it with and without a model.layers.<i>.self_attn. prefix)"
+                    ),
+                },
+                other => other,
+            })
+        }
+        1 => Ok(layers.remove(0).1),
+        _ => Err(Error::invalid(format!(
+            "the weights hold {} attention layers ({}); choose one",
+            layers.len(),
+            layers
+                .iter()
+                .map(|(i, _)| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }

@@ -441,3 +441,18 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
     }
     Ok(cases)
 }
+
+/// The CPU reference on a decode-shaped product, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (m, n, k) = (4, 576, 512);
+    let dims = MatmulDims::linear(m, n, k);
+    let x = rng.normal_vec(m * k, 0.0, 1.0);
+    let w = rng.normal_vec(n * k, 0.0, 0.05);
+    vec![crate::suite::CpuCase {
+        size: format!("M={m} N={n} K={k}"),
+        cost: Matmul::cost(&dims, false),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::matmul::matmul(&dims, &x, &w, None, m * n));
+        }),
+    }]
+}

@@ -230,3 +230,17 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
     }
     Ok(cases)
 }
+
+/// The CPU reference on 64 latent rows, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (rows, d) = (64, 512);
+    let x = rng.normal_vec(rows * d, 0.0, 1.0);
+    let w = rng.uniform_vec(d, 0.5, 1.5);
+    vec![crate::suite::CpuCase {
+        size: format!("rows={rows} d={d}"),
+        cost: RmsNorm::cost(rows, d),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::rmsnorm::rmsnorm(&x, rows, d, 0, d, &w, 1e-6));
+        }),
+    }]
+}

@@ -347,3 +347,22 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
     }
     Ok(cases)
 }
+
+/// The CPU reference on 64 tokens × 16 heads × 64, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (tokens, heads, d) = (64, 16, 64);
+    let x = rng.normal_vec(tokens * heads * d, 0.0, 1.0);
+    let inv: Vec<f64> = (0..d / 2)
+        .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
+        .collect();
+    let pos: Vec<u32> = (0..tokens as u32).collect();
+    vec![crate::suite::CpuCase {
+        size: format!("T={tokens} H={heads} d={d}"),
+        cost: Rope::cost(tokens, heads, d),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::rope::rope(
+                &x, tokens, heads, d, 0, heads * d, d, &pos, &inv, true, 1.0,
+            ));
+        }),
+    }]
+}
