@@ -7,7 +7,9 @@
 //! q_lat = W_UKᵀ q_nope, score_j = q_lat·c_j + q_rope·k_rope_j, o = o_proj(W_UV Σ_j p_j c_j).
 
 pub mod config;
+pub mod layer;
 pub mod weights;
 
 pub use config::{MlaConfig, Yarn};
+pub use layer::{MlaCache, MlaCpuLayer, MlaLayer};
 pub use weights::{Linear, MlaWeights, QueryWeights};

@@ -266,7 +266,11 @@ impl MlaWeights {
     /// None, unprefixed names are used if present, else the one layer the file holds (a file
     /// with several layers needs `layer`). Missing or mis-shaped tensors are errors that name
     /// the tensor (with its prefix) and the expected shape.
-    pub fn from_safetensors(st: &SafeTensors, cfg: &MlaConfig, layer: Option<usize>) -> Result<Self> {
+    pub fn from_safetensors(
+        st: &SafeTensors,
+        cfg: &MlaConfig,
+        layer: Option<usize>,
+    ) -> Result<Self> {
         let prefix = match layer {
             Some(i) => format!("model.layers.{i}.self_attn."),
             None => find_prefix(st)?,

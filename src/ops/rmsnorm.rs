@@ -240,7 +240,9 @@ pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
         size: format!("rows={rows} d={d}"),
         cost: RmsNorm::cost(rows, d),
         run: Box::new(move || {
-            std::hint::black_box(crate::reference::rmsnorm::rmsnorm(&x, rows, d, 0, d, &w, 1e-6));
+            std::hint::black_box(crate::reference::rmsnorm::rmsnorm(
+                &x, rows, d, 0, d, &w, 1e-6,
+            ));
         }),
     }]
 }

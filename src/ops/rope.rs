@@ -361,7 +361,17 @@ pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
         cost: Rope::cost(tokens, heads, d),
         run: Box::new(move || {
             std::hint::black_box(crate::reference::rope::rope(
-                &x, tokens, heads, d, 0, heads * d, d, &pos, &inv, true, 1.0,
+                &x,
+                tokens,
+                heads,
+                d,
+                0,
+                heads * d,
+                d,
+                &pos,
+                &inv,
+                true,
+                1.0,
             ));
         }),
     }]
