@@ -47,3 +47,5 @@ pub use io::{HostTensor, SafeTensors};
 pub use pipeline::{Kernel, Shader};
 pub use rng::Rng;
 pub use tensor::{DType, Tensor};
+/// The wgpu this crate is built on, so apps adopt devices of the same version.
+pub use wgpu;

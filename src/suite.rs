@@ -119,6 +119,12 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: crate::ops::rope::bench_cases,
         cpu: crate::ops::rope::cpu_cases,
     },
+    KernelEntry {
+        name: "mla_layer",
+        check: crate::mla::layer::check_cases,
+        bench: crate::mla::layer::bench_cases,
+        cpu: crate::mla::layer::cpu_cases,
+    },
 ];
 
 /// The adapter's measured ceilings (DESIGN §7): the best of several shapes of the streaming-copy

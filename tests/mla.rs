@@ -80,11 +80,11 @@ fn parses_public_configs() {
     let inv = v3.inv_freq();
     assert_eq!(inv.len(), 32);
     let base = |i: usize| 10000f64.powf(-((2 * i) as f64) / 64.0);
-    for i in 0..=10 {
-        assert!((inv[i] - base(i)).abs() <= 1e-15 * base(i), "i={i}");
+    for (i, &f) in inv.iter().enumerate().take(11) {
+        assert!((f - base(i)).abs() <= 1e-15 * base(i), "i={i}");
     }
-    for i in 23..32 {
-        assert!((inv[i] - base(i) / 40.0).abs() <= 1e-15 * base(i), "i={i}");
+    for (i, &f) in inv.iter().enumerate().skip(23) {
+        assert!((f - base(i) / 40.0).abs() <= 1e-15 * base(i), "i={i}");
     }
     let ramp = (16.0 - 10.0) / 13.0;
     assert!((inv[16] - (base(16) / 40.0 * ramp + base(16) * (1.0 - ramp))).abs() < 1e-15);
@@ -312,7 +312,7 @@ fn layer_rejects_bad_calls_without_changing_the_cache() {
     assert!(e.to_string().contains("q_proj.weight"), "{e}");
 }
 
-fn write_weights(path: &PathBuf, w: &MlaWeights, prefix: &str) {
+fn write_weights(path: &std::path::Path, w: &MlaWeights, prefix: &str) {
     let tensors = w.host_tensors(prefix).unwrap();
     let refs: Vec<(&str, &HostTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     write_safetensors(path, &refs).unwrap();
@@ -345,7 +345,8 @@ fn weight_errors_name_the_tensor_and_shape() {
     let cfg = small_config(3, Some(24), false, false);
     let w = MlaWeights::random(&cfg, &mut rng);
     let named = w.host_tensors("model.layers.0.self_attn.").unwrap();
-    let build = |edit: &dyn Fn(&mut Vec<(String, HostTensor)>)| {
+    type Named = Vec<(String, HostTensor)>;
+    let build = |edit: &dyn Fn(&mut Named)| {
         let mut t = named.clone();
         edit(&mut t);
         let mut st = SafeTensors::default();

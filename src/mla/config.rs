@@ -241,7 +241,9 @@ impl MlaConfig {
                     y.factor
                 )));
             }
-            if !(y.original_max_position_embeddings >= 1.0) {
+            if y.original_max_position_embeddings.is_nan()
+                || y.original_max_position_embeddings < 1.0
+            {
                 return Err(Error::invalid(format!(
                     "config: rope_scaling.original_max_position_embeddings must be ≥ 1, got {}",
                     y.original_max_position_embeddings

@@ -61,9 +61,9 @@ impl GpuLinear {
 enum GpuQuery {
     Direct(GpuLinear),
     LowRank {
-        a: GpuLinear,
+        a: Box<GpuLinear>,
         norm: Tensor,
-        b: GpuLinear,
+        b: Box<GpuLinear>,
     },
 }
 
@@ -104,6 +104,14 @@ impl MlaCache {
     /// Number of sequences.
     pub fn num_seqs(&self) -> usize {
         self.seqs.len()
+    }
+
+    /// Keep only the first `len` tokens of sequence `seq` (its pages stay allocated), e.g. to
+    /// rerun a decode step from the same context.
+    pub fn truncate(&mut self, seq: usize, len: usize) {
+        if let Some(s) = self.seqs.get_mut(seq) {
+            s.len = s.len.min(len);
+        }
     }
 
     /// Forget sequence `seq`'s tokens and return its pages to the free list.
@@ -166,9 +174,9 @@ impl MlaLayer {
                 q_a_layernorm,
                 q_b_proj,
             } => GpuQuery::LowRank {
-                a: GpuLinear::upload(g, q_a_proj)?,
+                a: Box::new(GpuLinear::upload(g, q_a_proj)?),
                 norm: g.upload_f32(&[q_a_layernorm.len()], q_a_layernorm)?,
-                b: GpuLinear::upload(g, q_b_proj)?,
+                b: Box::new(GpuLinear::upload(g, q_b_proj)?),
             },
         };
         let d_c = cfg.kv_lora_rank;
@@ -601,6 +609,14 @@ impl MlaCpuLayer {
             .map_or(0, |c| c.len() / self.cfg.latent_dim())
     }
 
+    /// Keep only the first `len` tokens of sequence `seq`.
+    pub fn truncate(&mut self, seq: usize, len: usize) {
+        let w = self.cfg.latent_dim();
+        if let Some(c) = self.caches.get_mut(seq) {
+            c.truncate(len * w);
+        }
+    }
+
     /// One forward of S new tokens for each of `seqs`; `hidden` is (n, S, hidden) row-major.
     pub fn forward(&mut self, seqs: &[usize], hidden: &[f32], s: usize) -> Result<Vec<f64>> {
         check_seqs(seqs, self.caches.len())?;
@@ -659,4 +675,178 @@ impl MlaCpuLayer {
         }
         Ok(out)
     }
+}
+
+/// Bytes and FLOPs of one forward of S new tokens for each of Bt sequences whose caches then
+/// hold `ctx` tokens (the new ones included). Bytes: every weight read once, hidden states in
+/// and out, the cache rows read once and the new rows written. FLOPs: 2 per multiply-add of the
+/// projections and absorb products, plus the attention of
+/// [`crate::ops::absorbed_attention::cost`].
+pub fn forward_cost(cfg: &MlaConfig, bt: usize, s: usize, ctx: usize) -> crate::ops::Cost {
+    let (hid, h, nope, d_r, v, d_c) = (
+        cfg.hidden_size as u64,
+        cfg.num_heads as u64,
+        cfg.qk_nope_head_dim as u64,
+        cfg.qk_rope_head_dim as u64,
+        cfg.v_head_dim as u64,
+        cfg.kv_lora_rank as u64,
+    );
+    let t = (bt * s) as u64;
+    let q_params = match cfg.q_lora_rank {
+        Some(r) => r as u64 * hid + h * (nope + d_r) * r as u64,
+        None => h * (nope + d_r) * hid,
+    };
+    let params = q_params + (d_c + d_r) * hid + h * (nope + v) * d_c + hid * h * v;
+    let proj_macs =
+        t * (q_params + (d_c + d_r) * hid + hid * h * v) + t * h * (nope * d_c + v * d_c);
+    let attn = crate::ops::absorbed_attention::cost(
+        bt,
+        s,
+        cfg.num_heads,
+        ctx,
+        cfg.kv_lora_rank,
+        cfg.qk_rope_head_dim,
+        64,
+    );
+    crate::ops::Cost {
+        bytes: 4 * (params + 2 * t * hid + t * (d_c + d_r)) + attn.bytes,
+        flops: 2 * proj_macs + attn.flops,
+    }
+}
+
+fn bench_config(full: bool) -> MlaConfig {
+    let json = if full {
+        crate::mla::config::presets::DEEPSEEK_V2_LITE.to_string()
+    } else {
+        r#"{"hidden_size": 128, "num_attention_heads": 4, "q_lora_rank": 64, "kv_lora_rank": 64,
+            "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32, "rope_theta": 10000,
+            "rope_scaling": {"type": "yarn", "factor": 4, "original_max_position_embeddings": 256,
+            "mscale": 1.0, "mscale_all_dim": 1.0}}"#
+            .to_string()
+    };
+    MlaConfig::from_json_str(&json, "bench config").expect("preset parses")
+}
+
+/// Conformance cases for `ssm-mla check`: the GPU layer (absorbed, through the cache) against the
+/// CPU naive form, one-shot and with prefill + decode, at small dims (H = 3, with and without
+/// q_lora, YaRN).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let mut out = Vec::new();
+    for (q_lora, bt, s) in [(None, 1usize, 1usize), (Some(24), 2, 9)] {
+        let q = q_lora.map_or("null".to_string(), |r: usize| r.to_string());
+        let json = format!(
+            r#"{{"hidden_size": 64, "num_attention_heads": 3, "q_lora_rank": {q}, "kv_lora_rank": 32,
+                "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
+                "rope_scaling": {{"type": "yarn", "factor": 4, "original_max_position_embeddings": 64,
+                "mscale": 1.0, "mscale_all_dim": 0.5}}}}"#
+        );
+        let cfg = MlaConfig::from_json_str(&json, "check config")?;
+        let w = MlaWeights::random(&cfg, rng);
+        let h = rng.normal_vec(bt * s * cfg.hidden_size, 0.0, 1.0);
+        let want = crate::reference::mla::naive(&cfg, &w, &h, bt, s);
+        let layer = MlaLayer::new(gpu.clone(), &cfg, &w)?;
+        let tolerance = crate::Tolerance::new(1e-4, 2e-3);
+        for p in [None, Some(s.div_ceil(2))] {
+            let got = layer.run_host(&h, bt, s, p)?;
+            out.push(crate::suite::CheckOutcome {
+                kernel: "mla_layer",
+                case: format!(
+                    "Bt={bt} S={s} H=3 q_lora={q}{} out",
+                    p.map_or(String::new(), |p| format!(" decode-from {p}"))
+                ),
+                tolerance,
+                comparison: crate::compare(&got, &want, tolerance),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: one decode step (one token for each of Bt sequences after a context of
+/// `ctx` tokens), the cache truncated back after each run. Quick: small dims; otherwise
+/// V2-Lite's attention dims (hidden 2048, H 16, no q_lora, d_c 512) at contexts 1K and 4K.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let cfg = bench_config(!quick);
+    let sizes: &[(usize, usize)] = if quick {
+        &[(1, 128), (4, 128)]
+    } else {
+        &[(1, 1024), (4, 1024), (1, 4096)]
+    };
+    let mut rng = crate::Rng::new(0xB3AC);
+    let w = MlaWeights::random(&cfg, &mut rng);
+    let mut cases = Vec::new();
+    for &(bt, ctx) in sizes {
+        let layer = Arc::new(MlaLayer::new(gpu.clone(), &cfg, &w)?);
+        let mut cache = layer.new_cache(bt, ctx + 1, 64)?;
+        let seqs: Vec<usize> = (0..bt).collect();
+        let hid = cfg.hidden_size;
+        // Prefill the context in chunks (bounded intermediates).
+        let mut done = 0;
+        while done < ctx {
+            let n = (ctx - done).min(256);
+            let x = gpu.upload_f32(&[bt, n, hid], &rng.normal_vec(bt * n * hid, 0.0, 1.0))?;
+            layer.forward(&mut cache, &seqs, &x)?;
+            done += n;
+        }
+        let step_host = rng.normal_vec(bt * hid, 0.0, 1.0);
+        let step = gpu.upload_f32(&[bt, 1, hid], &step_host)?;
+        let out = gpu.empty(&[bt, 1, hid], DType::F32)?;
+        let g = gpu.clone();
+        let l = layer.clone();
+        let mut cpu: Option<crate::suite::CpuRun> = None;
+        if quick {
+            let mut cpu_layer = MlaCpuLayer::new(&cfg, &w, bt)?;
+            let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
+            cpu_layer.forward(&seqs, &ctx_h, ctx)?;
+            let seqs = seqs.clone();
+            let step_host = step_host.clone();
+            cpu = Some(Box::new(move || {
+                let y = cpu_layer
+                    .forward(&seqs, &step_host, 1)
+                    .expect("valid shapes");
+                std::hint::black_box(y);
+                for q in 0..seqs.len() {
+                    cpu_layer.truncate(q, ctx);
+                }
+            }));
+        }
+        cases.push(crate::suite::BenchCase {
+            kernel: "mla_layer",
+            size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
+            cost: forward_cost(&cfg, bt, 1, ctx + 1),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                l.record(&mut batch, &mut cache, &seqs, &step, &out)?;
+                let t = batch.run_timed();
+                for q in 0..seqs.len() {
+                    cache.truncate(q, ctx);
+                }
+                t
+            }),
+            cpu,
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU layer's decode step at small dims, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let cfg = bench_config(false);
+    let w = MlaWeights::random(&cfg, rng);
+    let (bt, ctx, hid) = (1, 128, cfg.hidden_size);
+    let mut layer = MlaCpuLayer::new(&cfg, &w, bt).expect("valid config");
+    let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
+    layer.forward(&[0], &ctx_h, ctx).expect("valid shapes");
+    let step = rng.normal_vec(bt * hid, 0.0, 1.0);
+    vec![crate::suite::CpuCase {
+        size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
+        cost: forward_cost(&cfg, bt, 1, ctx + 1),
+        run: Box::new(move || {
+            std::hint::black_box(layer.forward(&[0], &step, 1).expect("valid shapes"));
+            layer.truncate(0, ctx);
+        }),
+    }]
 }

@@ -115,7 +115,7 @@ impl RmsNorm {
         if d == 0 {
             return Err(Error::shape("w", "(d) with d > 0", w.shape()));
         }
-        if x_rows.stride < d && rows > 1 || y_rows.stride < d && rows > 1 {
+        if rows > 1 && (x_rows.stride < d || y_rows.stride < d) {
             return Err(Error::invalid(format!(
                 "rmsnorm: row strides ({}, {}) smaller than the row width {d}",
                 x_rows.stride, y_rows.stride

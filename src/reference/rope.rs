@@ -38,17 +38,11 @@ pub fn rope(
     attn_factor: f64,
 ) -> Vec<f64> {
     let mut out = Vec::with_capacity(tokens * heads * d);
-    for t in 0..tokens {
+    for (t, &pos) in positions.iter().enumerate().take(tokens) {
         for h in 0..heads {
             let base = offset + t * token_stride + h * head_stride;
             let mut v: Vec<f64> = x[base..base + d].iter().map(|&a| a as f64).collect();
-            rope_vec(
-                &mut v,
-                positions[t] as f64,
-                inv_freq,
-                interleave,
-                attn_factor,
-            );
+            rope_vec(&mut v, pos as f64, inv_freq, interleave, attn_factor);
             out.extend(v);
         }
     }
