@@ -30,6 +30,7 @@ pub mod compare;
 pub mod error;
 pub mod gpu;
 pub mod io;
+pub mod mla;
 pub mod ops;
 pub mod pipeline;
 pub mod reference;

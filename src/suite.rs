@@ -87,6 +87,44 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: crate::ops::fma_peak::bench_cases,
         cpu: crate::ops::fma_peak::cpu_cases,
     },
+    KernelEntry {
+        name: "latent_cache",
+        check: crate::ops::latent_cache::check_cases,
+        bench: crate::ops::latent_cache::bench_cases,
+        // Placeholder until the mla-attn branch (written before `cpu`) adds its cpu_cases.
+        cpu: |_| Vec::new(),
+    },
+    KernelEntry {
+        name: "absorbed_attention",
+        check: crate::ops::absorbed_attention::check_cases,
+        bench: crate::ops::absorbed_attention::bench_cases,
+        // Placeholder until the mla-attn branch (written before `cpu`) adds its cpu_cases.
+        cpu: |_| Vec::new(),
+    },
+    KernelEntry {
+        name: "matmul",
+        check: crate::ops::matmul::check_cases,
+        bench: crate::ops::matmul::bench_cases,
+        cpu: crate::ops::matmul::cpu_cases,
+    },
+    KernelEntry {
+        name: "rmsnorm",
+        check: crate::ops::rmsnorm::check_cases,
+        bench: crate::ops::rmsnorm::bench_cases,
+        cpu: crate::ops::rmsnorm::cpu_cases,
+    },
+    KernelEntry {
+        name: "rope",
+        check: crate::ops::rope::check_cases,
+        bench: crate::ops::rope::bench_cases,
+        cpu: crate::ops::rope::cpu_cases,
+    },
+    KernelEntry {
+        name: "mla_layer",
+        check: crate::mla::layer::check_cases,
+        bench: crate::mla::layer::bench_cases,
+        cpu: crate::mla::layer::cpu_cases,
+    },
 ];
 
 /// The adapter's measured ceilings (DESIGN §7): the best of several shapes of the streaming-copy

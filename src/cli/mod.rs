@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod info;
+mod run_mla;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,17 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Run one computation on files (safetensors in, safetensors out).
+    Run {
+        #[command(subcommand)]
+        target: RunTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunTarget {
+    /// One DeepSeek MLA layer over hidden_states (Bt, S, hidden).
+    Mla(run_mla::Args),
 }
 
 /// No arguments: check every kernel, then a short benchmark; without a GPU, say so in one line
@@ -80,6 +92,9 @@ pub fn main() -> i32 {
             json,
             kernel,
         }),
+        Some(Command::Run { target }) => match target {
+            RunTarget::Mla(args) => run_mla::run(args),
+        },
         None => main_job(),
     };
     match result {
