@@ -65,10 +65,11 @@ pub const COMBINE_SHADER: Shader = Shader {
 };
 
 const WG: usize = 256;
-/// Floats of workgroup memory for the key tile (the shader's TILE_MAX).
-const TILE_MAX: usize = 2304;
-/// Register accumulators per invocation (the shader's ACC_MAX).
-const ACC_MAX: usize = 32;
+/// vec4 slots of workgroup memory for the key tile (the shader's TILE_V).
+const TILE_V: usize = 640;
+/// Register vec4s per invocation for q and for the accumulators (QMAX, AMAX in the shader).
+const QMAX: usize = 16;
+const AMAX: usize = 8;
 const MAX_ROWS_PER_GROUP: usize = 16;
 const MAX_KEYS_PER_TILE: usize = 4;
 /// Workgroups the split planner aims for (enough to fill a large GPU several times over).
@@ -103,12 +104,14 @@ pub struct AbsorbedAttentionInputs<'a> {
 /// How a call is tiled and split (see the module docs); [`plan`] computes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Query rows (heads × query tokens) per workgroup, G.
+    /// Query rows (heads × query tokens) per workgroup, G (256 / G invocations per row).
     pub rows_per_group: usize,
     /// Cache rows per tile in workgroup memory, TK.
     pub keys_per_tile: usize,
-    /// Output columns per invocation, ⌈d_c / 256⌉.
-    pub cols_per_invocation: usize,
+    /// vec4 slots of the padded latent row each invocation holds (q in registers), NCH.
+    pub row_chunks: usize,
+    /// vec4 output accumulators per invocation (the c part), NPV.
+    pub out_chunks: usize,
     /// Row groups per sequence, ⌈S_q·H / G⌉.
     pub groups: usize,
     /// KV splits per (sequence, row group).
@@ -126,7 +129,7 @@ impl Plan {
 
 /// Choose the tiling and split count for Bt sequences of S_q new tokens, H heads, widths d_c and
 /// d_r, and longest context `max_seq_len`. Errors when the widths do not fit the kernel
-/// (d_c ≤ 8192, d_c + d_r ≤ 2304).
+/// (roughly d_c ≤ 8192 and d_c + d_r ≤ 2560).
 pub fn plan(
     bt: usize,
     s_q: usize,
@@ -135,21 +138,30 @@ pub fn plan(
     d_r: usize,
     max_seq_len: usize,
 ) -> Result<Plan> {
-    let w = d_c + d_r;
-    let cols_per_invocation = d_c.div_ceil(WG).max(1);
-    if cols_per_invocation > ACC_MAX || w > TILE_MAX {
-        return Err(Error::Limit {
-            what: format!("absorbed attention with d_c = {d_c}, d_R = {d_r}"),
-            detail: format!(
-                "the kernel supports d_c ≤ {} and d_c + d_R ≤ {TILE_MAX}",
-                ACC_MAX * WG
-            ),
-        });
-    }
     let rows = (s_q * h).max(1);
-    let rows_per_group = prev_pow2(MAX_ROWS_PER_GROUP.min(ACC_MAX / cols_per_invocation))
-        .min(rows.next_power_of_two());
-    let keys_per_tile = prev_pow2(MAX_KEYS_PER_TILE.min(TILE_MAX / w));
+    let c4 = d_c.div_ceil(4);
+    let rs4 = c4 + d_r.div_ceil(4);
+    let mut g = MAX_ROWS_PER_GROUP.min(rows.next_power_of_two());
+    let tiling = loop {
+        let ipr = WG / g;
+        let nch = rs4.div_ceil(ipr).max(1);
+        let npv = c4.div_ceil(ipr).max(1);
+        let tk = prev_pow2(MAX_KEYS_PER_TILE.min(TILE_V / (nch * ipr)));
+        if nch <= QMAX && npv <= AMAX && tk >= 1 {
+            break (g, tk, nch, npv);
+        }
+        if g == 1 {
+            return Err(Error::Limit {
+                what: format!("absorbed attention with d_c = {d_c}, d_R = {d_r}"),
+                detail: format!(
+                    "the kernel holds at most {} floats of a latent row per row group",
+                    4 * QMAX * WG
+                ),
+            });
+        }
+        g /= 2;
+    };
+    let (rows_per_group, keys_per_tile, row_chunks, out_chunks) = tiling;
     let groups = rows.div_ceil(rows_per_group);
     let base = (bt * groups).max(1);
     let ctx = max_seq_len.max(1);
@@ -161,7 +173,8 @@ pub fn plan(
     Ok(Plan {
         rows_per_group,
         keys_per_tile,
-        cols_per_invocation,
+        row_chunks,
+        out_chunks,
         groups,
         n_split,
         split_len,
@@ -205,7 +218,7 @@ struct CombineUniforms {
 /// The absorbed-attention op: attention kernels per tiling (built on first use and kept), the
 /// combine kernel, and a scratch buffer for split-KV partials that grows as needed and is reused.
 pub struct AbsorbedAttention {
-    gpu_kernels: Mutex<HashMap<(usize, usize, usize), Arc<Kernel>>>,
+    gpu_kernels: Mutex<HashMap<(usize, usize, usize, usize), Arc<Kernel>>>,
     combine: Arc<Kernel>,
     scratch: Mutex<Option<Tensor>>,
 }
@@ -230,7 +243,12 @@ impl AbsorbedAttention {
     }
 
     fn kernel(&self, gpu: &Gpu, p: &Plan) -> Result<Arc<Kernel>> {
-        let key = (p.rows_per_group, p.keys_per_tile, p.cols_per_invocation);
+        let key = (
+            p.rows_per_group,
+            p.keys_per_tile,
+            p.row_chunks,
+            p.out_chunks,
+        );
         let mut kernels = self.gpu_kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = kernels.get(&key) {
             return Ok(k.clone());
@@ -241,7 +259,8 @@ impl AbsorbedAttention {
                 ("WG", WG as f64),
                 ("G", p.rows_per_group as f64),
                 ("TK", p.keys_per_tile as f64),
-                ("CPI", p.cols_per_invocation as f64),
+                ("NCH", p.row_chunks as f64),
+                ("NPV", p.out_chunks as f64),
             ],
         )?;
         kernels.insert(key, k.clone());
