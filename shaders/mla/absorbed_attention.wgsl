@@ -15,26 +15,34 @@
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
 // ((b * groups + g) * n_split + s). The cache is one "KV head" shared by every row, so a
-// workgroup loads a tile of TK cache rows (TK * W floats, 9 KiB at W = 576) into workgroup memory
-// once and uses it for all G rows (heads x query tokens). Per tile, three phases:
-//   1. scores: the G * TK dot products of length W are split over WG / (G * TK) invocations each
-//      (`parts`), q read from global memory (L1-resident, tiny), keys from the tile; partial sums
-//      go to workgroup memory;
-//   2. softmax: invocation lid < G owns row lid's running max m and sum l (f32): it sums the
+// workgroup loads a tile of TK cache rows into workgroup memory once and uses it for all G rows
+// (heads x query tokens). In the tile a row is padded to RSV = NCH * (WG / G) vec4 slots:
+// [c padded to a multiple of 4 | k_rope padded | zeros]. Invocation lid serves row rr = lid / IPR
+// (IPR = WG / G invocations per row) and vec4 slots j, j + IPR, ... (j = lid % IPR) of the padded
+// row: it keeps those NCH slots of its query [q_lat | q_rope] in registers and NPV vec4
+// accumulators for the output columns of the same slots in the c part. Adjacent invocations
+// touch adjacent slots, so every tile read is contiguous. At DeepSeek sizes (G = 16, IPR = 16,
+// W = 576 = 144 vec4): NCH = 9, NPV = 8, TK = 4, tile 9 KiB. Per tile:
+//   1. load the TK rows (zeros for keys outside [j0, k1) of this split, for a block id
+//      >= num_blocks, and for padding);
+//   2. partial scores: each invocation dots its q slots with each key's slots; the IPR partials
+//      of a (row, key) go to workgroup memory (WG * TK floats);
+//   3. softmax: invocation lid < G owns row lid's running max m and sum l (f32): it sums the
 //      partials, masks keys past the row's causal limit, rescales (alpha = exp(m_old - m_new)) and
 //      writes p and alpha to workgroup memory;
-//   3. PV: invocation lid owns output columns lid + k * WG (k < CPI) of all G rows (G * CPI <= 32
-//      accumulators in registers): acc = acc * alpha + sum_t p_t * c_t[col], c from the tile.
+//   4. PV: acc = acc * alpha + sum_t p_t * c_t[slots], c from the tile.
 // Split-KV: split s covers keys [s * split_len, (s + 1) * split_len) (the last split runs to the
 // end); with n_split = 1 the kernel writes o_lat = acc / l directly, otherwise it writes the
 // unnormalised acc and (m, l) to scratch and absorbed_attention_combine.wgsl merges them.
-// Workgroup memory: TILE_MAX + WG + 64 + 3 * 32 + 4 floats = 10.6 KiB; 256 invocations.
+// Workgroup memory: TILE_V vec4 (10 KiB) + PART_MAX + 64 + 2 * 16 + 4 floats + 8 bytes
+// = 14.4 KiB < 16 KiB; 256 invocations; 7 storage buffers.
 
 override WG: u32 = 256u;  // invocations; the host always uses 256
 override G: u32 = 16u;    // rows (heads x query tokens) per workgroup, power of two, <= 16
 override TK: u32 = 4u;    // keys per tile, power of two <= 4, TK * RSV <= TILE_V
 override NCH: u32 = 9u;   // vec4 chunks of a padded latent row per invocation (<= QMAX)
 override NPV: u32 = 8u;   // of which cover the c part (output columns) (<= AMAX)
+override ALIGNED: bool = true;  // d_c and d_R are multiples of 4: the padded row is the row
 
 const TILE_V: u32 = 640u;   // vec4s of workgroup memory for the key tile (10 KiB)
 const PART_MAX: u32 = 1024u;
@@ -188,10 +196,18 @@ fn main(
                 let blk = block_table[b * params.max_blocks + jj / bs];
                 if (blk < params.num_blocks) {
                     let base = (blk * bs + jj % bs) * w;
-                    for (var c = 0u; c < 4u; c++) {
-                        let f = padded_to_flat(vslot * 4u + c, dc4);
-                        if (f < w) {
-                            v[c] = cache[base + f];
+                    let f0 = vslot * 4u;
+                    if (ALIGNED) {
+                        if (f0 < w) {
+                            let x = base + f0;
+                            v = vec4<f32>(cache[x], cache[x + 1u], cache[x + 2u], cache[x + 3u]);
+                        }
+                    } else {
+                        for (var c = 0u; c < 4u; c++) {
+                            let f = padded_to_flat(f0 + c, dc4);
+                            if (f < w) {
+                                v[c] = cache[base + f];
+                            }
                         }
                     }
                 }
