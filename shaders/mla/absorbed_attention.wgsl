@@ -15,28 +15,39 @@
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
 // ((b * groups + g) * n_split + s). The cache is one "KV head" shared by every row, so a
-// workgroup loads a tile of TK cache rows (TK * W floats, 9 KiB at W = 576) into workgroup memory
-// once and uses it for all G rows (heads x query tokens). Per tile, three phases:
-//   1. scores: the G * TK dot products of length W are split over WG / (G * TK) invocations each
-//      (`parts`), q read from global memory (L1-resident, tiny), keys from the tile; partial sums
-//      go to workgroup memory;
-//   2. softmax: invocation lid < G owns row lid's running max m and sum l (f32): it sums the
+// workgroup loads a tile of TK cache rows into workgroup memory once and uses it for all G rows
+// (heads x query tokens). In the tile a row is padded to RSV = NCH * (WG / G) vec4 slots:
+// [c padded to a multiple of 4 | k_rope padded | zeros]. Invocation lid serves row rr = lid / IPR
+// (IPR = WG / G invocations per row) and vec4 slots j, j + IPR, ... (j = lid % IPR) of the padded
+// row: it keeps those NCH slots of its query [q_lat | q_rope] in registers and NPV vec4
+// accumulators for the output columns of the same slots in the c part. Adjacent invocations
+// touch adjacent slots, so every tile read is contiguous. At DeepSeek sizes (G = 16, IPR = 16,
+// W = 576 = 144 vec4): NCH = 9, NPV = 8, TK = 4, tile 9 KiB. Per tile:
+//   1. load the TK rows (zeros for keys outside [j0, k1) of this split, for a block id
+//      >= num_blocks, and for padding);
+//   2. partial scores: each invocation dots its q slots with each key's slots; the IPR partials
+//      of a (row, key) go to workgroup memory (WG * TK floats);
+//   3. softmax: invocation lid < G owns row lid's running max m and sum l (f32): it sums the
 //      partials, masks keys past the row's causal limit, rescales (alpha = exp(m_old - m_new)) and
 //      writes p and alpha to workgroup memory;
-//   3. PV: invocation lid owns output columns lid + k * WG (k < CPI) of all G rows (G * CPI <= 32
-//      accumulators in registers): acc = acc * alpha + sum_t p_t * c_t[col], c from the tile.
+//   4. PV: acc = acc * alpha + sum_t p_t * c_t[slots], c from the tile.
 // Split-KV: split s covers keys [s * split_len, (s + 1) * split_len) (the last split runs to the
 // end); with n_split = 1 the kernel writes o_lat = acc / l directly, otherwise it writes the
 // unnormalised acc and (m, l) to scratch and absorbed_attention_combine.wgsl merges them.
-// Workgroup memory: TILE_MAX + WG + 64 + 3 * 32 + 4 floats = 10.6 KiB; 256 invocations.
+// Workgroup memory: TILE_V vec4 (10 KiB) + PART_MAX + 64 + 2 * 16 + 4 floats + 8 bytes
+// = 14.4 KiB < 16 KiB; 256 invocations; 7 storage buffers.
 
-override WG: u32 = 256u;  // invocations; must be 256 (G * TK * parts = WG)
-override G: u32 = 16u;    // rows (heads x query tokens) per workgroup, power of two, <= 32
-override TK: u32 = 4u;    // keys per tile, power of two, G * TK <= 64, TK * W <= TILE_MAX
-override CPI: u32 = 2u;   // output columns per invocation = ceil(d_c / WG), G * CPI <= 32
+override WG: u32 = 256u;  // invocations; the host always uses 256
+override G: u32 = 16u;    // rows (heads x query tokens) per workgroup, power of two, <= 16
+override TK: u32 = 4u;    // keys per tile, power of two <= 4, TK * RSV <= TILE_V
+override NCH: u32 = 9u;   // vec4 chunks of a padded latent row per invocation (<= QMAX)
+override NPV: u32 = 8u;   // of which cover the c part (output columns) (<= AMAX)
+override ALIGNED: bool = true;  // d_c and d_R are multiples of 4: the padded row is the row
 
-const TILE_MAX: u32 = 2304u;
-const ACC_MAX: u32 = 32u;
+const TILE_V: u32 = 640u;   // vec4s of workgroup memory for the key tile (10 KiB)
+const PART_MAX: u32 = 1024u;
+const QMAX: u32 = 16u;
+const AMAX: u32 = 8u;
 const NEG_BIG: f32 = -3.0e38;
 
 struct Params {
@@ -63,14 +74,24 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> o_lat: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: array<f32>;
 
-var<workgroup> tile: array<f32, TILE_MAX>;
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> tile: array<vec4<f32>, TILE_V>;
+var<workgroup> partial: array<f32, PART_MAX>;
 var<workgroup> probs: array<f32, 64>;
-var<workgroup> alpha_s: array<f32, 32>;
-var<workgroup> m_s: array<f32, 32>;
-var<workgroup> l_s: array<f32, 32>;
+var<workgroup> alpha_s: array<f32, 16>;
+var<workgroup> l_s: array<f32, 16>;
 var<workgroup> key_ok: array<u32, 4>;
 var<workgroup> range_s: vec2<u32>;
+
+// Element e (< 4 * RSV) of the padded latent row [c padded to dc4 | k_rope padded to dr4 | 0..]
+// of a q or cache row: (source index within the row's c or rope part, which part, valid).
+// Returns the flat index into the W-wide row, or 0xFFFFFFFF where the element is padding.
+fn padded_to_flat(e: u32, dc4: u32) -> u32 {
+    if (e < dc4) {
+        return select(0xFFFFFFFFu, e, e < params.d_c);
+    }
+    let r = e - dc4;
+    return select(0xFFFFFFFFu, params.d_c + r, r < params.d_r);
+}
 
 // Number of keys row r (of the sequence) may see, clamped to [0, cap].
 fn row_limit(r: u32, seq_len: u32, cap: u32) -> u32 {
@@ -98,6 +119,9 @@ fn main(
     let w = params.d_c + params.d_r;
     let bs = params.block_size;
     let cap = params.max_blocks * bs;
+    let ipr = WG / G;             // invocations per row
+    let rsv = NCH * ipr;          // vec4s per padded row in the tile
+    let dc4 = (params.d_c + 3u) / 4u * 4u;
 
     // The key range of this workgroup, computed by one invocation and made uniform.
     if (lid == 0u) {
@@ -116,18 +140,30 @@ fn main(
     let k1 = range.y;
     let seq_len = seq_lens[b];
 
-    // Score role: score index within the tile and which part of the W-long dot product.
-    let ns = G * TK;
-    let nparts = WG / ns;
-    let sidx = lid % ns;
-    let part = lid / ns;
-    let sr = sidx / TK;
-    let st = sidx % TK;
-    let plen = (w + nparts - 1u) / nparts;
-    let d_lo = min(part * plen, w);
-    let d_hi = min(d_lo + plen, w);
-    let srow = row0 + sr;
-    let qrow = min(b * rows + srow, params.bt * rows - 1u);
+    // This invocation: row rr of the group, vec4 slots j, j + ipr, ... of the padded row.
+    let rr = lid / ipr;
+    let j = lid % ipr;
+    let my_q = row0 + rr;
+    let qrow = b * rows + my_q;
+    var q: array<vec4<f32>, QMAX>;
+    var acc: array<vec4<f32>, AMAX>;
+    for (var k = 0u; k < NCH; k++) {
+        var v = vec4<f32>(0.0);
+        if (my_q < rows) {
+            for (var c = 0u; c < 4u; c++) {
+                let f = padded_to_flat((j + k * ipr) * 4u + c, dc4);
+                if (f < params.d_c) {
+                    v[c] = q_lat[qrow * params.d_c + f];
+                } else if (f < w) {
+                    v[c] = q_rope[qrow * params.d_r + f - params.d_c];
+                }
+            }
+        }
+        q[k] = v;
+    }
+    for (var k = 0u; k < NPV; k++) {
+        acc[k] = vec4<f32>(0.0);
+    }
 
     // Softmax role (lid < G): running max and sum of row row0 + lid.
     var m = NEG_BIG;
@@ -138,50 +174,55 @@ fn main(
         my_lim = row_limit(my_row, seq_len, cap);
     }
 
-    var acc: array<f32, ACC_MAX>;
-    for (var a = 0u; a < G * CPI; a++) {
-        acc[a] = 0.0;
-    }
-
     for (var j0 = k0; j0 < k1; j0 += TK) {
         workgroupBarrier();
-        // 1a. Load TK cache rows (zeros for keys outside [j0, k1) or with a bad block id).
+        // 1a. Load TK cache rows into the padded tile (zeros for keys outside [j0, k1), for
+        // keys with a bad block id, and for padding).
         if (lid < TK) {
-            let j = j0 + lid;
+            let jj = j0 + lid;
             var ok = 0u;
-            if (j < k1) {
-                let blk = block_table[b * params.max_blocks + j / bs];
+            if (jj < k1) {
+                let blk = block_table[b * params.max_blocks + jj / bs];
                 ok = select(0u, 1u, blk < params.num_blocks);
             }
             key_ok[lid] = ok;
         }
-        for (var e = lid; e < TK * w; e += WG) {
-            let t = e / w;
-            let d = e - t * w;
-            let j = j0 + t;
-            var v = 0.0;
-            if (j < k1) {
-                let blk = block_table[b * params.max_blocks + j / bs];
+        for (var e = lid; e < TK * rsv; e += WG) {
+            let t = e / rsv;
+            let vslot = e - t * rsv;
+            let jj = j0 + t;
+            var v = vec4<f32>(0.0);
+            if (jj < k1) {
+                let blk = block_table[b * params.max_blocks + jj / bs];
                 if (blk < params.num_blocks) {
-                    v = cache[(blk * bs + j % bs) * w + d];
+                    let base = (blk * bs + jj % bs) * w;
+                    let f0 = vslot * 4u;
+                    if (ALIGNED) {
+                        if (f0 < w) {
+                            let x = base + f0;
+                            v = vec4<f32>(cache[x], cache[x + 1u], cache[x + 2u], cache[x + 3u]);
+                        }
+                    } else {
+                        for (var c = 0u; c < 4u; c++) {
+                            let f = padded_to_flat(f0 + c, dc4);
+                            if (f < w) {
+                                v[c] = cache[base + f];
+                            }
+                        }
+                    }
                 }
             }
             tile[e] = v;
         }
         workgroupBarrier();
-        // 1b. Partial dot products.
-        var dot = 0.0;
-        if (srow < rows) {
-            let tb = st * w;
-            let dc_hi = min(d_hi, params.d_c);
-            for (var d = d_lo; d < dc_hi; d++) {
-                dot = fma(q_lat[qrow * params.d_c + d], tile[tb + d], dot);
+        // 1b. Partial scores of row rr over this invocation's slots, for each key of the tile.
+        for (var t = 0u; t < TK; t++) {
+            var d4 = vec4<f32>(0.0);
+            for (var k = 0u; k < NCH; k++) {
+                d4 = fma(q[k], tile[t * rsv + j + k * ipr], d4);
             }
-            for (var d = max(d_lo, params.d_c); d < d_hi; d++) {
-                dot = fma(q_rope[qrow * params.d_r + d - params.d_c], tile[tb + d], dot);
-            }
+            partial[(rr * TK + t) * ipr + j] = d4.x + d4.y + d4.z + d4.w;
         }
-        partial[lid] = dot;
         workgroupBarrier();
         // 2. Online softmax per row.
         if (lid < G) {
@@ -189,8 +230,9 @@ fn main(
             var tmax = NEG_BIG;
             for (var t = 0u; t < TK; t++) {
                 var sum = 0.0;
-                for (var p = 0u; p < nparts; p++) {
-                    sum += partial[p * ns + lid * TK + t];
+                let pb = (lid * TK + t) * ipr;
+                for (var p = 0u; p < ipr; p++) {
+                    sum += partial[pb + p];
                 }
                 let valid = key_ok[t] == 1u && j0 + t < my_lim;
                 sc[t] = select(NEG_BIG, sum * params.scale, valid);
@@ -209,24 +251,21 @@ fn main(
             alpha_s[lid] = alpha;
         }
         workgroupBarrier();
-        // 3. acc = acc * alpha + P V for the columns this invocation owns.
-        for (var k = 0u; k < CPI; k++) {
-            let c = lid + k * WG;
-            if (c < params.d_c) {
-                for (var rr = 0u; rr < G; rr++) {
-                    var v = acc[rr * CPI + k] * alpha_s[rr];
-                    for (var t = 0u; t < TK; t++) {
-                        v = fma(probs[rr * TK + t], tile[t * w + c], v);
-                    }
-                    acc[rr * CPI + k] = v;
-                }
+        // 3. acc = acc * alpha + P V over this invocation's output slots (c part of the row).
+        let a = alpha_s[rr];
+        for (var k = 0u; k < NPV; k++) {
+            acc[k] = acc[k] * a;
+        }
+        for (var t = 0u; t < TK; t++) {
+            let p = probs[rr * TK + t];
+            for (var k = 0u; k < NPV; k++) {
+                acc[k] = fma(vec4<f32>(p), tile[t * rsv + j + k * ipr], acc[k]);
             }
         }
     }
 
-    // Publish each row's (m, l) and write out.
+    // Publish each row's sum and write out.
     if (lid < G) {
-        m_s[lid] = m;
         l_s[lid] = l;
     }
     workgroupBarrier();
@@ -236,18 +275,17 @@ fn main(
         scratch[ml] = m;
         scratch[ml + 1u] = l;
     }
-    for (var rr = 0u; rr < G; rr++) {
-        let r = row0 + rr;
-        if (r < rows) {
-            let lr = l_s[rr];
-            let inv = select(0.0, 1.0 / lr, lr > 0.0);
-            for (var k = 0u; k < CPI; k++) {
-                let c = lid + k * WG;
-                if (c < params.d_c) {
+    if (my_q < rows) {
+        let lr = l_s[rr];
+        let inv = select(0.0, 1.0 / lr, lr > 0.0);
+        for (var k = 0u; k < NPV; k++) {
+            for (var c = 0u; c < 4u; c++) {
+                let col = (j + k * ipr) * 4u + c;
+                if (col < params.d_c) {
                     if (params.n_split == 1u) {
-                        o_lat[(b * rows + r) * params.d_c + c] = acc[rr * CPI + k] * inv;
+                        o_lat[qrow * params.d_c + col] = acc[k][c] * inv;
                     } else {
-                        scratch[(part_base + r) * params.d_c + c] = acc[rr * CPI + k];
+                        scratch[(part_base + my_q) * params.d_c + col] = acc[k][c];
                     }
                 }
             }

@@ -10,15 +10,22 @@
 //! # Tiling
 //! The cache is a single "KV head" shared by all heads, so the kernel treats the S_q·H query
 //! rows of a sequence alike ("rows", r = i·H + h) and gives each workgroup a group of G of them
-//! (G = 16 for d_c ≤ 512; fewer when the sequence has fewer rows). A workgroup (256 invocations)
-//! walks its keys in tiles of TK = 4 cache rows (4·576 floats = 9 KiB of workgroup memory at
-//! DeepSeek sizes, 10.6 KiB in all), loading each tile from global memory once and using it for
-//! all G rows: scores (G·TK dots of length d_c + d_R, each split over 4 invocations), an online
-//! softmax in f32 (one invocation per row keeps the running max and sum), then `acc ← acc·α + PV`
-//! where each invocation owns 2 of the 512 output columns of all 16 rows (32 f32 accumulators).
-//! So every cache row of a sequence is read from global memory ⌈H·S_q / 16⌉ times: once for
-//! H = 16 (decode), 8 times for H = 128 (by 8 different workgroups, which on a GPU with a shared
-//! L2 mostly hit in L2: the DRAM traffic stays near one pass over the cache).
+//! (G = 16, or the next power of two ≥ S_q·H when that is smaller). A workgroup (256
+//! invocations, 16 per row) walks its keys in tiles of TK = 4 cache rows (4·576 floats = 9 KiB of
+//! workgroup memory at DeepSeek sizes, 14.4 KiB in all with the score partials), loading each tile
+//! from global memory once and using it for all G rows. Each invocation holds 9 vec4 slots of its
+//! row's query [q_lat | q_rope] in registers and 8 vec4 output accumulators (the matching 32
+//! columns of c); per tile it dots its query slots with each key (partials reduced through
+//! workgroup memory), one invocation per row runs the online softmax in f32 (running max and
+//! sum), and then all do `acc ← acc·α + Σ_t p_t c_t`. Adjacent invocations touch adjacent vec4s,
+//! so tile and global reads are contiguous.
+//!
+//! How often each cache row is read from global memory: ⌈H·S_q / 16⌉ times per sequence, by
+//! different workgroups. Decode with H = 16: once (one workgroup serves all heads). H = 128: 8
+//! times, by 8 workgroups that run concurrently on the same keys, so on a GPU with a shared L2
+//! most of those reads hit in L2 and DRAM traffic stays near one pass over the cache. (A larger
+//! G would need more registers per invocation than is portable: 16 rows × 512 columns of f32
+//! accumulators already take 32 registers in each of 256 invocations.)
 //!
 //! # Split-KV
 //! With few sequences and heads there are too few workgroups to fill a GPU, so the keys of each
@@ -65,10 +72,11 @@ pub const COMBINE_SHADER: Shader = Shader {
 };
 
 const WG: usize = 256;
-/// Floats of workgroup memory for the key tile (the shader's TILE_MAX).
-const TILE_MAX: usize = 2304;
-/// Register accumulators per invocation (the shader's ACC_MAX).
-const ACC_MAX: usize = 32;
+/// vec4 slots of workgroup memory for the key tile (the shader's TILE_V).
+const TILE_V: usize = 640;
+/// Register vec4s per invocation for q and for the accumulators (QMAX, AMAX in the shader).
+const QMAX: usize = 16;
+const AMAX: usize = 8;
 const MAX_ROWS_PER_GROUP: usize = 16;
 const MAX_KEYS_PER_TILE: usize = 4;
 /// Workgroups the split planner aims for (enough to fill a large GPU several times over).
@@ -103,12 +111,14 @@ pub struct AbsorbedAttentionInputs<'a> {
 /// How a call is tiled and split (see the module docs); [`plan`] computes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Query rows (heads × query tokens) per workgroup, G.
+    /// Query rows (heads × query tokens) per workgroup, G (256 / G invocations per row).
     pub rows_per_group: usize,
     /// Cache rows per tile in workgroup memory, TK.
     pub keys_per_tile: usize,
-    /// Output columns per invocation, ⌈d_c / 256⌉.
-    pub cols_per_invocation: usize,
+    /// vec4 slots of the padded latent row each invocation holds (q in registers), NCH.
+    pub row_chunks: usize,
+    /// vec4 output accumulators per invocation (the c part), NPV.
+    pub out_chunks: usize,
     /// Row groups per sequence, ⌈S_q·H / G⌉.
     pub groups: usize,
     /// KV splits per (sequence, row group).
@@ -126,7 +136,7 @@ impl Plan {
 
 /// Choose the tiling and split count for Bt sequences of S_q new tokens, H heads, widths d_c and
 /// d_r, and longest context `max_seq_len`. Errors when the widths do not fit the kernel
-/// (d_c ≤ 8192, d_c + d_r ≤ 2304).
+/// (roughly d_c ≤ 8192 and d_c + d_r ≤ 2560).
 pub fn plan(
     bt: usize,
     s_q: usize,
@@ -135,21 +145,30 @@ pub fn plan(
     d_r: usize,
     max_seq_len: usize,
 ) -> Result<Plan> {
-    let w = d_c + d_r;
-    let cols_per_invocation = d_c.div_ceil(WG).max(1);
-    if cols_per_invocation > ACC_MAX || w > TILE_MAX {
-        return Err(Error::Limit {
-            what: format!("absorbed attention with d_c = {d_c}, d_R = {d_r}"),
-            detail: format!(
-                "the kernel supports d_c ≤ {} and d_c + d_R ≤ {TILE_MAX}",
-                ACC_MAX * WG
-            ),
-        });
-    }
     let rows = (s_q * h).max(1);
-    let rows_per_group = prev_pow2(MAX_ROWS_PER_GROUP.min(ACC_MAX / cols_per_invocation))
-        .min(rows.next_power_of_two());
-    let keys_per_tile = prev_pow2(MAX_KEYS_PER_TILE.min(TILE_MAX / w));
+    let c4 = d_c.div_ceil(4);
+    let rs4 = c4 + d_r.div_ceil(4);
+    let mut g = MAX_ROWS_PER_GROUP.min(rows.next_power_of_two());
+    let tiling = loop {
+        let ipr = WG / g;
+        let nch = rs4.div_ceil(ipr).max(1);
+        let npv = c4.div_ceil(ipr).max(1);
+        let tk = prev_pow2(MAX_KEYS_PER_TILE.min(TILE_V / (nch * ipr)));
+        if nch <= QMAX && npv <= AMAX && tk >= 1 {
+            break (g, tk, nch, npv);
+        }
+        if g == 1 {
+            return Err(Error::Limit {
+                what: format!("absorbed attention with d_c = {d_c}, d_R = {d_r}"),
+                detail: format!(
+                    "the kernel holds at most {} floats of a latent row per row group",
+                    4 * QMAX * WG
+                ),
+            });
+        }
+        g /= 2;
+    };
+    let (rows_per_group, keys_per_tile, row_chunks, out_chunks) = tiling;
     let groups = rows.div_ceil(rows_per_group);
     let base = (bt * groups).max(1);
     let ctx = max_seq_len.max(1);
@@ -161,7 +180,8 @@ pub fn plan(
     Ok(Plan {
         rows_per_group,
         keys_per_tile,
-        cols_per_invocation,
+        row_chunks,
+        out_chunks,
         groups,
         n_split,
         split_len,
@@ -202,10 +222,13 @@ struct CombineUniforms {
     _pad: u32,
 }
 
+/// Specialisation of the attention kernel: (G, TK, NCH, NPV, ALIGNED).
+type KernelKey = (usize, usize, usize, usize, bool);
+
 /// The absorbed-attention op: attention kernels per tiling (built on first use and kept), the
 /// combine kernel, and a scratch buffer for split-KV partials that grows as needed and is reused.
 pub struct AbsorbedAttention {
-    gpu_kernels: Mutex<HashMap<(usize, usize, usize), Arc<Kernel>>>,
+    gpu_kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     combine: Arc<Kernel>,
     scratch: Mutex<Option<Tensor>>,
 }
@@ -225,12 +248,19 @@ impl AbsorbedAttention {
             combine: gpu.kernel(&COMBINE_SHADER, &[("WG", WG as f64)])?,
             scratch: Mutex::new(None),
         };
-        op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?)?;
+        op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?, 512, 64)?;
         Ok(op)
     }
 
-    fn kernel(&self, gpu: &Gpu, p: &Plan) -> Result<Arc<Kernel>> {
-        let key = (p.rows_per_group, p.keys_per_tile, p.cols_per_invocation);
+    fn kernel(&self, gpu: &Gpu, p: &Plan, d_c: usize, d_r: usize) -> Result<Arc<Kernel>> {
+        let aligned = d_c % 4 == 0 && d_r % 4 == 0;
+        let key = (
+            p.rows_per_group,
+            p.keys_per_tile,
+            p.row_chunks,
+            p.out_chunks,
+            aligned,
+        );
         let mut kernels = self.gpu_kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = kernels.get(&key) {
             return Ok(k.clone());
@@ -241,7 +271,9 @@ impl AbsorbedAttention {
                 ("WG", WG as f64),
                 ("G", p.rows_per_group as f64),
                 ("TK", p.keys_per_tile as f64),
-                ("CPI", p.cols_per_invocation as f64),
+                ("NCH", p.row_chunks as f64),
+                ("NPV", p.out_chunks as f64),
+                ("ALIGNED", if aligned { 1.0 } else { 0.0 }),
             ],
         )?;
         kernels.insert(key, k.clone());
@@ -367,7 +399,7 @@ impl AbsorbedAttention {
         let c = inputs.cache;
         let p = plan(bt, s_q, h, c.d_c, c.d_r, inputs.max_seq_len)?;
         let gpu = batch.gpu();
-        let kernel = self.kernel(gpu, &p)?;
+        let kernel = self.kernel(gpu, &p, c.d_c, c.d_r)?;
         let rows = s_q * h;
         let too_big = |what: &str| Error::Limit {
             what: format!("absorbed attention {what}"),
