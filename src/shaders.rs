@@ -8,4 +8,8 @@ use crate::pipeline::Shader;
 pub const ALL: &[Shader] = &[
     crate::ops::stream_copy::SHADER,
     crate::ops::fma_peak::SHADER,
+    crate::ops::selective_scan::SHADER,
+    crate::ops::selective_scan::SHADER_SUBGROUP,
+    crate::ops::state_update::SHADER,
+    crate::ops::state_update::SHADER_SUBGROUP,
 ];

@@ -3,3 +3,5 @@
 
 pub mod fma_peak;
 pub mod stream_copy;
+pub mod selective_scan;
+pub mod state_update;
