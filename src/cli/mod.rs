@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a check failed, 2 bad input
 //! (missing tensor, wrong shape, bad config) with one clear line on stderr.
 
+mod bench;
 mod check;
 mod info;
 
@@ -27,6 +28,41 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Measure the adapter's ceilings, then every kernel at several sizes against them.
+    Bench {
+        /// Small sizes and few repeats.
+        #[arg(long)]
+        quick: bool,
+        /// Also write every number to this JSON file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Only this kernel (name as in `ssm-mla check`).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+}
+
+/// No arguments: check every kernel, then a short benchmark; without a GPU, say so in one line
+/// and run the CPU path.
+fn main_job() -> ssm_mla::Result<i32> {
+    let gpu = match ssm_mla::Gpu::new() {
+        Ok(gpu) => std::sync::Arc::new(gpu),
+        Err(e) => {
+            println!("no GPU: {e}");
+            return check::run_cpu_only();
+        }
+    };
+    let checked = check::run_on(&gpu, None)?;
+    println!();
+    let benched = bench::run_on(
+        &gpu,
+        &bench::Args {
+            quick: true,
+            json: None,
+            kernel: None,
+        },
+    )?;
+    Ok(checked.max(benched))
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -35,7 +71,16 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Some(Command::Info) => info::run(),
         Some(Command::Check { seed }) => check::run(seed),
-        None => check::run(None),
+        Some(Command::Bench {
+            quick,
+            json,
+            kernel,
+        }) => bench::run(bench::Args {
+            quick,
+            json,
+            kernel,
+        }),
+        None => main_job(),
     };
     match result {
         Ok(code) => code,
