@@ -87,6 +87,18 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: crate::ops::fma_peak::bench_cases,
         cpu: crate::ops::fma_peak::cpu_cases,
     },
+    KernelEntry {
+        name: "selective_scan",
+        check: crate::ops::selective_scan::check_cases,
+        bench: crate::ops::selective_scan::bench_cases,
+        cpu: crate::ops::selective_scan::cpu_cases,
+    },
+    KernelEntry {
+        name: "state_update",
+        check: crate::ops::state_update::check_cases,
+        bench: crate::ops::state_update::bench_cases,
+        cpu: crate::ops::state_update::cpu_cases,
+    },
 ];
 
 /// The adapter's measured ceilings (DESIGN §7): the best of several shapes of the streaming-copy

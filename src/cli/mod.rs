@@ -4,6 +4,8 @@
 mod bench;
 mod check;
 mod info;
+mod run_selective_scan;
+mod run_state_update;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +42,21 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Run one kernel on tensors from a safetensors file (DESIGN §5).
+    Run {
+        /// What to run.
+        #[command(subcommand)]
+        target: RunTarget,
+    },
+}
+
+/// Targets of `ssm-mla run`.
+#[derive(Subcommand)]
+enum RunTarget {
+    /// Mamba-1 selective scan: IN holds u, delta, A, B, C [, D, z, delta_bias, initial_state].
+    SelectiveScan(run_selective_scan::Args),
+    /// One-token decode step: IN holds state, x, dt, A, B, C [, D, z, dt_bias].
+    StateUpdate(run_state_update::Args),
 }
 
 /// No arguments: check every kernel, then a short benchmark; without a GPU, say so in one line
@@ -80,6 +97,10 @@ pub fn main() -> i32 {
             json,
             kernel,
         }),
+        Some(Command::Run { target }) => match target {
+            RunTarget::SelectiveScan(args) => run_selective_scan::run(args),
+            RunTarget::StateUpdate(args) => run_state_update::run(args),
+        },
         None => main_job(),
     };
     match result {

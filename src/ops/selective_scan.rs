@@ -579,3 +579,228 @@ pub fn selective_scan(gpu: &Gpu, inputs: &SelectiveScanInputs) -> Result<(Tensor
     batch.run()?;
     Ok((out, last))
 }
+
+/// Owned random host inputs for the suite: realistic ranges (DESIGN §6): u ~ N(0,1), raw delta
+/// ~ N(0,1) with delta_bias ~ U(-6,-2) under softplus, A = −exp(N(0,1)), B, C, D, z ~ N(0,1).
+struct Owned {
+    dims: ScanDims,
+    data: Vec<Vec<f32>>, // u, delta, A, B, C, D, z, bias, init
+    opts: ScanOptions,
+}
+
+impl Owned {
+    fn random(rng: &mut crate::Rng, dims: ScanDims, opts: ScanOptions) -> Self {
+        let x = dims.batch * dims.dim * dims.len;
+        let sz = |l: BcLayout| l.shape(&dims).iter().product::<usize>();
+        let mut delta = rng.normal_vec(x, if opts.delta_bias { 0.0 } else { -4.0 }, 1.0);
+        if !opts.delta_softplus {
+            for v in &mut delta {
+                *v = crate::reference::selective_scan::softplus(*v as f64) as f32;
+            }
+        }
+        let data = vec![
+            rng.normal_vec(x, 0.0, 1.0),
+            delta,
+            rng.normal_vec(dims.dim * dims.n, 0.0, 1.0)
+                .iter()
+                .map(|v| -v.exp())
+                .collect(),
+            rng.normal_vec(sz(dims.b), 0.0, 1.0),
+            rng.normal_vec(sz(dims.c), 0.0, 1.0),
+            rng.normal_vec(dims.dim, 0.0, 1.0),
+            rng.normal_vec(x, 0.0, 1.0),
+            if opts.delta_softplus {
+                rng.uniform_vec(dims.dim, -6.0, -2.0)
+            } else {
+                rng.uniform_vec(dims.dim, 0.0, 0.01)
+            },
+            rng.normal_vec(dims.batch * dims.dim * dims.n, 0.0, 1.0),
+        ];
+        Self { dims, data, opts }
+    }
+
+    fn host(&self) -> crate::reference::selective_scan::SelectiveScanHost<'_> {
+        let o = self.opts;
+        crate::reference::selective_scan::SelectiveScanHost {
+            dims: self.dims,
+            u: &self.data[0],
+            delta: &self.data[1],
+            a: &self.data[2],
+            b: &self.data[3],
+            c: &self.data[4],
+            d: o.d.then_some(&self.data[5][..]),
+            z: o.z.then_some(&self.data[6][..]),
+            delta_bias: o.delta_bias.then_some(&self.data[7][..]),
+            initial_state: o.initial_state.then_some(&self.data[8][..]),
+            delta_softplus: o.delta_softplus,
+        }
+    }
+
+    fn upload(&self, gpu: &Gpu) -> Result<Vec<Tensor>> {
+        let s = &self.dims;
+        let x = [s.batch, s.dim, s.len];
+        let shapes: [Vec<usize>; 9] = [
+            x.to_vec(),
+            x.to_vec(),
+            vec![s.dim, s.n],
+            s.b.shape(s),
+            s.c.shape(s),
+            vec![s.dim],
+            x.to_vec(),
+            vec![s.dim],
+            vec![s.batch, s.dim, s.n],
+        ];
+        shapes
+            .iter()
+            .zip(&self.data)
+            .map(|(shape, v)| gpu.upload_f32(shape, v))
+            .collect()
+    }
+}
+
+fn inputs_of(t: &[Tensor], opts: ScanOptions) -> SelectiveScanInputs<'_> {
+    SelectiveScanInputs {
+        u: &t[0],
+        delta: &t[1],
+        a: &t[2],
+        b: &t[3],
+        c: &t[4],
+        d: opts.d.then_some(&t[5]),
+        z: opts.z.then_some(&t[6]),
+        delta_bias: opts.delta_bias.then_some(&t[7]),
+        initial_state: opts.initial_state.then_some(&t[8]),
+        delta_softplus: opts.delta_softplus,
+    }
+}
+
+const MAMBA: ScanOptions = ScanOptions {
+    d: true,
+    z: true,
+    delta_bias: true,
+    delta_softplus: true,
+    initial_state: false,
+};
+
+fn dims(bt: usize, dim: usize, len: usize, n: usize, b: BcLayout, c: BcLayout) -> ScanDims {
+    ScanDims {
+        batch: bt,
+        dim,
+        len,
+        n,
+        b,
+        c,
+    }
+}
+
+/// Conformance cases for `ssm-mla check`: all options at a ragged size, grouped B with constant
+/// C past one chunk, and size 1. Tolerance 5e-4 + 1e-3·|ref| (see `tests/selective_scan.rs`).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = SelectiveScan::new(gpu)?;
+    let all = ScanOptions {
+        initial_state: true,
+        ..MAMBA
+    };
+    let cases = [
+        (dims(2, 3, 7, 16, BcLayout::Grouped(1), BcLayout::Grouped(1)), all),
+        (dims(1, 4, 1100, 16, BcLayout::Grouped(2), BcLayout::Constant), MAMBA),
+        (dims(1, 1, 1, 1, BcLayout::Constant, BcLayout::Constant), ScanOptions::default()),
+    ];
+    let tolerance = crate::Tolerance::new(5e-4, 1e-3);
+    let mut outcomes = Vec::new();
+    for (d, opts) in cases {
+        let owned = Owned::random(rng, d, opts);
+        let want = crate::reference::selective_scan::selective_scan(&owned.host())?;
+        let t = owned.upload(gpu)?;
+        let out = gpu.nan_f32(&[d.batch, d.dim, d.len])?;
+        let last = gpu.nan_f32(&[d.batch, d.dim, d.n])?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &inputs_of(&t, opts), &out, &last)?;
+        batch.run()?;
+        let label = format!("Bt={} D={} L={} N={}", d.batch, d.dim, d.len, d.n);
+        for (name, got, reference) in [
+            ("out", gpu.read_f32(&out)?, &want.out),
+            ("last_state", gpu.read_f32(&last)?, &want.last_state),
+        ] {
+            outcomes.push(crate::suite::CheckOutcome {
+                kernel: "selective_scan",
+                case: format!("{label} {name}"),
+                tolerance,
+                comparison: crate::compare(&got, reference, tolerance),
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Benchmark sizes (DESIGN §7: Bt 1..8, D 256..2048, N 16, L 256..16384), Mamba's options
+/// (variable B and C, D, z, delta_bias, softplus).
+fn bench_sizes(quick: bool) -> Vec<ScanDims> {
+    let v = BcLayout::Grouped(1);
+    if quick {
+        vec![dims(1, 256, 256, 16, v, v)]
+    } else {
+        vec![
+            dims(1, 256, 256, 16, v, v),
+            dims(2, 512, 2048, 16, v, v),
+            dims(1, 1024, 4096, 16, v, v),
+            dims(1, 2048, 16384, 16, v, v),
+        ]
+    }
+}
+
+fn size_label(d: &ScanDims) -> String {
+    format!("Bt={} D={} N={} L={}", d.batch, d.dim, d.n, d.len)
+}
+
+/// Benchmark cases for `ssm-mla bench`.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let mut rng = crate::Rng::new(0x55A7);
+    let mut cases = Vec::new();
+    for d in bench_sizes(quick) {
+        let op = SelectiveScan::new(gpu)?;
+        let owned = Owned::random(&mut rng, d, MAMBA);
+        let t = owned.upload(gpu)?;
+        let out = gpu.empty(&[d.batch, d.dim, d.len], DType::F32)?;
+        let last = gpu.empty(&[d.batch, d.dim, d.n], DType::F32)?;
+        let g = gpu.clone();
+        // The f64 reference takes about a second per 10⁸ state updates; skip it above that.
+        let cpu: Option<crate::suite::CpuRun> = (d.batch * d.dim * d.len * d.n <= 1 << 26)
+            .then(|| {
+                Box::new(move || {
+                    std::hint::black_box(
+                        crate::reference::selective_scan::selective_scan(&owned.host()).ok(),
+                    );
+                }) as crate::suite::CpuRun
+            });
+        cases.push(crate::suite::BenchCase {
+            kernel: "selective_scan",
+            size: size_label(&d),
+            cost: SelectiveScan::cost(&d, MAMBA),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &inputs_of(&t, MAMBA), &out, &last)?;
+                batch.run_timed()
+            }),
+            cpu,
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on the smallest benchmark size, for machines without a GPU.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let d = bench_sizes(true)[0];
+    let owned = Owned::random(rng, d, MAMBA);
+    vec![crate::suite::CpuCase {
+        size: size_label(&d),
+        cost: SelectiveScan::cost(&d, MAMBA),
+        run: Box::new(move || {
+            std::hint::black_box(
+                crate::reference::selective_scan::selective_scan(&owned.host()).ok(),
+            );
+        }),
+    }]
+}

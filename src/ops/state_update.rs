@@ -483,3 +483,223 @@ pub fn state_update(gpu: &Gpu, inputs: &StateUpdateInputs) -> Result<Tensor> {
     batch.run()?;
     Ok(out)
 }
+
+/// Owned random host inputs for the suite (realistic ranges as the scan's).
+struct Owned {
+    dims: UpdateDims,
+    data: Vec<Vec<f32>>, // state, x, dt, A, B, C, D, z, dt_bias
+    slots: Option<Vec<i32>>,
+}
+
+impl Owned {
+    fn random(rng: &mut crate::Rng, dims: UpdateDims) -> Self {
+        let rows = dims.batch * dims.dim;
+        let slots = dims.slots.then(|| {
+            // Request b uses slot pool-1-b, every third request is padding (-1).
+            (0..dims.batch)
+                .map(|b| if b % 3 == 2 { -1 } else { (dims.pool - 1 - b) as i32 })
+                .collect()
+        });
+        let data = vec![
+            rng.normal_vec(dims.pool * dims.dim * dims.n, 0.0, 1.0),
+            rng.normal_vec(rows, 0.0, 1.0),
+            rng.normal_vec(rows, 0.0, 1.0),
+            rng.normal_vec(dims.dim * dims.n, 0.0, 1.0)
+                .iter()
+                .map(|v| -v.exp())
+                .collect(),
+            rng.normal_vec(dims.batch * dims.b_groups * dims.n, 0.0, 1.0),
+            rng.normal_vec(dims.batch * dims.c_groups * dims.n, 0.0, 1.0),
+            rng.normal_vec(dims.dim, 0.0, 1.0),
+            rng.normal_vec(rows, 0.0, 1.0),
+            rng.uniform_vec(dims.dim, -6.0, -2.0),
+        ];
+        Self { dims, data, slots }
+    }
+
+    fn host(&self) -> StateUpdateHost<'_> {
+        StateUpdateHost {
+            dims: self.dims,
+            state: &self.data[0],
+            x: &self.data[1],
+            dt: &self.data[2],
+            a: &self.data[3],
+            b: &self.data[4],
+            c: &self.data[5],
+            d: Some(&self.data[6]),
+            z: Some(&self.data[7]),
+            dt_bias: Some(&self.data[8]),
+            slots: self.slots.as_deref(),
+            dt_softplus: true,
+        }
+    }
+
+    fn upload(&self, gpu: &Gpu) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        let s = &self.dims;
+        let shapes: [Vec<usize>; 9] = [
+            vec![s.pool, s.dim, s.n],
+            vec![s.batch, s.dim],
+            vec![s.batch, s.dim],
+            vec![s.dim, s.n],
+            vec![s.batch, s.b_groups, s.n],
+            vec![s.batch, s.c_groups, s.n],
+            vec![s.dim],
+            vec![s.batch, s.dim],
+            vec![s.dim],
+        ];
+        let t = shapes
+            .iter()
+            .zip(&self.data)
+            .map(|(shape, v)| gpu.upload_f32(shape, v))
+            .collect::<Result<Vec<_>>>()?;
+        let slots = self
+            .slots
+            .as_ref()
+            .map(|v| gpu.upload(&[s.batch], DType::I32, v))
+            .transpose()?;
+        Ok((t, slots))
+    }
+}
+
+fn inputs_of<'a>(t: &'a [Tensor], slots: Option<&'a Tensor>) -> StateUpdateInputs<'a> {
+    StateUpdateInputs {
+        state: &t[0],
+        x: &t[1],
+        dt: &t[2],
+        a: &t[3],
+        b: &t[4],
+        c: &t[5],
+        d: Some(&t[6]),
+        z: Some(&t[7]),
+        dt_bias: Some(&t[8]),
+        state_batch_indices: slots,
+        dt_softplus: true,
+    }
+}
+
+fn udims(batch: usize, dim: usize, n: usize, groups: usize, pool: Option<usize>) -> UpdateDims {
+    UpdateDims {
+        batch,
+        dim,
+        n,
+        pool: pool.unwrap_or(batch),
+        b_groups: groups,
+        c_groups: groups,
+        slots: pool.is_some(),
+    }
+}
+
+const ALL: UpdateOptions = UpdateOptions {
+    d: true,
+    z: true,
+    dt_bias: true,
+    dt_softplus: true,
+};
+
+/// Conformance cases for `ssm-mla check`: a ragged size with groups, slots into a larger pool
+/// with a padded request, size 1. Tolerance 1e-5 + 1e-4·|ref| (one reduction over N).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = StateUpdate::new(gpu)?;
+    let tolerance = crate::Tolerance::new(1e-5, 1e-4);
+    let mut outcomes = Vec::new();
+    for d in [
+        udims(3, 37, 16, 1, None),
+        udims(4, 6, 64, 2, Some(9)),
+        udims(1, 1, 1, 1, None),
+    ] {
+        let owned = Owned::random(rng, d);
+        let want = crate::reference::state_update::state_update(&owned.host())?;
+        let (t, slots) = owned.upload(gpu)?;
+        let out = gpu.nan_f32(&[d.batch, d.dim])?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &inputs_of(&t, slots.as_ref()), &out)?;
+        batch.run()?;
+        let label = format!(
+            "Bt={} D={} N={}{}",
+            d.batch,
+            d.dim,
+            d.n,
+            if d.slots { format!(" pool={}", d.pool) } else { String::new() }
+        );
+        for (name, got, reference) in [
+            ("out", gpu.read_f32(&out)?, &want.out),
+            ("state", gpu.read_f32(&t[0])?, &want.state),
+        ] {
+            outcomes.push(crate::suite::CheckOutcome {
+                kernel: "state_update",
+                case: format!("{label} {name}"),
+                tolerance,
+                comparison: crate::compare(&got, reference, tolerance),
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
+fn bench_sizes(quick: bool) -> Vec<UpdateDims> {
+    if quick {
+        vec![udims(1, 2048, 16, 1, None)]
+    } else {
+        vec![
+            udims(1, 2048, 16, 1, None),
+            udims(8, 2048, 16, 1, None),
+            udims(8, 4096, 16, 1, Some(64)),
+            udims(8, 2048, 128, 8, None),
+        ]
+    }
+}
+
+fn size_label(d: &UpdateDims) -> String {
+    format!(
+        "Bt={} D={} N={}{}",
+        d.batch,
+        d.dim,
+        d.n,
+        if d.slots { format!(" pool={}", d.pool) } else { String::new() }
+    )
+}
+
+/// Benchmark cases for `ssm-mla bench` (decode: Bt 1..8, D 2048..4096, N 16..128).
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let mut rng = crate::Rng::new(0xDEC0);
+    let mut cases = Vec::new();
+    for d in bench_sizes(quick) {
+        let op = StateUpdate::new(gpu)?;
+        let owned = Owned::random(&mut rng, d);
+        let (t, slots) = owned.upload(gpu)?;
+        let out = gpu.empty(&[d.batch, d.dim], DType::F32)?;
+        let g = gpu.clone();
+        cases.push(crate::suite::BenchCase {
+            kernel: "state_update",
+            size: size_label(&d),
+            cost: StateUpdate::cost(&d, ALL),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &inputs_of(&t, slots.as_ref()), &out)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(
+                    crate::reference::state_update::state_update(&owned.host()).ok(),
+                );
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on the smallest benchmark size, for machines without a GPU.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let d = bench_sizes(true)[0];
+    let owned = Owned::random(rng, d);
+    vec![crate::suite::CpuCase {
+        size: size_label(&d),
+        cost: StateUpdate::cost(&d, ALL),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::state_update::state_update(&owned.host()).ok());
+        }),
+    }]
+}
