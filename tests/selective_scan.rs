@@ -10,7 +10,9 @@
 
 mod common;
 use common::*;
-use ssm_mla::ops::selective_scan::{BcLayout, ScanDims, ScanShapes, SelectiveScan, SelectiveScanInputs};
+use ssm_mla::ops::selective_scan::{
+    BcLayout, ScanDims, ScanShapes, SelectiveScan, SelectiveScanInputs,
+};
 use ssm_mla::reference::selective_scan::{selective_scan as reference, SelectiveScanHost};
 use ssm_mla::{DType, Gpu, GpuOptions, Rng, Tolerance};
 
@@ -69,7 +71,17 @@ fn bc_shape(layout: BcLayout, bt: usize, dim: usize, n: usize, l: usize) -> Vec<
     }
 }
 
-fn make(rng: &mut Rng, bt: usize, dim: usize, l: usize, n: usize, bl: BcLayout, cl: BcLayout, o: Opts) -> Data {
+#[allow(clippy::too_many_arguments)]
+fn make(
+    rng: &mut Rng,
+    bt: usize,
+    dim: usize,
+    l: usize,
+    n: usize,
+    bl: BcLayout,
+    cl: BcLayout,
+    o: Opts,
+) -> Data {
     let x = bt * dim * l;
     let u = rng.normal_vec(x, 0.0, 1.0);
     // With softplus the kernel sees raw delta (+ a bias around -4); without, a positive dt.
@@ -88,7 +100,11 @@ fn make(rng: &mut Rng, bt: usize, dim: usize, l: usize, n: usize, bl: BcLayout, 
             rng.uniform_vec(dim, 0.0, 0.01)
         }
     });
-    let a: Vec<f32> = rng.normal_vec(dim * n, 0.0, 1.0).iter().map(|v| -v.exp()).collect();
+    let a: Vec<f32> = rng
+        .normal_vec(dim * n, 0.0, 1.0)
+        .iter()
+        .map(|v| -v.exp())
+        .collect();
     let bsh = bc_shape(bl, bt, dim, n, l);
     let csh = bc_shape(cl, bt, dim, n, l);
     let b = rng.normal_vec(bsh.iter().product(), 0.0, 1.0);
@@ -149,9 +165,17 @@ impl Data {
         let a = gpu.upload_f32(&[s.dim, s.n], &self.a)?;
         let b = gpu.upload_f32(&s.b.shape(&s), &self.b)?;
         let c = gpu.upload_f32(&s.c.shape(&s), &self.c)?;
-        let d = self.d.as_ref().map(|v| gpu.upload_f32(&[s.dim], v)).transpose()?;
+        let d = self
+            .d
+            .as_ref()
+            .map(|v| gpu.upload_f32(&[s.dim], v))
+            .transpose()?;
         let z = self.z.as_ref().map(|v| gpu.upload_f32(&x, v)).transpose()?;
-        let bias = self.bias.as_ref().map(|v| gpu.upload_f32(&[s.dim], v)).transpose()?;
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|v| gpu.upload_f32(&[s.dim], v))
+            .transpose()?;
         let init = self
             .init
             .as_ref()
@@ -186,7 +210,13 @@ impl Data {
         let want = reference(&self.host()).unwrap();
         let (out, last) = self.run_gpu(gpu).unwrap();
         assert_close(&format!("{what} out"), &out, &want.out, TOL, seed);
-        assert_close(&format!("{what} last_state"), &last, &want.last_state, TOL, seed);
+        assert_close(
+            &format!("{what} last_state"),
+            &last,
+            &want.last_state,
+            TOL,
+            seed,
+        );
     }
 }
 
@@ -237,7 +267,9 @@ fn ragged_lengths_state_sizes_and_groups() {
 
 /// Columns `range` of a row-major (rows, L) array.
 fn cols(data: &[f32], l: usize, range: std::ops::Range<usize>) -> Vec<f32> {
-    data.chunks(l).flat_map(|row| row[range.clone()].to_vec()).collect()
+    data.chunks(l)
+        .flat_map(|row| row[range.clone()].to_vec())
+        .collect()
 }
 
 #[test]
@@ -245,7 +277,16 @@ fn two_halves_equal_one_scan() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("selective_scan halves");
         let (bt, dim, l, n) = (2, 4, 1100, 16);
-        let full = make(&mut rng, bt, dim, l, n, BcLayout::Grouped(2), BcLayout::Grouped(1), Opts::all());
+        let full = make(
+            &mut rng,
+            bt,
+            dim,
+            l,
+            n,
+            BcLayout::Grouped(2),
+            BcLayout::Grouped(1),
+            Opts::all(),
+        );
         let (want_out, want_last) = full.run_gpu(&gpu).unwrap();
         let split = 700;
         let half = |r: std::ops::Range<usize>, init: Option<Vec<f32>>| {
@@ -276,7 +317,13 @@ fn two_halves_equal_one_scan() {
         }
         let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         assert_close(&format!("{name} halves out"), &want_out, &joined, TOL, seed);
-        assert_close(&format!("{name} halves last_state"), &want_last, &as64(&last2), TOL, seed);
+        assert_close(
+            &format!("{name} halves last_state"),
+            &want_last,
+            &as64(&last2),
+            TOL,
+            seed,
+        );
         // And the whole against the reference.
         full.check(&gpu, &format!("{name} full"), seed);
     }
@@ -286,7 +333,16 @@ fn two_halves_equal_one_scan() {
 fn in_place_state_and_rerun_reuse_the_pipeline() {
     let gpu = gpu();
     let (mut rng, seed) = rng("selective_scan in place");
-    let data = make(&mut rng, 1, 3, 50, 8, BcLayout::Grouped(1), BcLayout::Grouped(1), Opts::all());
+    let data = make(
+        &mut rng,
+        1,
+        3,
+        50,
+        8,
+        BcLayout::Grouped(1),
+        BcLayout::Grouped(1),
+        Opts::all(),
+    );
     let want = reference(&data.host()).unwrap();
     let s = data.dims;
     let x = [s.batch, s.dim, s.len];
@@ -297,8 +353,12 @@ fn in_place_state_and_rerun_reuse_the_pipeline() {
     let c = gpu.upload_f32(&s.c.shape(&s), &data.c).unwrap();
     let d = gpu.upload_f32(&[s.dim], data.d.as_ref().unwrap()).unwrap();
     let z = gpu.upload_f32(&x, data.z.as_ref().unwrap()).unwrap();
-    let bias = gpu.upload_f32(&[s.dim], data.bias.as_ref().unwrap()).unwrap();
-    let state = gpu.upload_f32(&[1, 3, 8], data.init.as_ref().unwrap()).unwrap();
+    let bias = gpu
+        .upload_f32(&[s.dim], data.bias.as_ref().unwrap())
+        .unwrap();
+    let state = gpu
+        .upload_f32(&[1, 3, 8], data.init.as_ref().unwrap())
+        .unwrap();
     let out = gpu.nan_f32(&x).unwrap();
     let op = SelectiveScan::new(&gpu).unwrap();
     let cached = gpu.cached_pipelines();
@@ -323,8 +383,20 @@ fn in_place_state_and_rerun_reuse_the_pipeline() {
     .unwrap();
     batch.run().unwrap();
     assert_eq!(gpu.cached_pipelines(), cached);
-    assert_close("in-place out", &gpu.read_f32(&out).unwrap(), &want.out, TOL, seed);
-    assert_close("in-place state", &gpu.read_f32(&state).unwrap(), &want.last_state, TOL, seed);
+    assert_close(
+        "in-place out",
+        &gpu.read_f32(&out).unwrap(),
+        &want.out,
+        TOL,
+        seed,
+    );
+    assert_close(
+        "in-place state",
+        &gpu.read_f32(&state).unwrap(),
+        &want.last_state,
+        TOL,
+        seed,
+    );
 }
 
 #[test]
@@ -338,9 +410,27 @@ fn splits_over_bindings_and_grid() {
     })
     .expect("GPU tests need an adapter");
     let (mut rng, seed) = rng("selective_scan split");
-    let data = make(&mut rng, 3, 5, 100, 4, BcLayout::Grouped(1), BcLayout::Constant, Opts::all());
+    let data = make(
+        &mut rng,
+        3,
+        5,
+        100,
+        4,
+        BcLayout::Grouped(1),
+        BcLayout::Constant,
+        Opts::all(),
+    );
     data.check(&gpu, "split", seed);
-    let data = make(&mut rng, 2, 30, 9, 3, BcLayout::Constant, BcLayout::Grouped(1), Opts::all());
+    let data = make(
+        &mut rng,
+        2,
+        30,
+        9,
+        3,
+        BcLayout::Constant,
+        BcLayout::Grouped(1),
+        Opts::all(),
+    );
     data.check(&gpu, "split grid", seed);
 }
 
@@ -377,14 +467,61 @@ fn rejects_bad_shapes_and_records_nothing() {
     let init_bad = t(&[bt, dim, n + 1]);
     let u2 = t(&[dim, l]);
     let ints = gpu.empty(&[bt, dim, l], DType::I32).unwrap();
-    let cases: Vec<(&str, SelectiveScanInputs, &ssm_mla::Tensor, &ssm_mla::Tensor)> = vec![
-        ("delta", SelectiveScanInputs { delta: &bad_delta, ..base }, &out, &last),
+    let cases: Vec<(
+        &str,
+        SelectiveScanInputs,
+        &ssm_mla::Tensor,
+        &ssm_mla::Tensor,
+    )> = vec![
+        (
+            "delta",
+            SelectiveScanInputs {
+                delta: &bad_delta,
+                ..base
+            },
+            &out,
+            &last,
+        ),
         ("B", SelectiveScanInputs { b: &g3, ..base }, &out, &last),
         ("C", SelectiveScanInputs { c: &a_big, ..base }, &out, &last),
-        ("A", SelectiveScanInputs { a: &a_big, b: &bc_big, c: &bc_big, ..base }, &out, &last_big),
-        ("D", SelectiveScanInputs { d: Some(&d_bad), ..base }, &out, &last),
-        ("z", SelectiveScanInputs { z: Some(&z_bad), ..base }, &out, &last),
-        ("initial_state", SelectiveScanInputs { initial_state: Some(&init_bad), ..base }, &out, &last),
+        (
+            "A",
+            SelectiveScanInputs {
+                a: &a_big,
+                b: &bc_big,
+                c: &bc_big,
+                ..base
+            },
+            &out,
+            &last_big,
+        ),
+        (
+            "D",
+            SelectiveScanInputs {
+                d: Some(&d_bad),
+                ..base
+            },
+            &out,
+            &last,
+        ),
+        (
+            "z",
+            SelectiveScanInputs {
+                z: Some(&z_bad),
+                ..base
+            },
+            &out,
+            &last,
+        ),
+        (
+            "initial_state",
+            SelectiveScanInputs {
+                initial_state: Some(&init_bad),
+                ..base
+            },
+            &out,
+            &last,
+        ),
         ("u", SelectiveScanInputs { u: &u2, ..base }, &out, &last),
         ("u", SelectiveScanInputs { u: &ints, ..base }, &out, &last),
         ("out", base, &last, &last),
@@ -394,8 +531,14 @@ fn rejects_bad_shapes_and_records_nothing() {
         let mut batch = gpu.batch();
         let err = op.record(&mut batch, &inputs, out, last).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&format!("`{name}`")), "expected an error naming {name}: {msg}");
-        assert_eq!(batch.dispatches(), 0, "nothing may be recorded on error ({msg})");
+        assert!(
+            msg.contains(&format!("`{name}`")),
+            "expected an error naming {name}: {msg}"
+        );
+        assert_eq!(
+            batch.dispatches(),
+            0,
+            "nothing may be recorded on error ({msg})"
+        );
     }
 }
-

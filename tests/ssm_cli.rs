@@ -44,7 +44,11 @@ fn gpu_vs_cpu(target: &str, flag: &str, input: &Path, names: &[&str], tol: Toler
             "--device",
             device,
         ]);
-        assert!(o.status.success(), "{target} {device}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{target} {device}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         outs.push(SafeTensors::read(&output).unwrap());
     }
     for name in names {
@@ -61,7 +65,10 @@ fn selective_scan_gpu_matches_cpu() {
     let (bt, dim, l, n) = (2, 4, 600, 8);
     let a = HostTensor::new(
         &[dim, n],
-        rng.normal_vec(dim * n, 0.0, 1.0).iter().map(|v| -v.exp()).collect(),
+        rng.normal_vec(dim * n, 0.0, 1.0)
+            .iter()
+            .map(|v| -v.exp())
+            .collect(),
     )
     .unwrap();
     let tensors = [
@@ -91,15 +98,34 @@ fn selective_scan_gpu_matches_cpu() {
     // Missing tensor and wrong shape: exit code 2, one line naming the tensor.
     let bad = d.join("bad.safetensors");
     write_safetensors(&bad, &refs[..4]).unwrap();
-    let o = run(&["run", "selective-scan", "--input", bad.to_str().unwrap(), "--output", d.join("x").to_str().unwrap()]);
+    let o = run(&[
+        "run",
+        "selective-scan",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        d.join("x").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("`C`") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("`C`") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     let mut wrong = refs.clone();
     let short = HostTensor::new(&[bt, dim, l - 1], vec![0.0; bt * dim * (l - 1)]).unwrap();
     wrong[1] = ("delta", &short);
     write_safetensors(&bad, &wrong).unwrap();
-    let o = run(&["run", "selective-scan", "--input", bad.to_str().unwrap(), "--output", d.join("x").to_str().unwrap(), "--device", "cpu"]);
+    let o = run(&[
+        "run",
+        "selective-scan",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        d.join("x").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`delta`"));
     let _ = std::fs::remove_dir_all(&d);
@@ -111,7 +137,10 @@ fn state_update_gpu_matches_cpu() {
     let (bt, dim, n, g) = (3, 8, 16, 2);
     let a = HostTensor::new(
         &[dim, n],
-        rng.normal_vec(dim * n, 0.0, 1.0).iter().map(|v| -v.exp()).collect(),
+        rng.normal_vec(dim * n, 0.0, 1.0)
+            .iter()
+            .map(|v| -v.exp())
+            .collect(),
     )
     .unwrap();
     let tensors = [

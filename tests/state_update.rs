@@ -44,7 +44,8 @@ fn make(
     bits: u32,
     pool: Option<usize>,
 ) -> Data {
-    let (has_d, has_z, has_bias, softplus) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, bits & 8 != 0);
+    let (has_d, has_z, has_bias, softplus) =
+        (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, bits & 8 != 0);
     let rows = pool.unwrap_or(bt);
     let slots = pool.map(|p| {
         // Distinct slots in random order; every third request is padding (-1).
@@ -67,8 +68,16 @@ fn make(
             .map(|&v| (v as f64).exp().ln_1p() as f32)
             .collect()
     };
-    let bshape: Vec<usize> = if gb == 1 { vec![bt, n] } else { vec![bt, gb, n] };
-    let cshape: Vec<usize> = if gc == 1 { vec![bt, n] } else { vec![bt, gc, n] };
+    let bshape: Vec<usize> = if gb == 1 {
+        vec![bt, n]
+    } else {
+        vec![bt, gb, n]
+    };
+    let cshape: Vec<usize> = if gc == 1 {
+        vec![bt, n]
+    } else {
+        vec![bt, gc, n]
+    };
     let slot_shape = [bt];
     let dims = UpdateDims::from_shapes(&UpdateShapes {
         state: &[rows, dim, n],
@@ -88,7 +97,11 @@ fn make(
         state: rng.normal_vec(rows * dim * n, 0.0, 1.0),
         x: rng.normal_vec(bt * dim, 0.0, 1.0),
         dt,
-        a: rng.normal_vec(dim * n, 0.0, 1.0).iter().map(|v| -v.exp()).collect(),
+        a: rng
+            .normal_vec(dim * n, 0.0, 1.0)
+            .iter()
+            .map(|v| -v.exp())
+            .collect(),
         b: rng.normal_vec(bt * gb * n, 0.0, 1.0),
         c: rng.normal_vec(bt * gc * n, 0.0, 1.0),
         d: has_d.then(|| rng.normal_vec(dim, 0.0, 1.0)),
@@ -184,8 +197,20 @@ impl Data {
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &out).unwrap();
         batch.run().unwrap();
-        assert_close(&format!("{what} out"), &gpu.read_f32(&out).unwrap(), &want.out, STEP_TOL, seed);
-        assert_close(&format!("{what} state"), &gpu.read_f32(&t.state).unwrap(), &want.state, STEP_TOL, seed);
+        assert_close(
+            &format!("{what} out"),
+            &gpu.read_f32(&out).unwrap(),
+            &want.out,
+            STEP_TOL,
+            seed,
+        );
+        assert_close(
+            &format!("{what} state"),
+            &gpu.read_f32(&t.state).unwrap(),
+            &want.state,
+            STEP_TOL,
+            seed,
+        );
     }
 }
 
@@ -205,7 +230,15 @@ fn every_option_combination() {
 fn state_sizes_and_many_rows() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("state_update sizes");
-        for (bt, dim, n) in [(1, 1, 1), (2, 3, 5), (3, 37, 16), (2, 5, 64), (1, 9, 100), (2, 3, 256), (5, 300, 16)] {
+        for (bt, dim, n) in [
+            (1, 1, 1),
+            (2, 3, 5),
+            (3, 37, 16),
+            (2, 5, 64),
+            (1, 9, 100),
+            (2, 3, 256),
+            (5, 300, 16),
+        ] {
             let data = make(&mut rng, bt, dim, n, 1, 1, 15, None);
             data.check(&gpu, &format!("{name} Bt={bt} D={dim} N={n}"), seed);
         }
@@ -237,7 +270,11 @@ fn steps_applied_l_times_equal_the_scan() {
         let u = rng.normal_vec(x_len, 0.0, 1.0);
         let delta = rng.normal_vec(x_len, 0.0, 1.0);
         let bias = rng.uniform_vec(dim, -6.0, -2.0);
-        let a: Vec<f32> = rng.normal_vec(dim * n, 0.0, 1.0).iter().map(|v| -v.exp()).collect();
+        let a: Vec<f32> = rng
+            .normal_vec(dim * n, 0.0, 1.0)
+            .iter()
+            .map(|v| -v.exp())
+            .collect();
         let b = rng.normal_vec(bt * g * n * l, 0.0, 1.0);
         let c = rng.normal_vec(bt * g * n * l, 0.0, 1.0);
         let d = rng.normal_vec(dim, 0.0, 1.0);
@@ -318,8 +355,20 @@ fn steps_applied_l_times_equal_the_scan() {
                 joined[row * l + t] = v;
             }
         }
-        assert_close(&format!("{name} stepped out"), &joined, &want.out, SCAN_TOL, seed);
-        assert_close(&format!("{name} stepped state"), &gpu.read_f32(&state).unwrap(), &want.last_state, SCAN_TOL, seed);
+        assert_close(
+            &format!("{name} stepped out"),
+            &joined,
+            &want.out,
+            SCAN_TOL,
+            seed,
+        );
+        assert_close(
+            &format!("{name} stepped state"),
+            &gpu.read_f32(&state).unwrap(),
+            &want.last_state,
+            SCAN_TOL,
+            seed,
+        );
     }
 }
 
@@ -355,23 +404,79 @@ fn rejects_bad_shapes_and_records_nothing() {
     let slots_f32 = t(&[bt]);
     let slots_bad = gpu.empty(&[bt + 1], DType::I32).unwrap();
     let cases: Vec<(&str, StateUpdateInputs, &Tensor)> = vec![
-        ("state", StateUpdateInputs { state: &bad_state, ..base }, &out),
+        (
+            "state",
+            StateUpdateInputs {
+                state: &bad_state,
+                ..base
+            },
+            &out,
+        ),
         ("B", StateUpdateInputs { b: &g3, ..base }, &out),
         ("C", StateUpdateInputs { c: &dt_bad, ..base }, &out),
-        ("dt", StateUpdateInputs { dt: &dt_bad, ..base }, &out),
+        (
+            "dt",
+            StateUpdateInputs {
+                dt: &dt_bad,
+                ..base
+            },
+            &out,
+        ),
         ("A", StateUpdateInputs { a: &a_bad, ..base }, &out),
-        ("D", StateUpdateInputs { d: Some(&d_bad), ..base }, &out),
-        ("dt_bias", StateUpdateInputs { dt_bias: Some(&d_bad), ..base }, &out),
-        ("z", StateUpdateInputs { z: Some(&a), ..base }, &out),
-        ("state_batch_indices", StateUpdateInputs { state_batch_indices: Some(&slots_f32), ..base }, &out),
-        ("state_batch_indices", StateUpdateInputs { state_batch_indices: Some(&slots_bad), ..base }, &out),
+        (
+            "D",
+            StateUpdateInputs {
+                d: Some(&d_bad),
+                ..base
+            },
+            &out,
+        ),
+        (
+            "dt_bias",
+            StateUpdateInputs {
+                dt_bias: Some(&d_bad),
+                ..base
+            },
+            &out,
+        ),
+        (
+            "z",
+            StateUpdateInputs {
+                z: Some(&a),
+                ..base
+            },
+            &out,
+        ),
+        (
+            "state_batch_indices",
+            StateUpdateInputs {
+                state_batch_indices: Some(&slots_f32),
+                ..base
+            },
+            &out,
+        ),
+        (
+            "state_batch_indices",
+            StateUpdateInputs {
+                state_batch_indices: Some(&slots_bad),
+                ..base
+            },
+            &out,
+        ),
         ("out", base, &a),
     ];
     for (name, inputs, out) in cases {
         let mut batch = gpu.batch();
         let err = op.record(&mut batch, &inputs, out).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&format!("`{name}`")), "expected an error naming {name}: {msg}");
-        assert_eq!(batch.dispatches(), 0, "nothing may be recorded on error ({msg})");
+        assert!(
+            msg.contains(&format!("`{name}`")),
+            "expected an error naming {name}: {msg}"
+        );
+        assert_eq!(
+            batch.dispatches(),
+            0,
+            "nothing may be recorded on error ({msg})"
+        );
     }
 }

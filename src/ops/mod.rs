@@ -3,9 +3,9 @@
 //! CPU reference of the same name in [`crate::reference`].
 
 pub mod fma_peak;
-pub mod stream_copy;
 pub mod selective_scan;
 pub mod state_update;
+pub mod stream_copy;
 
 /// Work an op must do, for roofline accounting (DESIGN §7): bytes that must move (each input
 /// read once, each output written once) and floating-point operations (an FMA is two; an exp, a

@@ -124,7 +124,14 @@ fn expect_shape(name: &str, spelled: &str, want: &[usize], got: &[usize]) -> Res
     Ok(())
 }
 
-fn bc_layout(name: &str, shape: &[usize], bt: usize, dim: usize, n: usize, l: usize) -> Result<BcLayout> {
+fn bc_layout(
+    name: &str,
+    shape: &[usize],
+    bt: usize,
+    dim: usize,
+    n: usize,
+    l: usize,
+) -> Result<BcLayout> {
     let spelled = || {
         format!(
             "(D, N) = [{dim}, {n}], (Bt, N, L) = [{bt}, {n}, {l}] or (Bt, G, N, L) = [{bt}, G, {n}, {l}] with G dividing D"
@@ -152,7 +159,13 @@ impl ScanDims {
         expect_shape("delta", "(Bt, D, L)", &[bt, dim, l], s.delta)?;
         let n = match *s.a {
             [a0, n] if a0 == dim && n > 0 => n,
-            _ => return Err(Error::shape("A", format!("(D, N) = [{dim}, N] with N > 0"), s.a)),
+            _ => {
+                return Err(Error::shape(
+                    "A",
+                    format!("(D, N) = [{dim}, N] with N > 0"),
+                    s.a,
+                ))
+            }
         };
         let b = bc_layout("B", s.b, bt, dim, n, l)?;
         let c = bc_layout("C", s.c, bt, dim, n, l)?;
@@ -510,7 +523,11 @@ impl SelectiveScan {
     /// add, softplus (exp, log, add: 3), the D FMA (2), silu and the gate (exp, add, divide,
     /// multiply: 4), each when enabled.
     pub fn cost(dims: &ScanDims, inputs: ScanOptions) -> Cost {
-        let (rows, l, n) = ((dims.batch * dims.dim) as u64, dims.len as u64, dims.n as u64);
+        let (rows, l, n) = (
+            (dims.batch * dims.dim) as u64,
+            dims.len as u64,
+            dims.n as u64,
+        );
         let bc = |layout: BcLayout| -> u64 { layout.shape(dims).iter().product::<usize>() as u64 };
         let mut elems = 2 * rows * l + dims.dim as u64 * n + bc(dims.b) + bc(dims.c);
         elems += rows * l + rows * n; // out, last_state
@@ -704,9 +721,18 @@ pub fn check_cases(
         ..MAMBA
     };
     let cases = [
-        (dims(2, 3, 7, 16, BcLayout::Grouped(1), BcLayout::Grouped(1)), all),
-        (dims(1, 4, 1100, 16, BcLayout::Grouped(2), BcLayout::Constant), MAMBA),
-        (dims(1, 1, 1, 1, BcLayout::Constant, BcLayout::Constant), ScanOptions::default()),
+        (
+            dims(2, 3, 7, 16, BcLayout::Grouped(1), BcLayout::Grouped(1)),
+            all,
+        ),
+        (
+            dims(1, 4, 1100, 16, BcLayout::Grouped(2), BcLayout::Constant),
+            MAMBA,
+        ),
+        (
+            dims(1, 1, 1, 1, BcLayout::Constant, BcLayout::Constant),
+            ScanOptions::default(),
+        ),
     ];
     let tolerance = crate::Tolerance::new(5e-4, 1e-3);
     let mut outcomes = Vec::new();
@@ -767,8 +793,8 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
         let last = gpu.empty(&[d.batch, d.dim, d.n], DType::F32)?;
         let g = gpu.clone();
         // The f64 reference takes about a second per 10⁸ state updates; skip it above that.
-        let cpu: Option<crate::suite::CpuRun> = (d.batch * d.dim * d.len * d.n <= 1 << 26)
-            .then(|| {
+        let cpu: Option<crate::suite::CpuRun> =
+            (d.batch * d.dim * d.len * d.n <= 1 << 26).then(|| {
                 Box::new(move || {
                     std::hint::black_box(
                         crate::reference::selective_scan::selective_scan(&owned.host()).ok(),

@@ -97,7 +97,9 @@ fn groups(name: &str, shape: &[usize], bt: usize, dim: usize, n: usize) -> Resul
         [a, g, b] if a == bt && b == n && g > 0 && dim % g == 0 => Ok(g),
         _ => Err(Error::shape(
             name,
-            format!("(Bt, N) = [{bt}, {n}] or (Bt, G, N) = [{bt}, G, {n}] with G dividing D = {dim}"),
+            format!(
+                "(Bt, N) = [{bt}, {n}] or (Bt, G, N) = [{bt}, G, {n}] with G dividing D = {dim}"
+            ),
             shape,
         )),
     }
@@ -114,7 +116,13 @@ impl UpdateDims {
         }
         let n = match *s.a {
             [a0, n] if a0 == dim && n > 0 => n,
-            _ => return Err(Error::shape("A", format!("(D, N) = [{dim}, N] with N > 0"), s.a)),
+            _ => {
+                return Err(Error::shape(
+                    "A",
+                    format!("(D, N) = [{dim}, N] with N > 0"),
+                    s.a,
+                ))
+            }
         };
         expect_shape("dt", "(Bt, D)", &[bt, dim], s.dt)?;
         let pool = match (s.slots, s.state) {
@@ -183,7 +191,11 @@ impl UpdateDims {
         match (h.slots, self.slots) {
             (Some(s), true) => len("state_batch_indices", "(Bt)", &[bt], s.len())?,
             (None, false) => {}
-            _ => return Err(Error::invalid("state_batch_indices given without dims.slots or the reverse")),
+            _ => {
+                return Err(Error::invalid(
+                    "state_batch_indices given without dims.slots or the reverse",
+                ))
+            }
         }
         Ok(())
     }
@@ -316,7 +328,12 @@ impl StateUpdate {
 
     /// Record one decode step: `inputs.state` is updated in place and `out` (Bt, D) written.
     /// Shapes are validated first; on error nothing is recorded.
-    pub fn record(&self, batch: &mut Batch, inputs: &StateUpdateInputs, out: &Tensor) -> Result<()> {
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        inputs: &StateUpdateInputs,
+        out: &Tensor,
+    ) -> Result<()> {
         let dims = inputs.dims()?;
         let (bt, dim, n) = (dims.batch, dims.dim, dims.n);
         out.expect("out", "(Bt, D)", &[bt, dim], DType::F32)?;
@@ -497,7 +514,13 @@ impl Owned {
         let slots = dims.slots.then(|| {
             // Request b uses slot pool-1-b, every third request is padding (-1).
             (0..dims.batch)
-                .map(|b| if b % 3 == 2 { -1 } else { (dims.pool - 1 - b) as i32 })
+                .map(|b| {
+                    if b % 3 == 2 {
+                        -1
+                    } else {
+                        (dims.pool - 1 - b) as i32
+                    }
+                })
                 .collect()
         });
         let data = vec![
@@ -622,7 +645,11 @@ pub fn check_cases(
             d.batch,
             d.dim,
             d.n,
-            if d.slots { format!(" pool={}", d.pool) } else { String::new() }
+            if d.slots {
+                format!(" pool={}", d.pool)
+            } else {
+                String::new()
+            }
         );
         for (name, got, reference) in [
             ("out", gpu.read_f32(&out)?, &want.out),
@@ -658,7 +685,11 @@ fn size_label(d: &UpdateDims) -> String {
         d.batch,
         d.dim,
         d.n,
-        if d.slots { format!(" pool={}", d.pool) } else { String::new() }
+        if d.slots {
+            format!(" pool={}", d.pool)
+        } else {
+            String::new()
+        }
     )
 }
 

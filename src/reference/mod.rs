@@ -2,6 +2,6 @@
 //! conformance tests and `ssm-mla check` compare every kernel against these.
 
 pub mod fma_peak;
-pub mod stream_copy;
 pub mod selective_scan;
 pub mod state_update;
+pub mod stream_copy;

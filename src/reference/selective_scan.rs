@@ -70,7 +70,10 @@ fn check_len(name: &str, spelled: &str, shape: &[usize], got: usize) -> Result<(
     if shape.iter().product::<usize>() != got {
         return Err(Error::shape(
             name,
-            format!("{spelled} = {shape:?} ({} elements)", shape.iter().product::<usize>()),
+            format!(
+                "{spelled} = {shape:?} ({} elements)",
+                shape.iter().product::<usize>()
+            ),
             &[got],
         ));
     }
@@ -104,7 +107,15 @@ impl SelectiveScanHost<'_> {
 }
 
 /// Element of B or C at (batch b, channel d, state n, step t).
-fn bc(layout: BcLayout, data: &[f32], dims: &ScanDims, b: usize, d: usize, n: usize, t: usize) -> f64 {
+fn bc(
+    layout: BcLayout,
+    data: &[f32],
+    dims: &ScanDims,
+    b: usize,
+    d: usize,
+    n: usize,
+    t: usize,
+) -> f64 {
     let v = match layout {
         BcLayout::Constant => data[d * dims.n + n],
         BcLayout::Grouped(g) => {
