@@ -88,18 +88,28 @@ pub const KERNELS: &[KernelEntry] = &[
         cpu: crate::ops::fma_peak::cpu_cases,
     },
     KernelEntry {
+        name: "selective_scan",
+        check: crate::ops::selective_scan::check_cases,
+        bench: crate::ops::selective_scan::bench_cases,
+        cpu: crate::ops::selective_scan::cpu_cases,
+    },
+    KernelEntry {
+        name: "state_update",
+        check: crate::ops::state_update::check_cases,
+        bench: crate::ops::state_update::bench_cases,
+        cpu: crate::ops::state_update::cpu_cases,
+    },
+    KernelEntry {
         name: "latent_cache",
         check: crate::ops::latent_cache::check_cases,
         bench: crate::ops::latent_cache::bench_cases,
-        // Placeholder until the mla-attn branch (written before `cpu`) adds its cpu_cases.
-        cpu: |_| Vec::new(),
+        cpu: crate::ops::latent_cache::cpu_cases,
     },
     KernelEntry {
         name: "absorbed_attention",
         check: crate::ops::absorbed_attention::check_cases,
         bench: crate::ops::absorbed_attention::bench_cases,
-        // Placeholder until the mla-attn branch (written before `cpu`) adds its cpu_cases.
-        cpu: |_| Vec::new(),
+        cpu: crate::ops::absorbed_attention::cpu_cases,
     },
     KernelEntry {
         name: "matmul",

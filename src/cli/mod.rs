@@ -5,6 +5,8 @@ mod bench;
 mod check;
 mod info;
 mod run_mla;
+mod run_selective_scan;
+mod run_state_update;
 
 use clap::{Parser, Subcommand};
 
@@ -41,17 +43,23 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
-    /// Run one computation on files (safetensors in, safetensors out).
+    /// Run one computation on files (safetensors in, safetensors out; DESIGN §5).
     Run {
+        /// What to run.
         #[command(subcommand)]
         target: RunTarget,
     },
 }
 
+/// Targets of `ssm-mla run`.
 #[derive(Subcommand)]
 enum RunTarget {
     /// One DeepSeek MLA layer over hidden_states (Bt, S, hidden).
     Mla(run_mla::Args),
+    /// Mamba-1 selective scan: IN holds u, delta, A, B, C [, D, z, delta_bias, initial_state].
+    SelectiveScan(run_selective_scan::Args),
+    /// One-token decode step: IN holds state, x, dt, A, B, C [, D, z, dt_bias].
+    StateUpdate(run_state_update::Args),
 }
 
 /// No arguments: check every kernel, then a short benchmark; without a GPU, say so in one line
@@ -94,6 +102,8 @@ pub fn main() -> i32 {
         }),
         Some(Command::Run { target }) => match target {
             RunTarget::Mla(args) => run_mla::run(args),
+            RunTarget::SelectiveScan(args) => run_selective_scan::run(args),
+            RunTarget::StateUpdate(args) => run_state_update::run(args),
         },
         None => main_job(),
     };

@@ -713,3 +713,33 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
     }
     Ok(cases)
 }
+
+/// The CPU reference on one decode step (Bt=1, H=16, 1K context), for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (bt, h, d_c, d_r, bs, ctx) = (1usize, 16usize, 512usize, 64usize, 64usize, 1024usize);
+    let max_blocks = ctx.div_ceil(bs);
+    let dims = crate::reference::absorbed_attention::Dims {
+        bt,
+        s_q: 1,
+        h,
+        d_c,
+        d_r,
+        block_size: bs,
+        max_blocks,
+    };
+    let q_lat = rng.normal_vec(bt * h * d_c, 0.0, 1.0);
+    let q_rope = rng.normal_vec(bt * h * d_r, 0.0, 1.0);
+    let cache = rng.normal_vec(max_blocks * bs * (d_c + d_r), 0.0, 1.0);
+    let table: Vec<u32> = (0..max_blocks as u32).rev().collect();
+    let lens = vec![ctx as u32];
+    let scale = 1.0 / ((128 + d_r) as f32).sqrt();
+    vec![crate::suite::CpuCase {
+        size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={d_c} d_R={d_r}"),
+        cost: cost(bt, 1, h, ctx, d_c, d_r, bs),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::absorbed_attention::absorbed_attention(
+                dims, &q_lat, &q_rope, &cache, &table, &lens, scale,
+            ));
+        }),
+    }]
+}

@@ -271,3 +271,21 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
     }
     Ok(cases)
 }
+
+/// The CPU reference on a small random input, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (d_c, d_r, bs, num_blocks, t) = (512, 64, 64, 64, 256);
+    let w = d_c + d_r;
+    let cache = rng.normal_vec(num_blocks * bs * w, 0.0, 1.0);
+    let latent = rng.normal_vec(t * w, 0.0, 1.0);
+    let slots: Vec<u32> = (0..t as u32).map(|k| k * 3 + 1).collect();
+    vec![crate::suite::CpuCase {
+        size: format!("append T={t} W={w}"),
+        cost: LatentCacheAppend::cost(t, w),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::latent_cache::append(
+                &cache, w, &latent, &slots,
+            ));
+        }),
+    }]
+}

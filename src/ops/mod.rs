@@ -8,6 +8,8 @@ pub mod latent_cache;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
+pub mod selective_scan;
+pub mod state_update;
 pub mod stream_copy;
 
 /// Work an op must do, for roofline accounting (DESIGN §7): bytes that must move (each input

@@ -8,4 +8,6 @@ pub mod matmul;
 pub mod mla;
 pub mod rmsnorm;
 pub mod rope;
+pub mod selective_scan;
+pub mod state_update;
 pub mod stream_copy;

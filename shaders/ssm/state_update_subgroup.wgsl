@@ -1,0 +1,193 @@
+// state_update_subgroup: the subgroup variant of state_update.wgsl (used when the device offers
+// SUBGROUP). Same math, layouts and bindings; the row's partial sums are first combined inside
+// the subgroup with a subgroupShuffleXor butterfly over segments of w = min(TPR, subgroup size)
+// invocations, so only TPR/w partials per row go through shared memory. Invocations are ordered
+// v = subgroup_id · subgroup_size + lane so that a row's invocations are adjacent lanes.
+// Keep the two files in step.
+//
+// (Header of the shared-memory variant:)
+//
+// Math, per request b (state row s = slot[b], or b without slots), channel d, state n:
+//   dt = dt[b,d] + dt_bias[d];  if softplus: dt = softplus(dt)   (= dt for dt > 20)
+//   state[s,d,n] = exp(dt·A[d,n])·state[s,d,n] + dt·B[b,g,n]·x[b,d]      (g = d / (D/G))
+//   out[b,d] = (Σ_n state[s,d,n]·C[b,g,n] + D[d]·x[b,d]) · silu(z[b,d])
+// A slot < 0 or ≥ Pool skips request b: its state is untouched and out[b, :] = 0.
+//
+// Layouts (f32 unless noted, row-major): state (Pool, D, N) updated in place; x, z, out (Bt, D);
+// A (D, N); B, C (Bt, G, N) (G = 1 for (Bt, N)); `pk` packs D (D) at p_d, dt_bias (D) at
+// p_bias, the slots (Bt, i32 bits) at p_slot and dt (Bt, D) at p_dt (the host copies them there,
+// keeping the kernel within 8 storage bindings).
+//
+// Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row, WG/TPR
+// rows per workgroup, linear workgroup index (2-D grid past 65535). Invocation r of a row owns
+// states n = r, r + TPR, ...: it updates them (coalesced along n) and sums its C·state terms; the
+// row's TPR partial sums are written to shared memory and added by the row's first invocation,
+// which writes out.
+
+const WG: u32 = 256u;
+
+const HAS_D: u32 = 1u;
+const HAS_Z: u32 = 2u;
+const HAS_BIAS: u32 = 4u;
+const SOFTPLUS: u32 = 8u;
+const HAS_SLOTS: u32 = 16u;
+
+struct Params {
+    rows: u32,     // Bt · D
+    dim: u32,      // D
+    n: u32,        // N
+    tpr: u32,      // invocations per row
+    b_groups: u32,
+    c_groups: u32,
+    pool: u32,     // rows of the state pool
+    flags: u32,
+    p_d: u32,
+    p_bias: u32,
+    p_slot: u32,
+    p_dt: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> state: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> amat: array<f32>;
+@group(0) @binding(4) var<storage, read> pk: array<f32>;
+@group(0) @binding(5) var<storage, read> bmat: array<f32>;
+@group(0) @binding(6) var<storage, read> cmat: array<f32>;
+@group(0) @binding(7) var<storage, read> zgate: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+
+var<workgroup> s_part: array<f32, WG>;
+
+fn softplus(v: f32) -> f32 {
+    if (v > 20.0) {
+        return v;
+    }
+    let e = exp(v);
+    let w = 1.0 + e;
+    if (w == 1.0) {
+        return e;
+    }
+    return log(w) * (e / (w - 1.0));
+}
+
+struct Row {
+    valid: bool, // a real row whose request is not skipped
+    real: bool,  // a real row (out is written)
+    bi: u32,
+    d: u32,
+    slot: u32,
+    xv: f32,
+    dt: f32,
+}
+
+fn row_info(row: u32) -> Row {
+    var r: Row;
+    r.real = row < params.rows;
+    r.valid = r.real;
+    r.bi = 0u;
+    r.d = 0u;
+    r.slot = 0u;
+    r.xv = 0.0;
+    r.dt = 0.0;
+    if (!r.real) {
+        return r;
+    }
+    r.bi = row / params.dim;
+    r.d = row % params.dim;
+    r.slot = r.bi;
+    if ((params.flags & HAS_SLOTS) != 0u) {
+        let s = bitcast<i32>(pk[params.p_slot + r.bi]);
+        if (s < 0 || u32(s) >= params.pool) {
+            r.valid = false;
+            return r;
+        }
+        r.slot = u32(s);
+    }
+    r.xv = x[row];
+    var dt = pk[params.p_dt + row];
+    if ((params.flags & HAS_BIAS) != 0u) {
+        dt += pk[params.p_bias + r.d];
+    }
+    if ((params.flags & SOFTPLUS) != 0u) {
+        dt = softplus(dt);
+    }
+    r.dt = dt;
+    return r;
+}
+
+// This invocation's share of Σ_n C·state, after updating its states.
+fn update(r: Row, lane_r: u32) -> f32 {
+    var part = 0.0;
+    if (!r.valid) {
+        return part;
+    }
+    let nn = params.n;
+    let gb = r.d / (params.dim / params.b_groups);
+    let gc = r.d / (params.dim / params.c_groups);
+    let b_base = (r.bi * params.b_groups + gb) * nn;
+    let c_base = (r.bi * params.c_groups + gc) * nn;
+    let s_base = (r.slot * params.dim + r.d) * nn;
+    for (var n = lane_r; n < nn; n += params.tpr) {
+        let h = exp(r.dt * amat[r.d * nn + n]) * state[s_base + n] + r.dt * bmat[b_base + n] * r.xv;
+        state[s_base + n] = h;
+        part += h * cmat[c_base + n];
+    }
+    return part;
+}
+
+fn finish(r: Row, row: u32, sum: f32) {
+    if (!r.real) {
+        return;
+    }
+    if (!r.valid) {
+        out[row] = 0.0;
+        return;
+    }
+    var o = sum;
+    if ((params.flags & HAS_D) != 0u) {
+        o += pk[params.p_d + r.d] * r.xv;
+    }
+    if ((params.flags & HAS_Z) != 0u) {
+        let zz = zgate[row];
+        o = o * (zz / (1.0 + exp(-zz)));
+    }
+    out[row] = o;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let tpr = params.tpr;
+    let per_wg = WG / tpr;
+    let block = wg.x + wg.y * groups.x;
+    if (block * per_wg >= params.rows) {
+        return;
+    }
+    let v = sid * sgs + lane;
+    let row = block * per_wg + v / tpr;
+    let lane_r = v % tpr;
+    let r = row_info(row);
+    var part = update(r, lane_r);
+    let w = min(tpr, sgs);
+    for (var m = w >> 1u; m > 0u; m >>= 1u) {
+        part += subgroupShuffleXor(part, m);
+    }
+    if (lane_r % w == 0u) {
+        s_part[v / w] = part;
+    }
+    workgroupBarrier();
+    if (lane_r == 0u) {
+        var sum = 0.0;
+        for (var i = 0u; i < tpr / w; i++) {
+            sum += s_part[v / w + i];
+        }
+        finish(r, row, sum);
+    }
+}

@@ -1,0 +1,109 @@
+//! `ssm-mla run state-update --input IN --output OUT [--dt-softplus] [--device gpu|cpu]`
+//! (DESIGN §5). IN holds state, x, dt, A, B, C and optional D, z, dt_bias (layouts of §3.4);
+//! OUT gets out and the updated state.
+
+use super::run_selective_scan::Device;
+use ssm_mla::io::write_safetensors;
+use ssm_mla::ops::state_update::{StateUpdateInputs, UpdateDims, UpdateShapes};
+use ssm_mla::reference::state_update::{state_update, StateUpdateHost};
+use ssm_mla::{Gpu, HostTensor, Result, SafeTensors};
+use std::path::PathBuf;
+
+/// Arguments of `run state-update`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Safetensors file with state, x, dt, A, B, C [, D, z, dt_bias].
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Safetensors file to write (out, state).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Apply softplus to dt + dt_bias.
+    #[arg(long)]
+    pub dt_softplus: bool,
+    /// Run on the GPU or with the CPU reference.
+    #[arg(long, value_enum, default_value = "gpu")]
+    pub device: Device,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let file = SafeTensors::read(&args.input)?;
+    let (state, x, dt, a, b, c) = (
+        file.get("state")?,
+        file.get("x")?,
+        file.get("dt")?,
+        file.get("A")?,
+        file.get("B")?,
+        file.get("C")?,
+    );
+    let (d, z, bias) = (
+        file.optional("D"),
+        file.optional("z"),
+        file.optional("dt_bias"),
+    );
+    let dims = UpdateDims::from_shapes(&UpdateShapes {
+        state: &state.shape,
+        x: &x.shape,
+        dt: &dt.shape,
+        a: &a.shape,
+        b: &b.shape,
+        c: &c.shape,
+        d: d.map(|t| &t.shape[..]),
+        z: z.map(|t| &t.shape[..]),
+        dt_bias: bias.map(|t| &t.shape[..]),
+        slots: None,
+    })?;
+    let (out, new_state) = match args.device {
+        Device::Cpu => {
+            let r = state_update(&StateUpdateHost {
+                dims,
+                state: &state.data,
+                x: &x.data,
+                dt: &dt.data,
+                a: &a.data,
+                b: &b.data,
+                c: &c.data,
+                d: d.map(|t| &t.data[..]),
+                z: z.map(|t| &t.data[..]),
+                dt_bias: bias.map(|t| &t.data[..]),
+                slots: None,
+                dt_softplus: args.dt_softplus,
+            })?;
+            let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            (f(&r.out), f(&r.state))
+        }
+        Device::Gpu => {
+            let gpu = Gpu::new()?;
+            let up = |t: &HostTensor| gpu.upload_f32(&t.shape, &t.data);
+            let opt = |t: Option<&HostTensor>| t.map(up).transpose();
+            let (s_t, x_t, dt_t, a_t, b_t, c_t) =
+                (up(state)?, up(x)?, up(dt)?, up(a)?, up(b)?, up(c)?);
+            let (d_t, z_t, bias_t) = (opt(d)?, opt(z)?, opt(bias)?);
+            let out = ssm_mla::ops::state_update::state_update(
+                &gpu,
+                &StateUpdateInputs {
+                    state: &s_t,
+                    x: &x_t,
+                    dt: &dt_t,
+                    a: &a_t,
+                    b: &b_t,
+                    c: &c_t,
+                    d: d_t.as_ref(),
+                    z: z_t.as_ref(),
+                    dt_bias: bias_t.as_ref(),
+                    state_batch_indices: None,
+                    dt_softplus: args.dt_softplus,
+                },
+            )?;
+            (gpu.read_f32(&out)?, gpu.read_f32(&s_t)?)
+        }
+    };
+    write_safetensors(
+        &args.output,
+        &[
+            ("out", &HostTensor::new(&[dims.batch, dims.dim], out)?),
+            ("state", &HostTensor::new(&state.shape, new_state)?),
+        ],
+    )?;
+    Ok(0)
+}

@@ -1,0 +1,736 @@
+//! `state_update`: the one-token Mamba-1 decode step on the GPU (DESIGN §3.4), with the names,
+//! layouts and semantics of `mamba_ssm`'s `selective_state_update`:
+//!
+//! ```text
+//! dt = dt + dt_bias; if dt_softplus: dt = softplus(dt)
+//! state[s,d,n] = exp(dt·A[d,n])·state[s,d,n] + dt·B[b,g,n]·x[b,d];   out[b,d] = (Σ_n state·C + D·x)·silu(z)
+//! ```
+//!
+//! Layouts (f32, row-major): state (Pool, D, N), updated in place; x, dt, z, out (Bt, D);
+//! B, C (Bt, N) or (Bt, G, N) (channel d uses group d / (D/G)); A (D, N); D, dt_bias (D).
+//! Optional `state_batch_indices` (Bt) i32 map request b onto state row slot[b] of a larger pool
+//! (Pool rows); without them Pool = Bt and request b uses row b. **A negative slot (the usual pad
+//! slot −1), or one ≥ Pool, skips the request: its state row is untouched and its out row is set
+//! to 0** (so padding never leaks stale or NaN values downstream). Two requests with the same slot
+//! race; callers must not do that.
+//!
+//! D, dt_bias, the slots and dt are copied into one scratch buffer owned by the op (a few
+//! kilobytes per step) so the kernel stays within 8 storage bindings.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::reference::state_update::StateUpdateHost;
+use crate::tensor::{DType, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// The WGSL kernel (shared-memory reduction).
+pub const SHADER: Shader = Shader {
+    name: "ssm/state_update",
+    source: include_str!("../../shaders/ssm/state_update.wgsl"),
+};
+
+/// The WGSL kernel (subgroup reduction), used when the device has `SUBGROUP`.
+pub const SHADER_SUBGROUP: Shader = Shader {
+    name: "ssm/state_update_subgroup",
+    source: include_str!("../../shaders/ssm/state_update_subgroup.wgsl"),
+};
+
+const WG: usize = 256;
+
+/// Sizes of one decode step, derived from (and validated against) the input shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateDims {
+    /// Bt (requests).
+    pub batch: usize,
+    /// D (channels).
+    pub dim: usize,
+    /// N (state size).
+    pub n: usize,
+    /// Rows of the state pool (= Bt without slots).
+    pub pool: usize,
+    /// G of B (1 for (Bt, N)).
+    pub b_groups: usize,
+    /// G of C (1 for (Bt, N)).
+    pub c_groups: usize,
+    /// Whether slot indices are used.
+    pub slots: bool,
+}
+
+/// Shapes of the decode step's inputs (`None` for an absent optional tensor).
+#[derive(Clone, Copy, Debug)]
+pub struct UpdateShapes<'a> {
+    /// state.
+    pub state: &'a [usize],
+    /// x.
+    pub x: &'a [usize],
+    /// dt.
+    pub dt: &'a [usize],
+    /// A.
+    pub a: &'a [usize],
+    /// B.
+    pub b: &'a [usize],
+    /// C.
+    pub c: &'a [usize],
+    /// D.
+    pub d: Option<&'a [usize]>,
+    /// z.
+    pub z: Option<&'a [usize]>,
+    /// dt_bias.
+    pub dt_bias: Option<&'a [usize]>,
+    /// state_batch_indices.
+    pub slots: Option<&'a [usize]>,
+}
+
+fn expect_shape(name: &str, spelled: &str, want: &[usize], got: &[usize]) -> Result<()> {
+    if want != got {
+        return Err(Error::shape(name, format!("{spelled} = {want:?}"), got));
+    }
+    Ok(())
+}
+
+fn groups(name: &str, shape: &[usize], bt: usize, dim: usize, n: usize) -> Result<usize> {
+    match *shape {
+        [a, b] if a == bt && b == n => Ok(1),
+        [a, g, b] if a == bt && b == n && g > 0 && dim % g == 0 => Ok(g),
+        _ => Err(Error::shape(
+            name,
+            format!(
+                "(Bt, N) = [{bt}, {n}] or (Bt, G, N) = [{bt}, G, {n}] with G dividing D = {dim}"
+            ),
+            shape,
+        )),
+    }
+}
+
+impl UpdateDims {
+    /// Derive the sizes from x (Bt, D) and A (D, N) and check every other shape against them.
+    pub fn from_shapes(s: &UpdateShapes) -> Result<Self> {
+        let [bt, dim] = *s.x else {
+            return Err(Error::shape("x", "(Bt, D)", s.x));
+        };
+        if bt == 0 || dim == 0 {
+            return Err(Error::shape("x", "(Bt, D) with every size > 0", s.x));
+        }
+        let n = match *s.a {
+            [a0, n] if a0 == dim && n > 0 => n,
+            _ => {
+                return Err(Error::shape(
+                    "A",
+                    format!("(D, N) = [{dim}, N] with N > 0"),
+                    s.a,
+                ))
+            }
+        };
+        expect_shape("dt", "(Bt, D)", &[bt, dim], s.dt)?;
+        let pool = match (s.slots, s.state) {
+            (Some(_), &[p, d1, n1]) if d1 == dim && n1 == n && p > 0 => p,
+            (Some(_), _) => {
+                return Err(Error::shape(
+                    "state",
+                    format!("(Pool, D, N) = [Pool, {dim}, {n}] with Pool > 0"),
+                    s.state,
+                ))
+            }
+            (None, _) => {
+                expect_shape("state", "(Bt, D, N)", &[bt, dim, n], s.state)?;
+                bt
+            }
+        };
+        let b_groups = groups("B", s.b, bt, dim, n)?;
+        let c_groups = groups("C", s.c, bt, dim, n)?;
+        if let Some(d) = s.d {
+            expect_shape("D", "(D)", &[dim], d)?;
+        }
+        if let Some(z) = s.z {
+            expect_shape("z", "(Bt, D)", &[bt, dim], z)?;
+        }
+        if let Some(bias) = s.dt_bias {
+            expect_shape("dt_bias", "(D)", &[dim], bias)?;
+        }
+        if let Some(slots) = s.slots {
+            expect_shape("state_batch_indices", "(Bt)", &[bt], slots)?;
+        }
+        Ok(Self {
+            batch: bt,
+            dim,
+            n,
+            pool,
+            b_groups,
+            c_groups,
+            slots: s.slots.is_some(),
+        })
+    }
+
+    /// Check a host input's slice lengths against these sizes.
+    pub fn check_host(&self, h: &StateUpdateHost) -> Result<()> {
+        let len = |name: &str, spelled: &str, shape: &[usize], got: usize| -> Result<()> {
+            if shape.iter().product::<usize>() != got {
+                return Err(Error::shape(name, format!("{spelled} = {shape:?}"), &[got]));
+            }
+            Ok(())
+        };
+        let (bt, dim, n) = (self.batch, self.dim, self.n);
+        len("state", "(Pool, D, N)", &[self.pool, dim, n], h.state.len())?;
+        len("x", "(Bt, D)", &[bt, dim], h.x.len())?;
+        len("dt", "(Bt, D)", &[bt, dim], h.dt.len())?;
+        len("A", "(D, N)", &[dim, n], h.a.len())?;
+        len("B", "(Bt, G, N)", &[bt, self.b_groups, n], h.b.len())?;
+        len("C", "(Bt, G, N)", &[bt, self.c_groups, n], h.c.len())?;
+        if let Some(d) = h.d {
+            len("D", "(D)", &[dim], d.len())?;
+        }
+        if let Some(z) = h.z {
+            len("z", "(Bt, D)", &[bt, dim], z.len())?;
+        }
+        if let Some(b) = h.dt_bias {
+            len("dt_bias", "(D)", &[dim], b.len())?;
+        }
+        match (h.slots, self.slots) {
+            (Some(s), true) => len("state_batch_indices", "(Bt)", &[bt], s.len())?,
+            (None, false) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "state_batch_indices given without dims.slots or the reverse",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GPU inputs of the decode step. `state` is updated in place.
+#[derive(Clone, Copy, Debug)]
+pub struct StateUpdateInputs<'a> {
+    /// state (Pool, D, N) f32, updated in place (Pool = Bt without slots).
+    pub state: &'a Tensor,
+    /// x (Bt, D).
+    pub x: &'a Tensor,
+    /// dt (Bt, D).
+    pub dt: &'a Tensor,
+    /// A (D, N).
+    pub a: &'a Tensor,
+    /// B (Bt, N) or (Bt, G, N).
+    pub b: &'a Tensor,
+    /// C (Bt, N) or (Bt, G, N).
+    pub c: &'a Tensor,
+    /// Optional skip weight D (D).
+    pub d: Option<&'a Tensor>,
+    /// Optional gate z (Bt, D).
+    pub z: Option<&'a Tensor>,
+    /// Optional dt_bias (D).
+    pub dt_bias: Option<&'a Tensor>,
+    /// Optional state slot per request (Bt) i32; negative (or ≥ Pool) skips the request.
+    pub state_batch_indices: Option<&'a Tensor>,
+    /// Apply softplus to dt + dt_bias.
+    pub dt_softplus: bool,
+}
+
+impl StateUpdateInputs<'_> {
+    /// Validate dtypes and shapes; the sizes on success.
+    pub fn dims(&self) -> Result<UpdateDims> {
+        let named = [
+            ("state", Some(self.state)),
+            ("x", Some(self.x)),
+            ("dt", Some(self.dt)),
+            ("A", Some(self.a)),
+            ("B", Some(self.b)),
+            ("C", Some(self.c)),
+            ("D", self.d),
+            ("z", self.z),
+            ("dt_bias", self.dt_bias),
+        ];
+        for (name, t) in named {
+            if let Some(t) = t {
+                if t.dtype() != DType::F32 {
+                    return Err(Error::DType {
+                        name: name.into(),
+                        expected: "f32".into(),
+                        got: t.dtype().to_string(),
+                    });
+                }
+            }
+        }
+        if let Some(s) = self.state_batch_indices {
+            if s.dtype() != DType::I32 {
+                return Err(Error::DType {
+                    name: "state_batch_indices".into(),
+                    expected: "i32".into(),
+                    got: s.dtype().to_string(),
+                });
+            }
+        }
+        UpdateDims::from_shapes(&UpdateShapes {
+            state: self.state.shape(),
+            x: self.x.shape(),
+            dt: self.dt.shape(),
+            a: self.a.shape(),
+            b: self.b.shape(),
+            c: self.c.shape(),
+            d: self.d.map(|t| t.shape()),
+            z: self.z.map(|t| t.shape()),
+            dt_bias: self.dt_bias.map(|t| t.shape()),
+            slots: self.state_batch_indices.map(|t| t.shape()),
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    rows: u32,
+    dim: u32,
+    n: u32,
+    tpr: u32,
+    b_groups: u32,
+    c_groups: u32,
+    pool: u32,
+    flags: u32,
+    p_d: u32,
+    p_bias: u32,
+    p_slot: u32,
+    p_dt: u32,
+}
+
+const HAS_D: u32 = 1;
+const HAS_Z: u32 = 2;
+const HAS_BIAS: u32 = 4;
+const SOFTPLUS: u32 = 8;
+const HAS_SLOTS: u32 = 16;
+
+/// A built decode-step op: the pipeline plus a reusable scratch buffer for the packed small
+/// per-step inputs.
+#[derive(Clone, Debug)]
+pub struct StateUpdate {
+    kernel: Arc<Kernel>,
+    subgroups: bool,
+    scratch: Arc<Mutex<Option<Tensor>>>,
+}
+
+impl StateUpdate {
+    /// Build (or fetch from the cache) the pipeline: subgroup variant when offered.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let subgroups = gpu.has_subgroups();
+        let shader = if subgroups { SHADER_SUBGROUP } else { SHADER };
+        Ok(Self {
+            kernel: gpu.kernel(&shader, &[])?,
+            subgroups,
+            scratch: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Whether the subgroup variant is in use.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// Record one decode step: `inputs.state` is updated in place and `out` (Bt, D) written.
+    /// Shapes are validated first; on error nothing is recorded.
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        inputs: &StateUpdateInputs,
+        out: &Tensor,
+    ) -> Result<()> {
+        let dims = inputs.dims()?;
+        let (bt, dim, n) = (dims.batch, dims.dim, dims.n);
+        out.expect("out", "(Bt, D)", &[bt, dim], DType::F32)?;
+        let gpu = batch.gpu();
+        let rows = bt * dim;
+        if dims.pool * dim * n >= u32::MAX as usize {
+            return Err(Error::Limit {
+                what: format!("state of {} elements", dims.pool * dim * n),
+                detail: "the kernel indexes with 32-bit integers".into(),
+            });
+        }
+        let max_bind = gpu.max_binding_bytes();
+        if inputs.state.size_bytes() > max_bind {
+            return Err(Error::Limit {
+                what: format!("state of shape {:?}", inputs.state.shape()),
+                detail: format!("max_storage_buffer_binding_size = {max_bind}"),
+            });
+        }
+        let tpr = n.next_power_of_two().min(32);
+        let per_wg = WG / tpr;
+        let p_d = 0;
+        let p_bias = dim;
+        let p_slot = 2 * dim;
+        let p_dt = 2 * dim + bt;
+        let pk_len = p_dt + rows;
+        let scratch = {
+            let mut slot = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some(t) if t.len() >= pk_len => t.clone(),
+                _ => {
+                    let t = gpu.empty(&[pk_len.next_power_of_two()], DType::F32)?;
+                    *slot = Some(t.clone());
+                    t
+                }
+            }
+        };
+        let groups = u32::try_from(rows.div_ceil(per_wg)).map_err(|_| Error::Limit {
+            what: format!("{rows} rows"),
+            detail: "more than 2^32 workgroups".into(),
+        })?;
+        gpu.grid(groups)?;
+        if let Some(d) = inputs.d {
+            batch.copy(d, 0, &scratch, (p_d * 4) as u64, (dim * 4) as u64);
+        }
+        if let Some(bias) = inputs.dt_bias {
+            batch.copy(bias, 0, &scratch, (p_bias * 4) as u64, (dim * 4) as u64);
+        }
+        if let Some(s) = inputs.state_batch_indices {
+            batch.copy(s, 0, &scratch, (p_slot * 4) as u64, (bt * 4) as u64);
+        }
+        batch.copy(inputs.dt, 0, &scratch, (p_dt * 4) as u64, (rows * 4) as u64);
+        let mut flags = 0;
+        for (on, bit) in [
+            (inputs.d.is_some(), HAS_D),
+            (inputs.z.is_some(), HAS_Z),
+            (inputs.dt_bias.is_some(), HAS_BIAS),
+            (inputs.dt_softplus, SOFTPLUS),
+            (inputs.state_batch_indices.is_some(), HAS_SLOTS),
+        ] {
+            if on {
+                flags |= bit;
+            }
+        }
+        let uniforms = Uniforms {
+            rows: rows as u32,
+            dim: dim as u32,
+            n: n as u32,
+            tpr: tpr as u32,
+            b_groups: dims.b_groups as u32,
+            c_groups: dims.c_groups as u32,
+            pool: dims.pool as u32,
+            flags,
+            p_d: p_d as u32,
+            p_bias: p_bias as u32,
+            p_slot: p_slot as u32,
+            p_dt: p_dt as u32,
+        };
+        batch.dispatch(
+            &self.kernel,
+            &uniforms,
+            &[
+                inputs.state.into(),
+                inputs.x.into(),
+                inputs.a.into(),
+                (&scratch).into(),
+                inputs.b.into(),
+                inputs.c.into(),
+                inputs.z.unwrap_or(inputs.x).into(),
+                out.into(),
+            ],
+            groups,
+        )
+    }
+
+    /// Bytes that must move and FLOPs of one step. Per (row, state): exp, the dt·A multiply, two
+    /// multiplies for dt·B·x, the state FMA and the C FMA (8 FLOPs); per row: bias add, softplus
+    /// (3), D FMA (2), silu gate (4) when enabled.
+    pub fn cost(dims: &UpdateDims, opts: UpdateOptions) -> Cost {
+        let (rows, n) = ((dims.batch * dims.dim) as u64, dims.n as u64);
+        let bt = dims.batch as u64;
+        let mut elems = 2 * rows * n // state rows read and written
+            + 2 * rows // x, dt
+            + dims.dim as u64 * n // A
+            + bt * (dims.b_groups + dims.c_groups) as u64 * n
+            + rows; // out
+        let mut per_row = 8 * n;
+        if opts.d {
+            elems += dims.dim as u64;
+            per_row += 2;
+        }
+        if opts.z {
+            elems += rows;
+            per_row += 4;
+        }
+        if opts.dt_bias {
+            elems += dims.dim as u64;
+            per_row += 1;
+        }
+        if opts.dt_softplus {
+            per_row += 3;
+        }
+        if dims.slots {
+            elems += bt;
+        }
+        Cost {
+            bytes: 4 * elems,
+            flops: rows * per_row,
+        }
+    }
+}
+
+/// Which optional inputs a step uses (for [`StateUpdate::cost`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateOptions {
+    /// D given.
+    pub d: bool,
+    /// z given.
+    pub z: bool,
+    /// dt_bias given.
+    pub dt_bias: bool,
+    /// softplus applied.
+    pub dt_softplus: bool,
+}
+
+impl StateUpdateInputs<'_> {
+    /// The options this input set uses.
+    pub fn options(&self) -> UpdateOptions {
+        UpdateOptions {
+            d: self.d.is_some(),
+            z: self.z.is_some(),
+            dt_bias: self.dt_bias.is_some(),
+            dt_softplus: self.dt_softplus,
+        }
+    }
+}
+
+/// Run one step and wait: updates `inputs.state` in place and returns out (Bt, D).
+pub fn state_update(gpu: &Gpu, inputs: &StateUpdateInputs) -> Result<Tensor> {
+    let dims = inputs.dims()?;
+    let op = StateUpdate::new(gpu)?;
+    let out = gpu.empty(&[dims.batch, dims.dim], DType::F32)?;
+    let mut batch = gpu.batch();
+    op.record(&mut batch, inputs, &out)?;
+    batch.run()?;
+    Ok(out)
+}
+
+/// Owned random host inputs for the suite (realistic ranges as the scan's).
+struct Owned {
+    dims: UpdateDims,
+    data: Vec<Vec<f32>>, // state, x, dt, A, B, C, D, z, dt_bias
+    slots: Option<Vec<i32>>,
+}
+
+impl Owned {
+    fn random(rng: &mut crate::Rng, dims: UpdateDims) -> Self {
+        let rows = dims.batch * dims.dim;
+        let slots = dims.slots.then(|| {
+            // Request b uses slot pool-1-b, every third request is padding (-1).
+            (0..dims.batch)
+                .map(|b| {
+                    if b % 3 == 2 {
+                        -1
+                    } else {
+                        (dims.pool - 1 - b) as i32
+                    }
+                })
+                .collect()
+        });
+        let data = vec![
+            rng.normal_vec(dims.pool * dims.dim * dims.n, 0.0, 1.0),
+            rng.normal_vec(rows, 0.0, 1.0),
+            rng.normal_vec(rows, 0.0, 1.0),
+            rng.normal_vec(dims.dim * dims.n, 0.0, 1.0)
+                .iter()
+                .map(|v| -v.exp())
+                .collect(),
+            rng.normal_vec(dims.batch * dims.b_groups * dims.n, 0.0, 1.0),
+            rng.normal_vec(dims.batch * dims.c_groups * dims.n, 0.0, 1.0),
+            rng.normal_vec(dims.dim, 0.0, 1.0),
+            rng.normal_vec(rows, 0.0, 1.0),
+            rng.uniform_vec(dims.dim, -6.0, -2.0),
+        ];
+        Self { dims, data, slots }
+    }
+
+    fn host(&self) -> StateUpdateHost<'_> {
+        StateUpdateHost {
+            dims: self.dims,
+            state: &self.data[0],
+            x: &self.data[1],
+            dt: &self.data[2],
+            a: &self.data[3],
+            b: &self.data[4],
+            c: &self.data[5],
+            d: Some(&self.data[6]),
+            z: Some(&self.data[7]),
+            dt_bias: Some(&self.data[8]),
+            slots: self.slots.as_deref(),
+            dt_softplus: true,
+        }
+    }
+
+    fn upload(&self, gpu: &Gpu) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        let s = &self.dims;
+        let shapes: [Vec<usize>; 9] = [
+            vec![s.pool, s.dim, s.n],
+            vec![s.batch, s.dim],
+            vec![s.batch, s.dim],
+            vec![s.dim, s.n],
+            vec![s.batch, s.b_groups, s.n],
+            vec![s.batch, s.c_groups, s.n],
+            vec![s.dim],
+            vec![s.batch, s.dim],
+            vec![s.dim],
+        ];
+        let t = shapes
+            .iter()
+            .zip(&self.data)
+            .map(|(shape, v)| gpu.upload_f32(shape, v))
+            .collect::<Result<Vec<_>>>()?;
+        let slots = self
+            .slots
+            .as_ref()
+            .map(|v| gpu.upload(&[s.batch], DType::I32, v))
+            .transpose()?;
+        Ok((t, slots))
+    }
+}
+
+fn inputs_of<'a>(t: &'a [Tensor], slots: Option<&'a Tensor>) -> StateUpdateInputs<'a> {
+    StateUpdateInputs {
+        state: &t[0],
+        x: &t[1],
+        dt: &t[2],
+        a: &t[3],
+        b: &t[4],
+        c: &t[5],
+        d: Some(&t[6]),
+        z: Some(&t[7]),
+        dt_bias: Some(&t[8]),
+        state_batch_indices: slots,
+        dt_softplus: true,
+    }
+}
+
+fn udims(batch: usize, dim: usize, n: usize, groups: usize, pool: Option<usize>) -> UpdateDims {
+    UpdateDims {
+        batch,
+        dim,
+        n,
+        pool: pool.unwrap_or(batch),
+        b_groups: groups,
+        c_groups: groups,
+        slots: pool.is_some(),
+    }
+}
+
+const ALL: UpdateOptions = UpdateOptions {
+    d: true,
+    z: true,
+    dt_bias: true,
+    dt_softplus: true,
+};
+
+/// Conformance cases for `ssm-mla check`: a ragged size with groups, slots into a larger pool
+/// with a padded request, size 1. Tolerance 1e-5 + 1e-4·|ref| (one reduction over N).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = StateUpdate::new(gpu)?;
+    let tolerance = crate::Tolerance::new(1e-5, 1e-4);
+    let mut outcomes = Vec::new();
+    for d in [
+        udims(3, 37, 16, 1, None),
+        udims(4, 6, 64, 2, Some(9)),
+        udims(1, 1, 1, 1, None),
+    ] {
+        let owned = Owned::random(rng, d);
+        let want = crate::reference::state_update::state_update(&owned.host())?;
+        let (t, slots) = owned.upload(gpu)?;
+        let out = gpu.nan_f32(&[d.batch, d.dim])?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &inputs_of(&t, slots.as_ref()), &out)?;
+        batch.run()?;
+        let label = format!(
+            "Bt={} D={} N={}{}",
+            d.batch,
+            d.dim,
+            d.n,
+            if d.slots {
+                format!(" pool={}", d.pool)
+            } else {
+                String::new()
+            }
+        );
+        for (name, got, reference) in [
+            ("out", gpu.read_f32(&out)?, &want.out),
+            ("state", gpu.read_f32(&t[0])?, &want.state),
+        ] {
+            outcomes.push(crate::suite::CheckOutcome {
+                kernel: "state_update",
+                case: format!("{label} {name}"),
+                tolerance,
+                comparison: crate::compare(&got, reference, tolerance),
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
+fn bench_sizes(quick: bool) -> Vec<UpdateDims> {
+    if quick {
+        vec![udims(1, 2048, 16, 1, None)]
+    } else {
+        vec![
+            udims(1, 2048, 16, 1, None),
+            udims(8, 2048, 16, 1, None),
+            udims(8, 4096, 16, 1, Some(64)),
+            udims(8, 2048, 128, 8, None),
+        ]
+    }
+}
+
+fn size_label(d: &UpdateDims) -> String {
+    format!(
+        "Bt={} D={} N={}{}",
+        d.batch,
+        d.dim,
+        d.n,
+        if d.slots {
+            format!(" pool={}", d.pool)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Benchmark cases for `ssm-mla bench` (decode: Bt 1..8, D 2048..4096, N 16..128).
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let mut rng = crate::Rng::new(0xDEC0);
+    let mut cases = Vec::new();
+    for d in bench_sizes(quick) {
+        let op = StateUpdate::new(gpu)?;
+        let owned = Owned::random(&mut rng, d);
+        let (t, slots) = owned.upload(gpu)?;
+        let out = gpu.empty(&[d.batch, d.dim], DType::F32)?;
+        let g = gpu.clone();
+        cases.push(crate::suite::BenchCase {
+            kernel: "state_update",
+            size: size_label(&d),
+            cost: StateUpdate::cost(&d, ALL),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &inputs_of(&t, slots.as_ref()), &out)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(
+                    crate::reference::state_update::state_update(&owned.host()).ok(),
+                );
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on the smallest benchmark size, for machines without a GPU.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let d = bench_sizes(true)[0];
+    let owned = Owned::random(rng, d);
+    vec![crate::suite::CpuCase {
+        size: size_label(&d),
+        cost: StateUpdate::cost(&d, ALL),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::state_update::state_update(&owned.host()).ok());
+        }),
+    }]
+}

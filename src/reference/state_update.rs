@@ -1,0 +1,103 @@
+//! CPU reference of the one-token Mamba-1 decode step (DESIGN §3.4), mirroring `mamba_ssm`'s
+//! `selective_state_update` with f64 accumulation. For each request b (state row s = slot[b],
+//! or b without slots) and channel d:
+//!
+//! ```text
+//! dt = dt[b,d] + dt_bias[d];  if dt_softplus: dt = softplus(dt)
+//! state[s,d,n] = exp(dt · A[d,n]) · state[s,d,n] + dt · B[b,g,n] · x[b,d]     (g = d / (D/G))
+//! out[b,d] = (Σ_n state[s,d,n] · C[b,g,n] + D[d] · x[b,d]) · silu(z[b,d])
+//! ```
+//!
+//! Layouts: state (Pool, D, N) (Pool = Bt without slots); x, dt, z, out (Bt, D); B, C (Bt, N) or
+//! (Bt, G, N); A (D, N); D, dt_bias (D); slots (Bt) i32. A negative slot (or one ≥ Pool) skips
+//! request b: its state row is untouched and its out row is 0.
+
+use crate::error::Result;
+use crate::ops::state_update::UpdateDims;
+use crate::reference::selective_scan::{silu, softplus};
+
+/// Host-side inputs of the decode step (flat row-major slices, layouts of the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct StateUpdateHost<'a> {
+    /// Sizes (build with [`UpdateDims::from_shapes`]).
+    pub dims: UpdateDims,
+    /// state (Pool, D, N) before the step.
+    pub state: &'a [f32],
+    /// x (Bt, D).
+    pub x: &'a [f32],
+    /// dt (Bt, D).
+    pub dt: &'a [f32],
+    /// A (D, N).
+    pub a: &'a [f32],
+    /// B (Bt, N) or (Bt, G, N).
+    pub b: &'a [f32],
+    /// C (Bt, N) or (Bt, G, N).
+    pub c: &'a [f32],
+    /// Optional skip weight D (D).
+    pub d: Option<&'a [f32]>,
+    /// Optional gate z (Bt, D).
+    pub z: Option<&'a [f32]>,
+    /// Optional dt_bias (D).
+    pub dt_bias: Option<&'a [f32]>,
+    /// Optional state slot per request (Bt); negative or ≥ Pool skips the request.
+    pub slots: Option<&'a [i32]>,
+    /// Apply softplus to dt + dt_bias.
+    pub dt_softplus: bool,
+}
+
+/// Outputs of the reference decode step, in f64.
+#[derive(Clone, Debug)]
+pub struct UpdateOutput {
+    /// out (Bt, D).
+    pub out: Vec<f64>,
+    /// The whole state pool (Pool, D, N) after the step.
+    pub state: Vec<f64>,
+}
+
+/// One decode step on the CPU.
+pub fn state_update(inp: &StateUpdateHost) -> Result<UpdateOutput> {
+    inp.dims.check_host(inp)?;
+    let s = inp.dims;
+    let (bt, dd, nn) = (s.batch, s.dim, s.n);
+    let mut state: Vec<f64> = inp.state.iter().map(|&v| v as f64).collect();
+    let mut out = vec![0.0f64; bt * dd];
+    for b in 0..bt {
+        let slot = match inp.slots {
+            Some(slots) => {
+                let s_i = slots[b];
+                if s_i < 0 || s_i as usize >= s.pool {
+                    continue; // skipped request: out row stays 0, state untouched
+                }
+                s_i as usize
+            }
+            None => b,
+        };
+        for d in 0..dd {
+            let i = b * dd + d;
+            let x = inp.x[i] as f64;
+            let mut dt = inp.dt[i] as f64 + inp.dt_bias.map_or(0.0, |v| v[d] as f64);
+            if inp.dt_softplus {
+                dt = softplus(dt);
+            }
+            let gb = d / (dd / s.b_groups);
+            let gc = d / (dd / s.c_groups);
+            let mut y = 0.0;
+            for n in 0..nn {
+                let a = inp.a[d * nn + n] as f64;
+                let bn = inp.b[(b * s.b_groups + gb) * nn + n] as f64;
+                let cn = inp.c[(b * s.c_groups + gc) * nn + n] as f64;
+                let h = &mut state[(slot * dd + d) * nn + n];
+                *h = (dt * a).exp() * *h + dt * bn * x;
+                y += *h * cn;
+            }
+            if let Some(skip) = inp.d {
+                y += skip[d] as f64 * x;
+            }
+            if let Some(z) = inp.z {
+                y *= silu(z[i] as f64);
+            }
+            out[i] = y;
+        }
+    }
+    Ok(UpdateOutput { out, state })
+}
