@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::pipeline::Kernel;
 use crate::tensor::Tensor;
+use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A storage binding: a whole tensor or a byte range of one.
@@ -247,23 +248,12 @@ impl<'g> Batch<'g> {
         passes
     }
 
-    fn encode(&self, timestamps: Option<&wgpu::QuerySet>) -> wgpu::CommandBuffer {
+    fn encode(
+        &self,
+        uniforms: Option<&wgpu::Buffer>,
+        timestamps: Option<&wgpu::QuerySet>,
+    ) -> wgpu::CommandBuffer {
         let device = self.gpu.device();
-        let uniforms = (!self.params.is_empty()).then(|| {
-            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: self.params.len() as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: true,
-            });
-            buffer
-                .slice(..)
-                .get_mapped_range_mut()
-                .expect("a buffer mapped at creation is mappable")
-                .copy_from_slice(&self.params);
-            buffer.unmap();
-            buffer
-        });
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("batch"),
         });
@@ -299,29 +289,15 @@ impl<'g> Batch<'g> {
                         groups,
                     }) = self.steps.get(i)
                     {
-                        let mut entries = vec![wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: uniforms.as_ref().expect("params recorded"),
-                                offset: *params_offset,
-                                size: NonZeroU64::new(*params_size),
-                            }),
-                        }];
-                        for (k, b) in bindings.iter().enumerate() {
-                            entries.push(wgpu::BindGroupEntry {
-                                binding: k as u32 + 1,
-                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                    buffer: &b.buffer,
-                                    offset: b.offset,
-                                    size: b.size,
-                                }),
-                            });
-                        }
-                        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: &kernel.layout,
-                            entries: &entries,
-                        });
+                        let uniforms = uniforms.expect("a dispatch records params");
+                        let bind_group = self.gpu.reuse.bind_group(
+                            device,
+                            kernel,
+                            uniforms,
+                            *params_offset,
+                            *params_size,
+                            bindings,
+                        );
                         pass.set_pipeline(&kernel.pipeline);
                         pass.set_bind_group(0, &bind_group, &[]);
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -334,12 +310,28 @@ impl<'g> Batch<'g> {
         encoder.finish()
     }
 
+    /// Copy all parameter blocks into a pooled uniform buffer (queued before the submit).
+    fn upload_params(&self) -> Option<wgpu::Buffer> {
+        if self.params.is_empty() {
+            return None;
+        }
+        let buffer = self
+            .gpu
+            .reuse
+            .take_uniforms(self.gpu.device(), self.params.len() as u64);
+        self.gpu.queue().write_buffer(&buffer, 0, &self.params);
+        Some(buffer)
+    }
+
     /// Submit the recorded work without waiting. Validation errors come back as [`Error::Gpu`].
     pub fn submit(self) -> Result<wgpu::SubmissionIndex> {
         let gpu = self.gpu;
         gpu.scoped("submitting GPU work", || {
-            let commands = self.encode(None);
-            Ok(gpu.queue().submit([commands]))
+            let uniforms = self.upload_params();
+            let commands = self.encode(uniforms.as_ref(), None);
+            let index = gpu.queue().submit([commands]);
+            gpu.reuse.recycle_after_submit(gpu.queue(), uniforms);
+            Ok(index)
         })
     }
 
@@ -392,7 +384,8 @@ impl<'g> Batch<'g> {
         let count = 2 * passes;
         let bytes = 8 * count as u64;
         gpu.scoped("submitting timed GPU work", || {
-            let work = self.encode(Some(&slots.query_set));
+            let uniforms = self.upload_params();
+            let work = self.encode(uniforms.as_ref(), Some(&slots.query_set));
             let mut encoder =
                 gpu.device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -401,6 +394,7 @@ impl<'g> Batch<'g> {
             encoder.resolve_query_set(&slots.query_set, 0..count, &slots.resolve, 0);
             encoder.copy_buffer_to_buffer(&slots.resolve, 0, &slots.readback, 0, bytes);
             gpu.queue().submit([work, encoder.finish()]);
+            gpu.reuse.recycle_after_submit(gpu.queue(), uniforms);
             Ok(())
         })?;
         let slice = slots.readback.slice(..bytes);
@@ -430,5 +424,134 @@ impl<'g> Batch<'g> {
             seconds: ns * 1e-9,
             source: TimingSource::GpuTimestamps,
         })
+    }
+}
+
+/// Counts of GPU objects the host layer has created, to check that steady-state loops allocate
+/// nothing per step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceCounters {
+    /// Bind groups created (a cache hit creates none).
+    pub bind_groups_created: u64,
+    /// Uniform buffers created (pooled buffers are reused).
+    pub uniform_buffers_created: u64,
+}
+
+type BindKey = (
+    usize,
+    wgpu::Buffer,
+    u64,
+    u64,
+    Vec<(wgpu::Buffer, u64, Option<u64>)>,
+);
+
+/// Per-device reuse of uniform buffers and bind groups, so that a loop that runs the same ops on
+/// the same tensors (a decode loop) creates no GPU objects per step.
+///
+/// Uniform buffers return to the pool when the GPU has finished the submission that used them
+/// (`on_submitted_work_done`). Bind groups are cached by (pipeline, uniform buffer and range,
+/// storage bindings); the cache is bounded and is emptied when full, which also lets go of
+/// tensors that only the cache still referenced.
+#[derive(Default)]
+pub(crate) struct Reuse {
+    uniforms: Arc<Mutex<Vec<wgpu::Buffer>>>,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    counters: Mutex<ResourceCounters>,
+}
+
+impl Reuse {
+    const MAX_BIND_GROUPS: usize = 512;
+    const MAX_POOLED_UNIFORMS: usize = 16;
+
+    fn take_uniforms(&self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
+        {
+            let mut pool = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = pool.iter().rposition(|b| b.size() >= bytes) {
+                return pool.remove(i);
+            }
+        }
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .uniform_buffers_created += 1;
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: bytes.next_power_of_two().max(4096),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn recycle_after_submit(&self, queue: &wgpu::Queue, buffer: Option<wgpu::Buffer>) {
+        if let Some(buffer) = buffer {
+            let pool = Arc::clone(&self.uniforms);
+            queue.on_submitted_work_done(move || {
+                let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < Self::MAX_POOLED_UNIFORMS {
+                    pool.push(buffer);
+                }
+            });
+        }
+    }
+
+    fn bind_group(
+        &self,
+        device: &wgpu::Device,
+        kernel: &Arc<Kernel>,
+        uniforms: &wgpu::Buffer,
+        params_offset: u64,
+        params_size: u64,
+        bindings: &[Binding],
+    ) -> wgpu::BindGroup {
+        let key: BindKey = (
+            Arc::as_ptr(kernel) as usize,
+            uniforms.clone(),
+            params_offset,
+            params_size,
+            bindings
+                .iter()
+                .map(|b| (b.buffer.clone(), b.offset, b.size.map(|s| s.get())))
+                .collect(),
+        );
+        let mut cache = self.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(group) = cache.get(&key) {
+            return group.clone();
+        }
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniforms,
+                offset: params_offset,
+                size: NonZeroU64::new(params_size),
+            }),
+        }];
+        for (k, b) in bindings.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: k as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: b.size,
+                }),
+            });
+        }
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bind_groups_created += 1;
+        if cache.len() >= Self::MAX_BIND_GROUPS {
+            cache.clear();
+        }
+        cache.insert(key, group.clone());
+        group
+    }
+
+    pub(crate) fn counters(&self) -> ResourceCounters {
+        *self.counters.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

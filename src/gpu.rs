@@ -46,6 +46,7 @@ pub struct Gpu {
     pub(crate) pipelines: PipelineCache,
     pub(crate) staging: StagingPool,
     pub(crate) timestamps: Mutex<Option<crate::batch::TimestampSlots>>,
+    pub(crate) reuse: crate::batch::Reuse,
     uncaptured: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -191,6 +192,7 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             staging: StagingPool::default(),
             timestamps: Mutex::new(None),
+            reuse: Default::default(),
             uncaptured,
             lost,
         }
@@ -295,6 +297,11 @@ impl Gpu {
                 context: "waiting for the GPU".into(),
                 message: e.to_string(),
             })
+    }
+
+    /// Bind groups and uniform buffers created so far (a steady-state loop adds none).
+    pub fn resource_counters(&self) -> crate::batch::ResourceCounters {
+        self.reuse.counters()
     }
 
     /// How many readback staging buffers are pooled for reuse.

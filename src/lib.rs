@@ -39,7 +39,7 @@ pub mod shaders;
 pub mod suite;
 pub mod tensor;
 
-pub use batch::{Batch, Binding, Timing, TimingSource};
+pub use batch::{Batch, Binding, ResourceCounters, Timing, TimingSource};
 pub use compare::{compare, Comparison, Tolerance};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};

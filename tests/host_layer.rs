@@ -228,3 +228,32 @@ fn one_context_serves_several_threads() {
         h.join().expect("thread");
     }
 }
+
+#[test]
+fn steady_state_loops_create_no_gpu_objects_per_step() {
+    // A private context so other tests' work does not move the counters.
+    let gpu = Gpu::new().expect("GPU tests need an adapter");
+    let op = StreamCopy::new(&gpu).unwrap();
+    let a = gpu.upload_f32(&[4096], &vec![1.0; 4096]).unwrap();
+    let b = gpu.nan_f32(&[4096]).unwrap();
+    let step = |gpu: &Gpu| {
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &a, &b).unwrap();
+        op.record(&mut batch, &b, &a).unwrap();
+        batch.run().unwrap();
+    };
+    step(&gpu);
+    step(&gpu);
+    let warm = gpu.resource_counters();
+    let pipelines = gpu.cached_pipelines();
+    for _ in 0..50 {
+        step(&gpu);
+    }
+    assert_eq!(
+        gpu.resource_counters(),
+        warm,
+        "no bind group or uniform buffer per step"
+    );
+    assert_eq!(gpu.cached_pipelines(), pipelines);
+    assert_eq!(gpu.read_f32(&a).unwrap(), vec![1.0; 4096]);
+}
