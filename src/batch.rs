@@ -57,6 +57,12 @@ enum Step {
         bindings: Vec<Binding>,
         groups: [u32; 3],
     },
+    Upload {
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    },
     Copy {
         src: wgpu::Buffer,
         src_offset: u64,
@@ -107,6 +113,7 @@ pub struct Batch<'g> {
     gpu: &'g Gpu,
     steps: Vec<Step>,
     params: Vec<u8>,
+    uploads: Vec<u8>,
 }
 
 impl Gpu {
@@ -116,6 +123,7 @@ impl Gpu {
             gpu: self,
             steps: Vec::new(),
             params: Vec::new(),
+            uploads: Vec::new(),
         }
     }
 
@@ -224,6 +232,42 @@ impl<'g> Batch<'g> {
         });
     }
 
+    /// Record a host-to-GPU write of `data` into `tensor` at element `offset`, ordered with the
+    /// batch's other steps (unlike [`Gpu::write`], which lands before the whole submission). The
+    /// bytes travel in one pooled upload buffer per batch, so a loop that writes small index
+    /// tensors every step allocates nothing.
+    pub fn write<T: bytemuck::Pod>(
+        &mut self,
+        tensor: &Tensor,
+        offset: usize,
+        data: &[T],
+    ) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let elem = tensor.dtype().size();
+        let dst_offset = (offset * elem) as u64;
+        if std::mem::size_of::<T>() != elem || dst_offset + bytes.len() as u64 > tensor.size_bytes()
+        {
+            return Err(Error::invalid(format!(
+                "writing {} bytes at element {offset} of a {} tensor of shape {:?}",
+                bytes.len(),
+                tensor.dtype(),
+                tensor.shape()
+            )));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let src_offset = self.uploads.len() as u64;
+        self.uploads.extend_from_slice(bytes);
+        self.steps.push(Step::Upload {
+            src_offset,
+            dst: tensor.buffer().clone(),
+            dst_offset,
+            size: bytes.len() as u64,
+        });
+        Ok(())
+    }
+
     /// Number of dispatches recorded so far.
     pub fn dispatches(&self) -> usize {
         self.steps
@@ -242,7 +286,7 @@ impl<'g> Batch<'g> {
                     in_pass = true
                 }
                 Step::Dispatch { .. } => {}
-                Step::Copy { .. } => in_pass = false,
+                Step::Copy { .. } | Step::Upload { .. } => in_pass = false,
             }
         }
         passes
@@ -251,6 +295,7 @@ impl<'g> Batch<'g> {
     fn encode(
         &self,
         uniforms: Option<&wgpu::Buffer>,
+        uploads: Option<&wgpu::Buffer>,
         timestamps: Option<&wgpu::QuerySet>,
     ) -> wgpu::CommandBuffer {
         let device = self.gpu.device();
@@ -261,6 +306,16 @@ impl<'g> Batch<'g> {
         let mut i = 0;
         while i < self.steps.len() {
             match &self.steps[i] {
+                Step::Upload {
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    size,
+                } => {
+                    let src = uploads.expect("an upload step has upload bytes");
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
+                    i += 1;
+                }
                 Step::Copy {
                     src,
                     src_offset,
@@ -310,27 +365,35 @@ impl<'g> Batch<'g> {
         encoder.finish()
     }
 
-    /// Copy all parameter blocks into a pooled uniform buffer (queued before the submit).
-    fn upload_params(&self) -> Option<wgpu::Buffer> {
-        if self.params.is_empty() {
-            return None;
-        }
-        let buffer = self
-            .gpu
-            .reuse
-            .take_uniforms(self.gpu.device(), self.params.len() as u64);
-        self.gpu.queue().write_buffer(&buffer, 0, &self.params);
-        Some(buffer)
+    /// Copy all parameter blocks into a pooled uniform buffer and all recorded writes into a
+    /// pooled upload buffer (both queued before the submit).
+    fn upload_params(&self) -> (Option<wgpu::Buffer>, Option<wgpu::Buffer>) {
+        let stage = |bytes: &[u8], kind: PoolKind| {
+            (!bytes.is_empty()).then(|| {
+                let buffer = self
+                    .gpu
+                    .reuse
+                    .take(self.gpu.device(), kind, bytes.len() as u64);
+                // write_buffer wants a multiple of 4 bytes; every dtype here is 4 bytes wide.
+                self.gpu.queue().write_buffer(&buffer, 0, bytes);
+                buffer
+            })
+        };
+        (
+            stage(&self.params, PoolKind::Uniform),
+            stage(&self.uploads, PoolKind::Upload),
+        )
     }
 
     /// Submit the recorded work without waiting. Validation errors come back as [`Error::Gpu`].
     pub fn submit(self) -> Result<wgpu::SubmissionIndex> {
         let gpu = self.gpu;
         gpu.scoped("submitting GPU work", || {
-            let uniforms = self.upload_params();
-            let commands = self.encode(uniforms.as_ref(), None);
+            let (uniforms, uploads) = self.upload_params();
+            let commands = self.encode(uniforms.as_ref(), uploads.as_ref(), None);
             let index = gpu.queue().submit([commands]);
-            gpu.reuse.recycle_after_submit(gpu.queue(), uniforms);
+            gpu.reuse
+                .recycle_after_submit(gpu.queue(), uniforms, uploads);
             Ok(index)
         })
     }
@@ -384,8 +447,8 @@ impl<'g> Batch<'g> {
         let count = 2 * passes;
         let bytes = 8 * count as u64;
         gpu.scoped("submitting timed GPU work", || {
-            let uniforms = self.upload_params();
-            let work = self.encode(uniforms.as_ref(), Some(&slots.query_set));
+            let (uniforms, uploads) = self.upload_params();
+            let work = self.encode(uniforms.as_ref(), uploads.as_ref(), Some(&slots.query_set));
             let mut encoder =
                 gpu.device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -394,7 +457,8 @@ impl<'g> Batch<'g> {
             encoder.resolve_query_set(&slots.query_set, 0..count, &slots.resolve, 0);
             encoder.copy_buffer_to_buffer(&slots.resolve, 0, &slots.readback, 0, bytes);
             gpu.queue().submit([work, encoder.finish()]);
-            gpu.reuse.recycle_after_submit(gpu.queue(), uniforms);
+            gpu.reuse
+                .recycle_after_submit(gpu.queue(), uniforms, uploads);
             Ok(())
         })?;
         let slice = slots.readback.slice(..bytes);
@@ -435,6 +499,14 @@ pub struct ResourceCounters {
     pub bind_groups_created: u64,
     /// Uniform buffers created (pooled buffers are reused).
     pub uniform_buffers_created: u64,
+    /// Upload buffers created for [`Batch::write`] (pooled likewise).
+    pub upload_buffers_created: u64,
+}
+
+#[derive(Clone, Copy)]
+enum PoolKind {
+    Uniform,
+    Upload,
 }
 
 type BindKey = (
@@ -455,43 +527,68 @@ type BindKey = (
 #[derive(Default)]
 pub(crate) struct Reuse {
     uniforms: Arc<Mutex<Vec<wgpu::Buffer>>>,
+    uploads: Arc<Mutex<Vec<wgpu::Buffer>>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     counters: Mutex<ResourceCounters>,
 }
 
 impl Reuse {
     const MAX_BIND_GROUPS: usize = 512;
-    const MAX_POOLED_UNIFORMS: usize = 16;
+    const MAX_POOLED_BUFFERS: usize = 16;
 
-    fn take_uniforms(&self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
+    fn pool(&self, kind: PoolKind) -> &Arc<Mutex<Vec<wgpu::Buffer>>> {
+        match kind {
+            PoolKind::Uniform => &self.uniforms,
+            PoolKind::Upload => &self.uploads,
+        }
+    }
+
+    fn take(&self, device: &wgpu::Device, kind: PoolKind, bytes: u64) -> wgpu::Buffer {
         {
-            let mut pool = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pool = self.pool(kind).lock().unwrap_or_else(|p| p.into_inner());
             if let Some(i) = pool.iter().rposition(|b| b.size() >= bytes) {
                 return pool.remove(i);
             }
         }
-        self.counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .uniform_buffers_created += 1;
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let (label, usage) = match kind {
+            PoolKind::Uniform => {
+                counters.uniform_buffers_created += 1;
+                ("params", wgpu::BufferUsages::UNIFORM)
+            }
+            PoolKind::Upload => {
+                counters.upload_buffers_created += 1;
+                ("uploads", wgpu::BufferUsages::COPY_SRC)
+            }
+        };
         device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("params"),
+            label: Some(label),
             size: bytes.next_power_of_two().max(4096),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
     }
 
-    fn recycle_after_submit(&self, queue: &wgpu::Queue, buffer: Option<wgpu::Buffer>) {
-        if let Some(buffer) = buffer {
-            let pool = Arc::clone(&self.uniforms);
-            queue.on_submitted_work_done(move || {
-                let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < Self::MAX_POOLED_UNIFORMS {
-                    pool.push(buffer);
-                }
-            });
+    fn recycle_after_submit(
+        &self,
+        queue: &wgpu::Queue,
+        uniforms: Option<wgpu::Buffer>,
+        uploads: Option<wgpu::Buffer>,
+    ) {
+        if uniforms.is_none() && uploads.is_none() {
+            return;
         }
+        let (uniform_pool, upload_pool) = (Arc::clone(&self.uniforms), Arc::clone(&self.uploads));
+        queue.on_submitted_work_done(move || {
+            for (buffer, pool) in [(uniforms, uniform_pool), (uploads, upload_pool)] {
+                if let Some(buffer) = buffer {
+                    let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+                    if pool.len() < Self::MAX_POOLED_BUFFERS {
+                        pool.push(buffer);
+                    }
+                }
+            }
+        });
     }
 
     fn bind_group(

@@ -257,3 +257,28 @@ fn steady_state_loops_create_no_gpu_objects_per_step() {
     assert_eq!(gpu.cached_pipelines(), pipelines);
     assert_eq!(gpu.read_f32(&a).unwrap(), vec![1.0; 4096]);
 }
+
+#[test]
+fn batch_writes_land_in_stream_order() {
+    let gpu = gpu();
+    let op = StreamCopy::new(&gpu).unwrap();
+    let src = gpu.nan_f32(&[3]).unwrap();
+    let first = gpu.nan_f32(&[3]).unwrap();
+    let second = gpu.nan_f32(&[3]).unwrap();
+    let mut batch = gpu.batch();
+    batch.write(&src, 0, &[1.0f32, 2.0, 3.0]).unwrap();
+    op.record(&mut batch, &src, &first).unwrap();
+    batch.write(&src, 1, &[20.0f32]).unwrap(); // after the first copy, before the second
+    op.record(&mut batch, &src, &second).unwrap();
+    assert!(
+        batch.write(&src, 2, &[1.0f32, 2.0]).is_err(),
+        "past the end"
+    );
+    assert!(
+        batch.write(&src, 0, &[1.0f64]).is_err(),
+        "wrong element size"
+    );
+    batch.run().unwrap();
+    assert_eq!(gpu.read_f32(&first).unwrap(), vec![1.0, 2.0, 3.0]);
+    assert_eq!(gpu.read_f32(&second).unwrap(), vec![1.0, 20.0, 3.0]);
+}

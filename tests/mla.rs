@@ -401,3 +401,46 @@ fn weight_errors_name_the_tensor_and_shape() {
     let e = MlaWeights::from_safetensors(&SafeTensors::default(), &cfg, None).unwrap_err();
     assert!(e.to_string().contains("kv_a_proj_with_mqa.weight"), "{e}");
 }
+
+#[test]
+fn decode_loop_creates_no_gpu_objects_per_step() {
+    // A private context so other tests' work does not move the counters.
+    let gpu = std::sync::Arc::new(ssm_mla::Gpu::new().expect("GPU tests need an adapter"));
+    let cfg = small_config(3, Some(24), true, false);
+    let mut rng = ssm_mla::Rng::new(11);
+    let weights = ssm_mla::mla::MlaWeights::random(&cfg, &mut rng);
+    let layer = ssm_mla::mla::MlaLayer::new(gpu.clone(), &cfg, &weights).unwrap();
+    let mut cache = layer.new_cache(2, 200, 16).unwrap();
+    let hidden = gpu
+        .upload_f32(
+            &[2, 1, cfg.hidden_size],
+            &rng.normal_vec(2 * cfg.hidden_size, 0.0, 1.0),
+        )
+        .unwrap();
+    let out = gpu
+        .empty(&[2, 1, cfg.hidden_size], ssm_mla::DType::F32)
+        .unwrap();
+    let step = |cache: &mut ssm_mla::mla::MlaCache| {
+        let mut batch = gpu.batch();
+        layer
+            .record(&mut batch, cache, &[0, 1], &hidden, &out)
+            .unwrap();
+        batch.run().unwrap();
+    };
+    for _ in 0..3 {
+        step(&mut cache);
+    }
+    let warm = gpu.resource_counters();
+    let pipelines = gpu.cached_pipelines();
+    for _ in 0..40 {
+        step(&mut cache);
+    }
+    assert_eq!(cache.seq_len(0), 43);
+    assert_eq!(
+        gpu.resource_counters(),
+        warm,
+        "no bind group or buffer per decode step"
+    );
+    assert_eq!(gpu.cached_pipelines(), pipelines);
+    assert!(gpu.read_f32(&out).unwrap().iter().all(|v| v.is_finite()));
+}

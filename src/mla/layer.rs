@@ -17,7 +17,8 @@
 //! out    = o_proj(attn)                                        matmul          (n, S, hidden)
 //! ```
 //! The weights are uploaded once; intermediates are GPU tensors kept per (n, S) and reused;
-//! per call only the small index tensors (positions, slots, block table, lengths) are uploaded.
+//! per call only the small index tensors (positions, slots, block table, lengths) are written, in
+//! stream order ([`Batch::write`]), into tensors allocated once per shape.
 //! The cache is paged: [`MlaCache`] hands out pages of `block_size` tokens from a free list as
 //! sequences grow.
 
@@ -80,6 +81,15 @@ struct Scratch {
     attn: Tensor,
 }
 
+/// Per-call index tensors of one (n, S, pages) shape, refilled with [`Batch::write`].
+#[derive(Debug)]
+struct Indices {
+    positions: Tensor,
+    slots: Tensor,
+    block_table: Tensor,
+    seq_lens: Tensor,
+}
+
 /// A paged latent cache for `num_seqs` sequences on the GPU, with the host-side page allocator.
 #[derive(Debug)]
 pub struct MlaCache {
@@ -139,6 +149,7 @@ pub struct MlaLayer {
     append: LatentCacheAppend,
     attention: AbsorbedAttention,
     scratch: Mutex<HashMap<(usize, usize), Arc<Scratch>>>,
+    indices: Mutex<HashMap<(usize, usize, usize), Arc<Indices>>>,
 }
 
 impl std::fmt::Debug for MlaLayer {
@@ -193,6 +204,7 @@ impl MlaLayer {
             append: LatentCacheAppend::new(g)?,
             attention: AbsorbedAttention::new(g)?,
             scratch: Mutex::new(HashMap::new()),
+            indices: Mutex::new(HashMap::new()),
             cfg: cfg.clone(),
             gpu,
         })
@@ -230,6 +242,22 @@ impl MlaLayer {
             free: (0..num_blocks as u32).rev().collect(),
             seqs: vec![SeqPages::default(); num_seqs],
         })
+    }
+
+    fn indices(&self, n: usize, s: usize, pages: usize) -> Result<Arc<Indices>> {
+        let mut map = self.indices.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(idx) = map.get(&(n, s, pages)) {
+            return Ok(idx.clone());
+        }
+        let g = &*self.gpu;
+        let idx = Arc::new(Indices {
+            positions: g.empty(&[n * s], DType::U32)?,
+            slots: g.empty(&[n * s], DType::U32)?,
+            block_table: g.empty(&[n, pages], DType::U32)?,
+            seq_lens: g.empty(&[n], DType::U32)?,
+        });
+        map.insert((n, s, pages), idx.clone());
+        Ok(idx)
     }
 
     fn scratch(&self, n: usize, s: usize) -> Result<Arc<Scratch>> {
@@ -351,10 +379,12 @@ impl MlaLayer {
             }
             tables.push(p);
         }
-        let max_blocks = tables.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        // The block table has room for every page of the cache, so its shape (and the tensor that
+        // holds it) stays the same as sequences grow; unused entries are u32::MAX (masked).
+        let max_blocks = cache.cache.num_blocks;
         let mut positions = Vec::with_capacity(t);
         let mut slots = Vec::with_capacity(t);
-        let mut block_table = vec![0u32; n * max_blocks];
+        let mut block_table = vec![u32::MAX; n * max_blocks];
         let mut lens = Vec::with_capacity(n);
         for (b, &q) in seqs.iter().enumerate() {
             let start = cache.seqs[q].len;
@@ -365,11 +395,14 @@ impl MlaLayer {
             lens.push((start + s) as u32);
         }
         let max_len = *lens.iter().max().expect("n ≥ 1") as usize;
-        let g = &*self.gpu;
-        let positions = g.upload_u32(&[t], &positions)?;
-        let slots = g.upload_u32(&[t], &slots)?;
-        let block_table = g.upload_u32(&[n, max_blocks], &block_table)?;
-        let seq_lens = g.upload_u32(&[n], &lens)?;
+        // Index tensors are allocated once per (n, S, pages) and refilled in stream order.
+        let idx = self.indices(n, s, max_blocks)?;
+        batch.write(&idx.positions, 0, &positions)?;
+        batch.write(&idx.slots, 0, &slots)?;
+        batch.write(&idx.block_table, 0, &block_table)?;
+        batch.write(&idx.seq_lens, 0, &lens)?;
+        let (positions, slots, block_table, seq_lens) =
+            (&idx.positions, &idx.slots, &idx.block_table, &idx.seq_lens);
 
         // Every shape was checked above; the ops below can only fail on device limits.
         let (h_n, nope, d_r, v_d, d_c) = (
@@ -429,7 +462,7 @@ impl MlaLayer {
             k_layout,
             &sc.latent,
             k_layout,
-            &positions,
+            positions,
             &self.rope_tables,
             t,
             1,
@@ -444,7 +477,7 @@ impl MlaLayer {
             },
             &sc.q_rope,
             RopeLayout::contiguous(h_n, d_r),
-            &positions,
+            positions,
             &self.rope_tables,
             t,
             h_n,
@@ -468,16 +501,15 @@ impl MlaLayer {
         };
         self.matmul
             .record(batch, &absorb_q, &sc.q, &self.kv_b, None, &sc.q_lat)?;
-        self.append
-            .record(batch, &cache.cache, &sc.latent, &slots)?;
+        self.append.record(batch, &cache.cache, &sc.latent, slots)?;
         self.attention.record(
             batch,
             &AbsorbedAttentionInputs {
                 q_lat: &sc.q_lat,
                 q_rope: &sc.q_rope,
                 cache: &cache.cache,
-                block_table: &block_table,
-                seq_lens: &seq_lens,
+                block_table,
+                seq_lens,
                 scale: c.softmax_scale() as f32,
                 max_seq_len: max_len,
             },
