@@ -184,6 +184,9 @@ pub struct BenchRecord {
     pub bound: String,
     /// CPU reference time on the same size (median), seconds, if it was run.
     pub cpu_seconds: Option<f64>,
+    /// Host time per call outside the GPU's own time (record, submit, wait, timestamp
+    /// readback): median of wall time − device time; only with GPU timestamps.
+    pub host_overhead_seconds: Option<f64>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -238,26 +241,43 @@ impl BenchPlan {
     }
 }
 
-fn timed_median(
-    run: &mut dyn FnMut() -> Result<Timing>,
-    plan: &BenchPlan,
-) -> Result<(f64, f64, usize, crate::batch::TimingSource)> {
+struct Timed {
+    median: f64,
+    min: f64,
+    repeats: usize,
+    source: crate::batch::TimingSource,
+    /// Median of (wall time of the whole call − device time): recording, submission, waiting
+    /// and readback overhead on the host. Only meaningful with GPU timestamps.
+    host_overhead: Option<f64>,
+}
+
+fn timed_median(run: &mut dyn FnMut() -> Result<Timing>, plan: &BenchPlan) -> Result<Timed> {
     for _ in 0..plan.warmup {
         run()?;
     }
     let start = std::time::Instant::now();
     let mut times = Vec::new();
+    let mut overheads = Vec::new();
     let mut source = crate::batch::TimingSource::WallClock;
     while times.len() < plan.max_repeats
         && (times.len() < plan.min_repeats || start.elapsed() < plan.budget)
     {
+        let wall = std::time::Instant::now();
         let t = run()?;
+        overheads.push((wall.elapsed().as_secs_f64() - t.seconds).max(0.0));
         source = t.source;
         times.push(t.seconds);
     }
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
-    let n = times.len();
-    Ok((median(&mut times), min, n, source))
+    let repeats = times.len();
+    Ok(Timed {
+        median: median(&mut times),
+        min,
+        repeats,
+        source,
+        host_overhead: (source == crate::batch::TimingSource::GpuTimestamps)
+            .then(|| median(&mut overheads)),
+    })
 }
 
 /// Measure the copy and FMA ceilings, trying several kernel shapes and keeping the best.
@@ -281,7 +301,8 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
             op.record(&mut batch, &src, &dst)?;
             batch.run_timed()
         };
-        let (t, _, _, source) = timed_median(&mut run, &plan)?;
+        let timed = timed_median(&mut run, &plan)?;
+        let (t, source) = (timed.median, timed.source);
         let gbps = StreamCopy::cost(n).bytes as f64 / t / 1e9;
         if gbps > best_copy.0 {
             best_copy = (
@@ -306,7 +327,7 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
             op.record(&mut batch, &seed, &out, params)?;
             batch.run_timed()
         };
-        let (t, _, _, _) = timed_median(&mut run, &plan)?;
+        let t = timed_median(&mut run, &plan)?.median;
         let gflops = FmaPeak::cost(elements, params).flops as f64 / t / 1e9;
         if gflops > best_fma.0 {
             best_fma = (gflops, format!("wg={wg} 8×vec4 chains"));
@@ -323,7 +344,8 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
 
 /// Run one case per `plan` and judge it against `ceilings`.
 pub fn measure(case: &mut BenchCase, ceilings: &Ceilings, plan: &BenchPlan) -> Result<BenchRecord> {
-    let (t, t_min, repeats, source) = timed_median(&mut case.gpu, plan)?;
+    let timed = timed_median(&mut case.gpu, plan)?;
+    let (t, t_min, repeats, source) = (timed.median, timed.min, timed.repeats, timed.source);
     let mem_floor = case.cost.bytes as f64 / (ceilings.copy_gbps * 1e9);
     let flop_floor = case.cost.flops as f64 / (ceilings.fma_gflops * 1e9);
     let floor = mem_floor.max(flop_floor);
@@ -360,5 +382,6 @@ pub fn measure(case: &mut BenchCase, ceilings: &Ceilings, plan: &BenchPlan) -> R
         }
         .to_string(),
         cpu_seconds,
+        host_overhead_seconds: timed.host_overhead,
     })
 }

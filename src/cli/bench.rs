@@ -65,8 +65,8 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         BenchPlan::full()
     };
     println!(
-        "{:<20} {:<34} {:>10} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8}",
-        "kernel", "size", "gpu", "GB/s", "GFLOP/s", "roofline", "bound", "cpu", "speedup"
+        "{:<20} {:<40} {:>10} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8} {:>9}",
+        "kernel", "size", "gpu", "GB/s", "GFLOP/s", "roofline", "bound", "cpu", "speedup", "host"
     );
     let mut results = Vec::new();
     for kernel in KERNELS {
@@ -80,7 +80,7 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
             let r = measure(&mut case, &ceilings, &plan)?;
             progress("");
             println!(
-                "{:<20} {:<34} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8}",
+                "{:<20} {:<40} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8} {:>9}",
                 r.kernel,
                 r.size,
                 human_time(r.gpu_seconds),
@@ -92,13 +92,17 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
                 r.cpu_seconds
                     .map(|c| format!("{:.1}×", c / r.gpu_seconds))
                     .unwrap_or_else(|| "-".into()),
+                r.host_overhead_seconds
+                    .map(human_time)
+                    .unwrap_or_else(|| "-".into()),
             );
             results.push(r);
         }
     }
     println!(
         "times: median of repeats after warm-up ({}); bytes: each input read once, each output \
-         written once; FLOPs: FMA = 2, exp/divide/compare = 1",
+         written once; FLOPs: FMA = 2, exp/divide/compare = 1; host: wall time per call minus \
+         device time (record, submit, wait, readback)",
         results.first().map(|r| r.timing.as_str()).unwrap_or("none")
     );
     if let Some(path) = &args.json {
