@@ -8,4 +8,6 @@ use crate::pipeline::Shader;
 pub const ALL: &[Shader] = &[
     crate::ops::stream_copy::SHADER,
     crate::ops::fma_peak::SHADER,
+    crate::ops::diagonal_scan::SHADER,
+    crate::ops::diagonal_scan::SHADER_SUBGROUP,
 ];

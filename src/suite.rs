@@ -73,4 +73,9 @@ pub const KERNELS: &[KernelEntry] = &[
         check: crate::ops::fma_peak::check_cases,
         bench: crate::ops::fma_peak::bench_cases,
     },
+    KernelEntry {
+        name: "diagonal_scan",
+        check: crate::ops::diagonal_scan::check_cases,
+        bench: crate::ops::diagonal_scan::bench_cases,
+    },
 ];

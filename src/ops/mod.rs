@@ -2,6 +2,7 @@
 //! shapes, builds (cached) pipelines and records dispatches into a [`crate::Batch`]. Every op has a
 //! CPU reference of the same name in [`crate::reference`].
 
+pub mod diagonal_scan;
 pub mod fma_peak;
 pub mod stream_copy;
 
