@@ -297,6 +297,11 @@ impl Gpu {
             })
     }
 
+    /// How many readback staging buffers are pooled for reuse.
+    pub fn pooled_staging_buffers(&self) -> usize {
+        self.staging.pooled()
+    }
+
     /// Largest storage binding in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size

@@ -30,6 +30,8 @@ pub mod compare;
 pub mod error;
 pub mod gpu;
 pub mod hippo;
+pub mod io;
+pub mod mla;
 pub mod ops;
 pub mod pipeline;
 pub mod reference;
@@ -42,6 +44,9 @@ pub use batch::{Batch, Binding, Timing, TimingSource};
 pub use compare::{compare, Comparison, Tolerance};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
+pub use io::{HostTensor, SafeTensors};
 pub use pipeline::{Kernel, Shader};
 pub use rng::Rng;
 pub use tensor::{DType, Tensor};
+/// The wgpu this crate is built on, so apps adopt devices of the same version.
+pub use wgpu;

@@ -8,6 +8,12 @@ use crate::pipeline::Shader;
 pub const ALL: &[Shader] = &[
     crate::ops::stream_copy::SHADER,
     crate::ops::fma_peak::SHADER,
+    crate::ops::matmul::SHADER,
+    crate::ops::rmsnorm::SHADER,
+    crate::ops::rope::SHADER,
+    crate::ops::latent_cache::SHADER,
+    crate::ops::absorbed_attention::SHADER,
+    crate::ops::absorbed_attention::COMBINE_SHADER,
     crate::ops::diagonal_scan::SHADER,
     crate::ops::diagonal_scan::SHADER_SUBGROUP,
 ];

@@ -50,6 +50,16 @@ pub struct BenchCase {
     pub cpu: Option<CpuRun>,
 }
 
+/// A CPU-reference run that needs no GPU: the main job's path on a machine without an adapter.
+pub struct CpuCase {
+    /// Size label.
+    pub size: String,
+    /// Bytes and FLOPs of the computation.
+    pub cost: Cost,
+    /// Runs the reference once on inputs it owns.
+    pub run: CpuRun,
+}
+
 /// A kernel's entry in the suite.
 pub struct KernelEntry {
     /// Kernel name.
@@ -58,6 +68,8 @@ pub struct KernelEntry {
     pub check: fn(&Arc<Gpu>, &mut Rng) -> Result<Vec<CheckOutcome>>,
     /// Benchmark cases; `quick` asks for the smallest sizes only.
     pub bench: fn(&Arc<Gpu>, bool) -> Result<Vec<BenchCase>>,
+    /// The CPU reference on a small random input, for machines without a GPU.
+    pub cpu: fn(&mut Rng) -> Vec<CpuCase>,
 }
 
 /// Every kernel, in the order the CLI reports them. The ceilings (stream_copy, fma_peak) come
@@ -67,15 +79,282 @@ pub const KERNELS: &[KernelEntry] = &[
         name: "stream_copy",
         check: crate::ops::stream_copy::check_cases,
         bench: crate::ops::stream_copy::bench_cases,
+        cpu: crate::ops::stream_copy::cpu_cases,
     },
     KernelEntry {
         name: "fma_peak",
         check: crate::ops::fma_peak::check_cases,
         bench: crate::ops::fma_peak::bench_cases,
+        cpu: crate::ops::fma_peak::cpu_cases,
+    },
+    KernelEntry {
+        name: "latent_cache",
+        check: crate::ops::latent_cache::check_cases,
+        bench: crate::ops::latent_cache::bench_cases,
+        // Placeholder until the mla-attn branch (written before `cpu`) adds its cpu_cases.
+        cpu: |_| Vec::new(),
+    },
+    KernelEntry {
+        name: "absorbed_attention",
+        check: crate::ops::absorbed_attention::check_cases,
+        bench: crate::ops::absorbed_attention::bench_cases,
+        // Placeholder until the mla-attn branch (written before `cpu`) adds its cpu_cases.
+        cpu: |_| Vec::new(),
+    },
+    KernelEntry {
+        name: "matmul",
+        check: crate::ops::matmul::check_cases,
+        bench: crate::ops::matmul::bench_cases,
+        cpu: crate::ops::matmul::cpu_cases,
+    },
+    KernelEntry {
+        name: "rmsnorm",
+        check: crate::ops::rmsnorm::check_cases,
+        bench: crate::ops::rmsnorm::bench_cases,
+        cpu: crate::ops::rmsnorm::cpu_cases,
+    },
+    KernelEntry {
+        name: "rope",
+        check: crate::ops::rope::check_cases,
+        bench: crate::ops::rope::bench_cases,
+        cpu: crate::ops::rope::cpu_cases,
+    },
+    KernelEntry {
+        name: "mla_layer",
+        check: crate::mla::layer::check_cases,
+        bench: crate::mla::layer::bench_cases,
+        cpu: crate::mla::layer::cpu_cases,
     },
     KernelEntry {
         name: "diagonal_scan",
         check: crate::ops::diagonal_scan::check_cases,
         bench: crate::ops::diagonal_scan::bench_cases,
+        cpu: crate::ops::diagonal_scan::cpu_cases,
     },
 ];
+
+/// The adapter's measured ceilings (DESIGN §7): the best of several shapes of the streaming-copy
+/// and FMA kernels, measured in the same run as the kernels they judge.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ceilings {
+    /// Streaming bandwidth, GB/s (10⁹ bytes: read + write).
+    pub copy_gbps: f64,
+    /// Which copy shape reached it.
+    pub copy_shape: String,
+    /// FMA throughput, GFLOP/s (an FMA is two FLOPs).
+    pub fma_gflops: f64,
+    /// Which FMA shape reached it.
+    pub fma_shape: String,
+    /// How the ceilings were timed.
+    pub timing: String,
+}
+
+/// One benchmark result row.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchRecord {
+    /// Kernel name.
+    pub kernel: String,
+    /// Size label.
+    pub size: String,
+    /// GPU time, median over repeats, seconds.
+    pub gpu_seconds: f64,
+    /// Fastest repeat, seconds.
+    pub gpu_min_seconds: f64,
+    /// How many timed repeats.
+    pub repeats: usize,
+    /// `gpu-timestamps` or `wall-clock`.
+    pub timing: String,
+    /// Bytes that must move.
+    pub bytes: u64,
+    /// FLOPs.
+    pub flops: u64,
+    /// Achieved GB/s (bytes / median time).
+    pub gbps: f64,
+    /// Achieved GFLOP/s.
+    pub gflops: f64,
+    /// max(bytes / copy ceiling, FLOPs / FMA ceiling): the fastest this size could run.
+    pub floor_seconds: f64,
+    /// floor / median time: fraction of the roofline bound reached.
+    pub roofline_fraction: f64,
+    /// `memory` or `compute`: which term sets the floor.
+    pub bound: String,
+    /// CPU reference time on the same size (median), seconds, if it was run.
+    pub cpu_seconds: Option<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// How long and how often to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchPlan {
+    /// Untimed runs first (pipeline JIT, caches, clocks).
+    pub warmup: usize,
+    /// Most timed repeats.
+    pub max_repeats: usize,
+    /// Fewest timed repeats.
+    pub min_repeats: usize,
+    /// Stop adding repeats once this much wall time was spent on one case.
+    pub budget: std::time::Duration,
+    /// Run the CPU reference.
+    pub cpu: bool,
+}
+
+impl BenchPlan {
+    /// Short runs for `--quick` and the main job.
+    pub fn quick() -> Self {
+        Self {
+            warmup: 1,
+            max_repeats: 7,
+            min_repeats: 3,
+            budget: std::time::Duration::from_millis(1500),
+            cpu: true,
+        }
+    }
+
+    /// Full runs for `ssm-mla bench`.
+    pub fn full() -> Self {
+        Self {
+            warmup: 2,
+            max_repeats: 25,
+            min_repeats: 5,
+            budget: std::time::Duration::from_secs(5),
+            cpu: true,
+        }
+    }
+}
+
+fn timed_median(
+    run: &mut dyn FnMut() -> Result<Timing>,
+    plan: &BenchPlan,
+) -> Result<(f64, f64, usize, crate::batch::TimingSource)> {
+    for _ in 0..plan.warmup {
+        run()?;
+    }
+    let start = std::time::Instant::now();
+    let mut times = Vec::new();
+    let mut source = crate::batch::TimingSource::WallClock;
+    while times.len() < plan.max_repeats
+        && (times.len() < plan.min_repeats || start.elapsed() < plan.budget)
+    {
+        let t = run()?;
+        source = t.source;
+        times.push(t.seconds);
+    }
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let n = times.len();
+    Ok((median(&mut times), min, n, source))
+}
+
+/// Measure the copy and FMA ceilings, trying several kernel shapes and keeping the best.
+pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
+    use crate::ops::fma_peak::{FmaPeak, FmaPeakParams};
+    use crate::ops::stream_copy::StreamCopy;
+    let plan = BenchPlan {
+        cpu: false,
+        ..BenchPlan::quick()
+    };
+    // Large enough to leave every cache: 64 MiB (16 MiB in quick mode), capped by the binding.
+    let bytes = if quick { 16 << 20 } else { 64 << 20 };
+    let n = (bytes.min(gpu.max_binding_bytes() as usize) / 4) & !3;
+    let src = gpu.upload_f32(&[n], &vec![1.5f32; n])?;
+    let dst = gpu.empty(&[n], crate::DType::F32)?;
+    let mut best_copy = (0.0f64, String::new(), String::new());
+    for (wg, per_thread) in [(256, 1), (256, 4), (256, 8), (128, 8), (64, 16)] {
+        let op = StreamCopy::with_shape(gpu, wg, per_thread)?;
+        let mut run = || {
+            let mut batch = gpu.batch();
+            op.record(&mut batch, &src, &dst)?;
+            batch.run_timed()
+        };
+        let (t, _, _, source) = timed_median(&mut run, &plan)?;
+        let gbps = StreamCopy::cost(n).bytes as f64 / t / 1e9;
+        if gbps > best_copy.0 {
+            best_copy = (
+                gbps,
+                format!("wg={wg} vec4/inv={per_thread}"),
+                source.to_string(),
+            );
+        }
+    }
+    let params = FmaPeakParams {
+        iters: if quick { 256 } else { 1024 },
+        ..Default::default()
+    };
+    let elements = 1 << 16;
+    let seed = gpu.upload_f32(&[elements], &vec![0.25f32; elements])?;
+    let out = gpu.empty(&[elements], crate::DType::F32)?;
+    let mut best_fma = (0.0f64, String::new());
+    for wg in [64, 256] {
+        let op = FmaPeak::with_workgroup(gpu, wg)?;
+        let mut run = || {
+            let mut batch = gpu.batch();
+            op.record(&mut batch, &seed, &out, params)?;
+            batch.run_timed()
+        };
+        let (t, _, _, _) = timed_median(&mut run, &plan)?;
+        let gflops = FmaPeak::cost(elements, params).flops as f64 / t / 1e9;
+        if gflops > best_fma.0 {
+            best_fma = (gflops, format!("wg={wg} 8×vec4 chains"));
+        }
+    }
+    Ok(Ceilings {
+        copy_gbps: best_copy.0,
+        copy_shape: best_copy.1,
+        fma_gflops: best_fma.0,
+        fma_shape: best_fma.1,
+        timing: best_copy.2,
+    })
+}
+
+/// Run one case per `plan` and judge it against `ceilings`.
+pub fn measure(case: &mut BenchCase, ceilings: &Ceilings, plan: &BenchPlan) -> Result<BenchRecord> {
+    let (t, t_min, repeats, source) = timed_median(&mut case.gpu, plan)?;
+    let mem_floor = case.cost.bytes as f64 / (ceilings.copy_gbps * 1e9);
+    let flop_floor = case.cost.flops as f64 / (ceilings.fma_gflops * 1e9);
+    let floor = mem_floor.max(flop_floor);
+    let cpu_seconds = match (&mut case.cpu, plan.cpu) {
+        (Some(cpu), true) => {
+            let mut times = Vec::new();
+            let start = std::time::Instant::now();
+            while times.len() < 3 && (times.is_empty() || start.elapsed() < plan.budget) {
+                let t0 = std::time::Instant::now();
+                cpu();
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            Some(median(&mut times))
+        }
+        _ => None,
+    };
+    Ok(BenchRecord {
+        kernel: case.kernel.to_string(),
+        size: case.size.clone(),
+        gpu_seconds: t,
+        gpu_min_seconds: t_min,
+        repeats,
+        timing: source.to_string(),
+        bytes: case.cost.bytes,
+        flops: case.cost.flops,
+        gbps: case.cost.bytes as f64 / t / 1e9,
+        gflops: case.cost.flops as f64 / t / 1e9,
+        floor_seconds: floor,
+        roofline_fraction: floor / t,
+        bound: if mem_floor >= flop_floor {
+            "memory"
+        } else {
+            "compute"
+        }
+        .to_string(),
+        cpu_seconds,
+    })
+}

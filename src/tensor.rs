@@ -285,7 +285,7 @@ impl StagingPool {
     }
 
     /// How many staging buffers are pooled (tests use it to check reuse).
-    pub fn pooled(&self) -> usize {
+    pub(crate) fn pooled(&self) -> usize {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

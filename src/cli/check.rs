@@ -7,6 +7,35 @@ use std::sync::Arc;
 
 pub fn run(seed: Option<u64>) -> Result<i32> {
     let gpu = Arc::new(Gpu::new()?);
+    run_on(&gpu, seed)
+}
+
+/// Without a GPU: run every kernel's CPU reference on small random inputs and time it.
+pub fn run_cpu_only() -> Result<i32> {
+    let mut rng = Rng::new(Rng::seed_from_env());
+    println!("running the CPU path (f64 references):");
+    println!(
+        "{:<20} {:<34} {:>10} {:>10}",
+        "kernel", "size", "time", "GFLOP/s"
+    );
+    for kernel in KERNELS {
+        for mut case in (kernel.cpu)(&mut rng) {
+            let start = std::time::Instant::now();
+            (case.run)();
+            let t = start.elapsed().as_secs_f64();
+            println!(
+                "{:<20} {:<34} {:>8.2} ms {:>10.2}",
+                kernel.name,
+                case.size,
+                t * 1e3,
+                case.cost.flops as f64 / t / 1e9
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn run_on(gpu: &Arc<Gpu>, seed: Option<u64>) -> Result<i32> {
     println!("adapter: {}", gpu.describe());
     let seed = seed.unwrap_or_else(Rng::seed_from_env);
     println!("seed: {seed}");
@@ -17,7 +46,7 @@ pub fn run(seed: Option<u64>) -> Result<i32> {
     );
     let mut failed = 0;
     for kernel in KERNELS {
-        let outcomes = match (kernel.check)(&gpu, &mut rng) {
+        let outcomes = match (kernel.check)(gpu, &mut rng) {
             Ok(o) => o,
             Err(e) => {
                 failed += 1;

@@ -1,8 +1,10 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a check failed, 2 bad input
 //! (missing tensor, wrong shape, bad config) with one clear line on stderr.
 
+mod bench;
 mod check;
 mod info;
+mod run_mla;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,52 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Measure the adapter's ceilings, then every kernel at several sizes against them.
+    Bench {
+        /// Small sizes and few repeats.
+        #[arg(long)]
+        quick: bool,
+        /// Also write every number to this JSON file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Only this kernel (name as in `ssm-mla check`).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// Run one computation on files (safetensors in, safetensors out).
+    Run {
+        #[command(subcommand)]
+        target: RunTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunTarget {
+    /// One DeepSeek MLA layer over hidden_states (Bt, S, hidden).
+    Mla(run_mla::Args),
+}
+
+/// No arguments: check every kernel, then a short benchmark; without a GPU, say so in one line
+/// and run the CPU path.
+fn main_job() -> ssm_mla::Result<i32> {
+    let gpu = match ssm_mla::Gpu::new() {
+        Ok(gpu) => std::sync::Arc::new(gpu),
+        Err(e) => {
+            println!("no GPU: {e}");
+            return check::run_cpu_only();
+        }
+    };
+    let checked = check::run_on(&gpu, None)?;
+    println!();
+    let benched = bench::run_on(
+        &gpu,
+        &bench::Args {
+            quick: true,
+            json: None,
+            kernel: None,
+        },
+    )?;
+    Ok(checked.max(benched))
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -35,7 +83,19 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Some(Command::Info) => info::run(),
         Some(Command::Check { seed }) => check::run(seed),
-        None => check::run(None),
+        Some(Command::Bench {
+            quick,
+            json,
+            kernel,
+        }) => bench::run(bench::Args {
+            quick,
+            json,
+            kernel,
+        }),
+        Some(Command::Run { target }) => match target {
+            RunTarget::Mla(args) => run_mla::run(args),
+        },
+        None => main_job(),
     };
     match result {
         Ok(code) => code,

@@ -440,3 +440,25 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
     }
     Ok(cases)
 }
+
+/// The CPU reference alone at a small size, for machines without a GPU (see [`crate::suite`]).
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (bt, h, l, n) = (1usize, 64usize, 1024usize, 16usize);
+    let host = DiagonalSsmHost::random(rng, h, n);
+    let u = rng.normal_vec(bt * h * l, 0.0, 1.0);
+    vec![crate::suite::CpuCase {
+        size: format!("Bt={bt} H={h} L={l} N={n}"),
+        cost: DiagonalScan::cost(Dims {
+            batch: bt,
+            channels: h,
+            len: l,
+            modes: n,
+        }),
+        run: Box::new(move || {
+            std::hint::black_box(
+                host.reference(bt, l, &u, Discretisation::Zoh)
+                    .expect("consistent sizes"),
+            );
+        }),
+    }]
+}

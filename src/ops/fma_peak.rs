@@ -15,7 +15,8 @@ pub const SHADER: Shader = Shader {
     source: include_str!("../../shaders/common/fma_peak.wgsl"),
 };
 
-const WG: u32 = 256;
+/// Default workgroup size.
+pub const WG: u32 = 256;
 
 /// Parameters of the FMA chains: x ← x·m + c, `iters` times.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +43,7 @@ impl Default for FmaPeakParams {
 #[derive(Clone, Debug)]
 pub struct FmaPeak {
     kernel: Arc<Kernel>,
+    wg: u32,
 }
 
 #[repr(C)]
@@ -56,8 +58,17 @@ struct Uniforms {
 impl FmaPeak {
     /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        Self::with_workgroup(gpu, WG)
+    }
+
+    /// Build with `wg` invocations per workgroup (the bench runner tries several).
+    pub fn with_workgroup(gpu: &Gpu, wg: u32) -> Result<Self> {
+        if wg == 0 || wg > 1024 {
+            return Err(Error::invalid(format!("fma_peak workgroup size {wg}")));
+        }
         Ok(Self {
-            kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
+            kernel: gpu.kernel(&SHADER, &[("WG", wg as f64)])?,
+            wg,
         })
     }
 
@@ -88,7 +99,7 @@ impl FmaPeak {
             &self.kernel,
             &uniforms,
             &[seed.into(), out.into()],
-            n.div_ceil(WG),
+            n.div_ceil(self.wg),
         )
     }
 
@@ -168,4 +179,21 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
         }),
         cpu,
     }])
+}
+
+/// The CPU reference on a small input, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let n = 1 << 10;
+    let params = FmaPeakParams {
+        iters: 256,
+        ..Default::default()
+    };
+    let data = rng.uniform_vec(n, -1.0, 1.0);
+    vec![crate::suite::CpuCase {
+        size: format!("n={n} iters={}", params.iters),
+        cost: FmaPeak::cost(n, params),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::fma_peak::fma_peak(&data, params));
+        }),
+    }]
 }

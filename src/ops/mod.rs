@@ -2,8 +2,13 @@
 //! shapes, builds (cached) pipelines and records dispatches into a [`crate::Batch`]. Every op has a
 //! CPU reference of the same name in [`crate::reference`].
 
+pub mod absorbed_attention;
 pub mod diagonal_scan;
 pub mod fma_peak;
+pub mod latent_cache;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
 pub mod stream_copy;
 
 /// Work an op must do, for roofline accounting (DESIGN §7): bytes that must move (each input

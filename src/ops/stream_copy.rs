@@ -18,23 +18,42 @@ pub const SHADER: Shader = Shader {
     source: include_str!("../../shaders/common/stream_copy.wgsl"),
 };
 
-const WG: u32 = 256;
-const PER_THREAD: u32 = 4;
+/// Default workgroup size.
+pub const WG: u32 = 256;
+/// Default vec4 elements per invocation.
+pub const PER_THREAD: u32 = 4;
 
 /// A built stream-copy op.
 #[derive(Clone, Debug)]
 pub struct StreamCopy {
     kernel: Arc<Kernel>,
+    wg: u32,
+    per_thread: u32,
 }
 
 impl StreamCopy {
-    /// Build (or fetch from the cache) the pipeline.
+    /// Build (or fetch from the cache) the pipeline with the default shape.
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        Self::with_shape(gpu, WG, PER_THREAD)
+    }
+
+    /// Build with `wg` invocations per workgroup, each copying `per_thread` vec4s (1..=16).
+    /// The bench runner tries several shapes and keeps the fastest as the bandwidth ceiling.
+    pub fn with_shape(gpu: &Gpu, wg: u32, per_thread: u32) -> Result<Self> {
+        if !(1..=16).contains(&per_thread) || wg == 0 || wg > 1024 {
+            return Err(Error::invalid(format!(
+                "stream_copy shape wg={wg} per_thread={per_thread}: need 1..=1024 and 1..=16"
+            )));
+        }
         let kernel = gpu.kernel(
             &SHADER,
-            &[("WG", WG as f64), ("PER_THREAD", PER_THREAD as f64)],
+            &[("WG", wg as f64), ("PER_THREAD", per_thread as f64)],
         )?;
-        Ok(Self { kernel })
+        Ok(Self {
+            kernel,
+            wg,
+            per_thread,
+        })
     }
 
     /// Record dst ← src. Both must have the same element count and dtype.
@@ -54,12 +73,12 @@ impl StreamCopy {
         let total = src.size_bytes().div_ceil(16) * 16;
         let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
         let chunk = (gpu.max_binding_bytes() / align.max(16)) * align.max(16);
-        let chunk = chunk.min(16 * (WG * PER_THREAD) as u64 * u32::MAX as u64 / 1024);
+        let chunk = chunk.min(16 * (u32::MAX / 2) as u64);
         let mut offset = 0;
         while offset < total {
             let size = chunk.min(total - offset);
             let n_vec4 = (size / 16) as u32;
-            let groups = n_vec4.div_ceil(WG * PER_THREAD);
+            let groups = n_vec4.div_ceil(self.wg * self.per_thread);
             batch.dispatch(
                 &self.kernel,
                 &[n_vec4, 0, 0, 0],
@@ -153,4 +172,17 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
         });
     }
     Ok(cases)
+}
+
+/// The CPU reference on 4 MiB, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let n = 1 << 20;
+    let data = rng.normal_vec(n, 0.0, 1.0);
+    vec![crate::suite::CpuCase {
+        size: "4 MiB".into(),
+        cost: StreamCopy::cost(n),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::stream_copy::stream_copy(&data));
+        }),
+    }]
 }

@@ -1,6 +1,12 @@
 //! CPU references: plain Rust that mirrors each GPU kernel's math, accumulating in f64. The
 //! conformance tests and `ssm-mla check` compare every kernel against these.
 
+pub mod absorbed_attention;
 pub mod diagonal_scan;
 pub mod fma_peak;
+pub mod latent_cache;
+pub mod matmul;
+pub mod mla;
+pub mod rmsnorm;
+pub mod rope;
 pub mod stream_copy;

@@ -1,0 +1,41 @@
+//! Shared criterion helpers: the GPU, and GPU timing through `iter_custom` so criterion sees
+//! device time (timestamps where offered) rather than host time.
+#![allow(dead_code)]
+
+use criterion::{BenchmarkGroup, Throughput};
+use ssm_mla::{Gpu, Result, Timing};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default adapter; benches fail with the install hint when there is none.
+pub fn gpu() -> Arc<Gpu> {
+    match Gpu::new() {
+        Ok(g) => Arc::new(g),
+        Err(e) => panic!("GPU benches need an adapter: {e}"),
+    }
+}
+
+/// Bench `run` (one GPU execution returning its [`Timing`]) under `id`, reporting bytes moved
+/// as throughput.
+pub fn bench_gpu<M: criterion::measurement::Measurement<Value = Duration>>(
+    group: &mut BenchmarkGroup<'_, M>,
+    id: &str,
+    bytes: u64,
+    mut run: impl FnMut() -> Result<Timing>,
+) {
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += Duration::from_secs_f64(run().expect("GPU run").seconds);
+            }
+            total
+        })
+    });
+}
+
+/// Whether the large sizes of DESIGN §7 were asked for (`SSM_MLA_BENCH_FULL=1`).
+pub fn full() -> bool {
+    std::env::var("SSM_MLA_BENCH_FULL").is_ok_and(|v| v == "1")
+}

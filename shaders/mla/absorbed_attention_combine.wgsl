@@ -1,0 +1,65 @@
+// absorbed_attention_combine: merge the split-KV partial results of absorbed_attention.wgsl.
+//
+// Split s of row (b, r) left an unnormalised accumulator acc_s = sum_{j in split} e^(s_j - m_s) c_j
+// and its running max m_s and sum l_s = sum_{j in split} e^(s_j - m_s). With M = max over splits
+// with l_s > 0 of m_s and w_s = e^(m_s - M) (log-sum-exp weights):
+//   o_lat[b, r, :] = sum_s w_s acc_s / sum_s w_s l_s        (0 when no split saw a key)
+// Empty splits (l_s = 0) contribute nothing and are skipped, so their m_s never matters.
+//
+// Layouts: scratch = partial accumulators (n_split, Bt, R, d_c) f32 followed by (m, l) pairs
+// (n_split, Bt, R, 2); o_lat (Bt, R, d_c) with R = S_q * H rows per sequence.
+// Work split: one workgroup per (b, r) row (linear index b * R + r); every invocation computes M
+// and the weights itself (n_split is small) and then owns columns lid, lid + WG, ...
+
+override WG: u32 = 256u;
+
+struct Params {
+    n_rows: u32,   // Bt * R
+    d_c: u32,
+    n_split: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> scratch: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o_lat: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wg.x + wg.y * groups.x;
+    if (row >= params.n_rows) {
+        return;
+    }
+    let ml_base = params.n_split * params.n_rows * params.d_c;
+    var big_m = -3.0e38;
+    for (var s = 0u; s < params.n_split; s++) {
+        let ml = ml_base + 2u * (s * params.n_rows + row);
+        if (scratch[ml + 1u] > 0.0) {
+            big_m = max(big_m, scratch[ml]);
+        }
+    }
+    var den = 0.0;
+    for (var s = 0u; s < params.n_split; s++) {
+        let ml = ml_base + 2u * (s * params.n_rows + row);
+        let l = scratch[ml + 1u];
+        if (l > 0.0) {
+            den += exp(scratch[ml] - big_m) * l;
+        }
+    }
+    let inv = select(0.0, 1.0 / den, den > 0.0);
+    for (var c = lid; c < params.d_c; c += WG) {
+        var num = 0.0;
+        for (var s = 0u; s < params.n_split; s++) {
+            let ml = ml_base + 2u * (s * params.n_rows + row);
+            if (scratch[ml + 1u] > 0.0) {
+                let wgt = exp(scratch[ml] - big_m);
+                num = fma(wgt, scratch[(s * params.n_rows + row) * params.d_c + c], num);
+            }
+        }
+        o_lat[row * params.d_c + c] = num * inv;
+    }
+}

@@ -1,0 +1,45 @@
+// latent_cache (append): data[slots[t] * W + d] = latent[t * W + d] for t < T, d < W,
+// where W = d_c + d_R is the latent row width.
+//
+// Layouts (f32 unless noted, row-major):
+//   latent (T, W)                          new rows [c (d_c) | k_rope (d_R)]
+//   slots  (T) u32                         absolute slot = block * block_size + offset
+//   data   (num_blocks, block_size, W)     the paged cache, viewed as (num_slots, W)
+// A slot >= num_slots (e.g. 0xFFFFFFFF) means "skip this row": nothing is written for it.
+// Slots must be distinct (two rows to one slot: which one lands is unspecified).
+//
+// Work split: one invocation per element of latent, WG per workgroup, linear workgroup index
+// wg.x + wg.y * num_workgroups.x (2-D grids past 65535 workgroups). Adjacent invocations write
+// adjacent addresses of one row, so stores coalesce.
+
+override WG: u32 = 256u;
+
+struct Params {
+    n: u32,          // T * W
+    w: u32,          // W
+    num_slots: u32,  // num_blocks * block_size
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> latent: array<f32>;
+@group(0) @binding(2) var<storage, read> slots: array<u32>;
+@group(0) @binding(3) var<storage, read_write> data: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * groups.x) * WG + lid;
+    if (i >= params.n) {
+        return;
+    }
+    let t = i / params.w;
+    let d = i - t * params.w;
+    let slot = slots[t];
+    if (slot < params.num_slots) {
+        data[slot * params.w + d] = latent[i];
+    }
+}

@@ -1,0 +1,121 @@
+//! `ssm-mla bench`: the adapter's ceilings, then every kernel at several sizes against them
+//! (DESIGN §7): GPU time (timestamps where offered), bytes, FLOPs, GB/s, GFLOP/s, fraction of the
+//! roofline bound and the CPU reference's time on the same size.
+
+use ssm_mla::suite::{measure, measure_ceilings, BenchPlan, BenchRecord, Ceilings, KERNELS};
+use ssm_mla::{Error, Gpu, Result};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct Args {
+    pub quick: bool,
+    pub json: Option<PathBuf>,
+    pub kernel: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    adapter: String,
+    backend: String,
+    ceilings: &'a Ceilings,
+    flop_counting: &'static str,
+    results: &'a [BenchRecord],
+}
+
+fn progress(msg: &str) {
+    let mut err = std::io::stderr();
+    if err.is_terminal() {
+        let _ = write!(err, "\r\x1b[2K{msg}");
+        let _ = err.flush();
+    }
+}
+
+fn human_time(s: f64) -> String {
+    if s < 1e-3 {
+        format!("{:.1} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let gpu = Arc::new(Gpu::new()?);
+    run_on(&gpu, &args)
+}
+
+pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
+    println!("adapter: {}", gpu.describe());
+    progress("measuring ceilings…");
+    let ceilings = measure_ceilings(gpu, args.quick)?;
+    progress("");
+    println!(
+        "ceilings: copy {:.1} GB/s ({}), FMA {:.1} GFLOP/s ({}), timed by {}",
+        ceilings.copy_gbps,
+        ceilings.copy_shape,
+        ceilings.fma_gflops,
+        ceilings.fma_shape,
+        ceilings.timing
+    );
+    let plan = if args.quick {
+        BenchPlan::quick()
+    } else {
+        BenchPlan::full()
+    };
+    println!(
+        "{:<20} {:<34} {:>10} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8}",
+        "kernel", "size", "gpu", "GB/s", "GFLOP/s", "roofline", "bound", "cpu", "speedup"
+    );
+    let mut results = Vec::new();
+    for kernel in KERNELS {
+        if args.kernel.as_deref().is_some_and(|k| k != kernel.name) {
+            continue;
+        }
+        progress(&format!("preparing {}…", kernel.name));
+        let cases = (kernel.bench)(gpu, args.quick)?;
+        for mut case in cases {
+            progress(&format!("measuring {} {}…", case.kernel, case.size));
+            let r = measure(&mut case, &ceilings, &plan)?;
+            progress("");
+            println!(
+                "{:<20} {:<34} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8}",
+                r.kernel,
+                r.size,
+                human_time(r.gpu_seconds),
+                r.gbps,
+                r.gflops,
+                100.0 * r.roofline_fraction,
+                r.bound,
+                r.cpu_seconds.map(human_time).unwrap_or_else(|| "-".into()),
+                r.cpu_seconds
+                    .map(|c| format!("{:.1}×", c / r.gpu_seconds))
+                    .unwrap_or_else(|| "-".into()),
+            );
+            results.push(r);
+        }
+    }
+    println!(
+        "times: median of repeats after warm-up ({}); bytes: each input read once, each output \
+         written once; FLOPs: FMA = 2, exp/divide/compare = 1",
+        results.first().map(|r| r.timing.as_str()).unwrap_or("none")
+    );
+    if let Some(path) = &args.json {
+        let report = Report {
+            adapter: gpu.describe(),
+            backend: format!("{:?}", gpu.adapter_info().backend),
+            ceilings: &ceilings,
+            flop_counting: "FMA = 2 FLOPs; exp, divide, compare-and-select = 1",
+            results: &results,
+        };
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| Error::invalid(e.to_string()))?;
+        std::fs::write(path, text).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        println!("wrote {}", path.display());
+    }
+    Ok(0)
+}

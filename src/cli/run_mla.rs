@@ -1,0 +1,79 @@
+//! `ssm-mla run mla --config CONFIG.json --weights W --input IN --output OUT [--decode-from P]
+//! [--device gpu|cpu]` (DESIGN §5): one DeepSeek MLA layer over hidden_states (Bt, S, hidden)
+//! from position 0; OUT holds `out` (Bt, S, hidden). With `--decode-from P` the first P tokens
+//! are prefilled and the rest fed one at a time through the latent cache.
+
+use ssm_mla::io::{write_safetensors, HostTensor, SafeTensors};
+use ssm_mla::mla::{MlaConfig, MlaCpuLayer, MlaLayer, MlaWeights};
+use ssm_mla::{Error, Gpu, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The default GPU adapter.
+    Gpu,
+    /// The f64 CPU reference (absorbed form with a latent cache).
+    Cpu,
+}
+
+/// Arguments of `run mla`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Hugging Face DeepSeek-V2/V3 config.json.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Safetensors with the layer's weights (names of DESIGN §4, optionally prefixed with
+    /// `model.layers.<i>.self_attn.`).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Which layer, when the weights file holds several.
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Safetensors with `hidden_states` (Bt, S, hidden).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output safetensors (`out`, (Bt, S, hidden)).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Prefill this many tokens, then decode the rest one at a time.
+    #[arg(long)]
+    pub decode_from: Option<usize>,
+    /// Run on the GPU or the CPU reference.
+    #[arg(long, value_enum, default_value = "gpu")]
+    pub device: Device,
+}
+
+/// Run the command; bad input is an `Err` (exit code 2).
+pub fn run(args: Args) -> Result<i32> {
+    let cfg = MlaConfig::from_file(&args.config)?;
+    let weights =
+        MlaWeights::from_safetensors(&SafeTensors::read(&args.weights)?, &cfg, args.layer)?;
+    let input = SafeTensors::read(&args.input)?;
+    let hidden = input.get("hidden_states")?;
+    let shape = &hidden.shape;
+    if shape.len() != 3 || shape[2] != cfg.hidden_size || shape[0] == 0 || shape[1] == 0 {
+        return Err(Error::shape(
+            "hidden_states",
+            format!(
+                "(Bt, S, hidden) with Bt, S ≥ 1 and hidden = {}",
+                cfg.hidden_size
+            ),
+            shape,
+        ));
+    }
+    let (bt, s) = (shape[0], shape[1]);
+    let out = match args.device {
+        Device::Gpu => {
+            let gpu = Arc::new(Gpu::new()?);
+            MlaLayer::new(gpu, &cfg, &weights)?.run_host(&hidden.data, bt, s, args.decode_from)?
+        }
+        Device::Cpu => {
+            MlaCpuLayer::run_host(&cfg, &weights, &hidden.data, bt, s, args.decode_from)?
+        }
+    };
+    let out = HostTensor::new(&[bt, s, cfg.hidden_size], out)?;
+    write_safetensors(&args.output, &[("out", &out)])?;
+    Ok(0)
+}

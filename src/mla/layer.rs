@@ -1,0 +1,852 @@
+//! The MLA layer on the GPU ([`MlaLayer`]) and on the CPU ([`MlaCpuLayer`]), both decoding
+//! through a latent cache.
+//!
+//! One forward call takes hidden states (n, S, hidden) for n sequences of a cache and appends S
+//! tokens to each (prefill: S > 1 from an empty cache; decode: S = 1; any mix of sequences of
+//! different lengths). For T = n·S token rows the GPU records, in one submission:
+//!
+//! ```text
+//! q      = q_b_proj(rmsnorm(q_a_proj(h)))  or q_proj(h)        matmul, rmsnorm, matmul (T, H·(nope+d_R))
+//! kv     = kv_a_proj_with_mqa(h)                               matmul (T, d_c + d_R)
+//! latent = [rmsnorm(kv[:, :d_c]) | rope(kv[:, d_c:], pos)]     rmsnorm, rope   (T, d_c + d_R)
+//! q_rope = rope(q[:, h, nope:], pos)                           rope            (n, S, H, d_R)
+//! q_lat  = W_UK[h]ᵀ q_nope[h]  per head                        matmul, G = H   (n, S, H, d_c)
+//! cache[slots] = latent                                        latent_cache append
+//! o_lat  = absorbed attention over the cache (bottom-right causal)             (n, S, H, d_c)
+//! attn   = W_UV[h] o_lat[h]  per head                          matmul, G = H   (T, H·v)
+//! out    = o_proj(attn)                                        matmul          (n, S, hidden)
+//! ```
+//! The weights are uploaded once; intermediates are GPU tensors kept per (n, S) and reused;
+//! per call only the small index tensors (positions, slots, block table, lengths) are uploaded.
+//! The cache is paged: [`MlaCache`] hands out pages of `block_size` tokens from a free list as
+//! sequences grow.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::mla::{MlaConfig, MlaWeights, QueryWeights};
+use crate::ops::absorbed_attention::{AbsorbedAttention, AbsorbedAttentionInputs};
+use crate::ops::latent_cache::{slots_for, LatentCache, LatentCacheAppend};
+use crate::ops::matmul::{Matmul, MatmulDims};
+use crate::ops::rmsnorm::{RmsNorm, Rows};
+use crate::ops::rope::{Rope, RopeLayout, RopeTables};
+use crate::tensor::{DType, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A linear layer on the GPU.
+#[derive(Clone, Debug)]
+struct GpuLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    out_features: usize,
+    in_features: usize,
+}
+
+impl GpuLinear {
+    fn upload(gpu: &Gpu, l: &crate::mla::Linear) -> Result<Self> {
+        Ok(Self {
+            weight: gpu.upload_f32(&[l.out_features, l.in_features], &l.weight)?,
+            bias: match &l.bias {
+                Some(b) => Some(gpu.upload_f32(&[l.out_features], b)?),
+                None => None,
+            },
+            out_features: l.out_features,
+            in_features: l.in_features,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum GpuQuery {
+    Direct(GpuLinear),
+    LowRank {
+        a: Box<GpuLinear>,
+        norm: Tensor,
+        b: Box<GpuLinear>,
+    },
+}
+
+/// Intermediates of one (n, S) shape.
+#[derive(Debug)]
+struct Scratch {
+    q_a: Option<(Tensor, Tensor)>,
+    q: Tensor,
+    kv: Tensor,
+    latent: Tensor,
+    q_rope: Tensor,
+    q_lat: Tensor,
+    o_lat: Tensor,
+    attn: Tensor,
+}
+
+/// A paged latent cache for `num_seqs` sequences on the GPU, with the host-side page allocator.
+#[derive(Debug)]
+pub struct MlaCache {
+    /// The pages.
+    pub cache: LatentCache,
+    free: Vec<u32>,
+    seqs: Vec<SeqPages>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct SeqPages {
+    pages: Vec<u32>,
+    len: usize,
+}
+
+impl MlaCache {
+    /// Tokens held by sequence `seq`.
+    pub fn seq_len(&self, seq: usize) -> usize {
+        self.seqs.get(seq).map_or(0, |s| s.len)
+    }
+
+    /// Number of sequences.
+    pub fn num_seqs(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Keep only the first `len` tokens of sequence `seq` (its pages stay allocated), e.g. to
+    /// rerun a decode step from the same context.
+    pub fn truncate(&mut self, seq: usize, len: usize) {
+        if let Some(s) = self.seqs.get_mut(seq) {
+            s.len = s.len.min(len);
+        }
+    }
+
+    /// Forget sequence `seq`'s tokens and return its pages to the free list.
+    pub fn reset(&mut self, seq: usize) {
+        if let Some(s) = self.seqs.get_mut(seq) {
+            self.free.extend(s.pages.drain(..).rev());
+            s.len = 0;
+        }
+    }
+}
+
+/// One DeepSeek MLA layer with its weights resident on the GPU.
+pub struct MlaLayer {
+    gpu: Arc<Gpu>,
+    cfg: MlaConfig,
+    query: GpuQuery,
+    kv_a: GpuLinear,
+    kv_a_norm: Tensor,
+    kv_b: Tensor,
+    o_proj: GpuLinear,
+    rope_tables: RopeTables,
+    matmul: Matmul,
+    rmsnorm: RmsNorm,
+    rope: Rope,
+    append: LatentCacheAppend,
+    attention: AbsorbedAttention,
+    scratch: Mutex<HashMap<(usize, usize), Arc<Scratch>>>,
+}
+
+impl std::fmt::Debug for MlaLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlaLayer").field("cfg", &self.cfg).finish()
+    }
+}
+
+fn check_seqs(seqs: &[usize], num_seqs: usize) -> Result<()> {
+    for (i, &s) in seqs.iter().enumerate() {
+        if s >= num_seqs {
+            return Err(Error::invalid(format!(
+                "sequence {s} is not in the cache (it holds {num_seqs})"
+            )));
+        }
+        if seqs[..i].contains(&s) {
+            return Err(Error::invalid(format!("sequence {s} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+impl MlaLayer {
+    /// Check `weights` against `cfg`, upload them and build the ops' pipelines.
+    pub fn new(gpu: Arc<Gpu>, cfg: &MlaConfig, weights: &MlaWeights) -> Result<Self> {
+        cfg.validate()?;
+        weights.check(cfg)?;
+        let g = &*gpu;
+        let query = match &weights.query {
+            QueryWeights::Direct { q_proj } => GpuQuery::Direct(GpuLinear::upload(g, q_proj)?),
+            QueryWeights::LowRank {
+                q_a_proj,
+                q_a_layernorm,
+                q_b_proj,
+            } => GpuQuery::LowRank {
+                a: Box::new(GpuLinear::upload(g, q_a_proj)?),
+                norm: g.upload_f32(&[q_a_layernorm.len()], q_a_layernorm)?,
+                b: Box::new(GpuLinear::upload(g, q_b_proj)?),
+            },
+        };
+        let d_c = cfg.kv_lora_rank;
+        Ok(Self {
+            query,
+            kv_a: GpuLinear::upload(g, &weights.kv_a_proj_with_mqa)?,
+            kv_a_norm: g.upload_f32(&[d_c], &weights.kv_a_layernorm)?,
+            kv_b: g.upload_f32(&[weights.kv_b_proj.len() / d_c, d_c], &weights.kv_b_proj)?,
+            o_proj: GpuLinear::upload(g, &weights.o_proj)?,
+            rope_tables: RopeTables::from_config(g, cfg)?,
+            matmul: Matmul::new(g)?,
+            rmsnorm: RmsNorm::new(g)?,
+            rope: Rope::new(g)?,
+            append: LatentCacheAppend::new(g)?,
+            attention: AbsorbedAttention::new(g)?,
+            scratch: Mutex::new(HashMap::new()),
+            cfg: cfg.clone(),
+            gpu,
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &MlaConfig {
+        &self.cfg
+    }
+
+    /// A cache for `num_seqs` sequences of up to `max_tokens` tokens each, in pages of
+    /// `block_size` tokens (pages are shared through one free list, so sequences may differ in
+    /// length as long as the total fits).
+    pub fn new_cache(
+        &self,
+        num_seqs: usize,
+        max_tokens: usize,
+        block_size: usize,
+    ) -> Result<MlaCache> {
+        if num_seqs == 0 || max_tokens == 0 || block_size == 0 {
+            return Err(Error::invalid(format!(
+                "an MLA cache needs num_seqs, max_tokens and block_size > 0 (got {num_seqs}, {max_tokens}, {block_size})"
+            )));
+        }
+        let num_blocks = num_seqs * max_tokens.div_ceil(block_size);
+        let cache = LatentCache::new(
+            &self.gpu,
+            num_blocks,
+            block_size,
+            self.cfg.kv_lora_rank,
+            self.cfg.qk_rope_head_dim,
+        )?;
+        Ok(MlaCache {
+            cache,
+            free: (0..num_blocks as u32).rev().collect(),
+            seqs: vec![SeqPages::default(); num_seqs],
+        })
+    }
+
+    fn scratch(&self, n: usize, s: usize) -> Result<Arc<Scratch>> {
+        let mut map = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sc) = map.get(&(n, s)) {
+            return Ok(sc.clone());
+        }
+        let c = &self.cfg;
+        let g = &*self.gpu;
+        let t = n * s;
+        let f32_ = DType::F32;
+        let sc = Arc::new(Scratch {
+            q_a: match c.q_lora_rank {
+                Some(r) => Some((g.empty(&[t, r], f32_)?, g.empty(&[t, r], f32_)?)),
+                None => None,
+            },
+            q: g.empty(&[t, c.q_dim()], f32_)?,
+            kv: g.empty(&[t, c.latent_dim()], f32_)?,
+            latent: g.empty(&[t, c.latent_dim()], f32_)?,
+            q_rope: g.empty(&[n, s, c.num_heads, c.qk_rope_head_dim], f32_)?,
+            q_lat: g.empty(&[n, s, c.num_heads, c.kv_lora_rank], f32_)?,
+            o_lat: g.empty(&[n, s, c.num_heads, c.kv_lora_rank], f32_)?,
+            attn: g.empty(&[t, c.num_heads * c.v_head_dim], f32_)?,
+        });
+        map.insert((n, s), sc.clone());
+        Ok(sc)
+    }
+
+    fn linear(
+        &self,
+        batch: &mut Batch,
+        l: &GpuLinear,
+        x: &Tensor,
+        y: &Tensor,
+        t: usize,
+    ) -> Result<()> {
+        self.matmul.record(
+            batch,
+            &MatmulDims::linear(t, l.out_features, l.in_features),
+            x,
+            &l.weight,
+            l.bias.as_ref(),
+            y,
+        )
+    }
+
+    /// Record one forward of S new tokens for each sequence in `seqs` (indices into `cache`):
+    /// `hidden` and `out` are (n, S, hidden) with n = seqs.len(). The new tokens take positions
+    /// len..len + S of their sequence and attend to everything before them. Shapes, sequence
+    /// ids and cache capacity are validated before anything is recorded; on any error the
+    /// cache's pages and lengths are unchanged (a device-limit error from an op may leave part
+    /// of the layer recorded in `batch`, which should then be dropped).
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        cache: &mut MlaCache,
+        seqs: &[usize],
+        hidden: &Tensor,
+        out: &Tensor,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let hs = hidden.shape();
+        if hs.len() != 3
+            || hs[0] != seqs.len()
+            || hs[2] != c.hidden_size
+            || hs[1] == 0
+            || seqs.is_empty()
+        {
+            return Err(Error::shape(
+                "hidden_states",
+                format!(
+                    "(n, S, hidden) = [{}, S ≥ 1, {}]",
+                    seqs.len(),
+                    c.hidden_size
+                ),
+                hs,
+            ));
+        }
+        let (n, s) = (hs[0], hs[1]);
+        hidden.expect(
+            "hidden_states",
+            "(n, S, hidden)",
+            &[n, s, c.hidden_size],
+            DType::F32,
+        )?;
+        out.expect(
+            "out",
+            "(n, S, hidden) like hidden_states",
+            &[n, s, c.hidden_size],
+            DType::F32,
+        )?;
+        if cache.cache.d_c != c.kv_lora_rank || cache.cache.d_r != c.qk_rope_head_dim {
+            return Err(Error::invalid("the cache was made for another config"));
+        }
+        check_seqs(seqs, cache.seqs.len())?;
+        let bs = cache.cache.block_size;
+        let needed: usize = seqs
+            .iter()
+            .map(|&q| (cache.seqs[q].len + s).div_ceil(bs) - cache.seqs[q].pages.len())
+            .sum();
+        if needed > cache.free.len() {
+            return Err(Error::Limit {
+                what: format!("appending {s} tokens to {n} sequences"),
+                detail: format!(
+                    "the latent cache has {} free pages of {bs} tokens, {needed} needed",
+                    cache.free.len()
+                ),
+            });
+        }
+        let t = n * s;
+        let sc = self.scratch(n, s)?;
+        // Host-side indices for this call; the allocation is committed at the end.
+        let mut free = cache.free.clone();
+        let mut tables = Vec::with_capacity(n);
+        for &q in seqs {
+            let mut p = cache.seqs[q].pages.clone();
+            while p.len() * bs < cache.seqs[q].len + s {
+                p.push(free.pop().expect("capacity checked"));
+            }
+            tables.push(p);
+        }
+        let max_blocks = tables.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut positions = Vec::with_capacity(t);
+        let mut slots = Vec::with_capacity(t);
+        let mut block_table = vec![0u32; n * max_blocks];
+        let mut lens = Vec::with_capacity(n);
+        for (b, &q) in seqs.iter().enumerate() {
+            let start = cache.seqs[q].len;
+            positions.extend((start..start + s).map(|p| p as u32));
+            slots.extend(slots_for(&tables[b], bs, start, s)?);
+            block_table[b * max_blocks..b * max_blocks + tables[b].len()]
+                .copy_from_slice(&tables[b]);
+            lens.push((start + s) as u32);
+        }
+        let max_len = *lens.iter().max().expect("n ≥ 1") as usize;
+        let g = &*self.gpu;
+        let positions = g.upload_u32(&[t], &positions)?;
+        let slots = g.upload_u32(&[t], &slots)?;
+        let block_table = g.upload_u32(&[n, max_blocks], &block_table)?;
+        let seq_lens = g.upload_u32(&[n], &lens)?;
+
+        // Every shape was checked above; the ops below can only fail on device limits.
+        let (h_n, nope, d_r, v_d, d_c) = (
+            c.num_heads,
+            c.qk_nope_head_dim,
+            c.qk_rope_head_dim,
+            c.v_head_dim,
+            c.kv_lora_rank,
+        );
+        let qk = nope + d_r;
+        let w = c.latent_dim();
+        let eps = c.rms_norm_eps as f32;
+        match &self.query {
+            GpuQuery::Direct(q_proj) => self.linear(batch, q_proj, hidden, &sc.q, t)?,
+            GpuQuery::LowRank { a, norm, b } => {
+                let (qa, qa_n) = sc.q_a.as_ref().expect("allocated for q_lora");
+                self.linear(batch, a, hidden, qa, t)?;
+                let r = a.out_features;
+                self.rmsnorm.record(
+                    batch,
+                    qa,
+                    Rows::contiguous(r),
+                    norm,
+                    qa_n,
+                    Rows::contiguous(r),
+                    t,
+                    eps,
+                )?;
+                self.linear(batch, b, qa_n, &sc.q, t)?;
+            }
+        }
+        self.linear(batch, &self.kv_a, hidden, &sc.kv, t)?;
+        self.rmsnorm.record(
+            batch,
+            &sc.kv,
+            Rows {
+                offset: 0,
+                stride: w,
+            },
+            &self.kv_a_norm,
+            &sc.latent,
+            Rows {
+                offset: 0,
+                stride: w,
+            },
+            t,
+            eps,
+        )?;
+        let k_layout = RopeLayout {
+            offset: d_c,
+            token_stride: w,
+            head_stride: 0,
+        };
+        self.rope.record(
+            batch,
+            &sc.kv,
+            k_layout,
+            &sc.latent,
+            k_layout,
+            &positions,
+            &self.rope_tables,
+            t,
+            1,
+        )?;
+        self.rope.record(
+            batch,
+            &sc.q,
+            RopeLayout {
+                offset: nope,
+                token_stride: h_n * qk,
+                head_stride: qk,
+            },
+            &sc.q_rope,
+            RopeLayout::contiguous(h_n, d_r),
+            &positions,
+            &self.rope_tables,
+            t,
+            h_n,
+        )?;
+        // q_lat[t, h, :] = W_UK[h]ᵀ q_nope[t, h, :]: W_UK[h] = kv_b rows h·(nope+v)..+nope, [K=nope, N=d_c].
+        let absorb_q = MatmulDims {
+            g: h_n,
+            m: t,
+            n: d_c,
+            k: nope,
+            x_off: 0,
+            x_gs: qk,
+            x_rs: h_n * qk,
+            w_off: 0,
+            w_gs: (nope + v_d) * d_c,
+            w_rs: d_c,
+            w_trans: false,
+            y_off: 0,
+            y_gs: d_c,
+            y_rs: h_n * d_c,
+        };
+        self.matmul
+            .record(batch, &absorb_q, &sc.q, &self.kv_b, None, &sc.q_lat)?;
+        self.append
+            .record(batch, &cache.cache, &sc.latent, &slots)?;
+        self.attention.record(
+            batch,
+            &AbsorbedAttentionInputs {
+                q_lat: &sc.q_lat,
+                q_rope: &sc.q_rope,
+                cache: &cache.cache,
+                block_table: &block_table,
+                seq_lens: &seq_lens,
+                scale: c.softmax_scale() as f32,
+                max_seq_len: max_len,
+            },
+            &sc.o_lat,
+        )?;
+        // attn[t, h, :] = W_UV[h] o_lat[t, h, :]: W_UV[h] = kv_b rows h·(nope+v)+nope..+v, [N=v, K=d_c].
+        let absorb_o = MatmulDims {
+            g: h_n,
+            m: t,
+            n: v_d,
+            k: d_c,
+            x_off: 0,
+            x_gs: d_c,
+            x_rs: h_n * d_c,
+            w_off: nope * d_c,
+            w_gs: (nope + v_d) * d_c,
+            w_rs: d_c,
+            w_trans: true,
+            y_off: 0,
+            y_gs: v_d,
+            y_rs: h_n * v_d,
+        };
+        self.matmul
+            .record(batch, &absorb_o, &sc.o_lat, &self.kv_b, None, &sc.attn)?;
+        self.linear(batch, &self.o_proj, &sc.attn, out, t)?;
+
+        // Commit the page allocation and lengths.
+        cache.free = free;
+        for (b, &q) in seqs.iter().enumerate() {
+            cache.seqs[q].pages = std::mem::take(&mut tables[b]);
+            cache.seqs[q].len += s;
+        }
+        Ok(())
+    }
+
+    /// Run one forward (one submission) and return `out` (n, S, hidden) on the GPU.
+    pub fn forward(&self, cache: &mut MlaCache, seqs: &[usize], hidden: &Tensor) -> Result<Tensor> {
+        let out = self.gpu.empty(hidden.shape(), DType::F32)?;
+        let mut batch = self.gpu.batch();
+        self.record(&mut batch, cache, seqs, hidden, &out)?;
+        batch.run()?;
+        Ok(out)
+    }
+
+    /// Run the layer over `hidden` (Bt, S, hidden) from position 0 with a fresh cache, in one
+    /// shot, or — with `decode_from` = Some(P), 1 ≤ P ≤ S — prefill P tokens and feed the rest
+    /// one at a time. Returns out (Bt, S, hidden) on the host.
+    pub fn run_host(
+        &self,
+        hidden: &[f32],
+        bt: usize,
+        s: usize,
+        decode_from: Option<usize>,
+    ) -> Result<Vec<f32>> {
+        let hid = self.cfg.hidden_size;
+        check_run(hidden, bt, s, hid, decode_from)?;
+        let mut cache = self.new_cache(bt, s, 16)?;
+        let seqs: Vec<usize> = (0..bt).collect();
+        let p = decode_from.unwrap_or(s);
+        let mut chunks = vec![(0, p)];
+        chunks.extend((p..s).map(|i| (i, i + 1)));
+        let mut out = vec![0.0f32; bt * s * hid];
+        for (a, b) in chunks {
+            let len = b - a;
+            let mut part = Vec::with_capacity(bt * len * hid);
+            for q in 0..bt {
+                part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
+            }
+            let x = self.gpu.upload_f32(&[bt, len, hid], &part)?;
+            let y = self.gpu.read_f32(&self.forward(&mut cache, &seqs, &x)?)?;
+            for q in 0..bt {
+                out[(q * s + a) * hid..(q * s + b) * hid]
+                    .copy_from_slice(&y[q * len * hid..(q + 1) * len * hid]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn check_run(
+    hidden: &[f32],
+    bt: usize,
+    s: usize,
+    hid: usize,
+    decode_from: Option<usize>,
+) -> Result<()> {
+    if bt == 0 || s == 0 || hidden.len() != bt * s * hid {
+        return Err(Error::shape(
+            "hidden_states",
+            format!("(Bt, S, hidden) with Bt, S ≥ 1 and hidden = {hid}"),
+            &[bt, s, hidden.len() / (bt * s).max(1)],
+        ));
+    }
+    if let Some(p) = decode_from {
+        if p == 0 || p > s {
+            return Err(Error::invalid(format!(
+                "--decode-from {p} must be between 1 and S = {s}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The same layer on the CPU (f64, absorbed form, the reference of [`crate::reference::mla`]),
+/// with a per-sequence latent cache.
+#[derive(Clone, Debug)]
+pub struct MlaCpuLayer {
+    cfg: MlaConfig,
+    weights: MlaWeights,
+    caches: Vec<Vec<f64>>,
+}
+
+impl MlaCpuLayer {
+    /// A layer with empty caches for `num_seqs` sequences.
+    pub fn new(cfg: &MlaConfig, weights: &MlaWeights, num_seqs: usize) -> Result<Self> {
+        cfg.validate()?;
+        weights.check(cfg)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            weights: weights.clone(),
+            caches: vec![Vec::new(); num_seqs],
+        })
+    }
+
+    /// Tokens held by sequence `seq`.
+    pub fn seq_len(&self, seq: usize) -> usize {
+        self.caches
+            .get(seq)
+            .map_or(0, |c| c.len() / self.cfg.latent_dim())
+    }
+
+    /// Keep only the first `len` tokens of sequence `seq`.
+    pub fn truncate(&mut self, seq: usize, len: usize) {
+        let w = self.cfg.latent_dim();
+        if let Some(c) = self.caches.get_mut(seq) {
+            c.truncate(len * w);
+        }
+    }
+
+    /// One forward of S new tokens for each of `seqs`; `hidden` is (n, S, hidden) row-major.
+    pub fn forward(&mut self, seqs: &[usize], hidden: &[f32], s: usize) -> Result<Vec<f64>> {
+        check_seqs(seqs, self.caches.len())?;
+        let hid = self.cfg.hidden_size;
+        if s == 0 || seqs.is_empty() || hidden.len() != seqs.len() * s * hid {
+            return Err(Error::shape(
+                "hidden_states",
+                format!("(n, S, hidden) = [{}, {s}, {hid}]", seqs.len()),
+                &[hidden.len()],
+            ));
+        }
+        let mut taken: Vec<Vec<f64>> = seqs
+            .iter()
+            .map(|&q| std::mem::take(&mut self.caches[q]))
+            .collect();
+        let out =
+            crate::reference::mla::absorbed_step(&self.cfg, &self.weights, &mut taken, hidden, s);
+        for (&q, c) in seqs.iter().zip(taken) {
+            self.caches[q] = c;
+        }
+        Ok(out)
+    }
+
+    /// Like [`MlaLayer::run_host`] on the CPU (fresh caches).
+    pub fn run_host(
+        cfg: &MlaConfig,
+        weights: &MlaWeights,
+        hidden: &[f32],
+        bt: usize,
+        s: usize,
+        decode_from: Option<usize>,
+    ) -> Result<Vec<f32>> {
+        let hid = cfg.hidden_size;
+        check_run(hidden, bt, s, hid, decode_from)?;
+        let mut layer = Self::new(cfg, weights, bt)?;
+        let seqs: Vec<usize> = (0..bt).collect();
+        let p = decode_from.unwrap_or(s);
+        let mut chunks = vec![(0, p)];
+        chunks.extend((p..s).map(|i| (i, i + 1)));
+        let mut out = vec![0.0f32; bt * s * hid];
+        for (a, b) in chunks {
+            let len = b - a;
+            let mut part = Vec::with_capacity(bt * len * hid);
+            for q in 0..bt {
+                part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
+            }
+            let y = layer.forward(&seqs, &part, len)?;
+            for q in 0..bt {
+                for (o, &v) in out[(q * s + a) * hid..(q * s + b) * hid]
+                    .iter_mut()
+                    .zip(&y[q * len * hid..(q + 1) * len * hid])
+                {
+                    *o = v as f32;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Bytes and FLOPs of one forward of S new tokens for each of Bt sequences whose caches then
+/// hold `ctx` tokens (the new ones included). Bytes: every weight read once, hidden states in
+/// and out, the cache rows read once and the new rows written. FLOPs: 2 per multiply-add of the
+/// projections and absorb products, plus the attention of
+/// [`crate::ops::absorbed_attention::cost`].
+pub fn forward_cost(cfg: &MlaConfig, bt: usize, s: usize, ctx: usize) -> crate::ops::Cost {
+    let (hid, h, nope, d_r, v, d_c) = (
+        cfg.hidden_size as u64,
+        cfg.num_heads as u64,
+        cfg.qk_nope_head_dim as u64,
+        cfg.qk_rope_head_dim as u64,
+        cfg.v_head_dim as u64,
+        cfg.kv_lora_rank as u64,
+    );
+    let t = (bt * s) as u64;
+    let q_params = match cfg.q_lora_rank {
+        Some(r) => r as u64 * hid + h * (nope + d_r) * r as u64,
+        None => h * (nope + d_r) * hid,
+    };
+    let params = q_params + (d_c + d_r) * hid + h * (nope + v) * d_c + hid * h * v;
+    let proj_macs =
+        t * (q_params + (d_c + d_r) * hid + hid * h * v) + t * h * (nope * d_c + v * d_c);
+    let attn = crate::ops::absorbed_attention::cost(
+        bt,
+        s,
+        cfg.num_heads,
+        ctx,
+        cfg.kv_lora_rank,
+        cfg.qk_rope_head_dim,
+        64,
+    );
+    crate::ops::Cost {
+        bytes: 4 * (params + 2 * t * hid + t * (d_c + d_r)) + attn.bytes,
+        flops: 2 * proj_macs + attn.flops,
+    }
+}
+
+fn bench_config(full: bool) -> MlaConfig {
+    let json = if full {
+        crate::mla::config::presets::DEEPSEEK_V2_LITE.to_string()
+    } else {
+        r#"{"hidden_size": 128, "num_attention_heads": 4, "q_lora_rank": 64, "kv_lora_rank": 64,
+            "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32, "rope_theta": 10000,
+            "rope_scaling": {"type": "yarn", "factor": 4, "original_max_position_embeddings": 256,
+            "mscale": 1.0, "mscale_all_dim": 1.0}}"#
+            .to_string()
+    };
+    MlaConfig::from_json_str(&json, "bench config").expect("preset parses")
+}
+
+/// Conformance cases for `ssm-mla check`: the GPU layer (absorbed, through the cache) against the
+/// CPU naive form, one-shot and with prefill + decode, at small dims (H = 3, with and without
+/// q_lora, YaRN).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let mut out = Vec::new();
+    for (q_lora, bt, s) in [(None, 1usize, 1usize), (Some(24), 2, 9)] {
+        let q = q_lora.map_or("null".to_string(), |r: usize| r.to_string());
+        let json = format!(
+            r#"{{"hidden_size": 64, "num_attention_heads": 3, "q_lora_rank": {q}, "kv_lora_rank": 32,
+                "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
+                "rope_scaling": {{"type": "yarn", "factor": 4, "original_max_position_embeddings": 64,
+                "mscale": 1.0, "mscale_all_dim": 0.5}}}}"#
+        );
+        let cfg = MlaConfig::from_json_str(&json, "check config")?;
+        let w = MlaWeights::random(&cfg, rng);
+        let h = rng.normal_vec(bt * s * cfg.hidden_size, 0.0, 1.0);
+        let want = crate::reference::mla::naive(&cfg, &w, &h, bt, s);
+        let layer = MlaLayer::new(gpu.clone(), &cfg, &w)?;
+        let tolerance = crate::Tolerance::new(1e-4, 2e-3);
+        for p in [None, Some(s.div_ceil(2))] {
+            let got = layer.run_host(&h, bt, s, p)?;
+            out.push(crate::suite::CheckOutcome {
+                kernel: "mla_layer",
+                case: format!(
+                    "Bt={bt} S={s} H=3 q_lora={q}{} out",
+                    p.map_or(String::new(), |p| format!(" decode-from {p}"))
+                ),
+                tolerance,
+                comparison: crate::compare(&got, &want, tolerance),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: one decode step (one token for each of Bt sequences after a context of
+/// `ctx` tokens), the cache truncated back after each run. Quick: small dims; otherwise
+/// V2-Lite's attention dims (hidden 2048, H 16, no q_lora, d_c 512) at contexts 1K and 4K.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let cfg = bench_config(!quick);
+    let sizes: &[(usize, usize)] = if quick {
+        &[(1, 128), (4, 128)]
+    } else {
+        &[(1, 1024), (4, 1024), (1, 4096)]
+    };
+    let mut rng = crate::Rng::new(0xB3AC);
+    let w = MlaWeights::random(&cfg, &mut rng);
+    let mut cases = Vec::new();
+    for &(bt, ctx) in sizes {
+        let layer = Arc::new(MlaLayer::new(gpu.clone(), &cfg, &w)?);
+        let mut cache = layer.new_cache(bt, ctx + 1, 64)?;
+        let seqs: Vec<usize> = (0..bt).collect();
+        let hid = cfg.hidden_size;
+        // Prefill the context in chunks (bounded intermediates).
+        let mut done = 0;
+        while done < ctx {
+            let n = (ctx - done).min(256);
+            let x = gpu.upload_f32(&[bt, n, hid], &rng.normal_vec(bt * n * hid, 0.0, 1.0))?;
+            layer.forward(&mut cache, &seqs, &x)?;
+            done += n;
+        }
+        let step_host = rng.normal_vec(bt * hid, 0.0, 1.0);
+        let step = gpu.upload_f32(&[bt, 1, hid], &step_host)?;
+        let out = gpu.empty(&[bt, 1, hid], DType::F32)?;
+        let g = gpu.clone();
+        let l = layer.clone();
+        let mut cpu: Option<crate::suite::CpuRun> = None;
+        if quick {
+            let mut cpu_layer = MlaCpuLayer::new(&cfg, &w, bt)?;
+            let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
+            cpu_layer.forward(&seqs, &ctx_h, ctx)?;
+            let seqs = seqs.clone();
+            let step_host = step_host.clone();
+            cpu = Some(Box::new(move || {
+                let y = cpu_layer
+                    .forward(&seqs, &step_host, 1)
+                    .expect("valid shapes");
+                std::hint::black_box(y);
+                for q in 0..seqs.len() {
+                    cpu_layer.truncate(q, ctx);
+                }
+            }));
+        }
+        cases.push(crate::suite::BenchCase {
+            kernel: "mla_layer",
+            size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
+            cost: forward_cost(&cfg, bt, 1, ctx + 1),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                l.record(&mut batch, &mut cache, &seqs, &step, &out)?;
+                let t = batch.run_timed();
+                for q in 0..seqs.len() {
+                    cache.truncate(q, ctx);
+                }
+                t
+            }),
+            cpu,
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU layer's decode step at small dims, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let cfg = bench_config(false);
+    let w = MlaWeights::random(&cfg, rng);
+    let (bt, ctx, hid) = (1, 128, cfg.hidden_size);
+    let mut layer = MlaCpuLayer::new(&cfg, &w, bt).expect("valid config");
+    let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
+    layer.forward(&[0], &ctx_h, ctx).expect("valid shapes");
+    let step = rng.normal_vec(bt * hid, 0.0, 1.0);
+    vec![crate::suite::CpuCase {
+        size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
+        cost: forward_cost(&cfg, bt, 1, ctx + 1),
+        run: Box::new(move || {
+            std::hint::black_box(layer.forward(&[0], &step, 1).expect("valid shapes"));
+            layer.truncate(0, ctx);
+        }),
+    }]
+}

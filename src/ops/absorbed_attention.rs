@@ -1,0 +1,715 @@
+//! `absorbed_attention`: DeepSeek-V2/V3 Multi-head Latent Attention in the absorbed form, on the
+//! paged latent cache of [`crate::ops::latent_cache`] (DESIGN §4).
+//!
+//! For sequence b, new query token i < S_q and head h:
+//! `s_j = scale·(q_lat·c_j + q_rope·k_rope_j)`, `o_lat = Σ_j softmax_j(s) c_j` over the keys
+//! `j < seq_len_b − S_q + i + 1` (bottom-right causal). Layouts (f32, row-major): q_lat and o_lat
+//! (Bt, S_q, H, d_c), q_rope (Bt, S_q, H, d_R), block_table (Bt, max_blocks) u32, seq_lens (Bt)
+//! u32; the cache is (num_blocks, block_size, d_c + d_R).
+//!
+//! # Tiling
+//! The cache is a single "KV head" shared by all heads, so the kernel treats the S_q·H query
+//! rows of a sequence alike ("rows", r = i·H + h) and gives each workgroup a group of G of them
+//! (G = 16, or the next power of two ≥ S_q·H when that is smaller). A workgroup (256
+//! invocations, 16 per row) walks its keys in tiles of TK = 4 cache rows (4·576 floats = 9 KiB of
+//! workgroup memory at DeepSeek sizes, 14.4 KiB in all with the score partials), loading each tile
+//! from global memory once and using it for all G rows. Each invocation holds 9 vec4 slots of its
+//! row's query [q_lat | q_rope] in registers and 8 vec4 output accumulators (the matching 32
+//! columns of c); per tile it dots its query slots with each key (partials reduced through
+//! workgroup memory), one invocation per row runs the online softmax in f32 (running max and
+//! sum), and then all do `acc ← acc·α + Σ_t p_t c_t`. Adjacent invocations touch adjacent vec4s,
+//! so tile and global reads are contiguous.
+//!
+//! How often each cache row is read from global memory: ⌈H·S_q / 16⌉ times per sequence, by
+//! different workgroups. Decode with H = 16: once (one workgroup serves all heads). H = 128: 8
+//! times, by 8 workgroups that run concurrently on the same keys, so on a GPU with a shared L2
+//! most of those reads hit in L2 and DRAM traffic stays near one pass over the cache. (A larger
+//! G would need more registers per invocation than is portable: 16 rows × 512 columns of f32
+//! accumulators already take 32 registers in each of 256 invocations.)
+//!
+//! # Split-KV
+//! With few sequences and heads there are too few workgroups to fill a GPU, so the keys of each
+//! sequence are split into `n_split` ranges processed by separate workgroups
+//! ([`plan`]: about 256 workgroups in total, at least 256 keys per split, at most 64 splits).
+//! Each split writes its unnormalised accumulator and (max, sum) to a scratch buffer kept by the
+//! op; a second kernel (`absorbed_attention_combine.wgsl`) merges them with log-sum-exp weights.
+//! With one split the attention kernel writes o_lat itself and no combine runs.
+//!
+//! Keys past a query's causal limit, and pages that are not in a sequence's block-table row,
+//! are never read: NaN in unused pages or slots cannot reach the result.
+//!
+//! # Roofline
+//! Per cache row (W = d_c + d_R = 576 floats, 2304 bytes) and query row the kernel does
+//! 2·576 (scores) + 2·512 (PV) + 3 ≈ 2179 FLOPs. Decode (S_q = 1) reads each row once, so its
+//! arithmetic intensity is ≈ H·2179 / 2304 ≈ 0.95·H FLOP/byte: 15 at H = 16, 121 at H = 128.
+//! A datacenter GPU's f32 ridge point is ~10–20 FLOP/byte (e.g. 60 TFLOP/s over 3.3 TB/s), so
+//! decode is memory-bound at H ≤ 16 and compute-bound at H = 128; lavapipe's ridge is
+//! ≈ 90 GFLOP/s / 11 GB/s ≈ 8 FLOP/byte, so there both are compute-bound. Hence the design:
+//! read the cache once per head group from DRAM (memory-bound case), and keep the FMAs dense
+//! (register accumulators, tile in workgroup memory) for the compute-bound case. The queries and
+//! the output are small (H·(2·512 + 64) floats per token) next to the cache at long contexts.
+
+use crate::batch::{Batch, Binding};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::latent_cache::LatentCache;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The attention kernel.
+pub const SHADER: Shader = Shader {
+    name: "mla/absorbed_attention",
+    source: include_str!("../../shaders/mla/absorbed_attention.wgsl"),
+};
+
+/// The split-KV combine kernel.
+pub const COMBINE_SHADER: Shader = Shader {
+    name: "mla/absorbed_attention_combine",
+    source: include_str!("../../shaders/mla/absorbed_attention_combine.wgsl"),
+};
+
+const WG: usize = 256;
+/// vec4 slots of workgroup memory for the key tile (the shader's TILE_V).
+const TILE_V: usize = 640;
+/// Register vec4s per invocation for q and for the accumulators (QMAX, AMAX in the shader).
+const QMAX: usize = 16;
+const AMAX: usize = 8;
+const MAX_ROWS_PER_GROUP: usize = 16;
+const MAX_KEYS_PER_TILE: usize = 4;
+/// Workgroups the split planner aims for (enough to fill a large GPU several times over).
+const TARGET_WORKGROUPS: usize = 256;
+/// Fewest keys per split, so each split amortises its partial write and combine.
+const MIN_KEYS_PER_SPLIT: usize = 256;
+const MAX_SPLITS: usize = 64;
+
+/// Inputs of one absorbed-attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AbsorbedAttentionInputs<'a> {
+    /// (Bt, S_q, H, d_c): W_UKᵀ q_nope per head.
+    pub q_lat: &'a Tensor,
+    /// (Bt, S_q, H, d_R): rotated.
+    pub q_rope: &'a Tensor,
+    /// The paged latent cache (the S_q new tokens already appended).
+    pub cache: &'a LatentCache,
+    /// (Bt, max_blocks_per_seq) u32: page ids of each sequence.
+    pub block_table: &'a Tensor,
+    /// (Bt) u32: total tokens in the cache for each sequence, the S_q new ones included.
+    pub seq_lens: &'a Tensor,
+    /// Softmax scale (YaRN mscale² folded in by the caller).
+    pub scale: f32,
+    /// Host-side bound on the values in `seq_lens` (their maximum), used only to choose the
+    /// split-KV count: results are correct for any value ≥ 1, but one far too small puts the
+    /// whole tail of long sequences in the last split. Must be ≤ max_blocks·block_size (the
+    /// block table must be able to hold it). On the GPU, lengths beyond max_blocks·block_size
+    /// are clamped to it.
+    pub max_seq_len: usize,
+}
+
+/// How a call is tiled and split (see the module docs); [`plan`] computes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Query rows (heads × query tokens) per workgroup, G (256 / G invocations per row).
+    pub rows_per_group: usize,
+    /// Cache rows per tile in workgroup memory, TK.
+    pub keys_per_tile: usize,
+    /// vec4 slots of the padded latent row each invocation holds (q in registers), NCH.
+    pub row_chunks: usize,
+    /// vec4 output accumulators per invocation (the c part), NPV.
+    pub out_chunks: usize,
+    /// Row groups per sequence, ⌈S_q·H / G⌉.
+    pub groups: usize,
+    /// KV splits per (sequence, row group).
+    pub n_split: usize,
+    /// Keys per split (a multiple of TK; the last split also takes everything past the end).
+    pub split_len: usize,
+}
+
+impl Plan {
+    /// Workgroups of the attention kernel.
+    pub fn workgroups(&self, bt: usize) -> usize {
+        bt * self.groups * self.n_split
+    }
+}
+
+/// Choose the tiling and split count for Bt sequences of S_q new tokens, H heads, widths d_c and
+/// d_r, and longest context `max_seq_len`. Errors when the widths do not fit the kernel
+/// (roughly d_c ≤ 8192 and d_c + d_r ≤ 2560).
+pub fn plan(
+    bt: usize,
+    s_q: usize,
+    h: usize,
+    d_c: usize,
+    d_r: usize,
+    max_seq_len: usize,
+) -> Result<Plan> {
+    let rows = (s_q * h).max(1);
+    let c4 = d_c.div_ceil(4);
+    let rs4 = c4 + d_r.div_ceil(4);
+    let mut g = MAX_ROWS_PER_GROUP.min(rows.next_power_of_two());
+    let tiling = loop {
+        let ipr = WG / g;
+        let nch = rs4.div_ceil(ipr).max(1);
+        let npv = c4.div_ceil(ipr).max(1);
+        let tk = prev_pow2(MAX_KEYS_PER_TILE.min(TILE_V / (nch * ipr)));
+        if nch <= QMAX && npv <= AMAX && tk >= 1 {
+            break (g, tk, nch, npv);
+        }
+        if g == 1 {
+            return Err(Error::Limit {
+                what: format!("absorbed attention with d_c = {d_c}, d_R = {d_r}"),
+                detail: format!(
+                    "the kernel holds at most {} floats of a latent row per row group",
+                    4 * QMAX * WG
+                ),
+            });
+        }
+        g /= 2;
+    };
+    let (rows_per_group, keys_per_tile, row_chunks, out_chunks) = tiling;
+    let groups = rows.div_ceil(rows_per_group);
+    let base = (bt * groups).max(1);
+    let ctx = max_seq_len.max(1);
+    let by_len = ctx.div_ceil(MIN_KEYS_PER_SPLIT);
+    let wanted = TARGET_WORKGROUPS.div_ceil(base);
+    let n_split = wanted.min(by_len).clamp(1, MAX_SPLITS);
+    let split_len = ctx.div_ceil(n_split).div_ceil(keys_per_tile) * keys_per_tile;
+    let n_split = ctx.div_ceil(split_len);
+    Ok(Plan {
+        rows_per_group,
+        keys_per_tile,
+        row_chunks,
+        out_chunks,
+        groups,
+        n_split,
+        split_len,
+    })
+}
+
+fn prev_pow2(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        1 << (usize::BITS - 1 - n.leading_zeros())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    bt: u32,
+    s_q: u32,
+    h: u32,
+    d_c: u32,
+    d_r: u32,
+    block_size: u32,
+    max_blocks: u32,
+    num_blocks: u32,
+    n_split: u32,
+    split_len: u32,
+    groups: u32,
+    scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CombineUniforms {
+    n_rows: u32,
+    d_c: u32,
+    n_split: u32,
+    _pad: u32,
+}
+
+/// Specialisation of the attention kernel: (G, TK, NCH, NPV, ALIGNED).
+type KernelKey = (usize, usize, usize, usize, bool);
+
+/// The absorbed-attention op: attention kernels per tiling (built on first use and kept), the
+/// combine kernel, and a scratch buffer for split-KV partials that grows as needed and is reused.
+pub struct AbsorbedAttention {
+    gpu_kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    combine: Arc<Kernel>,
+    scratch: Mutex<Option<Tensor>>,
+}
+
+impl std::fmt::Debug for AbsorbedAttention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AbsorbedAttention").finish_non_exhaustive()
+    }
+}
+
+impl AbsorbedAttention {
+    /// Build the combine pipeline and the attention pipeline for DeepSeek sizes (d_c = 512);
+    /// other tilings are built on first use.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let op = Self {
+            gpu_kernels: Mutex::new(HashMap::new()),
+            combine: gpu.kernel(&COMBINE_SHADER, &[("WG", WG as f64)])?,
+            scratch: Mutex::new(None),
+        };
+        op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?, 512, 64)?;
+        Ok(op)
+    }
+
+    fn kernel(&self, gpu: &Gpu, p: &Plan, d_c: usize, d_r: usize) -> Result<Arc<Kernel>> {
+        let aligned = d_c % 4 == 0 && d_r % 4 == 0;
+        let key = (
+            p.rows_per_group,
+            p.keys_per_tile,
+            p.row_chunks,
+            p.out_chunks,
+            aligned,
+        );
+        let mut kernels = self.gpu_kernels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = kernels.get(&key) {
+            return Ok(k.clone());
+        }
+        let k = gpu.kernel(
+            &SHADER,
+            &[
+                ("WG", WG as f64),
+                ("G", p.rows_per_group as f64),
+                ("TK", p.keys_per_tile as f64),
+                ("NCH", p.row_chunks as f64),
+                ("NPV", p.out_chunks as f64),
+                ("ALIGNED", if aligned { 1.0 } else { 0.0 }),
+            ],
+        )?;
+        kernels.insert(key, k.clone());
+        Ok(k)
+    }
+
+    fn scratch(&self, gpu: &Gpu, floats: usize) -> Result<Tensor> {
+        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref() {
+            if t.len() >= floats {
+                return Ok(t.clone());
+            }
+        }
+        let t = gpu.empty(&[floats.max(4)], DType::F32)?;
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Validate the inputs and return (Bt, S_q, H, max_blocks).
+    fn validate(inputs: &AbsorbedAttentionInputs, o_lat: &Tensor) -> Result<[usize; 4]> {
+        let c = inputs.cache;
+        let (d_c, d_r) = (c.d_c, c.d_r);
+        c.data.expect(
+            "cache.data",
+            "(num_blocks, block_size, d_c + d_R)",
+            &[c.num_blocks, c.block_size, d_c + d_r],
+            DType::F32,
+        )?;
+        if c.num_blocks * c.block_size * (d_c + d_r) > u32::MAX as usize {
+            return Err(Error::Limit {
+                what: "the latent cache".into(),
+                detail: "more than 2^32 elements".into(),
+            });
+        }
+        let q = inputs.q_lat.shape();
+        if q.len() != 4 || q[3] != d_c || q[..3].contains(&0) {
+            return Err(Error::shape(
+                "q_lat",
+                format!("(Bt, S_q, H, d_c) = [Bt, S_q, H, {d_c}] with Bt, S_q, H > 0"),
+                q,
+            ));
+        }
+        let (bt, s_q, h) = (q[0], q[1], q[2]);
+        inputs
+            .q_lat
+            .expect("q_lat", "(Bt, S_q, H, d_c)", &[bt, s_q, h, d_c], DType::F32)?;
+        inputs.q_rope.expect(
+            "q_rope",
+            "(Bt, S_q, H, d_R)",
+            &[bt, s_q, h, d_r],
+            DType::F32,
+        )?;
+        let bt_shape = inputs.block_table.shape();
+        if bt_shape.len() != 2 || bt_shape[0] != bt || bt_shape[1] == 0 {
+            return Err(Error::shape(
+                "block_table",
+                format!("(Bt, max_blocks) = [{bt}, max_blocks ≥ 1]"),
+                bt_shape,
+            ));
+        }
+        let max_blocks = bt_shape[1];
+        inputs.block_table.expect(
+            "block_table",
+            "(Bt, max_blocks)",
+            &[bt, max_blocks],
+            DType::U32,
+        )?;
+        inputs
+            .seq_lens
+            .expect("seq_lens", "(Bt)", &[bt], DType::U32)?;
+        o_lat.expect("o_lat", "(Bt, S_q, H, d_c)", &[bt, s_q, h, d_c], DType::F32)?;
+        let cap = max_blocks * c.block_size;
+        if inputs.max_seq_len > cap {
+            return Err(Error::shape(
+                "block_table",
+                format!(
+                    "(Bt, max_blocks) with max_blocks·block_size ≥ max_seq_len = {} \
+                     (block_size {})",
+                    inputs.max_seq_len, c.block_size
+                ),
+                bt_shape,
+            ));
+        }
+        if inputs.max_seq_len < s_q {
+            return Err(Error::invalid(format!(
+                "max_seq_len = {} is less than S_q = {s_q}: the new tokens must already be in \
+                 the cache",
+                inputs.max_seq_len
+            )));
+        }
+        if !inputs.scale.is_finite() {
+            return Err(Error::invalid(format!(
+                "softmax scale must be finite, got {}",
+                inputs.scale
+            )));
+        }
+        Ok([bt, s_q, h, max_blocks])
+    }
+
+    /// The tiling and split count this op uses for `inputs` (validated as in [`Self::record`]).
+    pub fn plan_for(&self, inputs: &AbsorbedAttentionInputs, o_lat: &Tensor) -> Result<Plan> {
+        let [bt, s_q, h, _] = Self::validate(inputs, o_lat)?;
+        plan(
+            bt,
+            s_q,
+            h,
+            inputs.cache.d_c,
+            inputs.cache.d_r,
+            inputs.max_seq_len,
+        )
+    }
+
+    /// o_lat (Bt, S_q, H, d_c) = Σ_j softmax_j(scale·(q_lat·c_j + q_rope·k_rope_j)) c_j over the
+    /// keys j ≤ seq_len − S_q + i for query i (bottom-right causal); split-KV inside as needed.
+    /// A query that sees no key (seq_len < S_q on the GPU) gets zeros.
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        inputs: &AbsorbedAttentionInputs,
+        o_lat: &Tensor,
+    ) -> Result<()> {
+        let [bt, s_q, h, max_blocks] = Self::validate(inputs, o_lat)?;
+        let c = inputs.cache;
+        let p = plan(bt, s_q, h, c.d_c, c.d_r, inputs.max_seq_len)?;
+        let gpu = batch.gpu();
+        let kernel = self.kernel(gpu, &p, c.d_c, c.d_r)?;
+        let rows = s_q * h;
+        let too_big = |what: &str| Error::Limit {
+            what: format!("absorbed attention {what}"),
+            detail: "more than 2^32 elements".into(),
+        };
+        if bt * rows * c.d_c > u32::MAX as usize {
+            return Err(too_big("queries"));
+        }
+        let scratch_floats = if p.n_split > 1 {
+            p.n_split * bt * rows * (c.d_c + 2)
+        } else {
+            4
+        };
+        if scratch_floats > u32::MAX as usize {
+            return Err(too_big("split-KV scratch"));
+        }
+        let workgroups = u32::try_from(p.workgroups(bt)).map_err(|_| too_big("workgroups"))?;
+        let scratch = self.scratch(gpu, scratch_floats)?;
+        let uniforms = Uniforms {
+            bt: bt as u32,
+            s_q: s_q as u32,
+            h: h as u32,
+            d_c: c.d_c as u32,
+            d_r: c.d_r as u32,
+            block_size: c.block_size as u32,
+            max_blocks: max_blocks as u32,
+            num_blocks: c.num_blocks as u32,
+            n_split: p.n_split as u32,
+            split_len: p.split_len as u32,
+            groups: p.groups as u32,
+            scale: inputs.scale,
+        };
+        let scratch_binding = Binding::range(&scratch, 0, 4 * scratch_floats as u64);
+        // Check the combine's grid before recording anything, so nothing is recorded on error.
+        gpu.grid((bt * rows) as u32)?;
+        batch.dispatch(
+            &kernel,
+            &uniforms,
+            &[
+                inputs.q_lat.into(),
+                inputs.q_rope.into(),
+                (&c.data).into(),
+                inputs.block_table.into(),
+                inputs.seq_lens.into(),
+                o_lat.into(),
+                scratch_binding.clone(),
+            ],
+            workgroups,
+        )?;
+        if p.n_split > 1 {
+            let combine = CombineUniforms {
+                n_rows: (bt * rows) as u32,
+                d_c: c.d_c as u32,
+                n_split: p.n_split as u32,
+                _pad: 0,
+            };
+            batch.dispatch(
+                &self.combine,
+                &combine,
+                &[scratch_binding, o_lat.into()],
+                (bt * rows) as u32,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes and FLOPs of one call where each of Bt sequences holds `ctx` tokens (the S_q new ones
+/// included). Bytes: the cache rows read once (Bt·ctx·(d_c + d_R)), q_lat, q_rope and o_lat, and
+/// the block table and lengths, all 4 bytes each. FLOPs: for each visible (query row, key) pair
+/// 2·(d_c + d_R) for the score, 1 scale, 1 exp, 1 sum add and 2·d_c for PV, plus d_c (the final
+/// normalisation) per query row; P = Bt·H·Σ_{i<S_q} (ctx − S_q + i + 1) pairs.
+pub fn cost(
+    bt: usize,
+    s_q: usize,
+    h: usize,
+    ctx: usize,
+    d_c: usize,
+    d_r: usize,
+    block_size: usize,
+) -> Cost {
+    let w = d_c + d_r;
+    let rows = bt * s_q * h;
+    let pairs: usize = bt
+        * h
+        * (0..s_q)
+            .map(|i| (ctx + i + 1).saturating_sub(s_q))
+            .sum::<usize>();
+    let floats = bt * ctx * w + rows * (2 * d_c + d_r) + bt * ctx.div_ceil(block_size) + bt;
+    Cost {
+        bytes: 4 * floats as u64,
+        flops: (pairs * (2 * w + 2 * d_c + 3) + rows * d_c) as u64,
+    }
+}
+
+/// A random paged cache for `lens` tokens per sequence: pages shuffled across sequences, every
+/// slot no sequence owns NaN, block-table entries past a sequence's pages pointing at NaN pages.
+/// Returns (cache data, num_blocks, block_table, max_blocks).
+fn random_paged(
+    rng: &mut crate::Rng,
+    lens: &[usize],
+    block_size: usize,
+    w: usize,
+) -> (Vec<f32>, usize, Vec<u32>, usize) {
+    let needed: Vec<usize> = lens.iter().map(|&l| l.div_ceil(block_size)).collect();
+    let max_blocks = needed.iter().copied().max().unwrap_or(1).max(1) + 1;
+    let used: usize = needed.iter().sum();
+    let num_blocks = used + 1;
+    let mut ids: Vec<u32> = (0..num_blocks as u32).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i + 1));
+    }
+    let mut cache = vec![f32::NAN; num_blocks * block_size * w];
+    let mut table = vec![ids[used]; lens.len() * max_blocks];
+    let mut next = 0;
+    for (b, &len) in lens.iter().enumerate() {
+        for k in 0..needed[b] {
+            table[b * max_blocks + k] = ids[next];
+            next += 1;
+        }
+        for j in 0..len {
+            let slot =
+                table[b * max_blocks + j / block_size] as usize * block_size + j % block_size;
+            for (d, x) in cache[slot * w..(slot + 1) * w].iter_mut().enumerate() {
+                *x = if d % 7 == 0 { 0.0 } else { rng.normal() as f32 };
+            }
+        }
+    }
+    (cache, num_blocks, table, max_blocks)
+}
+
+/// Host copies and GPU tensors of one random problem (used by `check_cases` and `bench_cases`).
+struct Problem {
+    dims: crate::reference::absorbed_attention::Dims,
+    q_lat: Vec<f32>,
+    q_rope: Vec<f32>,
+    cache_host: Vec<f32>,
+    table_host: Vec<u32>,
+    lens_host: Vec<u32>,
+    scale: f32,
+    cache: LatentCache,
+    q_lat_t: Tensor,
+    q_rope_t: Tensor,
+    table: Tensor,
+    lens: Tensor,
+    o_lat: Tensor,
+}
+
+impl Problem {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        gpu: &Gpu,
+        rng: &mut crate::Rng,
+        s_q: usize,
+        h: usize,
+        d_c: usize,
+        d_r: usize,
+        block_size: usize,
+        lens: &[usize],
+    ) -> Result<Self> {
+        let bt = lens.len();
+        let w = d_c + d_r;
+        let (cache_host, num_blocks, table_host, max_blocks) =
+            random_paged(rng, lens, block_size, w);
+        let n_q = bt * s_q * h;
+        let q_lat = rng.normal_vec(n_q * d_c, 0.0, 1.0);
+        let q_rope = rng.normal_vec(n_q * d_r, 0.0, 1.0);
+        let lens_host: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
+        let cache = LatentCache::new(gpu, num_blocks, block_size, d_c, d_r)?;
+        gpu.write(&cache.data, &cache_host)?;
+        Ok(Self {
+            dims: crate::reference::absorbed_attention::Dims {
+                bt,
+                s_q,
+                h,
+                d_c,
+                d_r,
+                block_size,
+                max_blocks,
+            },
+            q_lat_t: gpu.upload_f32(&[bt, s_q, h, d_c], &q_lat)?,
+            q_rope_t: gpu.upload_f32(&[bt, s_q, h, d_r], &q_rope)?,
+            table: gpu.upload_u32(&[bt, max_blocks], &table_host)?,
+            lens: gpu.upload_u32(&[bt], &lens_host)?,
+            o_lat: gpu.nan_f32(&[bt, s_q, h, d_c])?,
+            q_lat,
+            q_rope,
+            cache_host,
+            table_host,
+            lens_host,
+            scale: 1.0 / (192.0f32).sqrt(),
+            cache,
+        })
+    }
+
+    fn inputs(&self) -> AbsorbedAttentionInputs<'_> {
+        AbsorbedAttentionInputs {
+            q_lat: &self.q_lat_t,
+            q_rope: &self.q_rope_t,
+            cache: &self.cache,
+            block_table: &self.table,
+            seq_lens: &self.lens,
+            scale: self.scale,
+            max_seq_len: self.lens_host.iter().copied().max().unwrap_or(1) as usize,
+        }
+    }
+
+    fn reference(&self) -> Vec<f64> {
+        crate::reference::absorbed_attention::absorbed_attention(
+            self.dims,
+            &self.q_lat,
+            &self.q_rope,
+            &self.cache_host,
+            &self.table_host,
+            &self.lens_host,
+            self.scale,
+        )
+    }
+}
+
+/// Conformance cases for `ssm-mla check` (see [`crate::suite`]): DeepSeek widths decode over a
+/// ragged batch with split-KV, bottom-right causal prefill with H = 5, a size-1 context.
+/// Tolerance |out − ref| ≤ 2e-5 + 1e-4·|ref|.
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = AbsorbedAttention::new(gpu)?;
+    let tolerance = crate::Tolerance::new(2e-5, 1e-4);
+    let mut out = Vec::new();
+    // (S_q, H, d_c, d_R, block size), lengths.
+    let cases = [
+        ((1, 16, 512, 64, 64), vec![700, 3, 129]),
+        ((4, 5, 512, 64, 16), vec![37]),
+        ((1, 3, 64, 16, 4), vec![1]),
+    ];
+    for ((s_q, h, d_c, d_r, bs), lens) in cases {
+        let lens = &lens[..];
+        let p = Problem::new(gpu, rng, s_q, h, d_c, d_r, bs, lens)?;
+        let splits = op.plan_for(&p.inputs(), &p.o_lat)?.n_split;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &p.inputs(), &p.o_lat)?;
+        batch.run()?;
+        out.push(crate::suite::CheckOutcome {
+            kernel: "absorbed_attention",
+            case: format!(
+                "S_q={s_q} H={h} d_c={d_c} d_R={d_r} bs={bs} lens={lens:?} splits={splits} o_lat"
+            ),
+            tolerance,
+            comparison: crate::compare(&gpu.read_f32(&p.o_lat)?, &p.reference(), tolerance),
+        });
+    }
+    Ok(out)
+}
+
+/// The decode benchmark sizes (S_q = 1, d_c = 512, d_R = 64, block size 64) as
+/// (batch, H, context): the quick set is lavapipe-sized; the full set covers DESIGN §7
+/// (contexts 1K..32K, batch 1..8, H 16 and 128). Sizes whose cache exceeds one storage binding
+/// on `gpu` are left out.
+pub fn bench_sizes(gpu: &Gpu, quick: bool) -> Vec<(usize, usize, usize)> {
+    let all: Vec<(usize, usize, usize)> = if quick {
+        vec![(1, 16, 1024), (1, 128, 1024)]
+    } else {
+        let mut v = Vec::new();
+        for ctx in [1024, 4096, 32768] {
+            for bt in [1, 8] {
+                for h in [16, 128] {
+                    v.push((bt, h, ctx));
+                }
+            }
+        }
+        v
+    };
+    all.into_iter()
+        .filter(|&(bt, _, ctx)| {
+            ((bt * (ctx + 64) + 64) * 576 * 4) as u64 <= gpu.max_binding_bytes()
+        })
+        .collect()
+}
+
+/// Benchmark cases: decode at the sizes of [`bench_sizes`]; the CPU reference runs only where it
+/// takes well under a second.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let (d_c, d_r, bs) = (512, 64, 64);
+    let mut rng = crate::Rng::new(0xA77E);
+    let mut cases = Vec::new();
+    for (bt, h, ctx) in bench_sizes(gpu, quick) {
+        let op = AbsorbedAttention::new(gpu)?;
+        let lens = vec![ctx; bt];
+        let p = Problem::new(gpu, &mut rng, 1, h, d_c, d_r, bs, &lens)?;
+        let cost = cost(bt, 1, h, ctx, d_c, d_r, bs);
+        let g = gpu.clone();
+        let p = Arc::new(p);
+        let pc = p.clone();
+        let cpu: Option<crate::suite::CpuRun> = (cost.flops < 2_000_000_000).then(|| {
+            Box::new(move || {
+                std::hint::black_box(pc.reference());
+            }) as crate::suite::CpuRun
+        });
+        cases.push(crate::suite::BenchCase {
+            kernel: "absorbed_attention",
+            size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={d_c} d_R={d_r}"),
+            cost,
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &p.inputs(), &p.o_lat)?;
+                batch.run_timed()
+            }),
+            cpu,
+        });
+    }
+    Ok(cases)
+}

@@ -1,0 +1,273 @@
+//! `latent_cache`: the paged MLA latent KV cache and the kernel that appends rows to it.
+//!
+//! Per token the cache keeps one latent row of W = d_c + d_R floats, `[c | k_rope]`: c is the
+//! compressed KV (after `kv_a_layernorm`, d_c = kv_lora_rank) and k_rope the rotated shared rope
+//! key (d_R = qk_rope_head_dim) — 576 floats instead of 2·H·128 for plain multi-head attention.
+//! Rows live in fixed-size pages: `data` is (num_blocks, block_size, W); a sequence owns the pages
+//! its block-table row lists, and its token at position p is at slot
+//! `block_table[p / block_size] * block_size + p % block_size` (see [`slots_for`]).
+//!
+//! Append: `data[slots[t]] = latent[t]` for each of T rows; a slot ≥ num_blocks·block_size (for
+//! example `u32::MAX`) skips the row. Slots must be distinct.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+/// The WGSL kernel (append).
+pub const SHADER: Shader = Shader {
+    name: "mla/latent_cache",
+    source: include_str!("../../shaders/mla/latent_cache.wgsl"),
+};
+
+const WG: u32 = 256;
+
+/// Paged latent KV cache: `data` is (num_blocks, block_size, d_c + d_R); block b, offset o holds
+/// one token's [c (d_c, after kv_a_layernorm) | k_rope (d_R, already rotated)].
+#[derive(Clone, Debug)]
+pub struct LatentCache {
+    /// The pages, f32 (num_blocks, block_size, d_c + d_r).
+    pub data: Tensor,
+    /// Number of pages.
+    pub num_blocks: usize,
+    /// Tokens per page.
+    pub block_size: usize,
+    /// Width of the compressed KV part c (kv_lora_rank).
+    pub d_c: usize,
+    /// Width of the rope key part (qk_rope_head_dim).
+    pub d_r: usize,
+}
+
+impl LatentCache {
+    /// Allocate a zeroed cache of `num_blocks` pages of `block_size` tokens.
+    pub fn new(
+        gpu: &Gpu,
+        num_blocks: usize,
+        block_size: usize,
+        d_c: usize,
+        d_r: usize,
+    ) -> Result<Self> {
+        if num_blocks == 0 || block_size == 0 || d_c == 0 {
+            return Err(Error::invalid(format!(
+                "latent cache needs num_blocks, block_size and d_c > 0 \
+                 (got {num_blocks}, {block_size}, {d_c})"
+            )));
+        }
+        let fits = num_blocks
+            .checked_mul(block_size)
+            .and_then(|n| n.checked_mul(d_c + d_r))
+            .is_some_and(|n| n <= u32::MAX as usize);
+        if !fits {
+            return Err(Error::Limit {
+                what: format!("a latent cache of {num_blocks}×{block_size}×{}", d_c + d_r),
+                detail: "more than 2^32 elements".into(),
+            });
+        }
+        let data = gpu.empty(&[num_blocks, block_size, d_c + d_r], DType::F32)?;
+        Ok(Self {
+            data,
+            num_blocks,
+            block_size,
+            d_c,
+            d_r,
+        })
+    }
+
+    /// Latent row width W = d_c + d_r.
+    pub fn width(&self) -> usize {
+        self.d_c + self.d_r
+    }
+
+    /// Number of token slots (num_blocks · block_size).
+    pub fn num_slots(&self) -> usize {
+        self.num_blocks * self.block_size
+    }
+}
+
+/// Host helper: the slots of positions start..start+count of a sequence with this block table row.
+/// Errors if the row has too few blocks for position start + count − 1.
+pub fn slots_for(
+    block_table_row: &[u32],
+    block_size: usize,
+    start: usize,
+    count: usize,
+) -> Result<Vec<u32>> {
+    if block_size == 0 {
+        return Err(Error::invalid("block_size must be > 0"));
+    }
+    let end = start + count;
+    if end > block_table_row.len() * block_size {
+        return Err(Error::shape(
+            "block_table",
+            format!(
+                "a row of at least {} blocks of {block_size} for positions {start}..{end}",
+                end.div_ceil(block_size)
+            ),
+            &[block_table_row.len()],
+        ));
+    }
+    Ok((start..end)
+        .map(|p| block_table_row[p / block_size] * block_size as u32 + (p % block_size) as u32)
+        .collect())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    n: u32,
+    w: u32,
+    num_slots: u32,
+    _pad: u32,
+}
+
+/// The append kernel: writes T latent rows into the cache at given slots.
+#[derive(Clone, Debug)]
+pub struct LatentCacheAppend {
+    kernel: Arc<Kernel>,
+}
+
+impl LatentCacheAppend {
+    /// Build (or fetch from the cache) the pipeline.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        Ok(Self {
+            kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
+        })
+    }
+
+    /// latent: (T, d_c + d_R) rows; slots: (T) u32 absolute slot = block * block_size + offset.
+    /// Slots ≥ num_blocks·block_size are skipped. T = 0 records nothing.
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        cache: &LatentCache,
+        latent: &Tensor,
+        slots: &Tensor,
+    ) -> Result<()> {
+        let w = cache.width();
+        let t = latent.shape().first().copied().unwrap_or(0);
+        latent.expect("latent", "(T, d_c + d_R)", &[t, w], DType::F32)?;
+        slots.expect("slots", "(T) like latent", &[t], DType::U32)?;
+        cache.data.expect(
+            "cache.data",
+            "(num_blocks, block_size, d_c + d_R)",
+            &[cache.num_blocks, cache.block_size, w],
+            DType::F32,
+        )?;
+        if t == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(t * w).map_err(|_| Error::Limit {
+            what: format!("appending {t} latent rows"),
+            detail: "more than 2^32 elements".into(),
+        })?;
+        let uniforms = Uniforms {
+            n,
+            w: w as u32,
+            num_slots: cache.num_slots() as u32,
+            _pad: 0,
+        };
+        batch.dispatch(
+            &self.kernel,
+            &uniforms,
+            &[latent.into(), slots.into(), (&cache.data).into()],
+            n.div_ceil(WG),
+        )
+    }
+
+    /// Bytes moved (latent and slots read, rows written) for T rows of width W; no FLOPs.
+    pub fn cost(t: usize, w: usize) -> Cost {
+        Cost {
+            bytes: 4 * (2 * t * w + t) as u64,
+            flops: 0,
+        }
+    }
+}
+
+/// Conformance cases for `ssm-mla check` (see [`crate::suite`]): appends at DeepSeek width and a
+/// ragged one, with some rows skipped; the whole cache is compared exactly.
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = LatentCacheAppend::new(gpu)?;
+    let mut out = Vec::new();
+    for (num_blocks, bs, d_c, d_r, t) in [
+        (4usize, 16usize, 512usize, 64usize, 37usize),
+        (3, 5, 7, 3, 1),
+    ] {
+        let w = d_c + d_r;
+        let num_slots = num_blocks * bs;
+        let cache = LatentCache::new(gpu, num_blocks, bs, d_c, d_r)?;
+        let initial = rng.normal_vec(num_slots * w, 0.0, 1.0);
+        gpu.write(&cache.data, &initial)?;
+        let mut all: Vec<u32> = (0..num_slots as u32).collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, rng.below(i + 1));
+        }
+        let slots: Vec<u32> = (0..t)
+            .map(|k| if k % 5 == 4 { u32::MAX } else { all[k] })
+            .collect();
+        let latent = rng.normal_vec(t * w, 0.0, 1.0);
+        let latent_t = gpu.upload_f32(&[t, w], &latent)?;
+        let slots_t = gpu.upload_u32(&[t], &slots)?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &cache, &latent_t, &slots_t)?;
+        batch.run()?;
+        let tolerance = crate::Tolerance::new(0.0, 0.0);
+        out.push(crate::suite::CheckOutcome {
+            kernel: "latent_cache",
+            case: format!("blocks={num_blocks} bs={bs} W={w} T={t} cache"),
+            tolerance,
+            comparison: crate::compare(
+                &gpu.read_f32(&cache.data)?,
+                &crate::reference::latent_cache::append(&initial, w, &latent, &slots),
+                tolerance,
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: appending one decode step's rows (T = 8) and a prefill chunk (T = 4096) at
+/// DeepSeek width into a 64K-slot cache (8K slots in quick mode).
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let (d_c, d_r, bs) = (512, 64, 64);
+    let w = d_c + d_r;
+    let num_blocks = if quick { 128 } else { 1024 };
+    let mut cases = Vec::new();
+    for t in [8usize, 4096] {
+        let op = LatentCacheAppend::new(gpu)?;
+        let cache = LatentCache::new(gpu, num_blocks, bs, d_c, d_r)?;
+        let host_cache = vec![0.0f32; num_blocks * bs * w];
+        let latent = vec![1.0f32; t * w];
+        let slots: Vec<u32> = (0..t as u32)
+            .map(|k| (k * 7) % (num_blocks * bs) as u32)
+            .collect();
+        let latent_t = gpu.upload_f32(&[t, w], &latent)?;
+        let slots_t = gpu.upload_u32(&[t], &slots)?;
+        let g = gpu.clone();
+        cases.push(crate::suite::BenchCase {
+            kernel: "latent_cache",
+            size: format!("append T={t} W={w} slots={}", num_blocks * bs),
+            cost: LatentCacheAppend::cost(t, w),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &cache, &latent_t, &slots_t)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(crate::reference::latent_cache::append(
+                    &host_cache,
+                    w,
+                    &latent,
+                    &slots,
+                ));
+            })),
+        });
+    }
+    Ok(cases)
+}

@@ -1,0 +1,458 @@
+//! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), a tiled matrix product with
+//! workgroup-memory tiles (see `shaders/mla/matmul.wgsl`).
+//!
+//! The layout is strided ([`MatmulDims`]): w(g, n, k) = W[n, k] for a PyTorch `Linear` weight
+//! (row-major [out, in], `w_trans`), or W[k, n]; every operand has an element offset, a stride
+//! between batch entries g and between rows. G = 1 gives the projections y = x·Wᵀ + b; G = H with
+//! head strides gives MLA's absorb products q_lat[h] = W_UK[h]ᵀ q_nope[h] and
+//! o[h] = W_UV[h] o_lat[h] straight out of `kv_b_proj` without copies.
+//!
+//! The tile shape is picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
+//! 4×4 outputs per invocation otherwise, so the weight is read once per column tile in decode.
+
+use crate::batch::{Batch, Binding};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+/// The WGSL kernel.
+pub const SHADER: Shader = Shader {
+    name: "mla/matmul",
+    source: include_str!("../../shaders/mla/matmul.wgsl"),
+};
+
+/// Sizes and strided layout of a (batched) matrix product; all offsets and strides in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDims {
+    /// Batch entries G.
+    pub g: usize,
+    /// Rows of x and y.
+    pub m: usize,
+    /// Columns of y.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// x[g, m, k] = x[x_off + g·x_gs + m·x_rs + k].
+    pub x_off: usize,
+    /// x stride between batch entries.
+    pub x_gs: usize,
+    /// x stride between rows.
+    pub x_rs: usize,
+    /// Offset of w(0, 0, 0).
+    pub w_off: usize,
+    /// w stride between batch entries (0 shares one weight).
+    pub w_gs: usize,
+    /// w stride between rows of W (rows are n when `w_trans`, else k).
+    pub w_rs: usize,
+    /// W is [N, K] (PyTorch `Linear`) when true, [K, N] when false.
+    pub w_trans: bool,
+    /// y[g, m, n] = y[y_off + g·y_gs + m·y_rs + n].
+    pub y_off: usize,
+    /// y stride between batch entries.
+    pub y_gs: usize,
+    /// y stride between rows.
+    pub y_rs: usize,
+}
+
+impl MatmulDims {
+    /// y (M, N) = x (M, K) · Wᵀ with W [N, K], all contiguous.
+    pub fn linear(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            g: 1,
+            m,
+            n,
+            k,
+            x_off: 0,
+            x_gs: m * k,
+            x_rs: k,
+            w_off: 0,
+            w_gs: 0,
+            w_rs: k,
+            w_trans: true,
+            y_off: 0,
+            y_gs: m * n,
+            y_rs: n,
+        }
+    }
+
+    /// Index of x[g, m, k].
+    pub fn x_index(&self, g: usize, m: usize, k: usize) -> usize {
+        self.x_off + g * self.x_gs + m * self.x_rs + k
+    }
+
+    /// Index of w(g, n, k).
+    pub fn w_index(&self, g: usize, n: usize, k: usize) -> usize {
+        if self.w_trans {
+            self.w_off + g * self.w_gs + n * self.w_rs + k
+        } else {
+            self.w_off + g * self.w_gs + k * self.w_rs + n
+        }
+    }
+
+    /// Index of y[g, m, n].
+    pub fn y_index(&self, g: usize, m: usize, n: usize) -> usize {
+        self.y_off + g * self.y_gs + m * self.y_rs + n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.g == 0 || self.m == 0 || self.n == 0
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    g: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    x_off: u32,
+    x_gs: u32,
+    x_rs: u32,
+    w_off: u32,
+    w_gs: u32,
+    w_rs: u32,
+    w_trans: u32,
+    y_off: u32,
+    y_gs: u32,
+    y_rs: u32,
+    has_bias: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    groups: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    bm_t: u32,
+    bn_t: u32,
+    rm: u32,
+    rn: u32,
+    bk: u32,
+}
+
+impl Tile {
+    fn bm(&self) -> u32 {
+        self.bm_t * self.rm
+    }
+    fn bn(&self) -> u32 {
+        self.bn_t * self.rn
+    }
+}
+
+const TILES: [Tile; 3] = [
+    Tile {
+        bm_t: 4,
+        bn_t: 64,
+        rm: 1,
+        rn: 1,
+        bk: 16,
+    },
+    Tile {
+        bm_t: 8,
+        bn_t: 32,
+        rm: 2,
+        rn: 2,
+        bk: 16,
+    },
+    Tile {
+        bm_t: 16,
+        bn_t: 16,
+        rm: 4,
+        rn: 4,
+        bk: 16,
+    },
+];
+
+/// A built matmul op (three tile shapes).
+#[derive(Clone, Debug)]
+pub struct Matmul {
+    kernels: Vec<(Tile, Arc<Kernel>)>,
+    no_bias: Tensor,
+}
+
+fn to_u32(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Limit {
+        what: format!("matmul {what} = {v}"),
+        detail: "indices are 32-bit".into(),
+    })
+}
+
+fn check_extent(name: &str, t: &Tensor, last: Option<usize>, dims: &MatmulDims) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType {
+            name: name.into(),
+            expected: "f32".into(),
+            got: t.dtype().to_string(),
+        });
+    }
+    if let Some(last) = last {
+        if last >= t.len() {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "at least {} elements for matmul layout G={} M={} N={} K={} (largest index {last})",
+                    last + 1,
+                    dims.g,
+                    dims.m,
+                    dims.n,
+                    dims.k
+                ),
+                t.shape(),
+            ));
+        }
+        to_u32(name, last)?;
+    }
+    Ok(())
+}
+
+impl Matmul {
+    /// Build (or fetch from the cache) the pipelines.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let mut kernels = Vec::new();
+        for t in TILES {
+            let k = gpu.kernel(
+                &SHADER,
+                &[
+                    ("WG", (t.bm_t * t.bn_t) as f64),
+                    ("BM_T", t.bm_t as f64),
+                    ("BN_T", t.bn_t as f64),
+                    ("RM", t.rm as f64),
+                    ("RN", t.rn as f64),
+                    ("BK", t.bk as f64),
+                ],
+            )?;
+            kernels.push((t, k));
+        }
+        Ok(Self {
+            kernels,
+            no_bias: gpu.upload_f32(&[1], &[0.0])?,
+        })
+    }
+
+    /// Record y = x·op(w) (+ bias) with the layout `dims`. `bias` has N elements. The y elements
+    /// of different (g, m, n) must not overlap (the op does not check) and y must not share a
+    /// buffer with x, w or bias.
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        dims: &MatmulDims,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<()> {
+        let d = dims;
+        let empty = d.is_empty();
+        let last_x = (!empty && d.k > 0).then(|| d.x_index(d.g - 1, d.m - 1, d.k - 1));
+        let last_w = (!empty && d.k > 0).then(|| {
+            d.w_off
+                + (d.g - 1) * d.w_gs
+                + if d.w_trans {
+                    (d.n - 1) * d.w_rs + d.k - 1
+                } else {
+                    (d.k - 1) * d.w_rs + d.n - 1
+                }
+        });
+        let last_y = (!empty).then(|| d.y_index(d.g - 1, d.m - 1, d.n - 1));
+        check_extent("x", x, last_x, d)?;
+        check_extent("w", w, last_w, d)?;
+        check_extent("y", y, last_y, d)?;
+        if let Some(b) = bias {
+            b.expect("bias", "(N)", &[d.n], DType::F32)?;
+        }
+        for (name, t) in [("x", Some(x)), ("w", Some(w)), ("bias", bias)] {
+            if let Some(t) = t {
+                if t.buffer() == y.buffer() {
+                    return Err(Error::invalid(format!(
+                        "matmul: y must not share a buffer with {name}"
+                    )));
+                }
+            }
+        }
+        if empty {
+            return Ok(());
+        }
+        let (tile, kernel) = if d.m <= 4 {
+            &self.kernels[0]
+        } else if d.m <= 16 {
+            &self.kernels[1]
+        } else {
+            &self.kernels[2]
+        };
+        let tiles_m = (d.m as u32).div_ceil(tile.bm());
+        let tiles_n = to_u32("N", d.n)?.div_ceil(tile.bn());
+        let groups = (d.g as u64) * tiles_m as u64 * tiles_n as u64;
+        let groups = u32::try_from(groups).map_err(|_| Error::Limit {
+            what: format!("matmul of {groups} tiles"),
+            detail: "more than 2^32 workgroups".into(),
+        })?;
+        let u = Uniforms {
+            g: to_u32("G", d.g)?,
+            m: to_u32("M", d.m)?,
+            n: to_u32("N", d.n)?,
+            k: to_u32("K", d.k)?,
+            x_off: to_u32("x_off", d.x_off)?,
+            x_gs: to_u32("x_gs", d.x_gs)?,
+            x_rs: to_u32("x_rs", d.x_rs)?,
+            w_off: to_u32("w_off", d.w_off)?,
+            w_gs: to_u32("w_gs", d.w_gs)?,
+            w_rs: to_u32("w_rs", d.w_rs)?,
+            w_trans: d.w_trans as u32,
+            y_off: to_u32("y_off", d.y_off)?,
+            y_gs: to_u32("y_gs", d.y_gs)?,
+            y_rs: to_u32("y_rs", d.y_rs)?,
+            has_bias: bias.is_some() as u32,
+            tiles_m,
+            tiles_n,
+            groups,
+            _pad0: 0,
+            _pad1: 0,
+        };
+        let bias = bias.unwrap_or(&self.no_bias);
+        batch.dispatch(
+            kernel,
+            &u,
+            &[x.into(), w.into(), Binding::from(bias), y.into()],
+            groups,
+        )
+    }
+
+    /// Record a PyTorch `Linear`: y (…, N) = x (…, K) · Wᵀ (+ bias) with `w` of shape [N, K];
+    /// x and y have the same leading dimensions.
+    pub fn record_linear(
+        &self,
+        batch: &mut Batch,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<()> {
+        if w.shape().len() != 2 {
+            return Err(Error::shape("w", "[N, K]", w.shape()));
+        }
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        let xs = x.shape();
+        if xs.last() != Some(&k) {
+            return Err(Error::shape("x", format!("(…, K) with K = {k}"), xs));
+        }
+        let lead = &xs[..xs.len() - 1];
+        let mut want = lead.to_vec();
+        want.push(n);
+        y.expect("y", "(…, N) with x's leading dims", &want, DType::F32)?;
+        let m = lead.iter().product();
+        self.record(batch, &MatmulDims::linear(m, n, k), x, w, bias, y)
+    }
+
+    /// Bytes (x, w and bias read once, y written once) and FLOPs (2·G·M·N·K, plus G·M·N for a
+    /// bias) of a product.
+    pub fn cost(dims: &MatmulDims, bias: bool) -> Cost {
+        let (g, m, n, k) = (dims.g as u64, dims.m as u64, dims.n as u64, dims.k as u64);
+        let w_copies = if dims.w_gs == 0 { 1 } else { g };
+        Cost {
+            bytes: 4 * (g * m * k + w_copies * n * k + g * m * n + if bias { n } else { 0 }),
+            flops: 2 * g * m * n * k + if bias { g * m * n } else { 0 },
+        }
+    }
+}
+
+/// Conformance cases for `ssm-mla check` (see [`crate::suite`]).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = Matmul::new(gpu)?;
+    let mut out = Vec::new();
+    // (M, N, K, bias): decode row, ragged, larger than a 64×64 tile with a ragged K.
+    for (m, n, k, with_bias) in [
+        (1usize, 7usize, 5usize, true),
+        (3, 70, 33, false),
+        (67, 130, 100, true),
+    ] {
+        let dims = MatmulDims::linear(m, n, k);
+        let xh = rng.normal_vec(m * k, 0.0, 1.0);
+        let wh = rng.normal_vec(n * k, 0.0, 1.0 / (k as f64).sqrt());
+        let bh = rng.normal_vec(n, 0.0, 0.1);
+        let x = gpu.upload_f32(&[m, k], &xh)?;
+        let w = gpu.upload_f32(&[n, k], &wh)?;
+        let b = gpu.upload_f32(&[n], &bh)?;
+        let y = gpu.nan_f32(&[m, n])?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &dims, &x, &w, with_bias.then_some(&b), &y)?;
+        batch.run()?;
+        let tolerance = crate::Tolerance::new(1e-5, 1e-4);
+        let reference =
+            crate::reference::matmul::matmul(&dims, &xh, &wh, with_bias.then_some(&bh[..]), m * n);
+        out.push(crate::suite::CheckOutcome {
+            kernel: "matmul",
+            case: format!(
+                "M={m} N={n} K={k}{} y",
+                if with_bias { " bias" } else { "" }
+            ),
+            tolerance,
+            comparison: crate::compare(&gpu.read_f32(&y)?, &reference, tolerance),
+        });
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: decode-shaped (M = 4) and prefill-shaped (M = 256) projections
+/// (hidden 2048 → 576, V2-Lite's kv_a_proj_with_mqa); quick keeps them small.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let sizes: &[(usize, usize, usize)] = if quick {
+        &[(4, 576, 512), (64, 576, 512)]
+    } else {
+        &[(4, 576, 2048), (256, 576, 2048), (4, 2048, 2048)]
+    };
+    let mut cases = Vec::new();
+    for &(m, n, k) in sizes {
+        let op = Matmul::new(gpu)?;
+        let dims = MatmulDims::linear(m, n, k);
+        let xh: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) / 13.0).collect();
+        let wh: Vec<f32> = (0..n * k).map(|i| ((i % 7) as f32 - 3.0) / 70.0).collect();
+        let x = gpu.upload_f32(&[m, k], &xh)?;
+        let w = gpu.upload_f32(&[n, k], &wh)?;
+        let y = gpu.empty(&[m, n], DType::F32)?;
+        let g = gpu.clone();
+        cases.push(crate::suite::BenchCase {
+            kernel: "matmul",
+            size: format!("M={m} N={n} K={k}"),
+            cost: Matmul::cost(&dims, false),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &dims, &x, &w, None, &y)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(crate::reference::matmul::matmul(
+                    &dims,
+                    &xh,
+                    &wh,
+                    None,
+                    m * n,
+                ));
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on a decode-shaped product, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (m, n, k) = (4, 576, 512);
+    let dims = MatmulDims::linear(m, n, k);
+    let x = rng.normal_vec(m * k, 0.0, 1.0);
+    let w = rng.normal_vec(n * k, 0.0, 0.05);
+    vec![crate::suite::CpuCase {
+        size: format!("M={m} N={n} K={k}"),
+        cost: Matmul::cost(&dims, false),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::matmul::matmul(&dims, &x, &w, None, m * n));
+        }),
+    }]
+}

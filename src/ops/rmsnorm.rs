@@ -1,0 +1,248 @@
+//! `rmsnorm`: y[r, i] = x[r, i] · w[i] / sqrt(mean_i(x[r, i]²) + eps) over `rows` rows of width
+//! d = len(w) (see `shaders/mla/rmsnorm.wgsl`). Rows are strided ([`Rows`]: element offset and
+//! stride) in both x and y, so a column block of a wider matrix (MLA's c = kv[:, :d_c]) can be
+//! normalised into a column block of another (the latent rows) without copies.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+/// The WGSL kernel.
+pub const SHADER: Shader = Shader {
+    name: "mla/rmsnorm",
+    source: include_str!("../../shaders/mla/rmsnorm.wgsl"),
+};
+
+/// Where rows live in a tensor: row r starts at element `offset + r·stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    /// Element offset of row 0.
+    pub offset: usize,
+    /// Elements between consecutive rows.
+    pub stride: usize,
+}
+
+impl Rows {
+    /// Contiguous rows of width d.
+    pub fn contiguous(d: usize) -> Self {
+        Self {
+            offset: 0,
+            stride: d,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    rows: u32,
+    d: u32,
+    x_off: u32,
+    x_stride: u32,
+    y_off: u32,
+    y_stride: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+/// A built RMSNorm op.
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    kernel: Arc<Kernel>,
+}
+
+fn check_rows(name: &str, t: &Tensor, layout: Rows, rows: usize, d: usize) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType {
+            name: name.into(),
+            expected: "f32".into(),
+            got: t.dtype().to_string(),
+        });
+    }
+    if rows > 0 && d > 0 {
+        let last = layout.offset + (rows - 1) * layout.stride + d - 1;
+        if last >= t.len() {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "at least {} elements for {rows} rows of {d} at offset {} stride {}",
+                    last + 1,
+                    layout.offset,
+                    layout.stride
+                ),
+                t.shape(),
+            ));
+        }
+        if u32::try_from(last).is_err() {
+            return Err(Error::Limit {
+                what: format!("rmsnorm over tensor `{name}` of {} elements", t.len()),
+                detail: "indices are 32-bit".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl RmsNorm {
+    /// Build (or fetch from the cache) the pipeline.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let wg = 256u32.min(gpu.limits().max_compute_invocations_per_workgroup.max(1));
+        let wg: u32 = 1 << (31 - wg.leading_zeros()); // a power of two for the tree reduction
+        Ok(Self {
+            kernel: gpu.kernel(&SHADER, &[("WG", wg as f64)])?,
+        })
+    }
+
+    /// Record y = rmsnorm(x)·w over `rows` rows of width len(w). y must not share x's buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        x: &Tensor,
+        x_rows: Rows,
+        w: &Tensor,
+        y: &Tensor,
+        y_rows: Rows,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let d = w.len();
+        w.expect("w", "(d)", &[d], DType::F32)?;
+        if d == 0 {
+            return Err(Error::shape("w", "(d) with d > 0", w.shape()));
+        }
+        if rows > 1 && (x_rows.stride < d || y_rows.stride < d) {
+            return Err(Error::invalid(format!(
+                "rmsnorm: row strides ({}, {}) smaller than the row width {d}",
+                x_rows.stride, y_rows.stride
+            )));
+        }
+        check_rows("x", x, x_rows, rows, d)?;
+        check_rows("y", y, y_rows, rows, d)?;
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return Err(Error::invalid(format!(
+                "rmsnorm: eps must be ≥ 0, got {eps}"
+            )));
+        }
+        if x.buffer() == y.buffer() {
+            return Err(Error::invalid("rmsnorm: y must not share a buffer with x"));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let u = Uniforms {
+            rows: rows as u32,
+            d: d as u32,
+            x_off: x_rows.offset as u32,
+            x_stride: x_rows.stride as u32,
+            y_off: y_rows.offset as u32,
+            y_stride: y_rows.stride as u32,
+            eps,
+            _pad: 0,
+        };
+
+        batch.dispatch(
+            &self.kernel,
+            &u,
+            &[x.into(), w.into(), y.into()],
+            rows as u32,
+        )
+    }
+
+    /// Bytes (x and w read, y written) and FLOPs (square-sum FMA, scale and weight multiply per
+    /// element, a divide and a square root per row).
+    pub fn cost(rows: usize, d: usize) -> Cost {
+        let (r, d) = (rows as u64, d as u64);
+        Cost {
+            bytes: 4 * (2 * r * d + d),
+            flops: 4 * r * d + 3 * r,
+        }
+    }
+}
+
+/// Conformance cases for `ssm-mla check` (see [`crate::suite`]).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = RmsNorm::new(gpu)?;
+    let mut out = Vec::new();
+    for (rows, d) in [(1usize, 1usize), (5, 33), (3, 1536)] {
+        let xh = rng.normal_vec(rows * d, 0.0, 2.0);
+        let wh = rng.uniform_vec(d, 0.5, 1.5);
+        let x = gpu.upload_f32(&[rows, d], &xh)?;
+        let w = gpu.upload_f32(&[d], &wh)?;
+        let y = gpu.nan_f32(&[rows, d])?;
+        let mut batch = gpu.batch();
+        let l = Rows::contiguous(d);
+        op.record(&mut batch, &x, l, &w, &y, l, rows, 1e-6)?;
+        batch.run()?;
+        let tolerance = crate::Tolerance::new(1e-5, 1e-4);
+        let reference = crate::reference::rmsnorm::rmsnorm(&xh, rows, d, 0, d, &wh, 1e-6);
+        out.push(crate::suite::CheckOutcome {
+            kernel: "rmsnorm",
+            case: format!("rows={rows} d={d} y"),
+            tolerance,
+            comparison: crate::compare(&gpu.read_f32(&y)?, &reference, tolerance),
+        });
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: the latent norm (d_c = 512) and the query norm (1536) over a few rows.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let sizes: &[(usize, usize)] = if quick {
+        &[(64, 512)]
+    } else {
+        &[(8, 512), (1024, 512), (1024, 1536)]
+    };
+    let mut cases = Vec::new();
+    for &(rows, d) in sizes {
+        let op = RmsNorm::new(gpu)?;
+        let xh: Vec<f32> = (0..rows * d)
+            .map(|i| ((i % 17) as f32 - 8.0) / 4.0)
+            .collect();
+        let wh = vec![1.0f32; d];
+        let x = gpu.upload_f32(&[rows, d], &xh)?;
+        let w = gpu.upload_f32(&[d], &wh)?;
+        let y = gpu.empty(&[rows, d], DType::F32)?;
+        let g = gpu.clone();
+        cases.push(crate::suite::BenchCase {
+            kernel: "rmsnorm",
+            size: format!("rows={rows} d={d}"),
+            cost: RmsNorm::cost(rows, d),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                let l = Rows::contiguous(d);
+                op.record(&mut batch, &x, l, &w, &y, l, rows, 1e-6)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(crate::reference::rmsnorm::rmsnorm(
+                    &xh, rows, d, 0, d, &wh, 1e-6,
+                ));
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on 64 latent rows, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (rows, d) = (64, 512);
+    let x = rng.normal_vec(rows * d, 0.0, 1.0);
+    let w = rng.uniform_vec(d, 0.5, 1.5);
+    vec![crate::suite::CpuCase {
+        size: format!("rows={rows} d={d}"),
+        cost: RmsNorm::cost(rows, d),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::rmsnorm::rmsnorm(
+                &x, rows, d, 0, d, &w, 1e-6,
+            ));
+        }),
+    }]
+}

@@ -1,0 +1,378 @@
+//! `rope`: rotary position embedding (see `shaders/mla/rope.wgsl`). For tokens × heads vectors
+//! of width d_R, pair i — (x[2i], x[2i+1]) when interleaved (DeepSeek's `rope_interleave`), else
+//! (x[i], x[i + d_R/2]) — rotates by pos[t]·inv_freq[i], with cos and sin scaled by
+//! `attn_factor`: (a, b) ← (a·cos − b·sin, b·cos + a·sin).
+//!
+//! The inverse frequencies (YaRN-corrected, [`crate::mla::MlaConfig::inv_freq`]) are computed
+//! once on the host in f64 and uploaded as 64-bit fixed-point turns per position
+//! ([`RopeTables`]); the shader reduces pos·freq modulo one turn in exact integer arithmetic, so
+//! angles stay accurate (~1e-6 rad) at any position, unlike an f32 product (~1e-3 rad at 10⁴).
+//! Positions come from a u32 tensor, one per token. Vectors are addressed by [`RopeLayout`] (offset, token stride, head
+//! stride) in x and y.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+/// The WGSL kernel.
+pub const SHADER: Shader = Shader {
+    name: "mla/rope",
+    source: include_str!("../../shaders/mla/rope.wgsl"),
+};
+
+const WG: u32 = 256;
+
+/// Vector (t, h) starts at element `offset + t·token_stride + h·head_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RopeLayout {
+    /// Element offset of vector (0, 0).
+    pub offset: usize,
+    /// Elements between tokens.
+    pub token_stride: usize,
+    /// Elements between heads.
+    pub head_stride: usize,
+}
+
+impl RopeLayout {
+    /// Contiguous (T, heads, d).
+    pub fn contiguous(heads: usize, d: usize) -> Self {
+        Self {
+            offset: 0,
+            token_stride: heads * d,
+            head_stride: d,
+        }
+    }
+}
+
+/// Frequencies and flags of one rotary embedding, on the GPU.
+#[derive(Clone, Debug)]
+pub struct RopeTables {
+    /// (d_R/2, 2) u32: inv_freq[i] / 2π as a binary fraction, bits 2^-1..2^-32 then 2^-33..2^-64.
+    pub turns: Tensor,
+    /// Rotary width d_R.
+    pub d: usize,
+    /// Rotate adjacent pairs (true) or halves (false).
+    pub interleave: bool,
+    /// Scale of cos and sin (YaRN mscale ratio; 1 without YaRN).
+    pub attn_factor: f32,
+}
+
+impl RopeTables {
+    /// Upload `inv_freq` (d_R/2 values).
+    pub fn new(gpu: &Gpu, inv_freq: &[f64], interleave: bool, attn_factor: f64) -> Result<Self> {
+        if inv_freq.is_empty() {
+            return Err(Error::invalid("rope: need at least one frequency"));
+        }
+        let mut words = Vec::with_capacity(2 * inv_freq.len());
+        for &f in inv_freq {
+            if !(f.is_finite() && f >= 0.0) {
+                return Err(Error::invalid(format!(
+                    "rope: inverse frequencies must be finite and ≥ 0, got {f}"
+                )));
+            }
+            words.extend(turns_fixed_point(f));
+        }
+        Ok(Self {
+            turns: gpu.upload_u32(&[inv_freq.len(), 2], &words)?,
+            d: 2 * inv_freq.len(),
+            interleave,
+            attn_factor: attn_factor as f32,
+        })
+    }
+
+    /// The tables of an MLA config (YaRN when configured).
+    pub fn from_config(gpu: &Gpu, cfg: &crate::mla::MlaConfig) -> Result<Self> {
+        Self::new(
+            gpu,
+            &cfg.inv_freq(),
+            cfg.rope_interleave,
+            cfg.rope_attention_factor(),
+        )
+    }
+}
+
+/// inv_freq / 2π modulo 1 as a 64-bit binary fraction [bits 2^-1..2^-32, bits 2^-33..2^-64]
+/// (whole turns per position do not change the angle).
+pub fn turns_fixed_point(inv_freq: f64) -> [u32; 2] {
+    let turns = inv_freq / (2.0 * std::f64::consts::PI);
+    let frac = turns - turns.floor();
+    let hi = (frac * 4294967296.0).floor();
+    let lo = ((frac * 4294967296.0 - hi) * 4294967296.0).floor();
+    [hi as u32, lo.min(4294967295.0) as u32]
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    tokens: u32,
+    heads: u32,
+    d: u32,
+    interleave: u32,
+    x_off: u32,
+    x_ts: u32,
+    x_hs: u32,
+    y_off: u32,
+    y_ts: u32,
+    y_hs: u32,
+    attn_factor: f32,
+    pairs: u32,
+}
+
+/// A built rope op.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    kernel: Arc<Kernel>,
+}
+
+fn check_layout(
+    name: &str,
+    t: &Tensor,
+    l: RopeLayout,
+    tokens: usize,
+    heads: usize,
+    d: usize,
+) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType {
+            name: name.into(),
+            expected: "f32".into(),
+            got: t.dtype().to_string(),
+        });
+    }
+    if tokens > 0 && heads > 0 {
+        let last = l.offset + (tokens - 1) * l.token_stride + (heads - 1) * l.head_stride + d - 1;
+        if last >= t.len() {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "at least {} elements for {tokens} tokens × {heads} heads × {d} (offset {}, strides {}, {})",
+                    last + 1,
+                    l.offset,
+                    l.token_stride,
+                    l.head_stride
+                ),
+                t.shape(),
+            ));
+        }
+        if u32::try_from(last).is_err() {
+            return Err(Error::Limit {
+                what: format!("rope over tensor `{name}`"),
+                detail: "indices are 32-bit".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Rope {
+    /// Build (or fetch from the cache) the pipeline.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        Ok(Self {
+            kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
+        })
+    }
+
+    /// Record y = rope(x) for `tokens` × `heads` vectors of width `tables.d`, token t at
+    /// `positions[t]` (a (T) u32 tensor). y must not share x's buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        x: &Tensor,
+        x_layout: RopeLayout,
+        y: &Tensor,
+        y_layout: RopeLayout,
+        positions: &Tensor,
+        tables: &RopeTables,
+        tokens: usize,
+        heads: usize,
+    ) -> Result<()> {
+        let d = tables.d;
+        positions.expect("positions", "(T)", &[tokens], DType::U32)?;
+        tables
+            .turns
+            .expect("turns", "(d_R/2, 2)", &[d / 2, 2], DType::U32)?;
+        check_layout("x", x, x_layout, tokens, heads, d)?;
+        check_layout("y", y, y_layout, tokens, heads, d)?;
+        if x.buffer() == y.buffer() {
+            return Err(Error::invalid("rope: y must not share a buffer with x"));
+        }
+        let pairs = tokens * heads * (d / 2);
+        if pairs == 0 {
+            return Ok(());
+        }
+        let pairs = u32::try_from(pairs).map_err(|_| Error::Limit {
+            what: format!("rope over {pairs} pairs"),
+            detail: "more than 2^32 invocations".into(),
+        })?;
+        let u = Uniforms {
+            tokens: tokens as u32,
+            heads: heads as u32,
+            d: d as u32,
+            interleave: tables.interleave as u32,
+            x_off: x_layout.offset as u32,
+            x_ts: x_layout.token_stride as u32,
+            x_hs: x_layout.head_stride as u32,
+            y_off: y_layout.offset as u32,
+            y_ts: y_layout.token_stride as u32,
+            y_hs: y_layout.head_stride as u32,
+            attn_factor: tables.attn_factor,
+            pairs,
+        };
+        batch.dispatch(
+            &self.kernel,
+            &u,
+            &[x.into(), positions.into(), (&tables.turns).into(), y.into()],
+            pairs.div_ceil(WG),
+        )
+    }
+
+    /// Bytes (x read, y written, one position per token, the frequency table) and FLOPs (per
+    /// pair: angle, cos, sin, two scale multiplies, four multiplies and two adds; the integer
+    /// angle reduction is not counted).
+    pub fn cost(tokens: usize, heads: usize, d: usize) -> Cost {
+        let (t, h, d) = (tokens as u64, heads as u64, d as u64);
+        Cost {
+            bytes: 4 * (2 * t * h * d + t + d),
+            flops: t * h * (d / 2) * 11,
+        }
+    }
+}
+
+/// Conformance cases for `ssm-mla check` (see [`crate::suite`]).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = Rope::new(gpu)?;
+    let mut out = Vec::new();
+    for (tokens, heads, d, interleave) in [
+        (1usize, 1usize, 2usize, true),
+        (5, 3, 8, false),
+        (37, 16, 64, true),
+    ] {
+        let inv: Vec<f64> = (0..d / 2)
+            .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
+            .collect();
+        let tables = RopeTables::new(gpu, &inv, interleave, 1.0)?;
+        let xh = rng.normal_vec(tokens * heads * d, 0.0, 1.0);
+        let pos: Vec<u32> = (0..tokens).map(|_| rng.below(200) as u32).collect();
+        let x = gpu.upload_f32(&[tokens, heads, d], &xh)?;
+        let p = gpu.upload_u32(&[tokens], &pos)?;
+        let y = gpu.nan_f32(&[tokens, heads, d])?;
+        let l = RopeLayout::contiguous(heads, d);
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &x, l, &y, l, &p, &tables, tokens, heads)?;
+        batch.run()?;
+        let tolerance = crate::Tolerance::new(1e-5, 1e-4);
+        let reference = crate::reference::rope::rope(
+            &xh,
+            tokens,
+            heads,
+            d,
+            0,
+            heads * d,
+            d,
+            &pos,
+            &inv,
+            interleave,
+            1.0,
+        );
+        out.push(crate::suite::CheckOutcome {
+            kernel: "rope",
+            case: format!(
+                "T={tokens} H={heads} d={d}{} y",
+                if interleave { " interleave" } else { "" }
+            ),
+            tolerance,
+            comparison: crate::compare(&gpu.read_f32(&y)?, &reference, tolerance),
+        });
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: q_rope of a prefill (T tokens × H heads × 64).
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let sizes: &[(usize, usize)] = if quick {
+        &[(64, 16)]
+    } else {
+        &[(8, 128), (1024, 16), (1024, 128)]
+    };
+    let d = 64;
+    let mut cases = Vec::new();
+    for &(tokens, heads) in sizes {
+        let op = Rope::new(gpu)?;
+        let inv: Vec<f64> = (0..d / 2)
+            .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
+            .collect();
+        let tables = RopeTables::new(gpu, &inv, true, 1.0)?;
+        let xh: Vec<f32> = (0..tokens * heads * d)
+            .map(|i| ((i % 11) as f32 - 5.0) / 5.0)
+            .collect();
+        let pos: Vec<u32> = (0..tokens as u32).collect();
+        let x = gpu.upload_f32(&[tokens, heads, d], &xh)?;
+        let p = gpu.upload_u32(&[tokens], &pos)?;
+        let y = gpu.empty(&[tokens, heads, d], DType::F32)?;
+        let g = gpu.clone();
+        cases.push(crate::suite::BenchCase {
+            kernel: "rope",
+            size: format!("T={tokens} H={heads} d={d}"),
+            cost: Rope::cost(tokens, heads, d),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                let l = RopeLayout::contiguous(heads, d);
+                op.record(&mut batch, &x, l, &y, l, &p, &tables, tokens, heads)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(crate::reference::rope::rope(
+                    &xh,
+                    tokens,
+                    heads,
+                    d,
+                    0,
+                    heads * d,
+                    d,
+                    &pos,
+                    &inv,
+                    true,
+                    1.0,
+                ));
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on 64 tokens × 16 heads × 64, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (tokens, heads, d) = (64, 16, 64);
+    let x = rng.normal_vec(tokens * heads * d, 0.0, 1.0);
+    let inv: Vec<f64> = (0..d / 2)
+        .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
+        .collect();
+    let pos: Vec<u32> = (0..tokens as u32).collect();
+    vec![crate::suite::CpuCase {
+        size: format!("T={tokens} H={heads} d={d}"),
+        cost: Rope::cost(tokens, heads, d),
+        run: Box::new(move || {
+            std::hint::black_box(crate::reference::rope::rope(
+                &x,
+                tokens,
+                heads,
+                d,
+                0,
+                heads * d,
+                d,
+                &pos,
+                &inv,
+                true,
+                1.0,
+            ));
+        }),
+    }]
+}

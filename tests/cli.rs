@@ -1,0 +1,89 @@
+//! The command-line contract (DESIGN §5): exit codes, `info`, `check`, `bench --json`.
+
+use std::process::Command;
+
+fn ssm_mla(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ssm-mla"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("run ssm-mla")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn info_lists_adapters_with_limits() {
+    let out = ssm_mla(&["info"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = text(&out);
+    assert!(s.contains("adapter 0:"), "{s}");
+    assert!(s.contains("max_storage_buffer_binding_size"), "{s}");
+    assert!(s.contains("subgroup size"), "{s}");
+}
+
+#[test]
+fn check_passes_on_this_adapter() {
+    let out = ssm_mla(&["check", "--seed", "7"]);
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert!(s.contains("all cases passed"), "{s}");
+    assert!(!s.contains("FAIL"), "{s}");
+}
+
+#[test]
+fn bench_writes_json_with_ceilings_and_rooflines() {
+    let path = std::env::temp_dir().join(format!("ssm-mla-bench-{}.json", std::process::id()));
+    let out = ssm_mla(&[
+        "bench",
+        "--quick",
+        "--kernel",
+        "stream_copy",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(json["ceilings"]["copy_gbps"].as_f64().unwrap() > 0.0);
+    assert!(json["ceilings"]["fma_gflops"].as_f64().unwrap() > 0.0);
+    let results = json["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for r in results {
+        assert_eq!(r["kernel"], "stream_copy");
+        assert!(r["gpu_seconds"].as_f64().unwrap() > 0.0);
+        assert!(r["roofline_fraction"].as_f64().unwrap() > 0.0);
+        assert!(r["bytes"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let out = ssm_mla(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn main_job_without_an_adapter_says_so_and_runs_the_cpu_path() {
+    // DX12 does not exist on this platform's wgpu build: no adapter at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_ssm-mla"))
+        .env("WGPU_BACKEND", "dx12")
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("run ssm-mla");
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    let first = s.lines().next().unwrap_or_default();
+    assert!(first.starts_with("no GPU"), "{s}");
+    assert!(first.contains("mesa-vulkan-drivers"), "{s}");
+    assert!(s.contains("CPU path"), "{s}");
+    assert!(s.contains("stream_copy") && s.contains("fma_peak"), "{s}");
+}

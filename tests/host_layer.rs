@@ -1,0 +1,230 @@
+//! The shared host layer: pipeline caching, staging reuse, error capture instead of panics,
+//! dispatch splitting, timing sources, adopting an app's device, and use from several threads.
+
+mod common;
+use common::*;
+use ssm_mla::ops::fma_peak::{FmaPeak, FmaPeakParams};
+use ssm_mla::ops::stream_copy::StreamCopy;
+use ssm_mla::{reference, Error, Gpu, GpuOptions, Shader, TimingSource, Tolerance};
+use std::sync::Arc;
+
+#[test]
+fn gpu_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Gpu>();
+    assert_send_sync::<ssm_mla::Tensor>();
+}
+
+#[test]
+fn pipelines_are_built_once_per_specialisation() {
+    let gpu = Gpu::new().expect("GPU tests need an adapter");
+    let a = StreamCopy::new(&gpu).unwrap();
+    let n = gpu.cached_pipelines();
+    for _ in 0..5 {
+        let _ = StreamCopy::new(&gpu).unwrap();
+    }
+    assert_eq!(
+        gpu.cached_pipelines(),
+        n,
+        "same constants must hit the cache"
+    );
+    let _ = StreamCopy::with_shape(&gpu, 64, 2).unwrap();
+    assert_eq!(
+        gpu.cached_pipelines(),
+        n + 1,
+        "new constants build one pipeline"
+    );
+    drop(a);
+}
+
+#[test]
+fn readback_reuses_staging_buffers() {
+    let gpu = Gpu::new().expect("GPU tests need an adapter");
+    let t = gpu.upload_f32(&[1000], &vec![2.0; 1000]).unwrap();
+    for _ in 0..10 {
+        assert_eq!(gpu.read_f32(&t).unwrap()[999], 2.0);
+    }
+    assert_eq!(
+        gpu.pooled_staging_buffers(),
+        1,
+        "ten reads of one size share one staging buffer"
+    );
+}
+
+#[test]
+fn invalid_shader_is_an_error_not_a_panic() {
+    let gpu = gpu();
+    let bad = Shader {
+        name: "test/not_wgsl",
+        source: "this is not WGSL",
+    };
+    match gpu.kernel(&bad, &[]) {
+        Err(Error::Gpu { context, .. }) => assert!(context.contains("test/not_wgsl"), "{context}"),
+        other => panic!("expected a GPU validation error, got {other:?}"),
+    }
+    // The context stays usable.
+    let op = StreamCopy::new(&gpu).unwrap();
+    let src = gpu.upload_f32(&[3], &[1.0, 2.0, 3.0]).unwrap();
+    let dst = gpu.nan_f32(&[3]).unwrap();
+    let mut batch = gpu.batch();
+    op.record(&mut batch, &src, &dst).unwrap();
+    batch.run().unwrap();
+    assert_eq!(gpu.read_f32(&dst).unwrap(), vec![1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn unknown_override_is_an_error() {
+    let gpu = gpu();
+    let err = gpu
+        .kernel(
+            &ssm_mla::ops::stream_copy::SHADER,
+            &[("NO_SUCH_CONSTANT", 1.0)],
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Gpu { .. }), "{err}");
+}
+
+#[test]
+fn wrong_sized_write_is_refused() {
+    let gpu = gpu();
+    let t = gpu.nan_f32(&[4]).unwrap();
+    assert!(gpu.write(&t, &[1.0f32; 3]).is_err());
+}
+
+#[test]
+fn dispatches_past_the_per_dimension_limit_are_split() {
+    // 300 workgroups with a limit of 64 per dimension: a 2-D grid the shaders flatten.
+    let gpu = Gpu::with_options(&GpuOptions {
+        max_workgroups_per_dimension: Some(64),
+        ..Default::default()
+    })
+    .expect("GPU tests need an adapter");
+    assert_eq!(gpu.grid(300).unwrap(), [60, 5, 1]);
+    assert!(gpu.grid(64 * 64 + 1).is_err());
+    let (mut rng, seed) = rng("split dispatch");
+    let n = 300 * 256 - 17;
+    let data = rng.uniform_vec(n, -1.0, 1.0);
+    let params = FmaPeakParams {
+        iters: 2,
+        m: 0.5,
+        c: 0.25,
+    };
+    let seeds = gpu.upload_f32(&[n], &data).unwrap();
+    let out = gpu.nan_f32(&[n]).unwrap();
+    let mut batch = gpu.batch();
+    FmaPeak::new(&gpu)
+        .unwrap()
+        .record(&mut batch, &seeds, &out, params)
+        .unwrap();
+    batch.run().unwrap();
+    assert_close(
+        "2-D grid",
+        &gpu.read_f32(&out).unwrap(),
+        &reference::fma_peak::fma_peak(&data, params),
+        Tolerance::new(1e-5, 1e-5),
+        seed,
+    );
+}
+
+#[test]
+fn timing_uses_timestamps_when_offered_and_wall_clock_otherwise() {
+    let run = |gpu: &Gpu| {
+        let src = gpu.upload_f32(&[4096], &vec![1.0; 4096]).unwrap();
+        let dst = gpu.nan_f32(&[4096]).unwrap();
+        let mut batch = gpu.batch();
+        StreamCopy::new(gpu)
+            .unwrap()
+            .record(&mut batch, &src, &dst)
+            .unwrap();
+        batch.run_timed().unwrap()
+    };
+    let with = gpu();
+    let t = run(&with);
+    let expected = if with.has_timestamps() {
+        TimingSource::GpuTimestamps
+    } else {
+        TimingSource::WallClock
+    };
+    assert_eq!(t.source, expected);
+    assert!(t.seconds > 0.0 && t.seconds < 10.0, "{t:?}");
+    let without = gpu_without_optional_features();
+    let t = run(&without);
+    assert_eq!(t.source, TimingSource::WallClock);
+    assert!(t.seconds > 0.0, "{t:?}");
+}
+
+#[test]
+fn several_ops_in_one_submission() {
+    let gpu = gpu();
+    let copy = StreamCopy::new(&gpu).unwrap();
+    let a = gpu.upload_f32(&[5], &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+    let b = gpu.nan_f32(&[5]).unwrap();
+    let c = gpu.nan_f32(&[5]).unwrap();
+    let mut batch = gpu.batch();
+    copy.record(&mut batch, &a, &b).unwrap();
+    copy.record(&mut batch, &b, &c).unwrap(); // reads what the first dispatch wrote
+    assert_eq!(batch.dispatches(), 2);
+    batch.run().unwrap();
+    assert_eq!(gpu.read_f32(&c).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+}
+
+#[test]
+fn adopts_an_app_owned_device() {
+    let adapter = ssm_mla::gpu::adapter_from_env().expect("GPU tests need an adapter");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+            .expect("device");
+    let gpu = Gpu::from_device(device, queue);
+    assert!(
+        !gpu.has_subgroups(),
+        "features are the app's, not requested anew"
+    );
+    let t = gpu.upload_f32(&[2], &[3.0, 4.0]).unwrap();
+    let u = ssm_mla::ops::stream_copy::stream_copy(&gpu, &t).unwrap();
+    assert_eq!(gpu.read_f32(&u).unwrap(), vec![3.0, 4.0]);
+}
+
+#[test]
+fn one_context_serves_several_threads() {
+    let gpu = gpu();
+    let handles: Vec<_> = (0..4)
+        .map(|k| {
+            let gpu = Arc::clone(&gpu);
+            std::thread::spawn(move || {
+                for round in 0..5 {
+                    let n = 1000 + 37 * k + round;
+                    let data: Vec<f32> = (0..n).map(|i| (i * (k + 1)) as f32).collect();
+                    if k % 2 == 0 {
+                        let src = gpu.upload_f32(&[n], &data).unwrap();
+                        let dst = ssm_mla::ops::stream_copy::stream_copy(&gpu, &src).unwrap();
+                        assert_eq!(gpu.read_f32(&dst).unwrap(), data);
+                    } else {
+                        let params = FmaPeakParams {
+                            iters: 8,
+                            m: 0.5,
+                            c: 0.5,
+                        };
+                        let small: Vec<f32> = data.iter().map(|x| x / n as f32).collect();
+                        let seeds = gpu.upload_f32(&[n], &small).unwrap();
+                        let out = gpu.nan_f32(&[n]).unwrap();
+                        let mut batch = gpu.batch();
+                        FmaPeak::new(&gpu)
+                            .unwrap()
+                            .record(&mut batch, &seeds, &out, params)
+                            .unwrap();
+                        batch.run().unwrap();
+                        let c = ssm_mla::compare(
+                            &gpu.read_f32(&out).unwrap(),
+                            &reference::fma_peak::fma_peak(&small, params),
+                            Tolerance::new(1e-5, 1e-5),
+                        );
+                        assert!(c.passed(), "thread {k}: {c}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+}

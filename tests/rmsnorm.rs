@@ -1,0 +1,78 @@
+//! Conformance of `rmsnorm` against its f64 CPU reference: widths 1, ragged, wider than a
+//! workgroup (1536, 3000), strided rows in and out (the latent-row case), and shape errors.
+//! Tolerance: atol 1e-5, rtol 1e-4 (one f32 square-sum of ≤ 3000 terms, then a scale).
+
+mod common;
+use common::*;
+use ssm_mla::ops::rmsnorm::{RmsNorm, Rows};
+use ssm_mla::{reference, Tolerance};
+
+const TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+
+#[test]
+fn matches_reference_contiguous_and_strided() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("rmsnorm");
+        let op = RmsNorm::new(&gpu).unwrap();
+        for (rows, d, extra, eps) in [
+            (1usize, 1usize, 0usize, 1e-6f32),
+            (3, 7, 0, 1e-6),
+            (5, 32, 8, 1e-5),
+            (2, 257, 3, 1e-6),
+            (4, 1536, 0, 1e-6),
+            (1, 3000, 64, 1e-6),
+        ] {
+            // x rows have `extra` trailing values (like kv's k_rope part) the norm must skip.
+            let stride = d + extra;
+            let xh = rng.normal_vec(rows * stride + 2, 0.0, 3.0);
+            let wh = rng.uniform_vec(d, 0.5, 1.5);
+            let x = gpu.upload_f32(&[rows * stride + 2], &xh).unwrap();
+            let w = gpu.upload_f32(&[d], &wh).unwrap();
+            let x_rows = Rows { offset: 2, stride };
+            // y rows also strided, written into a NaN-poisoned wider matrix.
+            let y = gpu.nan_f32(&[rows, stride]).unwrap();
+            let y_rows = Rows { offset: 0, stride };
+            let mut batch = gpu.batch();
+            op.record(&mut batch, &x, x_rows, &w, &y, y_rows, rows, eps)
+                .unwrap();
+            batch.run().unwrap();
+            let out = gpu.read_f32(&y).unwrap();
+            let want = reference::rmsnorm::rmsnorm(&xh, rows, d, 2, stride, &wh, eps as f64);
+            let got: Vec<f32> = (0..rows)
+                .flat_map(|r| out[r * stride..r * stride + d].to_vec())
+                .collect();
+            assert_close(&format!("{name} rows={rows} d={d}"), &got, &want, TOL, seed);
+            // The columns past d are untouched.
+            for r in 0..rows {
+                assert!(out[r * stride + d..(r + 1) * stride]
+                    .iter()
+                    .all(|v| v.is_nan()));
+            }
+        }
+    }
+}
+
+#[test]
+fn rejects_bad_shapes_without_recording() {
+    let gpu = gpu();
+    let op = RmsNorm::new(&gpu).unwrap();
+    let x = gpu.upload_f32(&[2, 4], &[1.0; 8]).unwrap();
+    let w = gpu.upload_f32(&[4], &[1.0; 4]).unwrap();
+    let y = gpu.nan_f32(&[2, 3]).unwrap();
+    let mut batch = gpu.batch();
+    let l = Rows::contiguous(4);
+    let e = op
+        .record(&mut batch, &x, l, &w, &y, l, 2, 1e-6)
+        .unwrap_err();
+    assert!(e.to_string().contains("`y`"), "{e}");
+    let e = op
+        .record(&mut batch, &x, l, &w, &x, l, 3, 1e-6)
+        .unwrap_err();
+    assert!(e.to_string().contains("`x`"), "{e}");
+    let y = gpu.nan_f32(&[2, 4]).unwrap();
+    let e = op
+        .record(&mut batch, &x, l, &w, &y, l, 2, -1.0)
+        .unwrap_err();
+    assert!(e.to_string().contains("eps"), "{e}");
+    assert_eq!(batch.dispatches(), 0);
+}

@@ -1,0 +1,112 @@
+//! Conformance of `rope` against its f64 CPU reference: interleaved and half-split pairs, plain
+//! and YaRN frequencies with a cos/sin scale (from the V3 and V2 preset configs), strided input
+//! (q_rope inside q) and output (k_rope inside latent rows), d_R = 2, one token, many tokens.
+//! Tolerance: atol 1e-5, rtol 1e-4 (angles reduced exactly modulo 2π, then f32 cos/sin).
+
+mod common;
+use common::*;
+use ssm_mla::mla::config::presets;
+use ssm_mla::mla::MlaConfig;
+use ssm_mla::ops::rope::{Rope, RopeLayout, RopeTables};
+use ssm_mla::{reference, Tolerance};
+
+const TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+
+#[test]
+fn matches_reference_plain_and_yarn() {
+    let v3 = MlaConfig::from_json_str(presets::DEEPSEEK_V3, "v3").unwrap();
+    let v2 = MlaConfig::from_json_str(presets::DEEPSEEK_V2, "v2").unwrap();
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("rope");
+        let op = Rope::new(&gpu).unwrap();
+        let plain = |d: usize| -> Vec<f64> {
+            (0..d / 2)
+                .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
+                .collect()
+        };
+        let cases: Vec<(usize, usize, Vec<f64>, bool, f64)> = vec![
+            (1, 1, plain(2), true, 1.0),
+            (7, 3, plain(8), true, 1.0),
+            (7, 3, plain(8), false, 1.0),
+            (33, 5, v3.inv_freq(), true, v3.rope_attention_factor()),
+            (9, 2, v2.inv_freq(), false, 1.3),
+        ];
+        for (tokens, heads, inv, interleave, af) in cases {
+            let d = 2 * inv.len();
+            let tables = RopeTables::new(&gpu, &inv, interleave, af).unwrap();
+            // x: q-like rows (T, heads, nope + d) with the rotary part after 5 "nope" values.
+            let nope = 5;
+            let xw = heads * (nope + d);
+            let xh = rng.normal_vec(tokens * xw, 0.0, 1.0);
+            let pos: Vec<u32> = (0..tokens).map(|_| rng.below(200_000) as u32).collect();
+            let x = gpu.upload_f32(&[tokens, xw], &xh).unwrap();
+            let p = gpu.upload_u32(&[tokens], &pos).unwrap();
+            let y = gpu.nan_f32(&[tokens, heads, d]).unwrap();
+            let x_layout = RopeLayout {
+                offset: nope,
+                token_stride: xw,
+                head_stride: nope + d,
+            };
+            let mut batch = gpu.batch();
+            op.record(
+                &mut batch,
+                &x,
+                x_layout,
+                &y,
+                RopeLayout::contiguous(heads, d),
+                &p,
+                &tables,
+                tokens,
+                heads,
+            )
+            .unwrap();
+            batch.run().unwrap();
+            let want = reference::rope::rope(
+                &xh,
+                tokens,
+                heads,
+                d,
+                nope,
+                xw,
+                nope + d,
+                &pos,
+                &inv,
+                interleave,
+                af,
+            );
+            assert_close(
+                &format!("{name} T={tokens} H={heads} d={d} interleave={interleave}"),
+                &gpu.read_f32(&y).unwrap(),
+                &want,
+                TOL,
+                seed,
+            );
+        }
+    }
+}
+
+#[test]
+fn rejects_bad_shapes_without_recording() {
+    let gpu = gpu();
+    let op = Rope::new(&gpu).unwrap();
+    let tables = RopeTables::new(&gpu, &[1.0, 0.1], true, 1.0).unwrap();
+    let x = gpu.upload_f32(&[3, 2, 4], &[0.0; 24]).unwrap();
+    let y = gpu.nan_f32(&[3, 2, 4]).unwrap();
+    let p = gpu.upload_u32(&[3], &[0, 1, 2]).unwrap();
+    let p_bad = gpu.upload_u32(&[2], &[0, 1]).unwrap();
+    let l = RopeLayout::contiguous(2, 4);
+    let mut batch = gpu.batch();
+    let e = op
+        .record(&mut batch, &x, l, &y, l, &p_bad, &tables, 3, 2)
+        .unwrap_err();
+    assert!(e.to_string().contains("positions"), "{e}");
+    let e = op
+        .record(&mut batch, &x, l, &y, l, &p, &tables, 3, 3)
+        .unwrap_err();
+    assert!(e.to_string().contains("`x`"), "{e}");
+    let e = op
+        .record(&mut batch, &x, l, &x, l, &p, &tables, 3, 2)
+        .unwrap_err();
+    assert!(e.to_string().contains("share"), "{e}");
+    assert_eq!(batch.dispatches(), 0);
+}
