@@ -96,19 +96,20 @@ fn legs_reconstructs_the_whole_history_better_as_n_grows() {
         .collect();
     let s = lags(200, 1.0);
     let want: Vec<f64> = s.iter().map(|&s| f(1.0 - s)).collect();
-    for method in [Discretisation::Zoh] {
-        let errors: Vec<f64> = NS
-            .iter()
-            .map(|&n| {
-                let c = legs_online(n, &u, method).unwrap();
-                max_abs_diff(&reconstruct(Measure::LegS, &c, &s), &want)
-            })
-            .collect();
-        eprintln!("LegS ({method}) max error over the history, N = {NS:?}: {errors:?}");
-        assert_decreasing("LegS", &errors);
-        assert!(errors[0] > 0.05, "{method}: {errors:?}");
-        assert!(errors[3] < 2e-3, "{method}: {errors:?}");
-    }
+    // ZOH: exact in log time for the piecewise-constant input. (HiPPO's bilinear scheme with
+    // A/k is poorly resolved in the first steps for large N and stalls near N = 16.)
+    let method = Discretisation::Zoh;
+    let errors: Vec<f64> = NS
+        .iter()
+        .map(|&n| {
+            let c = legs_online(n, &u, method).unwrap();
+            max_abs_diff(&reconstruct(Measure::LegS, &c, &s), &want)
+        })
+        .collect();
+    eprintln!("LegS ({method}) max error over the history, N = {NS:?}: {errors:?}");
+    assert_decreasing("LegS", &errors);
+    assert!(errors[0] > 0.05, "{method}: {errors:?}");
+    assert!(errors[3] < 2e-3, "{method}: {errors:?}");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 
 mod bench;
 mod check;
+mod hippo;
 mod info;
+mod run_hippo;
 mod run_mla;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,8 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// HiPPO online function approximation: reconstruction error per N, optional PNG plot.
+    Hippo(hippo::Args),
     /// Run one computation on files (safetensors in, safetensors out).
     Run {
         #[command(subcommand)]
@@ -52,6 +56,8 @@ enum Command {
 enum RunTarget {
     /// One DeepSeek MLA layer over hidden_states (Bt, S, hidden).
     Mla(run_mla::Args),
+    /// Continuous-time HiPPO matrices A (N, N) and B (N) of one measure.
+    Hippo(run_hippo::Args),
 }
 
 /// No arguments: check every kernel, then a short benchmark; without a GPU, say so in one line
@@ -92,8 +98,10 @@ pub fn main() -> i32 {
             json,
             kernel,
         }),
+        Some(Command::Hippo(args)) => hippo::run(args),
         Some(Command::Run { target }) => match target {
             RunTarget::Mla(args) => run_mla::run(args),
+            RunTarget::Hippo(args) => run_hippo::run(args),
         },
         None => main_job(),
     };
