@@ -29,6 +29,7 @@ pub mod batch;
 pub mod compare;
 pub mod error;
 pub mod gpu;
+pub mod hippo;
 pub mod io;
 pub mod mla;
 pub mod ops;

@@ -18,4 +18,6 @@ pub const ALL: &[Shader] = &[
     crate::ops::selective_scan::SHADER_SUBGROUP,
     crate::ops::state_update::SHADER,
     crate::ops::state_update::SHADER_SUBGROUP,
+    crate::ops::diagonal_scan::SHADER,
+    crate::ops::diagonal_scan::SHADER_SUBGROUP,
 ];

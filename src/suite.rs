@@ -135,6 +135,12 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: crate::mla::layer::bench_cases,
         cpu: crate::mla::layer::cpu_cases,
     },
+    KernelEntry {
+        name: "diagonal_scan",
+        check: crate::ops::diagonal_scan::check_cases,
+        bench: crate::ops::diagonal_scan::bench_cases,
+        cpu: crate::ops::diagonal_scan::cpu_cases,
+    },
 ];
 
 /// The adapter's measured ceilings (DESIGN §7): the best of several shapes of the streaming-copy

@@ -3,7 +3,9 @@
 
 mod bench;
 mod check;
+mod hippo;
 mod info;
+mod run_hippo;
 mod run_mla;
 mod run_selective_scan;
 mod run_state_update;
@@ -43,6 +45,8 @@ enum Command {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// HiPPO online function approximation: reconstruction error per N, optional PNG plot.
+    Hippo(hippo::Args),
     /// Run one computation on files (safetensors in, safetensors out; DESIGN §5).
     Run {
         /// What to run.
@@ -60,6 +64,8 @@ enum RunTarget {
     SelectiveScan(run_selective_scan::Args),
     /// One-token decode step: IN holds state, x, dt, A, B, C [, D, z, dt_bias].
     StateUpdate(run_state_update::Args),
+    /// Continuous-time HiPPO matrices A (N, N) and B (N) of one measure.
+    Hippo(run_hippo::Args),
 }
 
 /// No arguments: check every kernel, then a short benchmark; without a GPU, say so in one line
@@ -100,10 +106,12 @@ pub fn main() -> i32 {
             json,
             kernel,
         }),
+        Some(Command::Hippo(args)) => hippo::run(args),
         Some(Command::Run { target }) => match target {
             RunTarget::Mla(args) => run_mla::run(args),
             RunTarget::SelectiveScan(args) => run_selective_scan::run(args),
             RunTarget::StateUpdate(args) => run_state_update::run(args),
+            RunTarget::Hippo(args) => run_hippo::run(args),
         },
         None => main_job(),
     };

@@ -3,6 +3,7 @@
 //! CPU reference of the same name in [`crate::reference`].
 
 pub mod absorbed_attention;
+pub mod diagonal_scan;
 pub mod fma_peak;
 pub mod latent_cache;
 pub mod matmul;

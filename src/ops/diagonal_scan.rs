@@ -1,0 +1,464 @@
+//! `diagonal_scan`: the diagonal complex LTI scan of S4D / S5 (DESIGN §3.5), parallel in time.
+//! `x_t = Λ̄ ⊙ x_{t−1} + B̄ u_t`, `y_t = 2·Re(C̃·x_t) + D·u_t`, with `(Λ̄, B̄)` the ZOH, bilinear or
+//! Euler discretisation of `(Λ, B̃)` with the channel's step Δ, computed inside the kernel.
+//!
+//! Layouts (f32, row-major): `u`, `y` (Bt, H, L); `lambda`, `b`, `c` (H, N, 2), complex as
+//! interleaved `[re, im]`; `dt` (H) the raw step Δ > 0 (not its logarithm: pass `exp(log_dt)`);
+//! `d` (H). N ≤ [`MAX_MODES`] complex modes per channel (conjugate-pair convention: a real system
+//! of size 2N). Seven storage buffers.
+//!
+//! One workgroup per (batch, channel) row walks the sequence in chunks of `WG·T` steps with a
+//! workgroup scan of complex pairs per mode and a carried prefix, so one dispatch handles any L
+//! and no workgroup waits on another (see `shaders/ssm/diagonal_scan.wgsl`). The scan uses
+//! subgroup shuffles when the device has them (`shaders/ssm/diagonal_scan_subgroup.wgsl`) and
+//! shared memory otherwise.
+//!
+//! [`DiagonalSsmHost`] builds the inputs from a HiPPO-LegS diagonalisation or an S4D-Lin/Inv
+//! initialisation ([`crate::hippo::diagonal`]).
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::hippo::diagonal::{legs_diagonal, s4d_inv, s4d_lin, DiagonalSsm};
+use crate::hippo::{Discretisation, C64};
+use crate::ops::Cost;
+use crate::pipeline::{Kernel, Shader};
+use crate::reference::diagonal_scan::Dims;
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+/// The shared-memory kernel (any device).
+pub const SHADER: Shader = Shader {
+    name: "ssm/diagonal_scan",
+    source: include_str!("../../shaders/ssm/diagonal_scan.wgsl"),
+};
+
+/// The subgroup kernel (devices with `SUBGROUP`).
+pub const SHADER_SUBGROUP: Shader = Shader {
+    name: "ssm/diagonal_scan_subgroup",
+    source: include_str!("../../shaders/ssm/diagonal_scan_subgroup.wgsl"),
+};
+
+/// Invocations per workgroup.
+pub const WG: u32 = 64;
+/// Steps per invocation per chunk; a chunk is `WG·T` steps.
+pub const T: u32 = 8;
+/// Most complex modes per channel (workgroup memory holds the discretised modes).
+pub const MAX_MODES: usize = 128;
+
+/// The per-channel SSM parameters on the GPU: `lambda`, `b`, `c` (H, N, 2), `dt`, `d` (H).
+#[derive(Clone, Debug)]
+pub struct DiagonalSsmTensors {
+    /// Continuous-time modes Λ (H, N, 2).
+    pub lambda: Tensor,
+    /// Input projection B̃ (H, N, 2).
+    pub b: Tensor,
+    /// Output projection C̃ (H, N, 2).
+    pub c: Tensor,
+    /// Raw step Δ per channel (H).
+    pub dt: Tensor,
+    /// Feed-through D per channel (H).
+    pub d: Tensor,
+}
+
+impl DiagonalSsmTensors {
+    /// (H, N) after checking every tensor's shape and dtype.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        let shape = self.lambda.shape();
+        if shape.len() != 3 || shape[2] != 2 || shape[0] == 0 || shape[1] == 0 {
+            return Err(Error::shape("lambda", "(H, N, 2) with H, N ≥ 1", shape));
+        }
+        let (h, n) = (shape[0], shape[1]);
+        self.lambda
+            .expect("lambda", "(H, N, 2)", &[h, n, 2], DType::F32)?;
+        if n > MAX_MODES {
+            return Err(Error::shape(
+                "lambda",
+                format!("(H, N, 2) with N ≤ {MAX_MODES}"),
+                shape,
+            ));
+        }
+        self.b.expect("b", "(H, N, 2)", &[h, n, 2], DType::F32)?;
+        self.c.expect("c", "(H, N, 2)", &[h, n, 2], DType::F32)?;
+        self.dt.expect("dt", "(H)", &[h], DType::F32)?;
+        self.d.expect("d", "(H)", &[h], DType::F32)?;
+        Ok((h, n))
+    }
+}
+
+/// The same parameters on the host (f32, layouts as [`DiagonalSsmTensors`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiagonalSsmHost {
+    /// Channels H.
+    pub channels: usize,
+    /// Complex modes N per channel.
+    pub modes: usize,
+    /// Λ (H·N·2).
+    pub lambda: Vec<f32>,
+    /// B̃ (H·N·2).
+    pub b: Vec<f32>,
+    /// C̃ (H·N·2).
+    pub c: Vec<f32>,
+    /// Δ (H).
+    pub dt: Vec<f32>,
+    /// D (H).
+    pub d: Vec<f32>,
+}
+
+fn push_complex(out: &mut Vec<f32>, v: &[C64]) {
+    for z in v {
+        out.push(z.re as f32);
+        out.push(z.im as f32);
+    }
+}
+
+impl DiagonalSsmHost {
+    /// One [`DiagonalSsm`] per channel (all with the same number of modes), steps and D.
+    pub fn from_ssms(ssms: &[DiagonalSsm], dt: &[f64], d: &[f64]) -> Result<Self> {
+        let channels = ssms.len();
+        let modes = ssms.first().map(|s| s.modes()).unwrap_or(0);
+        if channels == 0 || modes == 0 || ssms.iter().any(|s| s.modes() != modes) {
+            return Err(Error::invalid(
+                "diagonal SSM inputs need at least one channel, all with the same number (≥ 1) of modes",
+            ));
+        }
+        if dt.len() != channels {
+            return Err(Error::shape(
+                "dt",
+                format!("(H) = [{channels}]"),
+                &[dt.len()],
+            ));
+        }
+        if d.len() != channels {
+            return Err(Error::shape("d", format!("(H) = [{channels}]"), &[d.len()]));
+        }
+        let mut host = Self {
+            channels,
+            modes,
+            lambda: Vec::new(),
+            b: Vec::new(),
+            c: Vec::new(),
+            dt: dt.iter().map(|&v| v as f32).collect(),
+            d: d.iter().map(|&v| v as f32).collect(),
+        };
+        for s in ssms {
+            push_complex(&mut host.lambda, &s.lambda);
+            push_complex(&mut host.b, &s.b);
+            push_complex(&mut host.c, &s.c);
+        }
+        Ok(host)
+    }
+
+    /// Channels initialised from HiPPO-LegS of real size `n` (normal part, diagonalised:
+    /// ⌈n/2⌉ modes), with channel h's output row `c[h]` (length n).
+    pub fn legs(n: usize, c: &[Vec<f64>], dt: &[f64], d: &[f64]) -> Result<Self> {
+        let ssms = c
+            .iter()
+            .map(|row| legs_diagonal(n, row))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_ssms(&ssms, dt, d)
+    }
+
+    /// S4D-Lin (`inverse = false`) or S4D-Inv channels with `B̃ = 1` and output weights `c[h]`
+    /// (`modes` complex values each).
+    pub fn s4d(inverse: bool, modes: usize, c: &[Vec<C64>], dt: &[f64], d: &[f64]) -> Result<Self> {
+        let lambda = if inverse {
+            s4d_inv(modes)
+        } else {
+            s4d_lin(modes)
+        };
+        let ssms = c
+            .iter()
+            .map(|row| crate::hippo::diagonal::s4d(lambda.clone(), row.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_ssms(&ssms, dt, d)
+    }
+
+    /// Random S4D-Lin channels as a model would start from: C̃ ~ N(0, ½) per part, Δ
+    /// log-uniform in [1e-3, 1e-1], D ~ N(0, 1).
+    pub fn random(rng: &mut crate::Rng, channels: usize, modes: usize) -> Self {
+        let c: Vec<Vec<C64>> = (0..channels)
+            .map(|_| {
+                (0..modes)
+                    .map(|_| C64::new(rng.normal() * 0.5f64.sqrt(), rng.normal() * 0.5f64.sqrt()))
+                    .collect()
+            })
+            .collect();
+        let dt: Vec<f64> = (0..channels)
+            .map(|_| (rng.range(1e-3f64.ln(), 1e-1f64.ln())).exp())
+            .collect();
+        let d: Vec<f64> = (0..channels).map(|_| rng.normal()).collect();
+        Self::s4d(false, modes, &c, &dt, &d).expect("consistent random sizes")
+    }
+
+    /// Upload to the GPU.
+    pub fn upload(&self, gpu: &Gpu) -> Result<DiagonalSsmTensors> {
+        let shape = [self.channels, self.modes, 2];
+        Ok(DiagonalSsmTensors {
+            lambda: gpu.upload_f32(&shape, &self.lambda)?,
+            b: gpu.upload_f32(&shape, &self.b)?,
+            c: gpu.upload_f32(&shape, &self.c)?,
+            dt: gpu.upload_f32(&[self.channels], &self.dt)?,
+            d: gpu.upload_f32(&[self.channels], &self.d)?,
+        })
+    }
+
+    /// The CPU reference on these parameters.
+    pub fn reference(
+        &self,
+        batch: usize,
+        len: usize,
+        u: &[f32],
+        method: Discretisation,
+    ) -> Result<Vec<f64>> {
+        crate::reference::diagonal_scan::diagonal_scan(
+            Dims {
+                batch,
+                channels: self.channels,
+                len,
+                modes: self.modes,
+            },
+            u,
+            &self.lambda,
+            &self.b,
+            &self.c,
+            &self.dt,
+            &self.d,
+            method,
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    rows: u32,
+    channels: u32,
+    len: u32,
+    modes: u32,
+    method: u32,
+    _pad: [u32; 3],
+}
+
+fn method_code(method: Discretisation) -> u32 {
+    match method {
+        Discretisation::Zoh => 0,
+        Discretisation::Bilinear => 1,
+        Discretisation::ForwardEuler => 2,
+        Discretisation::BackwardEuler => 3,
+    }
+}
+
+/// A built diagonal-scan op.
+#[derive(Clone, Debug)]
+pub struct DiagonalScan {
+    kernel: Arc<Kernel>,
+    subgroups: bool,
+}
+
+impl DiagonalScan {
+    /// Build (or fetch from the cache) the pipeline: the subgroup variant when the device has
+    /// subgroups and the workgroup holds whole subgroups, else the shared-memory one.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let info = gpu.adapter_info();
+        let max_sg = info.subgroup_max_size.max(1);
+        let subgroups = gpu.has_subgroups() && max_sg <= WG && WG % max_sg == 0;
+        let shader = if subgroups { &SHADER_SUBGROUP } else { &SHADER };
+        let kernel = gpu.kernel(shader, &[("WG", WG as f64), ("T", T as f64)])?;
+        Ok(Self { kernel, subgroups })
+    }
+
+    /// Whether the subgroup variant is in use.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// Record `y ← scan(u)` with `method` (any of the four; ZOH and bilinear are the usual ones).
+    /// `u`, `y`: (Bt, H, L), L ≥ 1.
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        u: &Tensor,
+        ssm: &DiagonalSsmTensors,
+        y: &Tensor,
+        method: Discretisation,
+    ) -> Result<()> {
+        let (h, n) = ssm.dims()?;
+        let shape = u.shape();
+        if shape.len() != 3 || shape[1] != h || shape[0] == 0 || shape[2] == 0 {
+            return Err(Error::shape(
+                "u",
+                format!("(Bt, H, L) with H = {h} and Bt, L ≥ 1"),
+                shape,
+            ));
+        }
+        let (bt, l) = (shape[0], shape[2]);
+        u.expect("u", "(Bt, H, L)", &[bt, h, l], DType::F32)?;
+        y.expect("y", "(Bt, H, L) like u", &[bt, h, l], DType::F32)?;
+        let rows = bt * h;
+        if u.len() > u32::MAX as usize || rows > u32::MAX as usize {
+            return Err(Error::Limit {
+                what: format!("a diagonal scan of shape {shape:?}"),
+                detail: "more than 2^32 elements".into(),
+            });
+        }
+        let uniforms = Uniforms {
+            rows: rows as u32,
+            channels: h as u32,
+            len: l as u32,
+            modes: n as u32,
+            method: method_code(method),
+            _pad: [0; 3],
+        };
+        batch.dispatch(
+            &self.kernel,
+            &uniforms,
+            &[
+                u.into(),
+                (&ssm.lambda).into(),
+                (&ssm.b).into(),
+                (&ssm.c).into(),
+                (&ssm.dt).into(),
+                (&ssm.d).into(),
+                y.into(),
+            ],
+            rows as u32,
+        )
+    }
+
+    /// Bytes (u, y and the parameters once) and FLOPs of the sequential recurrence: per step
+    /// and mode a complex multiply-add (8) and `2·Re(C̃·x)` accumulated (4), per step `D·u` (2);
+    /// discretisation per (h, n) ≈ 20. The parallel scan does about twice the recurrence's work.
+    pub fn cost(dims: Dims) -> Cost {
+        let Dims {
+            batch,
+            channels,
+            len,
+            modes,
+        } = dims;
+        let elements = (batch * channels * len) as u64;
+        Cost {
+            bytes: 4 * (2 * elements + 6 * (channels * modes) as u64 + 2 * channels as u64),
+            flops: elements * (12 * modes as u64 + 2) + 20 * (channels * modes) as u64,
+        }
+    }
+}
+
+/// Run the scan once on fresh tensors and read `y` back (convenience for examples and the CLI).
+pub fn diagonal_scan(
+    gpu: &Gpu,
+    u: &Tensor,
+    ssm: &DiagonalSsmTensors,
+    method: Discretisation,
+) -> Result<Tensor> {
+    let op = DiagonalScan::new(gpu)?;
+    let y = gpu.empty(u.shape(), DType::F32)?;
+    let mut batch = gpu.batch();
+    op.record(&mut batch, u, ssm, &y, method)?;
+    batch.run()?;
+    Ok(y)
+}
+
+/// Tolerance of the GPU against the f64 recurrence: f32 state over long sequences, N modes
+/// summed per output.
+pub const TOLERANCE: crate::Tolerance = crate::Tolerance::new(2e-4, 1e-3);
+
+/// Conformance cases for `ssm-mla check` (see [`crate::suite`]).
+pub fn check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut crate::Rng,
+) -> Result<Vec<crate::suite::CheckOutcome>> {
+    let op = DiagonalScan::new(gpu)?;
+    let mut out = Vec::new();
+    for (bt, h, l, n, method) in [
+        (1usize, 1usize, 1usize, 1usize, Discretisation::Zoh),
+        (2, 3, 77, 16, Discretisation::Bilinear),
+        (1, 2, (WG * T) as usize * 2 + 37, 8, Discretisation::Zoh),
+    ] {
+        let host = DiagonalSsmHost::random(rng, h, n);
+        let ssm = host.upload(gpu)?;
+        let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
+        let u = gpu.upload_f32(&[bt, h, l], &u_host)?;
+        let y = gpu.nan_f32(&[bt, h, l])?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &u, &ssm, &y, method)?;
+        batch.run()?;
+        out.push(crate::suite::CheckOutcome {
+            kernel: "diagonal_scan",
+            case: format!("Bt={bt} H={h} L={l} N={n} {method} y"),
+            tolerance: TOLERANCE,
+            comparison: crate::compare(
+                &gpu.read_f32(&y)?,
+                &host.reference(bt, l, &u_host, method)?,
+                TOLERANCE,
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Benchmark cases (DESIGN §7 SSM sizes, N = 16 complex modes; quick: the smallest).
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
+    let sizes: &[(usize, usize, usize)] = if quick {
+        &[(1, 256, 256)]
+    } else {
+        &[(1, 256, 256), (1, 256, 4096), (4, 1024, 1024)]
+    };
+    let n = 16;
+    let mut cases = Vec::new();
+    let mut rng = crate::Rng::new(7);
+    for &(bt, h, l) in sizes {
+        let op = DiagonalScan::new(gpu)?;
+        let host = DiagonalSsmHost::random(&mut rng, h, n);
+        let ssm = host.upload(gpu)?;
+        let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
+        let u = gpu.upload_f32(&[bt, h, l], &u_host)?;
+        let y = gpu.empty(&[bt, h, l], DType::F32)?;
+        let g = gpu.clone();
+        let dims = Dims {
+            batch: bt,
+            channels: h,
+            len: l,
+            modes: n,
+        };
+        cases.push(crate::suite::BenchCase {
+            kernel: "diagonal_scan",
+            size: format!("Bt={bt} H={h} L={l} N={n}"),
+            cost: DiagonalScan::cost(dims),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &u, &ssm, &y, Discretisation::Zoh)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(
+                    host.reference(bt, l, &u_host, Discretisation::Zoh)
+                        .expect("consistent sizes"),
+                );
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference alone at a small size, for machines without a GPU (see [`crate::suite`]).
+pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
+    let (bt, h, l, n) = (1usize, 64usize, 1024usize, 16usize);
+    let host = DiagonalSsmHost::random(rng, h, n);
+    let u = rng.normal_vec(bt * h * l, 0.0, 1.0);
+    vec![crate::suite::CpuCase {
+        size: format!("Bt={bt} H={h} L={l} N={n}"),
+        cost: DiagonalScan::cost(Dims {
+            batch: bt,
+            channels: h,
+            len: l,
+            modes: n,
+        }),
+        run: Box::new(move || {
+            std::hint::black_box(
+                host.reference(bt, l, &u, Discretisation::Zoh)
+                    .expect("consistent sizes"),
+            );
+        }),
+    }]
+}

@@ -1,0 +1,238 @@
+//! Conformance of `diagonal_scan` (the S4D / S5 diagonal complex LTI scan) against its f64
+//! sequential CPU reference on both devices (subgroup and shared-memory scans): random S4D
+//! parameters, ragged lengths, L = 1, L several workgroup chunks long, every discretisation,
+//! poisoned outputs, error cases; and the end-to-end HiPPO path: a LegS-initialised diagonal SSM
+//! on the GPU reproduces the dense CPU LegS (normal part) system on a smooth signal.
+//!
+//! Tolerance: |y − ref| ≤ 2e-4 + 1e-3·|ref| (`ops::diagonal_scan::TOLERANCE`): f32 state carried
+//! over up to thousands of steps, N complex modes summed per output.
+
+mod common;
+use common::*;
+use ssm_mla::hippo::diagonal::legs_nplr;
+use ssm_mla::hippo::{discretise, simulate, Discretisation, C64};
+use ssm_mla::ops::diagonal_scan::{
+    diagonal_scan, DiagonalScan, DiagonalSsmHost, MAX_MODES, T, TOLERANCE, WG,
+};
+use ssm_mla::{DType, Tolerance};
+
+fn run_case(
+    gpu: &ssm_mla::Gpu,
+    host: &DiagonalSsmHost,
+    bt: usize,
+    l: usize,
+    u_host: &[f32],
+    method: Discretisation,
+) -> Vec<f32> {
+    let ssm = host.upload(gpu).unwrap();
+    let u = gpu.upload_f32(&[bt, host.channels, l], u_host).unwrap();
+    let y = gpu.nan_f32(&[bt, host.channels, l]).unwrap();
+    let op = DiagonalScan::new(gpu).unwrap();
+    let mut batch = gpu.batch();
+    op.record(&mut batch, &u, &ssm, &y, method).unwrap();
+    batch.run().unwrap();
+    gpu.read_f32(&y).unwrap()
+}
+
+#[test]
+fn matches_the_sequential_recurrence() {
+    let chunk = (WG * T) as usize;
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("diagonal_scan");
+        let op = DiagonalScan::new(&gpu).unwrap();
+        eprintln!("{name}: subgroup scan = {}", op.uses_subgroups());
+        for (bt, h, l, n, method) in [
+            (1usize, 1usize, 1usize, 1usize, Discretisation::Zoh),
+            (1, 1, 1, 5, Discretisation::Bilinear),
+            (2, 3, 7, 4, Discretisation::Zoh),
+            (1, 2, 129, 16, Discretisation::Bilinear),
+            (3, 2, chunk - 1, 3, Discretisation::Zoh),
+            (1, 1, chunk, 2, Discretisation::Bilinear),
+            (2, 1, chunk + 1, 6, Discretisation::Zoh),
+            (1, 2, 3 * chunk + 101, 16, Discretisation::Zoh),
+            (1, 2, 2 * chunk + 5, 8, Discretisation::Bilinear),
+            (1, 1, 300, 7, Discretisation::ForwardEuler),
+            (1, 1, 300, 7, Discretisation::BackwardEuler),
+        ] {
+            let mut host = DiagonalSsmHost::random(&mut rng, h, n);
+            if method == Discretisation::ForwardEuler {
+                // Forward Euler is only stable for Δ < 1/|λ|² (here |λ| ≤ 6π): keep it there.
+                host.dt = vec![1e-3; h];
+            }
+            let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
+            let out = run_case(&gpu, &host, bt, l, &u_host, method);
+            let reference = host.reference(bt, l, &u_host, method).unwrap();
+            assert_close(
+                &format!("{name} Bt={bt} H={h} L={l} N={n} {method}"),
+                &out,
+                &reference,
+                TOLERANCE,
+                seed,
+            );
+        }
+    }
+}
+
+#[test]
+fn s4d_inv_and_large_mode_counts() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("diagonal_scan s4d-inv");
+        let (bt, h, l, n) = (1usize, 2usize, 700usize, MAX_MODES);
+        let c: Vec<Vec<C64>> = (0..h)
+            .map(|_| {
+                (0..n)
+                    .map(|_| C64::new(rng.normal() * 0.1, rng.normal() * 0.1))
+                    .collect()
+            })
+            .collect();
+        let host = DiagonalSsmHost::s4d(true, n, &c, &[0.01, 0.003], &[0.5, -1.0]).unwrap();
+        let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
+        for method in [Discretisation::Zoh, Discretisation::Bilinear] {
+            let out = run_case(&gpu, &host, bt, l, &u_host, method);
+            let reference = host.reference(bt, l, &u_host, method).unwrap();
+            assert_close(
+                &format!("{name} S4D-Inv N={n} {method}"),
+                &out,
+                &reference,
+                TOLERANCE,
+                seed,
+            );
+        }
+    }
+}
+
+/// The HiPPO path end to end: dense LegS normal system on the CPU (f64, nalgebra) vs its
+/// diagonalisation scanned on the GPU.
+#[test]
+fn legs_diagonal_ssm_on_the_gpu_matches_the_dense_cpu_system() {
+    let n = 16; // real LegS state size → 8 complex modes
+    let l = 1500;
+    let dt = 1.0 / 500.0;
+    let signal: Vec<f64> = (0..l)
+        .map(|k| {
+            let t = k as f64 * dt;
+            (2.0 * std::f64::consts::PI * 0.9 * t).sin() + 0.5 * (5.0 * t).cos()
+        })
+        .collect();
+    let u_host: Vec<f32> = signal.iter().map(|&v| v as f32).collect();
+    // Two channels: two output rows C, different feed-through.
+    let rows: Vec<Vec<f64>> = vec![
+        (0..n).map(|i| 1.0 / (1.0 + i as f64)).collect(),
+        (0..n)
+            .map(|i| if i % 2 == 0 { 0.5 } else { -0.25 })
+            .collect(),
+    ];
+    let d = [0.0, 0.3];
+    let host = DiagonalSsmHost::legs(n, &rows, &[dt, dt], &d).unwrap();
+    assert_eq!(host.modes, n / 2);
+    let (a_normal, _, b) = legs_nplr(n).unwrap();
+    for method in [Discretisation::Zoh, Discretisation::Bilinear] {
+        let (ad, bd) = discretise(&a_normal, &b, dt, method).unwrap();
+        let states = simulate(&ad, &bd, &signal);
+        let mut dense = Vec::new();
+        for (h, row) in rows.iter().enumerate() {
+            for (x, &u) in states.iter().zip(&signal) {
+                dense.push(x.iter().zip(row).map(|(x, c)| x * c).sum::<f64>() + d[h] * u);
+            }
+        }
+        // The input is the same for both channels: u (1, 2, L).
+        let u2: Vec<f32> = u_host.iter().chain(u_host.iter()).copied().collect();
+        for (name, gpu) in gpus() {
+            let out = run_case(&gpu, &host, 1, l, &u2, method);
+            assert_close(
+                &format!("{name} LegS N={n} {method}: GPU diagonal vs CPU dense"),
+                &out,
+                &dense,
+                Tolerance::new(5e-4, 2e-3),
+                0,
+            );
+        }
+    }
+}
+
+#[test]
+fn rejects_bad_shapes_and_records_nothing() {
+    let gpu = gpu();
+    let mut rng = rng("diagonal_scan errors").0;
+    let host = DiagonalSsmHost::random(&mut rng, 2, 4);
+    let ssm = host.upload(&gpu).unwrap();
+    let op = DiagonalScan::new(&gpu).unwrap();
+    let u = gpu.upload_f32(&[1, 2, 5], &[0.0; 10]).unwrap();
+    let y = gpu.nan_f32(&[1, 2, 5]).unwrap();
+    let expect_err = |u: &ssm_mla::Tensor,
+                      ssm: &ssm_mla::ops::diagonal_scan::DiagonalSsmTensors,
+                      y: &ssm_mla::Tensor,
+                      needle: &str| {
+        let mut batch = gpu.batch();
+        let err = op
+            .record(&mut batch, u, ssm, y, Discretisation::Zoh)
+            .unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+        assert_eq!(batch.dispatches(), 0, "nothing may be recorded on error");
+    };
+    // u with the wrong channel count, y of another shape, L = 0.
+    expect_err(
+        &gpu.upload_f32(&[1, 3, 5], &[0.0; 15]).unwrap(),
+        &ssm,
+        &y,
+        "`u`",
+    );
+    expect_err(&u, &ssm, &gpu.nan_f32(&[1, 2, 4]).unwrap(), "`y`");
+    expect_err(&gpu.empty(&[1, 2, 0], DType::F32).unwrap(), &ssm, &y, "`u`");
+    expect_err(&gpu.upload_f32(&[10], &[0.0; 10]).unwrap(), &ssm, &y, "`u`");
+    // Parameters: b of the wrong shape, dt missing a channel, lambda not complex, too many modes.
+    let mut bad = ssm.clone();
+    bad.b = gpu.upload_f32(&[2, 3, 2], &[0.0; 12]).unwrap();
+    expect_err(&u, &bad, &y, "`b`");
+    let mut bad = ssm.clone();
+    bad.dt = gpu.upload_f32(&[1], &[0.1]).unwrap();
+    expect_err(&u, &bad, &y, "`dt`");
+    let mut bad = ssm.clone();
+    bad.lambda = gpu.upload_f32(&[2, 4], &[0.0; 8]).unwrap();
+    expect_err(&u, &bad, &y, "`lambda`");
+    let big = DiagonalSsmHost::random(&mut rng, 1, MAX_MODES + 1)
+        .upload(&gpu)
+        .unwrap();
+    let u1 = gpu.upload_f32(&[1, 1, 5], &[0.0; 5]).unwrap();
+    let y1 = gpu.nan_f32(&[1, 1, 5]).unwrap();
+    expect_err(&u1, &big, &y1, "`lambda`");
+    let mut bad = ssm.clone();
+    bad.d = gpu.upload(&[2], DType::U32, &[0u32, 1]).unwrap();
+    expect_err(&u, &bad, &y, "`d`");
+    // Host-side builders refuse inconsistent inputs.
+    assert!(DiagonalSsmHost::legs(4, &[vec![1.0; 3]], &[0.1], &[0.0]).is_err());
+    assert!(DiagonalSsmHost::legs(4, &[vec![1.0; 4]], &[0.1, 0.2], &[0.0]).is_err());
+    assert!(DiagonalSsmHost::from_ssms(&[], &[], &[]).is_err());
+}
+
+#[test]
+fn convenience_function_and_pipeline_reuse() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng("diagonal_scan convenience");
+    let host = DiagonalSsmHost::random(&mut rng, 3, 5);
+    let ssm = host.upload(&gpu).unwrap();
+    let u_host = rng.normal_vec(3 * 40, 0.0, 1.0);
+    let u = gpu.upload_f32(&[1, 3, 40], &u_host).unwrap();
+    let y = diagonal_scan(&gpu, &u, &ssm, Discretisation::Zoh).unwrap();
+    let before = gpu.cached_pipelines();
+    let y2 = diagonal_scan(&gpu, &u, &ssm, Discretisation::Bilinear).unwrap();
+    assert_eq!(gpu.cached_pipelines(), before, "the pipeline is built once");
+    let reference = host.reference(1, 40, &u_host, Discretisation::Zoh).unwrap();
+    assert_close(
+        "convenience zoh",
+        &gpu.read_f32(&y).unwrap(),
+        &reference,
+        TOLERANCE,
+        seed,
+    );
+    let reference = host
+        .reference(1, 40, &u_host, Discretisation::Bilinear)
+        .unwrap();
+    assert_close(
+        "convenience bilinear",
+        &gpu.read_f32(&y2).unwrap(),
+        &reference,
+        TOLERANCE,
+        seed,
+    );
+}
