@@ -34,53 +34,57 @@ fn matches_reference_plain_and_yarn() {
         for (tokens, heads, inv, interleave, af) in cases {
             let d = 2 * inv.len();
             let tables = RopeTables::new(&gpu, &inv, interleave, af).unwrap();
-            // x: q-like rows (T, heads, nope + d) with the rotary part after 5 "nope" values.
-            let nope = 5;
-            let xw = heads * (nope + d);
-            let xh = rng.normal_vec(tokens * xw, 0.0, 1.0);
-            let pos: Vec<u32> = (0..tokens).map(|_| rng.below(200_000) as u32).collect();
-            let x = gpu.upload_f32(&[tokens, xw], &xh).unwrap();
-            let p = gpu.upload_u32(&[tokens], &pos).unwrap();
-            let y = gpu.nan_f32(&[tokens, heads, d]).unwrap();
-            let x_layout = RopeLayout {
-                offset: nope,
-                token_stride: xw,
-                head_stride: nope + d,
-            };
-            let mut batch = gpu.batch();
-            op.record(
-                &mut batch,
-                &x,
-                x_layout,
-                &y,
-                RopeLayout::contiguous(heads, d),
-                &p,
-                &tables,
-                tokens,
-                heads,
-            )
-            .unwrap();
-            batch.run().unwrap();
-            let want = reference::rope::rope(
-                &xh,
-                tokens,
-                heads,
-                d,
-                nope,
-                xw,
-                nope + d,
-                &pos,
-                &inv,
-                interleave,
-                af,
-            );
-            assert_close(
-                &format!("{name} T={tokens} H={heads} d={d} interleave={interleave}"),
-                &gpu.read_f32(&y).unwrap(),
-                &want,
-                TOL,
-                seed,
-            );
+            // x: q-like rows (T, heads, nope + d) with the rotary part after `nope` values; 5 runs
+            // the scalar kernel, 4 the vec4 one (where d allows).
+            for nope in [5usize, 4] {
+                let xw = heads * (nope + d);
+                let xh = rng.normal_vec(tokens * xw, 0.0, 1.0);
+                let pos: Vec<u32> = (0..tokens).map(|_| rng.below(200_000) as u32).collect();
+                let x = gpu.upload_f32(&[tokens, xw], &xh).unwrap();
+                let p = gpu.upload_u32(&[tokens], &pos).unwrap();
+                let y = gpu.nan_f32(&[tokens, heads, d]).unwrap();
+                let x_layout = RopeLayout {
+                    offset: nope,
+                    token_stride: xw,
+                    head_stride: nope + d,
+                };
+                let mut batch = gpu.batch();
+                op.record(
+                    &mut batch,
+                    &x,
+                    x_layout,
+                    &y,
+                    RopeLayout::contiguous(heads, d),
+                    &p,
+                    &tables,
+                    tokens,
+                    heads,
+                )
+                .unwrap();
+                batch.run().unwrap();
+                let want = reference::rope::rope(
+                    &xh,
+                    tokens,
+                    heads,
+                    d,
+                    nope,
+                    xw,
+                    nope + d,
+                    &pos,
+                    &inv,
+                    interleave,
+                    af,
+                );
+                assert_close(
+                    &format!(
+                        "{name} T={tokens} H={heads} d={d} interleave={interleave} nope={nope}"
+                    ),
+                    &gpu.read_f32(&y).unwrap(),
+                    &want,
+                    TOL,
+                    seed,
+                );
+            }
         }
     }
 }

@@ -17,6 +17,17 @@ pub const SHADER: Shader = Shader {
     source: include_str!("../../shaders/mla/rmsnorm.wgsl"),
 };
 
+/// The vec4 fast path (`shaders/mla/rmsnorm_vec4.wgsl`), used when d and every row offset and
+/// stride are multiples of 4.
+pub const VEC4_SHADER: Shader = Shader {
+    name: "mla/rmsnorm_vec4",
+    source: include_str!("../../shaders/mla/rmsnorm_vec4.wgsl"),
+};
+
+/// Invocations per row and per workgroup of the vec4 path.
+const VEC4_TPR: u32 = 8;
+const VEC4_WG: u32 = 64;
+
 /// Where rows live in a tensor: row r starts at element `offset + r·stride`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rows {
@@ -53,6 +64,7 @@ struct Uniforms {
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
     kernel: Arc<Kernel>,
+    vec4: Arc<Kernel>,
 }
 
 fn check_rows(name: &str, t: &Tensor, layout: Rows, rows: usize, d: usize) -> Result<()> {
@@ -94,6 +106,10 @@ impl RmsNorm {
         let wg: u32 = 1 << (31 - wg.leading_zeros()); // a power of two for the tree reduction
         Ok(Self {
             kernel: gpu.kernel(&SHADER, &[("WG", wg as f64)])?,
+            vec4: gpu.kernel(
+                &VEC4_SHADER,
+                &[("WG", VEC4_WG as f64), ("TPR", VEC4_TPR as f64)],
+            )?,
         })
     }
 
@@ -144,13 +160,21 @@ impl RmsNorm {
             eps,
             _pad: 0,
         };
-
-        batch.dispatch(
-            &self.kernel,
-            &u,
-            &[x.into(), w.into(), y.into()],
-            rows as u32,
-        )
+        let aligned = [
+            d,
+            x_rows.offset,
+            x_rows.stride,
+            y_rows.offset,
+            y_rows.stride,
+        ]
+        .iter()
+        .all(|v| v % 4 == 0);
+        let (kernel, groups) = if aligned {
+            (&self.vec4, (rows as u32).div_ceil(VEC4_WG / VEC4_TPR))
+        } else {
+            (&self.kernel, rows as u32)
+        };
+        batch.dispatch(kernel, &u, &[x.into(), w.into(), y.into()], groups)
     }
 
     /// Bytes (x and w read, y written) and FLOPs (square-sum FMA, scale and weight multiply per

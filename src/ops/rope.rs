@@ -24,7 +24,15 @@ pub const SHADER: Shader = Shader {
     source: include_str!("../../shaders/mla/rope.wgsl"),
 };
 
+/// The vec4 fast path (`shaders/mla/rope_vec4.wgsl`), used when every offset and stride is a
+/// multiple of 4 and d of 4 (interleaved) or 8 (halves).
+pub const VEC4_SHADER: Shader = Shader {
+    name: "mla/rope_vec4",
+    source: include_str!("../../shaders/mla/rope_vec4.wgsl"),
+};
+
 const WG: u32 = 256;
+const VEC4_WG: u32 = 64;
 
 /// Vector (t, h) starts at element `offset + t·token_stride + h·head_stride`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +134,7 @@ struct Uniforms {
 #[derive(Clone, Debug)]
 pub struct Rope {
     kernel: Arc<Kernel>,
+    vec4: Arc<Kernel>,
 }
 
 fn check_layout(
@@ -173,6 +182,7 @@ impl Rope {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
             kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
+            vec4: gpu.kernel(&VEC4_SHADER, &[("WG", VEC4_WG as f64)])?,
         })
     }
 
@@ -209,6 +219,24 @@ impl Rope {
             what: format!("rope over {pairs} pairs"),
             detail: "more than 2^32 invocations".into(),
         })?;
+        let per_item = if tables.interleave { 4 } else { 8 };
+        let aligned = d % per_item == 0
+            && [
+                x_layout.offset,
+                x_layout.token_stride,
+                x_layout.head_stride,
+                y_layout.offset,
+                y_layout.token_stride,
+                y_layout.head_stride,
+            ]
+            .iter()
+            .all(|v| v % 4 == 0);
+        // The vec4 kernel has one invocation per 4 (interleaved) or 8 (halves) elements.
+        let (kernel, items, wg) = if aligned {
+            (&self.vec4, pairs / (per_item as u32 / 2), VEC4_WG)
+        } else {
+            (&self.kernel, pairs, WG)
+        };
         let u = Uniforms {
             tokens: tokens as u32,
             heads: heads as u32,
@@ -221,13 +249,13 @@ impl Rope {
             y_ts: y_layout.token_stride as u32,
             y_hs: y_layout.head_stride as u32,
             attn_factor: tables.attn_factor,
-            pairs,
+            pairs: items,
         };
         batch.dispatch(
-            &self.kernel,
+            kernel,
             &u,
             &[x.into(), positions.into(), (&tables.turns).into(), y.into()],
-            pairs.div_ceil(WG),
+            items.div_ceil(wg),
         )
     }
 
