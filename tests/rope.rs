@@ -30,6 +30,9 @@ fn matches_reference_plain_and_yarn() {
             (7, 3, plain(8), false, 1.0),
             (33, 5, v3.inv_freq(), true, v3.rope_attention_factor()),
             (9, 2, v2.inv_freq(), false, 1.3),
+            // More heads than one vec4 invocation covers (8), ragged.
+            (3, 19, plain(8), true, 1.0),
+            (2, 11, plain(16), false, 1.0),
         ];
         for (tokens, heads, inv, interleave, af) in cases {
             let d = 2 * inv.len();

@@ -4,17 +4,20 @@
 // x_off + t·x_ts + h·x_hs, of y at y_off + t·y_ts + h·y_hs; positions (T) u32; turns (d/2, 2)
 // u32 [hi, lo] per frequency, read as vec4 (two frequencies).
 //
-// Work split: one invocation per vec4 of output work, WG per workgroup, linear workgroup index
-// wg.x + wg.y·num_workgroups.x; `params.pairs` holds the number of items:
-//   interleave: item (t, h, q), q < d/4: x vec4 q = pairs 2q, 2q+1 as (a0, b0, a1, b1);
-//   halves:     item (t, h, q), q < d/8: a = x vec4 q, b = x vec4 q + d/8, pairs 4q..4q+3.
+// Work split: one invocation per (token t, chunk of HB heads, vec4 q), q fastest, WG per
+// workgroup, linear workgroup index wg.x + wg.y·num_workgroups.x; `params.pairs` holds the
+// number of items T·ceil(H/HB)·(d/4 or d/8). The angles depend on (t, q) only, so each
+// invocation computes its cos/sin once and rotates the same vec4 of its HB heads:
+//   interleave: q < d/4: x vec4 q = pairs 2q, 2q+1 as (a0, b0, a1, b1);
+//   halves:     q < d/8: a = x vec4 q, b = x vec4 q + d/8, pairs 4q..4q+3.
 //
 // Performance (release, Mesa 22.3 lavapipe): memory bound by the roofline. llvmpipe runs each
 // storage load/store instruction as a loop over the 8 SIMD lanes, so vec4 access (one
-// instruction per 4 elements instead of 4) is most of the gain over rope.wgsl; the rest of the
-// time is cos/sin (polynomials in llvmpipe) and the position and frequency loads.
+// instruction per 4 elements instead of 4) and computing cos/sin (polynomials in llvmpipe) once
+// per HB heads are the gains over rope.wgsl.
 
 override WG: u32 = 64u;
+override HB: u32 = 8u;
 
 struct Params {
     tokens: u32,
@@ -73,34 +76,44 @@ fn main(
     if (params.interleave == 1u) {
         per = params.d / 4u;
     }
+    let chunks = (params.heads + HB - 1u) / HB;
     let q = idx % per;
-    let th = idx / per;
-    let h = th % params.heads;
-    let t = th / params.heads;
+    let tc = idx / per;
+    let h0 = (tc % chunks) * HB;
+    let t = tc / chunks;
+    let h1 = min(h0 + HB, params.heads);
     let pos = positions[t];
-    let xb = (params.x_off + t * params.x_ts + h * params.x_hs) / 4u;
-    let yb = (params.y_off + t * params.y_ts + h * params.y_hs) / 4u;
+    let xt = params.x_off + t * params.x_ts;
+    let yt = params.y_off + t * params.y_ts;
     let af = params.attn_factor;
     if (params.interleave == 1u) {
         let ang = angles(pos, turns[q]);
         let c = cos(ang) * af;
         let s = sin(ang) * af;
-        let v = x[xb + q];
-        y[yb + q] = vec4<f32>(
-            v.x * c.x - v.y * s.x,
-            v.y * c.x + v.x * s.x,
-            v.z * c.y - v.w * s.y,
-            v.w * c.y + v.z * s.y,
-        );
+        for (var h = h0; h < h1; h++) {
+            let xb = (xt + h * params.x_hs) / 4u;
+            let yb = (yt + h * params.y_hs) / 4u;
+            let v = x[xb + q];
+            y[yb + q] = vec4<f32>(
+                v.x * c.x - v.y * s.x,
+                v.y * c.x + v.x * s.x,
+                v.z * c.y - v.w * s.y,
+                v.w * c.y + v.z * s.y,
+            );
+        }
     } else {
         let ang01 = angles(pos, turns[2u * q]);
         let ang23 = angles(pos, turns[2u * q + 1u]);
         let ang = vec4<f32>(ang01, ang23);
         let c = cos(ang) * af;
         let s = sin(ang) * af;
-        let a = x[xb + q];
-        let b = x[xb + q + per];
-        y[yb + q] = a * c - b * s;
-        y[yb + q + per] = b * c + a * s;
+        for (var h = h0; h < h1; h++) {
+            let xb = (xt + h * params.x_hs) / 4u;
+            let yb = (yt + h * params.y_hs) / 4u;
+            let a = x[xb + q];
+            let b = x[xb + q + per];
+            y[yb + q] = a * c - b * s;
+            y[yb + q + per] = b * c + a * s;
+        }
     }
 }

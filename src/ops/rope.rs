@@ -33,6 +33,8 @@ pub const VEC4_SHADER: Shader = Shader {
 
 const WG: u32 = 256;
 const VEC4_WG: u32 = 64;
+/// Heads per invocation of the vec4 kernel (they share one cos/sin evaluation).
+const VEC4_HB: usize = 8;
 
 /// Vector (t, h) starts at element `offset + t·token_stride + h·head_stride`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +184,10 @@ impl Rope {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
             kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
-            vec4: gpu.kernel(&VEC4_SHADER, &[("WG", VEC4_WG as f64)])?,
+            vec4: gpu.kernel(
+                &VEC4_SHADER,
+                &[("WG", VEC4_WG as f64), ("HB", VEC4_HB as f64)],
+            )?,
         })
     }
 
@@ -231,9 +236,11 @@ impl Rope {
             ]
             .iter()
             .all(|v| v % 4 == 0);
-        // The vec4 kernel has one invocation per 4 (interleaved) or 8 (halves) elements.
+        // The vec4 kernel has one invocation per token, chunk of VEC4_HB heads and 4 (interleaved)
+        // or 8 (halves) elements of the vector.
         let (kernel, items, wg) = if aligned {
-            (&self.vec4, pairs / (per_item as u32 / 2), VEC4_WG)
+            let items = tokens * heads.div_ceil(VEC4_HB) * (d / per_item);
+            (&self.vec4, items as u32, VEC4_WG)
         } else {
             (&self.kernel, pairs, WG)
         };
