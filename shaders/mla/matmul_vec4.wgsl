@@ -7,9 +7,12 @@
 //              = w[w_off + g·w_gs + k·w_rs + n]   W_TRANS = 0   w_off, w_gs, w_rs, N  ≡ 0 mod 4
 //   y[g, m, n] = y[y_off + g·y_gs + m·y_rs + n]                 (any alignment, scalar stores)
 //
-// Work split: one invocation per (g, block of RM rows, block of 4·NV columns), blocks enumerated
-// with the column block fastest, WG invocations per workgroup, linear workgroup index
-// wg.x + wg.y·num_workgroups.x. Each invocation walks K in vec4 steps with no workgroup memory
+// Work split: one invocation per (g, block of RM rows, block of 4·NV columns). A workgroup of WG
+// invocations owns a tile of WG/cb row blocks × cb column blocks (invocation lid: row block
+// lid / cb, column block lid % cb; cb = WG when there is one row block, else 8), tiles
+// enumerated over (g, tile row, tile column) with the column fastest from the linear workgroup
+// index wg.x + wg.y·num_workgroups.x. With cb = 8 (llvmpipe's SIMD width) consecutive SIMD
+// groups of a workgroup reuse the same columns of w from cache for the next rows. Each invocation walks K in vec4 steps with no workgroup memory
 // and no barrier: per step it loads RM vec4 of x (one per row, along k) and 4·NV vec4 of w
 // (W_TRANS: one per column along k, transposed in registers; else one per k along n) and does
 // 16·RM·NV FMAs into RM·NV vec4 accumulators held in named variables (no dynamically indexed
@@ -51,7 +54,7 @@ struct Params {
     tiles_m: u32,
     tiles_n: u32,
     groups: u32,
-    items: u32,
+    cb: u32,
     _pad1: u32,
 }
 
@@ -115,15 +118,24 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let item = (wg.x + wg.y * nwg.x) * WG + lid;
-    if (item >= params.items) {
+    let linear = wg.x + wg.y * nwg.x;
+    if (linear >= params.groups) {
         return;
     }
-    let tiles = params.tiles_m * params.tiles_n;
-    let g = item / tiles;
-    let rem = item % tiles;
-    let m0 = (rem / params.tiles_n) * RM;
-    let n0 = (rem % params.tiles_n) * (4u * NV);
+    // This workgroup's tile: rb × cb blocks (row blocks × column blocks).
+    let cb = params.cb;
+    let rb = WG / cb;
+    let wtm = (params.tiles_m + rb - 1u) / rb;
+    let wtn = (params.tiles_n + cb - 1u) / cb;
+    let g = linear / (wtm * wtn);
+    let rem = linear % (wtm * wtn);
+    let tm = (rem / wtn) * rb + lid / cb;
+    let tn = (rem % wtn) * cb + lid % cb;
+    if (tm >= params.tiles_m || tn >= params.tiles_n) {
+        return;
+    }
+    let m0 = tm * RM;
+    let n0 = tn * (4u * NV);
     let n1 = n0 + 4u;
     let k4s = params.k / 4u;
 

@@ -129,7 +129,7 @@ struct Uniforms {
     tiles_m: u32,
     tiles_n: u32,
     groups: u32,
-    items: u32,
+    cb: u32,
     _pad1: u32,
 }
 
@@ -336,7 +336,7 @@ impl Matmul {
             tiles_m,
             tiles_n,
             groups,
-            items: 0,
+            cb: 0,
             _pad1: 0,
         };
         let bias = bias.unwrap_or(&self.no_bias);
@@ -365,16 +365,15 @@ impl Matmul {
         let tiles_n = to_u32("N", d.n)?.div_ceil(4 * nv);
         let items = (d.g as u64) * tiles_m as u64 * tiles_n as u64;
         let wg: u32 = if items >= 1024 { 64 } else { 16 };
-        let groups = items.div_ceil(wg as u64);
-        let (items, groups) = match (u32::try_from(items), u32::try_from(groups)) {
-            (Ok(i), Ok(g)) => (i, g),
-            _ => {
-                return Err(Error::Limit {
-                    what: format!("matmul of {items} output blocks"),
-                    detail: "more than 2^32 invocations".into(),
-                })
-            }
-        };
+        // Column blocks per workgroup: all of them for a single row block (decode), else 8 so
+        // that a workgroup covers wg/8 row blocks of the same columns (w reused from cache).
+        let cb: u32 = if tiles_m == 1 { wg } else { 8 };
+        let rb = wg / cb;
+        let groups = d.g as u64 * tiles_m.div_ceil(rb) as u64 * tiles_n.div_ceil(cb) as u64;
+        let groups = u32::try_from(groups).map_err(|_| Error::Limit {
+            what: format!("matmul of {items} output blocks"),
+            detail: "more than 2^32 workgroups".into(),
+        })?;
         let kernel = batch.gpu().kernel(
             &VEC4_SHADER,
             &[
@@ -403,7 +402,7 @@ impl Matmul {
             tiles_m,
             tiles_n,
             groups,
-            items,
+            cb,
             _pad1: 0,
         };
         let bias = bias.unwrap_or(&self.no_bias);
