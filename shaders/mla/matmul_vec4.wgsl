@@ -18,17 +18,23 @@
 // 16·RM·NV FMAs into RM·NV vec4 accumulators held in named variables (no dynamically indexed
 // private arrays). Rows or columns past the end are clamped for loading and never stored.
 //
-// Performance (release build, Mesa 22.3 lavapipe, 2 shared cores, fractions of the ceilings
-// measured in the same run; see the report in the perf-mla branch history):
-// llvmpipe turns every non-uniform storage or workgroup-memory load into a loop over the 8 SIMD
-// lanes with a bounds check per component, so a load *instruction* costs far more than an FMA
-// (a vec4 load amortises the lane loop over 4 components, hence vec4 everywhere), staging in
-// workgroup memory saves nothing, and every barrier is a coroutine switch per 8 lanes.
-// - decode (M ≤ 8): memory bound; one instruction loads each vec4 of W once, x adds RM loads per
-//   4·NV columns (RM ≤ 4·NV keeps that under half the W traffic).
-// - prefill (large M): compute bound by the roofline, but each step still issues RM + 4·NV load
-//   instructions per 16·RM·NV FMAs, and on llvmpipe one vec4 load costs tens of FMAs, so the
-//   lane-loop loads bound it well below the FMA ceiling (see the op docs).
+// Performance (release, Mesa 22.3 lavapipe on 2 CPU cores shared with other jobs): llvmpipe
+// turns every non-uniform storage or workgroup-memory load into a loop over the 8 SIMD lanes
+// with a bounds check per component, so a load *instruction* costs tens of FMAs (a vec4 load
+// amortises the lane loop over 4 components, hence vec4 everywhere), staging in workgroup memory
+// saves nothing, and every barrier is a coroutine switch per 8 lanes. So: no workgroup memory,
+// no barriers, and as many FMAs per load instruction as registers allow.
+// - decode (M ≤ 8): memory bound; each vec4 of W is loaded once, x adds RM loads per 8 columns.
+// - prefill (large M): compute bound; each step issues RM + 4·NV = 16 vec4 load instructions per
+//   256 FMAs (per lane), and the lane-loop loads, not the FMAs, are the remaining gap to the FMA
+//   ceiling. Fixes: more outputs per invocation (spills on AVX2 already at 64 accumulators) or a
+//   driver that emits real vector loads for contiguous lanes (newer llvmpipe).
+// Measured time (fraction of the roofline bound, ceilings from the same run; they swing 2× from
+// run to run under contention, so a range over 2–4 runs), tiled matmul.wgsl → this kernel:
+//   M=4   N=576  K=2048   125.6 ms (2%) → 1.8–5.0 ms (60–124%)
+//   M=4   N=2048 K=2048   499 ms   (2%) → 3.2–9.8 ms (82–195%)
+//   M=256 N=576  K=2048   2.04 s   (4%) → 157–295 ms (33–68%)
+//   M=64  N=576  K=512    41.3 ms  (8%) → 4.8–8.9 ms (33–97%)
 
 override WG: u32 = 64u;
 override RM: u32 = 4u; // 1, 2, 4 or 8

@@ -1,5 +1,6 @@
-//! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), a tiled matrix product with
-//! workgroup-memory tiles (see `shaders/mla/matmul.wgsl`).
+//! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), a register-blocked matrix
+//! product with vec4 loads (`shaders/mla/matmul_vec4.wgsl`) when the layout is vec4-aligned, and
+//! a tiled product with workgroup-memory tiles (`shaders/mla/matmul.wgsl`) otherwise.
 //!
 //! The layout is strided ([`MatmulDims`]): w(g, n, k) = W[n, k] for a PyTorch `Linear` weight
 //! (row-major [out, in], `w_trans`), or W[k, n]; every operand has an element offset, a stride
@@ -7,7 +8,17 @@
 //! head strides gives MLA's absorb products q_lat[h] = W_UK[h]ᵀ q_nope[h] and
 //! o[h] = W_UV[h] o_lat[h] straight out of `kv_b_proj` without copies.
 //!
-//! The tile shape is picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
+//! Vec4 path (K, every x and w offset and stride, and N when W is [K, N], multiples of 4 — every
+//! MLA projection and absorb product): each invocation computes RM rows × 8 columns (RM = 1, 2
+//! or 4 for M ≤ 4, else 8) in named vec4 accumulators, walking K in vec4 steps with no
+//! workgroup memory and no barrier; in decode every vec4 of W is loaded exactly once. This is
+//! the shape that suits Mesa's lavapipe, where each storage/workgroup load instruction is a loop
+//! over the 8 SIMD lanes (so load instructions, not bytes or FMAs, set the time) and each
+//! barrier a coroutine switch per 8 lanes; measured there (release, same-run ceilings) it moved
+//! decode projections from ~2% to 60–100% of the memory roofline and M = 64…256 from 4–8% to
+//! ~35–65% of the FMA ceiling (the remaining gap: 16 vec4 load instructions per 256 FMAs).
+//!
+//! Fallback tiles are picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
 //! 4×4 outputs per invocation otherwise, so the weight is read once per column tile in decode.
 
 use crate::batch::{Batch, Binding};

@@ -2,6 +2,11 @@
 //! d = len(w) (see `shaders/mla/rmsnorm.wgsl`). Rows are strided ([`Rows`]: element offset and
 //! stride) in both x and y, so a column block of a wider matrix (MLA's c = kv[:, :d_c]) can be
 //! normalised into a column block of another (the latent rows) without copies.
+//!
+//! When d and every row offset and stride are multiples of 4 (all MLA uses) the vec4 kernel
+//! `shaders/mla/rmsnorm_vec4.wgsl` runs: 8 invocations per row, x held in registers between the
+//! sum of squares and the scaling, one barrier per workgroup. Otherwise `shaders/mla/rmsnorm.wgsl`
+//! (one workgroup per row, tree reduction).
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};

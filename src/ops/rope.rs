@@ -9,6 +9,11 @@
 //! angles stay accurate (~1e-6 rad) at any position, unlike an f32 product (~1e-3 rad at 10⁴).
 //! Positions come from a u32 tensor, one per token. Vectors are addressed by [`RopeLayout`] (offset, token stride, head
 //! stride) in x and y.
+//!
+//! Vec4-aligned layouts (offsets and strides multiples of 4, d of 4 interleaved or 8 halves; all
+//! MLA uses) run `shaders/mla/rope_vec4.wgsl`: vec4 loads and stores, and one cos/sin per
+//! (token, frequency) shared by 8 heads. Others run `shaders/mla/rope.wgsl`, one pair per
+//! invocation.
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
