@@ -1,7 +1,8 @@
 //! Conformance of `matmul` against its f64 CPU reference: plain `Linear` products with and
 //! without bias over every tile shape (M = 1, ragged, larger than a 64×64 tile, ragged K), the
 //! strided per-head absorb products of MLA (W not transposed and transposed, head slices of
-//! kv_b_proj), size-1 edges, and shape errors.
+//! kv_b_proj), size-1 edges, and shape errors. Cases with K (and the strides) multiples of 4 run
+//! the vec4 kernel, the others the tiled one.
 //! Tolerance: atol 1e-5, rtol 1e-4 (f32 accumulation over K ≤ 300 of O(1) terms).
 
 mod common;
@@ -25,6 +26,16 @@ fn linear_matches_reference_at_every_tile_shape() {
             (16, 5, 300, false),
             (67, 130, 45, true),
             (128, 64, 64, false),
+            // K a multiple of 4: the vec4 kernel (rows per invocation 1, 2, 4 and 8, N ragged
+            // within a block of 8 columns, N < 4, more rows than one block).
+            (1, 65, 8, true),
+            (2, 7, 12, false),
+            (3, 3, 4, true),
+            (4, 129, 20, false),
+            (11, 70, 36, true),
+            (67, 130, 44, false),
+            (9, 1100, 8, true),
+            (64, 1030, 4, false),
         ] {
             let dims = MatmulDims::linear(m, n, k);
             let xh = rng.normal_vec(m * k, 0.0, 1.0);

@@ -21,32 +21,46 @@ fn matches_reference_contiguous_and_strided() {
             (2, 257, 3, 1e-6),
             (4, 1536, 0, 1e-6),
             (1, 3000, 64, 1e-6),
+            (19, 64, 4, 1e-6),
         ] {
-            // x rows have `extra` trailing values (like kv's k_rope part) the norm must skip.
-            let stride = d + extra;
-            let xh = rng.normal_vec(rows * stride + 2, 0.0, 3.0);
-            let wh = rng.uniform_vec(d, 0.5, 1.5);
-            let x = gpu.upload_f32(&[rows * stride + 2], &xh).unwrap();
-            let w = gpu.upload_f32(&[d], &wh).unwrap();
-            let x_rows = Rows { offset: 2, stride };
-            // y rows also strided, written into a NaN-poisoned wider matrix.
-            let y = gpu.nan_f32(&[rows, stride]).unwrap();
-            let y_rows = Rows { offset: 0, stride };
-            let mut batch = gpu.batch();
-            op.record(&mut batch, &x, x_rows, &w, &y, y_rows, rows, eps)
-                .unwrap();
-            batch.run().unwrap();
-            let out = gpu.read_f32(&y).unwrap();
-            let want = reference::rmsnorm::rmsnorm(&xh, rows, d, 2, stride, &wh, eps as f64);
-            let got: Vec<f32> = (0..rows)
-                .flat_map(|r| out[r * stride..r * stride + d].to_vec())
-                .collect();
-            assert_close(&format!("{name} rows={rows} d={d}"), &got, &want, TOL, seed);
-            // The columns past d are untouched.
-            for r in 0..rows {
-                assert!(out[r * stride + d..(r + 1) * stride]
-                    .iter()
-                    .all(|v| v.is_nan()));
+            // x offset 2: the scalar kernel; 4 (with d and the stride multiples of 4): the vec4 one.
+            for x_off in [2usize, 4] {
+                // x rows have `extra` trailing values (like kv's k_rope part) the norm must skip.
+                let stride = d + extra;
+                let xh = rng.normal_vec(rows * stride + x_off, 0.0, 3.0);
+                let wh = rng.uniform_vec(d, 0.5, 1.5);
+                let x = gpu.upload_f32(&[rows * stride + x_off], &xh).unwrap();
+                let w = gpu.upload_f32(&[d], &wh).unwrap();
+                let x_rows = Rows {
+                    offset: x_off,
+                    stride,
+                };
+                // y rows also strided, written into a NaN-poisoned wider matrix.
+                let y = gpu.nan_f32(&[rows, stride]).unwrap();
+                let y_rows = Rows { offset: 0, stride };
+                let mut batch = gpu.batch();
+                op.record(&mut batch, &x, x_rows, &w, &y, y_rows, rows, eps)
+                    .unwrap();
+                batch.run().unwrap();
+                let out = gpu.read_f32(&y).unwrap();
+                let want =
+                    reference::rmsnorm::rmsnorm(&xh, rows, d, x_off, stride, &wh, eps as f64);
+                let got: Vec<f32> = (0..rows)
+                    .flat_map(|r| out[r * stride..r * stride + d].to_vec())
+                    .collect();
+                assert_close(
+                    &format!("{name} rows={rows} d={d} x_off={x_off}"),
+                    &got,
+                    &want,
+                    TOL,
+                    seed,
+                );
+                // The columns past d are untouched.
+                for r in 0..rows {
+                    assert!(out[r * stride + d..(r + 1) * stride]
+                        .iter()
+                        .all(|v| v.is_nan()));
+                }
             }
         }
     }

@@ -30,57 +30,64 @@ fn matches_reference_plain_and_yarn() {
             (7, 3, plain(8), false, 1.0),
             (33, 5, v3.inv_freq(), true, v3.rope_attention_factor()),
             (9, 2, v2.inv_freq(), false, 1.3),
+            // More heads than one vec4 invocation covers (8), ragged.
+            (3, 19, plain(8), true, 1.0),
+            (2, 11, plain(16), false, 1.0),
         ];
         for (tokens, heads, inv, interleave, af) in cases {
             let d = 2 * inv.len();
             let tables = RopeTables::new(&gpu, &inv, interleave, af).unwrap();
-            // x: q-like rows (T, heads, nope + d) with the rotary part after 5 "nope" values.
-            let nope = 5;
-            let xw = heads * (nope + d);
-            let xh = rng.normal_vec(tokens * xw, 0.0, 1.0);
-            let pos: Vec<u32> = (0..tokens).map(|_| rng.below(200_000) as u32).collect();
-            let x = gpu.upload_f32(&[tokens, xw], &xh).unwrap();
-            let p = gpu.upload_u32(&[tokens], &pos).unwrap();
-            let y = gpu.nan_f32(&[tokens, heads, d]).unwrap();
-            let x_layout = RopeLayout {
-                offset: nope,
-                token_stride: xw,
-                head_stride: nope + d,
-            };
-            let mut batch = gpu.batch();
-            op.record(
-                &mut batch,
-                &x,
-                x_layout,
-                &y,
-                RopeLayout::contiguous(heads, d),
-                &p,
-                &tables,
-                tokens,
-                heads,
-            )
-            .unwrap();
-            batch.run().unwrap();
-            let want = reference::rope::rope(
-                &xh,
-                tokens,
-                heads,
-                d,
-                nope,
-                xw,
-                nope + d,
-                &pos,
-                &inv,
-                interleave,
-                af,
-            );
-            assert_close(
-                &format!("{name} T={tokens} H={heads} d={d} interleave={interleave}"),
-                &gpu.read_f32(&y).unwrap(),
-                &want,
-                TOL,
-                seed,
-            );
+            // x: q-like rows (T, heads, nope + d) with the rotary part after `nope` values; 5 runs
+            // the scalar kernel, 4 the vec4 one (where d allows).
+            for nope in [5usize, 4] {
+                let xw = heads * (nope + d);
+                let xh = rng.normal_vec(tokens * xw, 0.0, 1.0);
+                let pos: Vec<u32> = (0..tokens).map(|_| rng.below(200_000) as u32).collect();
+                let x = gpu.upload_f32(&[tokens, xw], &xh).unwrap();
+                let p = gpu.upload_u32(&[tokens], &pos).unwrap();
+                let y = gpu.nan_f32(&[tokens, heads, d]).unwrap();
+                let x_layout = RopeLayout {
+                    offset: nope,
+                    token_stride: xw,
+                    head_stride: nope + d,
+                };
+                let mut batch = gpu.batch();
+                op.record(
+                    &mut batch,
+                    &x,
+                    x_layout,
+                    &y,
+                    RopeLayout::contiguous(heads, d),
+                    &p,
+                    &tables,
+                    tokens,
+                    heads,
+                )
+                .unwrap();
+                batch.run().unwrap();
+                let want = reference::rope::rope(
+                    &xh,
+                    tokens,
+                    heads,
+                    d,
+                    nope,
+                    xw,
+                    nope + d,
+                    &pos,
+                    &inv,
+                    interleave,
+                    af,
+                );
+                assert_close(
+                    &format!(
+                        "{name} T={tokens} H={heads} d={d} interleave={interleave} nope={nope}"
+                    ),
+                    &gpu.read_f32(&y).unwrap(),
+                    &want,
+                    TOL,
+                    seed,
+                );
+            }
         }
     }
 }

@@ -1,4 +1,7 @@
 // matmul: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]),  g < G, m < M, n < N, k < K.
+// The general fallback: layouts that are not vec4-aligned (see matmul_vec4.wgsl, which runs all
+// aligned ones and is 10–70× faster on lavapipe, where workgroup-memory staging and barriers
+// cost more than they save).
 //
 // Strided layouts (element offsets into each buffer):
 //   x[g, m, k] = x[x_off + g·x_gs + m·x_rs + k]

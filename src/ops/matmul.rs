@@ -1,5 +1,6 @@
-//! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), a tiled matrix product with
-//! workgroup-memory tiles (see `shaders/mla/matmul.wgsl`).
+//! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), a register-blocked matrix
+//! product with vec4 loads (`shaders/mla/matmul_vec4.wgsl`) when the layout is vec4-aligned, and
+//! a tiled product with workgroup-memory tiles (`shaders/mla/matmul.wgsl`) otherwise.
 //!
 //! The layout is strided ([`MatmulDims`]): w(g, n, k) = W[n, k] for a PyTorch `Linear` weight
 //! (row-major [out, in], `w_trans`), or W[k, n]; every operand has an element offset, a stride
@@ -7,7 +8,17 @@
 //! head strides gives MLA's absorb products q_lat[h] = W_UK[h]ᵀ q_nope[h] and
 //! o[h] = W_UV[h] o_lat[h] straight out of `kv_b_proj` without copies.
 //!
-//! The tile shape is picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
+//! Vec4 path (K, every x and w offset and stride, and N when W is [K, N], multiples of 4 — every
+//! MLA projection and absorb product): each invocation computes RM rows × 8 columns (RM = 1, 2
+//! or 4 for M ≤ 4, else 8) in named vec4 accumulators, walking K in vec4 steps with no
+//! workgroup memory and no barrier; in decode every vec4 of W is loaded exactly once. This is
+//! the shape that suits Mesa's lavapipe, where each storage/workgroup load instruction is a loop
+//! over the 8 SIMD lanes (so load instructions, not bytes or FMAs, set the time) and each
+//! barrier a coroutine switch per 8 lanes; measured there (release, same-run ceilings) it moved
+//! decode projections from ~2% to 60–100% of the memory roofline and M = 64…256 from 4–8% to
+//! ~35–65% of the FMA ceiling (the remaining gap: 16 vec4 load instructions per 256 FMAs).
+//!
+//! Fallback tiles are picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
 //! 4×4 outputs per invocation otherwise, so the weight is read once per column tile in decode.
 
 use crate::batch::{Batch, Binding};
@@ -22,6 +33,12 @@ use std::sync::Arc;
 pub const SHADER: Shader = Shader {
     name: "mla/matmul",
     source: include_str!("../../shaders/mla/matmul.wgsl"),
+};
+
+/// The vec4 fast path (`shaders/mla/matmul_vec4.wgsl`), used when every operand is vec4-aligned.
+pub const VEC4_SHADER: Shader = Shader {
+    name: "mla/matmul_vec4",
+    source: include_str!("../../shaders/mla/matmul_vec4.wgsl"),
 };
 
 /// Sizes and strided layout of a (batched) matrix product; all offsets and strides in elements.
@@ -123,7 +140,7 @@ struct Uniforms {
     tiles_m: u32,
     tiles_n: u32,
     groups: u32,
-    _pad0: u32,
+    cb: u32,
     _pad1: u32,
 }
 
@@ -168,6 +185,22 @@ const TILES: [Tile; 3] = [
         bk: 16,
     },
 ];
+
+/// Rows per invocation of the vec4 path for `d`, or None when a layout is not vec4-aligned
+/// (K, and every x and w offset and stride, and N when W is [K, N], multiples of 4; K > 0).
+fn vec4_rows(d: &MatmulDims) -> Option<u32> {
+    let aligned = d.k > 0
+        && [d.k, d.x_off, d.x_gs, d.x_rs, d.w_off, d.w_gs, d.w_rs]
+            .iter()
+            .all(|v| v % 4 == 0)
+        && (d.w_trans || d.n % 4 == 0);
+    aligned.then_some(match d.m {
+        1 => 1,
+        2 => 2,
+        3 | 4 => 4,
+        _ => 8,
+    })
+}
 
 /// A built matmul op (three tile shapes).
 #[derive(Clone, Debug)]
@@ -278,6 +311,9 @@ impl Matmul {
         if empty {
             return Ok(());
         }
+        if let Some(rm) = vec4_rows(d) {
+            return self.record_vec4(batch, d, rm, x, w, bias, y);
+        }
         let (tile, kernel) = if d.m <= 4 {
             &self.kernels[0]
         } else if d.m <= 16 {
@@ -311,12 +347,78 @@ impl Matmul {
             tiles_m,
             tiles_n,
             groups,
-            _pad0: 0,
+            cb: 0,
             _pad1: 0,
         };
         let bias = bias.unwrap_or(&self.no_bias);
         batch.dispatch(
             kernel,
+            &u,
+            &[x.into(), w.into(), Binding::from(bias), y.into()],
+            groups,
+        )
+    }
+
+    /// The vec4 path: one invocation per block of `rm` rows × 4·NV columns, K walked in vec4s.
+    #[allow(clippy::too_many_arguments)]
+    fn record_vec4(
+        &self,
+        batch: &mut Batch,
+        d: &MatmulDims,
+        rm: u32,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<()> {
+        let nv: u32 = if d.n > 4 { 2 } else { 1 };
+        let tiles_m = (d.m as u32).div_ceil(rm);
+        let tiles_n = to_u32("N", d.n)?.div_ceil(4 * nv);
+        let items = (d.g as u64) * tiles_m as u64 * tiles_n as u64;
+        let wg: u32 = if items >= 1024 { 64 } else { 16 };
+        // Column blocks per workgroup: all of them for a single row block (decode), else 8 so
+        // that a workgroup covers wg/8 row blocks of the same columns (w reused from cache).
+        let cb: u32 = if tiles_m == 1 { wg } else { 8 };
+        let rb = wg / cb;
+        let groups = d.g as u64 * tiles_m.div_ceil(rb) as u64 * tiles_n.div_ceil(cb) as u64;
+        let groups = u32::try_from(groups).map_err(|_| Error::Limit {
+            what: format!("matmul of {items} output blocks"),
+            detail: "more than 2^32 workgroups".into(),
+        })?;
+        let kernel = batch.gpu().kernel(
+            &VEC4_SHADER,
+            &[
+                ("WG", wg as f64),
+                ("RM", rm as f64),
+                ("NV", nv as f64),
+                ("W_TRANS", d.w_trans as u32 as f64),
+            ],
+        )?;
+        let u = Uniforms {
+            g: to_u32("G", d.g)?,
+            m: to_u32("M", d.m)?,
+            n: to_u32("N", d.n)?,
+            k: to_u32("K", d.k)?,
+            x_off: to_u32("x_off", d.x_off)?,
+            x_gs: to_u32("x_gs", d.x_gs)?,
+            x_rs: to_u32("x_rs", d.x_rs)?,
+            w_off: to_u32("w_off", d.w_off)?,
+            w_gs: to_u32("w_gs", d.w_gs)?,
+            w_rs: to_u32("w_rs", d.w_rs)?,
+            w_trans: d.w_trans as u32,
+            y_off: to_u32("y_off", d.y_off)?,
+            y_gs: to_u32("y_gs", d.y_gs)?,
+            y_rs: to_u32("y_rs", d.y_rs)?,
+            has_bias: bias.is_some() as u32,
+            tiles_m,
+            tiles_n,
+            groups,
+            cb,
+            _pad1: 0,
+        };
+        let bias = bias.unwrap_or(&self.no_bias);
+        batch.dispatch(
+            &kernel,
             &u,
             &[x.into(), w.into(), Binding::from(bias), y.into()],
             groups,

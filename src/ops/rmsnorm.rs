@@ -2,6 +2,11 @@
 //! d = len(w) (see `shaders/mla/rmsnorm.wgsl`). Rows are strided ([`Rows`]: element offset and
 //! stride) in both x and y, so a column block of a wider matrix (MLA's c = kv[:, :d_c]) can be
 //! normalised into a column block of another (the latent rows) without copies.
+//!
+//! When d and every row offset and stride are multiples of 4 (all MLA uses) the vec4 kernel
+//! `shaders/mla/rmsnorm_vec4.wgsl` runs: 8 invocations per row, x held in registers between the
+//! sum of squares and the scaling, one barrier per workgroup. Otherwise `shaders/mla/rmsnorm.wgsl`
+//! (one workgroup per row, tree reduction).
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -16,6 +21,17 @@ pub const SHADER: Shader = Shader {
     name: "mla/rmsnorm",
     source: include_str!("../../shaders/mla/rmsnorm.wgsl"),
 };
+
+/// The vec4 fast path (`shaders/mla/rmsnorm_vec4.wgsl`), used when d and every row offset and
+/// stride are multiples of 4.
+pub const VEC4_SHADER: Shader = Shader {
+    name: "mla/rmsnorm_vec4",
+    source: include_str!("../../shaders/mla/rmsnorm_vec4.wgsl"),
+};
+
+/// Invocations per row and per workgroup of the vec4 path.
+const VEC4_TPR: u32 = 8;
+const VEC4_WG: u32 = 64;
 
 /// Where rows live in a tensor: row r starts at element `offset + r·stride`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +69,7 @@ struct Uniforms {
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
     kernel: Arc<Kernel>,
+    vec4: Arc<Kernel>,
 }
 
 fn check_rows(name: &str, t: &Tensor, layout: Rows, rows: usize, d: usize) -> Result<()> {
@@ -94,6 +111,10 @@ impl RmsNorm {
         let wg: u32 = 1 << (31 - wg.leading_zeros()); // a power of two for the tree reduction
         Ok(Self {
             kernel: gpu.kernel(&SHADER, &[("WG", wg as f64)])?,
+            vec4: gpu.kernel(
+                &VEC4_SHADER,
+                &[("WG", VEC4_WG as f64), ("TPR", VEC4_TPR as f64)],
+            )?,
         })
     }
 
@@ -144,13 +165,21 @@ impl RmsNorm {
             eps,
             _pad: 0,
         };
-
-        batch.dispatch(
-            &self.kernel,
-            &u,
-            &[x.into(), w.into(), y.into()],
-            rows as u32,
-        )
+        let aligned = [
+            d,
+            x_rows.offset,
+            x_rows.stride,
+            y_rows.offset,
+            y_rows.stride,
+        ]
+        .iter()
+        .all(|v| v % 4 == 0);
+        let (kernel, groups) = if aligned {
+            (&self.vec4, (rows as u32).div_ceil(VEC4_WG / VEC4_TPR))
+        } else {
+            (&self.kernel, rows as u32)
+        };
+        batch.dispatch(kernel, &u, &[x.into(), w.into(), y.into()], groups)
     }
 
     /// Bytes (x and w read, y written) and FLOPs (square-sum FMA, scale and weight multiply per

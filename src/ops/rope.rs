@@ -9,6 +9,11 @@
 //! angles stay accurate (~1e-6 rad) at any position, unlike an f32 product (~1e-3 rad at 10⁴).
 //! Positions come from a u32 tensor, one per token. Vectors are addressed by [`RopeLayout`] (offset, token stride, head
 //! stride) in x and y.
+//!
+//! Vec4-aligned layouts (offsets and strides multiples of 4, d of 4 interleaved or 8 halves; all
+//! MLA uses) run `shaders/mla/rope_vec4.wgsl`: vec4 loads and stores, and one cos/sin per
+//! (token, frequency) shared by 8 heads. Others run `shaders/mla/rope.wgsl`, one pair per
+//! invocation.
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -24,7 +29,17 @@ pub const SHADER: Shader = Shader {
     source: include_str!("../../shaders/mla/rope.wgsl"),
 };
 
+/// The vec4 fast path (`shaders/mla/rope_vec4.wgsl`), used when every offset and stride is a
+/// multiple of 4 and d of 4 (interleaved) or 8 (halves).
+pub const VEC4_SHADER: Shader = Shader {
+    name: "mla/rope_vec4",
+    source: include_str!("../../shaders/mla/rope_vec4.wgsl"),
+};
+
 const WG: u32 = 256;
+const VEC4_WG: u32 = 64;
+/// Heads per invocation of the vec4 kernel (they share one cos/sin evaluation).
+const VEC4_HB: usize = 8;
 
 /// Vector (t, h) starts at element `offset + t·token_stride + h·head_stride`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +141,7 @@ struct Uniforms {
 #[derive(Clone, Debug)]
 pub struct Rope {
     kernel: Arc<Kernel>,
+    vec4: Arc<Kernel>,
 }
 
 fn check_layout(
@@ -173,6 +189,10 @@ impl Rope {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
             kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
+            vec4: gpu.kernel(
+                &VEC4_SHADER,
+                &[("WG", VEC4_WG as f64), ("HB", VEC4_HB as f64)],
+            )?,
         })
     }
 
@@ -209,6 +229,26 @@ impl Rope {
             what: format!("rope over {pairs} pairs"),
             detail: "more than 2^32 invocations".into(),
         })?;
+        let per_item = if tables.interleave { 4 } else { 8 };
+        let aligned = d % per_item == 0
+            && [
+                x_layout.offset,
+                x_layout.token_stride,
+                x_layout.head_stride,
+                y_layout.offset,
+                y_layout.token_stride,
+                y_layout.head_stride,
+            ]
+            .iter()
+            .all(|v| v % 4 == 0);
+        // The vec4 kernel has one invocation per token, chunk of VEC4_HB heads and 4 (interleaved)
+        // or 8 (halves) elements of the vector.
+        let (kernel, items, wg) = if aligned {
+            let items = tokens * heads.div_ceil(VEC4_HB) * (d / per_item);
+            (&self.vec4, items as u32, VEC4_WG)
+        } else {
+            (&self.kernel, pairs, WG)
+        };
         let u = Uniforms {
             tokens: tokens as u32,
             heads: heads as u32,
@@ -221,13 +261,13 @@ impl Rope {
             y_ts: y_layout.token_stride as u32,
             y_hs: y_layout.head_stride as u32,
             attn_factor: tables.attn_factor,
-            pairs,
+            pairs: items,
         };
         batch.dispatch(
-            &self.kernel,
+            kernel,
             &u,
             &[x.into(), positions.into(), (&tables.turns).into(), y.into()],
-            pairs.div_ceil(WG),
+            items.div_ceil(wg),
         )
     }
 
