@@ -18,7 +18,6 @@ pub const ALL: &[Shader] = &[
     crate::ops::absorbed_attention::SHADER,
     crate::ops::absorbed_attention::COMBINE_SHADER,
     crate::ops::selective_scan::SHADER,
-    crate::ops::selective_scan::SHADER_SUBGROUP,
     crate::ops::state_update::SHADER,
     crate::ops::state_update::SHADER_SUBGROUP,
     crate::ops::diagonal_scan::SHADER,

@@ -1,11 +1,10 @@
-// selective_scan (Mamba-1, DESIGN §3.3), shared-memory variant (no subgroup operations).
+// selective_scan (Mamba-1, DESIGN §3.3): one kernel for every device (no subgroup operations,
+// no shared memory, no barriers).
 //
 // Math, per batch b, channel d, state n, step t:
 //   dt_t   = delta[b,d,t] + delta_bias[d];  if softplus: dt_t = softplus(dt_t) (= x for x > 20)
 //   x_t[n] = exp(dt_t · A[d,n]) · x_{t-1}[n] + dt_t · B_t[n] · u_t,      x_{-1} = initial_state or 0
 //   y_t    = (Σ_n C_t[n] · x_t[n] + D[d] · u_t) · silu(z_t)   (D and z optional)
-// The step map x ↦ a·x + b composes as (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2): associative, so
-// time is scanned in parallel.
 //
 // Layouts (f32, row-major): u, delta, z, out (Bt, D, L); B, C either (D, N) constant or
 // (Bt, G, N, L) variable/grouped (channel d reads group d / (D/G)); `chan` packs the per-channel
@@ -13,24 +12,28 @@
 // initial_state on entry (when has_init; the host copies it there) and last_state on exit.
 // Large tensors may be bound as windows: off_* is the element index where a binding starts.
 //
-// Work split: one workgroup per (b, d) row (linear workgroup index + row0, 2-D grid past 65535).
-// It walks L in chunks of CHUNK = WG·ITEMS steps; invocation v owns steps v·ITEMS .. +ITEMS of a
-// chunk, keeps their u and dt in registers for all N, and loops over the state dims NB at a time:
-//   1. for its ITEMS steps: a_k = exp(dt_k·A), b_k = dt_k·B_k·u_k (kept), and their composition;
-//   2. a Hillis–Steele workgroup scan (shared memory, log2(WG) steps) of the NB compositions gives
-//      each invocation the map of all earlier runs of the chunk;
-//   3. its start state = that map applied to the chunk's carried-in state s_carry[n]; replaying
-//      its ITEMS steps gives x_t, accumulated into y_t += C_t[n]·x_t;
-//   4. the invocation owning the chunk's last run writes x at the chunk end back to s_carry[n].
-// Steps past L are identities (a = 1, b = 0). Each input element is read once per workgroup; u,
-// dt and z are coalesced runs of ITEMS floats per invocation, B/C rows likewise per state dim.
+// Work split: one invocation per row (b, d), WG rows per workgroup (override; the host picks 64,
+// or 16 when that leaves fewer than 16 workgroups), linear workgroup index (2-D grid past 65535).
+// The invocation walks time sequentially with NS = 16 states in registers (constant-indexed,
+// unrolled loops): per step it reads u, delta (softplus once per step), B_t[n], C_t[n] for its
+// NS states, updates them and sums y_t in a register, then writes out. N > NS: the states are
+// done in passes of NS, later passes adding to out (read back) and the last applying D and z.
+//
+// Why this split (measured on lavapipe, Bt=1 D=256 N=16 L=256, CPU time of the process): the
+// earlier chunked parallel scan (workgroup per row, 512-step chunks, shared-memory/subgroup carry)
+// took ~100 ms; an invocation per (row, state) with T-step chunks staged in shared memory and a
+// shared-memory sum over n ~25 ms, half of it in barriers (llvmpipe runs a workgroup as SIMD
+// fibers and switches between them at every barrier); this barrier-free version ~5 ms.
+// What bounds it: compute. Per state update an exp (a ~10-instruction polynomial on llvmpipe,
+// counted as 1 FLOP), 3 multiplies/FMAs and two gathers of B_t, C_t (one address per lane), against
+// 8 counted FLOPs, so the FLOP roofline is out of reach on a CPU device by a factor of ~3-4.
+// On GPUs: B_t/C_t reads are broadcasts (rows of a group share them), u/delta/z/out reads are
+// stride-L across lanes (each line reused over the next 15 steps from cache); occupancy needs
+// Bt·D ≳ 10⁴ rows. For few rows and long L the fix is a chunked parallel-in-time scan (the
+// composition (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2) is associative) with chunk prefixes combined
+// inside one workgroup.
 
-const WG: u32 = 128u;
-const ITEMS: u32 = 4u;
-const CHUNK: u32 = 512u; // WG * ITEMS
-const NB: u32 = 4u;
-const MAX_N: u32 = 256u;
-
+override WG: u32 = 64u;
 const B_VARIABLE: u32 = 1u;
 const C_VARIABLE: u32 = 2u;
 const HAS_D: u32 = 4u;
@@ -40,7 +43,7 @@ const SOFTPLUS: u32 = 32u;
 const HAS_INIT: u32 = 64u;
 
 struct Params {
-    rows: u32,     // workgroups (rows) in this dispatch
+    rows: u32,     // rows in this dispatch
     row0: u32,     // first row b·D + d of this dispatch
     dim: u32,      // D
     len: u32,      // L
@@ -68,10 +71,6 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 @group(0) @binding(8) var<storage, read_write> state: array<f32>;
 
-var<workgroup> s_carry: array<f32, MAX_N>;
-var<workgroup> s_a: array<f32, 512>; // NB * WG
-var<workgroup> s_b: array<f32, 512>;
-
 // ln(1 + e^x) with an accurate log1p (Goldberg's trick), x for x > 20.
 fn softplus(x: f32) -> f32 {
     if (x > 20.0) {
@@ -85,32 +84,34 @@ fn softplus(x: f32) -> f32 {
     return log(w) * (e / (w - 1.0));
 }
 
+// Element index of the (group, n) row of a variable B or C for row `row`.
+fn bc_base(row: u32, n: u32, groups: u32, off: u32) -> u32 {
+    let dim = params.dim;
+    let bi = row / dim;
+    let d = row % dim;
+    return ((bi * groups + d / (dim / groups)) * params.n + n) * params.len - off;
+}
+
+const NS: u32 = 16u; // states per pass held in registers
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let w = wg.x + wg.y * groups.x;
+    let w = (wg.x + wg.y * groups.x) * WG + lid;
     if (w >= params.rows) {
         return;
     }
-    let v = lid; // time order of the invocation's run within a chunk
-    let row = params.row0 + w;
-    let dim = params.dim;
-    let bi = row / dim;
-    let d = row % dim;
     let nn = params.n;
     let len = params.len;
     let flags = params.flags;
-
-    for (var n = lid; n < nn; n += WG) {
-        var x0 = 0.0;
-        if ((flags & HAS_INIT) != 0u) {
-            x0 = state[row * nn + n - params.off_s];
-        }
-        s_carry[n] = x0;
-    }
+    let dim = params.dim;
+    let b_var = (flags & B_VARIABLE) != 0u;
+    let c_var = (flags & C_VARIABLE) != 0u;
+    let row = params.row0 + w;
+    let d = row % dim;
+    let x_base = row * len - params.off_x;
     var skip = 0.0;
     if ((flags & HAS_D) != 0u) {
         skip = chan[params.p_d + d];
@@ -119,144 +120,69 @@ fn main(
     if ((flags & HAS_BIAS) != 0u) {
         bias = chan[params.p_bias + d];
     }
-    let x_base = row * len - params.off_x;
-    let b_var = (flags & B_VARIABLE) != 0u;
-    let c_var = (flags & C_VARIABLE) != 0u;
-    let b_base = ((bi * params.b_groups + d / (dim / params.b_groups)) * nn) * len - params.off_b;
-    let c_base = ((bi * params.c_groups + d / (dim / params.c_groups)) * nn) * len - params.off_c;
-    workgroupBarrier();
-
-    let n_chunks = (len + CHUNK - 1u) / CHUNK;
-    for (var chunk = 0u; chunk < n_chunks; chunk++) {
-        let t_first = chunk * CHUNK + v * ITEMS;
-        var uu: array<f32, ITEMS>;
-        var dt: array<f32, ITEMS>;
-        var y: array<f32, ITEMS>;
-        for (var k = 0u; k < ITEMS; k++) {
-            let t = t_first + k;
-            uu[k] = 0.0;
-            dt[k] = 0.0;
-            y[k] = 0.0;
-            if (t < len) {
-                uu[k] = u[x_base + t];
-                var dv = delta[x_base + t] + bias;
-                if ((flags & SOFTPLUS) != 0u) {
-                    dv = softplus(dv);
-                }
-                dt[k] = dv;
+    for (var n0 = 0u; n0 < nn; n0 += NS) {
+        let last = n0 + NS >= nn;
+        var a: array<f32, NS>;
+        var x: array<f32, NS>;
+        var bc: array<f32, NS>;
+        var cc: array<f32, NS>;
+        for (var j = 0u; j < NS; j++) {
+            let n = min(n0 + j, nn - 1u);
+            a[j] = chan[d * nn + n];
+            x[j] = 0.0;
+            if ((flags & HAS_INIT) != 0u) {
+                x[j] = state[row * nn + n - params.off_s];
+            }
+            bc[j] = 0.0;
+            if (!b_var) {
+                bc[j] = bmat[d * nn + n];
+            }
+            cc[j] = 0.0;
+            if (!c_var) {
+                cc[j] = cmat[d * nn + n];
             }
         }
-        for (var n0 = 0u; n0 < nn; n0 += NB) {
-            // 1. per-step maps and the composition of this invocation's run, NB state dims.
-            var ea: array<f32, 16>; // NB * ITEMS
-            var eb: array<f32, 16>;
-            for (var j = 0u; j < NB; j++) {
-                let n = n0 + j;
-                var pa = 1.0;
-                var pb = 0.0;
-                if (n < nn) {
-                    let a_dn = chan[d * nn + n];
-                    var b_const = 0.0;
-                    if (!b_var) {
-                        b_const = bmat[d * nn + n];
-                    }
-                    for (var k = 0u; k < ITEMS; k++) {
-                        let t = t_first + k;
-                        var ak = 1.0;
-                        var bk = 0.0;
-                        if (t < len) {
-                            var bt = b_const;
-                            if (b_var) {
-                                bt = bmat[b_base + n * len + t];
-                            }
-                            ak = exp(dt[k] * a_dn);
-                            bk = dt[k] * bt * uu[k];
-                        }
-                        ea[j * ITEMS + k] = ak;
-                        eb[j * ITEMS + k] = bk;
-                        pb = ak * pb + bk;
-                        pa = pa * ak;
-                    }
-                }
-                s_a[j * WG + v] = pa;
-                s_b[j * WG + v] = pb;
+        let b_base = bc_base(row, n0, params.b_groups, params.off_b);
+        let c_base = bc_base(row, n0, params.c_groups, params.off_c);
+        for (var t = 0u; t < len; t++) {
+            let uu = u[x_base + t];
+            var dv = delta[x_base + t] + bias;
+            if ((flags & SOFTPLUS) != 0u) {
+                dv = softplus(dv);
             }
-            // 2. inclusive Hillis–Steele scan over v: s[v] = run_0 ∘ … ∘ run_v.
-            for (var off = 1u; off < WG; off <<= 1u) {
-                workgroupBarrier();
-                var qa: array<f32, NB>;
-                var qb: array<f32, NB>;
-                for (var j = 0u; j < NB; j++) {
-                    qa[j] = 1.0;
-                    qb[j] = 0.0;
-                    if (v >= off) {
-                        qa[j] = s_a[j * WG + v - off];
-                        qb[j] = s_b[j * WG + v - off];
-                    }
+            let du = dv * uu;
+            var y = 0.0;
+            for (var j = 0u; j < NS; j++) {
+                let nv = n0 + j < nn;
+                let jj = select(0u, j, nv);
+                var bt = bc[j];
+                if (b_var) {
+                    bt = bmat[b_base + jj * len + t];
                 }
-                workgroupBarrier();
-                if (v >= off) {
-                    for (var j = 0u; j < NB; j++) {
-                        let ca = s_a[j * WG + v];
-                        let cb = s_b[j * WG + v];
-                        s_a[j * WG + v] = qa[j] * ca;
-                        s_b[j * WG + v] = ca * qb[j] + cb;
-                    }
+                var ct = cc[j];
+                if (c_var) {
+                    ct = cmat[c_base + jj * len + t];
                 }
+                x[j] = exp(dv * a[j]) * x[j] + du * bt;
+                y += select(0.0, ct * x[j], nv);
             }
-            workgroupBarrier();
-            // 3. start state and replay.
-            var fin: array<f32, NB>;
-            for (var j = 0u; j < NB; j++) {
-                let n = n0 + j;
-                fin[j] = 0.0;
-                if (n < nn) {
-                    var x = s_carry[n];
-                    if (v > 0u) {
-                        x = s_a[j * WG + v - 1u] * x + s_b[j * WG + v - 1u];
-                    }
-                    var c_const = 0.0;
-                    if (!c_var) {
-                        c_const = cmat[d * nn + n];
-                    }
-                    for (var k = 0u; k < ITEMS; k++) {
-                        let t = t_first + k;
-                        x = ea[j * ITEMS + k] * x + eb[j * ITEMS + k];
-                        if (t < len) {
-                            var ct = c_const;
-                            if (c_var) {
-                                ct = cmat[c_base + n * len + t];
-                            }
-                            y[k] += ct * x;
-                        }
-                    }
-                    fin[j] = x;
-                }
+            var o = y;
+            if (n0 > 0u) {
+                o += out[x_base + t];
             }
-            workgroupBarrier();
-            // 4. carry the chunk-end state.
-            if (v == WG - 1u) {
-                for (var j = 0u; j < NB; j++) {
-                    if (n0 + j < nn) {
-                        s_carry[n0 + j] = fin[j];
-                    }
-                }
-            }
-        }
-        for (var k = 0u; k < ITEMS; k++) {
-            let t = t_first + k;
-            if (t < len) {
-                var o = y[k] + skip * uu[k];
+            if (last) {
+                o += skip * uu;
                 if ((flags & HAS_Z) != 0u) {
                     let zz = zgate[x_base + t];
                     o = o * (zz / (1.0 + exp(-zz)));
                 }
-                out[x_base + t] = o;
+            }
+            out[x_base + t] = o;
+        }
+        for (var j = 0u; j < NS; j++) {
+            if (n0 + j < nn) {
+                state[row * nn + n0 + j - params.off_s] = x[j];
             }
         }
-    }
-    workgroupBarrier();
-    for (var n = lid; n < nn; n += WG) {
-        state[row * nn + n - params.off_s] = s_carry[n];
     }
 }

@@ -10,10 +10,9 @@
 //! (Bt, N, L) variable or (Bt, G, N, L) grouped (channel d uses group d / (D/G)); D, delta_bias
 //! (D); initial_state, last_state (Bt, D, N). N ≤ 256.
 //!
-//! One dispatch per call for any L (more only when a tensor exceeds one storage binding): a
-//! workgroup per (batch, channel) walks L in chunks of 512 steps with a parallel scan inside each
-//! chunk (see `shaders/ssm/selective_scan.wgsl`; the subgroup variant is used when
-//! [`Gpu::has_subgroups`]). A, D and delta_bias are packed into one scratch buffer owned by the op
+//! One dispatch per call for any L (more only when a tensor exceeds one storage binding): one
+//! invocation per (batch, channel) walks L sequentially with 16 states at a time in registers
+//! (see `shaders/ssm/selective_scan.wgsl`, which says why: no barriers, no shared memory). A, D and delta_bias are packed into one scratch buffer owned by the op
 //! (a recorded copy) so the kernel stays within 8 storage bindings; initial_state is copied into
 //! last_state, which the kernel then updates in place (passing the same tensor for both is
 //! allowed). Outputs must not alias inputs otherwise.
@@ -26,22 +25,23 @@ use crate::pipeline::{Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 use std::sync::{Arc, Mutex};
 
-/// The WGSL kernel (shared-memory scan).
+/// The WGSL kernel (one for every device; it needs no subgroup operations).
 pub const SHADER: Shader = Shader {
     name: "ssm/selective_scan",
     source: include_str!("../../shaders/ssm/selective_scan.wgsl"),
 };
 
-/// The WGSL kernel (subgroup scan), used when the device has `SUBGROUP`.
-pub const SHADER_SUBGROUP: Shader = Shader {
-    name: "ssm/selective_scan_subgroup",
-    source: include_str!("../../shaders/ssm/selective_scan_subgroup.wgsl"),
-};
-
 /// Largest state size N the kernel supports.
 pub const MAX_N: usize = 256;
-/// Steps per chunk of the kernel (workgroup size 128 × 4 steps per invocation).
-pub const CHUNK: usize = 512;
+/// Rows (batch, channel) per workgroup: 64, or 16 when 64 would leave fewer than 16 workgroups
+/// (one invocation per row; small workgroups keep a CPU device's threads busy at small sizes).
+fn rows_per_workgroup(rows: usize) -> usize {
+    if rows >= 64 * 16 {
+        64
+    } else {
+        16
+    }
+}
 
 /// How B or C is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,7 +290,7 @@ const HAS_INIT: u32 = 64;
 #[derive(Clone, Debug)]
 pub struct SelectiveScan {
     kernel: Arc<Kernel>,
-    subgroups: bool,
+    kernel_small: Arc<Kernel>,
     scratch: Arc<Mutex<Option<Tensor>>>,
 }
 
@@ -314,21 +314,19 @@ fn limit(what: String, detail: String) -> Error {
 }
 
 impl SelectiveScan {
-    /// Build (or fetch from the cache) the pipeline: the subgroup variant when the device has
-    /// subgroups, the shared-memory one otherwise.
+    /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let subgroups = gpu.has_subgroups();
-        let shader = if subgroups { SHADER_SUBGROUP } else { SHADER };
         Ok(Self {
-            kernel: gpu.kernel(&shader, &[])?,
-            subgroups,
+            kernel: gpu.kernel(&SHADER, &[("WG", 64.0)])?,
+            kernel_small: gpu.kernel(&SHADER, &[("WG", 16.0)])?,
             scratch: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// Whether the subgroup variant is in use.
+    /// Whether a subgroup variant is in use: always false, the kernel needs no subgroup
+    /// operations (each invocation walks time sequentially for one (batch, channel) row).
     pub fn uses_subgroups(&self) -> bool {
-        self.subgroups
+        false
     }
 
     /// Record the scan: `out` (Bt, D, L) and `last_state` (Bt, D, N) are written. Shapes are
@@ -462,6 +460,12 @@ impl SelectiveScan {
                 flags |= bit;
             }
         }
+        let wg = rows_per_workgroup(rows);
+        let kernel = if wg == 64 {
+            &self.kernel
+        } else {
+            &self.kernel_small
+        };
         for (r0, r1) in plan {
             let (u_bind, off_x) = window(gpu, inputs.u, r0 * len, r1 * len)?;
             let (delta_bind, _) = window(gpu, inputs.delta, r0 * len, r1 * len)?;
@@ -500,7 +504,7 @@ impl SelectiveScan {
                 ..Default::default()
             };
             batch.dispatch(
-                &self.kernel,
+                kernel,
                 &uniforms,
                 &[
                     u_bind,
@@ -512,7 +516,7 @@ impl SelectiveScan {
                     out_bind,
                     state_bind,
                 ],
-                (r1 - r0) as u32,
+                (r1 - r0).div_ceil(wg) as u32,
             )?;
         }
         Ok(())
