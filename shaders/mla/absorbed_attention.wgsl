@@ -27,21 +27,12 @@
 //   P. PV, invocation = output columns lid + k * 256 (k < NPC) for all G rows: acc = acc * alpha +
 //      sum_t p[r][t] * c_t[col] (p uniform across lanes, c_t[col] consecutive across lanes).
 //
-// What bounds it and why. Per (row, key) the work is 2 * 576 + 2 * 512 FLOPs against one 2304-byte
-// key row shared by all rows, so decode at H = 16 has ~15 FLOP/byte and is compute-bound on
-// lavapipe (ridge ~8 FLOP/byte) and memory-bound only on big GPUs. On lavapipe (llvmpipe runs a
-// workgroup on one CPU thread, 8 invocations per AVX2 vector) every memory access whose address
-// differs per lane is a per-lane scalar loop, while a lane-uniform storage load is one scalar load
-// + broadcast; dynamically indexed private arrays become gathers. So every inner loop here does
-// one per-lane load (a cache element) and reuses it G = 16 times from registers, with the other
-// operand (q or p) a lane-uniform load; the register arrays are indexed only by unrolled
-// constant-bound loops. Each key row of a split is read from global memory twice per workgroup
-// (once in S, once, c part only, in P): for H = 16 one workgroup serves all heads, so the cache
-// is read 2x per step; for H = 128, 8 workgroups (G = 16 each) read it, 16x in all (mostly L2 /
-// CPU cache hits when they run together). Fewer passes would need more rows per workgroup, i.e.
-// more accumulator registers per lane (G * NPC <= 32 here).
-// The previous design (invocation = row x vec4 slot, tile in workgroup memory) did a per-lane
-// workgroup-memory gather per 4 FMAs and ran at ~3% of roofline.
+// What bounds it and why: see absorbed_attention_vec4.wgsl (the variant used for aligned widths,
+// including DeepSeek's). This scalar variant serves d_c or d_R not multiples of 4; on lavapipe
+// every load is a per-lane loop, and here each inner step does 1 cache load + G query loads for
+// G FMAs, so it is ~2x slower than the old vec4-tile design at DeepSeek sizes and ~7x slower than
+// the vec4 variant. It could be register blocked the same way (several keys per invocation).
+// Cache reads: twice per row group (phase S and phase P), as in the vec4 variant.
 // Workgroup memory: 8 bytes; 256 invocations; 7 storage buffers.
 
 override G: u32 = 16u;    // rows (heads x query tokens) per workgroup, power of two, <= 16

@@ -9,25 +9,30 @@
 //      writes scale * s (or -3e38 where masked) to the work area, [row][key];
 //   M. online softmax, invocation = row (lid < G): running max m and sum l in f32,
 //      alpha = exp(m_old - m_new), p = exp(s - m_new) written transposed, [key][16 rows];
-//   P. PV, invocation = DB vec4 column blocks (lid + k * 64) x all G rows: per key it loads DB
-//      cache vec4s and the 4 vec4s of p for the key, and does G * DB vec4 FMAs.
+//   P. PV, invocation cb < npl = ceil(d_c / 4 / DB) owns vec4 columns cb + k * npl (k < DB) for
+//      all G rows: per key it loads DB cache vec4s and the 4 vec4s of p for the key, and does
+//      G * DB vec4 FMAs.
 // Work area per workgroup (vec4s, from params.work_base / 4): scores [16][TK] floats, p [TK][16]
 // floats, alpha [16], l [16].
 //
 // What bounds it and why. Decode at H = 16 has ~15 FLOP/byte (2 * 576 + 2 * 512 FLOPs per row and
 // key against a 2304-byte key row), compute-bound on lavapipe and memory-bound on big GPUs. On
 // lavapipe (Mesa 22.3) every storage or workgroup-memory load, uniform address or not, is a loop
-// over the 8 SIMD lanes with a bounds check per component, ~200 instructions per vec4, while
-// register FMAs are one vector instruction: the kernel is bound by loads, so it is register
-// blocked like a CPU GEMM micro-kernel. Phase S does G * JB * 4 FMAs per G + JB vec4 loads
-// (256 / 20 at G = 16, JB = 4), phase P G * DB * 4 per DB + 4 (128 / 6); the previous design
-// (one workgroup-memory vec4 per 4 FMAs) ran at ~3% of roofline. On a GPU the same blocking
-// keeps each key vec4 in a register for G rows and each query vec4 for JB keys.
+// over the 8 SIMD lanes with a bounds check per component, ~200 instructions per vec4, while a
+// register FMA is one vector instruction, and a private array indexed in a loop that is not
+// unrolled becomes gathers: the kernel is bound by loads, so it is register blocked like a CPU
+// GEMM micro-kernel with only small constant-bound loops over the register arrays. Phase S does
+// G * JB * 4 FMAs per G + JB vec4 loads (512 / 24 at G = 16, JB = 8), phase P G * DB * 4 per
+// DB + 4 + 1 loads (256 / 9 at DB = 4). Measured at H = 16, 1K context: ~40-50 ms (8-9% of
+// roofline; was ~150 ms, 3%, with one workgroup-memory vec4 load per 4 FMAs); phase S alone
+// ~13 ms, so phase P costs ~2x what its load count predicts, most likely because its 64-vec4
+// accumulator array spills or is not fully promoted to registers (next thing to try: split P
+// into passes over halves of the columns, or fewer rows per invocation).
 // Cache reads: each key row of a split is read twice per workgroup (S: all of it; P: the c part).
 // For H = 16 one workgroup serves all heads (2 passes over the cache per step); for H = 128, 8
 // workgroups (G = 16) read it, 16 passes in all, mostly cache hits when they run together.
 
-override G: u32 = 16u;   // rows per workgroup, power of two <= 16, G * JB <= 64, G * DB <= 64
+override G: u32 = 16u;   // rows per workgroup, power of two <= 16, G * JB <= 128, G * DB <= 64
 override JB: u32 = 4u;   // keys per invocation in phase S (TK = 64 * JB <= 512)
 override DB: u32 = 2u;   // vec4 output column blocks per invocation in phase P
 
@@ -98,6 +103,8 @@ fn main(
     let p_at = work + 4u * tk;
     let alpha_at = work + 8u * tk;
     let l_at = alpha_at + 4u;
+    // Phase P lanes: lane cb < npl owns vec4 columns cb + k * npl (k < DB); other lanes idle.
+    let npl = (dc4 + DB - 1u) / DB;
 
     if (lid == 0u) {
         let last_row = min(row0 + G, rows) - 1u;
@@ -116,16 +123,22 @@ fn main(
     var m = NEG_BIG;
     var l = 0.0;
     var acc: array<vec4<f32>, 64>;
-    for (var a = 0u; a < G * DB; a++) {
-        acc[a] = vec4<f32>(0.0);
+    // Nested small loops everywhere (not one loop over G * DB): a loop the compiler does not
+    // unroll indexes the array dynamically, and then every access to it becomes a gather.
+    for (var hh = 0u; hh < G; hh++) {
+        for (var k = 0u; k < DB; k++) {
+            acc[hh * DB + k] = vec4<f32>(0.0);
+        }
     }
 
     for (var j0 = k0; j0 < k1; j0 += tk) {
         let nt = min(tk, k1 - j0);
         // S. Scores of keys j0 + lid * JB + k (k < JB) against the G rows.
-        var sc: array<f32, 64>;
-        for (var a = 0u; a < G * JB; a++) {
-            sc[a] = 0.0;
+        var sc: array<f32, 128>;
+        for (var hh = 0u; hh < G; hh++) {
+            for (var k = 0u; k < JB; k++) {
+                sc[hh * JB + k] = 0.0;
+            }
         }
         var base: array<u32, 8>;
         var ok: array<bool, 8>;
@@ -205,6 +218,7 @@ fn main(
         }
         storageBarrier();
         // P. acc = acc * alpha + sum_t p_t c_t over DB vec4 columns, all G rows.
+        for (var cb = lid; cb < npl; cb += WG) {
         for (var h4 = 0u; h4 < (G + 3u) / 4u; h4++) {
             let a4 = scratch[alpha_at + h4];
             for (var e = 0u; e < 4u; e++) {
@@ -216,27 +230,29 @@ fn main(
                 }
             }
         }
+        // Branch-free (a branch would turn every accumulator update into a masked select on
+        // lavapipe): a key with a bad block id reads slot 0 and zeroes it with a select.
         for (var t = 0u; t < nt; t++) {
             let kj = j0 + t;
             let blk = block_table[b * params.max_blocks + kj / bs];
-            if (blk < params.num_blocks) {
-                let kb = (blk * bs + kj % bs) * w4;
-                var cv: array<vec4<f32>, 16>;
+            let valid = blk < params.num_blocks;
+            let kb = select(0u, (blk * bs + kj % bs) * w4, valid);
+            var cv: array<vec4<f32>, 16>;
+            for (var k = 0u; k < DB; k++) {
+                let c = cache[kb + min(cb + k * npl, dc4 - 1u)];
+                cv[k] = select(vec4<f32>(0.0), c, valid);
+            }
+            var pv: array<vec4<f32>, 4>;
+            for (var h4 = 0u; h4 < 4u; h4++) {
+                pv[h4] = scratch[p_at + t * 4u + h4];
+            }
+            for (var hh = 0u; hh < G; hh++) {
+                let p = vec4<f32>(pv[hh / 4u][hh % 4u]);
                 for (var k = 0u; k < DB; k++) {
-                    cv[k] = cache[kb + min(lid + k * WG, dc4 - 1u)];
-                }
-                for (var h4 = 0u; h4 < (G + 3u) / 4u; h4++) {
-                    let p4 = scratch[p_at + t * 4u + h4];
-                    for (var e = 0u; e < 4u; e++) {
-                        let hh = h4 * 4u + e;
-                        if (hh < G) {
-                            for (var k = 0u; k < DB; k++) {
-                                acc[hh * DB + k] = fma(vec4<f32>(p4[e]), cv[k], acc[hh * DB + k]);
-                            }
-                        }
-                    }
+                    acc[hh * DB + k] = fma(p, cv[k], acc[hh * DB + k]);
                 }
             }
+        }
         }
         storageBarrier();
     }
@@ -253,6 +269,7 @@ fn main(
         }
     }
     storageBarrier();
+    for (var cb = lid; cb < npl; cb += WG) {
     for (var hh = 0u; hh < G; hh++) {
         let r = row0 + hh;
         if (r < rows) {
@@ -260,7 +277,7 @@ fn main(
             let lr = scratch[o / 4u][o % 4u];
             let inv = select(0.0, 1.0 / lr, lr > 0.0);
             for (var k = 0u; k < DB; k++) {
-                let col = lid + k * WG;
+                let col = cb + k * npl;
                 if (col < dc4) {
                     if (params.n_split == 1u) {
                         o_lat[(b * rows + r) * dc4 + col] = acc[hh * DB + k] * inv;
@@ -271,4 +288,5 @@ fn main(
             }
         }
     }
+}
 }

@@ -10,22 +10,21 @@
 //! # Tiling
 //! The cache is a single "KV head" shared by all heads, so the kernel treats the S_q·H query
 //! rows of a sequence alike ("rows", r = i·H + h) and gives each workgroup a group of G of them
-//! (G = 16, or the next power of two ≥ S_q·H when that is smaller). A workgroup (256
-//! invocations, 16 per row) walks its keys in tiles of TK = 4 cache rows (4·576 floats = 9 KiB of
-//! workgroup memory at DeepSeek sizes, 14.4 KiB in all with the score partials), loading each tile
-//! from global memory once and using it for all G rows. Each invocation holds 9 vec4 slots of its
-//! row's query [q_lat | q_rope] in registers and 8 vec4 output accumulators (the matching 32
-//! columns of c); per tile it dots its query slots with each key (partials reduced through
-//! workgroup memory), one invocation per row runs the online softmax in f32 (running max and
-//! sum), and then all do `acc ← acc·α + Σ_t p_t c_t`. Adjacent invocations touch adjacent vec4s,
-//! so tile and global reads are contiguous.
+//! (G = 16, or the next power of two ≥ S_q·H when that is smaller). Per tile of keys a workgroup
+//! runs three phases, each with its own invocation mapping (scratch holds the tile's scores and
+//! probabilities between them): S, scores, invocation = a block of keys × all G rows (register
+//! blocked: per vec4 of the latent row it loads JB key vec4s and G query vec4s and does G·JB
+//! dots); M, online softmax in f32, invocation = row; P, PV, invocation = a block of output
+//! columns × all G rows (per key it loads its column vec4s of c and the key's 16 probabilities
+//! and does G·DB vec4 FMAs). Aligned widths (d_c, d_R multiples of 4, DeepSeek's case) use
+//! `absorbed_attention_vec4.wgsl` (64 invocations, JB = 8 keys, tiles of 512 keys); other
+//! widths use the scalar `absorbed_attention.wgsl` (256 invocations, one key per invocation,
+//! tiles of 256 keys).
 //!
-//! How often each cache row is read from global memory: ⌈H·S_q / 16⌉ times per sequence, by
-//! different workgroups. Decode with H = 16: once (one workgroup serves all heads). H = 128: 8
-//! times, by 8 workgroups that run concurrently on the same keys, so on a GPU with a shared L2
-//! most of those reads hit in L2 and DRAM traffic stays near one pass over the cache. (A larger
-//! G would need more registers per invocation than is portable: 16 rows × 512 columns of f32
-//! accumulators already take 32 registers in each of 256 invocations.)
+//! How often each cache row is read from global memory: twice per row group (phase S reads the
+//! row, phase P its c part), ⌈H·S_q / 16⌉ row groups per sequence. Decode with H = 16: one
+//! workgroup serves all heads; H = 128: 8 workgroups that run concurrently on the same keys, so
+//! on a GPU with a shared L2 most of those reads hit in L2.
 //!
 //! # Split-KV
 //! With few sequences and heads there are too few workgroups to fill a GPU, so the keys of each
@@ -40,14 +39,16 @@
 //!
 //! # Roofline
 //! Per cache row (W = d_c + d_R = 576 floats, 2304 bytes) and query row the kernel does
-//! 2·576 (scores) + 2·512 (PV) + 3 ≈ 2179 FLOPs. Decode (S_q = 1) reads each row once, so its
-//! arithmetic intensity is ≈ H·2179 / 2304 ≈ 0.95·H FLOP/byte: 15 at H = 16, 121 at H = 128.
-//! A datacenter GPU's f32 ridge point is ~10–20 FLOP/byte (e.g. 60 TFLOP/s over 3.3 TB/s), so
-//! decode is memory-bound at H ≤ 16 and compute-bound at H = 128; lavapipe's ridge is
-//! ≈ 90 GFLOP/s / 11 GB/s ≈ 8 FLOP/byte, so there both are compute-bound. Hence the design:
-//! read the cache once per head group from DRAM (memory-bound case), and keep the FMAs dense
-//! (register accumulators, tile in workgroup memory) for the compute-bound case. The queries and
-//! the output are small (H·(2·512 + 64) floats per token) next to the cache at long contexts.
+//! 2·576 (scores) + 2·512 (PV) + 3 ≈ 2179 FLOPs. Decode (S_q = 1) needs each row once, so its
+//! arithmetic intensity is ≈ H·2179 / 2304 ≈ 0.95·H FLOP/byte: 15 at H = 16, 121 at H = 128:
+//! memory-bound at H ≤ 16 on a datacenter GPU (ridge ~10–20 FLOP/byte), compute-bound at
+//! H = 128 and on lavapipe (ridge ≈ 8 FLOP/byte). On lavapipe (Mesa 22.3) the kernel is bound
+//! by neither: every storage or workgroup-memory load, uniform address or not, is a loop over
+//! the SIMD lanes with a bounds check per component (~200 instructions per vec4), and a private
+//! array indexed in a loop the compiler does not unroll becomes gathers. Hence the register
+//! blocking (many FMAs per loaded vec4) and the small, constant-bound inner loops. Measured
+//! (decode, Bt = 1, 1K context, lavapipe on a shared 2-core machine): H = 16 went from
+//! ~150 ms (3% of roofline) to ~40–50 ms (8–9%); phase S alone takes ~13 ms, phase P the rest.
 
 use crate::batch::{Batch, Binding};
 use crate::error::{Error, Result};
@@ -84,7 +85,7 @@ const TK: usize = 256;
 const WORK: usize = 16 * TK + 32;
 /// Invocations of the aligned kernel, keys per invocation in its score phase, its work area.
 const WG4: usize = 64;
-const JB: usize = 4;
+const JB: usize = 8;
 const WORK4: usize = 32 * WG4 * JB + 32;
 /// Most rows × vec4 column blocks (the aligned kernel's acc array).
 const MAX_ACC4: usize = 64;
@@ -162,7 +163,11 @@ pub fn plan(
 ) -> Result<Plan> {
     let rows = (s_q * h).max(1);
     let vec4 = d_c % 4 == 0 && d_r % 4 == 0;
-    let out_cols = d_c.div_ceil(WG).max(1);
+    let out_cols = if vec4 {
+        d_c.div_ceil(4 * WG4).clamp(4, 2 * MAX_COLS)
+    } else {
+        d_c.div_ceil(WG).max(1)
+    };
     if out_cols > MAX_COLS {
         return Err(Error::Limit {
             what: format!("absorbed attention with d_c = {d_c}"),
