@@ -17,6 +17,7 @@ pub const ALL: &[Shader] = &[
     crate::ops::latent_cache::SHADER,
     crate::ops::absorbed_attention::SHADER,
     crate::ops::absorbed_attention::COMBINE_SHADER,
+    crate::ops::absorbed_attention::VEC4_SHADER,
     crate::ops::selective_scan::SHADER,
     crate::ops::state_update::SHADER,
     crate::ops::state_update::SHADER_SUBGROUP,

@@ -5,49 +5,42 @@
 //   o_lat[b,i,h,:] = sum_j softmax_j(s) * c_j       over keys j < lim(i) = seq_len - S_q + i + 1
 // (bottom-right causal; lim is clamped to [0, max_blocks * block_size]; a row with no key gets 0).
 // Cache row j of sequence b lives at slot block_table[b, j / bs] * bs + j % bs, W = d_c + d_R
-// floats [c | k_rope]. Only keys j < lim of slots the block table names are ever loaded: the rest
-// of the cache (other sequences' pages, unused slots) is never read, so NaN there is harmless.
-// A block id >= num_blocks is treated as a masked key (never read).
+// floats [c | k_rope]. Only keys j < k1 (the group's last causal limit) of slots the block table
+// names are read; a key row is used only where its block id is < num_blocks (else it is a masked
+// key and never read), so NaN in other pages or slots cannot reach the result.
 //
 // Layouts (f32 unless noted, row-major): q_lat (Bt, S_q, H, d_c); q_rope (Bt, S_q, H, d_R);
 // cache (num_blocks, bs, W); block_table (Bt, MB) u32; seq_lens (Bt) u32; o_lat like q_lat;
-// scratch: partial accumulators (n_split, Bt, R, d_c) then (m, l) pairs (n_split, Bt, R, 2).
+// scratch: partial accumulators (n_split, Bt, R, d_c), (m, l) pairs (n_split, Bt, R, 2) (only
+// with n_split > 1), then from params.work_base a work area of WORK floats per workgroup:
+// scores / probabilities [G][TK], alpha [16], l [16].
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
-// ((b * groups + g) * n_split + s). The cache is one "KV head" shared by every row, so a
-// workgroup loads a tile of TK cache rows into workgroup memory once and uses it for all G rows
-// (heads x query tokens). In the tile a row is padded to RSV = NCH * (WG / G) vec4 slots:
-// [c padded to a multiple of 4 | k_rope padded | zeros]. Invocation lid serves row rr = lid / IPR
-// (IPR = WG / G invocations per row) and vec4 slots j, j + IPR, ... (j = lid % IPR) of the padded
-// row: it keeps those NCH slots of its query [q_lat | q_rope] in registers and NPV vec4
-// accumulators for the output columns of the same slots in the c part. Adjacent invocations
-// touch adjacent slots, so every tile read is contiguous. At DeepSeek sizes (G = 16, IPR = 16,
-// W = 576 = 144 vec4): NCH = 9, NPV = 8, TK = 4, tile 9 KiB. Per tile:
-//   1. load the TK rows (zeros for keys outside [j0, k1) of this split, for a block id
-//      >= num_blocks, and for padding);
-//   2. partial scores: each invocation dots its q slots with each key's slots; the IPR partials
-//      of a (row, key) go to workgroup memory (WG * TK floats);
-//   3. softmax: invocation lid < G owns row lid's running max m and sum l (f32): it sums the
-//      partials, masks keys past the row's causal limit, rescales (alpha = exp(m_old - m_new)) and
-//      writes p and alpha to workgroup memory;
-//   4. PV: acc = acc * alpha + sum_t p_t * c_t[slots], c from the tile.
-// Split-KV: split s covers keys [s * split_len, (s + 1) * split_len) (the last split runs to the
-// end); with n_split = 1 the kernel writes o_lat = acc / l directly, otherwise it writes the
-// unnormalised acc and (m, l) to scratch and absorbed_attention_combine.wgsl merges them.
-// Workgroup memory: TILE_V vec4 (10 KiB) + PART_MAX + 64 + 2 * 16 + 4 floats + 8 bytes
-// = 14.4 KiB < 16 KiB; 256 invocations; 7 storage buffers.
+// ((b * groups + g) * n_split + s). The cache is one "KV head" shared by every row, so each key
+// row a workgroup loads is used for all G rows (heads x query tokens). Per tile of TK = 256 keys
+// the workgroup runs three phases, each with the mapping that keeps its inner loop in registers:
+//   S. scores, invocation = key: lane t walks its key row c_t once and accumulates the G dot
+//      products q_r . c_t in G registers (q_r[d] has the same address in every lane: a uniform
+//      load); writes scale * s (or -3e38 where masked) to the work area;
+//   M. online softmax, invocation = row (lid < G): running max m and sum l in f32, rescale
+//      alpha = exp(m_old - m_new), p = exp(s - m_new) written over the scores;
+//   P. PV, invocation = output columns lid + k * 256 (k < NPC) for all G rows: acc = acc * alpha +
+//      sum_t p[r][t] * c_t[col] (p uniform across lanes, c_t[col] consecutive across lanes).
+//
+// What bounds it and why: see absorbed_attention_vec4.wgsl (the variant used for aligned widths,
+// including DeepSeek's). This scalar variant serves d_c or d_R not multiples of 4; on lavapipe
+// every load is a per-lane loop, and here each inner step does 1 cache load + G query loads for
+// G FMAs, so it is ~2x slower than the old vec4-tile design at DeepSeek sizes and ~7x slower than
+// the vec4 variant. It could be register blocked the same way (several keys per invocation).
+// Cache reads: twice per row group (phase S and phase P), as in the vec4 variant.
+// Workgroup memory: 8 bytes; 256 invocations; 7 storage buffers.
 
-override WG: u32 = 256u;  // invocations; the host always uses 256
 override G: u32 = 16u;    // rows (heads x query tokens) per workgroup, power of two, <= 16
-override TK: u32 = 4u;    // keys per tile, power of two <= 4, TK * RSV <= TILE_V
-override NCH: u32 = 9u;   // vec4 chunks of a padded latent row per invocation (<= QMAX)
-override NPV: u32 = 8u;   // of which cover the c part (output columns) (<= AMAX)
-override ALIGNED: bool = true;  // d_c and d_R are multiples of 4: the padded row is the row
+override NPC: u32 = 2u;   // output columns per invocation (lid + k * WG), G * NPC <= 32
 
-const TILE_V: u32 = 640u;   // vec4s of workgroup memory for the key tile (10 KiB)
-const PART_MAX: u32 = 1024u;
-const QMAX: u32 = 16u;
-const AMAX: u32 = 8u;
+const WG: u32 = 256u;
+const TK: u32 = 256u;     // keys per tile (one per invocation in phase S)
+const WORK: u32 = 4128u;  // 16 * TK + 32 floats of scratch per workgroup
 const NEG_BIG: f32 = -3.0e38;
 
 struct Params {
@@ -63,6 +56,10 @@ struct Params {
     split_len: u32,
     groups: u32,
     scale: f32,
+    work_base: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -74,24 +71,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> o_lat: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: array<f32>;
 
-var<workgroup> tile: array<vec4<f32>, TILE_V>;
-var<workgroup> partial: array<f32, PART_MAX>;
-var<workgroup> probs: array<f32, 64>;
-var<workgroup> alpha_s: array<f32, 16>;
-var<workgroup> l_s: array<f32, 16>;
-var<workgroup> key_ok: array<u32, 4>;
 var<workgroup> range_s: vec2<u32>;
-
-// Element e (< 4 * RSV) of the padded latent row [c padded to dc4 | k_rope padded to dr4 | 0..]
-// of a q or cache row: (source index within the row's c or rope part, which part, valid).
-// Returns the flat index into the W-wide row, or 0xFFFFFFFF where the element is padding.
-fn padded_to_flat(e: u32, dc4: u32) -> u32 {
-    if (e < dc4) {
-        return select(0xFFFFFFFFu, e, e < params.d_c);
-    }
-    let r = e - dc4;
-    return select(0xFFFFFFFFu, params.d_c + r, r < params.d_r);
-}
 
 // Number of keys row r (of the sequence) may see, clamped to [0, cap].
 fn row_limit(r: u32, seq_len: u32, cap: u32) -> u32 {
@@ -119,13 +99,11 @@ fn main(
     let w = params.d_c + params.d_r;
     let bs = params.block_size;
     let cap = params.max_blocks * bs;
-    let ipr = WG / G;             // invocations per row
-    let rsv = NCH * ipr;          // vec4s per padded row in the tile
-    let dc4 = (params.d_c + 3u) / 4u * 4u;
+    let seq_len = seq_lens[b];
+    let work = params.work_base + wid * WORK;
 
     // The key range of this workgroup, computed by one invocation and made uniform.
     if (lid == 0u) {
-        let seq_len = seq_lens[b];
         let last_row = min(row0 + G, rows) - 1u;
         let kend = row_limit(last_row, seq_len, cap);
         let k0 = s * params.split_len;
@@ -138,154 +116,125 @@ fn main(
     let range = workgroupUniformLoad(&range_s);
     let k0 = range.x;
     let k1 = range.y;
-    let seq_len = seq_lens[b];
-
-    // This invocation: row rr of the group, vec4 slots j, j + ipr, ... of the padded row.
-    let rr = lid / ipr;
-    let j = lid % ipr;
-    let my_q = row0 + rr;
-    let qrow = b * rows + my_q;
-    var q: array<vec4<f32>, QMAX>;
-    var acc: array<vec4<f32>, AMAX>;
-    for (var k = 0u; k < NCH; k++) {
-        var v = vec4<f32>(0.0);
-        if (my_q < rows) {
-            for (var c = 0u; c < 4u; c++) {
-                let f = padded_to_flat((j + k * ipr) * 4u + c, dc4);
-                if (f < params.d_c) {
-                    v[c] = q_lat[qrow * params.d_c + f];
-                } else if (f < w) {
-                    v[c] = q_rope[qrow * params.d_r + f - params.d_c];
-                }
-            }
-        }
-        q[k] = v;
-    }
-    for (var k = 0u; k < NPV; k++) {
-        acc[k] = vec4<f32>(0.0);
-    }
 
     // Softmax role (lid < G): running max and sum of row row0 + lid.
     var m = NEG_BIG;
     var l = 0.0;
-    let my_row = row0 + lid;
-    var my_lim = 0u;
-    if (lid < G && my_row < rows) {
-        my_lim = row_limit(my_row, seq_len, cap);
+
+    var acc: array<f32, 32>;
+    for (var a = 0u; a < 32u; a++) {
+        acc[a] = 0.0;
     }
 
     for (var j0 = k0; j0 < k1; j0 += TK) {
-        workgroupBarrier();
-        // 1a. Load TK cache rows into the padded tile (zeros for keys outside [j0, k1), for
-        // keys with a bad block id, and for padding).
-        if (lid < TK) {
-            let jj = j0 + lid;
-            var ok = 0u;
-            if (jj < k1) {
-                let blk = block_table[b * params.max_blocks + jj / bs];
-                ok = select(0u, 1u, blk < params.num_blocks);
-            }
-            key_ok[lid] = ok;
+        let nt = min(TK, k1 - j0);
+        // S. Scores: this invocation's key against all G rows.
+        let jj = j0 + lid;
+        var sc: array<f32, 16>;
+        for (var hh = 0u; hh < 16u; hh++) {
+            sc[hh] = 0.0;
         }
-        for (var e = lid; e < TK * rsv; e += WG) {
-            let t = e / rsv;
-            let vslot = e - t * rsv;
-            let jj = j0 + t;
-            var v = vec4<f32>(0.0);
-            if (jj < k1) {
-                let blk = block_table[b * params.max_blocks + jj / bs];
-                if (blk < params.num_blocks) {
-                    let base = (blk * bs + jj % bs) * w;
-                    let f0 = vslot * 4u;
-                    if (ALIGNED) {
-                        if (f0 < w) {
-                            let x = base + f0;
-                            v = vec4<f32>(cache[x], cache[x + 1u], cache[x + 2u], cache[x + 3u]);
-                        }
-                    } else {
-                        for (var c = 0u; c < 4u; c++) {
-                            let f = padded_to_flat(f0 + c, dc4);
-                            if (f < w) {
-                                v[c] = cache[base + f];
-                            }
-                        }
+        var key_ok = false;
+        if (jj < k1) {
+            let blk = block_table[b * params.max_blocks + jj / bs];
+            if (blk < params.num_blocks) {
+                key_ok = true;
+                let base = (blk * bs + jj % bs) * w;
+                for (var d = 0u; d < params.d_c; d++) {
+                    let c = cache[base + d];
+                    for (var hh = 0u; hh < G; hh++) {
+                        let qr = b * rows + min(row0 + hh, rows - 1u);
+                        sc[hh] = fma(q_lat[qr * params.d_c + d], c, sc[hh]);
+                    }
+                }
+                for (var d = 0u; d < params.d_r; d++) {
+                    let c = cache[base + params.d_c + d];
+                    for (var hh = 0u; hh < G; hh++) {
+                        let qr = b * rows + min(row0 + hh, rows - 1u);
+                        sc[hh] = fma(q_rope[qr * params.d_r + d], c, sc[hh]);
                     }
                 }
             }
-            tile[e] = v;
         }
-        workgroupBarrier();
-        // 1b. Partial scores of row rr over this invocation's slots, for each key of the tile.
-        for (var t = 0u; t < TK; t++) {
-            var d4 = vec4<f32>(0.0);
-            for (var k = 0u; k < NCH; k++) {
-                d4 = fma(q[k], tile[t * rsv + j + k * ipr], d4);
-            }
-            partial[(rr * TK + t) * ipr + j] = d4.x + d4.y + d4.z + d4.w;
+        for (var hh = 0u; hh < G; hh++) {
+            let lim = row_limit(min(row0 + hh, rows - 1u), seq_len, cap);
+            let ok = key_ok && jj < lim;
+            scratch[work + hh * TK + lid] = select(NEG_BIG, sc[hh] * params.scale, ok);
         }
-        workgroupBarrier();
-        // 2. Online softmax per row.
+        storageBarrier();
+        // M. Online softmax, one invocation per row.
         if (lid < G) {
-            var sc: array<f32, 4>;
+            let pb = work + lid * TK;
             var tmax = NEG_BIG;
-            for (var t = 0u; t < TK; t++) {
-                var sum = 0.0;
-                let pb = (lid * TK + t) * ipr;
-                for (var p = 0u; p < ipr; p++) {
-                    sum += partial[pb + p];
-                }
-                let valid = key_ok[t] == 1u && j0 + t < my_lim;
-                sc[t] = select(NEG_BIG, sum * params.scale, valid);
-                tmax = max(tmax, sc[t]);
+            for (var t = 0u; t < nt; t++) {
+                tmax = max(tmax, scratch[pb + t]);
             }
             let m_new = max(m, tmax);
             let alpha = exp(m - m_new);
             var psum = 0.0;
-            for (var t = 0u; t < TK; t++) {
-                let p = select(0.0, exp(sc[t] - m_new), sc[t] > NEG_BIG);
-                probs[lid * TK + t] = p;
+            for (var t = 0u; t < nt; t++) {
+                let sv = scratch[pb + t];
+                let p = select(0.0, exp(sv - m_new), sv > NEG_BIG);
+                scratch[pb + t] = p;
                 psum += p;
             }
             l = l * alpha + psum;
             m = m_new;
-            alpha_s[lid] = alpha;
+            scratch[work + 16u * TK + lid] = alpha;
         }
-        workgroupBarrier();
-        // 3. acc = acc * alpha + P V over this invocation's output slots (c part of the row).
-        let a = alpha_s[rr];
-        for (var k = 0u; k < NPV; k++) {
-            acc[k] = acc[k] * a;
-        }
-        for (var t = 0u; t < TK; t++) {
-            let p = probs[rr * TK + t];
-            for (var k = 0u; k < NPV; k++) {
-                acc[k] = fma(vec4<f32>(p), tile[t * rsv + j + k * ipr], acc[k]);
+        storageBarrier();
+        // P. acc = acc * alpha + sum_t p_t c_t over this invocation's columns, all G rows.
+        for (var hh = 0u; hh < G; hh++) {
+            let a = scratch[work + 16u * TK + hh];
+            for (var k = 0u; k < NPC; k++) {
+                acc[k * G + hh] *= a;
             }
         }
+        for (var t = 0u; t < nt; t++) {
+            let kj = j0 + t;
+            let blk = block_table[b * params.max_blocks + kj / bs];
+            if (blk < params.num_blocks) {
+                let base = (blk * bs + kj % bs) * w;
+                var cv: array<f32, 8>;
+                for (var k = 0u; k < NPC; k++) {
+                    cv[k] = cache[base + min(lid + k * WG, params.d_c - 1u)];
+                }
+                for (var hh = 0u; hh < G; hh++) {
+                    let p = scratch[work + hh * TK + t];
+                    for (var k = 0u; k < NPC; k++) {
+                        acc[k * G + hh] = fma(p, cv[k], acc[k * G + hh]);
+                    }
+                }
+            }
+        }
+        storageBarrier();
     }
 
     // Publish each row's sum and write out.
     if (lid < G) {
-        l_s[lid] = l;
+        scratch[work + 16u * TK + 16u + lid] = l;
+        let my_row = row0 + lid;
+        if (params.n_split > 1u && my_row < rows) {
+            let part_base = (s * params.bt + b) * rows;
+            let ml = params.n_split * params.bt * rows * params.d_c + 2u * (part_base + my_row);
+            scratch[ml] = m;
+            scratch[ml + 1u] = l;
+        }
     }
-    workgroupBarrier();
+    storageBarrier();
     let part_base = (s * params.bt + b) * rows;
-    if (params.n_split > 1u && lid < G && my_row < rows) {
-        let ml = params.n_split * params.bt * rows * params.d_c + 2u * (part_base + my_row);
-        scratch[ml] = m;
-        scratch[ml + 1u] = l;
-    }
-    if (my_q < rows) {
-        let lr = l_s[rr];
-        let inv = select(0.0, 1.0 / lr, lr > 0.0);
-        for (var k = 0u; k < NPV; k++) {
-            for (var c = 0u; c < 4u; c++) {
-                let col = (j + k * ipr) * 4u + c;
+    for (var hh = 0u; hh < G; hh++) {
+        let r = row0 + hh;
+        if (r < rows) {
+            let lr = scratch[work + 16u * TK + 16u + hh];
+            let inv = select(0.0, 1.0 / lr, lr > 0.0);
+            for (var k = 0u; k < NPC; k++) {
+                let col = lid + k * WG;
                 if (col < params.d_c) {
                     if (params.n_split == 1u) {
-                        o_lat[qrow * params.d_c + col] = acc[k][c] * inv;
+                        o_lat[(b * rows + r) * params.d_c + col] = acc[k * G + hh] * inv;
                     } else {
-                        scratch[(part_base + my_q) * params.d_c + col] = acc[k][c];
+                        scratch[(part_base + r) * params.d_c + col] = acc[k * G + hh];
                     }
                 }
             }

@@ -10,22 +10,21 @@
 //! # Tiling
 //! The cache is a single "KV head" shared by all heads, so the kernel treats the S_q·H query
 //! rows of a sequence alike ("rows", r = i·H + h) and gives each workgroup a group of G of them
-//! (G = 16, or the next power of two ≥ S_q·H when that is smaller). A workgroup (256
-//! invocations, 16 per row) walks its keys in tiles of TK = 4 cache rows (4·576 floats = 9 KiB of
-//! workgroup memory at DeepSeek sizes, 14.4 KiB in all with the score partials), loading each tile
-//! from global memory once and using it for all G rows. Each invocation holds 9 vec4 slots of its
-//! row's query [q_lat | q_rope] in registers and 8 vec4 output accumulators (the matching 32
-//! columns of c); per tile it dots its query slots with each key (partials reduced through
-//! workgroup memory), one invocation per row runs the online softmax in f32 (running max and
-//! sum), and then all do `acc ← acc·α + Σ_t p_t c_t`. Adjacent invocations touch adjacent vec4s,
-//! so tile and global reads are contiguous.
+//! (G = 16, or the next power of two ≥ S_q·H when that is smaller). Per tile of keys a workgroup
+//! runs three phases, each with its own invocation mapping (scratch holds the tile's scores and
+//! probabilities between them): S, scores, invocation = a block of keys × all G rows (register
+//! blocked: per vec4 of the latent row it loads JB key vec4s and G query vec4s and does G·JB
+//! dots); M, online softmax in f32, invocation = row; P, PV, invocation = a block of output
+//! columns × all G rows (per key it loads its column vec4s of c and the key's 16 probabilities
+//! and does G·DB vec4 FMAs). Aligned widths (d_c, d_R multiples of 4, DeepSeek's case) use
+//! `absorbed_attention_vec4.wgsl` (64 invocations, JB = 8 keys, tiles of 512 keys); other
+//! widths use the scalar `absorbed_attention.wgsl` (256 invocations, one key per invocation,
+//! tiles of 256 keys).
 //!
-//! How often each cache row is read from global memory: ⌈H·S_q / 16⌉ times per sequence, by
-//! different workgroups. Decode with H = 16: once (one workgroup serves all heads). H = 128: 8
-//! times, by 8 workgroups that run concurrently on the same keys, so on a GPU with a shared L2
-//! most of those reads hit in L2 and DRAM traffic stays near one pass over the cache. (A larger
-//! G would need more registers per invocation than is portable: 16 rows × 512 columns of f32
-//! accumulators already take 32 registers in each of 256 invocations.)
+//! How often each cache row is read from global memory: twice per row group (phase S reads the
+//! row, phase P its c part), ⌈H·S_q / 16⌉ row groups per sequence. Decode with H = 16: one
+//! workgroup serves all heads; H = 128: 8 workgroups that run concurrently on the same keys, so
+//! on a GPU with a shared L2 most of those reads hit in L2.
 //!
 //! # Split-KV
 //! With few sequences and heads there are too few workgroups to fill a GPU, so the keys of each
@@ -40,14 +39,16 @@
 //!
 //! # Roofline
 //! Per cache row (W = d_c + d_R = 576 floats, 2304 bytes) and query row the kernel does
-//! 2·576 (scores) + 2·512 (PV) + 3 ≈ 2179 FLOPs. Decode (S_q = 1) reads each row once, so its
-//! arithmetic intensity is ≈ H·2179 / 2304 ≈ 0.95·H FLOP/byte: 15 at H = 16, 121 at H = 128.
-//! A datacenter GPU's f32 ridge point is ~10–20 FLOP/byte (e.g. 60 TFLOP/s over 3.3 TB/s), so
-//! decode is memory-bound at H ≤ 16 and compute-bound at H = 128; lavapipe's ridge is
-//! ≈ 90 GFLOP/s / 11 GB/s ≈ 8 FLOP/byte, so there both are compute-bound. Hence the design:
-//! read the cache once per head group from DRAM (memory-bound case), and keep the FMAs dense
-//! (register accumulators, tile in workgroup memory) for the compute-bound case. The queries and
-//! the output are small (H·(2·512 + 64) floats per token) next to the cache at long contexts.
+//! 2·576 (scores) + 2·512 (PV) + 3 ≈ 2179 FLOPs. Decode (S_q = 1) needs each row once, so its
+//! arithmetic intensity is ≈ H·2179 / 2304 ≈ 0.95·H FLOP/byte: 15 at H = 16, 121 at H = 128:
+//! memory-bound at H ≤ 16 on a datacenter GPU (ridge ~10–20 FLOP/byte), compute-bound at
+//! H = 128 and on lavapipe (ridge ≈ 8 FLOP/byte). On lavapipe (Mesa 22.3) the kernel is bound
+//! by neither: every storage or workgroup-memory load, uniform address or not, is a loop over
+//! the SIMD lanes with a bounds check per component (~200 instructions per vec4), and a private
+//! array indexed in a loop the compiler does not unroll becomes gathers. Hence the register
+//! blocking (many FMAs per loaded vec4) and the small, constant-bound inner loops. Measured
+//! (decode, Bt = 1, 1K context, lavapipe on a shared 2-core machine): H = 16 went from
+//! ~150 ms (3% of roofline) to ~40–50 ms (8–9%); phase S alone takes ~13 ms, phase P the rest.
 
 use crate::batch::{Batch, Binding};
 use crate::error::{Error, Result};
@@ -65,6 +66,12 @@ pub const SHADER: Shader = Shader {
     source: include_str!("../../shaders/mla/absorbed_attention.wgsl"),
 };
 
+/// The register-blocked attention kernel for aligned widths (d_c, d_R multiples of 4).
+pub const VEC4_SHADER: Shader = Shader {
+    name: "mla/absorbed_attention_vec4",
+    source: include_str!("../../shaders/mla/absorbed_attention_vec4.wgsl"),
+};
+
 /// The split-KV combine kernel.
 pub const COMBINE_SHADER: Shader = Shader {
     name: "mla/absorbed_attention_combine",
@@ -72,13 +79,21 @@ pub const COMBINE_SHADER: Shader = Shader {
 };
 
 const WG: usize = 256;
-/// vec4 slots of workgroup memory for the key tile (the shader's TILE_V).
-const TILE_V: usize = 640;
-/// Register vec4s per invocation for q and for the accumulators (QMAX, AMAX in the shader).
-const QMAX: usize = 16;
-const AMAX: usize = 8;
+/// Keys per tile (the shader's TK): one per invocation in the score phase.
+const TK: usize = 256;
+/// Scratch floats per workgroup for scores/probabilities, alpha and l (the shader's WORK).
+const WORK: usize = 16 * TK + 32;
+/// Invocations of the aligned kernel, keys per invocation in its score phase, its work area.
+const WG4: usize = 64;
+const JB: usize = 8;
+const WORK4: usize = 32 * WG4 * JB + 32;
+/// Most rows × vec4 column blocks (the aligned kernel's acc array).
+const MAX_ACC4: usize = 64;
 const MAX_ROWS_PER_GROUP: usize = 16;
-const MAX_KEYS_PER_TILE: usize = 4;
+/// Accumulator registers per invocation: G rows × NPC columns (the shader's acc array).
+const MAX_ACC: usize = 32;
+/// Most output columns per invocation (the shader's cv array), so d_c ≤ 8·256.
+const MAX_COLS: usize = 8;
 /// Workgroups the split planner aims for (enough to fill a large GPU several times over).
 const TARGET_WORKGROUPS: usize = 256;
 /// Fewest keys per split, so each split amortises its partial write and combine.
@@ -111,14 +126,15 @@ pub struct AbsorbedAttentionInputs<'a> {
 /// How a call is tiled and split (see the module docs); [`plan`] computes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Query rows (heads × query tokens) per workgroup, G (256 / G invocations per row).
+    /// Query rows (heads × query tokens) per workgroup, G.
     pub rows_per_group: usize,
-    /// Cache rows per tile in workgroup memory, TK.
+    /// Keys per tile, TK (one per invocation in the score phase).
     pub keys_per_tile: usize,
-    /// vec4 slots of the padded latent row each invocation holds (q in registers), NCH.
-    pub row_chunks: usize,
-    /// vec4 output accumulators per invocation (the c part), NPV.
-    pub out_chunks: usize,
+    /// Whether the register-blocked vec4 kernel runs (d_c and d_R multiples of 4).
+    pub vec4: bool,
+    /// Output columns per invocation in the PV phase: scalar kernel NPC = ⌈d_c / 256⌉, vec4
+    /// kernel DB = ⌈d_c / 256⌉ vec4 blocks.
+    pub out_cols: usize,
     /// Row groups per sequence, ⌈S_q·H / G⌉.
     pub groups: usize,
     /// KV splits per (sequence, row group).
@@ -135,8 +151,8 @@ impl Plan {
 }
 
 /// Choose the tiling and split count for Bt sequences of S_q new tokens, H heads, widths d_c and
-/// d_r, and longest context `max_seq_len`. Errors when the widths do not fit the kernel
-/// (roughly d_c ≤ 8192 and d_c + d_r ≤ 2560).
+/// d_r, and longest context `max_seq_len`. Errors when d_c does not fit the kernel
+/// (d_c ≤ 2048: each invocation holds at most 8 output columns).
 pub fn plan(
     bt: usize,
     s_q: usize,
@@ -146,29 +162,23 @@ pub fn plan(
     max_seq_len: usize,
 ) -> Result<Plan> {
     let rows = (s_q * h).max(1);
-    let c4 = d_c.div_ceil(4);
-    let rs4 = c4 + d_r.div_ceil(4);
-    let mut g = MAX_ROWS_PER_GROUP.min(rows.next_power_of_two());
-    let tiling = loop {
-        let ipr = WG / g;
-        let nch = rs4.div_ceil(ipr).max(1);
-        let npv = c4.div_ceil(ipr).max(1);
-        let tk = prev_pow2(MAX_KEYS_PER_TILE.min(TILE_V / (nch * ipr)));
-        if nch <= QMAX && npv <= AMAX && tk >= 1 {
-            break (g, tk, nch, npv);
-        }
-        if g == 1 {
-            return Err(Error::Limit {
-                what: format!("absorbed attention with d_c = {d_c}, d_R = {d_r}"),
-                detail: format!(
-                    "the kernel holds at most {} floats of a latent row per row group",
-                    4 * QMAX * WG
-                ),
-            });
-        }
-        g /= 2;
+    let vec4 = d_c % 4 == 0 && d_r % 4 == 0;
+    let out_cols = if vec4 {
+        d_c.div_ceil(4 * WG4).clamp(4, 2 * MAX_COLS)
+    } else {
+        d_c.div_ceil(WG).max(1)
     };
-    let (rows_per_group, keys_per_tile, row_chunks, out_chunks) = tiling;
+    if out_cols > MAX_COLS {
+        return Err(Error::Limit {
+            what: format!("absorbed attention with d_c = {d_c}"),
+            detail: format!("the kernel supports d_c ≤ {}", MAX_COLS * WG),
+        });
+    }
+    let max_acc = if vec4 { MAX_ACC4 } else { MAX_ACC };
+    let rows_per_group = MAX_ROWS_PER_GROUP
+        .min(prev_pow2(max_acc / out_cols))
+        .min(rows.next_power_of_two());
+    let keys_per_tile = if vec4 { WG4 * JB } else { TK };
     let groups = rows.div_ceil(rows_per_group);
     let base = (bt * groups).max(1);
     let ctx = max_seq_len.max(1);
@@ -180,8 +190,8 @@ pub fn plan(
     Ok(Plan {
         rows_per_group,
         keys_per_tile,
-        row_chunks,
-        out_chunks,
+        vec4,
+        out_cols,
         groups,
         n_split,
         split_len,
@@ -211,6 +221,8 @@ struct Uniforms {
     split_len: u32,
     groups: u32,
     scale: f32,
+    work_base: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -222,8 +234,8 @@ struct CombineUniforms {
     _pad: u32,
 }
 
-/// Specialisation of the attention kernel: (G, TK, NCH, NPV, ALIGNED).
-type KernelKey = (usize, usize, usize, usize, bool);
+/// Specialisation of the attention kernel: (vec4 variant, G, NPC or DB).
+type KernelKey = (bool, usize, usize);
 
 /// The absorbed-attention op: attention kernels per tiling (built on first use and kept), the
 /// combine kernel, and a scratch buffer for split-KV partials that grows as needed and is reused.
@@ -248,34 +260,25 @@ impl AbsorbedAttention {
             combine: gpu.kernel(&COMBINE_SHADER, &[("WG", WG as f64)])?,
             scratch: Mutex::new(None),
         };
-        op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?, 512, 64)?;
+        op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?)?;
         Ok(op)
     }
 
-    fn kernel(&self, gpu: &Gpu, p: &Plan, d_c: usize, d_r: usize) -> Result<Arc<Kernel>> {
-        let aligned = d_c % 4 == 0 && d_r % 4 == 0;
-        let key = (
-            p.rows_per_group,
-            p.keys_per_tile,
-            p.row_chunks,
-            p.out_chunks,
-            aligned,
-        );
+    fn kernel(&self, gpu: &Gpu, p: &Plan) -> Result<Arc<Kernel>> {
+        let key = (p.vec4, p.rows_per_group, p.out_cols);
         let mut kernels = self.gpu_kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = kernels.get(&key) {
             return Ok(k.clone());
         }
-        let k = gpu.kernel(
-            &SHADER,
-            &[
-                ("WG", WG as f64),
-                ("G", p.rows_per_group as f64),
-                ("TK", p.keys_per_tile as f64),
-                ("NCH", p.row_chunks as f64),
-                ("NPV", p.out_chunks as f64),
-                ("ALIGNED", if aligned { 1.0 } else { 0.0 }),
-            ],
-        )?;
+        let g = p.rows_per_group as f64;
+        let k = if p.vec4 {
+            gpu.kernel(
+                &VEC4_SHADER,
+                &[("G", g), ("JB", JB as f64), ("DB", p.out_cols as f64)],
+            )?
+        } else {
+            gpu.kernel(&SHADER, &[("G", g), ("NPC", p.out_cols as f64)])?
+        };
         kernels.insert(key, k.clone());
         Ok(k)
     }
@@ -399,7 +402,7 @@ impl AbsorbedAttention {
         let c = inputs.cache;
         let p = plan(bt, s_q, h, c.d_c, c.d_r, inputs.max_seq_len)?;
         let gpu = batch.gpu();
-        let kernel = self.kernel(gpu, &p, c.d_c, c.d_r)?;
+        let kernel = self.kernel(gpu, &p)?;
         let rows = s_q * h;
         let too_big = |what: &str| Error::Limit {
             what: format!("absorbed attention {what}"),
@@ -408,11 +411,13 @@ impl AbsorbedAttention {
         if bt * rows * c.d_c > u32::MAX as usize {
             return Err(too_big("queries"));
         }
-        let scratch_floats = if p.n_split > 1 {
-            p.n_split * bt * rows * (c.d_c + 2)
+        let work_base = if p.n_split > 1 {
+            (p.n_split * bt * rows * (c.d_c + 2)).next_multiple_of(4)
         } else {
-            4
+            0
         };
+        let work = if p.vec4 { WORK4 } else { WORK };
+        let scratch_floats = work_base + p.workgroups(bt) * work;
         if scratch_floats > u32::MAX as usize {
             return Err(too_big("split-KV scratch"));
         }
@@ -431,6 +436,8 @@ impl AbsorbedAttention {
             split_len: p.split_len as u32,
             groups: p.groups as u32,
             scale: inputs.scale,
+            work_base: work_base as u32,
+            _pad: [0; 3],
         };
         let scratch_binding = Binding::range(&scratch, 0, 4 * scratch_floats as u64);
         // Check the combine's grid before recording anything, so nothing is recorded on error.
