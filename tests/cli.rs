@@ -87,3 +87,68 @@ fn main_job_without_an_adapter_says_so_and_runs_the_cpu_path() {
     assert!(s.contains("CPU path"), "{s}");
     assert!(s.contains("stream_copy") && s.contains("fma_peak"), "{s}");
 }
+
+#[test]
+fn hippo_demo_converges_and_plots() {
+    let dir = std::env::temp_dir().join(format!("ssm-mla-cli-hippo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("legt.png");
+    let out = ssm_mla(&[
+        "hippo",
+        "--measure",
+        "legt",
+        "--n",
+        "4,8,16,32",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    // Rows "N max|err| rms colour": the max error must shrink as N grows.
+    let errors: Vec<f64> = s
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() >= 3 && cols[0].parse::<usize>().is_ok())
+                .then(|| cols[1].parse::<f64>().ok())
+                .flatten()
+        })
+        .collect();
+    assert_eq!(errors.len(), 4, "{s}");
+    assert!(errors.windows(2).all(|w| w[1] < w[0]), "{errors:?}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+
+    let st = dir.join("legs.safetensors");
+    let out = ssm_mla(&[
+        "run",
+        "hippo",
+        "--measure",
+        "legs",
+        "--n",
+        "6",
+        "--output",
+        st.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let file = ssm_mla::SafeTensors::read(&st).unwrap();
+    assert_eq!(file.get("A").unwrap().shape, vec![6, 6]);
+    assert_eq!(file.get("B").unwrap().shape, vec![6]);
+    // LegS: A[n,n] = -(n+1), B[n] = sqrt(2n+1).
+    assert_eq!(file.get("A").unwrap().data[7], -2.0);
+    assert!((file.get("B").unwrap().data[2] - 5f32.sqrt()).abs() < 1e-6);
+
+    let out = ssm_mla(&[
+        "run",
+        "hippo",
+        "--measure",
+        "nope",
+        "--n",
+        "6",
+        "--output",
+        st.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(text(&out).trim().lines().count(), 1, "{}", text(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
