@@ -50,3 +50,8 @@ pub use rng::Rng;
 pub use tensor::{DType, Tensor};
 /// The wgpu this crate is built on, so apps adopt devices of the same version.
 pub use wgpu;
+
+/// The README's code blocks, compiled as doc tests so the API tour cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -152,3 +152,51 @@ fn hippo_demo_converges_and_plots() {
     assert_eq!(text(&out).trim().lines().count(), 1, "{}", text(&out));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn malformed_files_exit_2_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("ssm-mla-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
+    let bad_config = dir.join("config.json");
+    std::fs::write(&bad_config, r#"{"hidden_size": "wide"}"#).unwrap();
+    let out_path = dir.join("out.safetensors");
+    let o = out_path.to_str().unwrap();
+    let j = junk.to_str().unwrap();
+    for args in [
+        vec!["run", "selective-scan", "--input", j, "--output", o],
+        vec!["run", "state-update", "--input", j, "--output", o],
+        vec![
+            "run",
+            "mla",
+            "--config",
+            bad_config.to_str().unwrap(),
+            "--weights",
+            j,
+            "--input",
+            j,
+            "--output",
+            o,
+        ],
+        vec![
+            "run",
+            "selective-scan",
+            "--input",
+            "/no/such/file",
+            "--output",
+            o,
+        ],
+    ] {
+        let out = ssm_mla(&args);
+        let s = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {s}");
+        let lines: Vec<&str> = s
+            .lines()
+            .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {s}");
+        assert!(!out_path.exists(), "nothing written on error");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -341,3 +341,154 @@ fn a_thousand_decode_steps_equal_the_scan_without_per_step_allocation() {
         seed,
     );
 }
+
+/// A small DeepSeek-shaped layer for long loops on a software device.
+fn tiny_mla() -> ssm_mla::mla::MlaConfig {
+    ssm_mla::mla::MlaConfig::from_json_str(
+        r#"{"hidden_size": 32, "num_attention_heads": 3, "q_lora_rank": 16,
+            "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
+            "v_head_dim": 8, "rope_theta": 10000, "rms_norm_eps": 1e-6,
+            "rope_scaling": {"type": "yarn", "factor": 4, "original_max_position_embeddings": 128,
+                             "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}}"#,
+        "tiny",
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_long_mla_decode_loop_equals_one_prefill_without_per_step_allocation() {
+    let (mut rng, seed) = rng("long MLA decode");
+    let cfg = tiny_mla();
+    let (bt, s, hid) = (2usize, 600usize, cfg.hidden_size);
+    let weights = ssm_mla::mla::MlaWeights::random(&cfg, &mut rng);
+    let gpu = std::sync::Arc::new(Gpu::new().expect("GPU tests need an adapter"));
+    let layer = ssm_mla::mla::MlaLayer::new(gpu.clone(), &cfg, &weights).unwrap();
+    let hidden = rng.normal_vec(bt * s * hid, 0.0, 1.0);
+
+    // One shot: all S tokens in one prefill.
+    let mut cache = layer.new_cache(bt, s, 64).unwrap();
+    let all = gpu.upload_f32(&[bt, s, hid], &hidden).unwrap();
+    let one_shot = gpu
+        .read_f32(&layer.forward(&mut cache, &[0, 1], &all).unwrap())
+        .unwrap();
+
+    // Token by token: one persistent input and output row, results gathered on the GPU.
+    let mut cache = layer.new_cache(bt, s, 64).unwrap();
+    let step_in = gpu.empty(&[bt, 1, hid], DType::F32).unwrap();
+    let step_out = gpu.empty(&[bt, 1, hid], DType::F32).unwrap();
+    let gathered = gpu.nan_f32(&[bt, s, hid]).unwrap();
+    let row = (hid * 4) as u64;
+    let mut warm = None;
+    for t in 0..s {
+        let mut work = gpu.batch();
+        for b in 0..bt {
+            let at = (b * s + t) * hid;
+            work.write(&step_in, b * hid, &hidden[at..at + hid])
+                .unwrap();
+        }
+        layer
+            .record(&mut work, &mut cache, &[0, 1], &step_in, &step_out)
+            .unwrap();
+        for b in 0..bt {
+            work.copy(
+                &step_out,
+                b as u64 * row,
+                &gathered,
+                ((b * s + t) * hid) as u64 * 4,
+                row,
+            );
+        }
+        work.run().unwrap();
+        if t == 3 {
+            warm = Some(gpu.resource_counters());
+        }
+    }
+    // The attention op re-plans its split-KV as the context crosses split boundaries (every
+    // 256 keys here), which binds its scratch differently: a few bind groups per re-plan, none
+    // per step. Buffers are never created after warm-up.
+    let (now, warm) = (gpu.resource_counters(), warm.unwrap());
+    assert_eq!(now.uniform_buffers_created, warm.uniform_buffers_created);
+    assert_eq!(now.upload_buffers_created, warm.upload_buffers_created);
+    assert!(
+        now.bind_groups_created - warm.bind_groups_created <= 8,
+        "bind groups grew per step: {warm:?} -> {now:?}"
+    );
+    let streamed = gpu.read_f32(&gathered).unwrap();
+    let reference: Vec<f64> = one_shot.iter().map(|&v| v as f64).collect();
+    assert_close(
+        "600 decode steps vs one prefill",
+        &streamed,
+        &reference,
+        Tolerance::new(1e-4, 1e-3),
+        seed,
+    );
+}
+
+#[test]
+fn zero_sized_dimensions_are_errors() {
+    let gpu = gpu();
+    let (mut rng, _) = rng("zero sizes");
+    let p = Problem::random(
+        1,
+        (1, 2, 3, 4),
+        BcLayout::Constant,
+        BcLayout::Constant,
+        [false; 5],
+    );
+    let s = &p.dims;
+    let up = |shape: &[usize], v: &[f32]| gpu.upload_f32(shape, v).unwrap();
+    let empty_u = gpu.empty(&[1, 2, 0], DType::F32).unwrap();
+    let (delta, a) = (up(&[1, 2, 3], &p.delta), up(&[s.dim, s.n], &p.a));
+    let (b, c) = (up(&[s.dim, s.n], &p.b), up(&[s.dim, s.n], &p.c));
+    let out = gpu.empty(&[1, 2, 3], DType::F32).unwrap();
+    let last = gpu.empty(&[1, 2, 4], DType::F32).unwrap();
+    let mut batch = gpu.batch();
+    let err = SelectiveScan::new(&gpu)
+        .unwrap()
+        .record(
+            &mut batch,
+            &SelectiveScanInputs {
+                u: &empty_u,
+                delta: &delta,
+                a: &a,
+                b: &b,
+                c: &c,
+                d: None,
+                z: None,
+                delta_bias: None,
+                initial_state: None,
+                delta_softplus: false,
+            },
+            &out,
+            &last,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("`u`"), "{err}");
+    assert_eq!(batch.dispatches(), 0);
+
+    // The MLA layer: zero tokens.
+    let cfg = tiny_mla();
+    let weights = ssm_mla::mla::MlaWeights::random(&cfg, &mut rng);
+    let layer = ssm_mla::mla::MlaLayer::new(gpu.clone(), &cfg, &weights).unwrap();
+    let mut cache = layer.new_cache(1, 8, 4).unwrap();
+    let none = gpu.empty(&[1, 0, cfg.hidden_size], DType::F32).unwrap();
+    let err = layer.forward(&mut cache, &[0], &none).unwrap_err();
+    assert!(err.to_string().contains("hidden_states"), "{err}");
+    assert_eq!(cache.seq_len(0), 0, "nothing appended on error");
+}
+
+#[test]
+fn a_destroyed_device_gives_errors_not_panics() {
+    let adapter = ssm_mla::gpu::adapter_from_env().expect("GPU tests need an adapter");
+    let gpu = Gpu::from_adapter(&adapter, &Default::default()).unwrap();
+    let t = gpu.upload_f32(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    gpu.device().destroy();
+    let result = ssm_mla::ops::stream_copy::stream_copy(&gpu, &t).and_then(|y| gpu.read_f32(&y));
+    let err = result.expect_err("work on a destroyed device must fail");
+    eprintln!("destroyed device: {err}");
+    // Later calls keep failing cleanly.
+    assert!(gpu
+        .upload_f32(&[2], &[1.0, 2.0])
+        .and_then(|x| gpu.read_f32(&x))
+        .is_err());
+}
