@@ -39,3 +39,31 @@ pub fn bench_gpu<M: criterion::measurement::Measurement<Value = Duration>>(
 pub fn full() -> bool {
     std::env::var("SSM_MLA_BENCH_FULL").is_ok_and(|v| v == "1")
 }
+
+/// Bench every case of a kernel's suite entry (`bench_cases`): the GPU run through
+/// `iter_custom` and the CPU reference where the case has one, both with bytes as throughput.
+pub fn bench_suite_cases(
+    c: &mut criterion::Criterion,
+    group: &str,
+    cases: Vec<ssm_mla::suite::BenchCase>,
+) {
+    let mut group = c.benchmark_group(group);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    for mut case in cases {
+        (case.gpu)().expect("GPU warm-up run");
+        bench_gpu(
+            &mut group,
+            &format!("gpu/{}", case.size),
+            case.cost.bytes,
+            &mut case.gpu,
+        );
+        if let Some(cpu) = case.cpu.as_mut() {
+            group.throughput(Throughput::Bytes(case.cost.bytes));
+            group.bench_function(format!("cpu/{}", case.size), |b| b.iter(&mut *cpu));
+        }
+    }
+    group.finish();
+}
