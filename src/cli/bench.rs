@@ -65,7 +65,7 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         BenchPlan::full()
     };
     println!(
-        "{:<20} {:<40} {:>10} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8} {:>9}",
+        "{:<20} {:<56} {:>10} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8} {:>9}",
         "kernel", "size", "gpu", "GB/s", "GFLOP/s", "roofline", "bound", "cpu", "speedup", "host"
     );
     let mut results = Vec::new();
@@ -80,7 +80,7 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
             let r = measure(&mut case, &ceilings, &plan)?;
             progress("");
             println!(
-                "{:<20} {:<40} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8} {:>9}",
+                "{:<20} {:<56} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8} {:>9}",
                 r.kernel,
                 r.size,
                 human_time(r.gpu_seconds),

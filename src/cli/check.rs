@@ -41,7 +41,7 @@ pub fn run_on(gpu: &Arc<Gpu>, seed: Option<u64>) -> Result<i32> {
     println!("seed: {seed}");
     let mut rng = Rng::new(seed);
     println!(
-        "{:<16} {:<40} {:>6} {:>10} {:>10} {:>9}",
+        "{:<18} {:<66} {:>6} {:>10} {:>10} {:>9}",
         "kernel", "case", "result", "max abs", "max rel", "rtol"
     );
     let mut failed = 0;
@@ -50,7 +50,7 @@ pub fn run_on(gpu: &Arc<Gpu>, seed: Option<u64>) -> Result<i32> {
             Ok(o) => o,
             Err(e) => {
                 failed += 1;
-                println!("{:<16} {:<40} {:>6} {e}", kernel.name, "-", "ERROR");
+                println!("{:<18} {:<66} {:>6} {e}", kernel.name, "-", "ERROR");
                 continue;
             }
         };
@@ -60,7 +60,7 @@ pub fn run_on(gpu: &Arc<Gpu>, seed: Option<u64>) -> Result<i32> {
                 failed += 1;
             }
             println!(
-                "{:<16} {:<40} {:>6} {:>10.2e} {:>10.2e} {:>9.0e}",
+                "{:<18} {:<66} {:>6} {:>10.2e} {:>10.2e} {:>9.0e}",
                 o.kernel,
                 o.case,
                 if ok { "pass" } else { "FAIL" },
