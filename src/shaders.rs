@@ -19,8 +19,9 @@ pub const ALL: &[Shader] = &[
     crate::ops::absorbed_attention::COMBINE_SHADER,
     crate::ops::absorbed_attention::VEC4_SHADER,
     crate::ops::selective_scan::SHADER,
+    crate::ops::selective_scan::CHUNKED_SHADER,
+    crate::ops::selective_scan::CHUNKED_SUBGROUP_SHADER,
     crate::ops::state_update::SHADER,
-    crate::ops::state_update::SHADER_SUBGROUP,
     crate::ops::diagonal_scan::SHADER,
     crate::ops::diagonal_scan::SHADER_SUBGROUP,
 ];

@@ -5,12 +5,16 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use ssm_mla::ops::selective_scan::{BcLayout, ScanDims, SelectiveScan, SelectiveScanInputs};
+use ssm_mla::ops::selective_scan::{
+    BcLayout, ScanDims, ScanStrategy, SelectiveScan, SelectiveScanInputs,
+};
 use ssm_mla::ops::state_update::{StateUpdate, StateUpdateInputs};
 use ssm_mla::reference::selective_scan::{selective_scan as reference, SelectiveScanHost};
 use ssm_mla::{DType, Gpu, Rng, Tensor, Tolerance};
 
 const TOL: Tolerance = Tolerance::new(5e-4, 1e-3);
+/// Both scan strategies, run explicitly.
+const STRATEGIES: [ScanStrategy; 2] = [ScanStrategy::RowSequential, ScanStrategy::ChunkedParallel];
 
 /// One scan problem on the host.
 struct Problem {
@@ -95,7 +99,7 @@ impl Problem {
     }
 
     /// Run on the GPU with poisoned outputs; (out, last_state).
-    fn gpu(&self, gpu: &Gpu) -> (Vec<f32>, Vec<f32>) {
+    fn gpu(&self, gpu: &Gpu, strategy: ScanStrategy) -> (Vec<f32>, Vec<f32>) {
         let s = &self.dims;
         let x = [s.batch, s.dim, s.len];
         let up = |shape: &[usize], v: &[f32]| gpu.upload_f32(shape, v).unwrap();
@@ -111,7 +115,7 @@ impl Problem {
         let out = gpu.nan_f32(&x).unwrap();
         let last = gpu.nan_f32(&[s.batch, s.dim, s.n]).unwrap();
         let mut batch = gpu.batch();
-        SelectiveScan::new(gpu)
+        SelectiveScan::with_strategy(gpu, strategy)
             .unwrap()
             .record(
                 &mut batch,
@@ -164,11 +168,13 @@ proptest! {
         let p = Problem::random(seed, (batch, dim, len, n), b, c, options);
         let want = reference(&p.host()).unwrap();
         for (name, gpu) in gpus() {
-            let (out, last) = p.gpu(&gpu);
-            let oc = ssm_mla::compare(&out, &want.out, TOL);
-            let lc = ssm_mla::compare(&last, &want.last_state, TOL);
-            prop_assert!(oc.passed(), "{name} out: {oc}");
-            prop_assert!(lc.passed(), "{name} last_state: {lc}");
+            for strategy in STRATEGIES {
+                let (out, last) = p.gpu(&gpu, strategy);
+                let oc = ssm_mla::compare(&out, &want.out, TOL);
+                let lc = ssm_mla::compare(&last, &want.last_state, TOL);
+                prop_assert!(oc.passed(), "{name} {strategy:?} out: {oc}");
+                prop_assert!(lc.passed(), "{name} {strategy:?} last_state: {lc}");
+            }
         }
     }
 }
@@ -197,30 +203,32 @@ fn nan_input_poisons_only_the_outputs_it_reaches() {
     let (b0, d0, t0) = (1, 2, 17);
     dirty.u[(b0 * dim + d0) * len + t0] = f32::NAN;
     let gpu = gpu();
-    let (out_c, last_c) = clean.gpu(&gpu);
-    let (out_d, last_d) = dirty.gpu(&gpu);
-    for b in 0..batch {
-        for d in 0..dim {
-            let row = (b * dim + d) * len;
-            for t in 0..len {
-                let (x, y) = (out_c[row + t], out_d[row + t]);
-                if (b, d) == (b0, d0) && t >= t0 {
-                    assert!(y.is_nan(), "out[{b},{d},{t}] should be NaN, got {y}");
-                } else {
-                    assert_eq!(
-                        x.to_bits(),
-                        y.to_bits(),
-                        "out[{b},{d},{t}] changed (seed {seed})"
-                    );
+    for strategy in STRATEGIES {
+        let (out_c, last_c) = clean.gpu(&gpu, strategy);
+        let (out_d, last_d) = dirty.gpu(&gpu, strategy);
+        for b in 0..batch {
+            for d in 0..dim {
+                let row = (b * dim + d) * len;
+                for t in 0..len {
+                    let (x, y) = (out_c[row + t], out_d[row + t]);
+                    if (b, d) == (b0, d0) && t >= t0 {
+                        assert!(y.is_nan(), "out[{b},{d},{t}] should be NaN, got {y}");
+                    } else {
+                        assert_eq!(
+                            x.to_bits(),
+                            y.to_bits(),
+                            "out[{b},{d},{t}] changed (seed {seed})"
+                        );
+                    }
                 }
-            }
-            let state = (b * dim + d) * n;
-            for k in 0..n {
-                let (x, y) = (last_c[state + k], last_d[state + k]);
-                if (b, d) == (b0, d0) {
-                    assert!(y.is_nan(), "last_state[{b},{d},{k}] should be NaN");
-                } else {
-                    assert_eq!(x.to_bits(), y.to_bits(), "last_state[{b},{d},{k}] changed");
+                let state = (b * dim + d) * n;
+                for k in 0..n {
+                    let (x, y) = (last_c[state + k], last_d[state + k]);
+                    if (b, d) == (b0, d0) {
+                        assert!(y.is_nan(), "last_state[{b},{d},{k}] should be NaN");
+                    } else {
+                        assert_eq!(x.to_bits(), y.to_bits(), "last_state[{b},{d},{k}] changed");
+                    }
                 }
             }
         }
@@ -238,15 +246,17 @@ fn repeated_runs_are_bit_identical() {
         [true; 5],
     );
     for (name, gpu) in gpus() {
-        let first = p.gpu(&gpu);
-        for _ in 0..3 {
-            let again = p.gpu(&gpu);
-            let same =
-                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(
-                same(&first.0, &again.0) && same(&first.1, &again.1),
-                "{name}: results differ between runs"
-            );
+        for strategy in STRATEGIES {
+            let first = p.gpu(&gpu, strategy);
+            for _ in 0..3 {
+                let again = p.gpu(&gpu, strategy);
+                let same =
+                    |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same(&first.0, &again.0) && same(&first.1, &again.1),
+                    "{name} {strategy:?}: results differ between runs"
+                );
+            }
         }
     }
 }

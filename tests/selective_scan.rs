@@ -1,7 +1,9 @@
-//! Conformance of the selective scan (both the subgroup and the shared-memory variant) against
-//! the f64 CPU reference: every option combination, constant / variable / grouped B and C, ragged
-//! L (1, 7, > one chunk of 512), several N (1, 5, 16, 64, 256), poisoned outputs; scanning two
-//! halves equals one scan; splitting over storage bindings and over a 2-D grid; error cases.
+//! Conformance of the selective scan against the f64 CPU reference, for BOTH strategies run
+//! explicitly (row-sequential, and chunked parallel-in-time whose subgroup and shared-memory
+//! variants run on the two devices of `common::gpus()`): every option combination, constant /
+//! variable / grouped B and C, ragged L (1, 7, > one chunk of 512, 2049), several N (1, 5, 16,
+//! 64, 256), poisoned outputs; scanning two halves equals one scan; splitting over storage
+//! bindings and over a 2-D grid; what `Auto` picks; error cases.
 //!
 //! Tolerance: |gpu − ref| ≤ 5e-4 + 1e-3·|ref| for out and last_state: an f32 state carried over
 //! up to L = 2049 steps (products of L decays, reordered by the parallel scan) and sums over N
@@ -11,12 +13,14 @@
 mod common;
 use common::*;
 use ssm_mla::ops::selective_scan::{
-    BcLayout, ScanDims, ScanShapes, SelectiveScan, SelectiveScanInputs,
+    BcLayout, ScanDims, ScanShapes, ScanStrategy, SelectiveScan, SelectiveScanInputs,
 };
 use ssm_mla::reference::selective_scan::{selective_scan as reference, SelectiveScanHost};
 use ssm_mla::{DType, Gpu, GpuOptions, Rng, Tolerance};
 
 const TOL: Tolerance = Tolerance::new(5e-4, 1e-3);
+/// Both strategies, each run explicitly by every conformance test.
+const STRATEGIES: [ScanStrategy; 2] = [ScanStrategy::RowSequential, ScanStrategy::ChunkedParallel];
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Opts {
@@ -157,7 +161,7 @@ impl Data {
     }
 
     /// Upload and run on the GPU with poisoned outputs; (out, last_state).
-    fn run_gpu(&self, gpu: &Gpu) -> ssm_mla::Result<(Vec<f32>, Vec<f32>)> {
+    fn run_gpu(&self, gpu: &Gpu, strategy: ScanStrategy) -> ssm_mla::Result<(Vec<f32>, Vec<f32>)> {
         let s = self.dims;
         let x = [s.batch, s.dim, s.len];
         let u = gpu.upload_f32(&x, &self.u)?;
@@ -183,7 +187,10 @@ impl Data {
             .transpose()?;
         let out = gpu.nan_f32(&x)?;
         let last = gpu.nan_f32(&[s.batch, s.dim, s.n])?;
-        let op = SelectiveScan::new(gpu)?;
+        let op = SelectiveScan::with_strategy(gpu, strategy)?;
+        if strategy != ScanStrategy::Auto {
+            assert_eq!(op.strategy_for(&s), strategy);
+        }
         let mut batch = gpu.batch();
         op.record(
             &mut batch,
@@ -206,23 +213,40 @@ impl Data {
         Ok((gpu.read_f32(&out)?, gpu.read_f32(&last)?))
     }
 
+    /// Both strategies against the reference.
     fn check(&self, gpu: &Gpu, what: &str, seed: u64) {
         let want = reference(&self.host()).unwrap();
-        let (out, last) = self.run_gpu(gpu).unwrap();
-        assert_close(&format!("{what} out"), &out, &want.out, TOL, seed);
-        assert_close(
-            &format!("{what} last_state"),
-            &last,
-            &want.last_state,
-            TOL,
-            seed,
-        );
+        for strategy in STRATEGIES {
+            let (out, last) = self.run_gpu(gpu, strategy).unwrap();
+            assert_close(
+                &format!("{what} {strategy:?} out"),
+                &out,
+                &want.out,
+                TOL,
+                seed,
+            );
+            assert_close(
+                &format!("{what} {strategy:?} last_state"),
+                &last,
+                &want.last_state,
+                TOL,
+                seed,
+            );
+        }
     }
 }
 
 #[test]
 fn every_option_combination() {
     for (name, gpu) in gpus() {
+        let op = SelectiveScan::with_strategy(&gpu, ScanStrategy::ChunkedParallel).unwrap();
+        eprintln!("{name}: chunked subgroup scan = {}", op.uses_subgroups());
+        if !gpu.has_subgroups() {
+            assert!(
+                !op.uses_subgroups(),
+                "{name}: no subgroups, shared-memory variant"
+            );
+        }
         let (mut rng, seed) = rng("selective_scan options");
         let layouts = [
             (BcLayout::Constant, BcLayout::Constant),
@@ -287,44 +311,52 @@ fn two_halves_equal_one_scan() {
             BcLayout::Grouped(1),
             Opts::all(),
         );
-        let (want_out, want_last) = full.run_gpu(&gpu).unwrap();
-        let split = 700;
-        let half = |r: std::ops::Range<usize>, init: Option<Vec<f32>>| {
-            let mut h = full.clone();
-            let len = r.len();
-            h.u = cols(&full.u, l, r.clone());
-            h.delta = cols(&full.delta, l, r.clone());
-            h.z = full.z.as_ref().map(|z| cols(z, l, r.clone()));
-            h.b = cols(&full.b, l, r.clone());
-            h.c = cols(&full.c, l, r.clone());
-            h.init = init;
-            h.dims.len = len;
-            h
-        };
-        let first = half(0..split, full.init.clone());
-        let (out1, last1) = first.run_gpu(&gpu).unwrap();
-        let second = half(split..l, Some(last1));
-        let (out2, last2) = second.run_gpu(&gpu).unwrap();
-        let mut joined = vec![0.0f64; bt * dim * l];
-        for row in 0..bt * dim {
-            for t in 0..l {
-                joined[row * l + t] = if t < split {
-                    out1[row * split + t] as f64
-                } else {
-                    out2[row * (l - split) + t - split] as f64
-                };
+        for strategy in STRATEGIES {
+            let (want_out, want_last) = full.run_gpu(&gpu, strategy).unwrap();
+            let split = 700;
+            let half = |r: std::ops::Range<usize>, init: Option<Vec<f32>>| {
+                let mut h = full.clone();
+                let len = r.len();
+                h.u = cols(&full.u, l, r.clone());
+                h.delta = cols(&full.delta, l, r.clone());
+                h.z = full.z.as_ref().map(|z| cols(z, l, r.clone()));
+                h.b = cols(&full.b, l, r.clone());
+                h.c = cols(&full.c, l, r.clone());
+                h.init = init;
+                h.dims.len = len;
+                h
+            };
+            let first = half(0..split, full.init.clone());
+            let (out1, last1) = first.run_gpu(&gpu, strategy).unwrap();
+            let second = half(split..l, Some(last1));
+            let (out2, last2) = second.run_gpu(&gpu, strategy).unwrap();
+            let mut joined = vec![0.0f64; bt * dim * l];
+            for row in 0..bt * dim {
+                for t in 0..l {
+                    joined[row * l + t] = if t < split {
+                        out1[row * split + t] as f64
+                    } else {
+                        out2[row * (l - split) + t - split] as f64
+                    };
+                }
             }
+            let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+            assert_close(
+                &format!("{name} {strategy:?} halves out"),
+                &want_out,
+                &joined,
+                TOL,
+                seed,
+            );
+            assert_close(
+                &format!("{name} {strategy:?} halves last_state"),
+                &want_last,
+                &as64(&last2),
+                TOL,
+                seed,
+            );
         }
-        let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-        assert_close(&format!("{name} halves out"), &want_out, &joined, TOL, seed);
-        assert_close(
-            &format!("{name} halves last_state"),
-            &want_last,
-            &as64(&last2),
-            TOL,
-            seed,
-        );
-        // And the whole against the reference.
+        // And the whole against the reference (both strategies).
         full.check(&gpu, &format!("{name} full"), seed);
     }
 }
@@ -356,47 +388,49 @@ fn in_place_state_and_rerun_reuse_the_pipeline() {
     let bias = gpu
         .upload_f32(&[s.dim], data.bias.as_ref().unwrap())
         .unwrap();
-    let state = gpu
-        .upload_f32(&[1, 3, 8], data.init.as_ref().unwrap())
+    for strategy in STRATEGIES {
+        let state = gpu
+            .upload_f32(&[1, 3, 8], data.init.as_ref().unwrap())
+            .unwrap();
+        let out = gpu.nan_f32(&x).unwrap();
+        let op = SelectiveScan::with_strategy(&gpu, strategy).unwrap();
+        let cached = gpu.cached_pipelines();
+        let mut batch = gpu.batch();
+        op.record(
+            &mut batch,
+            &SelectiveScanInputs {
+                u: &u,
+                delta: &delta,
+                a: &a,
+                b: &b,
+                c: &c,
+                d: Some(&d),
+                z: Some(&z),
+                delta_bias: Some(&bias),
+                initial_state: Some(&state),
+                delta_softplus: true,
+            },
+            &out,
+            &state,
+        )
         .unwrap();
-    let out = gpu.nan_f32(&x).unwrap();
-    let op = SelectiveScan::new(&gpu).unwrap();
-    let cached = gpu.cached_pipelines();
-    let mut batch = gpu.batch();
-    op.record(
-        &mut batch,
-        &SelectiveScanInputs {
-            u: &u,
-            delta: &delta,
-            a: &a,
-            b: &b,
-            c: &c,
-            d: Some(&d),
-            z: Some(&z),
-            delta_bias: Some(&bias),
-            initial_state: Some(&state),
-            delta_softplus: true,
-        },
-        &out,
-        &state,
-    )
-    .unwrap();
-    batch.run().unwrap();
-    assert_eq!(gpu.cached_pipelines(), cached);
-    assert_close(
-        "in-place out",
-        &gpu.read_f32(&out).unwrap(),
-        &want.out,
-        TOL,
-        seed,
-    );
-    assert_close(
-        "in-place state",
-        &gpu.read_f32(&state).unwrap(),
-        &want.last_state,
-        TOL,
-        seed,
-    );
+        batch.run().unwrap();
+        assert_eq!(gpu.cached_pipelines(), cached);
+        assert_close(
+            &format!("{strategy:?} in-place out"),
+            &gpu.read_f32(&out).unwrap(),
+            &want.out,
+            TOL,
+            seed,
+        );
+        assert_close(
+            &format!("{strategy:?} in-place state"),
+            &gpu.read_f32(&state).unwrap(),
+            &want.last_state,
+            TOL,
+            seed,
+        );
+    }
 }
 
 #[test]
@@ -434,6 +468,69 @@ fn splits_over_bindings_and_grid() {
     data.check(&gpu, "split grid", seed);
 }
 
+fn dims(bt: usize, dim: usize, len: usize, n: usize) -> ScanDims {
+    let v = BcLayout::Grouped(1);
+    ScanDims {
+        batch: bt,
+        dim,
+        len,
+        n,
+        b: v,
+        c: v,
+    }
+}
+
+#[test]
+fn auto_picks_chunked_for_few_long_rows_and_row_sequential_otherwise() {
+    let gpu = gpu();
+    let auto = SelectiveScan::new(&gpu).unwrap();
+    assert_eq!(auto.strategy(), ScanStrategy::Auto);
+    let few_long = dims(1, 2, 3000, 16);
+    let many_short = dims(2, 1024, 64, 16);
+    assert_eq!(auto.strategy_for(&few_long), ScanStrategy::ChunkedParallel);
+    assert_eq!(auto.strategy_for(&many_short), ScanStrategy::RowSequential);
+    // The boundaries: L = 512 is not long; 2048 row-passes fill the device (N = 32: 2 passes).
+    assert_eq!(
+        auto.strategy_for(&dims(1, 2, 512, 16)),
+        ScanStrategy::RowSequential
+    );
+    assert_eq!(
+        auto.strategy_for(&dims(1, 2, 513, 16)),
+        ScanStrategy::ChunkedParallel
+    );
+    assert_eq!(
+        auto.strategy_for(&dims(1, 1023, 600, 32)),
+        ScanStrategy::ChunkedParallel
+    );
+    assert_eq!(
+        auto.strategy_for(&dims(1, 1024, 600, 32)),
+        ScanStrategy::RowSequential
+    );
+    // An explicit strategy is kept whatever the sizes.
+    for s in STRATEGIES {
+        let op = SelectiveScan::with_strategy(&gpu, s).unwrap();
+        assert_eq!(op.strategy_for(&few_long), s);
+        assert_eq!(op.strategy_for(&many_short), s);
+    }
+    // And Auto's choice for the few-long-rows case gives the reference's answer.
+    let (mut rng, seed) = rng("selective_scan auto");
+    let data = make(
+        &mut rng,
+        1,
+        2,
+        3000,
+        16,
+        BcLayout::Grouped(1),
+        BcLayout::Grouped(1),
+        Opts::all(),
+    );
+    let want = reference(&data.host()).unwrap();
+    assert_eq!(auto.strategy_for(&data.dims), ScanStrategy::ChunkedParallel);
+    let (out, last) = data.run_gpu(&gpu, ScanStrategy::Auto).unwrap();
+    assert_close("auto out", &out, &want.out, TOL, seed);
+    assert_close("auto last_state", &last, &want.last_state, TOL, seed);
+}
+
 #[test]
 fn rejects_bad_shapes_and_records_nothing() {
     let gpu = gpu();
@@ -444,101 +541,107 @@ fn rejects_bad_shapes_and_records_nothing() {
     let bc = t(&[bt, n, l]);
     let out = t(&[bt, dim, l]);
     let last = t(&[bt, dim, n]);
-    let op = SelectiveScan::new(&gpu).unwrap();
-    let base = SelectiveScanInputs {
-        u: &u,
-        delta: &u,
-        a: &a,
-        b: &bc,
-        c: &bc,
-        d: None,
-        z: None,
-        delta_bias: None,
-        initial_state: None,
-        delta_softplus: false,
-    };
-    let bad_delta = t(&[bt, dim, l + 1]);
-    let g3 = t(&[bt, 3, n, l]); // G = 3 does not divide D = 4
-    let a_big = t(&[dim, 257]);
-    let bc_big = t(&[bt, 257, l]);
-    let last_big = t(&[bt, dim, 257]);
-    let d_bad = t(&[dim + 1]);
-    let z_bad = t(&[bt, dim]);
-    let init_bad = t(&[bt, dim, n + 1]);
-    let u2 = t(&[dim, l]);
-    let ints = gpu.empty(&[bt, dim, l], DType::I32).unwrap();
-    let cases: Vec<(
-        &str,
-        SelectiveScanInputs,
-        &ssm_mla::Tensor,
-        &ssm_mla::Tensor,
-    )> = vec![
-        (
-            "delta",
-            SelectiveScanInputs {
-                delta: &bad_delta,
-                ..base
-            },
-            &out,
-            &last,
-        ),
-        ("B", SelectiveScanInputs { b: &g3, ..base }, &out, &last),
-        ("C", SelectiveScanInputs { c: &a_big, ..base }, &out, &last),
-        (
-            "A",
-            SelectiveScanInputs {
-                a: &a_big,
-                b: &bc_big,
-                c: &bc_big,
-                ..base
-            },
-            &out,
-            &last_big,
-        ),
-        (
-            "D",
-            SelectiveScanInputs {
-                d: Some(&d_bad),
-                ..base
-            },
-            &out,
-            &last,
-        ),
-        (
-            "z",
-            SelectiveScanInputs {
-                z: Some(&z_bad),
-                ..base
-            },
-            &out,
-            &last,
-        ),
-        (
-            "initial_state",
-            SelectiveScanInputs {
-                initial_state: Some(&init_bad),
-                ..base
-            },
-            &out,
-            &last,
-        ),
-        ("u", SelectiveScanInputs { u: &u2, ..base }, &out, &last),
-        ("u", SelectiveScanInputs { u: &ints, ..base }, &out, &last),
-        ("out", base, &last, &last),
-        ("last_state", base, &out, &out),
-    ];
-    for (name, inputs, out, last) in cases {
-        let mut batch = gpu.batch();
-        let err = op.record(&mut batch, &inputs, out, last).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains(&format!("`{name}`")),
-            "expected an error naming {name}: {msg}"
-        );
-        assert_eq!(
-            batch.dispatches(),
-            0,
-            "nothing may be recorded on error ({msg})"
-        );
+    for strategy in [
+        ScanStrategy::Auto,
+        ScanStrategy::RowSequential,
+        ScanStrategy::ChunkedParallel,
+    ] {
+        let op = SelectiveScan::with_strategy(&gpu, strategy).unwrap();
+        let base = SelectiveScanInputs {
+            u: &u,
+            delta: &u,
+            a: &a,
+            b: &bc,
+            c: &bc,
+            d: None,
+            z: None,
+            delta_bias: None,
+            initial_state: None,
+            delta_softplus: false,
+        };
+        let bad_delta = t(&[bt, dim, l + 1]);
+        let g3 = t(&[bt, 3, n, l]); // G = 3 does not divide D = 4
+        let a_big = t(&[dim, 257]);
+        let bc_big = t(&[bt, 257, l]);
+        let last_big = t(&[bt, dim, 257]);
+        let d_bad = t(&[dim + 1]);
+        let z_bad = t(&[bt, dim]);
+        let init_bad = t(&[bt, dim, n + 1]);
+        let u2 = t(&[dim, l]);
+        let ints = gpu.empty(&[bt, dim, l], DType::I32).unwrap();
+        let cases: Vec<(
+            &str,
+            SelectiveScanInputs,
+            &ssm_mla::Tensor,
+            &ssm_mla::Tensor,
+        )> = vec![
+            (
+                "delta",
+                SelectiveScanInputs {
+                    delta: &bad_delta,
+                    ..base
+                },
+                &out,
+                &last,
+            ),
+            ("B", SelectiveScanInputs { b: &g3, ..base }, &out, &last),
+            ("C", SelectiveScanInputs { c: &a_big, ..base }, &out, &last),
+            (
+                "A",
+                SelectiveScanInputs {
+                    a: &a_big,
+                    b: &bc_big,
+                    c: &bc_big,
+                    ..base
+                },
+                &out,
+                &last_big,
+            ),
+            (
+                "D",
+                SelectiveScanInputs {
+                    d: Some(&d_bad),
+                    ..base
+                },
+                &out,
+                &last,
+            ),
+            (
+                "z",
+                SelectiveScanInputs {
+                    z: Some(&z_bad),
+                    ..base
+                },
+                &out,
+                &last,
+            ),
+            (
+                "initial_state",
+                SelectiveScanInputs {
+                    initial_state: Some(&init_bad),
+                    ..base
+                },
+                &out,
+                &last,
+            ),
+            ("u", SelectiveScanInputs { u: &u2, ..base }, &out, &last),
+            ("u", SelectiveScanInputs { u: &ints, ..base }, &out, &last),
+            ("out", base, &last, &last),
+            ("last_state", base, &out, &out),
+        ];
+        for (name, inputs, out, last) in cases {
+            let mut batch = gpu.batch();
+            let err = op.record(&mut batch, &inputs, out, last).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("`{name}`")),
+                "expected an error naming {name}: {msg}"
+            );
+            assert_eq!(
+                batch.dispatches(),
+                0,
+                "nothing may be recorded on error ({msg})"
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Conformance of the decode step (subgroup and shared-memory variants) against the f64 CPU
+//! Conformance of the decode step (on both devices of `common::gpus()`) against the f64 CPU
 //! reference: every option combination, B/C (Bt, N) and grouped (Bt, G, N), several N (1, 5, 16,
 //! 64, 100, 256), slot indices into a larger pool with skipped (negative) slots, poisoned outputs;
 //! the step applied L times equals the selective scan; error cases.

@@ -1,5 +1,9 @@
-// selective_scan (Mamba-1, DESIGN §3.3): one kernel for every device (no subgroup operations,
-// no shared memory, no barriers).
+// selective_scan (Mamba-1, DESIGN §3.3): the row-sequential strategy, one kernel for every device
+// (no subgroup operations, no shared memory, no barriers).
+// When it is used: `ScanStrategy::RowSequential`, and `Auto` whenever there are enough
+// independent (batch, channel) rows to fill a GPU or L is short (unless Bt·D·ceil(N/16) < 2048
+// and L > 512, where Auto picks the chunked parallel-in-time kernel, selective_scan_chunked*.wgsl,
+// which takes the same bindings and uniforms).
 //
 // Math, per batch b, channel d, state n, step t:
 //   dt_t   = delta[b,d,t] + delta_bias[d];  if softplus: dt_t = softplus(dt_t) (= x for x > 20)
@@ -29,9 +33,9 @@
 // 8 counted FLOPs, so the FLOP roofline is out of reach on a CPU device by a factor of ~3-4.
 // On GPUs: B_t/C_t reads are broadcasts (rows of a group share them), u/delta/z/out reads are
 // stride-L across lanes (each line reused over the next 15 steps from cache); occupancy needs
-// Bt·D ≳ 10⁴ rows. For few rows and long L the fix is a chunked parallel-in-time scan (the
-// composition (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2) is associative) with chunk prefixes combined
-// inside one workgroup.
+// Bt·D ≳ 10⁴ rows. For few rows and long L the op switches to the chunked parallel-in-time scan
+// (selective_scan_chunked*.wgsl: the composition (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2) is
+// associative, chunk prefixes are combined inside one workgroup and carried between chunks).
 
 override WG: u32 = 64u;
 const B_VARIABLE: u32 = 1u;

@@ -1,5 +1,5 @@
 // state_update: one-token Mamba-1 decode step (DESIGN §3.4, mamba_ssm's selective_state_update),
-// shared-memory variant (no subgroup operations).
+// one kernel for every device (no subgroup operations; the reduction over TPR invocations uses shared memory).
 //
 // Math, per request b (state row s = slot[b], or b without slots), channel d, state n:
 //   dt = dt[b,d] + dt_bias[d];  if softplus: dt = softplus(dt)   (= dt for dt > 20)

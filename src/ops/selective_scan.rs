@@ -10,9 +10,31 @@
 //! (Bt, N, L) variable or (Bt, G, N, L) grouped (channel d uses group d / (D/G)); D, delta_bias
 //! (D); initial_state, last_state (Bt, D, N). N ≤ 256.
 //!
-//! One dispatch per call for any L (more only when a tensor exceeds one storage binding): one
-//! invocation per (batch, channel) walks L sequentially with 16 states at a time in registers
-//! (see `shaders/ssm/selective_scan.wgsl`, which says why: no barriers, no shared memory). A, D and delta_bias are packed into one scratch buffer owned by the op
+//! One dispatch per call for any L (more only when a tensor exceeds one storage binding or the
+//! workgroup grid), with one of two strategies ([`ScanStrategy`]) taking the same inputs and
+//! writing the same outputs:
+//!
+//! - **row-sequential**: one invocation per (batch, channel) row walks L sequentially with 16
+//!   states at a time in registers (`shaders/ssm/selective_scan.wgsl`, which says why: no
+//!   barriers, no shared memory). Fastest when Bt·D rows fill the device, but not parallel in
+//!   time: its latency is L dependent steps.
+//! - **chunked parallel-in-time**: one workgroup per row walks L in chunks of 512 steps; inside a
+//!   chunk each invocation composes its run of 4 steps, a workgroup scan combines the runs
+//!   (subgroup shuffles when [`Gpu::has_subgroups`], `shaders/ssm/selective_scan_chunked_subgroup.wgsl`,
+//!   else shared memory, `shaders/ssm/selective_scan_chunked.wgsl`) and the chunk's end state is
+//!   carried to the next chunk inside the workgroup (no inter-workgroup waiting).
+//!
+//! [`ScanStrategy::Auto`] picks the chunked scan when `Bt·D·ceil(N/16) < 2048` and `L > 512`:
+//! a row-sequential walk of a long L over a handful of rows leaves the GPU idle (a few
+//! invocations per device, each L steps long), while the chunked scan spreads L over a
+//! workgroup of 128 invocations per row. Otherwise rows already fill the device and the
+//! barrier-free row walk wins. The heuristic targets GPUs: on a CPU device (lavapipe) every
+//! workgroup barrier switches between SIMD fibers, and the chunked scan measured slower even
+//! where Auto picks it (release `bench --quick`, GPU timestamps: Bt=1 D=4 N=16 L=8192
+//! row-sequential 4.2 ms, chunked 26.7 ms; Bt=1 D=256 N=16 L=256 row-sequential 5.3 ms, chunked
+//! 80.6 ms).
+//!
+//! A, D and delta_bias are packed into one scratch buffer owned by the op
 //! (a recorded copy) so the kernel stays within 8 storage bindings; initial_state is copied into
 //! last_state, which the kernel then updates in place (passing the same tensor for both is
 //! allowed). Outputs must not alias inputs otherwise.
@@ -25,11 +47,74 @@ use crate::pipeline::{Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 use std::sync::{Arc, Mutex};
 
-/// The WGSL kernel (one for every device; it needs no subgroup operations).
+/// The row-sequential WGSL kernel (one for every device; it needs no subgroup operations).
 pub const SHADER: Shader = Shader {
     name: "ssm/selective_scan",
     source: include_str!("../../shaders/ssm/selective_scan.wgsl"),
 };
+
+/// The chunked parallel-in-time WGSL kernel, shared-memory workgroup scan.
+pub const CHUNKED_SHADER: Shader = Shader {
+    name: "ssm/selective_scan_chunked",
+    source: include_str!("../../shaders/ssm/selective_scan_chunked.wgsl"),
+};
+
+/// The chunked parallel-in-time WGSL kernel, subgroup workgroup scan (used when the device has
+/// `SUBGROUP` and its subgroup size divides the workgroup size).
+pub const CHUNKED_SUBGROUP_SHADER: Shader = Shader {
+    name: "ssm/selective_scan_chunked_subgroup",
+    source: include_str!("../../shaders/ssm/selective_scan_chunked_subgroup.wgsl"),
+};
+
+/// Steps per chunk of the chunked kernel (workgroup of 128 invocations × 4 steps each).
+pub const CHUNK: usize = 512;
+/// Workgroup size of the chunked kernel (a constant in its WGSL).
+const CHUNKED_WG: u32 = 128;
+/// `Auto` picks the chunked scan below this many (row, 16-state pass) work items...
+pub const AUTO_MAX_ROW_PASSES: usize = 2048;
+/// ...and above this many steps.
+pub const AUTO_MIN_LEN: usize = CHUNK;
+
+/// How the scan maps onto the GPU (both strategies take the same inputs, write the same outputs
+/// and use one dispatch per call for any L; see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ScanStrategy {
+    /// Pick per call from the sizes: [`ScanStrategy::ChunkedParallel`] when
+    /// `Bt·D·ceil(N/16) < 2048` and `L > 512` (too few rows to fill a GPU, long sequence),
+    /// [`ScanStrategy::RowSequential`] otherwise.
+    #[default]
+    Auto,
+    /// One invocation per (batch, channel) row walking L sequentially.
+    RowSequential,
+    /// One workgroup per row, L in chunks of 512 scanned in parallel, prefix carried.
+    ChunkedParallel,
+}
+
+impl ScanStrategy {
+    /// The concrete strategy (never `Auto`) for these sizes.
+    pub fn resolve(self, dims: &ScanDims) -> ScanStrategy {
+        match self {
+            ScanStrategy::Auto => {
+                let passes = dims.batch * dims.dim * dims.n.div_ceil(16);
+                if passes < AUTO_MAX_ROW_PASSES && dims.len > AUTO_MIN_LEN {
+                    ScanStrategy::ChunkedParallel
+                } else {
+                    ScanStrategy::RowSequential
+                }
+            }
+            s => s,
+        }
+    }
+
+    /// Short name (`row-sequential`, `chunked`, `auto`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanStrategy::Auto => "auto",
+            ScanStrategy::RowSequential => "row-sequential",
+            ScanStrategy::ChunkedParallel => "chunked",
+        }
+    }
+}
 
 /// Largest state size N the kernel supports.
 pub const MAX_N: usize = 256;
@@ -291,6 +376,9 @@ const HAS_INIT: u32 = 64;
 pub struct SelectiveScan {
     kernel: Arc<Kernel>,
     kernel_small: Arc<Kernel>,
+    chunked: Arc<Kernel>,
+    chunked_subgroups: bool,
+    strategy: ScanStrategy,
     scratch: Arc<Mutex<Option<Tensor>>>,
 }
 
@@ -314,19 +402,47 @@ fn limit(what: String, detail: String) -> Error {
 }
 
 impl SelectiveScan {
-    /// Build (or fetch from the cache) the pipeline.
+    /// Build (or fetch from the cache) the pipelines with [`ScanStrategy::Auto`].
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        Self::with_strategy(gpu, ScanStrategy::Auto)
+    }
+
+    /// Build (or fetch from the cache) the pipelines for `strategy`: the row-sequential kernel
+    /// and the chunked one (its subgroup variant when the device has subgroups whose size
+    /// divides the chunked workgroup of 128, else the shared-memory variant).
+    pub fn with_strategy(gpu: &Gpu, strategy: ScanStrategy) -> Result<Self> {
+        let max_sg = gpu.adapter_info().subgroup_max_size.max(1);
+        let chunked_subgroups =
+            gpu.has_subgroups() && max_sg <= CHUNKED_WG && CHUNKED_WG % max_sg == 0;
+        let chunked_shader = if chunked_subgroups {
+            &CHUNKED_SUBGROUP_SHADER
+        } else {
+            &CHUNKED_SHADER
+        };
         Ok(Self {
             kernel: gpu.kernel(&SHADER, &[("WG", 64.0)])?,
             kernel_small: gpu.kernel(&SHADER, &[("WG", 16.0)])?,
+            chunked: gpu.kernel(chunked_shader, &[])?,
+            chunked_subgroups,
+            strategy,
             scratch: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// Whether a subgroup variant is in use: always false, the kernel needs no subgroup
-    /// operations (each invocation walks time sequentially for one (batch, channel) row).
+    /// The strategy this op was built with (possibly `Auto`).
+    pub fn strategy(&self) -> ScanStrategy {
+        self.strategy
+    }
+
+    /// The concrete strategy a call with these sizes records (never `Auto`).
+    pub fn strategy_for(&self, dims: &ScanDims) -> ScanStrategy {
+        self.strategy.resolve(dims)
+    }
+
+    /// Whether the chunked strategy runs its subgroup variant on this device (the
+    /// row-sequential kernel needs no subgroup operations).
     pub fn uses_subgroups(&self) -> bool {
-        false
+        self.chunked_subgroups
     }
 
     /// Record the scan: `out` (Bt, D, L) and `last_state` (Bt, D, N) are written. Shapes are
@@ -460,11 +576,14 @@ impl SelectiveScan {
                 flags |= bit;
             }
         }
-        let wg = rows_per_workgroup(rows);
-        let kernel = if wg == 64 {
-            &self.kernel
-        } else {
-            &self.kernel_small
+        // Rows per workgroup: the row-sequential kernel runs one invocation per row, the chunked
+        // one a workgroup per row.
+        let (kernel, wg) = match self.strategy_for(&dims) {
+            ScanStrategy::ChunkedParallel => (&self.chunked, 1),
+            _ => match rows_per_workgroup(rows) {
+                64 => (&self.kernel, 64),
+                w => (&self.kernel_small, w),
+            },
         };
         for (r0, r1) in plan {
             let (u_bind, off_x) = window(gpu, inputs.u, r0 * len, r1 * len)?;
@@ -714,12 +833,12 @@ fn dims(bt: usize, dim: usize, len: usize, n: usize, b: BcLayout, c: BcLayout) -
 }
 
 /// Conformance cases for `ssm-mla check`: all options at a ragged size, grouped B with constant
-/// C past one chunk, and size 1. Tolerance 5e-4 + 1e-3·|ref| (see `tests/selective_scan.rs`).
+/// C past one chunk (chunked parallel strategy), and size 1 (both row-sequential).
+/// Tolerance 5e-4 + 1e-3·|ref| (see `tests/selective_scan.rs`).
 pub fn check_cases(
     gpu: &Arc<Gpu>,
     rng: &mut crate::Rng,
 ) -> Result<Vec<crate::suite::CheckOutcome>> {
-    let op = SelectiveScan::new(gpu)?;
     let all = ScanOptions {
         initial_state: true,
         ..MAMBA
@@ -728,19 +847,23 @@ pub fn check_cases(
         (
             dims(2, 3, 7, 16, BcLayout::Grouped(1), BcLayout::Grouped(1)),
             all,
+            ScanStrategy::RowSequential,
         ),
         (
             dims(1, 4, 1100, 16, BcLayout::Grouped(2), BcLayout::Constant),
             MAMBA,
+            ScanStrategy::ChunkedParallel,
         ),
         (
             dims(1, 1, 1, 1, BcLayout::Constant, BcLayout::Constant),
             ScanOptions::default(),
+            ScanStrategy::RowSequential,
         ),
     ];
     let tolerance = crate::Tolerance::new(5e-4, 1e-3);
     let mut outcomes = Vec::new();
-    for (d, opts) in cases {
+    for (d, opts, strategy) in cases {
+        let op = SelectiveScan::with_strategy(gpu, strategy)?;
         let owned = Owned::random(rng, d, opts);
         let want = crate::reference::selective_scan::selective_scan(&owned.host())?;
         let t = owned.upload(gpu)?;
@@ -749,7 +872,14 @@ pub fn check_cases(
         let mut batch = gpu.batch();
         op.record(&mut batch, &inputs_of(&t, opts), &out, &last)?;
         batch.run()?;
-        let label = format!("Bt={} D={} L={} N={}", d.batch, d.dim, d.len, d.n);
+        let label = format!(
+            "Bt={} D={} L={} N={} {}",
+            d.batch,
+            d.dim,
+            d.len,
+            d.n,
+            strategy.name()
+        );
         for (name, got, reference) in [
             ("out", gpu.read_f32(&out)?, &want.out),
             ("last_state", gpu.read_f32(&last)?, &want.last_state),
@@ -766,14 +896,16 @@ pub fn check_cases(
 }
 
 /// Benchmark sizes (DESIGN §7: Bt 1..8, D 256..2048, N 16, L 256..16384), Mamba's options
-/// (variable B and C, D, z, delta_bias, softplus).
+/// (variable B and C, D, z, delta_bias, softplus); plus a long-L few-rows size (Bt=1 D=4
+/// L=8192) where `Auto` uses the chunked parallel-in-time strategy.
 fn bench_sizes(quick: bool) -> Vec<ScanDims> {
     let v = BcLayout::Grouped(1);
     if quick {
-        vec![dims(1, 256, 256, 16, v, v)]
+        vec![dims(1, 256, 256, 16, v, v), dims(1, 4, 8192, 16, v, v)]
     } else {
         vec![
             dims(1, 256, 256, 16, v, v),
+            dims(1, 4, 8192, 16, v, v),
             dims(2, 512, 2048, 16, v, v),
             dims(1, 1024, 4096, 16, v, v),
             dims(1, 2048, 16384, 16, v, v),
@@ -783,6 +915,11 @@ fn bench_sizes(quick: bool) -> Vec<ScanDims> {
 
 fn size_label(d: &ScanDims) -> String {
     format!("Bt={} D={} N={} L={}", d.batch, d.dim, d.n, d.len)
+}
+
+/// Size label with the strategy `Auto` records for it.
+fn bench_label(d: &ScanDims) -> String {
+    format!("{} {}", size_label(d), ScanStrategy::Auto.resolve(d).name())
 }
 
 /// Benchmark cases for `ssm-mla bench`.
@@ -807,7 +944,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
             });
         cases.push(crate::suite::BenchCase {
             kernel: "selective_scan",
-            size: size_label(&d),
+            size: bench_label(&d),
             cost: SelectiveScan::cost(&d, MAMBA),
             gpu: Box::new(move || {
                 let mut batch = g.batch();

@@ -26,16 +26,11 @@ use crate::reference::state_update::StateUpdateHost;
 use crate::tensor::{DType, Tensor};
 use std::sync::{Arc, Mutex};
 
-/// The WGSL kernel (shared-memory reduction).
+/// The WGSL kernel (one for every device: the host runs one invocation per row, so no
+/// cross-invocation reduction, subgroup or otherwise, executes).
 pub const SHADER: Shader = Shader {
     name: "ssm/state_update",
     source: include_str!("../../shaders/ssm/state_update.wgsl"),
-};
-
-/// The WGSL kernel (subgroup reduction), used when the device has `SUBGROUP`.
-pub const SHADER_SUBGROUP: Shader = Shader {
-    name: "ssm/state_update_subgroup",
-    source: include_str!("../../shaders/ssm/state_update_subgroup.wgsl"),
 };
 
 const WG: usize = 256;
@@ -305,25 +300,16 @@ const HAS_SLOTS: u32 = 16;
 #[derive(Clone, Debug)]
 pub struct StateUpdate {
     kernel: Arc<Kernel>,
-    subgroups: bool,
     scratch: Arc<Mutex<Option<Tensor>>>,
 }
 
 impl StateUpdate {
-    /// Build (or fetch from the cache) the pipeline: subgroup variant when offered.
+    /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let subgroups = gpu.has_subgroups();
-        let shader = if subgroups { SHADER_SUBGROUP } else { SHADER };
         Ok(Self {
-            kernel: gpu.kernel(&shader, &[])?,
-            subgroups,
+            kernel: gpu.kernel(&SHADER, &[])?,
             scratch: Arc::new(Mutex::new(None)),
         })
-    }
-
-    /// Whether the subgroup variant is in use.
-    pub fn uses_subgroups(&self) -> bool {
-        self.subgroups
     }
 
     /// Record one decode step: `inputs.state` is updated in place and `out` (Bt, D) written.
