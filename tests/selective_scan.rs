@@ -487,25 +487,33 @@ fn auto_picks_chunked_for_few_long_rows_and_row_sequential_otherwise() {
     assert_eq!(auto.strategy(), ScanStrategy::Auto);
     let few_long = dims(1, 2, 3000, 16);
     let many_short = dims(2, 1024, 64, 16);
-    assert_eq!(auto.strategy_for(&few_long), ScanStrategy::ChunkedParallel);
-    assert_eq!(auto.strategy_for(&many_short), ScanStrategy::RowSequential);
-    // The boundaries: L = 512 is not long; 2048 row-passes fill the device (N = 32: 2 passes).
+    // On a GPU: chunked for few long rows, row-sequential otherwise, with these boundaries
+    // (L = 512 is not long; 2048 row-passes fill the device; N = 32 is 2 passes).
+    let on_gpu = |d: &ScanDims| ScanStrategy::Auto.resolve(d, wgpu::DeviceType::DiscreteGpu);
+    assert_eq!(on_gpu(&few_long), ScanStrategy::ChunkedParallel);
+    assert_eq!(on_gpu(&many_short), ScanStrategy::RowSequential);
+    assert_eq!(on_gpu(&dims(1, 2, 512, 16)), ScanStrategy::RowSequential);
+    assert_eq!(on_gpu(&dims(1, 2, 513, 16)), ScanStrategy::ChunkedParallel);
     assert_eq!(
-        auto.strategy_for(&dims(1, 2, 512, 16)),
-        ScanStrategy::RowSequential
-    );
-    assert_eq!(
-        auto.strategy_for(&dims(1, 2, 513, 16)),
+        on_gpu(&dims(1, 1023, 600, 32)),
         ScanStrategy::ChunkedParallel
     );
-    assert_eq!(
-        auto.strategy_for(&dims(1, 1023, 600, 32)),
-        ScanStrategy::ChunkedParallel
-    );
-    assert_eq!(
-        auto.strategy_for(&dims(1, 1024, 600, 32)),
-        ScanStrategy::RowSequential
-    );
+    assert_eq!(on_gpu(&dims(1, 1024, 600, 32)), ScanStrategy::RowSequential);
+    // On a CPU device (where barriers are fiber switches) always row-sequential.
+    for d in [few_long, many_short] {
+        assert_eq!(
+            ScanStrategy::Auto.resolve(&d, wgpu::DeviceType::Cpu),
+            ScanStrategy::RowSequential
+        );
+    }
+    // The op resolves with its own device's type.
+    let device = gpu.adapter_info().device_type;
+    for d in [few_long, many_short] {
+        assert_eq!(
+            auto.strategy_for(&d),
+            ScanStrategy::Auto.resolve(&d, device)
+        );
+    }
     // An explicit strategy is kept whatever the sizes.
     for s in STRATEGIES {
         let op = SelectiveScan::with_strategy(&gpu, s).unwrap();
@@ -525,7 +533,6 @@ fn auto_picks_chunked_for_few_long_rows_and_row_sequential_otherwise() {
         Opts::all(),
     );
     let want = reference(&data.host()).unwrap();
-    assert_eq!(auto.strategy_for(&data.dims), ScanStrategy::ChunkedParallel);
     let (out, last) = data.run_gpu(&gpu, ScanStrategy::Auto).unwrap();
     assert_close("auto out", &out, &want.out, TOL, seed);
     assert_close("auto last_state", &last, &want.last_state, TOL, seed);

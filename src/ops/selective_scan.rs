@@ -24,15 +24,15 @@
 //!   else shared memory, `shaders/ssm/selective_scan_chunked.wgsl`) and the chunk's end state is
 //!   carried to the next chunk inside the workgroup (no inter-workgroup waiting).
 //!
-//! [`ScanStrategy::Auto`] picks the chunked scan when `Bt·D·ceil(N/16) < 2048` and `L > 512`:
-//! a row-sequential walk of a long L over a handful of rows leaves the GPU idle (a few
-//! invocations per device, each L steps long), while the chunked scan spreads L over a
-//! workgroup of 128 invocations per row. Otherwise rows already fill the device and the
-//! barrier-free row walk wins. The heuristic targets GPUs: on a CPU device (lavapipe) every
-//! workgroup barrier switches between SIMD fibers, and the chunked scan measured slower even
-//! where Auto picks it (release `bench --quick`, GPU timestamps: Bt=1 D=4 N=16 L=8192
-//! row-sequential 4.2 ms, chunked 26.7 ms; Bt=1 D=256 N=16 L=256 row-sequential 5.3 ms, chunked
-//! 80.6 ms).
+//! [`ScanStrategy::Auto`] picks, on a GPU, the chunked scan when `Bt·D·ceil(N/16) < 2048` and
+//! `L > 512`: a row-sequential walk of a long L over a handful of rows leaves the GPU idle (a few
+//! invocations per device, each L steps long), while the chunked scan spreads L over a workgroup
+//! of 128 invocations per row. Otherwise rows already fill the device and the barrier-free row
+//! walk wins. On a CPU device (lavapipe) Auto always walks rows: every workgroup barrier there
+//! switches between SIMD fibers, and the chunked scan measured slower at every size (release
+//! `bench --quick`, GPU timestamps: Bt=1 D=4 N=16 L=8192 row-sequential 4.2 ms, chunked 26.7 ms;
+//! Bt=1 D=256 N=16 L=256 row-sequential 5.3 ms, chunked 80.6 ms). Both strategies are tested on
+//! every device through [`SelectiveScan::with_strategy`].
 //!
 //! A, D and delta_bias are packed into one scratch buffer owned by the op
 //! (a recorded copy) so the kernel stays within 8 storage bindings; initial_state is copied into
@@ -79,9 +79,11 @@ pub const AUTO_MIN_LEN: usize = CHUNK;
 /// and use one dispatch per call for any L; see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ScanStrategy {
-    /// Pick per call from the sizes: [`ScanStrategy::ChunkedParallel`] when
-    /// `Bt·D·ceil(N/16) < 2048` and `L > 512` (too few rows to fill a GPU, long sequence),
-    /// [`ScanStrategy::RowSequential`] otherwise.
+    /// Pick per call from the sizes and the device: on a GPU, [`ScanStrategy::ChunkedParallel`]
+    /// when `Bt·D·ceil(N/16) < 2048` and `L > 512` (too few rows to fill a GPU, long sequence),
+    /// [`ScanStrategy::RowSequential`] otherwise. On a CPU device (lavapipe, SwiftShader, WARP)
+    /// always row-sequential: a workgroup barrier there is a switch between CPU fibers, and the
+    /// chunked scan measured 6× slower at Bt=1 D=4 N=16 L=8192 on lavapipe (26.7 vs 4.2 ms).
     #[default]
     Auto,
     /// One invocation per (batch, channel) row walking L sequentially.
@@ -91,9 +93,10 @@ pub enum ScanStrategy {
 }
 
 impl ScanStrategy {
-    /// The concrete strategy (never `Auto`) for these sizes.
-    pub fn resolve(self, dims: &ScanDims) -> ScanStrategy {
+    /// The concrete strategy (never `Auto`) for these sizes on a device of this type.
+    pub fn resolve(self, dims: &ScanDims, device: wgpu::DeviceType) -> ScanStrategy {
         match self {
+            ScanStrategy::Auto if device == wgpu::DeviceType::Cpu => ScanStrategy::RowSequential,
             ScanStrategy::Auto => {
                 let passes = dims.batch * dims.dim * dims.n.div_ceil(16);
                 if passes < AUTO_MAX_ROW_PASSES && dims.len > AUTO_MIN_LEN {
@@ -379,6 +382,7 @@ pub struct SelectiveScan {
     chunked: Arc<Kernel>,
     chunked_subgroups: bool,
     strategy: ScanStrategy,
+    device: wgpu::DeviceType,
     scratch: Arc<Mutex<Option<Tensor>>>,
 }
 
@@ -425,6 +429,7 @@ impl SelectiveScan {
             chunked: gpu.kernel(chunked_shader, &[])?,
             chunked_subgroups,
             strategy,
+            device: gpu.adapter_info().device_type,
             scratch: Arc::new(Mutex::new(None)),
         })
     }
@@ -436,7 +441,7 @@ impl SelectiveScan {
 
     /// The concrete strategy a call with these sizes records (never `Auto`).
     pub fn strategy_for(&self, dims: &ScanDims) -> ScanStrategy {
-        self.strategy.resolve(dims)
+        self.strategy.resolve(dims, self.device)
     }
 
     /// Whether the chunked strategy runs its subgroup variant on this device (the
@@ -897,7 +902,7 @@ pub fn check_cases(
 
 /// Benchmark sizes (DESIGN §7: Bt 1..8, D 256..2048, N 16, L 256..16384), Mamba's options
 /// (variable B and C, D, z, delta_bias, softplus); plus a long-L few-rows size (Bt=1 D=4
-/// L=8192) where `Auto` uses the chunked parallel-in-time strategy.
+/// L=8192) where `Auto` uses the chunked parallel-in-time strategy on a GPU.
 fn bench_sizes(quick: bool) -> Vec<ScanDims> {
     let v = BcLayout::Grouped(1);
     if quick {
@@ -918,8 +923,12 @@ fn size_label(d: &ScanDims) -> String {
 }
 
 /// Size label with the strategy `Auto` records for it.
-fn bench_label(d: &ScanDims) -> String {
-    format!("{} {}", size_label(d), ScanStrategy::Auto.resolve(d).name())
+fn bench_label(d: &ScanDims, device: wgpu::DeviceType) -> String {
+    format!(
+        "{} {}",
+        size_label(d),
+        ScanStrategy::Auto.resolve(d, device).name()
+    )
 }
 
 /// Benchmark cases for `ssm-mla bench`.
@@ -944,7 +953,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
             });
         cases.push(crate::suite::BenchCase {
             kernel: "selective_scan",
-            size: bench_label(&d),
+            size: bench_label(&d, gpu.adapter_info().device_type),
             cost: SelectiveScan::cost(&d, MAMBA),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
