@@ -9,7 +9,7 @@ use ssm_mla::{reference, Tolerance};
 fn matches_cpu_chains() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("fma_peak");
-        for (n, iters) in [(1usize, 1u32), (257, 64), (1000, 300)] {
+        for (n, iters) in [(1usize, 8u32), (257, 64), (1000, 304)] {
             let params = FmaPeakParams {
                 iters,
                 m: 0.99,
@@ -33,4 +33,22 @@ fn matches_cpu_chains() {
             );
         }
     }
+}
+
+#[test]
+fn iteration_counts_must_be_multiples_of_eight() {
+    let gpu = gpu();
+    let seeds = gpu.upload_f32(&[4], &[0.0; 4]).unwrap();
+    let out = gpu.nan_f32(&[4]).unwrap();
+    let mut batch = gpu.batch();
+    let params = FmaPeakParams {
+        iters: 12,
+        ..Default::default()
+    };
+    let err = FmaPeak::new(&gpu)
+        .unwrap()
+        .record(&mut batch, &seeds, &out, params)
+        .unwrap_err();
+    assert!(err.to_string().contains("multiple of 8"), "{err}");
+    assert_eq!(batch.dispatches(), 0);
 }

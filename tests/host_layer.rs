@@ -105,7 +105,7 @@ fn dispatches_past_the_per_dimension_limit_are_split() {
     let n = 300 * 256 - 17;
     let data = rng.uniform_vec(n, -1.0, 1.0);
     let params = FmaPeakParams {
-        iters: 2,
+        iters: 8,
         m: 0.5,
         c: 0.25,
     };

@@ -21,7 +21,7 @@ pub const WG: u32 = 256;
 /// Parameters of the FMA chains: x ← x·m + c, `iters` times.
 #[derive(Clone, Copy, Debug)]
 pub struct FmaPeakParams {
-    /// Steps per chain.
+    /// Steps per chain (a multiple of 8).
     pub iters: u32,
     /// Multiplier (|m| < 1 keeps values bounded).
     pub m: f32,
@@ -82,6 +82,12 @@ impl FmaPeak {
     ) -> Result<()> {
         seed.expect("seed", "(n)", &[seed.len()], DType::F32)?;
         out.expect("out", "(n) like seed", &[seed.len()], DType::F32)?;
+        if params.iters % 8 != 0 {
+            return Err(Error::invalid(format!(
+                "fma_peak iters = {}: must be a multiple of 8 (the loop runs 8 steps per trip)",
+                params.iters
+            )));
+        }
         if seed.is_empty() {
             return Err(Error::shape("seed", "(n) with n > 0", seed.shape()));
         }
@@ -119,7 +125,7 @@ pub fn check_cases(
 ) -> Result<Vec<crate::suite::CheckOutcome>> {
     let op = FmaPeak::new(gpu)?;
     let mut out = Vec::new();
-    for (n, iters) in [(1usize, 3u32), (300, 100)] {
+    for (n, iters) in [(1usize, 8u32), (300, 104)] {
         let params = FmaPeakParams {
             iters,
             m: 0.99,
