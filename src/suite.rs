@@ -300,7 +300,15 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
     let src = gpu.upload_f32(&[n], &vec![1.5f32; n])?;
     let dst = gpu.empty(&[n], crate::DType::F32)?;
     let mut best_copy = (0.0f64, String::new(), String::new());
-    for (wg, per_thread) in [(256, 1), (256, 2), (256, 4), (256, 8), (128, 4), (64, 4), (64, 16)] {
+    for (wg, per_thread) in [
+        (256, 1),
+        (256, 2),
+        (256, 4),
+        (256, 8),
+        (128, 4),
+        (64, 4),
+        (64, 16),
+    ] {
         let op = StreamCopy::with_shape(gpu, wg, per_thread)?;
         let mut run = || {
             let mut batch = gpu.batch();

@@ -69,15 +69,34 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         "kernel", "size", "gpu", "GB/s", "GFLOP/s", "roofline", "bound", "cpu", "speedup", "host"
     );
     let mut results = Vec::new();
+    let mut failed = 0;
     for kernel in KERNELS {
         if args.kernel.as_deref().is_some_and(|k| k != kernel.name) {
             continue;
         }
         progress(&format!("preparing {}…", kernel.name));
-        let cases = (kernel.bench)(gpu, args.quick)?;
+        // One kernel's failure (a size past this adapter's limits, say) is reported and the
+        // run goes on; the exit code says something failed.
+        let cases = match (kernel.bench)(gpu, args.quick) {
+            Ok(cases) => cases,
+            Err(e) => {
+                progress("");
+                println!("{:<20} error: {e}", kernel.name);
+                failed += 1;
+                continue;
+            }
+        };
         for mut case in cases {
             progress(&format!("measuring {} {}…", case.kernel, case.size));
-            let r = measure(&mut case, &ceilings, &plan)?;
+            let r = match measure(&mut case, &ceilings, &plan) {
+                Ok(r) => r,
+                Err(e) => {
+                    progress("");
+                    println!("{:<20} {:<56} error: {e}", case.kernel, case.size);
+                    failed += 1;
+                    continue;
+                }
+            };
             progress("");
             println!(
                 "{:<20} {:<56} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8} {:>9}",
@@ -121,5 +140,5 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         })?;
         println!("wrote {}", path.display());
     }
-    Ok(0)
+    Ok(if failed > 0 { 1 } else { 0 })
 }

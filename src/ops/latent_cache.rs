@@ -237,7 +237,9 @@ pub fn check_cases(
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
     let (d_c, d_r, bs) = (512, 64, 64);
     let w = d_c + d_r;
-    let num_blocks = if quick { 128 } else { 1024 };
+    // The full size holds 64K tokens, capped so the cache fits one storage binding.
+    let max_blocks = (gpu.max_binding_bytes() as usize / (bs * w * 4)).max(1);
+    let num_blocks = if quick { 128 } else { 1024 }.min(max_blocks);
     let mut cases = Vec::new();
     for t in [8usize, 4096] {
         let op = LatentCacheAppend::new(gpu)?;
