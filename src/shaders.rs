@@ -24,4 +24,5 @@ pub const ALL: &[Shader] = &[
     crate::ops::state_update::SHADER,
     crate::ops::diagonal_scan::SHADER,
     crate::ops::diagonal_scan::SHADER_SUBGROUP,
+    crate::ops::diagonal_scan::ROWS_SHADER,
 ];

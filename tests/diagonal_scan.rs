@@ -1,5 +1,6 @@
 //! Conformance of `diagonal_scan` (the S4D / S5 diagonal complex LTI scan) against its f64
-//! sequential CPU reference on both devices (subgroup and shared-memory scans): random S4D
+//! sequential CPU reference on both devices (subgroup and shared-memory scans), with both
+//! strategies (row-sequential and chunked parallel-in-time) forced, and Auto's choice: random S4D
 //! parameters, ragged lengths, L = 1, L several workgroup chunks long, every discretisation,
 //! poisoned outputs, error cases; and the end-to-end HiPPO path: a LegS-initialised diagonal SSM
 //! on the GPU reproduces the dense CPU LegS (normal part) system on a smooth signal.
@@ -14,7 +15,11 @@ use ssm_mla::hippo::{discretise, simulate, Discretisation, C64};
 use ssm_mla::ops::diagonal_scan::{
     diagonal_scan, DiagonalScan, DiagonalSsmHost, MAX_MODES, T, TOLERANCE, WG,
 };
+use ssm_mla::ops::selective_scan::ScanStrategy;
+use ssm_mla::reference::diagonal_scan::Dims;
 use ssm_mla::{DType, Tolerance};
+
+const STRATEGIES: [ScanStrategy; 2] = [ScanStrategy::RowSequential, ScanStrategy::ChunkedParallel];
 
 fn run_case(
     gpu: &ssm_mla::Gpu,
@@ -23,11 +28,21 @@ fn run_case(
     l: usize,
     u_host: &[f32],
     method: Discretisation,
+    strategy: ScanStrategy,
 ) -> Vec<f32> {
     let ssm = host.upload(gpu).unwrap();
     let u = gpu.upload_f32(&[bt, host.channels, l], u_host).unwrap();
     let y = gpu.nan_f32(&[bt, host.channels, l]).unwrap();
-    let op = DiagonalScan::new(gpu).unwrap();
+    let op = DiagonalScan::with_strategy(gpu, strategy).unwrap();
+    if strategy != ScanStrategy::Auto {
+        let dims = Dims {
+            batch: bt,
+            channels: host.channels,
+            len: l,
+            modes: host.modes,
+        };
+        assert_eq!(op.strategy_for(dims), strategy);
+    }
     let mut batch = gpu.batch();
     op.record(&mut batch, &u, &ssm, &y, method).unwrap();
     batch.run().unwrap();
@@ -53,6 +68,8 @@ fn matches_the_sequential_recurrence() {
             (1, 2, 2 * chunk + 5, 8, Discretisation::Bilinear),
             (1, 1, 300, 7, Discretisation::ForwardEuler),
             (1, 1, 300, 7, Discretisation::BackwardEuler),
+            (2, 3, 50, 17, Discretisation::Bilinear),
+            (1, 2, 90, 40, Discretisation::Zoh),
         ] {
             let mut host = DiagonalSsmHost::random(&mut rng, h, n);
             if method == Discretisation::ForwardEuler {
@@ -60,15 +77,20 @@ fn matches_the_sequential_recurrence() {
                 host.dt = vec![1e-3; h];
             }
             let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
-            let out = run_case(&gpu, &host, bt, l, &u_host, method);
             let reference = host.reference(bt, l, &u_host, method).unwrap();
-            assert_close(
-                &format!("{name} Bt={bt} H={h} L={l} N={n} {method}"),
-                &out,
-                &reference,
-                TOLERANCE,
-                seed,
-            );
+            for strategy in STRATEGIES {
+                let out = run_case(&gpu, &host, bt, l, &u_host, method, strategy);
+                assert_close(
+                    &format!(
+                        "{name} {} Bt={bt} H={h} L={l} N={n} {method}",
+                        strategy.name()
+                    ),
+                    &out,
+                    &reference,
+                    TOLERANCE,
+                    seed,
+                );
+            }
         }
     }
 }
@@ -88,15 +110,17 @@ fn s4d_inv_and_large_mode_counts() {
         let host = DiagonalSsmHost::s4d(true, n, &c, &[0.01, 0.003], &[0.5, -1.0]).unwrap();
         let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
         for method in [Discretisation::Zoh, Discretisation::Bilinear] {
-            let out = run_case(&gpu, &host, bt, l, &u_host, method);
             let reference = host.reference(bt, l, &u_host, method).unwrap();
-            assert_close(
-                &format!("{name} S4D-Inv N={n} {method}"),
-                &out,
-                &reference,
-                TOLERANCE,
-                seed,
-            );
+            for strategy in STRATEGIES {
+                let out = run_case(&gpu, &host, bt, l, &u_host, method, strategy);
+                assert_close(
+                    &format!("{name} {} S4D-Inv N={n} {method}", strategy.name()),
+                    &out,
+                    &reference,
+                    TOLERANCE,
+                    seed,
+                );
+            }
         }
     }
 }
@@ -138,14 +162,19 @@ fn legs_diagonal_ssm_on_the_gpu_matches_the_dense_cpu_system() {
         // The input is the same for both channels: u (1, 2, L).
         let u2: Vec<f32> = u_host.iter().chain(u_host.iter()).copied().collect();
         for (name, gpu) in gpus() {
-            let out = run_case(&gpu, &host, 1, l, &u2, method);
-            assert_close(
-                &format!("{name} LegS N={n} {method}: GPU diagonal vs CPU dense"),
-                &out,
-                &dense,
-                Tolerance::new(5e-4, 2e-3),
-                0,
-            );
+            for strategy in STRATEGIES {
+                let out = run_case(&gpu, &host, 1, l, &u2, method, strategy);
+                assert_close(
+                    &format!(
+                        "{name} {} LegS N={n} {method}: GPU diagonal vs CPU dense",
+                        strategy.name()
+                    ),
+                    &out,
+                    &dense,
+                    Tolerance::new(5e-4, 2e-3),
+                    0,
+                );
+            }
         }
     }
 }
@@ -235,4 +264,84 @@ fn convenience_function_and_pipeline_reuse() {
         TOLERANCE,
         seed,
     );
+}
+
+/// Auto's choice: always row-sequential on a CPU device; on a GPU chunked only for few long rows
+/// (the selective scan's rule, rows = Bt·H); and an Auto op on this device records what it says.
+#[test]
+fn auto_strategy_choice() {
+    let dims = |batch, channels, len, modes| Dims {
+        batch,
+        channels,
+        len,
+        modes,
+    };
+    let on = |d: Dims, device| {
+        ScanStrategy::Auto.resolve_sizes(d.batch * d.channels, d.modes, d.len, device)
+    };
+    let gpu_type = wgpu::DeviceType::DiscreteGpu;
+    assert_eq!(
+        on(dims(1, 4, 8192, 16), gpu_type),
+        ScanStrategy::ChunkedParallel
+    );
+    assert_eq!(
+        on(dims(1, 2, 512, 16), gpu_type),
+        ScanStrategy::RowSequential
+    );
+    assert_eq!(
+        on(dims(1, 2, 513, 16), gpu_type),
+        ScanStrategy::ChunkedParallel
+    );
+    assert_eq!(
+        on(dims(4, 1024, 4096, 16), gpu_type),
+        ScanStrategy::RowSequential
+    );
+    // N counts in blocks of 16 modes: 1000 rows × 2 blocks = 2000 < 2048, × 3 blocks is not.
+    assert_eq!(
+        on(dims(1, 1000, 600, 32), gpu_type),
+        ScanStrategy::ChunkedParallel
+    );
+    assert_eq!(
+        on(dims(1, 1000, 600, 33), gpu_type),
+        ScanStrategy::RowSequential
+    );
+    for d in [
+        dims(1, 4, 8192, 16),
+        dims(1, 256, 256, 16),
+        dims(1, 1, 100_000, 128),
+    ] {
+        assert_eq!(on(d, wgpu::DeviceType::Cpu), ScanStrategy::RowSequential);
+    }
+    // Explicit strategies are kept whatever the sizes.
+    for s in STRATEGIES {
+        assert_eq!(s.resolve_sizes(1, 16, 8192, wgpu::DeviceType::Cpu), s);
+        assert_eq!(s.resolve_sizes(4096, 16, 8, gpu_type), s);
+    }
+    // This device: the op built with Auto reports and records the resolved strategy, which
+    // computes the right answer.
+    let gpu = gpu();
+    let device = gpu.adapter_info().device_type;
+    let op = DiagonalScan::new(&gpu).unwrap();
+    assert_eq!(op.strategy(), ScanStrategy::Auto);
+    let d = dims(1, 2, 700, 16);
+    assert_eq!(op.strategy_for(d), on(d, device));
+    if device == wgpu::DeviceType::Cpu {
+        assert_eq!(op.strategy_for(d), ScanStrategy::RowSequential);
+    }
+    let (mut rng, seed) = rng("diagonal_scan auto");
+    let host = DiagonalSsmHost::random(&mut rng, 2, 16);
+    let u_host = rng.normal_vec(2 * 700, 0.0, 1.0);
+    let out = run_case(
+        &gpu,
+        &host,
+        1,
+        700,
+        &u_host,
+        Discretisation::Zoh,
+        ScanStrategy::Auto,
+    );
+    let reference = host
+        .reference(1, 700, &u_host, Discretisation::Zoh)
+        .unwrap();
+    assert_close("auto", &out, &reference, TOLERANCE, seed);
 }

@@ -7,11 +7,25 @@
 //! `d` (H). N ≤ [`MAX_MODES`] complex modes per channel (conjugate-pair convention: a real system
 //! of size 2N). Seven storage buffers.
 //!
-//! One workgroup per (batch, channel) row walks the sequence in chunks of `WG·T` steps with a
-//! workgroup scan of complex pairs per mode and a carried prefix, so one dispatch handles any L
-//! and no workgroup waits on another (see `shaders/ssm/diagonal_scan.wgsl`). The scan uses
-//! subgroup shuffles when the device has them (`shaders/ssm/diagonal_scan_subgroup.wgsl`) and
-//! shared memory otherwise.
+//! One dispatch per call for any L, with one of two strategies ([`ScanStrategy`], shared with
+//! the selective scan) taking the same bindings, inputs and outputs:
+//!
+//! - **row-sequential** (`shaders/ssm/diagonal_scan_rows.wgsl`): one invocation per (batch,
+//!   channel) row discretises 16 modes at a time into registers and walks L sequentially (passes
+//!   over blocks of 16 modes for larger N, later passes adding into y). No barriers, no shared
+//!   memory; latency L dependent steps.
+//! - **chunked parallel-in-time**: one workgroup per row walks the sequence in chunks of `WG·T`
+//!   steps with a workgroup scan of complex pairs per mode and a carried prefix, so no workgroup
+//!   waits on another (`shaders/ssm/diagonal_scan.wgsl`). The scan uses subgroup shuffles when
+//!   the device has them (`shaders/ssm/diagonal_scan_subgroup.wgsl`) and shared memory
+//!   otherwise.
+//!
+//! [`ScanStrategy::Auto`] decides as for the selective scan
+//! ([`ScanStrategy::resolve_sizes`] with rows = Bt·H, n = N): always row-sequential on a CPU
+//! device, where every workgroup barrier is a fiber switch; on a GPU chunked only for few long
+//! rows (`Bt·H·ceil(N/16) < 2048` and `L > 512`). Measured on lavapipe (release
+//! `bench --quick`, GPU timestamps, Bt=1 H=256 L=256 N=16, ZOH, approximate: a CI job shared
+//! the machine): MEASURE_PLACEHOLDER
 //!
 //! [`DiagonalSsmHost`] builds the inputs from a HiPPO-LegS diagonalisation or an S4D-Lin/Inv
 //! initialisation ([`crate::hippo::diagonal`]).
@@ -21,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::hippo::diagonal::{legs_diagonal, s4d_inv, s4d_lin, DiagonalSsm};
 use crate::hippo::{Discretisation, C64};
+use crate::ops::selective_scan::ScanStrategy;
 use crate::ops::Cost;
 use crate::pipeline::{Kernel, Shader};
 use crate::reference::diagonal_scan::Dims;
@@ -39,7 +54,13 @@ pub const SHADER_SUBGROUP: Shader = Shader {
     source: include_str!("../../shaders/ssm/diagonal_scan_subgroup.wgsl"),
 };
 
-/// Invocations per workgroup.
+/// The row-sequential kernel (one for every device; no subgroup operations).
+pub const ROWS_SHADER: Shader = Shader {
+    name: "ssm/diagonal_scan_rows",
+    source: include_str!("../../shaders/ssm/diagonal_scan_rows.wgsl"),
+};
+
+/// Invocations per workgroup of the chunked kernel.
 pub const WG: u32 = 64;
 /// Steps per invocation per chunk; a chunk is `WG·T` steps.
 pub const T: u32 = 8;
@@ -249,26 +270,70 @@ fn method_code(method: Discretisation) -> u32 {
     }
 }
 
-/// A built diagonal-scan op.
+/// Rows per workgroup of the row-sequential kernel: 64, or 16 when 64 would leave fewer than 16
+/// workgroups (small workgroups keep a CPU device's threads busy at small sizes).
+fn rows_per_workgroup(rows: usize) -> usize {
+    if rows >= 64 * 16 {
+        64
+    } else {
+        16
+    }
+}
+
+/// A built diagonal-scan op: the chunked pipeline and the row-sequential ones (two workgroup
+/// sizes), and the strategy to pick between them.
 #[derive(Clone, Debug)]
 pub struct DiagonalScan {
     kernel: Arc<Kernel>,
+    rows: Arc<Kernel>,
+    rows_small: Arc<Kernel>,
     subgroups: bool,
+    strategy: ScanStrategy,
+    device: wgpu::DeviceType,
 }
 
 impl DiagonalScan {
-    /// Build (or fetch from the cache) the pipeline: the subgroup variant when the device has
-    /// subgroups and the workgroup holds whole subgroups, else the shared-memory one.
+    /// Build (or fetch from the cache) the pipelines with [`ScanStrategy::Auto`].
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        Self::with_strategy(gpu, ScanStrategy::Auto)
+    }
+
+    /// Build (or fetch from the cache) the pipelines for `strategy`: the row-sequential kernel
+    /// and the chunked one (its subgroup variant when the device has subgroups and the workgroup
+    /// holds whole subgroups, else the shared-memory one).
+    pub fn with_strategy(gpu: &Gpu, strategy: ScanStrategy) -> Result<Self> {
         let info = gpu.adapter_info();
         let max_sg = info.subgroup_max_size.max(1);
         let subgroups = gpu.has_subgroups() && max_sg <= WG && WG % max_sg == 0;
         let shader = if subgroups { &SHADER_SUBGROUP } else { &SHADER };
         let kernel = gpu.kernel(shader, &[("WG", WG as f64), ("T", T as f64)])?;
-        Ok(Self { kernel, subgroups })
+        Ok(Self {
+            kernel,
+            rows: gpu.kernel(&ROWS_SHADER, &[("WG", 64.0)])?,
+            rows_small: gpu.kernel(&ROWS_SHADER, &[("WG", 16.0)])?,
+            subgroups,
+            strategy,
+            device: info.device_type,
+        })
     }
 
-    /// Whether the subgroup variant is in use.
+    /// The strategy this op was built with (possibly `Auto`).
+    pub fn strategy(&self) -> ScanStrategy {
+        self.strategy
+    }
+
+    /// The concrete strategy a call with these sizes records (never `Auto`).
+    pub fn strategy_for(&self, dims: Dims) -> ScanStrategy {
+        self.strategy.resolve_sizes(
+            dims.batch * dims.channels,
+            dims.modes,
+            dims.len,
+            self.device,
+        )
+    }
+
+    /// Whether the chunked strategy runs its subgroup variant (the row-sequential kernel needs
+    /// no subgroup operations).
     pub fn uses_subgroups(&self) -> bool {
         self.subgroups
     }
@@ -302,6 +367,19 @@ impl DiagonalScan {
                 detail: "more than 2^32 elements".into(),
             });
         }
+        let dims = Dims {
+            batch: bt,
+            channels: h,
+            len: l,
+            modes: n,
+        };
+        let (kernel, groups) = match self.strategy_for(dims) {
+            ScanStrategy::ChunkedParallel => (&self.kernel, rows),
+            _ => match rows_per_workgroup(rows) {
+                64 => (&self.rows, rows.div_ceil(64)),
+                w => (&self.rows_small, rows.div_ceil(w)),
+            },
+        };
         let uniforms = Uniforms {
             rows: rows as u32,
             channels: h as u32,
@@ -311,7 +389,7 @@ impl DiagonalScan {
             _pad: [0; 3],
         };
         batch.dispatch(
-            &self.kernel,
+            kernel,
             &uniforms,
             &[
                 u.into(),
@@ -322,13 +400,14 @@ impl DiagonalScan {
                 (&ssm.d).into(),
                 y.into(),
             ],
-            rows as u32,
+            groups as u32,
         )
     }
 
     /// Bytes (u, y and the parameters once) and FLOPs of the sequential recurrence: per step
     /// and mode a complex multiply-add (8) and `2·Re(C̃·x)` accumulated (4), per step `D·u` (2);
-    /// discretisation per (h, n) ≈ 20. The parallel scan does about twice the recurrence's work.
+    /// discretisation per (h, n) ≈ 20. The chunked parallel scan does about twice the recurrence's
+    /// work; the row-sequential walk does exactly it.
     pub fn cost(dims: Dims) -> Cost {
         let Dims {
             batch,
@@ -368,13 +447,42 @@ pub fn check_cases(
     gpu: &Arc<Gpu>,
     rng: &mut crate::Rng,
 ) -> Result<Vec<crate::suite::CheckOutcome>> {
-    let op = DiagonalScan::new(gpu)?;
     let mut out = Vec::new();
-    for (bt, h, l, n, method) in [
-        (1usize, 1usize, 1usize, 1usize, Discretisation::Zoh),
-        (2, 3, 77, 16, Discretisation::Bilinear),
-        (1, 2, (WG * T) as usize * 2 + 37, 8, Discretisation::Zoh),
+    for (bt, h, l, n, method, strategy) in [
+        (
+            1usize,
+            1usize,
+            1usize,
+            1usize,
+            Discretisation::Zoh,
+            ScanStrategy::RowSequential,
+        ),
+        (
+            2,
+            3,
+            77,
+            16,
+            Discretisation::Bilinear,
+            ScanStrategy::ChunkedParallel,
+        ),
+        (
+            1,
+            2,
+            (WG * T) as usize * 2 + 37,
+            8,
+            Discretisation::Zoh,
+            ScanStrategy::ChunkedParallel,
+        ),
+        (
+            2,
+            3,
+            301,
+            21,
+            Discretisation::Bilinear,
+            ScanStrategy::RowSequential,
+        ),
     ] {
+        let op = DiagonalScan::with_strategy(gpu, strategy)?;
         let host = DiagonalSsmHost::random(rng, h, n);
         let ssm = host.upload(gpu)?;
         let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
@@ -385,7 +493,7 @@ pub fn check_cases(
         batch.run()?;
         out.push(crate::suite::CheckOutcome {
             kernel: "diagonal_scan",
-            case: format!("Bt={bt} H={h} L={l} N={n} {method} y"),
+            case: format!("Bt={bt} H={h} L={l} N={n} {method} {} y", strategy.name()),
             tolerance: TOLERANCE,
             comparison: crate::compare(
                 &gpu.read_f32(&y)?,
@@ -399,16 +507,23 @@ pub fn check_cases(
 
 /// Benchmark cases (DESIGN §7 SSM sizes, N = 16 complex modes; quick: the smallest).
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
-    let sizes: &[(usize, usize, usize)] = if quick {
-        &[(1, 256, 256)]
+    use ScanStrategy::{Auto, ChunkedParallel};
+    // The smallest size also with the chunked strategy forced, for comparison.
+    let sizes: &[(usize, usize, usize, ScanStrategy)] = if quick {
+        &[(1, 256, 256, Auto), (1, 256, 256, ChunkedParallel)]
     } else {
-        &[(1, 256, 256), (1, 256, 4096), (4, 1024, 1024)]
+        &[
+            (1, 256, 256, Auto),
+            (1, 256, 256, ChunkedParallel),
+            (1, 256, 4096, Auto),
+            (4, 1024, 1024, Auto),
+        ]
     };
     let n = 16;
     let mut cases = Vec::new();
     let mut rng = crate::Rng::new(7);
-    for &(bt, h, l) in sizes {
-        let op = DiagonalScan::new(gpu)?;
+    for &(bt, h, l, strategy) in sizes {
+        let op = DiagonalScan::with_strategy(gpu, strategy)?;
         let host = DiagonalSsmHost::random(&mut rng, h, n);
         let ssm = host.upload(gpu)?;
         let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
@@ -423,7 +538,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::Benc
         };
         cases.push(crate::suite::BenchCase {
             kernel: "diagonal_scan",
-            size: format!("Bt={bt} H={h} L={l} N={n}"),
+            size: format!("Bt={bt} H={h} L={l} N={n} {}", op.strategy_for(dims).name()),
             cost: DiagonalScan::cost(dims),
             gpu: Box::new(move || {
                 let mut batch = g.batch();

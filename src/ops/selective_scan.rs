@@ -95,11 +95,25 @@ pub enum ScanStrategy {
 impl ScanStrategy {
     /// The concrete strategy (never `Auto`) for these sizes on a device of this type.
     pub fn resolve(self, dims: &ScanDims, device: wgpu::DeviceType) -> ScanStrategy {
+        self.resolve_sizes(dims.batch * dims.dim, dims.n, dims.len, device)
+    }
+
+    /// [`ScanStrategy::resolve`] from plain sizes, shared by every scan op with both strategies
+    /// (selective scan, diagonal scan): `rows` independent rows (Bt·channels), `n` states per
+    /// row, `len` steps. Auto: row-sequential on a CPU device; on a GPU chunked when
+    /// `rows·ceil(n/16) < 2048` and `len > 512`, else row-sequential.
+    pub fn resolve_sizes(
+        self,
+        rows: usize,
+        n: usize,
+        len: usize,
+        device: wgpu::DeviceType,
+    ) -> ScanStrategy {
         match self {
             ScanStrategy::Auto if device == wgpu::DeviceType::Cpu => ScanStrategy::RowSequential,
             ScanStrategy::Auto => {
-                let passes = dims.batch * dims.dim * dims.n.div_ceil(16);
-                if passes < AUTO_MAX_ROW_PASSES && dims.len > AUTO_MIN_LEN {
+                let passes = rows * n.div_ceil(16);
+                if passes < AUTO_MAX_ROW_PASSES && len > AUTO_MIN_LEN {
                     ScanStrategy::ChunkedParallel
                 } else {
                     ScanStrategy::RowSequential
