@@ -25,7 +25,11 @@
 //! device, where every workgroup barrier is a fiber switch; on a GPU chunked only for few long
 //! rows (`Bt·H·ceil(N/16) < 2048` and `L > 512`). Measured on lavapipe (release
 //! `bench --quick`, GPU timestamps, Bt=1 H=256 L=256 N=16, ZOH, approximate: a CI job shared
-//! the machine): MEASURE_PLACEHOLDER
+//! the machine): before this strategy, chunked only, 27.3 ms GPU (f64 CPU reference 6.5 ms in
+//! the same run); now row-sequential 1.3 ms vs chunked 17.2 ms in one run (reference 2.3 ms),
+//! ~13× faster than the chunked scan. 8 modes per register block instead of 16 measured slower
+//! (two passes at N = 16: 2.9 vs 30.7 ms chunked in a busier run). Both strategies are tested on
+//! every device through [`DiagonalScan::with_strategy`].
 //!
 //! [`DiagonalSsmHost`] builds the inputs from a HiPPO-LegS diagonalisation or an S4D-Lin/Inv
 //! initialisation ([`crate::hippo::diagonal`]).
