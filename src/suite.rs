@@ -4,9 +4,9 @@
 //! - `check_cases(gpu, rng)`: runs the GPU op on fresh random inputs at a few sizes (ragged, size
 //!   1, larger than a workgroup) with poisoned outputs and compares with the CPU reference,
 //!   returning one [`CheckOutcome`] per output tensor and size;
-//! - `bench_cases(gpu, quick)`: prepares [`BenchCase`]s, each owning its inputs (several sets,
-//!   rotated between repeats so caches do not flatter) and closures that run the GPU op and the
-//!   CPU reference once.
+//! - `bench_cases(gpu, quick)`: prepares [`BenchCase`]s, each owning its inputs and closures
+//!   that run the GPU op and the CPU reference once. [`measure`] evicts caches before every timed
+//!   repeat ([`CacheFlush`]), so repeats on the same inputs do not run from a warm cache.
 //!
 //! [`KERNELS`] lists them; the CLI iterates it.
 
@@ -257,7 +257,11 @@ struct Timed {
     host_overhead: Option<f64>,
 }
 
-fn timed_median(run: &mut dyn FnMut() -> Result<Timing>, plan: &BenchPlan) -> Result<Timed> {
+fn timed_median(
+    run: &mut dyn FnMut() -> Result<Timing>,
+    plan: &BenchPlan,
+    mut between: Option<&mut CacheFlush>,
+) -> Result<Timed> {
     for _ in 0..plan.warmup {
         run()?;
     }
@@ -268,6 +272,9 @@ fn timed_median(run: &mut dyn FnMut() -> Result<Timing>, plan: &BenchPlan) -> Re
     while times.len() < plan.max_repeats
         && (times.len() < plan.min_repeats || start.elapsed() < plan.budget)
     {
+        if let Some(flush) = between.as_deref_mut() {
+            flush.run()?;
+        }
         let wall = std::time::Instant::now();
         let t = run()?;
         overheads.push((wall.elapsed().as_secs_f64() - t.seconds).max(0.0));
@@ -315,7 +322,7 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
             op.record(&mut batch, &src, &dst)?;
             batch.run_timed()
         };
-        let timed = timed_median(&mut run, &plan)?;
+        let timed = timed_median(&mut run, &plan, None)?;
         let (t, source) = (timed.median, timed.source);
         let gbps = StreamCopy::cost(n).bytes as f64 / t / 1e9;
         if gbps > best_copy.0 {
@@ -341,7 +348,7 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
             op.record(&mut batch, &seed, &out, params)?;
             batch.run_timed()
         };
-        let t = timed_median(&mut run, &plan)?.median;
+        let t = timed_median(&mut run, &plan, None)?.median;
         let gflops = FmaPeak::cost(elements, params).flops as f64 / t / 1e9;
         if gflops > best_fma.0 {
             best_fma = (gflops, format!("wg={wg} 8×vec4 chains"));
@@ -356,9 +363,54 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
     })
 }
 
-/// Run one case per `plan` and judge it against `ceilings`.
-pub fn measure(case: &mut BenchCase, ceilings: &Ceilings, plan: &BenchPlan) -> Result<BenchRecord> {
-    let timed = timed_median(&mut case.gpu, plan)?;
+/// Evicts caches between timed repeats: an untimed streaming copy of 64 MiB (capped by the
+/// binding limit), larger than any GPU L2 or CPU L3 that a software device runs from. A case
+/// repeated on the same inputs then starts cold each time, as if its inputs were fresh.
+pub struct CacheFlush {
+    op: crate::ops::stream_copy::StreamCopy,
+    gpu: Arc<Gpu>,
+    src: crate::Tensor,
+    dst: crate::Tensor,
+}
+
+impl CacheFlush {
+    /// Allocate the flush buffers on `gpu`.
+    pub fn new(gpu: &Arc<Gpu>) -> Result<Self> {
+        let n = ((64usize << 20).min(gpu.max_binding_bytes() as usize) / 4) & !3;
+        Ok(Self {
+            op: crate::ops::stream_copy::StreamCopy::new(gpu)?,
+            gpu: gpu.clone(),
+            src: gpu.empty(&[n], crate::DType::F32)?,
+            dst: gpu.empty(&[n], crate::DType::F32)?,
+        })
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let mut batch = self.gpu.batch();
+        self.op.record(&mut batch, &self.src, &self.dst)?;
+        batch.run()
+    }
+
+    /// Evict host caches too (for the CPU reference's repeats): stream through the same amount
+    /// of host memory.
+    fn run_host(&mut self, scratch: &mut Vec<u8>) {
+        scratch.resize(64 << 20, 0);
+        for chunk in scratch.chunks_mut(4096) {
+            chunk[0] = chunk[0].wrapping_add(1);
+        }
+        std::hint::black_box(&scratch);
+    }
+}
+
+/// Run one case per `plan` and judge it against `ceilings`; `flush` (if any) evicts caches
+/// before every timed repeat of the GPU run and of the CPU reference.
+pub fn measure(
+    case: &mut BenchCase,
+    ceilings: &Ceilings,
+    plan: &BenchPlan,
+    mut flush: Option<&mut CacheFlush>,
+) -> Result<BenchRecord> {
+    let timed = timed_median(&mut case.gpu, plan, flush.as_deref_mut())?;
     let (t, t_min, repeats, source) = (timed.median, timed.min, timed.repeats, timed.source);
     let mem_floor = case.cost.bytes as f64 / (ceilings.copy_gbps * 1e9);
     let flop_floor = case.cost.flops as f64 / (ceilings.fma_gflops * 1e9);
@@ -367,7 +419,11 @@ pub fn measure(case: &mut BenchCase, ceilings: &Ceilings, plan: &BenchPlan) -> R
         (Some(cpu), true) => {
             let mut times = Vec::new();
             let start = std::time::Instant::now();
+            let mut scratch = Vec::new();
             while times.len() < 3 && (times.is_empty() || start.elapsed() < plan.budget) {
+                if let Some(flush) = flush.as_deref_mut() {
+                    flush.run_host(&mut scratch);
+                }
                 let t0 = std::time::Instant::now();
                 cpu();
                 times.push(t0.elapsed().as_secs_f64());

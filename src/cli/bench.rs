@@ -70,6 +70,7 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
     );
     let mut results = Vec::new();
     let mut failed = 0;
+    let mut flush = ssm_mla::suite::CacheFlush::new(gpu)?;
     for kernel in KERNELS {
         if args.kernel.as_deref().is_some_and(|k| k != kernel.name) {
             continue;
@@ -88,7 +89,7 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         };
         for mut case in cases {
             progress(&format!("measuring {} {}…", case.kernel, case.size));
-            let r = match measure(&mut case, &ceilings, &plan) {
+            let r = match measure(&mut case, &ceilings, &plan, Some(&mut flush)) {
                 Ok(r) => r,
                 Err(e) => {
                     progress("");
@@ -119,7 +120,7 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         }
     }
     println!(
-        "times: median of repeats after warm-up ({}); bytes: each input read once, each output \
+        "times: median of repeats after warm-up, caches flushed before each repeat ({}); bytes: each input read once, each output \
          written once; FLOPs: FMA = 2, exp/divide/compare = 1; host: wall time per call minus \
          device time (record, submit, wait, readback)",
         results.first().map(|r| r.timing.as_str()).unwrap_or("none")
