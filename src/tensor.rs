@@ -91,9 +91,8 @@ impl Tensor {
         })
     }
 
-    /// Error unless the tensor has exactly `shape` and `dtype`; `name` and `spelled` (e.g.
-    /// `"(Bt, D, L)"`) go into the message.
-    pub fn expect(&self, name: &str, spelled: &str, shape: &[usize], dtype: DType) -> Result<()> {
+    /// Error naming the tensor unless it has `dtype`.
+    pub fn expect_dtype(&self, name: &str, dtype: DType) -> Result<()> {
         if self.dtype != dtype {
             return Err(Error::DType {
                 name: name.into(),
@@ -101,6 +100,13 @@ impl Tensor {
                 got: self.dtype.to_string(),
             });
         }
+        Ok(())
+    }
+
+    /// Error unless the tensor has exactly `shape` and `dtype`; `name` and `spelled` (e.g.
+    /// `"(Bt, D, L)"`) go into the message.
+    pub fn expect(&self, name: &str, spelled: &str, shape: &[usize], dtype: DType) -> Result<()> {
+        self.expect_dtype(name, dtype)?;
         if self.shape != shape {
             return Err(Error::shape(
                 name,

@@ -202,8 +202,24 @@ fn reference_absorbed_equals_naive() {
     }
 }
 
+/// The layer on the GPU: one shot through `record` into a NaN-poisoned output (so an element
+/// the layer fails to write fails the comparison), or prefill P then decode via `run_host`.
 fn gpu_run(layer: &MlaLayer, h: &[f32], bt: usize, s: usize, p: Option<usize>) -> Vec<f32> {
-    layer.run_host(h, bt, s, p).unwrap()
+    if p.is_some() {
+        return layer.run_host(h, bt, s, p).unwrap();
+    }
+    let gpu = gpu();
+    let hid = h.len() / (bt * s);
+    let mut cache = layer.new_cache(bt, s, 16).unwrap();
+    let x = gpu.upload_f32(&[bt, s, hid], h).unwrap();
+    let out = gpu.nan_f32(&[bt, s, hid]).unwrap();
+    let seqs: Vec<usize> = (0..bt).collect();
+    let mut batch = gpu.batch();
+    layer
+        .record(&mut batch, &mut cache, &seqs, &x, &out)
+        .unwrap();
+    batch.run().unwrap();
+    gpu.read_f32(&out).unwrap()
 }
 
 #[test]

@@ -335,13 +335,7 @@ impl SelectiveScanInputs<'_> {
         ];
         for (name, t) in named {
             if let Some(t) = t {
-                if t.dtype() != DType::F32 {
-                    return Err(Error::DType {
-                        name: name.into(),
-                        expected: "f32".into(),
-                        got: t.dtype().to_string(),
-                    });
-                }
+                t.expect_dtype(name, DType::F32)?;
             }
         }
         ScanDims::from_shapes(&ScanShapes {

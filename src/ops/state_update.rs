@@ -239,13 +239,7 @@ impl StateUpdateInputs<'_> {
         ];
         for (name, t) in named {
             if let Some(t) = t {
-                if t.dtype() != DType::F32 {
-                    return Err(Error::DType {
-                        name: name.into(),
-                        expected: "f32".into(),
-                        got: t.dtype().to_string(),
-                    });
-                }
+                t.expect_dtype(name, DType::F32)?;
             }
         }
         if let Some(s) = self.state_batch_indices {
