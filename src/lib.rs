@@ -25,29 +25,24 @@
 
 #![warn(missing_docs)]
 
-pub mod batch;
 pub mod compare;
 pub mod error;
-pub mod gpu;
 pub mod hippo;
 pub mod io;
 pub mod mla;
 pub mod ops;
-pub mod pipeline;
 pub mod reference;
 pub mod rng;
+pub mod runtime;
 pub mod shaders;
 pub mod suite;
-pub mod tensor;
 
-pub use batch::{Batch, Binding, ResourceCounters, Timing, TimingSource};
 pub use compare::{compare, Comparison, Tolerance};
 pub use error::{Error, Result};
-pub use gpu::{Gpu, GpuOptions};
 pub use io::{HostTensor, SafeTensors};
-pub use pipeline::{Kernel, Shader};
 pub use rng::Rng;
-pub use tensor::{DType, Tensor};
+pub use runtime::{Batch, Binding, ResourceCounters, Timing, TimingSource};
+pub use runtime::{DType, Gpu, GpuOptions, Kernel, Shader, Tensor};
 /// The wgpu this crate is built on, so apps adopt devices of the same version.
 pub use wgpu;
 

@@ -2,7 +2,7 @@
 //! does not rely on this list: it walks `shaders/` itself, so a file missing here still gets
 //! checked.
 
-use crate::pipeline::Shader;
+use crate::runtime::Shader;
 
 /// All kernels of the crate.
 pub const ALL: &[Shader] = &[

@@ -10,12 +10,12 @@
 //!
 //! [`KERNELS`] lists them; the CLI iterates it.
 
-use crate::batch::Timing;
 use crate::compare::{Comparison, Tolerance};
 use crate::error::Result;
-use crate::gpu::Gpu;
 use crate::ops::Cost;
 use crate::rng::Rng;
+use crate::runtime::Gpu;
+use crate::runtime::Timing;
 use std::sync::Arc;
 
 /// The result of one conformance case.
@@ -252,7 +252,7 @@ struct Timed {
     median: f64,
     min: f64,
     repeats: usize,
-    source: crate::batch::TimingSource,
+    source: crate::runtime::TimingSource,
     /// Median of (wall time of the whole call − device time): recording, submission, waiting
     /// and readback overhead on the host. Only meaningful with GPU timestamps.
     host_overhead: Option<f64>,
@@ -269,7 +269,7 @@ fn timed_median(
     let start = std::time::Instant::now();
     let mut times = Vec::new();
     let mut overheads = Vec::new();
-    let mut source = crate::batch::TimingSource::WallClock;
+    let mut source = crate::runtime::TimingSource::WallClock;
     while times.len() < plan.max_repeats
         && (times.len() < plan.min_repeats || start.elapsed() < plan.budget)
     {
@@ -289,7 +289,7 @@ fn timed_median(
         min,
         repeats,
         source,
-        host_overhead: (source == crate::batch::TimingSource::GpuTimestamps)
+        host_overhead: (source == crate::runtime::TimingSource::GpuTimestamps)
             .then(|| median(&mut overheads)),
     })
 }

@@ -170,7 +170,7 @@ fn several_ops_in_one_submission() {
 
 #[test]
 fn adopts_an_app_owned_device() {
-    let adapter = ssm_mla::gpu::adapter_from_env().expect("GPU tests need an adapter");
+    let adapter = ssm_mla::runtime::adapter_from_env().expect("GPU tests need an adapter");
     let (device, queue) =
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
             .expect("device");

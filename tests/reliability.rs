@@ -502,7 +502,7 @@ fn zero_sized_dimensions_are_errors() {
 
 #[test]
 fn a_destroyed_device_gives_errors_not_panics() {
-    let adapter = ssm_mla::gpu::adapter_from_env().expect("GPU tests need an adapter");
+    let adapter = ssm_mla::runtime::adapter_from_env().expect("GPU tests need an adapter");
     let gpu = Gpu::from_adapter(&adapter, &Default::default()).unwrap();
     let t = gpu.upload_f32(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
     gpu.device().destroy();

@@ -1,6 +1,6 @@
 //! `ssm-mla info`: every adapter the environment offers, with what matters for compute.
 
-use ssm_mla::gpu::{describe_adapter, enumerate_adapters, wanted_features};
+use ssm_mla::runtime::{describe_adapter, enumerate_adapters, wanted_features};
 use ssm_mla::Result;
 
 pub fn run() -> Result<i32> {
@@ -9,7 +9,9 @@ pub fn run() -> Result<i32> {
         println!("no GPU adapter found; {}", ssm_mla::error::INSTALL_HINT);
         return Ok(0);
     }
-    let chosen = ssm_mla::gpu::adapter_from_env().ok().map(|a| a.get_info());
+    let chosen = ssm_mla::runtime::adapter_from_env()
+        .ok()
+        .map(|a| a.get_info());
     for (i, adapter) in adapters.iter().enumerate() {
         let info = adapter.get_info();
         let mark = if chosen.as_ref() == Some(&info) {

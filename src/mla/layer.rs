@@ -22,16 +22,16 @@
 //! The cache is paged: [`MlaCache`] hands out pages of `block_size` tokens from a free list as
 //! sequences grow.
 
-use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::mla::{MlaConfig, MlaWeights, QueryWeights};
 use crate::ops::absorbed_attention::{AbsorbedAttention, AbsorbedAttentionInputs};
 use crate::ops::latent_cache::{slots_for, LatentCache, LatentCacheAppend};
 use crate::ops::matmul::{Matmul, MatmulDims};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::ops::rope::{Rope, RopeLayout, RopeTables};
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Batch;
+use crate::runtime::Gpu;
+use crate::runtime::{DType, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -50,13 +50,13 @@
 //! (decode, Bt = 1, 1K context, lavapipe on a shared 2-core machine): H = 16 went from
 //! ~150 ms (3% of roofline) to ~40–50 ms (8–9%); phase S alone takes ~13 ms, phase P the rest.
 
-use crate::batch::{Batch, Binding};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::latent_cache::LatentCache;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Gpu;
+use crate::runtime::{Batch, Binding};
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

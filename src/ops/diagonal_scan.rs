@@ -34,16 +34,16 @@
 //! [`DiagonalSsmHost`] builds the inputs from a HiPPO-LegS diagonalisation or an S4D-Lin/Inv
 //! initialisation ([`crate::hippo::diagonal`]).
 
-use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::hippo::diagonal::{legs_diagonal, s4d_inv, s4d_lin, DiagonalSsm};
 use crate::hippo::{Discretisation, C64};
 use crate::ops::selective_scan::ScanStrategy;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
 use crate::reference::diagonal_scan::Dims;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Batch;
+use crate::runtime::Gpu;
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::sync::Arc;
 
 /// The shared-memory kernel (any device).

@@ -1,12 +1,12 @@
 //! `fma_peak`: the arithmetic ceiling of the benchmarks (DESIGN §7). Each element runs 8
 //! independent vec4 FMA chains for `iters` steps; see `shaders/common/fma_peak.wgsl`.
 
-use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Batch;
+use crate::runtime::Gpu;
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::sync::Arc;
 
 /// The WGSL kernel.

@@ -10,12 +10,12 @@
 //! Append: `data[slots[t]] = latent[t]` for each of T rows; a slot ≥ num_blocks·block_size (for
 //! example `u32::MAX`) skips the row. Slots must be distinct.
 
-use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Batch;
+use crate::runtime::Gpu;
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::sync::Arc;
 
 /// The WGSL kernel (append).

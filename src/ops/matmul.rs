@@ -21,12 +21,12 @@
 //! Fallback tiles are picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
 //! 4×4 outputs per invocation otherwise, so the weight is read once per column tile in decode.
 
-use crate::batch::{Batch, Binding};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Gpu;
+use crate::runtime::{Batch, Binding};
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::sync::Arc;
 
 /// The WGSL kernel.

@@ -8,12 +8,12 @@
 //! sum of squares and the scaling, one barrier per workgroup. Otherwise `shaders/mla/rmsnorm.wgsl`
 //! (one workgroup per row, tree reduction).
 
-use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Batch;
+use crate::runtime::Gpu;
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::sync::Arc;
 
 /// The WGSL kernel.

@@ -39,12 +39,12 @@
 //! last_state, which the kernel then updates in place (passing the same tensor for both is
 //! allowed). Outputs must not alias inputs otherwise.
 
-use crate::batch::{Batch, Binding};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Gpu;
+use crate::runtime::{Batch, Binding};
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::sync::{Arc, Mutex};
 
 /// The row-sequential WGSL kernel (one for every device; it needs no subgroup operations).

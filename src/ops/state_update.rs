@@ -17,13 +17,13 @@
 //! D, dt_bias, the slots and dt are copied into one scratch buffer owned by the op (a few
 //! kilobytes per step) so the kernel stays within 8 storage bindings.
 
-use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
 use crate::reference::state_update::StateUpdateHost;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::Batch;
+use crate::runtime::Gpu;
+use crate::runtime::{DType, Tensor};
+use crate::runtime::{Kernel, Shader};
 use std::sync::{Arc, Mutex};
 
 /// The WGSL kernel (one for every device: the host runs one invocation per row, so no

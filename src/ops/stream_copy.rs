@@ -4,12 +4,12 @@
 //! Tensors larger than one storage binding are copied in several dispatches over aligned byte
 //! ranges, so the op works up to `max_buffer_size`.
 
-use crate::batch::{Batch, Binding};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::ops::Cost;
-use crate::pipeline::{Kernel, Shader};
-use crate::tensor::Tensor;
+use crate::runtime::Gpu;
+use crate::runtime::Tensor;
+use crate::runtime::{Batch, Binding};
+use crate::runtime::{Kernel, Shader};
 use std::sync::Arc;
 
 /// The WGSL kernel.

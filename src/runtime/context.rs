@@ -1,4 +1,4 @@
-//! The GPU context: one adapter, one device and queue, the pipeline cache and the staging pool.
+//! The GPU context: one adapter, one device and queue, the pipeline cache and the pools.
 //!
 //! The adapter comes from the environment like other wgpu tools: `WGPU_BACKEND` picks backends
 //! (`vulkan`, `metal`, `dx12`, `gl`), `WGPU_ADAPTER_NAME` picks an adapter by a case-insensitive
@@ -12,8 +12,9 @@
 //! so that a failure becomes an [`Error`] for the caller.
 
 use crate::error::{Error, Result};
-use crate::pipeline::PipelineCache;
-use crate::tensor::StagingPool;
+use crate::runtime::pipelines::PipelineCache;
+use crate::runtime::pools::{BufferKind, Pools};
+use crate::runtime::timing::TimestampSlots;
 use std::sync::{Arc, Mutex};
 
 /// Optional features and limits to withhold from the device, mainly to test fallback paths.
@@ -44,9 +45,8 @@ pub struct Gpu {
     features: wgpu::Features,
     limits: wgpu::Limits,
     pub(crate) pipelines: PipelineCache,
-    pub(crate) staging: StagingPool,
-    pub(crate) timestamps: Mutex<Option<crate::batch::TimestampSlots>>,
-    pub(crate) reuse: crate::batch::Reuse,
+    pub(crate) pools: Pools,
+    pub(crate) timestamps: Mutex<Option<TimestampSlots>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -190,9 +190,8 @@ impl Gpu {
             device,
             queue,
             pipelines: PipelineCache::default(),
-            staging: StagingPool::default(),
+            pools: Pools::default(),
             timestamps: Mutex::new(None),
-            reuse: Default::default(),
             uncaptured,
             lost,
         }
@@ -300,13 +299,13 @@ impl Gpu {
     }
 
     /// Bind groups and uniform buffers created so far (a steady-state loop adds none).
-    pub fn resource_counters(&self) -> crate::batch::ResourceCounters {
-        self.reuse.counters()
+    pub fn resource_counters(&self) -> crate::runtime::ResourceCounters {
+        self.pools.counters()
     }
 
     /// How many readback staging buffers are pooled for reuse.
     pub fn pooled_staging_buffers(&self) -> usize {
-        self.staging.pooled()
+        self.pools.pooled(BufferKind::Staging)
     }
 
     /// Largest storage binding in bytes.

@@ -8,7 +8,7 @@
 //! order the op lists them.
 
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::runtime::Gpu;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -2,12 +2,12 @@
 //!
 //! A [`Tensor`] is a storage buffer with a shape and a dtype; ops take and return tensors, so
 //! chains of ops never touch the host. Buffers are padded to 16 bytes so kernels may read them as
-//! `array<vec4<f32>>`. Readback goes through a small pool of mappable staging buffers that is
-//! reused across calls instead of allocating one per read.
+//! `array<vec4<f32>>`. Readback goes through the runtime's pooled staging buffers instead of
+//! allocating one per read.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use std::sync::Mutex;
+use crate::runtime::pools::BufferKind;
+use crate::runtime::Gpu;
 
 /// Element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -207,7 +207,7 @@ impl Gpu {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.staging.take(self.device(), bytes);
+        let staging = self.pools.take(self.device(), BufferKind::Staging, bytes);
         let result = self.scoped("reading a tensor back", || {
             let mut encoder =
                 self.device()
@@ -240,7 +240,7 @@ impl Gpu {
         });
         if result.is_ok() {
             // Only a buffer known to be unmapped goes back to the pool.
-            self.staging.give_back(staging);
+            self.pools.give_back(BufferKind::Staging, staging);
         }
         result
     }
@@ -248,50 +248,5 @@ impl Gpu {
     /// Read an f32 tensor back.
     pub fn read_f32(&self, tensor: &Tensor) -> Result<Vec<f32>> {
         self.read(tensor)
-    }
-}
-
-/// Reusable MAP_READ buffers for readback, sized in powers of two.
-#[derive(Default)]
-pub struct StagingPool {
-    free: Mutex<Vec<wgpu::Buffer>>,
-}
-
-impl StagingPool {
-    const KEEP: usize = 8;
-
-    fn take(&self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        let best = free
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.size() >= bytes)
-            .min_by_key(|(_, b)| b.size())
-            .map(|(i, _)| i);
-        if let Some(i) = best {
-            return free.swap_remove(i);
-        }
-        drop(free);
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("staging"),
-            size: bytes.next_power_of_two().max(4096),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    }
-
-    fn give_back(&self, buffer: wgpu::Buffer) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.push(buffer);
-        if free.len() > Self::KEEP {
-            // Drop the smallest: large ones are the expensive ones to recreate.
-            free.sort_by_key(|b| std::cmp::Reverse(b.size()));
-            free.truncate(Self::KEEP);
-        }
-    }
-
-    /// How many staging buffers are pooled (tests use it to check reuse).
-    pub(crate) fn pooled(&self) -> usize {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

@@ -11,20 +11,17 @@
 //! otherwise it reports wall-clock time around submit-and-wait. [`Timing::source`] says which.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::pipeline::Kernel;
-use crate::tensor::Tensor;
-use std::collections::HashMap;
+use crate::runtime::pools::BufferKind;
+use crate::runtime::{Gpu, Kernel, Tensor};
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 /// A storage binding: a whole tensor or a byte range of one.
 #[derive(Clone, Debug)]
 pub struct Binding {
-    buffer: wgpu::Buffer,
-    offset: u64,
-    size: Option<NonZeroU64>,
+    pub(crate) buffer: wgpu::Buffer,
+    pub(crate) offset: u64,
+    pub(crate) size: Option<NonZeroU64>,
 }
 
 impl Binding {
@@ -72,45 +69,9 @@ enum Step {
     },
 }
 
-/// Where a time came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimingSource {
-    /// GPU timestamp queries: device time of the passes alone.
-    GpuTimestamps,
-    /// Host wall clock around submit and wait: includes submission overhead.
-    WallClock,
-}
-
-impl std::fmt::Display for TimingSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TimingSource::GpuTimestamps => "gpu-timestamps",
-            TimingSource::WallClock => "wall-clock",
-        })
-    }
-}
-
-/// A measured duration.
-#[derive(Clone, Copy, Debug)]
-pub struct Timing {
-    /// Seconds.
-    pub seconds: f64,
-    /// How it was measured.
-    pub source: TimingSource,
-}
-
-/// Timestamp query set and buffers, created on first timed run and reused.
-pub(crate) struct TimestampSlots {
-    query_set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    readback: wgpu::Buffer,
-}
-
-const MAX_TIMED_PASSES: u32 = 64;
-
 /// GPU work being recorded. Create with [`Gpu::batch`].
 pub struct Batch<'g> {
-    gpu: &'g Gpu,
+    pub(super) gpu: &'g Gpu,
     steps: Vec<Step>,
     params: Vec<u8>,
     uploads: Vec<u8>,
@@ -276,7 +237,7 @@ impl<'g> Batch<'g> {
             .count()
     }
 
-    fn passes(&self) -> u32 {
+    pub(super) fn passes(&self) -> u32 {
         let mut passes = 0;
         let mut in_pass = false;
         for s in &self.steps {
@@ -292,7 +253,7 @@ impl<'g> Batch<'g> {
         passes
     }
 
-    fn encode(
+    pub(super) fn encode(
         &self,
         uniforms: Option<&wgpu::Buffer>,
         uploads: Option<&wgpu::Buffer>,
@@ -345,7 +306,7 @@ impl<'g> Batch<'g> {
                     }) = self.steps.get(i)
                     {
                         let uniforms = uniforms.expect("a dispatch records params");
-                        let bind_group = self.gpu.reuse.bind_group(
+                        let bind_group = self.gpu.pools.bind_group(
                             device,
                             kernel,
                             uniforms,
@@ -367,12 +328,12 @@ impl<'g> Batch<'g> {
 
     /// Copy all parameter blocks into a pooled uniform buffer and all recorded writes into a
     /// pooled upload buffer (both queued before the submit).
-    fn upload_params(&self) -> (Option<wgpu::Buffer>, Option<wgpu::Buffer>) {
-        let stage = |bytes: &[u8], kind: PoolKind| {
+    pub(super) fn upload_params(&self) -> (Option<wgpu::Buffer>, Option<wgpu::Buffer>) {
+        let stage = |bytes: &[u8], kind: BufferKind| {
             (!bytes.is_empty()).then(|| {
                 let buffer = self
                     .gpu
-                    .reuse
+                    .pools
                     .take(self.gpu.device(), kind, bytes.len() as u64);
                 // write_buffer wants a multiple of 4 bytes; every dtype here is 4 bytes wide.
                 self.gpu.queue().write_buffer(&buffer, 0, bytes);
@@ -380,8 +341,8 @@ impl<'g> Batch<'g> {
             })
         };
         (
-            stage(&self.params, PoolKind::Uniform),
-            stage(&self.uploads, PoolKind::Upload),
+            stage(&self.params, BufferKind::Uniform),
+            stage(&self.uploads, BufferKind::Upload),
         )
     }
 
@@ -392,8 +353,7 @@ impl<'g> Batch<'g> {
             let (uniforms, uploads) = self.upload_params();
             let commands = self.encode(uniforms.as_ref(), uploads.as_ref(), None);
             let index = gpu.queue().submit([commands]);
-            gpu.reuse
-                .recycle_after_submit(gpu.queue(), uniforms, uploads);
+            recycle(gpu, uniforms, uploads);
             Ok(index)
         })
     }
@@ -404,251 +364,16 @@ impl<'g> Batch<'g> {
         self.submit()?;
         gpu.wait()
     }
-
-    /// Submit, wait and report how long the GPU took (see the module docs for the source).
-    pub fn run_timed(self) -> Result<Timing> {
-        let gpu = self.gpu;
-        let passes = self.passes();
-        if !gpu.has_timestamps() || passes == 0 || passes > MAX_TIMED_PASSES {
-            let start = Instant::now();
-            self.run()?;
-            return Ok(Timing {
-                seconds: start.elapsed().as_secs_f64(),
-                source: TimingSource::WallClock,
-            });
-        }
-        let mut slots = gpu.timestamps.lock().unwrap_or_else(|p| p.into_inner());
-        let slots = match &mut *slots {
-            Some(s) => s,
-            empty => empty.insert(gpu.scoped("creating timestamp queries", || {
-                let device = gpu.device();
-                let bytes = 8 * 2 * MAX_TIMED_PASSES as u64;
-                Ok(TimestampSlots {
-                    query_set: device.create_query_set(&wgpu::QuerySetDescriptor {
-                        label: Some("timestamps"),
-                        ty: wgpu::QueryType::Timestamp,
-                        count: 2 * MAX_TIMED_PASSES,
-                    }),
-                    resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("timestamp resolve"),
-                        size: bytes,
-                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-                    readback: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("timestamp readback"),
-                        size: bytes,
-                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    }),
-                })
-            })?),
-        };
-        let count = 2 * passes;
-        let bytes = 8 * count as u64;
-        gpu.scoped("submitting timed GPU work", || {
-            let (uniforms, uploads) = self.upload_params();
-            let work = self.encode(uniforms.as_ref(), uploads.as_ref(), Some(&slots.query_set));
-            let mut encoder =
-                gpu.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("resolve"),
-                    });
-            encoder.resolve_query_set(&slots.query_set, 0..count, &slots.resolve, 0);
-            encoder.copy_buffer_to_buffer(&slots.resolve, 0, &slots.readback, 0, bytes);
-            gpu.queue().submit([work, encoder.finish()]);
-            gpu.reuse
-                .recycle_after_submit(gpu.queue(), uniforms, uploads);
-            Ok(())
-        })?;
-        let slice = slots.readback.slice(..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.wait()?;
-        let map_error = |message: String| Error::Device {
-            context: "reading timestamps".into(),
-            message,
-        };
-        rx.recv()
-            .map_err(|e| map_error(e.to_string()))?
-            .map_err(|e| map_error(e.to_string()))?;
-        let ticks: Vec<u64> = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| map_error(e.to_string()))?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        slots.readback.unmap();
-        let first = ticks[0];
-        let last = ticks[count as usize - 1];
-        let ns = last.saturating_sub(first) as f64 * gpu.queue().get_timestamp_period() as f64;
-        Ok(Timing {
-            seconds: ns * 1e-9,
-            source: TimingSource::GpuTimestamps,
-        })
-    }
 }
 
-/// Counts of GPU objects the host layer has created, to check that steady-state loops allocate
-/// nothing per step.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ResourceCounters {
-    /// Bind groups created (a cache hit creates none).
-    pub bind_groups_created: u64,
-    /// Uniform buffers created (pooled buffers are reused).
-    pub uniform_buffers_created: u64,
-    /// Upload buffers created for [`Batch::write`] (pooled likewise).
-    pub upload_buffers_created: u64,
-}
-
-#[derive(Clone, Copy)]
-enum PoolKind {
-    Uniform,
-    Upload,
-}
-
-type BindKey = (
-    usize,
-    wgpu::Buffer,
-    u64,
-    u64,
-    Vec<(wgpu::Buffer, u64, Option<u64>)>,
-);
-
-/// Per-device reuse of uniform buffers and bind groups, so that a loop that runs the same ops on
-/// the same tensors (a decode loop) creates no GPU objects per step.
-///
-/// Uniform buffers return to the pool when the GPU has finished the submission that used them
-/// (`on_submitted_work_done`). Bind groups are cached by (pipeline, uniform buffer and range,
-/// storage bindings); the cache is bounded and is emptied when full, which also lets go of
-/// tensors that only the cache still referenced.
-#[derive(Default)]
-pub(crate) struct Reuse {
-    uniforms: Arc<Mutex<Vec<wgpu::Buffer>>>,
-    uploads: Arc<Mutex<Vec<wgpu::Buffer>>>,
-    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
-    counters: Mutex<ResourceCounters>,
-}
-
-impl Reuse {
-    const MAX_BIND_GROUPS: usize = 512;
-    const MAX_POOLED_BUFFERS: usize = 16;
-
-    fn pool(&self, kind: PoolKind) -> &Arc<Mutex<Vec<wgpu::Buffer>>> {
-        match kind {
-            PoolKind::Uniform => &self.uniforms,
-            PoolKind::Upload => &self.uploads,
-        }
-    }
-
-    fn take(&self, device: &wgpu::Device, kind: PoolKind, bytes: u64) -> wgpu::Buffer {
-        {
-            let mut pool = self.pool(kind).lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = pool.iter().rposition(|b| b.size() >= bytes) {
-                return pool.remove(i);
-            }
-        }
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let (label, usage) = match kind {
-            PoolKind::Uniform => {
-                counters.uniform_buffers_created += 1;
-                ("params", wgpu::BufferUsages::UNIFORM)
-            }
-            PoolKind::Upload => {
-                counters.upload_buffers_created += 1;
-                ("uploads", wgpu::BufferUsages::COPY_SRC)
-            }
-        };
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.next_power_of_two().max(4096),
-            usage: usage | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    }
-
-    fn recycle_after_submit(
-        &self,
-        queue: &wgpu::Queue,
-        uniforms: Option<wgpu::Buffer>,
-        uploads: Option<wgpu::Buffer>,
-    ) {
-        if uniforms.is_none() && uploads.is_none() {
-            return;
-        }
-        let (uniform_pool, upload_pool) = (Arc::clone(&self.uniforms), Arc::clone(&self.uploads));
-        queue.on_submitted_work_done(move || {
-            for (buffer, pool) in [(uniforms, uniform_pool), (uploads, upload_pool)] {
-                if let Some(buffer) = buffer {
-                    let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
-                    if pool.len() < Self::MAX_POOLED_BUFFERS {
-                        pool.push(buffer);
-                    }
-                }
-            }
-        });
-    }
-
-    fn bind_group(
-        &self,
-        device: &wgpu::Device,
-        kernel: &Arc<Kernel>,
-        uniforms: &wgpu::Buffer,
-        params_offset: u64,
-        params_size: u64,
-        bindings: &[Binding],
-    ) -> wgpu::BindGroup {
-        let key: BindKey = (
-            Arc::as_ptr(kernel) as usize,
-            uniforms.clone(),
-            params_offset,
-            params_size,
-            bindings
-                .iter()
-                .map(|b| (b.buffer.clone(), b.offset, b.size.map(|s| s.get())))
-                .collect(),
-        );
-        let mut cache = self.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(group) = cache.get(&key) {
-            return group.clone();
-        }
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: uniforms,
-                offset: params_offset,
-                size: NonZeroU64::new(params_size),
-            }),
-        }];
-        for (k, b) in bindings.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: k as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &b.buffer,
-                    offset: b.offset,
-                    size: b.size,
-                }),
-            });
-        }
-        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &kernel.layout,
-            entries: &entries,
-        });
-        self.counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .bind_groups_created += 1;
-        if cache.len() >= Self::MAX_BIND_GROUPS {
-            cache.clear();
-        }
-        cache.insert(key, group.clone());
-        group
-    }
-
-    pub(crate) fn counters(&self) -> ResourceCounters {
-        *self.counters.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// Give a submission's uniform and upload buffers back to the pools once the GPU is done.
+pub(super) fn recycle(gpu: &Gpu, uniforms: Option<wgpu::Buffer>, uploads: Option<wgpu::Buffer>) {
+    let buffers = [
+        (BufferKind::Uniform, uniforms),
+        (BufferKind::Upload, uploads),
+    ]
+    .into_iter()
+    .filter_map(|(kind, b)| b.map(|b| (kind, b)))
+    .collect();
+    gpu.pools.give_back_after_submit(gpu.queue(), buffers);
 }

@@ -1,0 +1,28 @@
+//! The runtime: everything between an op and wgpu, in one module.
+//!
+//! - [`context`]: [`Gpu`], one adapter, device and queue from the environment (or adopted from
+//!   an app), GPU errors captured into [`crate::Error`] by error scopes;
+//! - [`tensor`]: [`Tensor`] (a storage buffer with shape, dtype and the identity of its device),
+//!   uploads and readback;
+//! - [`pipelines`]: compute pipelines built once per composed shader variant and cached;
+//! - [`batch`]: [`Batch`], the one place that encodes commands (dispatches, copies, in-order
+//!   writes) and submits them;
+//! - [`timing`]: the one place that times ([`Timing`], GPU timestamps or wall clock);
+//! - [`pools`]: the one reuse policy for uniform, upload and staging buffers and bind groups.
+//!
+//! Ops depend on this module only; nothing here knows about any op.
+
+pub mod batch;
+pub mod context;
+pub mod pipelines;
+pub(crate) mod pools;
+pub mod tensor;
+pub mod timing;
+
+pub use batch::{Batch, Binding};
+pub use context::{adapter_from_env, describe_adapter, enumerate_adapters, wanted_features};
+pub use context::{Gpu, GpuOptions};
+pub use pipelines::{Kernel, Shader};
+pub use pools::ResourceCounters;
+pub use tensor::{DType, Tensor};
+pub use timing::{Timing, TimingSource};
