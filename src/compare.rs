@@ -1,5 +1,5 @@
 //! Comparing GPU output with the CPU reference: |out − ref| ≤ atol + rtol·|ref| elementwise
-//! (DESIGN §6). NaN in the output where the reference is finite always fails, so a kernel that
+//! (the conformance criterion). NaN in the output where the reference is finite always fails, so a kernel that
 //! leaves a poisoned element unwritten is caught.
 
 /// Absolute and relative tolerance.

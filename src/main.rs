@@ -1,4 +1,4 @@
-//! `ssm-mla`: the command-line tool (DESIGN §5). With no arguments it runs the main job: every
+//! `ssm-mla`: the command-line tool. With no arguments it runs the main job: every
 //! kernel checked against the CPU path on the default adapter, then a short benchmark table.
 
 mod cli;

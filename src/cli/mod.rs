@@ -47,7 +47,7 @@ enum Command {
     },
     /// HiPPO online function approximation: reconstruction error per N, optional PNG plot.
     Hippo(hippo::Args),
-    /// Run one computation on files (safetensors in, safetensors out; DESIGN §5).
+    /// Run one computation on files (safetensors in, safetensors out).
     Run {
         /// What to run.
         #[command(subcommand)]

@@ -1,4 +1,4 @@
-//! `ssm-mla run hippo --measure legt|legs|lagt|fout --n N --output OUT` (DESIGN §5): writes the
+//! `ssm-mla run hippo --measure legt|legs|lagt|fout --n N --output OUT`: writes the
 //! continuous-time HiPPO matrices of `ssm_mla::hippo::transition` as f32 safetensors, `A` (N, N)
 //! row-major and `B` (N). Conventions (signs, LegT window θ = 1, FouT basis order) are those of
 //! the `ssm_mla::hippo` module docs.

@@ -1,5 +1,5 @@
 //! `ssm-mla run mla --config CONFIG.json --weights W --input IN --output OUT [--decode-from P]
-//! [--device gpu|cpu]` (DESIGN §5): one DeepSeek MLA layer over hidden_states (Bt, S, hidden)
+//! [--device gpu|cpu]`: one DeepSeek MLA layer over hidden_states (Bt, S, hidden)
 //! from position 0; OUT holds `out` (Bt, S, hidden). With `--decode-from P` the first P tokens
 //! are prefilled and the rest fed one at a time through the latent cache.
 
@@ -24,7 +24,7 @@ pub struct Args {
     /// Hugging Face DeepSeek-V2/V3 config.json.
     #[arg(long)]
     pub config: PathBuf,
-    /// Safetensors with the layer's weights (names of DESIGN §4, optionally prefixed with
+    /// Safetensors with the layer's weights (Hugging Face names, optionally prefixed with
     /// `model.layers.<i>.self_attn.`).
     #[arg(long)]
     pub weights: PathBuf,

@@ -1,6 +1,6 @@
 //! `ssm-mla run selective-scan --input IN --output OUT [--delta-softplus] [--device gpu|cpu]`
-//! (DESIGN §5). IN holds u, delta, A, B, C and optional D, z, delta_bias, initial_state (layouts
-//! of §3.3); OUT gets out and last_state.
+//! IN holds u, delta, A, B, C and optional D, z, delta_bias, initial_state (the layouts of
+//! `ssm_mla::ops::selective_scan`); OUT gets out and last_state.
 
 use ssm_mla::io::write_safetensors;
 use ssm_mla::ops::selective_scan::{ScanDims, ScanShapes, SelectiveScanInputs};

@@ -1,6 +1,6 @@
 //! `ssm-mla run state-update --input IN --output OUT [--dt-softplus] [--device gpu|cpu]`
-//! (DESIGN §5). IN holds state, x, dt, A, B, C and optional D, z, dt_bias (layouts of §3.4);
-//! OUT gets out and the updated state.
+//! IN holds state, x, dt, A, B, C and optional D, z, dt_bias (the layouts of
+//! `ssm_mla::ops::state_update`); OUT gets out and the updated state.
 
 use super::run_selective_scan::Device;
 use ssm_mla::io::write_safetensors;

@@ -3,7 +3,7 @@
 //! skew-symmetric, so `Λ = −½ + iμ` with `μ` real and `V` unitary), and the S4D-Lin / S4D-Inv
 //! initialisations.
 //!
-//! Conjugate-pair convention (§3.5): a real system `(A_N, B, C)` of size N becomes
+//! Conjugate-pair convention: a real system `(A_N, B, C)` of size N becomes
 //! `x̃' = Λ x̃ + B̃ u`, `y = 2·Re(C̃ · x̃)` over ⌈N/2⌉ modes: one mode of each conjugate pair
 //! (`Im λ > 0`), with `B̃ = Vᴴ B`, `C̃ = C V` on that mode; for odd N the one real eigenvalue is kept
 //! with `C̃` halved so that the factor 2 is right. Dropping `P Pᵀ` is what S4D-LegS does: the

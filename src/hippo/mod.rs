@@ -1,4 +1,4 @@
-//! HiPPO memory (DESIGN §3.1, §3.2): the continuous-time linear ODEs `c'(t) = A c(t) + B f(t)`
+//! HiPPO memory: the continuous-time linear ODEs `c'(t) = A c(t) + B f(t)`
 //! whose state `c` holds the coefficients of the input's history in an orthogonal basis, their
 //! discretisations, and the diagonal (S4D / S5) systems derived from them. Everything here is
 //! exact host math in f64 on `nalgebra` matrices; the GPU side is
@@ -272,7 +272,7 @@ pub fn reconstruct(measure: Measure, c: &DVector<f64>, lags: &[f64]) -> Vec<f64>
         .collect()
 }
 
-/// How a continuous system becomes a recurrence `x_k = Ā x_{k−1} + B̄ u_k` with step Δ (§3.2).
+/// How a continuous system becomes a recurrence `x_k = Ā x_{k−1} + B̄ u_k` with step Δ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Discretisation {
     /// `Ā = I + ΔA`, `B̄ = ΔB` (order 1).

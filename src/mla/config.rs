@@ -1,4 +1,4 @@
-//! The attention part of a Hugging Face DeepSeek-V2 / V2-Lite / V3 `config.json` (DESIGN §4),
+//! The attention part of a Hugging Face DeepSeek-V2 / V2-Lite / V3 `config.json`,
 //! with the derived quantities the layer needs: softmax scale, YaRN inverse frequencies and the
 //! cos/sin scale, and the latent-cache size per token.
 //!
@@ -286,7 +286,7 @@ impl MlaConfig {
     }
 
     /// RoPE inverse frequencies, d_R/2 of them, with the YaRN correction when configured
-    /// (DESIGN §4, as `transformers`' `_compute_yarn_parameters` and DeepSeek's
+    /// (as `transformers`' `_compute_yarn_parameters` and DeepSeek's
     /// `DeepseekV2YarnRotaryEmbedding` compute them).
     pub fn inv_freq(&self) -> Vec<f64> {
         let d = self.qk_rope_head_dim;

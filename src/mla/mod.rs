@@ -1,4 +1,4 @@
-//! DeepSeek-V2/V3 Multi-head Latent Attention (DESIGN §4): the config, the weights of one layer,
+//! DeepSeek-V2/V3 Multi-head Latent Attention: the config, the weights of one layer,
 //! and the layer itself on the GPU and the CPU, with a paged latent cache for decoding.
 //!
 //! Per token, the layer computes q = q_b_proj(rmsnorm(q_a_proj(h))) (or q_proj(h)), the latent

@@ -1,4 +1,4 @@
-//! The weights of one MLA layer on the host, under the names of DESIGN §4 (row-major
+//! The weights of one MLA layer on the host, under the Hugging Face names (row-major
 //! [out, in], as in PyTorch `Linear`):
 //!
 //! | tensor | shape |
@@ -109,7 +109,7 @@ impl MlaWeights {
         }
     }
 
-    /// Every tensor under its DESIGN §4 name (without prefix), e.g. to write a safetensors file.
+    /// Every tensor under its Hugging Face name (without prefix), e.g. to write a safetensors file.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         let mut out: Vec<NamedTensor> = Vec::new();
         let mut linear = |name: &str, l: &Linear| {
