@@ -3,7 +3,7 @@
 //! Portable GPU kernels for two sequence-model building blocks — state-space-model scans (HiPPO,
 //! Mamba's selective scan, diagonal S4D/S5 scans) and DeepSeek's Multi-head Latent Attention —
 //! written in WGSL and run through wgpu on Vulkan, Metal, DX12 or GL. Every kernel has a CPU
-//! reference in [`reference`] that mirrors its math in f64, and conformance tests compare the two.
+//! reference in [`reference`](mod@reference) that mirrors its math in f64, and conformance tests compare the two.
 //!
 //! The host layer is small:
 //! - [`Gpu`]: adapter from the environment (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), device with the

@@ -52,8 +52,8 @@ pub struct MlaConfig {
     pub rope_theta: f64,
     /// RMSNorm epsilon (`rms_norm_eps`, default 1e-6).
     pub rms_norm_eps: f64,
-    /// Rotate adjacent pairs (x[2i], x[2i+1]) (`rope_interleave`, default true); false rotates
-    /// (x[i], x[i + d_R/2]).
+    /// Rotate adjacent pairs (x\[2i\], x[2i+1]) (`rope_interleave`, default true); false rotates
+    /// (x\[i\], x[i + d_R/2]).
     pub rope_interleave: bool,
     /// YaRN scaling, if `rope_scaling` is set.
     pub rope_scaling: Option<Yarn>,

@@ -4,9 +4,9 @@
 //! | tensor | shape |
 //! |---|---|
 //! | `q_proj.weight` (no query compression) | [H·(nope + d_R), hidden] |
-//! | `q_a_proj.weight`, `q_a_layernorm.weight`, `q_b_proj.weight` | [q_lora, hidden], [q_lora], [H·(nope + d_R), q_lora] |
+//! | `q_a_proj.weight`, `q_a_layernorm.weight`, `q_b_proj.weight` | [q_lora, hidden], \[q_lora\], [H·(nope + d_R), q_lora] |
 //! | `kv_a_proj_with_mqa.weight` | [d_c + d_R, hidden] |
-//! | `kv_a_layernorm.weight` | [d_c] |
+//! | `kv_a_layernorm.weight` | \[d_c\] |
 //! | `kv_b_proj.weight` | [H·(nope + v), d_c] |
 //! | `o_proj.weight` | [hidden, H·v] |
 //!
@@ -44,7 +44,7 @@ pub enum QueryWeights {
     LowRank {
         /// q_a_proj [q_lora, hidden].
         q_a_proj: Linear,
-        /// q_a_layernorm weight [q_lora].
+        /// q_a_layernorm weight \[q_lora\].
         q_a_layernorm: Vec<f32>,
         /// q_b_proj [H·(nope + d_R), q_lora].
         q_b_proj: Linear,
@@ -58,7 +58,7 @@ pub struct MlaWeights {
     pub query: QueryWeights,
     /// kv_a_proj_with_mqa [d_c + d_R, hidden].
     pub kv_a_proj_with_mqa: Linear,
-    /// kv_a_layernorm weight [d_c].
+    /// kv_a_layernorm weight \[d_c\].
     pub kv_a_layernorm: Vec<f32>,
     /// kv_b_proj weight [H·(nope + v), d_c]: per head, `nope` rows of W_UK then `v` rows of W_UV.
     pub kv_b_proj: Vec<f32>,
@@ -289,7 +289,7 @@ impl MlaWeights {
             .collect()
     }
 
-    /// The query projection's rows for head h, nope part: W_UK[h] is rows
+    /// The query projection's rows for head h, nope part: W_UK\[h\] is rows
     /// `h·(nope + v) .. h·(nope + v) + nope` of kv_b_proj, each d_c wide.
     pub fn w_uk(&self, cfg: &MlaConfig, head: usize) -> &[f32] {
         let d_c = cfg.kv_lora_rank;
@@ -297,7 +297,7 @@ impl MlaWeights {
         &self.kv_b_proj[start..start + cfg.qk_nope_head_dim * d_c]
     }
 
-    /// W_UV[h]: rows `h·(nope + v) + nope .. (h + 1)·(nope + v)` of kv_b_proj, each d_c wide.
+    /// W_UV\[h\]: rows `h·(nope + v) + nope .. (h + 1)·(nope + v)` of kv_b_proj, each d_c wide.
     pub fn w_uv(&self, cfg: &MlaConfig, head: usize) -> &[f32] {
         let d_c = cfg.kv_lora_rank;
         let start = (head * (cfg.qk_nope_head_dim + cfg.v_head_dim) + cfg.qk_nope_head_dim) * d_c;

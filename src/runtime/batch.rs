@@ -5,10 +5,7 @@
 //! submission. Consecutive dispatches share one compute pass (wgpu orders them and inserts the
 //! barriers storage hazards need). All parameter blocks of a batch live in one uniform buffer at
 //! aligned offsets, so a batch costs one small allocation however many dispatches it holds.
-//!
-//! Timing: [`Batch::run_timed`] brackets every pass with GPU timestamps when the device has
-//! `TIMESTAMP_QUERY` and reports the span from the first pass's start to the last pass's end;
-//! otherwise it reports wall-clock time around submit-and-wait. [`Timing::source`] says which.
+//! Timing lives in [`crate::runtime::timing`] ([`Batch::run_timed`]).
 
 use crate::error::{Error, Result};
 use crate::runtime::pools::BufferKind;

@@ -8,7 +8,7 @@
 //! - [`batch`]: [`Batch`], the one place that encodes commands (dispatches, copies, in-order
 //!   writes) and submits them;
 //! - [`timing`]: the one place that times ([`Timing`], GPU timestamps or wall clock);
-//! - [`pools`]: the one reuse policy for uniform, upload and staging buffers and bind groups.
+//! - `pools`: the one reuse policy for uniform, upload and staging buffers and bind groups.
 //!
 //! Ops depend on this module only; nothing here knows about any op.
 
