@@ -37,7 +37,7 @@ pub enum Error {
     /// A tensor has the wrong shape.
     #[error("tensor `{name}`: expected shape {expected}, got {got:?}")]
     Shape {
-        /// Tensor name (as in DESIGN.md / safetensors files).
+        /// Tensor name (as in safetensors files and the op docs).
         name: String,
         /// The expected shape, spelled with symbolic dimensions where useful.
         expected: String,
@@ -72,6 +72,52 @@ pub enum Error {
         what: String,
         /// The numbers involved.
         detail: String,
+    },
+    /// A tensor made by one [`crate::Gpu`] was handed to another. Tensors belong to the context
+    /// that created them (its device, pools and caches), even when two contexts share an adapter.
+    #[error(
+        "{tensor} belongs to another GPU context (Gpu #{tensor_gpu}), not to the Gpu #{gpu} it was \
+         passed to; upload the data with the Gpu that runs the work"
+    )]
+    ForeignTensor {
+        /// Which tensor: an argument name, or a binding index and kernel label in a dispatch.
+        tensor: String,
+        /// Id of the context that created the tensor.
+        tensor_gpu: u64,
+        /// Id of the context it was passed to.
+        gpu: u64,
+    },
+    /// An op (its compiled kernel) built on one [`crate::Gpu`] was recorded into a batch of
+    /// another.
+    #[error(
+        "kernel `{kernel}` was built by another GPU context (Gpu #{kernel_gpu}), not by the Gpu \
+         #{gpu} whose batch it was recorded into; build the op with the Gpu that runs the work"
+    )]
+    ForeignKernel {
+        /// The kernel's label (shader, entry point, constants).
+        kernel: String,
+        /// Id of the context that built the kernel.
+        kernel_gpu: u64,
+        /// Id of the context whose batch it was recorded into.
+        gpu: u64,
+    },
+    /// The latent KV cache has no free pages left for the tokens being appended.
+    #[error(
+        "the latent cache is full: {what} needs {needed_blocks} more pages of {block_size} tokens; \
+         free pages: {free_blocks} of {num_blocks} ({} token slots in all)",
+        num_blocks * block_size
+    )]
+    CacheFull {
+        /// What was being appended (tokens and sequences).
+        what: String,
+        /// Pages (blocks) the append needs beyond those its sequences already hold.
+        needed_blocks: usize,
+        /// Pages still free.
+        free_blocks: usize,
+        /// Pages of the whole cache.
+        num_blocks: usize,
+        /// Tokens per page.
+        block_size: usize,
     },
     /// wgpu reported a validation or internal error (captured by an error scope).
     #[error("GPU error in {context}: {message}")]

@@ -1,4 +1,4 @@
-//! Safetensors in and out (DESIGN §5): host tensors for the CLI and for apps that keep weights
+//! Safetensors in and out: host tensors for the CLI and for apps that keep weights
 //! and inputs in files. Reading converts f32, f16, bf16 and f64 to f32; anything else is refused
 //! with an error naming the tensor. Writing goes to a temporary file that is renamed into place,
 //! so a failed run never leaves a half-written output.
@@ -135,12 +135,32 @@ impl SafeTensors {
         })
     }
 
-    /// The tensor called `name`, or an error naming it and the file.
+    /// The tensor called `name`, or an error naming it, the file (or "the in-memory
+    /// safetensors" for one built or parsed without a name) and, when there are few, the
+    /// tensors the file does have.
     pub fn get(&self, name: &str) -> Result<&HostTensor> {
         self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
             name: name.to_string(),
-            context: format!(" in {}", self.path),
+            context: self.missing_context(),
         })
+    }
+
+    /// Where a missing tensor was looked for, and what was there instead.
+    fn missing_context(&self) -> String {
+        /// Up to this many names are listed in full.
+        const LIST: usize = 12;
+        let origin = if self.path.is_empty() {
+            "the in-memory safetensors".to_string()
+        } else {
+            self.path.clone()
+        };
+        let names: Vec<&str> = self.tensors.keys().map(|s| s.as_str()).collect();
+        let have = match names.len() {
+            0 => "it has no tensors".to_string(),
+            n if n <= LIST => format!("it has: {}", names.join(", ")),
+            n => format!("it has {n} tensors, e.g. {}, …", names[..LIST].join(", ")),
+        };
+        format!(" in {origin} ({have})")
     }
 
     /// The tensor called `name` if present.

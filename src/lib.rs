@@ -42,7 +42,7 @@ pub use error::{Error, Result};
 pub use io::{HostTensor, SafeTensors};
 pub use rng::Rng;
 pub use runtime::{Batch, Binding, ResourceCounters, Timing, TimingSource};
-pub use runtime::{DType, Gpu, GpuOptions, Kernel, Shader, Tensor};
+pub use runtime::{DType, Element, Gpu, GpuOptions, Kernel, Shader, Tensor};
 /// The wgpu this crate is built on, so apps adopt devices of the same version.
 pub use wgpu;
 

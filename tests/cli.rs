@@ -116,8 +116,12 @@ fn hippo_demo_converges_and_plots() {
         .collect();
     assert_eq!(errors.len(), 4, "{s}");
     assert!(errors.windows(2).all(|w| w[1] < w[0]), "{errors:?}");
-    let bytes = std::fs::read(&png).unwrap();
-    assert_eq!(&bytes[1..4], b"PNG");
+    check_figure(&png);
+    // Bad arguments write no plot.
+    let never = dir.join("never.png");
+    let out = ssm_mla(&["hippo", "--n", "0", "--plot", never.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!never.exists());
 
     let st = dir.join("legs.safetensors");
     let out = ssm_mla(&[
@@ -151,6 +155,32 @@ fn hippo_demo_converges_and_plots() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(text(&out).trim().lines().count(), 1, "{}", text(&out));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The hippo figure is a 1000×600 RGB PNG whose title, axis labels and legend were drawn: dark
+/// pixels (text) in the title band above the plot and in the y-axis label band at the left.
+fn check_figure(path: &std::path::Path) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.height), (1000, 600));
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let dark = |x0: usize, x1: usize, y0: usize, y1: usize| {
+        (y0..y1)
+            .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let i = 3 * (y * 1000 + x);
+                pixels[i..i + 3].iter().all(|&c| c < 100)
+            })
+            .count()
+    };
+    assert!(dark(150, 850, 0, 45) > 300, "the title band is blank");
+    assert!(dark(0, 40, 150, 450) > 100, "the y-axis label is missing");
+    assert!(
+        dark(300, 700, 555, 600) > 100,
+        "the x-axis label is missing"
+    );
 }
 
 #[test]

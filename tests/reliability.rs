@@ -323,7 +323,8 @@ fn a_thousand_decode_steps_equal_the_scan_without_per_step_allocation() {
         )
         .unwrap();
         let row_bytes = (batch * dim * 4) as u64;
-        work.copy(&out_row, 0, &y, t as u64 * row_bytes, row_bytes);
+        work.copy(&out_row, 0, &y, t as u64 * row_bytes, row_bytes)
+            .unwrap();
         work.run().unwrap();
         if t == 2 {
             counters = Some(gpu.resource_counters());
@@ -419,7 +420,8 @@ fn a_thousand_mla_decode_steps_equal_one_prefill_without_per_step_allocation() {
                 &gathered,
                 ((b * s + t) * hid) as u64 * 4,
                 row,
-            );
+            )
+            .unwrap();
         }
         work.run().unwrap();
         if t == 3 {

@@ -359,12 +359,18 @@ impl MlaLayer {
             .map(|&q| (cache.seqs[q].len + s).div_ceil(bs) - cache.seqs[q].pages.len())
             .sum();
         if needed > cache.free.len() {
-            return Err(Error::Limit {
-                what: format!("appending {s} tokens to {n} sequences"),
-                detail: format!(
-                    "the latent cache has {} free pages of {bs} tokens, {needed} needed",
-                    cache.free.len()
+            return Err(Error::CacheFull {
+                what: format!(
+                    "appending {s} tokens to {}",
+                    match seqs {
+                        [q] => format!("sequence {q}"),
+                        _ => format!("{n} sequences"),
+                    }
                 ),
+                needed_blocks: needed,
+                free_blocks: cache.free.len(),
+                num_blocks: cache.cache.num_blocks,
+                block_size: bs,
             });
         }
         let t = n * s;

@@ -563,16 +563,16 @@ impl SelectiveScan {
         };
         let p_d = dim * n;
         let p_bias = p_d + dim;
-        batch.copy(inputs.a, 0, &scratch, 0, (dim * n * 4) as u64);
+        batch.copy(inputs.a, 0, &scratch, 0, (dim * n * 4) as u64)?;
         if let Some(d) = inputs.d {
-            batch.copy(d, 0, &scratch, (p_d * 4) as u64, (dim * 4) as u64);
+            batch.copy(d, 0, &scratch, (p_d * 4) as u64, (dim * 4) as u64)?;
         }
         if let Some(bias) = inputs.delta_bias {
-            batch.copy(bias, 0, &scratch, (p_bias * 4) as u64, (dim * 4) as u64);
+            batch.copy(bias, 0, &scratch, (p_bias * 4) as u64, (dim * 4) as u64)?;
         }
         if let Some(h) = inputs.initial_state {
             if h.buffer() != last_state.buffer() {
-                batch.copy(h, 0, last_state, 0, last_state.size_bytes());
+                batch.copy(h, 0, last_state, 0, last_state.size_bytes())?;
             }
         }
         let mut flags = 0;

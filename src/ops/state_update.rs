@@ -360,15 +360,15 @@ impl StateUpdate {
         })?;
         gpu.grid(groups)?;
         if let Some(d) = inputs.d {
-            batch.copy(d, 0, &scratch, (p_d * 4) as u64, (dim * 4) as u64);
+            batch.copy(d, 0, &scratch, (p_d * 4) as u64, (dim * 4) as u64)?;
         }
         if let Some(bias) = inputs.dt_bias {
-            batch.copy(bias, 0, &scratch, (p_bias * 4) as u64, (dim * 4) as u64);
+            batch.copy(bias, 0, &scratch, (p_bias * 4) as u64, (dim * 4) as u64)?;
         }
         if let Some(s) = inputs.state_batch_indices {
-            batch.copy(s, 0, &scratch, (p_slot * 4) as u64, (bt * 4) as u64);
+            batch.copy(s, 0, &scratch, (p_slot * 4) as u64, (bt * 4) as u64)?;
         }
-        batch.copy(inputs.dt, 0, &scratch, (p_dt * 4) as u64, (rows * 4) as u64);
+        batch.copy(inputs.dt, 0, &scratch, (p_dt * 4) as u64, (rows * 4) as u64)?;
         let mut flags = 0;
         for (on, bit) in [
             (inputs.d.is_some(), HAS_D),

@@ -9,16 +9,18 @@
 
 use crate::error::{Error, Result};
 use crate::runtime::pools::BufferKind;
-use crate::runtime::{Gpu, Kernel, Tensor};
+use crate::runtime::{Element, Gpu, Kernel, Tensor};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-/// A storage binding: a whole tensor or a byte range of one.
+/// A storage binding: a whole tensor or a byte range of one. It remembers which [`Gpu`] made
+/// the tensor, so a dispatch on another context is refused.
 #[derive(Clone, Debug)]
 pub struct Binding {
     pub(crate) buffer: wgpu::Buffer,
     pub(crate) offset: u64,
     pub(crate) size: Option<NonZeroU64>,
+    pub(crate) gpu: u64,
 }
 
 impl Binding {
@@ -29,6 +31,7 @@ impl Binding {
             buffer: tensor.buffer().clone(),
             offset,
             size: NonZeroU64::new(size),
+            gpu: tensor.gpu_id(),
         }
     }
 }
@@ -39,6 +42,7 @@ impl From<&Tensor> for Binding {
             buffer: t.buffer().clone(),
             offset: 0,
             size: None,
+            gpu: t.gpu_id(),
         }
     }
 }
@@ -130,6 +134,16 @@ impl<'g> Batch<'g> {
         bindings: &[Binding],
         grid: [u32; 3],
     ) -> Result<()> {
+        if kernel.gpu != self.gpu.id() {
+            return Err(Error::ForeignKernel {
+                kernel: kernel.label.clone(),
+                kernel_gpu: kernel.gpu,
+                gpu: self.gpu.id(),
+            });
+        }
+        for (i, b) in bindings.iter().enumerate() {
+            self.gpu.check_owner(b.gpu, || binding_name(kernel, i))?;
+        }
         let max = self.gpu.limits().max_compute_workgroups_per_dimension;
         if grid.iter().any(|&g| g > max) {
             return Err(Error::Limit {
@@ -172,7 +186,10 @@ impl<'g> Batch<'g> {
         Ok(())
     }
 
-    /// Record a copy of `size` bytes between tensors (offsets in bytes, multiples of 4).
+    /// Record a copy of `size` bytes from `src` at byte `src_offset` to `dst` at byte
+    /// `dst_offset`. Both tensors must be this batch's context's and distinct, offsets and size
+    /// multiples of 4, and both ranges within the tensors' payload (padding does not count);
+    /// otherwise nothing is recorded and the error says which range is wrong.
     pub fn copy(
         &mut self,
         src: &Tensor,
@@ -180,7 +197,43 @@ impl<'g> Batch<'g> {
         dst: &Tensor,
         dst_offset: u64,
         size: u64,
-    ) {
+    ) -> Result<()> {
+        for (name, t) in [("source", src), ("destination", dst)] {
+            self.gpu.check_owner(t.gpu_id(), || {
+                format!("the {name} tensor (shape {:?}) of Batch::copy", t.shape())
+            })?;
+        }
+        if src_offset % 4 != 0 || dst_offset % 4 != 0 || size % 4 != 0 {
+            return Err(Error::invalid(format!(
+                "Batch::copy of {size} bytes from byte {src_offset} to byte {dst_offset}: offsets \
+                 and size must be multiples of 4"
+            )));
+        }
+        for (name, t, offset) in [
+            ("source", src, src_offset),
+            ("destination", dst, dst_offset),
+        ] {
+            if offset
+                .checked_add(size)
+                .is_none_or(|end| end > t.size_bytes())
+            {
+                return Err(Error::invalid(format!(
+                    "Batch::copy of {size} bytes at byte {offset} of the {name} tensor: it holds \
+                     {} bytes (shape {:?}, {})",
+                    t.size_bytes(),
+                    t.shape(),
+                    t.dtype()
+                )));
+            }
+        }
+        if src.buffer() == dst.buffer() {
+            return Err(Error::invalid(
+                "Batch::copy within one tensor: source and destination must be different tensors",
+            ));
+        }
+        if size == 0 {
+            return Ok(());
+        }
         self.steps.push(Step::Copy {
             src: src.buffer().clone(),
             src_offset,
@@ -188,18 +241,19 @@ impl<'g> Batch<'g> {
             dst_offset,
             size,
         });
+        Ok(())
     }
 
     /// Record a host-to-GPU write of `data` into `tensor` at element `offset`, ordered with the
     /// batch's other steps (unlike [`Gpu::write`], which lands before the whole submission). The
     /// bytes travel in one pooled upload buffer per batch, so a loop that writes small index
-    /// tensors every step allocates nothing.
-    pub fn write<T: bytemuck::Pod>(
-        &mut self,
-        tensor: &Tensor,
-        offset: usize,
-        data: &[T],
-    ) -> Result<()> {
+    /// tensors every step allocates nothing. The tensor must be this batch's context's and `T`
+    /// its dtype's host element type.
+    pub fn write<T: Element>(&mut self, tensor: &Tensor, offset: usize, data: &[T]) -> Result<()> {
+        self.gpu.check_owner(tensor.gpu_id(), || {
+            format!("tensor of shape {:?} given to Batch::write", tensor.shape())
+        })?;
+        tensor.expect_element::<T>("Batch::write", "")?;
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let elem = tensor.dtype().size();
         let dst_offset = (offset * elem) as u64;
@@ -361,6 +415,17 @@ impl<'g> Batch<'g> {
         self.submit()?;
         gpu.wait()
     }
+}
+
+/// How a dispatch error names binding `index` (0-based in `bindings`, `@binding(index + 1)` in
+/// the shader) of `kernel`. When kernels carry their bindings' names, this is the place to use
+/// them.
+fn binding_name(kernel: &Kernel, index: usize) -> String {
+    format!(
+        "the tensor at @binding({}) (bindings[{index}]) of kernel `{}`",
+        index + 1,
+        kernel.label
+    )
 }
 
 /// Give a submission's uniform and upload buffers back to the pools once the GPU is done.

@@ -7,14 +7,20 @@
 //! kernels can use and the adapter offers: `SHADER_F16`, `SUBGROUP`, `TIMESTAMP_QUERY`.
 //! [`GpuOptions`] can turn any of those off, or lower limits, so that fallback paths are testable.
 //!
-//! wgpu's default uncaptured-error handler panics; this context installs one that records the
-//! message instead, and [`Gpu::scoped`] wraps every call that can fail validation in error scopes
-//! so that a failure becomes an [`Error`] for the caller.
+//! [`Gpu::scoped`] wraps every call of the crate that can fail validation in error scopes, so that
+//! a failure becomes an [`Error`] for the caller. wgpu's default uncaptured-error handler panics;
+//! on a device the crate creates itself it installs one that records the message instead. A device
+//! adopted with [`Gpu::from_device`] keeps the app's own handlers: the crate installs none there.
+//!
+//! Every context has a process-wide unique id, recorded in each [`crate::Tensor`] it makes, so
+//! that a tensor of one context passed to another is refused ([`Error::ForeignTensor`]) instead of
+//! silently reading or writing memory of another device.
 
 use crate::error::{Error, Result};
 use crate::runtime::pipelines::PipelineCache;
 use crate::runtime::pools::{BufferKind, Pools};
 use crate::runtime::timing::TimestampSlots;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Optional features and limits to withhold from the device, mainly to test fallback paths.
@@ -39,6 +45,7 @@ pub fn wanted_features() -> wgpu::Features {
 
 /// A GPU device with everything the ops need. `Send + Sync`: share it with `Arc` across threads.
 pub struct Gpu {
+    id: u64,
     adapter_info: wgpu::AdapterInfo,
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -54,6 +61,7 @@ pub struct Gpu {
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpu")
+            .field("id", &self.id)
             .field("adapter", &self.adapter_info.name)
             .field("backend", &self.adapter_info.backend)
             .field("features", &self.features)
@@ -158,32 +166,44 @@ impl Gpu {
                     message: e.to_string(),
                 }
             })?;
-        Ok(Self::adopt(device, queue, info))
+        Ok(Self::adopt(device, queue, info, true))
     }
 
     /// Adopt a device and queue the application already owns. The crate uses whatever features
     /// and limits that device was created with; kernels pick their fallback paths accordingly.
-    /// The device's uncaptured-error handler is replaced by one that records errors instead of
-    /// panicking.
+    /// The device's uncaptured-error handler and device-lost callback stay the app's own: the
+    /// crate's work runs inside error scopes, so its errors come back as [`Error`]s and the app's
+    /// handler sees only the app's errors. A lost device shows up as a failing call.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::adopt(device, queue, info)
+        Self::adopt(device, queue, info, false)
     }
 
-    fn adopt(device: wgpu::Device, queue: wgpu::Queue, adapter_info: wgpu::AdapterInfo) -> Self {
+    /// Wrap `device`; `owned` says whether the crate created it and so may install its
+    /// (non-panicking) uncaptured-error handler and its device-lost callback.
+    fn adopt(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter_info: wgpu::AdapterInfo,
+        owned: bool,
+    ) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let uncaptured = Arc::new(Mutex::new(None::<String>));
-        let sink = uncaptured.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| e.to_string());
-        }));
         let lost = Arc::new(Mutex::new(None::<String>));
-        let lost_sink = lost.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            let mut slot = lost_sink.lock().unwrap_or_else(|p| p.into_inner());
-            *slot = Some(format!("{reason:?}: {message}"));
-        });
+        if owned {
+            let sink = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| e.to_string());
+            }));
+            let lost_sink = lost.clone();
+            device.set_device_lost_callback(move |reason, message| {
+                let mut slot = lost_sink.lock().unwrap_or_else(|p| p.into_inner());
+                *slot = Some(format!("{reason:?}: {message}"));
+            });
+        }
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             features: device.features(),
             limits: device.limits(),
             adapter_info,
@@ -195,6 +215,28 @@ impl Gpu {
             uncaptured,
             lost,
         }
+    }
+
+    /// This context's process-wide unique id (recorded in every tensor it makes).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Error naming tensor `name` unless this context made it ([`Error::ForeignTensor`]).
+    pub fn expect_own(&self, name: &str, tensor: &crate::Tensor) -> Result<()> {
+        self.check_owner(tensor.gpu_id(), || format!("tensor `{name}`"))
+    }
+
+    /// Error unless `owner` is this context's id; `what` names the tensor in the message.
+    pub(crate) fn check_owner(&self, owner: u64, what: impl FnOnce() -> String) -> Result<()> {
+        if owner != self.id {
+            return Err(Error::ForeignTensor {
+                tensor: what(),
+                tensor_gpu: owner,
+                gpu: self.id,
+            });
+        }
+        Ok(())
     }
 
     /// The wgpu device (for apps that mix their own work with this crate's).

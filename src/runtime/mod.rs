@@ -24,5 +24,5 @@ pub use context::{adapter_from_env, describe_adapter, enumerate_adapters, wanted
 pub use context::{Gpu, GpuOptions};
 pub use pipelines::{Kernel, Shader};
 pub use pools::ResourceCounters;
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Element, Tensor};
 pub use timing::{Timing, TimingSource};

@@ -30,6 +30,8 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     /// Bind group 0's layout, derived from the shader.
     pub layout: wgpu::BindGroupLayout,
+    /// Id of the [`Gpu`] that built it (a pipeline cannot run on another device).
+    pub(crate) gpu: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -106,6 +108,7 @@ impl Gpu {
                 label: label.clone(),
                 pipeline,
                 layout,
+                gpu: self.id(),
             })
         });
         let kernel = match kernel {

@@ -4,6 +4,11 @@
 //! chains of ops never touch the host. Buffers are padded to 16 bytes so kernels may read them as
 //! `array<vec4<f32>>`. Readback goes through the runtime's pooled staging buffers instead of
 //! allocating one per read.
+//!
+//! A tensor belongs to the [`Gpu`] that made it (it records the context's id), and every call that
+//! moves bytes refuses a tensor of another context. Host data is typed: the host element type
+//! ([`Element`]) must match the tensor's [`DType`], so an `f32` slice cannot land in a `u32`
+//! tensor and a `u32` tensor cannot be read back as `f32`.
 
 use crate::error::{Error, Result};
 use crate::runtime::pools::BufferKind;
@@ -27,6 +32,42 @@ impl DType {
     }
 }
 
+mod sealed {
+    /// Keeps [`super::Element`] closed to the types the kernels understand.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u32 {}
+    impl Sealed for i32 {}
+}
+
+/// A host element type that tensors are uploaded from and read back into, bit for bit.
+///
+/// Sealed: `f32` holds [`DType::F32`] elements, `u32` [`DType::U32`], `i32` [`DType::I32`].
+/// [`Element::is_raw_element_of`] is the one check every upload, write and read makes, so a new
+/// storage type is one more impl here (e.g. raw 16-bit words for both half types), while
+/// conversions (f32 data into a half tensor) belong in their own calls.
+pub trait Element: bytemuck::Pod + sealed::Sealed {
+    /// The dtype whose elements this type holds bit for bit.
+    const DTYPE: DType;
+
+    /// Whether values of this type are, bit for bit, the elements of a `dtype` tensor.
+    fn is_raw_element_of(dtype: DType) -> bool {
+        dtype == Self::DTYPE
+    }
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+}
+
+impl Element for u32 {
+    const DTYPE: DType = DType::U32;
+}
+
+impl Element for i32 {
+    const DTYPE: DType = DType::I32;
+}
+
 impl std::fmt::Display for DType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -37,12 +78,13 @@ impl std::fmt::Display for DType {
     }
 }
 
-/// A tensor in GPU memory: row-major, contiguous.
+/// A tensor in GPU memory: row-major, contiguous. It belongs to the [`Gpu`] that made it.
 #[derive(Clone, Debug)]
 pub struct Tensor {
     buffer: wgpu::Buffer,
     shape: Vec<usize>,
     dtype: DType,
+    gpu: u64,
 }
 
 impl Tensor {
@@ -54,6 +96,11 @@ impl Tensor {
     /// Element type.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Id of the [`Gpu`] that made this tensor ([`Gpu::id`]).
+    pub fn gpu_id(&self) -> u64 {
+        self.gpu
     }
 
     /// Number of elements.
@@ -88,6 +135,7 @@ impl Tensor {
             buffer: self.buffer.clone(),
             shape: shape.to_vec(),
             dtype: self.dtype,
+            gpu: self.gpu,
         })
     }
 
@@ -103,6 +151,12 @@ impl Tensor {
         Ok(())
     }
 
+    /// Error unless host elements of type `T` are this tensor's elements; `op` names the call
+    /// and `hint` (may be empty) says what to do instead.
+    pub(crate) fn expect_element<T: Element>(&self, op: &str, hint: &str) -> Result<()> {
+        expect_element::<T>(op, &self.shape, self.dtype, hint)
+    }
+
     /// Error unless the tensor has exactly `shape` and `dtype`; `name` and `spelled` (e.g.
     /// `"(Bt, D, L)"`) go into the message.
     pub fn expect(&self, name: &str, spelled: &str, shape: &[usize], dtype: DType) -> Result<()> {
@@ -116,6 +170,23 @@ impl Tensor {
         }
         Ok(())
     }
+}
+
+/// Error unless host elements of type `T` are the elements of a `dtype` tensor of `shape`, given
+/// to call `op`; `hint` (may be empty) is appended to the tensor's dtype.
+fn expect_element<T: Element>(op: &str, shape: &[usize], dtype: DType, hint: &str) -> Result<()> {
+    if T::is_raw_element_of(dtype) {
+        return Ok(());
+    }
+    Err(Error::DType {
+        name: format!("{op} argument, shape {shape:?}"),
+        expected: format!(
+            "{} (the host elements are {})",
+            T::DTYPE,
+            std::any::type_name::<T>()
+        ),
+        got: format!("{dtype}{hint}"),
+    })
 }
 
 fn padded(bytes: u64) -> u64 {
@@ -150,18 +221,23 @@ impl Gpu {
             buffer,
             shape: shape.to_vec(),
             dtype,
+            gpu: self.id(),
         })
     }
 
-    /// A tensor holding `data` (row-major, `data.len()` must equal the shape's product).
-    pub fn upload<T: bytemuck::Pod>(
-        &self,
-        shape: &[usize],
-        dtype: DType,
-        data: &[T],
-    ) -> Result<Tensor> {
+    /// A tensor holding `data` (row-major, `data.len()` must equal the shape's product; `T`
+    /// must be `dtype`'s host element type, see [`Element`]). Nothing is allocated on error.
+    pub fn upload<T: Element>(&self, shape: &[usize], dtype: DType, data: &[T]) -> Result<Tensor> {
+        expect_element::<T>("Gpu::upload", shape, dtype, "")?;
+        let elements: usize = shape.iter().product();
+        if data.len() != elements {
+            return Err(Error::invalid(format!(
+                "uploading {} values into a tensor of shape {shape:?} ({elements} elements)",
+                data.len()
+            )));
+        }
         let t = self.empty(shape, dtype)?;
-        self.write(&t, data)?;
+        self.write_bytes(&t, bytemuck::cast_slice(data))?;
         Ok(t)
     }
 
@@ -175,6 +251,11 @@ impl Gpu {
         self.upload(shape, DType::U32, data)
     }
 
+    /// An i32 tensor holding `data`.
+    pub fn upload_i32(&self, shape: &[usize], data: &[i32]) -> Result<Tensor> {
+        self.upload(shape, DType::I32, data)
+    }
+
     /// An f32 tensor filled with NaN: conformance tests poison outputs so that any element a
     /// kernel fails to write is caught.
     pub fn nan_f32(&self, shape: &[usize]) -> Result<Tensor> {
@@ -183,7 +264,12 @@ impl Gpu {
     }
 
     /// Overwrite a tensor's contents with `data` (queued; ordered before later submissions).
-    pub fn write<T: bytemuck::Pod>(&self, tensor: &Tensor, data: &[T]) -> Result<()> {
+    /// The tensor must be this context's, `T` its dtype's host type and `data` exactly its size.
+    pub fn write<T: Element>(&self, tensor: &Tensor, data: &[T]) -> Result<()> {
+        self.check_owner(tensor.gpu, || {
+            format!("tensor of shape {:?} given to Gpu::write", tensor.shape)
+        })?;
+        tensor.expect_element::<T>("Gpu::write", "")?;
         if std::mem::size_of_val(data) as u64 != tensor.size_bytes() {
             return Err(Error::invalid(format!(
                 "writing {} bytes into a tensor of shape {:?} ({} bytes)",
@@ -192,23 +278,43 @@ impl Gpu {
                 tensor.size_bytes()
             )));
         }
-        if data.is_empty() {
-            return Ok(());
-        }
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        // write_buffer needs a multiple of 4 bytes, which every dtype here satisfies.
-        self.queue().write_buffer(&tensor.buffer, 0, bytes);
-        Ok(())
+        self.write_bytes(tensor, bytemuck::cast_slice(data))
     }
 
-    /// Read a tensor back to the host (waits for all submitted work).
-    pub fn read<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
+    /// Queue `bytes` (already checked against the tensor) into the tensor's buffer.
+    fn write_bytes(&self, tensor: &Tensor, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.scoped("writing a tensor", || {
+            // write_buffer needs a multiple of 4 bytes, which every dtype here satisfies.
+            self.queue().write_buffer(&tensor.buffer, 0, bytes);
+            Ok(())
+        })
+    }
+
+    /// Read a tensor back to the host (waits for all submitted work). The tensor must be this
+    /// context's and `T` its dtype's host type.
+    pub fn read<T: Element>(&self, tensor: &Tensor) -> Result<Vec<T>> {
+        self.read_as(tensor, "Gpu::read")
+    }
+
+    fn read_as<T: Element>(&self, tensor: &Tensor, op: &str) -> Result<Vec<T>> {
+        self.check_owner(tensor.gpu, || {
+            format!("tensor of shape {:?} given to {op}", tensor.shape)
+        })?;
+        let reader = match tensor.dtype {
+            DType::F32 => "read_f32",
+            DType::U32 => "read_u32",
+            DType::I32 => "read_i32",
+        };
+        tensor.expect_element::<T>(op, &format!(" (read it with {reader})"))?;
         let bytes = tensor.size_bytes();
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.pools.take(self.device(), BufferKind::Staging, bytes);
-        let result = self.scoped("reading a tensor back", || {
+        self.scoped("reading a tensor back", || {
+            let staging = self.pools.take(self.device(), BufferKind::Staging, bytes);
             let mut encoder =
                 self.device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -236,17 +342,24 @@ impl Gpu {
             let out: Vec<T> = bytemuck::pod_collect_to_vec(&view);
             drop(view);
             staging.unmap();
-            Ok(out)
-        });
-        if result.is_ok() {
             // Only a buffer known to be unmapped goes back to the pool.
             self.pools.give_back(BufferKind::Staging, staging);
-        }
-        result
+            Ok(out)
+        })
     }
 
-    /// Read an f32 tensor back.
+    /// Read an f32 tensor back ([`Error::DType`] for any other dtype).
     pub fn read_f32(&self, tensor: &Tensor) -> Result<Vec<f32>> {
-        self.read(tensor)
+        self.read_as(tensor, "read_f32")
+    }
+
+    /// Read a u32 tensor back ([`Error::DType`] for any other dtype).
+    pub fn read_u32(&self, tensor: &Tensor) -> Result<Vec<u32>> {
+        self.read_as(tensor, "read_u32")
+    }
+
+    /// Read an i32 tensor back ([`Error::DType`] for any other dtype).
+    pub fn read_i32(&self, tensor: &Tensor) -> Result<Vec<i32>> {
+        self.read_as(tensor, "read_i32")
     }
 }

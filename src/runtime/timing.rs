@@ -103,9 +103,12 @@ impl Batch<'_> {
         })?;
         let slice = slots.readback.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        gpu.scoped("reading timestamps", || {
+            slice.map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            Ok(())
+        })?;
         gpu.wait()?;
         let map_error = |message: String| Error::Device {
             context: "reading timestamps".into(),
