@@ -8,7 +8,7 @@
 //!
 //! Timing: [`Batch::run_timed`] brackets every pass with GPU timestamps when the device has
 //! `TIMESTAMP_QUERY` and reports the span from the first pass's start to the last pass's end;
-//! otherwise it reports wall-clock time around submit-and-wait. [`Timing::source`] says which.
+//! otherwise it reports wall-clock time around submit-and-wait. [`crate::Timing::source`] says which.
 
 use crate::error::{Error, Result};
 use crate::runtime::pools::BufferKind;
