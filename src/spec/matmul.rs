@@ -1,5 +1,5 @@
-//! Layout of a (batched, strided) matrix product y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k)
-//! (+ bias[n]): w(g, n, k) = W[n, k] for a PyTorch `Linear` weight (`w_trans`), or W[k, n];
+//! Layout of a (batched, strided) matrix product `y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k)
+//! (+ bias[n])`: `w(g, n, k) = W[n, k]` for a PyTorch `Linear` weight (`w_trans`), or `W[k, n]`;
 //! every operand has an element offset and strides between batch entries and rows.
 
 use super::named;

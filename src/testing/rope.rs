@@ -24,7 +24,7 @@ pub struct Frequencies {
 }
 
 impl Frequencies {
-    /// θ = 10000: inv_freq[i] = θ^(−2i/d), no scale.
+    /// θ = 10000: `inv_freq[i] = θ^(−2i/d)`, no scale.
     pub fn plain(d: usize, interleave: bool) -> Self {
         Self {
             inv_freq: (0..d / 2)
