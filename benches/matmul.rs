@@ -1,13 +1,13 @@
 //! Criterion bench of `matmul` on the GPU (device time through `iter_custom`, timestamps where
-//! offered) and its CPU reference, at the sizes of the op's `bench_cases`: small by default
-//! (lavapipe), DESIGN §7 sizes with `SSM_MLA_BENCH_FULL=1`.
+//! offered) and its CPU reference, at the sizes of `suite::matmul::bench_cases`: small by default
+//! (lavapipe), the large sizes with `SSM_MLA_BENCH_FULL=1`.
 
 mod common;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn bench(c: &mut Criterion) {
     let gpu = common::gpu();
-    let cases = ssm_mla::ops::matmul::bench_cases(&gpu, !common::full()).expect("bench setup");
+    let cases = ssm_mla::suite::matmul::bench_cases(&gpu, !common::full()).expect("bench setup");
     common::bench_suite_cases(c, "matmul", cases);
 }
 

@@ -44,6 +44,29 @@ pub enum Error {
         /// The shape that was given.
         got: Vec<usize>,
     },
+    /// Two tensors disagree on a size that both must share (read from one, checked on the
+    /// other): both are named, with their shapes, the dimension and the two values.
+    #[error(
+        "tensors `{a}` {} and `{b}` {} disagree on {dim}: {a_value} vs {b_value}",
+        spell(.a_shape),
+        spell(.b_shape)
+    )]
+    Mismatch {
+        /// The tensor the size was read from.
+        a: String,
+        /// Its shape.
+        a_shape: Box<[usize]>,
+        /// The tensor checked against it.
+        b: String,
+        /// Its shape.
+        b_shape: Box<[usize]>,
+        /// The shared dimension, spelled symbolically (e.g. `"N"`).
+        dim: &'static str,
+        /// The size in `a`.
+        a_value: usize,
+        /// The size in `b`.
+        b_value: usize,
+    },
     /// A tensor has the wrong element type.
     #[error("tensor `{name}`: expected dtype {expected}, got {got}")]
     DType {
@@ -173,8 +196,36 @@ impl Error {
         }
     }
 
+    /// A mismatch error: tensors `a` (shape `a_shape`) and `b` (`b_shape`) disagree on `dim`,
+    /// of size `a_value` in `a` and `b_value` in `b`.
+    pub fn mismatch(
+        a: &str,
+        a_shape: &[usize],
+        b: &str,
+        b_shape: &[usize],
+        dim: &'static str,
+        a_value: usize,
+        b_value: usize,
+    ) -> Self {
+        Error::Mismatch {
+            a: a.to_string(),
+            a_shape: a_shape.into(),
+            b: b.to_string(),
+            b_shape: b_shape.into(),
+            dim,
+            a_value,
+            b_value,
+        }
+    }
+
     /// An invalid-argument error.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
+}
+
+/// A shape spelled as a tuple: `(4, 5)`, `(7)`, `()`.
+fn spell(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("({})", dims.join(", "))
 }

@@ -35,7 +35,9 @@ pub mod reference;
 pub mod rng;
 pub mod runtime;
 pub mod shaders;
+pub mod spec;
 pub mod suite;
+pub mod testing;
 
 pub use compare::{compare, Comparison, Tolerance};
 pub use error::{Error, Result};

@@ -5,48 +5,43 @@
 //! poisoned outputs, error cases; and the end-to-end HiPPO path: a LegS-initialised diagonal SSM
 //! on the GPU reproduces the dense CPU LegS (normal part) system on a smooth signal.
 //!
-//! Tolerance: |y − ref| ≤ 2e-4 + 1e-3·|ref| (`ops::diagonal_scan::TOLERANCE`): f32 state carried
-//! over up to thousands of steps, N complex modes summed per output.
+//! Tolerance: |y − ref| ≤ 2e-4 + 1e-3·|ref| (`testing::diagonal_scan::TOLERANCE`): f32 state
+//! carried over up to thousands of steps, N complex modes summed per output.
 
 mod common;
 use common::*;
 use ssm_mla::hippo::diagonal::legs_nplr;
 use ssm_mla::hippo::{discretise, simulate, Discretisation, C64};
 use ssm_mla::ops::diagonal_scan::{
-    diagonal_scan, DiagonalScan, DiagonalSsmHost, MAX_MODES, T, TOLERANCE, WG,
+    diagonal_scan, DiagonalScan, DiagonalSsmHost, Dims, MAX_MODES, T, WG,
 };
 use ssm_mla::ops::selective_scan::ScanStrategy;
-use ssm_mla::reference::diagonal_scan::Dims;
+use ssm_mla::testing::diagonal_scan::{Problem, TOLERANCE};
 use ssm_mla::{DType, Tolerance};
 
 const STRATEGIES: [ScanStrategy; 2] = [ScanStrategy::RowSequential, ScanStrategy::ChunkedParallel];
 
+fn dims(batch: usize, channels: usize, len: usize, modes: usize) -> Dims {
+    Dims {
+        batch,
+        channels,
+        len,
+        modes,
+    }
+}
+
+/// y of `p` on the GPU with `strategy` (checked to be the one recorded), y poisoned.
 fn run_case(
     gpu: &ssm_mla::Gpu,
-    host: &DiagonalSsmHost,
-    bt: usize,
-    l: usize,
-    u_host: &[f32],
+    p: &Problem,
     method: Discretisation,
     strategy: ScanStrategy,
 ) -> Vec<f32> {
-    let ssm = host.upload(gpu).unwrap();
-    let u = gpu.upload_f32(&[bt, host.channels, l], u_host).unwrap();
-    let y = gpu.nan_f32(&[bt, host.channels, l]).unwrap();
     let op = DiagonalScan::with_strategy(gpu, strategy).unwrap();
     if strategy != ScanStrategy::Auto {
-        let dims = Dims {
-            batch: bt,
-            channels: host.channels,
-            len: l,
-            modes: host.modes,
-        };
-        assert_eq!(op.strategy_for(dims), strategy);
+        assert_eq!(op.strategy_for(p.dims()), strategy);
     }
-    let mut batch = gpu.batch();
-    op.record(&mut batch, &u, &ssm, &y, method).unwrap();
-    batch.run().unwrap();
-    gpu.read_f32(&y).unwrap()
+    p.run(gpu, &op, method).unwrap()
 }
 
 #[test]
@@ -71,15 +66,14 @@ fn matches_the_sequential_recurrence() {
             (2, 3, 50, 17, Discretisation::Bilinear),
             (1, 2, 90, 40, Discretisation::Zoh),
         ] {
-            let mut host = DiagonalSsmHost::random(&mut rng, h, n);
+            let mut p = Problem::random(&mut rng, dims(bt, h, l, n));
             if method == Discretisation::ForwardEuler {
                 // Forward Euler is only stable for Δ < 1/|λ|² (here |λ| ≤ 6π): keep it there.
-                host.dt = vec![1e-3; h];
+                p.ssm.dt = vec![1e-3; h];
             }
-            let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
-            let reference = host.reference(bt, l, &u_host, method).unwrap();
+            let reference = p.reference(method).unwrap();
             for strategy in STRATEGIES {
-                let out = run_case(&gpu, &host, bt, l, &u_host, method, strategy);
+                let out = run_case(&gpu, &p, method, strategy);
                 assert_close(
                     &format!(
                         "{name} {} Bt={bt} H={h} L={l} N={n} {method}",
@@ -108,11 +102,11 @@ fn s4d_inv_and_large_mode_counts() {
             })
             .collect();
         let host = DiagonalSsmHost::s4d(true, n, &c, &[0.01, 0.003], &[0.5, -1.0]).unwrap();
-        let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
+        let p = Problem::with_ssm(&mut rng, host, bt, l);
         for method in [Discretisation::Zoh, Discretisation::Bilinear] {
-            let reference = host.reference(bt, l, &u_host, method).unwrap();
+            let reference = p.reference(method).unwrap();
             for strategy in STRATEGIES {
-                let out = run_case(&gpu, &host, bt, l, &u_host, method, strategy);
+                let out = run_case(&gpu, &p, method, strategy);
                 assert_close(
                     &format!("{name} {} S4D-Inv N={n} {method}", strategy.name()),
                     &out,
@@ -160,10 +154,15 @@ fn legs_diagonal_ssm_on_the_gpu_matches_the_dense_cpu_system() {
             }
         }
         // The input is the same for both channels: u (1, 2, L).
-        let u2: Vec<f32> = u_host.iter().chain(u_host.iter()).copied().collect();
+        let p = Problem {
+            ssm: host.clone(),
+            batch: 1,
+            len: l,
+            u: u_host.iter().chain(u_host.iter()).copied().collect(),
+        };
         for (name, gpu) in gpus() {
             for strategy in STRATEGIES {
-                let out = run_case(&gpu, &host, 1, l, &u2, method, strategy);
+                let out = run_case(&gpu, &p, method, strategy);
                 assert_close(
                     &format!(
                         "{name} {} LegS N={n} {method}: GPU diagonal vs CPU dense",
@@ -238,15 +237,13 @@ fn rejects_bad_shapes_and_records_nothing() {
 fn convenience_function_and_pipeline_reuse() {
     let gpu = gpu();
     let (mut rng, seed) = rng("diagonal_scan convenience");
-    let host = DiagonalSsmHost::random(&mut rng, 3, 5);
-    let ssm = host.upload(&gpu).unwrap();
-    let u_host = rng.normal_vec(3 * 40, 0.0, 1.0);
-    let u = gpu.upload_f32(&[1, 3, 40], &u_host).unwrap();
-    let y = diagonal_scan(&gpu, &u, &ssm, Discretisation::Zoh).unwrap();
+    let p = Problem::random(&mut rng, dims(1, 3, 40, 5));
+    let t = p.upload(&gpu).unwrap();
+    let y = diagonal_scan(&gpu, &t.u, &t.ssm, Discretisation::Zoh).unwrap();
     let before = gpu.cached_pipelines();
-    let y2 = diagonal_scan(&gpu, &u, &ssm, Discretisation::Bilinear).unwrap();
+    let y2 = diagonal_scan(&gpu, &t.u, &t.ssm, Discretisation::Bilinear).unwrap();
     assert_eq!(gpu.cached_pipelines(), before, "the pipeline is built once");
-    let reference = host.reference(1, 40, &u_host, Discretisation::Zoh).unwrap();
+    let reference = p.reference(Discretisation::Zoh).unwrap();
     assert_close(
         "convenience zoh",
         &gpu.read_f32(&y).unwrap(),
@@ -254,9 +251,7 @@ fn convenience_function_and_pipeline_reuse() {
         TOLERANCE,
         seed,
     );
-    let reference = host
-        .reference(1, 40, &u_host, Discretisation::Bilinear)
-        .unwrap();
+    let reference = p.reference(Discretisation::Bilinear).unwrap();
     assert_close(
         "convenience bilinear",
         &gpu.read_f32(&y2).unwrap(),
@@ -270,12 +265,6 @@ fn convenience_function_and_pipeline_reuse() {
 /// (the selective scan's rule, rows = Bt·H); and an Auto op on this device records what it says.
 #[test]
 fn auto_strategy_choice() {
-    let dims = |batch, channels, len, modes| Dims {
-        batch,
-        channels,
-        len,
-        modes,
-    };
     let on = |d: Dims, device| {
         ScanStrategy::Auto.resolve_sizes(d.batch * d.channels, d.modes, d.len, device)
     };
@@ -329,19 +318,47 @@ fn auto_strategy_choice() {
         assert_eq!(op.strategy_for(d), ScanStrategy::RowSequential);
     }
     let (mut rng, seed) = rng("diagonal_scan auto");
-    let host = DiagonalSsmHost::random(&mut rng, 2, 16);
-    let u_host = rng.normal_vec(2 * 700, 0.0, 1.0);
-    let out = run_case(
-        &gpu,
-        &host,
-        1,
-        700,
-        &u_host,
-        Discretisation::Zoh,
-        ScanStrategy::Auto,
-    );
-    let reference = host
-        .reference(1, 700, &u_host, Discretisation::Zoh)
-        .unwrap();
+    let p = Problem::random(&mut rng, dims(1, 2, 700, 16));
+    let out = run_case(&gpu, &p, Discretisation::Zoh, ScanStrategy::Auto);
+    let reference = p.reference(Discretisation::Zoh).unwrap();
     assert_close("auto", &out, &reference, TOLERANCE, seed);
+}
+
+/// A size read from one tensor and checked on another: the error names both tensors, their
+/// shapes and the dimension.
+#[test]
+fn disagreeing_inputs_are_named_together() {
+    let gpu = gpu();
+    let mut rng = rng("diagonal_scan disagreements").0;
+    let ssm = DiagonalSsmHost::random(&mut rng, 2, 4)
+        .upload(&gpu)
+        .unwrap();
+    let op = DiagonalScan::new(&gpu).unwrap();
+    let u = gpu.nan_f32(&[1, 2, 5]).unwrap();
+    let y = gpu.nan_f32(&[1, 2, 5]).unwrap();
+    let message = |u: &ssm_mla::Tensor, ssm: &ssm_mla::ops::diagonal_scan::DiagonalSsmTensors| {
+        let mut batch = gpu.batch();
+        let err = op
+            .record(&mut batch, u, ssm, &y, Discretisation::Zoh)
+            .unwrap_err();
+        assert!(matches!(err, ssm_mla::Error::Mismatch { .. }), "{err:?}");
+        assert_eq!(batch.dispatches(), 0);
+        err.to_string()
+    };
+    assert_eq!(
+        message(&gpu.nan_f32(&[1, 3, 5]).unwrap(), &ssm),
+        "tensors `lambda` (2, 4, 2) and `u` (1, 3, 5) disagree on H: 2 vs 3"
+    );
+    let mut bad = ssm.clone();
+    bad.c = gpu.nan_f32(&[2, 5, 2]).unwrap();
+    assert_eq!(
+        message(&u, &bad),
+        "tensors `lambda` (2, 4, 2) and `c` (2, 5, 2) disagree on N: 4 vs 5"
+    );
+    let mut bad = ssm.clone();
+    bad.d = gpu.nan_f32(&[3]).unwrap();
+    assert_eq!(
+        message(&u, &bad),
+        "tensors `lambda` (2, 4, 2) and `d` (3) disagree on H: 2 vs 3"
+    );
 }

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use ssm_mla::ops::fma_peak::{FmaPeak, FmaPeakParams};
-use ssm_mla::{reference, Tolerance};
+use ssm_mla::testing::fma_peak::{Problem, TOLERANCE};
 
 #[test]
 fn matches_cpu_chains() {
@@ -15,20 +15,19 @@ fn matches_cpu_chains() {
                 m: 0.99,
                 c: 0.01,
             };
-            let data = rng.uniform_vec(n, -1.0, 1.0);
-            let seeds = gpu.upload_f32(&[n], &data).unwrap();
+            let p = Problem::random(&mut rng, n, params);
+            let seeds = p.upload(&gpu).unwrap();
             let out = gpu.nan_f32(&[n]).unwrap();
             let op = FmaPeak::new(&gpu).unwrap();
             let mut batch = gpu.batch();
             op.record(&mut batch, &seeds, &out, params).unwrap();
             let timing = batch.run_timed().unwrap();
             assert!(timing.seconds >= 0.0);
-            // 32 chains of a contraction: f32 rounding stays within a few ulps of each term.
             assert_close(
                 &format!("{name} n={n} iters={iters}"),
                 &gpu.read_f32(&out).unwrap(),
-                &reference::fma_peak::fma_peak(&data, params),
-                Tolerance::new(1e-5, 1e-5),
+                &p.reference(),
+                TOLERANCE,
                 seed,
             );
         }

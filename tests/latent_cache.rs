@@ -6,9 +6,8 @@
 mod common;
 use common::*;
 use ssm_mla::ops::latent_cache::{slots_for, LatentCache, LatentCacheAppend};
-use ssm_mla::{reference, DType, Error, Tolerance};
-
-const EXACT: Tolerance = Tolerance::new(0.0, 0.0);
+use ssm_mla::testing::latent_cache::{Problem, TOLERANCE as EXACT};
+use ssm_mla::{DType, Error};
 
 #[test]
 fn append_matches_cpu() {
@@ -21,38 +20,11 @@ fn append_matches_cpu() {
             (4, 16, 512, 64, 37),
             (9, 5, 20, 0, 45),
         ] {
-            let w = d_c + d_r;
-            let num_slots = num_blocks * bs;
-            let cache = LatentCache::new(&gpu, num_blocks, bs, d_c, d_r).unwrap();
-            let initial: Vec<f32> = (0..num_slots * w)
-                .map(|i| {
-                    if (i / w) % 3 == 0 {
-                        f32::NAN
-                    } else {
-                        rng.normal() as f32
-                    }
-                })
-                .collect();
-            gpu.write(&cache.data, &initial).unwrap();
-            // Distinct random slots, with every fourth row skipped (slot out of range).
-            let mut all: Vec<u32> = (0..num_slots as u32).collect();
-            for i in (1..all.len()).rev() {
-                all.swap(i, rng.below(i + 1));
-            }
-            let slots: Vec<u32> = (0..t)
-                .map(|k| {
-                    if k % 4 == 3 {
-                        u32::MAX - k as u32
-                    } else {
-                        all[k % num_slots]
-                    }
-                })
-                .collect();
-            let latent = rng.normal_vec(t * w, 0.0, 1.0);
-            let latent_t = gpu.upload_f32(&[t, w], &latent).unwrap();
-            let slots_t = gpu.upload_u32(&[t], &slots).unwrap();
+            let p = Problem::random(&mut rng, num_blocks, bs, d_c, d_r, t);
             // In-range slots must be distinct (t ≤ num_slots in every case).
-            let in_range: Vec<u32> = slots
+            let num_slots = num_blocks * bs;
+            let in_range: Vec<u32> = p
+                .slots
                 .iter()
                 .copied()
                 .filter(|&s| (s as usize) < num_slots)
@@ -61,14 +33,10 @@ fn append_matches_cpu() {
             dedup.sort();
             dedup.dedup();
             assert_eq!(dedup.len(), in_range.len(), "test slots must be distinct");
-            let mut batch = gpu.batch();
-            op.record(&mut batch, &cache, &latent_t, &slots_t).unwrap();
-            batch.run().unwrap();
-            let got = gpu.read_f32(&cache.data).unwrap();
             assert_close(
-                &format!("{name} blocks={num_blocks} bs={bs} W={w} T={t}"),
-                &got,
-                &reference::latent_cache::append(&initial, w, &latent, &slots),
+                &format!("{name} blocks={num_blocks} bs={bs} W={} T={t}", p.width()),
+                &p.run(&gpu, &op).unwrap(),
+                &p.reference(),
                 EXACT,
                 seed,
             );
@@ -131,4 +99,29 @@ fn rejects_bad_inputs_and_records_nothing() {
     )
     .unwrap();
     assert_eq!(batch.dispatches(), 0);
+}
+
+/// W read from the cache, T from the latent rows: a disagreement names both tensors, their
+/// shapes and the dimension.
+#[test]
+fn disagreeing_inputs_are_named_together() {
+    let gpu = gpu();
+    let op = LatentCacheAppend::new(&gpu).unwrap();
+    let cache = LatentCache::new(&gpu, 2, 4, 8, 2).unwrap();
+    let message = |latent: &ssm_mla::Tensor, slots: &ssm_mla::Tensor| {
+        let mut batch = gpu.batch();
+        let err = op.record(&mut batch, &cache, latent, slots).unwrap_err();
+        assert!(matches!(err, Error::Mismatch { .. }), "{err:?}");
+        assert_eq!(batch.dispatches(), 0);
+        err.to_string()
+    };
+    let slots = gpu.upload_u32(&[3], &[0, 1, 2]).unwrap();
+    assert_eq!(
+        message(&gpu.nan_f32(&[3, 9]).unwrap(), &slots),
+        "tensors `cache` (2, 4, 10) and `latent` (3, 9) disagree on W = d_c + d_R: 10 vs 9"
+    );
+    assert_eq!(
+        message(&gpu.nan_f32(&[4, 10]).unwrap(), &slots),
+        "tensors `latent` (4, 10) and `slots` (3) disagree on T: 4 vs 3"
+    );
 }

@@ -8,9 +8,7 @@
 mod common;
 use common::*;
 use ssm_mla::ops::matmul::{Matmul, MatmulDims};
-use ssm_mla::{reference, Tolerance};
-
-const TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+use ssm_mla::testing::matmul::{Problem, TOLERANCE as TOL};
 
 #[test]
 fn linear_matches_reference_at_every_tile_shape() {
@@ -37,24 +35,17 @@ fn linear_matches_reference_at_every_tile_shape() {
             (9, 1100, 8, true),
             (64, 1030, 4, false),
         ] {
-            let dims = MatmulDims::linear(m, n, k);
-            let xh = rng.normal_vec(m * k, 0.0, 1.0);
-            let wh = rng.normal_vec(n * k, 0.0, 1.0 / (k as f64).sqrt());
-            let bh = rng.normal_vec(n, 0.0, 0.5);
-            let x = gpu.upload_f32(&[m, k], &xh).unwrap();
-            let w = gpu.upload_f32(&[n, k], &wh).unwrap();
-            let b = gpu.upload_f32(&[n], &bh).unwrap();
+            let p = Problem::linear(&mut rng, m, n, k, with_bias);
+            let t = p.upload(&gpu).unwrap();
             let y = gpu.nan_f32(&[m, n]).unwrap();
             let mut batch = gpu.batch();
-            op.record_linear(&mut batch, &x, &w, with_bias.then_some(&b), &y)
+            op.record_linear(&mut batch, &t.x, &t.w, t.bias.as_ref(), &y)
                 .unwrap();
             batch.run().unwrap();
-            let want =
-                reference::matmul::matmul(&dims, &xh, &wh, with_bias.then_some(&bh[..]), m * n);
             assert_close(
                 &format!("{name} M={m} N={n} K={k} bias={with_bias}"),
                 &gpu.read_f32(&y).unwrap(),
-                &want,
+                &p.reference(),
                 TOL,
                 seed,
             );
@@ -74,8 +65,6 @@ fn strided_head_products_match_reference() {
             (19, 3, 16, 8, 16, 70),
         ] {
             let qk = nope + rope;
-            let q = rng.normal_vec(t * h * qk, 0.0, 1.0);
-            let kv_b = rng.normal_vec(h * (nope + v) * d_c, 0.0, 0.3);
             // q_lat[t, h, c] = Σ_n q[t, h, n] · kv_b[h·(nope+v) + n, c]   (W = [K, N] per head)
             let dims = MatmulDims {
                 g: h,
@@ -93,24 +82,17 @@ fn strided_head_products_match_reference() {
                 y_gs: d_c,
                 y_rs: h * d_c,
             };
-            let qt = gpu.upload_f32(&[t, h, qk], &q).unwrap();
-            let wt = gpu.upload_f32(&[h * (nope + v), d_c], &kv_b).unwrap();
-            let q_lat = gpu.nan_f32(&[t, h, d_c]).unwrap();
-            let mut batch = gpu.batch();
-            op.record(&mut batch, &dims, &qt, &wt, None, &q_lat)
-                .unwrap();
-            batch.run().unwrap();
-            let want = reference::matmul::matmul(&dims, &q, &kv_b, None, t * h * d_c);
+            let kv_b = [h * (nope + v), d_c];
+            let p = Problem::strided(&mut rng, dims, &[t, h, qk], &kv_b, &[t, h, d_c], false);
             assert_close(
                 &format!("{name} q_lat T={t} H={h}"),
-                &gpu.read_f32(&q_lat).unwrap(),
-                &want,
+                &p.run(&gpu, &op).unwrap(),
+                &p.reference(),
                 TOL,
                 seed,
             );
 
             // o[t, h, e] = Σ_c o_lat[t, h, c] · kv_b[h·(nope+v) + nope + e, c]   (W = [N, K])
-            let o_lat = rng.normal_vec(t * h * d_c, 0.0, 1.0);
             let dims = MatmulDims {
                 g: h,
                 m: t,
@@ -127,16 +109,14 @@ fn strided_head_products_match_reference() {
                 y_gs: v,
                 y_rs: h * v,
             };
-            let ot = gpu.upload_f32(&[t, h, d_c], &o_lat).unwrap();
-            let o = gpu.nan_f32(&[t, h * v]).unwrap();
-            let mut batch = gpu.batch();
-            op.record(&mut batch, &dims, &ot, &wt, None, &o).unwrap();
-            batch.run().unwrap();
-            let want = reference::matmul::matmul(&dims, &o_lat, &kv_b, None, t * h * v);
+            let p = Problem {
+                w: p.w,
+                ..Problem::strided(&mut rng, dims, &[t, h, d_c], &kv_b, &[t, h * v], false)
+            };
             assert_close(
                 &format!("{name} o T={t} H={h}"),
-                &gpu.read_f32(&o).unwrap(),
-                &want,
+                &p.run(&gpu, &op).unwrap(),
+                &p.reference(),
                 TOL,
                 seed,
             );
@@ -176,4 +156,33 @@ fn rejects_bad_shapes_without_recording() {
         .unwrap_err();
     assert!(e.to_string().contains("share"), "{e}");
     assert_eq!(batch.dispatches(), 0, "nothing may be recorded on error");
+}
+
+/// K read from w and checked on x, N read from w and checked on the bias: the error names both
+/// tensors, their shapes and the dimension.
+#[test]
+fn disagreeing_inputs_are_named_together() {
+    let gpu = gpu();
+    let op = Matmul::new(&gpu).unwrap();
+    let x = gpu.nan_f32(&[2, 3]).unwrap();
+    let w = gpu.nan_f32(&[4, 3]).unwrap();
+    let y = gpu.nan_f32(&[2, 4]).unwrap();
+    let mut batch = gpu.batch();
+    let e = op
+        .record_linear(&mut batch, &x, &gpu.nan_f32(&[4, 2]).unwrap(), None, &y)
+        .unwrap_err();
+    assert!(matches!(e, ssm_mla::Error::Mismatch { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "tensors `w` (4, 2) and `x` (2, 3) disagree on K: 2 vs 3"
+    );
+    let bias = gpu.nan_f32(&[5]).unwrap();
+    let e = op
+        .record_linear(&mut batch, &x, &w, Some(&bias), &y)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "tensors `w` (4, 3) and `bias` (5) disagree on N: 4 vs 5"
+    );
+    assert_eq!(batch.dispatches(), 0);
 }

@@ -12,26 +12,9 @@ use common::*;
 use ssm_mla::io::{write_safetensors, HostTensor, SafeTensors};
 use ssm_mla::mla::config::{cache_size_table, presets, yarn_get_mscale};
 use ssm_mla::mla::{MlaConfig, MlaCpuLayer, MlaLayer, MlaWeights};
+use ssm_mla::testing::mla::{small_config, Problem, TOLERANCE as TOL};
 use ssm_mla::{reference, Error, Rng, Tolerance};
 use std::path::PathBuf;
-
-const TOL: Tolerance = Tolerance::new(1e-4, 2e-3);
-
-fn small_config(heads: usize, q_lora: Option<usize>, yarn: bool, bias: bool) -> MlaConfig {
-    let rope_scaling = if yarn {
-        r#"{"type": "yarn", "factor": 4, "original_max_position_embeddings": 64, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.5}"#
-    } else {
-        "null"
-    };
-    let q_lora = q_lora.map_or("null".to_string(), |r| r.to_string());
-    let json = format!(
-        r#"{{"hidden_size": 64, "num_attention_heads": {heads}, "q_lora_rank": {q_lora},
-            "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
-            "rope_theta": 10000, "rms_norm_eps": 1e-6, "attention_bias": {bias},
-            "rope_scaling": {rope_scaling}}}"#
-    );
-    MlaConfig::from_json_str(&json, "small").unwrap()
-}
 
 fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ssm-mla-test-mla-{}", std::process::id()));
@@ -174,12 +157,9 @@ fn reference_absorbed_equals_naive() {
         (4, Some(24), true, true),
         (1, Some(8), true, false),
     ] {
-        let cfg = small_config(heads, q_lora, yarn, bias);
-        let w = MlaWeights::random(&cfg, &mut rng);
-        let (bt, s) = (2, 6);
-        let h = rng.normal_vec(bt * s * cfg.hidden_size, 0.0, 1.0);
-        let naive = reference::mla::naive(&cfg, &w, &h, bt, s);
-        let absorbed = reference::mla::absorbed(&cfg, &w, &h, bt, s);
+        let p = Problem::random(&mut rng, &small_config(heads, q_lora, yarn, bias), 2, 6);
+        let naive = p.reference();
+        let absorbed = reference::mla::absorbed(&p.cfg, &p.weights, &p.hidden, p.bt, p.s);
         let got: Vec<f32> = absorbed.iter().map(|&v| v as f32).collect();
         // f64 both ways; the f32 cast of one side bounds the comparison.
         assert_close(
@@ -232,15 +212,14 @@ fn gpu_layer_matches_cpu_naive() {
         (3, Some(16), true, false, 3, 1),
         (4, None, true, false, 1, 21),
     ] {
-        let cfg = small_config(heads, q_lora, yarn, bias);
-        let w = MlaWeights::random(&cfg, &mut rng);
-        let h = rng.normal_vec(bt * s * cfg.hidden_size, 0.0, 1.0);
-        let want = reference::mla::naive(&cfg, &w, &h, bt, s);
-        let layer = MlaLayer::new(gpu.clone(), &cfg, &w).unwrap();
+        let problem = Problem::random(&mut rng, &small_config(heads, q_lora, yarn, bias), bt, s);
+        let (cfg, w, h) = (&problem.cfg, &problem.weights, &problem.hidden);
+        let want = problem.reference();
+        let layer = MlaLayer::new(gpu.clone(), cfg, w).unwrap();
         let what = format!("H={heads} q_lora={q_lora:?} yarn={yarn} bias={bias} Bt={bt} S={s}");
         assert_close(
             &format!("{what} one-shot"),
-            &gpu_run(&layer, &h, bt, s, None),
+            &gpu_run(&layer, h, bt, s, None),
             &want,
             TOL,
             seed,
@@ -248,18 +227,18 @@ fn gpu_layer_matches_cpu_naive() {
         // Prefill P then decode the rest one token at a time.
         if s > 1 {
             let p = s / 2 + 1;
-            let got = gpu_run(&layer, &h, bt, s, Some(p));
+            let got = gpu_run(&layer, h, bt, s, Some(p));
             assert_close(&format!("{what} decode-from {p}"), &got, &want, TOL, seed);
             assert_close(
                 &format!("{what} decode-from 1"),
-                &gpu_run(&layer, &h, bt, s, Some(1)),
+                &gpu_run(&layer, h, bt, s, Some(1)),
                 &want,
                 TOL,
                 seed,
             );
         }
         // The CPU path of the layer.
-        let cpu = MlaCpuLayer::run_host(&cfg, &w, &h, bt, s, Some(1.max(s / 2))).unwrap();
+        let cpu = MlaCpuLayer::run_host(cfg, w, h, bt, s, Some(1.max(s / 2))).unwrap();
         assert_close(
             &format!("{what} cpu decode"),
             &cpu,

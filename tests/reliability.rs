@@ -6,138 +6,39 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use ssm_mla::ops::selective_scan::{
-    BcLayout, ScanDims, ScanStrategy, SelectiveScan, SelectiveScanInputs,
+    BcLayout, ScanOptions, ScanStrategy, SelectiveScan, SelectiveScanInputs,
 };
 use ssm_mla::ops::state_update::{StateUpdate, StateUpdateInputs};
-use ssm_mla::reference::selective_scan::{selective_scan as reference, SelectiveScanHost};
-use ssm_mla::{DType, Gpu, Rng, Tensor, Tolerance};
+use ssm_mla::testing::mla::tiny_config;
+use ssm_mla::testing::selective_scan::{dims, Problem, TOLERANCE as TOL};
+use ssm_mla::{DType, Gpu, Rng, Tolerance};
 
-const TOL: Tolerance = Tolerance::new(5e-4, 1e-3);
 /// Both scan strategies, run explicitly.
 const STRATEGIES: [ScanStrategy; 2] = [ScanStrategy::RowSequential, ScanStrategy::ChunkedParallel];
 
-/// One scan problem on the host.
-struct Problem {
-    dims: ScanDims,
-    u: Vec<f32>,
-    delta: Vec<f32>,
-    a: Vec<f32>,
-    b: Vec<f32>,
-    c: Vec<f32>,
-    d: Option<Vec<f32>>,
-    z: Option<Vec<f32>>,
-    bias: Option<Vec<f32>>,
-    init: Option<Vec<f32>>,
-    softplus: bool,
+/// A scan problem from `seed`: sizes (Bt, D, L, N), B and C layouts, and the options
+/// [D, z, delta_bias, initial_state, softplus].
+fn problem(
+    seed: u64,
+    (batch, dim, len, n): (usize, usize, usize, usize),
+    b: BcLayout,
+    c: BcLayout,
+    [d, z, delta_bias, initial_state, delta_softplus]: [bool; 5],
+) -> Problem {
+    let options = ScanOptions {
+        d,
+        z,
+        delta_bias,
+        delta_softplus,
+        initial_state,
+    };
+    Problem::random(&mut Rng::new(seed), dims(batch, dim, len, n, b, c), options)
 }
 
-impl Problem {
-    #[allow(clippy::too_many_arguments)]
-    fn random(
-        seed: u64,
-        (batch, dim, len, n): (usize, usize, usize, usize),
-        b: BcLayout,
-        c: BcLayout,
-        [d, z, bias, init, softplus]: [bool; 5],
-    ) -> Self {
-        let mut rng = Rng::new(seed);
-        let dims = ScanDims {
-            batch,
-            dim,
-            len,
-            n,
-            b,
-            c,
-        };
-        let x = batch * dim * len;
-        let size = |l: BcLayout| l.shape(&dims).iter().product::<usize>();
-        let delta = if softplus {
-            rng.normal_vec(x, -4.0, 1.0)
-        } else {
-            rng.uniform_vec(x, 0.001, 0.1)
-        };
-        Self {
-            dims,
-            u: rng.normal_vec(x, 0.0, 1.0),
-            delta,
-            a: rng
-                .normal_vec(dim * n, 0.0, 1.0)
-                .iter()
-                .map(|v| -v.exp())
-                .collect(),
-            b: rng.normal_vec(size(b), 0.0, 1.0),
-            c: rng.normal_vec(size(c), 0.0, 1.0),
-            d: d.then(|| rng.normal_vec(dim, 0.0, 1.0)),
-            z: z.then(|| rng.normal_vec(x, 0.0, 1.0)),
-            // Without softplus dt is used as is, so dt + bias must stay positive (a decay).
-            bias: bias.then(|| {
-                if softplus {
-                    rng.uniform_vec(dim, -0.5, 0.5)
-                } else {
-                    rng.uniform_vec(dim, 0.0, 0.01)
-                }
-            }),
-            init: init.then(|| rng.normal_vec(batch * dim * n, 0.0, 1.0)),
-            softplus,
-        }
-    }
-
-    fn host(&self) -> SelectiveScanHost<'_> {
-        SelectiveScanHost {
-            dims: self.dims,
-            u: &self.u,
-            delta: &self.delta,
-            a: &self.a,
-            b: &self.b,
-            c: &self.c,
-            d: self.d.as_deref(),
-            z: self.z.as_deref(),
-            delta_bias: self.bias.as_deref(),
-            initial_state: self.init.as_deref(),
-            delta_softplus: self.softplus,
-        }
-    }
-
-    /// Run on the GPU with poisoned outputs; (out, last_state).
-    fn gpu(&self, gpu: &Gpu, strategy: ScanStrategy) -> (Vec<f32>, Vec<f32>) {
-        let s = &self.dims;
-        let x = [s.batch, s.dim, s.len];
-        let up = |shape: &[usize], v: &[f32]| gpu.upload_f32(shape, v).unwrap();
-        let opt = |shape: &[usize], v: &Option<Vec<f32>>| v.as_ref().map(|v| up(shape, v));
-        let (u, delta) = (up(&x, &self.u), up(&x, &self.delta));
-        let a = up(&[s.dim, s.n], &self.a);
-        let b = up(&s.b.shape(s), &self.b);
-        let c = up(&s.c.shape(s), &self.c);
-        let d: Option<Tensor> = opt(&[s.dim], &self.d);
-        let z = opt(&x, &self.z);
-        let bias = opt(&[s.dim], &self.bias);
-        let init = opt(&[s.batch, s.dim, s.n], &self.init);
-        let out = gpu.nan_f32(&x).unwrap();
-        let last = gpu.nan_f32(&[s.batch, s.dim, s.n]).unwrap();
-        let mut batch = gpu.batch();
-        SelectiveScan::with_strategy(gpu, strategy)
-            .unwrap()
-            .record(
-                &mut batch,
-                &SelectiveScanInputs {
-                    u: &u,
-                    delta: &delta,
-                    a: &a,
-                    b: &b,
-                    c: &c,
-                    d: d.as_ref(),
-                    z: z.as_ref(),
-                    delta_bias: bias.as_ref(),
-                    initial_state: init.as_ref(),
-                    delta_softplus: self.softplus,
-                },
-                &out,
-                &last,
-            )
-            .unwrap();
-        batch.run().unwrap();
-        (gpu.read_f32(&out).unwrap(), gpu.read_f32(&last).unwrap())
-    }
+/// Run on the GPU with poisoned outputs; (out, last_state).
+fn run(p: &Problem, gpu: &Gpu, strategy: ScanStrategy) -> (Vec<f32>, Vec<f32>) {
+    let op = SelectiveScan::with_strategy(gpu, strategy).unwrap();
+    p.run(gpu, &op).unwrap()
 }
 
 fn layout() -> impl Strategy<Value = (bool, usize)> {
@@ -165,11 +66,11 @@ proptest! {
         let dim = b_groups * c_groups * groups_per_channel * channels_per_group;
         let b = if b_variable { BcLayout::Grouped(b_groups) } else { BcLayout::Constant };
         let c = if c_variable { BcLayout::Grouped(c_groups) } else { BcLayout::Constant };
-        let p = Problem::random(seed, (batch, dim, len, n), b, c, options);
-        let want = reference(&p.host()).unwrap();
+        let p = problem(seed, (batch, dim, len, n), b, c, options);
+        let want = p.reference().unwrap();
         for (name, gpu) in gpus() {
             for strategy in STRATEGIES {
-                let (out, last) = p.gpu(&gpu, strategy);
+                let (out, last) = run(&p, &gpu, strategy);
                 let oc = ssm_mla::compare(&out, &want.out, TOL);
                 let lc = ssm_mla::compare(&last, &want.last_state, TOL);
                 prop_assert!(oc.passed(), "{name} {strategy:?} out: {oc}");
@@ -183,14 +84,14 @@ proptest! {
 fn nan_input_poisons_only_the_outputs_it_reaches() {
     let (_, seed) = rng("nan propagation");
     let dims = (2, 3, 40, 16);
-    let clean = Problem::random(
+    let clean = problem(
         seed,
         dims,
         BcLayout::Constant,
         BcLayout::Constant,
         [true; 5],
     );
-    let mut dirty = Problem::random(
+    let mut dirty = problem(
         seed,
         dims,
         BcLayout::Constant,
@@ -204,8 +105,8 @@ fn nan_input_poisons_only_the_outputs_it_reaches() {
     dirty.u[(b0 * dim + d0) * len + t0] = f32::NAN;
     let gpu = gpu();
     for strategy in STRATEGIES {
-        let (out_c, last_c) = clean.gpu(&gpu, strategy);
-        let (out_d, last_d) = dirty.gpu(&gpu, strategy);
+        let (out_c, last_c) = run(&clean, &gpu, strategy);
+        let (out_d, last_d) = run(&dirty, &gpu, strategy);
         for b in 0..batch {
             for d in 0..dim {
                 let row = (b * dim + d) * len;
@@ -238,7 +139,7 @@ fn nan_input_poisons_only_the_outputs_it_reaches() {
 #[test]
 fn repeated_runs_are_bit_identical() {
     let (_, seed) = rng("bit-identical");
-    let p = Problem::random(
+    let p = problem(
         seed,
         (2, 6, 1100, 16),
         BcLayout::Grouped(2),
@@ -247,9 +148,9 @@ fn repeated_runs_are_bit_identical() {
     );
     for (name, gpu) in gpus() {
         for strategy in STRATEGIES {
-            let first = p.gpu(&gpu, strategy);
+            let first = run(&p, &gpu, strategy);
             for _ in 0..3 {
-                let again = p.gpu(&gpu, strategy);
+                let again = run(&p, &gpu, strategy);
                 let same =
                     |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(
@@ -265,19 +166,19 @@ fn repeated_runs_are_bit_identical() {
 fn a_thousand_decode_steps_equal_the_scan_without_per_step_allocation() {
     let (_, seed) = rng("long decode");
     let (batch, dim, len, n) = (2, 4, 1000, 16);
-    let p = Problem::random(
+    let p = problem(
         seed,
         (batch, dim, len, n),
         BcLayout::Grouped(1),
         BcLayout::Grouped(1),
         [true, true, true, false, true],
     );
-    let want = reference(&p.host()).unwrap();
+    let want = p.reference().unwrap();
     let gpu = Gpu::new().expect("GPU tests need an adapter");
     let up = |shape: &[usize], v: &[f32]| gpu.upload_f32(shape, v).unwrap();
     let a = up(&[dim, n], &p.a);
     let d = up(&[dim], p.d.as_ref().unwrap());
-    let bias = up(&[dim], p.bias.as_ref().unwrap());
+    let bias = up(&[dim], p.delta_bias.as_ref().unwrap());
     let state = up(&[batch, dim, n], &vec![0.0; batch * dim * n]);
     let (x, dt, z) = (
         gpu.empty(&[batch, dim], DType::F32).unwrap(),
@@ -353,23 +254,10 @@ fn a_thousand_decode_steps_equal_the_scan_without_per_step_allocation() {
     );
 }
 
-/// A small DeepSeek-shaped layer for long loops on a software device.
-fn tiny_mla() -> ssm_mla::mla::MlaConfig {
-    ssm_mla::mla::MlaConfig::from_json_str(
-        r#"{"hidden_size": 32, "num_attention_heads": 3, "q_lora_rank": 16,
-            "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
-            "v_head_dim": 8, "rope_theta": 10000, "rms_norm_eps": 1e-6,
-            "rope_scaling": {"type": "yarn", "factor": 4, "original_max_position_embeddings": 128,
-                             "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}}"#,
-        "tiny",
-    )
-    .unwrap()
-}
-
 #[test]
 fn a_thousand_mla_decode_steps_equal_one_prefill_without_per_step_allocation() {
     let (mut rng, seed) = rng("long MLA decode");
-    let cfg = tiny_mla();
+    let cfg = tiny_config();
     let (bt, s, hid) = (2usize, 1000usize, cfg.hidden_size);
     let weights = ssm_mla::mla::MlaWeights::random(&cfg, &mut rng);
     let gpu = std::sync::Arc::new(Gpu::new().expect("GPU tests need an adapter"));
@@ -453,7 +341,7 @@ fn a_thousand_mla_decode_steps_equal_one_prefill_without_per_step_allocation() {
 fn zero_sized_dimensions_are_errors() {
     let gpu = gpu();
     let (mut rng, _) = rng("zero sizes");
-    let p = Problem::random(
+    let p = problem(
         1,
         (1, 2, 3, 4),
         BcLayout::Constant,
@@ -492,7 +380,7 @@ fn zero_sized_dimensions_are_errors() {
     assert_eq!(batch.dispatches(), 0);
 
     // The MLA layer: zero tokens.
-    let cfg = tiny_mla();
+    let cfg = tiny_config();
     let weights = ssm_mla::mla::MlaWeights::random(&cfg, &mut rng);
     let layer = ssm_mla::mla::MlaLayer::new(gpu.clone(), &cfg, &weights).unwrap();
     let mut cache = layer.new_cache(1, 8, 4).unwrap();

@@ -5,9 +5,7 @@
 mod common;
 use common::*;
 use ssm_mla::ops::rmsnorm::{RmsNorm, Rows};
-use ssm_mla::{reference, Tolerance};
-
-const TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+use ssm_mla::testing::rmsnorm::{Problem, TOLERANCE as TOL};
 
 #[test]
 fn matches_reference_contiguous_and_strided() {
@@ -25,33 +23,22 @@ fn matches_reference_contiguous_and_strided() {
         ] {
             // x offset 2: the scalar kernel; 4 (with d and the stride multiples of 4): the vec4 one.
             for x_off in [2usize, 4] {
-                // x rows have `extra` trailing values (like kv's k_rope part) the norm must skip.
+                // x rows have `extra` trailing values (like kv's k_rope part) the norm must skip;
+                // y rows are also strided, written into a NaN-poisoned wider matrix.
                 let stride = d + extra;
-                let xh = rng.normal_vec(rows * stride + x_off, 0.0, 3.0);
-                let wh = rng.uniform_vec(d, 0.5, 1.5);
-                let x = gpu.upload_f32(&[rows * stride + x_off], &xh).unwrap();
-                let w = gpu.upload_f32(&[d], &wh).unwrap();
                 let x_rows = Rows {
                     offset: x_off,
                     stride,
                 };
-                // y rows also strided, written into a NaN-poisoned wider matrix.
-                let y = gpu.nan_f32(&[rows, stride]).unwrap();
-                let y_rows = Rows { offset: 0, stride };
-                let mut batch = gpu.batch();
-                op.record(&mut batch, &x, x_rows, &w, &y, y_rows, rows, eps)
-                    .unwrap();
-                batch.run().unwrap();
-                let out = gpu.read_f32(&y).unwrap();
-                let want =
-                    reference::rmsnorm::rmsnorm(&xh, rows, d, x_off, stride, &wh, eps as f64);
-                let got: Vec<f32> = (0..rows)
-                    .flat_map(|r| out[r * stride..r * stride + d].to_vec())
-                    .collect();
+                let p = Problem {
+                    eps,
+                    ..Problem::strided(&mut rng, rows, d, x_rows)
+                };
+                let out = p.run(&gpu, &op).unwrap();
                 assert_close(
                     &format!("{name} rows={rows} d={d} x_off={x_off}"),
-                    &got,
-                    &want,
+                    &p.rows_of(&out),
+                    &p.reference(),
                     TOL,
                     seed,
                 );

@@ -8,9 +8,7 @@ use common::*;
 use ssm_mla::mla::config::presets;
 use ssm_mla::mla::MlaConfig;
 use ssm_mla::ops::rope::{Rope, RopeLayout, RopeTables};
-use ssm_mla::{reference, Tolerance};
-
-const TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+use ssm_mla::testing::rope::{Frequencies, Problem, TOLERANCE as TOL};
 
 #[test]
 fn matches_reference_plain_and_yarn() {
@@ -19,11 +17,7 @@ fn matches_reference_plain_and_yarn() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("rope");
         let op = Rope::new(&gpu).unwrap();
-        let plain = |d: usize| -> Vec<f64> {
-            (0..d / 2)
-                .map(|i| 10000f64.powf(-((2 * i) as f64) / d as f64))
-                .collect()
-        };
+        let plain = |d: usize| Frequencies::plain(d, true).inv_freq;
         let cases: Vec<(usize, usize, Vec<f64>, bool, f64)> = vec![
             (1, 1, plain(2), true, 1.0),
             (7, 3, plain(8), true, 1.0),
@@ -34,56 +28,23 @@ fn matches_reference_plain_and_yarn() {
             (3, 19, plain(8), true, 1.0),
             (2, 11, plain(16), false, 1.0),
         ];
-        for (tokens, heads, inv, interleave, af) in cases {
-            let d = 2 * inv.len();
-            let tables = RopeTables::new(&gpu, &inv, interleave, af).unwrap();
+        for (tokens, heads, inv_freq, interleave, attn_factor) in cases {
+            let freqs = Frequencies {
+                inv_freq,
+                interleave,
+                attn_factor,
+            };
+            let d = freqs.width();
             // x: q-like rows (T, heads, nope + d) with the rotary part after `nope` values; 5 runs
             // the scalar kernel, 4 the vec4 one (where d allows).
             for nope in [5usize, 4] {
-                let xw = heads * (nope + d);
-                let xh = rng.normal_vec(tokens * xw, 0.0, 1.0);
-                let pos: Vec<u32> = (0..tokens).map(|_| rng.below(200_000) as u32).collect();
-                let x = gpu.upload_f32(&[tokens, xw], &xh).unwrap();
-                let p = gpu.upload_u32(&[tokens], &pos).unwrap();
-                let y = gpu.nan_f32(&[tokens, heads, d]).unwrap();
-                let x_layout = RopeLayout {
-                    offset: nope,
-                    token_stride: xw,
-                    head_stride: nope + d,
-                };
-                let mut batch = gpu.batch();
-                op.record(
-                    &mut batch,
-                    &x,
-                    x_layout,
-                    &y,
-                    RopeLayout::contiguous(heads, d),
-                    &p,
-                    &tables,
-                    tokens,
-                    heads,
-                )
-                .unwrap();
-                batch.run().unwrap();
-                let want = reference::rope::rope(
-                    &xh,
-                    tokens,
-                    heads,
-                    d,
-                    nope,
-                    xw,
-                    nope + d,
-                    &pos,
-                    &inv,
-                    interleave,
-                    af,
-                );
+                let p = Problem::random(&mut rng, tokens, heads, nope, freqs.clone(), 200_000);
                 assert_close(
                     &format!(
                         "{name} T={tokens} H={heads} d={d} interleave={interleave} nope={nope}"
                     ),
-                    &gpu.read_f32(&y).unwrap(),
-                    &want,
+                    &p.run(&gpu, &op).unwrap(),
+                    &p.reference(),
                     TOL,
                     seed,
                 );

@@ -13,65 +13,22 @@
 mod common;
 use common::*;
 use ssm_mla::ops::selective_scan::{
-    BcLayout, ScanDims, ScanShapes, ScanStrategy, SelectiveScan, SelectiveScanInputs,
+    BcLayout, ScanDims, ScanOptions, ScanStrategy, SelectiveScan, SelectiveScanInputs,
 };
-use ssm_mla::reference::selective_scan::{selective_scan as reference, SelectiveScanHost};
-use ssm_mla::{DType, Gpu, GpuOptions, Rng, Tolerance};
+use ssm_mla::testing::selective_scan::{dims, Problem, ALL, TOLERANCE as TOL};
+use ssm_mla::{DType, Gpu, GpuOptions, Rng};
 
-const TOL: Tolerance = Tolerance::new(5e-4, 1e-3);
 /// Both strategies, each run explicitly by every conformance test.
 const STRATEGIES: [ScanStrategy; 2] = [ScanStrategy::RowSequential, ScanStrategy::ChunkedParallel];
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Opts {
-    d: bool,
-    z: bool,
-    bias: bool,
-    softplus: bool,
-    init: bool,
-}
-
-impl Opts {
-    fn all() -> Self {
-        Self {
-            d: true,
-            z: true,
-            bias: true,
-            softplus: true,
-            init: true,
-        }
-    }
-    fn from_bits(bits: u32) -> Self {
-        Self {
-            d: bits & 1 != 0,
-            z: bits & 2 != 0,
-            bias: bits & 4 != 0,
-            softplus: bits & 8 != 0,
-            init: bits & 16 != 0,
-        }
-    }
-}
-
-/// Host data of one scan, realistic ranges (DESIGN §6).
-#[derive(Clone, Debug)]
-struct Data {
-    dims: ScanDims,
-    u: Vec<f32>,
-    delta: Vec<f32>,
-    a: Vec<f32>,
-    b: Vec<f32>,
-    c: Vec<f32>,
-    d: Option<Vec<f32>>,
-    z: Option<Vec<f32>>,
-    bias: Option<Vec<f32>>,
-    init: Option<Vec<f32>>,
-    softplus: bool,
-}
-
-fn bc_shape(layout: BcLayout, bt: usize, dim: usize, n: usize, l: usize) -> Vec<usize> {
-    match layout {
-        BcLayout::Constant => vec![dim, n],
-        BcLayout::Grouped(g) => vec![bt, g, n, l],
+/// The options of bits 0..5: D, z, delta_bias, softplus, initial_state.
+fn options(bits: u32) -> ScanOptions {
+    ScanOptions {
+        d: bits & 1 != 0,
+        z: bits & 2 != 0,
+        delta_bias: bits & 4 != 0,
+        delta_softplus: bits & 8 != 0,
+        initial_state: bits & 16 != 0,
     }
 }
 
@@ -84,155 +41,43 @@ fn make(
     n: usize,
     bl: BcLayout,
     cl: BcLayout,
-    o: Opts,
-) -> Data {
-    let x = bt * dim * l;
-    let u = rng.normal_vec(x, 0.0, 1.0);
-    // With softplus the kernel sees raw delta (+ a bias around -4); without, a positive dt.
-    let delta: Vec<f32> = if o.softplus {
-        rng.normal_vec(x, if o.bias { 0.0 } else { -4.0 }, 1.0)
-    } else {
-        rng.normal_vec(x, -4.0, 1.0)
-            .iter()
-            .map(|&v| (v as f64).exp().ln_1p() as f32)
-            .collect()
-    };
-    let bias = o.bias.then(|| {
-        if o.softplus {
-            rng.uniform_vec(dim, -6.0, -2.0)
-        } else {
-            rng.uniform_vec(dim, 0.0, 0.01)
-        }
-    });
-    let a: Vec<f32> = rng
-        .normal_vec(dim * n, 0.0, 1.0)
-        .iter()
-        .map(|v| -v.exp())
-        .collect();
-    let bsh = bc_shape(bl, bt, dim, n, l);
-    let csh = bc_shape(cl, bt, dim, n, l);
-    let b = rng.normal_vec(bsh.iter().product(), 0.0, 1.0);
-    let c = rng.normal_vec(csh.iter().product(), 0.0, 1.0);
-    let d = o.d.then(|| rng.normal_vec(dim, 0.0, 1.0));
-    let z = o.z.then(|| rng.normal_vec(x, 0.0, 1.0));
-    let init = o.init.then(|| rng.normal_vec(bt * dim * n, 0.0, 1.0));
-    let dims = ScanDims::from_shapes(&ScanShapes {
-        u: &[bt, dim, l],
-        delta: &[bt, dim, l],
-        a: &[dim, n],
-        b: &bsh,
-        c: &csh,
-        d: None,
-        z: None,
-        delta_bias: None,
-        initial_state: None,
-    })
-    .unwrap();
-    Data {
-        dims,
-        u,
-        delta,
-        a,
-        b,
-        c,
-        d,
-        z,
-        bias,
-        init,
-        softplus: o.softplus,
-    }
+    o: ScanOptions,
+) -> Problem {
+    Problem::random(rng, dims(bt, dim, l, n, bl, cl), o)
 }
 
-impl Data {
-    fn host(&self) -> SelectiveScanHost<'_> {
-        SelectiveScanHost {
-            dims: self.dims,
-            u: &self.u,
-            delta: &self.delta,
-            a: &self.a,
-            b: &self.b,
-            c: &self.c,
-            d: self.d.as_deref(),
-            z: self.z.as_deref(),
-            delta_bias: self.bias.as_deref(),
-            initial_state: self.init.as_deref(),
-            delta_softplus: self.softplus,
-        }
+/// Run on the GPU with poisoned outputs; (out, last_state).
+fn run_gpu(
+    p: &Problem,
+    gpu: &Gpu,
+    strategy: ScanStrategy,
+) -> ssm_mla::Result<(Vec<f32>, Vec<f32>)> {
+    let op = SelectiveScan::with_strategy(gpu, strategy)?;
+    if strategy != ScanStrategy::Auto {
+        assert_eq!(op.strategy_for(&p.dims), strategy);
     }
+    p.run(gpu, &op)
+}
 
-    /// Upload and run on the GPU with poisoned outputs; (out, last_state).
-    fn run_gpu(&self, gpu: &Gpu, strategy: ScanStrategy) -> ssm_mla::Result<(Vec<f32>, Vec<f32>)> {
-        let s = self.dims;
-        let x = [s.batch, s.dim, s.len];
-        let u = gpu.upload_f32(&x, &self.u)?;
-        let delta = gpu.upload_f32(&x, &self.delta)?;
-        let a = gpu.upload_f32(&[s.dim, s.n], &self.a)?;
-        let b = gpu.upload_f32(&s.b.shape(&s), &self.b)?;
-        let c = gpu.upload_f32(&s.c.shape(&s), &self.c)?;
-        let d = self
-            .d
-            .as_ref()
-            .map(|v| gpu.upload_f32(&[s.dim], v))
-            .transpose()?;
-        let z = self.z.as_ref().map(|v| gpu.upload_f32(&x, v)).transpose()?;
-        let bias = self
-            .bias
-            .as_ref()
-            .map(|v| gpu.upload_f32(&[s.dim], v))
-            .transpose()?;
-        let init = self
-            .init
-            .as_ref()
-            .map(|v| gpu.upload_f32(&[s.batch, s.dim, s.n], v))
-            .transpose()?;
-        let out = gpu.nan_f32(&x)?;
-        let last = gpu.nan_f32(&[s.batch, s.dim, s.n])?;
-        let op = SelectiveScan::with_strategy(gpu, strategy)?;
-        if strategy != ScanStrategy::Auto {
-            assert_eq!(op.strategy_for(&s), strategy);
-        }
-        let mut batch = gpu.batch();
-        op.record(
-            &mut batch,
-            &SelectiveScanInputs {
-                u: &u,
-                delta: &delta,
-                a: &a,
-                b: &b,
-                c: &c,
-                d: d.as_ref(),
-                z: z.as_ref(),
-                delta_bias: bias.as_ref(),
-                initial_state: init.as_ref(),
-                delta_softplus: self.softplus,
-            },
+/// Both strategies against the reference.
+fn check(p: &Problem, gpu: &Gpu, what: &str, seed: u64) {
+    let want = p.reference().unwrap();
+    for strategy in STRATEGIES {
+        let (out, last) = run_gpu(p, gpu, strategy).unwrap();
+        assert_close(
+            &format!("{what} {strategy:?} out"),
             &out,
+            &want.out,
+            TOL,
+            seed,
+        );
+        assert_close(
+            &format!("{what} {strategy:?} last_state"),
             &last,
-        )?;
-        batch.run()?;
-        Ok((gpu.read_f32(&out)?, gpu.read_f32(&last)?))
-    }
-
-    /// Both strategies against the reference.
-    fn check(&self, gpu: &Gpu, what: &str, seed: u64) {
-        let want = reference(&self.host()).unwrap();
-        for strategy in STRATEGIES {
-            let (out, last) = self.run_gpu(gpu, strategy).unwrap();
-            assert_close(
-                &format!("{what} {strategy:?} out"),
-                &out,
-                &want.out,
-                TOL,
-                seed,
-            );
-            assert_close(
-                &format!("{what} {strategy:?} last_state"),
-                &last,
-                &want.last_state,
-                TOL,
-                seed,
-            );
-        }
+            &want.last_state,
+            TOL,
+            seed,
+        );
     }
 }
 
@@ -256,9 +101,14 @@ fn every_option_combination() {
         ];
         for bits in 0..32u32 {
             let (bl, cl) = layouts[bits as usize % layouts.len()];
-            let o = Opts::from_bits(bits);
+            let o = options(bits);
             let data = make(&mut rng, 2, 3, 37, 7, bl, cl, o);
-            data.check(&gpu, &format!("{name} {o:?} B {bl:?} C {cl:?}"), seed);
+            check(
+                &data,
+                &gpu,
+                &format!("{name} {o:?} B {bl:?} C {cl:?}"),
+                seed,
+            );
         }
     }
 }
@@ -277,9 +127,10 @@ fn ragged_lengths_state_sizes_and_groups() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("selective_scan sizes");
         for &(bt, dim, l, n, bl, cl) in cases {
-            for o in [Opts::default(), Opts::all()] {
+            for o in [ScanOptions::default(), ALL] {
                 let data = make(&mut rng, bt, dim, l, n, bl, cl, o);
-                data.check(
+                check(
+                    &data,
                     &gpu,
                     &format!("{name} Bt={bt} D={dim} L={l} N={n} B {bl:?} C {cl:?} {o:?}"),
                     seed,
@@ -287,13 +138,6 @@ fn ragged_lengths_state_sizes_and_groups() {
             }
         }
     }
-}
-
-/// Columns `range` of a row-major (rows, L) array.
-fn cols(data: &[f32], l: usize, range: std::ops::Range<usize>) -> Vec<f32> {
-    data.chunks(l)
-        .flat_map(|row| row[range.clone()].to_vec())
-        .collect()
 }
 
 #[test]
@@ -309,27 +153,16 @@ fn two_halves_equal_one_scan() {
             n,
             BcLayout::Grouped(2),
             BcLayout::Grouped(1),
-            Opts::all(),
+            ALL,
         );
         for strategy in STRATEGIES {
-            let (want_out, want_last) = full.run_gpu(&gpu, strategy).unwrap();
+            let (want_out, want_last) = run_gpu(&full, &gpu, strategy).unwrap();
             let split = 700;
-            let half = |r: std::ops::Range<usize>, init: Option<Vec<f32>>| {
-                let mut h = full.clone();
-                let len = r.len();
-                h.u = cols(&full.u, l, r.clone());
-                h.delta = cols(&full.delta, l, r.clone());
-                h.z = full.z.as_ref().map(|z| cols(z, l, r.clone()));
-                h.b = cols(&full.b, l, r.clone());
-                h.c = cols(&full.c, l, r.clone());
-                h.init = init;
-                h.dims.len = len;
-                h
-            };
-            let first = half(0..split, full.init.clone());
-            let (out1, last1) = first.run_gpu(&gpu, strategy).unwrap();
-            let second = half(split..l, Some(last1));
-            let (out2, last2) = second.run_gpu(&gpu, strategy).unwrap();
+            let first = full.steps(0..split);
+            let (out1, last1) = run_gpu(&first, &gpu, strategy).unwrap();
+            let mut second = full.steps(split..l);
+            second.initial_state = Some(last1);
+            let (out2, last2) = run_gpu(&second, &gpu, strategy).unwrap();
             let mut joined = vec![0.0f64; bt * dim * l];
             for row in 0..bt * dim {
                 for t in 0..l {
@@ -357,7 +190,7 @@ fn two_halves_equal_one_scan() {
             );
         }
         // And the whole against the reference (both strategies).
-        full.check(&gpu, &format!("{name} full"), seed);
+        check(&full, &gpu, &format!("{name} full"), seed);
     }
 }
 
@@ -373,24 +206,14 @@ fn in_place_state_and_rerun_reuse_the_pipeline() {
         8,
         BcLayout::Grouped(1),
         BcLayout::Grouped(1),
-        Opts::all(),
+        ALL,
     );
-    let want = reference(&data.host()).unwrap();
-    let s = data.dims;
-    let x = [s.batch, s.dim, s.len];
-    let u = gpu.upload_f32(&x, &data.u).unwrap();
-    let delta = gpu.upload_f32(&x, &data.delta).unwrap();
-    let a = gpu.upload_f32(&[s.dim, s.n], &data.a).unwrap();
-    let b = gpu.upload_f32(&s.b.shape(&s), &data.b).unwrap();
-    let c = gpu.upload_f32(&s.c.shape(&s), &data.c).unwrap();
-    let d = gpu.upload_f32(&[s.dim], data.d.as_ref().unwrap()).unwrap();
-    let z = gpu.upload_f32(&x, data.z.as_ref().unwrap()).unwrap();
-    let bias = gpu
-        .upload_f32(&[s.dim], data.bias.as_ref().unwrap())
-        .unwrap();
+    let want = data.reference().unwrap();
+    let t = data.upload(&gpu).unwrap();
+    let x = [data.dims.batch, data.dims.dim, data.dims.len];
     for strategy in STRATEGIES {
         let state = gpu
-            .upload_f32(&[1, 3, 8], data.init.as_ref().unwrap())
+            .upload_f32(&[1, 3, 8], data.initial_state.as_ref().unwrap())
             .unwrap();
         let out = gpu.nan_f32(&x).unwrap();
         let op = SelectiveScan::with_strategy(&gpu, strategy).unwrap();
@@ -399,16 +222,8 @@ fn in_place_state_and_rerun_reuse_the_pipeline() {
         op.record(
             &mut batch,
             &SelectiveScanInputs {
-                u: &u,
-                delta: &delta,
-                a: &a,
-                b: &b,
-                c: &c,
-                d: Some(&d),
-                z: Some(&z),
-                delta_bias: Some(&bias),
                 initial_state: Some(&state),
-                delta_softplus: true,
+                ..t.inputs()
             },
             &out,
             &state,
@@ -452,9 +267,9 @@ fn splits_over_bindings_and_grid() {
         4,
         BcLayout::Grouped(1),
         BcLayout::Constant,
-        Opts::all(),
+        ALL,
     );
-    data.check(&gpu, "split", seed);
+    check(&data, &gpu, "split", seed);
     let data = make(
         &mut rng,
         2,
@@ -463,21 +278,14 @@ fn splits_over_bindings_and_grid() {
         3,
         BcLayout::Constant,
         BcLayout::Grouped(1),
-        Opts::all(),
+        ALL,
     );
-    data.check(&gpu, "split grid", seed);
+    check(&data, &gpu, "split grid", seed);
 }
 
-fn dims(bt: usize, dim: usize, len: usize, n: usize) -> ScanDims {
+fn variable(bt: usize, dim: usize, len: usize, n: usize) -> ScanDims {
     let v = BcLayout::Grouped(1);
-    ScanDims {
-        batch: bt,
-        dim,
-        len,
-        n,
-        b: v,
-        c: v,
-    }
+    dims(bt, dim, len, n, v, v)
 }
 
 #[test]
@@ -485,20 +293,29 @@ fn auto_picks_chunked_for_few_long_rows_and_row_sequential_otherwise() {
     let gpu = gpu();
     let auto = SelectiveScan::new(&gpu).unwrap();
     assert_eq!(auto.strategy(), ScanStrategy::Auto);
-    let few_long = dims(1, 2, 3000, 16);
-    let many_short = dims(2, 1024, 64, 16);
+    let few_long = variable(1, 2, 3000, 16);
+    let many_short = variable(2, 1024, 64, 16);
     // On a GPU: chunked for few long rows, row-sequential otherwise, with these boundaries
     // (L = 512 is not long; 2048 row-passes fill the device; N = 32 is 2 passes).
     let on_gpu = |d: &ScanDims| ScanStrategy::Auto.resolve(d, wgpu::DeviceType::DiscreteGpu);
     assert_eq!(on_gpu(&few_long), ScanStrategy::ChunkedParallel);
     assert_eq!(on_gpu(&many_short), ScanStrategy::RowSequential);
-    assert_eq!(on_gpu(&dims(1, 2, 512, 16)), ScanStrategy::RowSequential);
-    assert_eq!(on_gpu(&dims(1, 2, 513, 16)), ScanStrategy::ChunkedParallel);
     assert_eq!(
-        on_gpu(&dims(1, 1023, 600, 32)),
+        on_gpu(&variable(1, 2, 512, 16)),
+        ScanStrategy::RowSequential
+    );
+    assert_eq!(
+        on_gpu(&variable(1, 2, 513, 16)),
         ScanStrategy::ChunkedParallel
     );
-    assert_eq!(on_gpu(&dims(1, 1024, 600, 32)), ScanStrategy::RowSequential);
+    assert_eq!(
+        on_gpu(&variable(1, 1023, 600, 32)),
+        ScanStrategy::ChunkedParallel
+    );
+    assert_eq!(
+        on_gpu(&variable(1, 1024, 600, 32)),
+        ScanStrategy::RowSequential
+    );
     // On a CPU device (where barriers are fiber switches) always row-sequential.
     for d in [few_long, many_short] {
         assert_eq!(
@@ -530,10 +347,10 @@ fn auto_picks_chunked_for_few_long_rows_and_row_sequential_otherwise() {
         16,
         BcLayout::Grouped(1),
         BcLayout::Grouped(1),
-        Opts::all(),
+        ALL,
     );
-    let want = reference(&data.host()).unwrap();
-    let (out, last) = data.run_gpu(&gpu, ScanStrategy::Auto).unwrap();
+    let want = data.reference().unwrap();
+    let (out, last) = run_gpu(&data, &gpu, ScanStrategy::Auto).unwrap();
     assert_close("auto out", &out, &want.out, TOL, seed);
     assert_close("auto last_state", &last, &want.last_state, TOL, seed);
 }
@@ -650,5 +467,73 @@ fn rejects_bad_shapes_and_records_nothing() {
                 "nothing may be recorded on error ({msg})"
             );
         }
+    }
+}
+
+/// A size read from one input and checked on another: the error names both tensors, their
+/// shapes and the dimension.
+#[test]
+fn disagreeing_inputs_are_named_together() {
+    let gpu = gpu();
+    let t = |shape: &[usize]| gpu.empty(shape, DType::F32).unwrap();
+    let (u, a, bc) = (t(&[1, 4, 16]), t(&[4, 5]), t(&[1, 5, 16]));
+    let (out, last) = (t(&[1, 4, 16]), t(&[1, 4, 5]));
+    let base = SelectiveScanInputs {
+        u: &u,
+        delta: &u,
+        a: &a,
+        b: &bc,
+        c: &bc,
+        d: None,
+        z: None,
+        delta_bias: None,
+        initial_state: None,
+        delta_softplus: true,
+    };
+    let op = SelectiveScan::new(&gpu).unwrap();
+    let (b8, a5, d3, delta17, init6) = (
+        t(&[1, 8, 16]),
+        t(&[5, 5]),
+        t(&[3]),
+        t(&[1, 4, 17]),
+        t(&[1, 4, 6]),
+    );
+    let cases = [
+        (
+            SelectiveScanInputs { b: &b8, ..base },
+            "tensors `A` (4, 5) and `B` (1, 8, 16) disagree on N: 5 vs 8",
+        ),
+        (
+            SelectiveScanInputs { a: &a5, ..base },
+            "tensors `u` (1, 4, 16) and `A` (5, 5) disagree on D: 4 vs 5",
+        ),
+        (
+            SelectiveScanInputs {
+                delta: &delta17,
+                ..base
+            },
+            "tensors `u` (1, 4, 16) and `delta` (1, 4, 17) disagree on L: 16 vs 17",
+        ),
+        (
+            SelectiveScanInputs {
+                d: Some(&d3),
+                ..base
+            },
+            "tensors `u` (1, 4, 16) and `D` (3) disagree on D: 4 vs 3",
+        ),
+        (
+            SelectiveScanInputs {
+                initial_state: Some(&init6),
+                ..base
+            },
+            "tensors `A` (4, 5) and `initial_state` (1, 4, 6) disagree on N: 5 vs 6",
+        ),
+    ];
+    for (inputs, want) in cases {
+        let mut batch = gpu.batch();
+        let err = op.record(&mut batch, &inputs, &out, &last).unwrap_err();
+        assert!(matches!(err, ssm_mla::Error::Mismatch { .. }), "{err:?}");
+        assert_eq!(err.to_string(), want);
+        assert_eq!(batch.dispatches(), 0);
     }
 }

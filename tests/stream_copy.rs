@@ -4,28 +4,20 @@
 mod common;
 use common::*;
 use ssm_mla::ops::stream_copy::{stream_copy, StreamCopy};
-use ssm_mla::reference;
-use ssm_mla::{Gpu, GpuOptions, Tolerance};
-
-const EXACT: Tolerance = Tolerance::new(0.0, 0.0);
+use ssm_mla::testing::stream_copy::{Problem, TOLERANCE as EXACT};
+use ssm_mla::{Gpu, GpuOptions};
 
 #[test]
 fn copies_every_length_exactly() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("stream_copy");
         for n in [1usize, 3, 4, 5, 255, 1023, 1024 * 4 + 7, 300_001] {
-            let data = rng.normal_vec(n, 0.0, 1.0);
-            let src = gpu.upload_f32(&[n], &data).unwrap();
-            let dst = gpu.nan_f32(&[n]).unwrap();
+            let p = Problem::random(&mut rng, n);
             let op = StreamCopy::new(&gpu).unwrap();
-            let mut batch = gpu.batch();
-            op.record(&mut batch, &src, &dst).unwrap();
-            batch.run().unwrap();
-            let out = gpu.read_f32(&dst).unwrap();
             assert_close(
                 &format!("{name} n={n}"),
-                &out,
-                &reference::stream_copy::stream_copy(&data),
+                &p.run(&gpu, &op).unwrap(),
+                &p.reference(),
                 EXACT,
                 seed,
             );
@@ -43,13 +35,12 @@ fn splits_tensors_larger_than_one_binding() {
     .expect("GPU tests need an adapter");
     let (mut rng, seed) = rng("stream_copy split");
     let n = 256 * 1024 + 3;
-    let data = rng.normal_vec(n, 0.0, 1.0);
-    let src = gpu.upload_f32(&[n], &data).unwrap();
-    let dst = stream_copy(&gpu, &src).unwrap();
+    let p = Problem::random(&mut rng, n);
+    let dst = stream_copy(&gpu, &p.upload(&gpu).unwrap()).unwrap();
     assert_close(
         "split copy",
         &gpu.read_f32(&dst).unwrap(),
-        &reference::stream_copy::stream_copy(&data),
+        &p.reference(),
         EXACT,
         seed,
     );

@@ -35,7 +35,7 @@ pub fn bench_gpu<M: criterion::measurement::Measurement<Value = Duration>>(
     });
 }
 
-/// Whether the large sizes of DESIGN §7 were asked for (`SSM_MLA_BENCH_FULL=1`).
+/// Whether the large benchmark sizes were asked for (`SSM_MLA_BENCH_FULL=1`).
 pub fn full() -> bool {
     std::env::var("SSM_MLA_BENCH_FULL").is_ok_and(|v| v == "1")
 }

@@ -1,5 +1,5 @@
-//! The MLA layer on the GPU ([`MlaLayer`]) and on the CPU ([`MlaCpuLayer`]), both decoding
-//! through a latent cache.
+//! The MLA layer on the GPU ([`MlaLayer`]), decoding through a paged latent cache. Its CPU
+//! counterpart is [`crate::mla::MlaCpuLayer`].
 //!
 //! One forward call takes hidden states (n, S, hidden) for n sequences of a cache and appends S
 //! tokens to each (prefill: S > 1 from an empty cache; decode: S = 1; any mix of sequences of
@@ -32,6 +32,7 @@ use crate::ops::rope::{Rope, RopeLayout, RopeTables};
 use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
+use crate::spec::mla::{check_run, check_seqs};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -156,20 +157,6 @@ impl std::fmt::Debug for MlaLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MlaLayer").field("cfg", &self.cfg).finish()
     }
-}
-
-fn check_seqs(seqs: &[usize], num_seqs: usize) -> Result<()> {
-    for (i, &s) in seqs.iter().enumerate() {
-        if s >= num_seqs {
-            return Err(Error::invalid(format!(
-                "sequence {s} is not in the cache (it holds {num_seqs})"
-            )));
-        }
-        if seqs[..i].contains(&s) {
-            return Err(Error::invalid(format!("sequence {s} is listed twice")));
-        }
-    }
-    Ok(())
 }
 
 impl MlaLayer {
@@ -571,7 +558,7 @@ impl MlaLayer {
         decode_from: Option<usize>,
     ) -> Result<Vec<f32>> {
         let hid = self.cfg.hidden_size;
-        check_run(hidden, bt, s, hid, decode_from)?;
+        check_run(hidden.len(), bt, s, hid, decode_from)?;
         let mut cache = self.new_cache(bt, s, 16)?;
         let seqs: Vec<usize> = (0..bt).collect();
         let p = decode_from.unwrap_or(s);
@@ -589,126 +576,6 @@ impl MlaLayer {
             for q in 0..bt {
                 out[(q * s + a) * hid..(q * s + b) * hid]
                     .copy_from_slice(&y[q * len * hid..(q + 1) * len * hid]);
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn check_run(
-    hidden: &[f32],
-    bt: usize,
-    s: usize,
-    hid: usize,
-    decode_from: Option<usize>,
-) -> Result<()> {
-    if bt == 0 || s == 0 || hidden.len() != bt * s * hid {
-        return Err(Error::shape(
-            "hidden_states",
-            format!("(Bt, S, hidden) with Bt, S ≥ 1 and hidden = {hid}"),
-            &[bt, s, hidden.len() / (bt * s).max(1)],
-        ));
-    }
-    if let Some(p) = decode_from {
-        if p == 0 || p > s {
-            return Err(Error::invalid(format!(
-                "--decode-from {p} must be between 1 and S = {s}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The same layer on the CPU (f64, absorbed form, the reference of [`crate::reference::mla`]),
-/// with a per-sequence latent cache.
-#[derive(Clone, Debug)]
-pub struct MlaCpuLayer {
-    cfg: MlaConfig,
-    weights: MlaWeights,
-    caches: Vec<Vec<f64>>,
-}
-
-impl MlaCpuLayer {
-    /// A layer with empty caches for `num_seqs` sequences.
-    pub fn new(cfg: &MlaConfig, weights: &MlaWeights, num_seqs: usize) -> Result<Self> {
-        cfg.validate()?;
-        weights.check(cfg)?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            weights: weights.clone(),
-            caches: vec![Vec::new(); num_seqs],
-        })
-    }
-
-    /// Tokens held by sequence `seq`.
-    pub fn seq_len(&self, seq: usize) -> usize {
-        self.caches
-            .get(seq)
-            .map_or(0, |c| c.len() / self.cfg.latent_dim())
-    }
-
-    /// Keep only the first `len` tokens of sequence `seq`.
-    pub fn truncate(&mut self, seq: usize, len: usize) {
-        let w = self.cfg.latent_dim();
-        if let Some(c) = self.caches.get_mut(seq) {
-            c.truncate(len * w);
-        }
-    }
-
-    /// One forward of S new tokens for each of `seqs`; `hidden` is (n, S, hidden) row-major.
-    pub fn forward(&mut self, seqs: &[usize], hidden: &[f32], s: usize) -> Result<Vec<f64>> {
-        check_seqs(seqs, self.caches.len())?;
-        let hid = self.cfg.hidden_size;
-        if s == 0 || seqs.is_empty() || hidden.len() != seqs.len() * s * hid {
-            return Err(Error::shape(
-                "hidden_states",
-                format!("(n, S, hidden) = [{}, {s}, {hid}]", seqs.len()),
-                &[hidden.len()],
-            ));
-        }
-        let mut taken: Vec<Vec<f64>> = seqs
-            .iter()
-            .map(|&q| std::mem::take(&mut self.caches[q]))
-            .collect();
-        let out =
-            crate::reference::mla::absorbed_step(&self.cfg, &self.weights, &mut taken, hidden, s);
-        for (&q, c) in seqs.iter().zip(taken) {
-            self.caches[q] = c;
-        }
-        Ok(out)
-    }
-
-    /// Like [`MlaLayer::run_host`] on the CPU (fresh caches).
-    pub fn run_host(
-        cfg: &MlaConfig,
-        weights: &MlaWeights,
-        hidden: &[f32],
-        bt: usize,
-        s: usize,
-        decode_from: Option<usize>,
-    ) -> Result<Vec<f32>> {
-        let hid = cfg.hidden_size;
-        check_run(hidden, bt, s, hid, decode_from)?;
-        let mut layer = Self::new(cfg, weights, bt)?;
-        let seqs: Vec<usize> = (0..bt).collect();
-        let p = decode_from.unwrap_or(s);
-        let mut chunks = vec![(0, p)];
-        chunks.extend((p..s).map(|i| (i, i + 1)));
-        let mut out = vec![0.0f32; bt * s * hid];
-        for (a, b) in chunks {
-            let len = b - a;
-            let mut part = Vec::with_capacity(bt * len * hid);
-            for q in 0..bt {
-                part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
-            }
-            let y = layer.forward(&seqs, &part, len)?;
-            for q in 0..bt {
-                for (o, &v) in out[(q * s + a) * hid..(q * s + b) * hid]
-                    .iter_mut()
-                    .zip(&y[q * len * hid..(q + 1) * len * hid])
-                {
-                    *o = v as f32;
-                }
             }
         }
         Ok(out)
@@ -750,141 +617,4 @@ pub fn forward_cost(cfg: &MlaConfig, bt: usize, s: usize, ctx: usize) -> crate::
         bytes: 4 * (params + 2 * t * hid + t * (d_c + d_r)) + attn.bytes,
         flops: 2 * proj_macs + attn.flops,
     }
-}
-
-fn bench_config(full: bool) -> MlaConfig {
-    let json = if full {
-        crate::mla::config::presets::DEEPSEEK_V2_LITE.to_string()
-    } else {
-        r#"{"hidden_size": 128, "num_attention_heads": 4, "q_lora_rank": 64, "kv_lora_rank": 64,
-            "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32, "rope_theta": 10000,
-            "rope_scaling": {"type": "yarn", "factor": 4, "original_max_position_embeddings": 256,
-            "mscale": 1.0, "mscale_all_dim": 1.0}}"#
-            .to_string()
-    };
-    MlaConfig::from_json_str(&json, "bench config").expect("preset parses")
-}
-
-/// Conformance cases for `ssm-mla check`: the GPU layer (absorbed, through the cache) against the
-/// CPU naive form, one-shot and with prefill + decode, at small dims (H = 3, with and without
-/// q_lora, YaRN).
-pub fn check_cases(
-    gpu: &Arc<Gpu>,
-    rng: &mut crate::Rng,
-) -> Result<Vec<crate::suite::CheckOutcome>> {
-    let mut out = Vec::new();
-    for (q_lora, bt, s) in [(None, 1usize, 1usize), (Some(24), 2, 9)] {
-        let q = q_lora.map_or("null".to_string(), |r: usize| r.to_string());
-        let json = format!(
-            r#"{{"hidden_size": 64, "num_attention_heads": 3, "q_lora_rank": {q}, "kv_lora_rank": 32,
-                "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
-                "rope_scaling": {{"type": "yarn", "factor": 4, "original_max_position_embeddings": 64,
-                "mscale": 1.0, "mscale_all_dim": 0.5}}}}"#
-        );
-        let cfg = MlaConfig::from_json_str(&json, "check config")?;
-        let w = MlaWeights::random(&cfg, rng);
-        let h = rng.normal_vec(bt * s * cfg.hidden_size, 0.0, 1.0);
-        let want = crate::reference::mla::naive(&cfg, &w, &h, bt, s);
-        let layer = MlaLayer::new(gpu.clone(), &cfg, &w)?;
-        let tolerance = crate::Tolerance::new(1e-4, 2e-3);
-        for p in [None, Some(s.div_ceil(2))] {
-            let got = layer.run_host(&h, bt, s, p)?;
-            out.push(crate::suite::CheckOutcome {
-                kernel: "mla_layer",
-                case: format!(
-                    "Bt={bt} S={s} H=3 q_lora={q}{} out",
-                    p.map_or(String::new(), |p| format!(" decode-from {p}"))
-                ),
-                tolerance,
-                comparison: crate::compare(&got, &want, tolerance),
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Benchmark cases: one decode step (one token for each of Bt sequences after a context of
-/// `ctx` tokens), the cache truncated back after each run. Quick: small dims; otherwise
-/// V2-Lite's attention dims (hidden 2048, H 16, no q_lora, d_c 512) at contexts 1K and 4K.
-pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
-    let cfg = bench_config(!quick);
-    let sizes: &[(usize, usize)] = if quick {
-        &[(1, 128), (4, 128)]
-    } else {
-        &[(1, 1024), (4, 1024), (1, 4096)]
-    };
-    let mut rng = crate::Rng::new(0xB3AC);
-    let w = MlaWeights::random(&cfg, &mut rng);
-    let mut cases = Vec::new();
-    for &(bt, ctx) in sizes {
-        let layer = Arc::new(MlaLayer::new(gpu.clone(), &cfg, &w)?);
-        let mut cache = layer.new_cache(bt, ctx + 1, 64)?;
-        let seqs: Vec<usize> = (0..bt).collect();
-        let hid = cfg.hidden_size;
-        // Prefill the context in chunks (bounded intermediates).
-        let mut done = 0;
-        while done < ctx {
-            let n = (ctx - done).min(256);
-            let x = gpu.upload_f32(&[bt, n, hid], &rng.normal_vec(bt * n * hid, 0.0, 1.0))?;
-            layer.forward(&mut cache, &seqs, &x)?;
-            done += n;
-        }
-        let step_host = rng.normal_vec(bt * hid, 0.0, 1.0);
-        let step = gpu.upload_f32(&[bt, 1, hid], &step_host)?;
-        let out = gpu.empty(&[bt, 1, hid], DType::F32)?;
-        let g = gpu.clone();
-        let l = layer.clone();
-        let mut cpu: Option<crate::suite::CpuRun> = None;
-        if quick {
-            let mut cpu_layer = MlaCpuLayer::new(&cfg, &w, bt)?;
-            let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
-            cpu_layer.forward(&seqs, &ctx_h, ctx)?;
-            let seqs = seqs.clone();
-            let step_host = step_host.clone();
-            cpu = Some(Box::new(move || {
-                let y = cpu_layer
-                    .forward(&seqs, &step_host, 1)
-                    .expect("valid shapes");
-                std::hint::black_box(y);
-                for q in 0..seqs.len() {
-                    cpu_layer.truncate(q, ctx);
-                }
-            }));
-        }
-        cases.push(crate::suite::BenchCase {
-            kernel: "mla_layer",
-            size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
-            cost: forward_cost(&cfg, bt, 1, ctx + 1),
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                l.record(&mut batch, &mut cache, &seqs, &step, &out)?;
-                let t = batch.run_timed();
-                for q in 0..seqs.len() {
-                    cache.truncate(q, ctx);
-                }
-                t
-            }),
-            cpu,
-        });
-    }
-    Ok(cases)
-}
-
-/// The CPU layer's decode step at small dims, for the no-GPU main job.
-pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
-    let cfg = bench_config(false);
-    let w = MlaWeights::random(&cfg, rng);
-    let (bt, ctx, hid) = (1, 128, cfg.hidden_size);
-    let mut layer = MlaCpuLayer::new(&cfg, &w, bt).expect("valid config");
-    let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
-    layer.forward(&[0], &ctx_h, ctx).expect("valid shapes");
-    let step = rng.normal_vec(bt * hid, 0.0, 1.0);
-    vec![crate::suite::CpuCase {
-        size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
-        cost: forward_cost(&cfg, bt, 1, ctx + 1),
-        run: Box::new(move || {
-            std::hint::black_box(layer.forward(&[0], &step, 1).expect("valid shapes"));
-            layer.truncate(0, ctx);
-        }),
-    }]
 }

@@ -123,6 +123,8 @@ pub struct AbsorbedAttentionInputs<'a> {
     pub max_seq_len: usize,
 }
 
+pub use crate::spec::absorbed_attention::{AttentionShapes, Dims};
+
 /// How a call is tiled and split (see the module docs); [`plan`] computes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -311,43 +313,26 @@ impl AbsorbedAttention {
                 detail: "more than 2^32 elements".into(),
             });
         }
-        let q = inputs.q_lat.shape();
-        if q.len() != 4 || q[3] != d_c || q[..3].contains(&0) {
-            return Err(Error::shape(
-                "q_lat",
-                format!("(Bt, S_q, H, d_c) = [Bt, S_q, H, {d_c}] with Bt, S_q, H > 0"),
-                q,
-            ));
+        for (name, t, dtype) in [
+            ("q_lat", inputs.q_lat, DType::F32),
+            ("q_rope", inputs.q_rope, DType::F32),
+            ("block_table", inputs.block_table, DType::U32),
+            ("seq_lens", inputs.seq_lens, DType::U32),
+            ("o_lat", o_lat, DType::F32),
+        ] {
+            t.expect_dtype(name, dtype)?;
         }
-        let (bt, s_q, h) = (q[0], q[1], q[2]);
-        inputs
-            .q_lat
-            .expect("q_lat", "(Bt, S_q, H, d_c)", &[bt, s_q, h, d_c], DType::F32)?;
-        inputs.q_rope.expect(
-            "q_rope",
-            "(Bt, S_q, H, d_R)",
-            &[bt, s_q, h, d_r],
-            DType::F32,
-        )?;
+        let dims = Dims::from_shapes(&AttentionShapes {
+            q_lat: inputs.q_lat.shape(),
+            q_rope: inputs.q_rope.shape(),
+            cache: c.data.shape(),
+            d_c,
+            block_table: inputs.block_table.shape(),
+            seq_lens: inputs.seq_lens.shape(),
+            o_lat: o_lat.shape(),
+        })?;
+        let (bt, s_q, h, max_blocks) = (dims.bt, dims.s_q, dims.h, dims.max_blocks);
         let bt_shape = inputs.block_table.shape();
-        if bt_shape.len() != 2 || bt_shape[0] != bt || bt_shape[1] == 0 {
-            return Err(Error::shape(
-                "block_table",
-                format!("(Bt, max_blocks) = [{bt}, max_blocks ≥ 1]"),
-                bt_shape,
-            ));
-        }
-        let max_blocks = bt_shape[1];
-        inputs.block_table.expect(
-            "block_table",
-            "(Bt, max_blocks)",
-            &[bt, max_blocks],
-            DType::U32,
-        )?;
-        inputs
-            .seq_lens
-            .expect("seq_lens", "(Bt)", &[bt], DType::U32)?;
-        o_lat.expect("o_lat", "(Bt, S_q, H, d_c)", &[bt, s_q, h, d_c], DType::F32)?;
         let cap = max_blocks * c.block_size;
         if inputs.max_seq_len > cap {
             return Err(Error::shape(
@@ -500,253 +485,4 @@ pub fn cost(
         bytes: 4 * floats as u64,
         flops: (pairs * (2 * w + 2 * d_c + 3) + rows * d_c) as u64,
     }
-}
-
-/// A random paged cache for `lens` tokens per sequence: pages shuffled across sequences, every
-/// slot no sequence owns NaN, block-table entries past a sequence's pages pointing at NaN pages.
-/// Returns (cache data, num_blocks, block_table, max_blocks).
-fn random_paged(
-    rng: &mut crate::Rng,
-    lens: &[usize],
-    block_size: usize,
-    w: usize,
-) -> (Vec<f32>, usize, Vec<u32>, usize) {
-    let needed: Vec<usize> = lens.iter().map(|&l| l.div_ceil(block_size)).collect();
-    let max_blocks = needed.iter().copied().max().unwrap_or(1).max(1) + 1;
-    let used: usize = needed.iter().sum();
-    let num_blocks = used + 1;
-    let mut ids: Vec<u32> = (0..num_blocks as u32).collect();
-    for i in (1..ids.len()).rev() {
-        ids.swap(i, rng.below(i + 1));
-    }
-    let mut cache = vec![f32::NAN; num_blocks * block_size * w];
-    let mut table = vec![ids[used]; lens.len() * max_blocks];
-    let mut next = 0;
-    for (b, &len) in lens.iter().enumerate() {
-        for k in 0..needed[b] {
-            table[b * max_blocks + k] = ids[next];
-            next += 1;
-        }
-        for j in 0..len {
-            let slot =
-                table[b * max_blocks + j / block_size] as usize * block_size + j % block_size;
-            for (d, x) in cache[slot * w..(slot + 1) * w].iter_mut().enumerate() {
-                *x = if d % 7 == 0 { 0.0 } else { rng.normal() as f32 };
-            }
-        }
-    }
-    (cache, num_blocks, table, max_blocks)
-}
-
-/// Host copies and GPU tensors of one random problem (used by `check_cases` and `bench_cases`).
-struct Problem {
-    dims: crate::reference::absorbed_attention::Dims,
-    q_lat: Vec<f32>,
-    q_rope: Vec<f32>,
-    cache_host: Vec<f32>,
-    table_host: Vec<u32>,
-    lens_host: Vec<u32>,
-    scale: f32,
-    cache: LatentCache,
-    q_lat_t: Tensor,
-    q_rope_t: Tensor,
-    table: Tensor,
-    lens: Tensor,
-    o_lat: Tensor,
-}
-
-impl Problem {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        gpu: &Gpu,
-        rng: &mut crate::Rng,
-        s_q: usize,
-        h: usize,
-        d_c: usize,
-        d_r: usize,
-        block_size: usize,
-        lens: &[usize],
-    ) -> Result<Self> {
-        let bt = lens.len();
-        let w = d_c + d_r;
-        let (cache_host, num_blocks, table_host, max_blocks) =
-            random_paged(rng, lens, block_size, w);
-        let n_q = bt * s_q * h;
-        let q_lat = rng.normal_vec(n_q * d_c, 0.0, 1.0);
-        let q_rope = rng.normal_vec(n_q * d_r, 0.0, 1.0);
-        let lens_host: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
-        let cache = LatentCache::new(gpu, num_blocks, block_size, d_c, d_r)?;
-        gpu.write(&cache.data, &cache_host)?;
-        Ok(Self {
-            dims: crate::reference::absorbed_attention::Dims {
-                bt,
-                s_q,
-                h,
-                d_c,
-                d_r,
-                block_size,
-                max_blocks,
-            },
-            q_lat_t: gpu.upload_f32(&[bt, s_q, h, d_c], &q_lat)?,
-            q_rope_t: gpu.upload_f32(&[bt, s_q, h, d_r], &q_rope)?,
-            table: gpu.upload_u32(&[bt, max_blocks], &table_host)?,
-            lens: gpu.upload_u32(&[bt], &lens_host)?,
-            o_lat: gpu.nan_f32(&[bt, s_q, h, d_c])?,
-            q_lat,
-            q_rope,
-            cache_host,
-            table_host,
-            lens_host,
-            scale: 1.0 / (192.0f32).sqrt(),
-            cache,
-        })
-    }
-
-    fn inputs(&self) -> AbsorbedAttentionInputs<'_> {
-        AbsorbedAttentionInputs {
-            q_lat: &self.q_lat_t,
-            q_rope: &self.q_rope_t,
-            cache: &self.cache,
-            block_table: &self.table,
-            seq_lens: &self.lens,
-            scale: self.scale,
-            max_seq_len: self.lens_host.iter().copied().max().unwrap_or(1) as usize,
-        }
-    }
-
-    fn reference(&self) -> Vec<f64> {
-        crate::reference::absorbed_attention::absorbed_attention(
-            self.dims,
-            &self.q_lat,
-            &self.q_rope,
-            &self.cache_host,
-            &self.table_host,
-            &self.lens_host,
-            self.scale,
-        )
-    }
-}
-
-/// Conformance cases for `ssm-mla check` (see [`crate::suite`]): DeepSeek widths decode over a
-/// ragged batch with split-KV, bottom-right causal prefill with H = 5, a size-1 context.
-/// Tolerance |out − ref| ≤ 2e-5 + 1e-4·|ref|.
-pub fn check_cases(
-    gpu: &Arc<Gpu>,
-    rng: &mut crate::Rng,
-) -> Result<Vec<crate::suite::CheckOutcome>> {
-    let op = AbsorbedAttention::new(gpu)?;
-    let tolerance = crate::Tolerance::new(2e-5, 1e-4);
-    let mut out = Vec::new();
-    // (S_q, H, d_c, d_R, block size), lengths.
-    let cases = [
-        ((1, 16, 512, 64, 64), vec![700, 3, 129]),
-        ((4, 5, 512, 64, 16), vec![37]),
-        ((1, 3, 64, 16, 4), vec![1]),
-    ];
-    for ((s_q, h, d_c, d_r, bs), lens) in cases {
-        let lens = &lens[..];
-        let p = Problem::new(gpu, rng, s_q, h, d_c, d_r, bs, lens)?;
-        let splits = op.plan_for(&p.inputs(), &p.o_lat)?.n_split;
-        let mut batch = gpu.batch();
-        op.record(&mut batch, &p.inputs(), &p.o_lat)?;
-        batch.run()?;
-        out.push(crate::suite::CheckOutcome {
-            kernel: "absorbed_attention",
-            case: format!(
-                "S_q={s_q} H={h} d_c={d_c} d_R={d_r} bs={bs} lens={lens:?} splits={splits} o_lat"
-            ),
-            tolerance,
-            comparison: crate::compare(&gpu.read_f32(&p.o_lat)?, &p.reference(), tolerance),
-        });
-    }
-    Ok(out)
-}
-
-/// The decode benchmark sizes (S_q = 1, d_c = 512, d_R = 64, block size 64) as
-/// (batch, H, context): the quick set is lavapipe-sized; the full set covers DESIGN §7
-/// (contexts 1K..32K, batch 1..8, H 16 and 128). Sizes whose cache exceeds one storage binding
-/// on `gpu` are left out.
-pub fn bench_sizes(gpu: &Gpu, quick: bool) -> Vec<(usize, usize, usize)> {
-    let all: Vec<(usize, usize, usize)> = if quick {
-        vec![(1, 16, 1024), (1, 128, 1024)]
-    } else {
-        let mut v = Vec::new();
-        for ctx in [1024, 4096, 32768] {
-            for bt in [1, 8] {
-                for h in [16, 128] {
-                    v.push((bt, h, ctx));
-                }
-            }
-        }
-        v
-    };
-    all.into_iter()
-        .filter(|&(bt, _, ctx)| {
-            ((bt * (ctx + 64) + 64) * 576 * 4) as u64 <= gpu.max_binding_bytes()
-        })
-        .collect()
-}
-
-/// Benchmark cases: decode at the sizes of [`bench_sizes`]; the CPU reference runs only where it
-/// takes well under a second.
-pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
-    let (d_c, d_r, bs) = (512, 64, 64);
-    let mut rng = crate::Rng::new(0xA77E);
-    let mut cases = Vec::new();
-    for (bt, h, ctx) in bench_sizes(gpu, quick) {
-        let op = AbsorbedAttention::new(gpu)?;
-        let lens = vec![ctx; bt];
-        let p = Problem::new(gpu, &mut rng, 1, h, d_c, d_r, bs, &lens)?;
-        let cost = cost(bt, 1, h, ctx, d_c, d_r, bs);
-        let g = gpu.clone();
-        let p = Arc::new(p);
-        let pc = p.clone();
-        let cpu: Option<crate::suite::CpuRun> = (cost.flops < 2_000_000_000).then(|| {
-            Box::new(move || {
-                std::hint::black_box(pc.reference());
-            }) as crate::suite::CpuRun
-        });
-        cases.push(crate::suite::BenchCase {
-            kernel: "absorbed_attention",
-            size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={d_c} d_R={d_r}"),
-            cost,
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                op.record(&mut batch, &p.inputs(), &p.o_lat)?;
-                batch.run_timed()
-            }),
-            cpu,
-        });
-    }
-    Ok(cases)
-}
-
-/// The CPU reference on one decode step (Bt=1, H=16, 1K context), for the no-GPU main job.
-pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
-    let (bt, h, d_c, d_r, bs, ctx) = (1usize, 16usize, 512usize, 64usize, 64usize, 1024usize);
-    let max_blocks = ctx.div_ceil(bs);
-    let dims = crate::reference::absorbed_attention::Dims {
-        bt,
-        s_q: 1,
-        h,
-        d_c,
-        d_r,
-        block_size: bs,
-        max_blocks,
-    };
-    let q_lat = rng.normal_vec(bt * h * d_c, 0.0, 1.0);
-    let q_rope = rng.normal_vec(bt * h * d_r, 0.0, 1.0);
-    let cache = rng.normal_vec(max_blocks * bs * (d_c + d_r), 0.0, 1.0);
-    let table: Vec<u32> = (0..max_blocks as u32).rev().collect();
-    let lens = vec![ctx as u32];
-    let scale = 1.0 / ((128 + d_r) as f32).sqrt();
-    vec![crate::suite::CpuCase {
-        size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={d_c} d_R={d_r}"),
-        cost: cost(bt, 1, h, ctx, d_c, d_r, bs),
-        run: Box::new(move || {
-            std::hint::black_box(crate::reference::absorbed_attention::absorbed_attention(
-                dims, &q_lat, &q_rope, &cache, &table, &lens, scale,
-            ));
-        }),
-    }]
 }

@@ -35,11 +35,9 @@
 //! initialisation ([`crate::hippo::diagonal`]).
 
 use crate::error::{Error, Result};
-use crate::hippo::diagonal::{legs_diagonal, s4d_inv, s4d_lin, DiagonalSsm};
-use crate::hippo::{Discretisation, C64};
+use crate::hippo::Discretisation;
 use crate::ops::selective_scan::ScanStrategy;
 use crate::ops::Cost;
-use crate::reference::diagonal_scan::Dims;
 use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
@@ -87,135 +85,43 @@ pub struct DiagonalSsmTensors {
 }
 
 impl DiagonalSsmTensors {
-    /// (H, N) after checking every tensor's shape and dtype.
+    /// (H, N) after checking every tensor's dtype and shape.
     pub fn dims(&self) -> Result<(usize, usize)> {
-        let shape = self.lambda.shape();
-        if shape.len() != 3 || shape[2] != 2 || shape[0] == 0 || shape[1] == 0 {
-            return Err(Error::shape("lambda", "(H, N, 2) with H, N ≥ 1", shape));
+        for (name, t) in [
+            ("lambda", &self.lambda),
+            ("b", &self.b),
+            ("c", &self.c),
+            ("dt", &self.dt),
+            ("d", &self.d),
+        ] {
+            t.expect_dtype(name, DType::F32)?;
         }
-        let (h, n) = (shape[0], shape[1]);
-        self.lambda
-            .expect("lambda", "(H, N, 2)", &[h, n, 2], DType::F32)?;
+        let (h, n) = self.shapes().dims()?;
         if n > MAX_MODES {
             return Err(Error::shape(
                 "lambda",
                 format!("(H, N, 2) with N ≤ {MAX_MODES}"),
-                shape,
+                self.lambda.shape(),
             ));
         }
-        self.b.expect("b", "(H, N, 2)", &[h, n, 2], DType::F32)?;
-        self.c.expect("c", "(H, N, 2)", &[h, n, 2], DType::F32)?;
-        self.dt.expect("dt", "(H)", &[h], DType::F32)?;
-        self.d.expect("d", "(H)", &[h], DType::F32)?;
         Ok((h, n))
     }
-}
 
-/// The same parameters on the host (f32, layouts as [`DiagonalSsmTensors`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct DiagonalSsmHost {
-    /// Channels H.
-    pub channels: usize,
-    /// Complex modes N per channel.
-    pub modes: usize,
-    /// Λ (H·N·2).
-    pub lambda: Vec<f32>,
-    /// B̃ (H·N·2).
-    pub b: Vec<f32>,
-    /// C̃ (H·N·2).
-    pub c: Vec<f32>,
-    /// Δ (H).
-    pub dt: Vec<f32>,
-    /// D (H).
-    pub d: Vec<f32>,
-}
-
-fn push_complex(out: &mut Vec<f32>, v: &[C64]) {
-    for z in v {
-        out.push(z.re as f32);
-        out.push(z.im as f32);
+    /// The shapes of the five tensors.
+    pub fn shapes(&self) -> SsmShapes<'_> {
+        SsmShapes {
+            lambda: self.lambda.shape(),
+            b: self.b.shape(),
+            c: self.c.shape(),
+            dt: self.dt.shape(),
+            d: self.d.shape(),
+        }
     }
 }
+
+pub use crate::spec::diagonal_scan::{DiagonalSsmHost, Dims, SsmShapes};
 
 impl DiagonalSsmHost {
-    /// One [`DiagonalSsm`] per channel (all with the same number of modes), steps and D.
-    pub fn from_ssms(ssms: &[DiagonalSsm], dt: &[f64], d: &[f64]) -> Result<Self> {
-        let channels = ssms.len();
-        let modes = ssms.first().map(|s| s.modes()).unwrap_or(0);
-        if channels == 0 || modes == 0 || ssms.iter().any(|s| s.modes() != modes) {
-            return Err(Error::invalid(
-                "diagonal SSM inputs need at least one channel, all with the same number (≥ 1) of modes",
-            ));
-        }
-        if dt.len() != channels {
-            return Err(Error::shape(
-                "dt",
-                format!("(H) = [{channels}]"),
-                &[dt.len()],
-            ));
-        }
-        if d.len() != channels {
-            return Err(Error::shape("d", format!("(H) = [{channels}]"), &[d.len()]));
-        }
-        let mut host = Self {
-            channels,
-            modes,
-            lambda: Vec::new(),
-            b: Vec::new(),
-            c: Vec::new(),
-            dt: dt.iter().map(|&v| v as f32).collect(),
-            d: d.iter().map(|&v| v as f32).collect(),
-        };
-        for s in ssms {
-            push_complex(&mut host.lambda, &s.lambda);
-            push_complex(&mut host.b, &s.b);
-            push_complex(&mut host.c, &s.c);
-        }
-        Ok(host)
-    }
-
-    /// Channels initialised from HiPPO-LegS of real size `n` (normal part, diagonalised:
-    /// ⌈n/2⌉ modes), with channel h's output row `c[h]` (length n).
-    pub fn legs(n: usize, c: &[Vec<f64>], dt: &[f64], d: &[f64]) -> Result<Self> {
-        let ssms = c
-            .iter()
-            .map(|row| legs_diagonal(n, row))
-            .collect::<Result<Vec<_>>>()?;
-        Self::from_ssms(&ssms, dt, d)
-    }
-
-    /// S4D-Lin (`inverse = false`) or S4D-Inv channels with `B̃ = 1` and output weights `c[h]`
-    /// (`modes` complex values each).
-    pub fn s4d(inverse: bool, modes: usize, c: &[Vec<C64>], dt: &[f64], d: &[f64]) -> Result<Self> {
-        let lambda = if inverse {
-            s4d_inv(modes)
-        } else {
-            s4d_lin(modes)
-        };
-        let ssms = c
-            .iter()
-            .map(|row| crate::hippo::diagonal::s4d(lambda.clone(), row.clone()))
-            .collect::<Result<Vec<_>>>()?;
-        Self::from_ssms(&ssms, dt, d)
-    }
-
-    /// Random S4D-Lin channels as a model would start from: C̃ ~ N(0, ½) per part, Δ
-    /// log-uniform in [1e-3, 1e-1], D ~ N(0, 1).
-    pub fn random(rng: &mut crate::Rng, channels: usize, modes: usize) -> Self {
-        let c: Vec<Vec<C64>> = (0..channels)
-            .map(|_| {
-                (0..modes)
-                    .map(|_| C64::new(rng.normal() * 0.5f64.sqrt(), rng.normal() * 0.5f64.sqrt()))
-                    .collect()
-            })
-            .collect();
-        let dt: Vec<f64> = (0..channels)
-            .map(|_| (rng.range(1e-3f64.ln(), 1e-1f64.ln())).exp())
-            .collect();
-        let d: Vec<f64> = (0..channels).map(|_| rng.normal()).collect();
-        Self::s4d(false, modes, &c, &dt, &d).expect("consistent random sizes")
-    }
-
     /// Upload to the GPU.
     pub fn upload(&self, gpu: &Gpu) -> Result<DiagonalSsmTensors> {
         let shape = [self.channels, self.modes, 2];
@@ -226,31 +132,6 @@ impl DiagonalSsmHost {
             dt: gpu.upload_f32(&[self.channels], &self.dt)?,
             d: gpu.upload_f32(&[self.channels], &self.d)?,
         })
-    }
-
-    /// The CPU reference on these parameters.
-    pub fn reference(
-        &self,
-        batch: usize,
-        len: usize,
-        u: &[f32],
-        method: Discretisation,
-    ) -> Result<Vec<f64>> {
-        crate::reference::diagonal_scan::diagonal_scan(
-            Dims {
-                batch,
-                channels: self.channels,
-                len,
-                modes: self.modes,
-            },
-            u,
-            &self.lambda,
-            &self.b,
-            &self.c,
-            &self.dt,
-            &self.d,
-            method,
-        )
     }
 }
 
@@ -353,30 +234,17 @@ impl DiagonalScan {
         method: Discretisation,
     ) -> Result<()> {
         let (h, n) = ssm.dims()?;
-        let shape = u.shape();
-        if shape.len() != 3 || shape[1] != h || shape[0] == 0 || shape[2] == 0 {
-            return Err(Error::shape(
-                "u",
-                format!("(Bt, H, L) with H = {h} and Bt, L ≥ 1"),
-                shape,
-            ));
-        }
-        let (bt, l) = (shape[0], shape[2]);
+        let dims = Dims::from_shapes(u.shape(), &ssm.shapes())?;
+        let (bt, l) = (dims.batch, dims.len);
         u.expect("u", "(Bt, H, L)", &[bt, h, l], DType::F32)?;
         y.expect("y", "(Bt, H, L) like u", &[bt, h, l], DType::F32)?;
         let rows = bt * h;
         if u.len() > u32::MAX as usize || rows > u32::MAX as usize {
             return Err(Error::Limit {
-                what: format!("a diagonal scan of shape {shape:?}"),
+                what: format!("a diagonal scan of shape {:?}", u.shape()),
                 detail: "more than 2^32 elements".into(),
             });
         }
-        let dims = Dims {
-            batch: bt,
-            channels: h,
-            len: l,
-            modes: n,
-        };
         let (kernel, groups) = match self.strategy_for(dims) {
             ScanStrategy::ChunkedParallel => (&self.kernel, rows),
             _ => match rows_per_workgroup(rows) {
@@ -440,144 +308,4 @@ pub fn diagonal_scan(
     op.record(&mut batch, u, ssm, &y, method)?;
     batch.run()?;
     Ok(y)
-}
-
-/// Tolerance of the GPU against the f64 recurrence: f32 state over long sequences, N modes
-/// summed per output.
-pub const TOLERANCE: crate::Tolerance = crate::Tolerance::new(2e-4, 1e-3);
-
-/// Conformance cases for `ssm-mla check` (see [`crate::suite`]).
-pub fn check_cases(
-    gpu: &Arc<Gpu>,
-    rng: &mut crate::Rng,
-) -> Result<Vec<crate::suite::CheckOutcome>> {
-    let mut out = Vec::new();
-    for (bt, h, l, n, method, strategy) in [
-        (
-            1usize,
-            1usize,
-            1usize,
-            1usize,
-            Discretisation::Zoh,
-            ScanStrategy::RowSequential,
-        ),
-        (
-            2,
-            3,
-            77,
-            16,
-            Discretisation::Bilinear,
-            ScanStrategy::ChunkedParallel,
-        ),
-        (
-            1,
-            2,
-            (WG * T) as usize * 2 + 37,
-            8,
-            Discretisation::Zoh,
-            ScanStrategy::ChunkedParallel,
-        ),
-        (
-            2,
-            3,
-            301,
-            21,
-            Discretisation::Bilinear,
-            ScanStrategy::RowSequential,
-        ),
-    ] {
-        let op = DiagonalScan::with_strategy(gpu, strategy)?;
-        let host = DiagonalSsmHost::random(rng, h, n);
-        let ssm = host.upload(gpu)?;
-        let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
-        let u = gpu.upload_f32(&[bt, h, l], &u_host)?;
-        let y = gpu.nan_f32(&[bt, h, l])?;
-        let mut batch = gpu.batch();
-        op.record(&mut batch, &u, &ssm, &y, method)?;
-        batch.run()?;
-        out.push(crate::suite::CheckOutcome {
-            kernel: "diagonal_scan",
-            case: format!("Bt={bt} H={h} L={l} N={n} {method} {} y", strategy.name()),
-            tolerance: TOLERANCE,
-            comparison: crate::compare(
-                &gpu.read_f32(&y)?,
-                &host.reference(bt, l, &u_host, method)?,
-                TOLERANCE,
-            ),
-        });
-    }
-    Ok(out)
-}
-
-/// Benchmark cases (DESIGN §7 SSM sizes, N = 16 complex modes; quick: the smallest).
-pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
-    use ScanStrategy::{Auto, ChunkedParallel};
-    // The smallest size also with the chunked strategy forced, for comparison.
-    let sizes: &[(usize, usize, usize, ScanStrategy)] = if quick {
-        &[(1, 256, 256, Auto), (1, 256, 256, ChunkedParallel)]
-    } else {
-        &[
-            (1, 256, 256, Auto),
-            (1, 256, 256, ChunkedParallel),
-            (1, 256, 4096, Auto),
-            (4, 1024, 1024, Auto),
-        ]
-    };
-    let n = 16;
-    let mut cases = Vec::new();
-    let mut rng = crate::Rng::new(7);
-    for &(bt, h, l, strategy) in sizes {
-        let op = DiagonalScan::with_strategy(gpu, strategy)?;
-        let host = DiagonalSsmHost::random(&mut rng, h, n);
-        let ssm = host.upload(gpu)?;
-        let u_host = rng.normal_vec(bt * h * l, 0.0, 1.0);
-        let u = gpu.upload_f32(&[bt, h, l], &u_host)?;
-        let y = gpu.empty(&[bt, h, l], DType::F32)?;
-        let g = gpu.clone();
-        let dims = Dims {
-            batch: bt,
-            channels: h,
-            len: l,
-            modes: n,
-        };
-        cases.push(crate::suite::BenchCase {
-            kernel: "diagonal_scan",
-            size: format!("Bt={bt} H={h} L={l} N={n} {}", op.strategy_for(dims).name()),
-            cost: DiagonalScan::cost(dims),
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                op.record(&mut batch, &u, &ssm, &y, Discretisation::Zoh)?;
-                batch.run_timed()
-            }),
-            cpu: Some(Box::new(move || {
-                std::hint::black_box(
-                    host.reference(bt, l, &u_host, Discretisation::Zoh)
-                        .expect("consistent sizes"),
-                );
-            })),
-        });
-    }
-    Ok(cases)
-}
-
-/// The CPU reference alone at a small size, for machines without a GPU (see [`crate::suite`]).
-pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
-    let (bt, h, l, n) = (1usize, 64usize, 1024usize, 16usize);
-    let host = DiagonalSsmHost::random(rng, h, n);
-    let u = rng.normal_vec(bt * h * l, 0.0, 1.0);
-    vec![crate::suite::CpuCase {
-        size: format!("Bt={bt} H={h} L={l} N={n}"),
-        cost: DiagonalScan::cost(Dims {
-            batch: bt,
-            channels: h,
-            len: l,
-            modes: n,
-        }),
-        run: Box::new(move || {
-            std::hint::black_box(
-                host.reference(bt, l, &u, Discretisation::Zoh)
-                    .expect("consistent sizes"),
-            );
-        }),
-    }]
 }

@@ -148,14 +148,18 @@ impl LatentCacheAppend {
         slots: &Tensor,
     ) -> Result<()> {
         let w = cache.width();
-        let t = latent.shape().first().copied().unwrap_or(0);
-        latent.expect("latent", "(T, d_c + d_R)", &[t, w], DType::F32)?;
-        slots.expect("slots", "(T) like latent", &[t], DType::U32)?;
+        latent.expect_dtype("latent", DType::F32)?;
+        slots.expect_dtype("slots", DType::U32)?;
         cache.data.expect(
             "cache.data",
             "(num_blocks, block_size, d_c + d_R)",
             &[cache.num_blocks, cache.block_size, w],
             DType::F32,
+        )?;
+        let t = crate::spec::latent_cache::append_rows(
+            cache.data.shape(),
+            latent.shape(),
+            slots.shape(),
         )?;
         if t == 0 {
             return Ok(());
@@ -185,109 +189,4 @@ impl LatentCacheAppend {
             flops: 0,
         }
     }
-}
-
-/// Conformance cases for `ssm-mla check` (see [`crate::suite`]): appends at DeepSeek width and a
-/// ragged one, with some rows skipped; the whole cache is compared exactly.
-pub fn check_cases(
-    gpu: &Arc<Gpu>,
-    rng: &mut crate::Rng,
-) -> Result<Vec<crate::suite::CheckOutcome>> {
-    let op = LatentCacheAppend::new(gpu)?;
-    let mut out = Vec::new();
-    for (num_blocks, bs, d_c, d_r, t) in [
-        (4usize, 16usize, 512usize, 64usize, 37usize),
-        (3, 5, 7, 3, 1),
-    ] {
-        let w = d_c + d_r;
-        let num_slots = num_blocks * bs;
-        let cache = LatentCache::new(gpu, num_blocks, bs, d_c, d_r)?;
-        let initial = rng.normal_vec(num_slots * w, 0.0, 1.0);
-        gpu.write(&cache.data, &initial)?;
-        let mut all: Vec<u32> = (0..num_slots as u32).collect();
-        for i in (1..all.len()).rev() {
-            all.swap(i, rng.below(i + 1));
-        }
-        let slots: Vec<u32> = (0..t)
-            .map(|k| if k % 5 == 4 { u32::MAX } else { all[k] })
-            .collect();
-        let latent = rng.normal_vec(t * w, 0.0, 1.0);
-        let latent_t = gpu.upload_f32(&[t, w], &latent)?;
-        let slots_t = gpu.upload_u32(&[t], &slots)?;
-        let mut batch = gpu.batch();
-        op.record(&mut batch, &cache, &latent_t, &slots_t)?;
-        batch.run()?;
-        let tolerance = crate::Tolerance::new(0.0, 0.0);
-        out.push(crate::suite::CheckOutcome {
-            kernel: "latent_cache",
-            case: format!("blocks={num_blocks} bs={bs} W={w} T={t} cache"),
-            tolerance,
-            comparison: crate::compare(
-                &gpu.read_f32(&cache.data)?,
-                &crate::reference::latent_cache::append(&initial, w, &latent, &slots),
-                tolerance,
-            ),
-        });
-    }
-    Ok(out)
-}
-
-/// Benchmark cases: appending one decode step's rows (T = 8) and a prefill chunk (T = 4096) at
-/// DeepSeek width into a 64K-slot cache (8K slots in quick mode).
-pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
-    let (d_c, d_r, bs) = (512, 64, 64);
-    let w = d_c + d_r;
-    // The full size holds 64K tokens, capped so the cache fits one storage binding.
-    let max_blocks = (gpu.max_binding_bytes() as usize / (bs * w * 4)).max(1);
-    let num_blocks = if quick { 128 } else { 1024 }.min(max_blocks);
-    let mut cases = Vec::new();
-    for t in [8usize, 4096] {
-        let op = LatentCacheAppend::new(gpu)?;
-        let cache = LatentCache::new(gpu, num_blocks, bs, d_c, d_r)?;
-        let host_cache = vec![0.0f32; num_blocks * bs * w];
-        let latent = vec![1.0f32; t * w];
-        let slots: Vec<u32> = (0..t as u32)
-            .map(|k| (k * 7) % (num_blocks * bs) as u32)
-            .collect();
-        let latent_t = gpu.upload_f32(&[t, w], &latent)?;
-        let slots_t = gpu.upload_u32(&[t], &slots)?;
-        let g = gpu.clone();
-        cases.push(crate::suite::BenchCase {
-            kernel: "latent_cache",
-            size: format!("append T={t} W={w} slots={}", num_blocks * bs),
-            cost: LatentCacheAppend::cost(t, w),
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                op.record(&mut batch, &cache, &latent_t, &slots_t)?;
-                batch.run_timed()
-            }),
-            cpu: Some(Box::new(move || {
-                std::hint::black_box(crate::reference::latent_cache::append(
-                    &host_cache,
-                    w,
-                    &latent,
-                    &slots,
-                ));
-            })),
-        });
-    }
-    Ok(cases)
-}
-
-/// The CPU reference on a small random input, for the no-GPU main job.
-pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
-    let (d_c, d_r, bs, num_blocks, t) = (512, 64, 64, 64, 256);
-    let w = d_c + d_r;
-    let cache = rng.normal_vec(num_blocks * bs * w, 0.0, 1.0);
-    let latent = rng.normal_vec(t * w, 0.0, 1.0);
-    let slots: Vec<u32> = (0..t as u32).map(|k| k * 3 + 1).collect();
-    vec![crate::suite::CpuCase {
-        size: format!("append T={t} W={w}"),
-        cost: LatentCacheAppend::cost(t, w),
-        run: Box::new(move || {
-            std::hint::black_box(crate::reference::latent_cache::append(
-                &cache, w, &latent, &slots,
-            ));
-        }),
-    }]
 }

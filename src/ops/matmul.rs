@@ -41,83 +41,7 @@ pub const VEC4_SHADER: Shader = Shader {
     source: include_str!("../../shaders/mla/matmul_vec4.wgsl"),
 };
 
-/// Sizes and strided layout of a (batched) matrix product; all offsets and strides in elements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MatmulDims {
-    /// Batch entries G.
-    pub g: usize,
-    /// Rows of x and y.
-    pub m: usize,
-    /// Columns of y.
-    pub n: usize,
-    /// Reduction length.
-    pub k: usize,
-    /// x[g, m, k] = x[x_off + g·x_gs + m·x_rs + k].
-    pub x_off: usize,
-    /// x stride between batch entries.
-    pub x_gs: usize,
-    /// x stride between rows.
-    pub x_rs: usize,
-    /// Offset of w(0, 0, 0).
-    pub w_off: usize,
-    /// w stride between batch entries (0 shares one weight).
-    pub w_gs: usize,
-    /// w stride between rows of W (rows are n when `w_trans`, else k).
-    pub w_rs: usize,
-    /// W is [N, K] (PyTorch `Linear`) when true, [K, N] when false.
-    pub w_trans: bool,
-    /// y[g, m, n] = y[y_off + g·y_gs + m·y_rs + n].
-    pub y_off: usize,
-    /// y stride between batch entries.
-    pub y_gs: usize,
-    /// y stride between rows.
-    pub y_rs: usize,
-}
-
-impl MatmulDims {
-    /// y (M, N) = x (M, K) · Wᵀ with W [N, K], all contiguous.
-    pub fn linear(m: usize, n: usize, k: usize) -> Self {
-        Self {
-            g: 1,
-            m,
-            n,
-            k,
-            x_off: 0,
-            x_gs: m * k,
-            x_rs: k,
-            w_off: 0,
-            w_gs: 0,
-            w_rs: k,
-            w_trans: true,
-            y_off: 0,
-            y_gs: m * n,
-            y_rs: n,
-        }
-    }
-
-    /// Index of x[g, m, k].
-    pub fn x_index(&self, g: usize, m: usize, k: usize) -> usize {
-        self.x_off + g * self.x_gs + m * self.x_rs + k
-    }
-
-    /// Index of w(g, n, k).
-    pub fn w_index(&self, g: usize, n: usize, k: usize) -> usize {
-        if self.w_trans {
-            self.w_off + g * self.w_gs + n * self.w_rs + k
-        } else {
-            self.w_off + g * self.w_gs + k * self.w_rs + n
-        }
-    }
-
-    /// Index of y[g, m, n].
-    pub fn y_index(&self, g: usize, m: usize, n: usize) -> usize {
-        self.y_off + g * self.y_gs + m * self.y_rs + n
-    }
-
-    fn is_empty(&self) -> bool {
-        self.g == 0 || self.m == 0 || self.n == 0
-    }
-}
+pub use crate::spec::matmul::MatmulDims;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -435,20 +359,10 @@ impl Matmul {
         bias: Option<&Tensor>,
         y: &Tensor,
     ) -> Result<()> {
-        if w.shape().len() != 2 {
-            return Err(Error::shape("w", "[N, K]", w.shape()));
-        }
-        let (n, k) = (w.shape()[0], w.shape()[1]);
-        let xs = x.shape();
-        if xs.last() != Some(&k) {
-            return Err(Error::shape("x", format!("(…, K) with K = {k}"), xs));
-        }
-        let lead = &xs[..xs.len() - 1];
-        let mut want = lead.to_vec();
-        want.push(n);
-        y.expect("y", "(…, N) with x's leading dims", &want, DType::F32)?;
-        let m = lead.iter().product();
-        self.record(batch, &MatmulDims::linear(m, n, k), x, w, bias, y)
+        let (dims, y_shape) =
+            MatmulDims::linear_from_shapes(x.shape(), w.shape(), bias.map(|b| b.shape()))?;
+        y.expect("y", "(…, N) with x's leading dims", &y_shape, DType::F32)?;
+        self.record(batch, &dims, x, w, bias, y)
     }
 
     /// Bytes (x, w and bias read once, y written once) and FLOPs (2·G·M·N·K, plus G·M·N for a
@@ -461,100 +375,4 @@ impl Matmul {
             flops: 2 * g * m * n * k + if bias { g * m * n } else { 0 },
         }
     }
-}
-
-/// Conformance cases for `ssm-mla check` (see [`crate::suite`]).
-pub fn check_cases(
-    gpu: &Arc<Gpu>,
-    rng: &mut crate::Rng,
-) -> Result<Vec<crate::suite::CheckOutcome>> {
-    let op = Matmul::new(gpu)?;
-    let mut out = Vec::new();
-    // (M, N, K, bias): decode row, ragged, larger than a 64×64 tile with a ragged K.
-    for (m, n, k, with_bias) in [
-        (1usize, 7usize, 5usize, true),
-        (3, 70, 33, false),
-        (67, 130, 100, true),
-    ] {
-        let dims = MatmulDims::linear(m, n, k);
-        let xh = rng.normal_vec(m * k, 0.0, 1.0);
-        let wh = rng.normal_vec(n * k, 0.0, 1.0 / (k as f64).sqrt());
-        let bh = rng.normal_vec(n, 0.0, 0.1);
-        let x = gpu.upload_f32(&[m, k], &xh)?;
-        let w = gpu.upload_f32(&[n, k], &wh)?;
-        let b = gpu.upload_f32(&[n], &bh)?;
-        let y = gpu.nan_f32(&[m, n])?;
-        let mut batch = gpu.batch();
-        op.record(&mut batch, &dims, &x, &w, with_bias.then_some(&b), &y)?;
-        batch.run()?;
-        let tolerance = crate::Tolerance::new(1e-5, 1e-4);
-        let reference =
-            crate::reference::matmul::matmul(&dims, &xh, &wh, with_bias.then_some(&bh[..]), m * n);
-        out.push(crate::suite::CheckOutcome {
-            kernel: "matmul",
-            case: format!(
-                "M={m} N={n} K={k}{} y",
-                if with_bias { " bias" } else { "" }
-            ),
-            tolerance,
-            comparison: crate::compare(&gpu.read_f32(&y)?, &reference, tolerance),
-        });
-    }
-    Ok(out)
-}
-
-/// Benchmark cases: decode-shaped (M = 4) and prefill-shaped (M = 256) projections
-/// (hidden 2048 → 576, V2-Lite's kv_a_proj_with_mqa); quick keeps them small.
-pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<crate::suite::BenchCase>> {
-    let sizes: &[(usize, usize, usize)] = if quick {
-        &[(4, 576, 512), (64, 576, 512)]
-    } else {
-        &[(4, 576, 2048), (256, 576, 2048), (4, 2048, 2048)]
-    };
-    let mut cases = Vec::new();
-    for &(m, n, k) in sizes {
-        let op = Matmul::new(gpu)?;
-        let dims = MatmulDims::linear(m, n, k);
-        let xh: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) / 13.0).collect();
-        let wh: Vec<f32> = (0..n * k).map(|i| ((i % 7) as f32 - 3.0) / 70.0).collect();
-        let x = gpu.upload_f32(&[m, k], &xh)?;
-        let w = gpu.upload_f32(&[n, k], &wh)?;
-        let y = gpu.empty(&[m, n], DType::F32)?;
-        let g = gpu.clone();
-        cases.push(crate::suite::BenchCase {
-            kernel: "matmul",
-            size: format!("M={m} N={n} K={k}"),
-            cost: Matmul::cost(&dims, false),
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                op.record(&mut batch, &dims, &x, &w, None, &y)?;
-                batch.run_timed()
-            }),
-            cpu: Some(Box::new(move || {
-                std::hint::black_box(crate::reference::matmul::matmul(
-                    &dims,
-                    &xh,
-                    &wh,
-                    None,
-                    m * n,
-                ));
-            })),
-        });
-    }
-    Ok(cases)
-}
-
-/// The CPU reference on a decode-shaped product, for the no-GPU main job.
-pub fn cpu_cases(rng: &mut crate::Rng) -> Vec<crate::suite::CpuCase> {
-    let (m, n, k) = (4, 576, 512);
-    let dims = MatmulDims::linear(m, n, k);
-    let x = rng.normal_vec(m * k, 0.0, 1.0);
-    let w = rng.normal_vec(n * k, 0.0, 0.05);
-    vec![crate::suite::CpuCase {
-        size: format!("M={m} N={n} K={k}"),
-        cost: Matmul::cost(&dims, false),
-        run: Box::new(move || {
-            std::hint::black_box(crate::reference::matmul::matmul(&dims, &x, &w, None, m * n));
-        }),
-    }]
 }

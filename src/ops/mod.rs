@@ -1,6 +1,7 @@
 //! GPU ops: each one is a `.wgsl` kernel under `shaders/` plus the host code that validates
 //! shapes, builds (cached) pipelines and records dispatches into a [`crate::Batch`]. Every op has a
-//! CPU reference of the same name in [`crate::reference`].
+//! CPU reference of the same name in the `reference` module; the shapes both share, and their
+//! validation, are in the `spec` module (re-exported here).
 
 pub mod absorbed_attention;
 pub mod diagonal_scan;

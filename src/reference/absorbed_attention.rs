@@ -7,24 +7,7 @@
 //! or zeros when the query sees no key. Key j is cache row
 //! `block_table[b, j / block_size]·block_size + j % block_size` of width d_c + d_R = [c | k_rope].
 
-/// Sizes of one absorbed-attention call.
-#[derive(Clone, Copy, Debug)]
-pub struct Dims {
-    /// Sequences.
-    pub bt: usize,
-    /// New query tokens per sequence.
-    pub s_q: usize,
-    /// Heads.
-    pub h: usize,
-    /// Latent width (kv_lora_rank).
-    pub d_c: usize,
-    /// Rope width (qk_rope_head_dim).
-    pub d_r: usize,
-    /// Tokens per cache page.
-    pub block_size: usize,
-    /// Block-table entries per sequence.
-    pub max_blocks: usize,
-}
+pub use crate::spec::absorbed_attention::Dims;
 
 /// o_lat (Bt, S_q, H, d_c) from q_lat (Bt, S_q, H, d_c), q_rope (Bt, S_q, H, d_R), the cache
 /// (num_blocks, block_size, d_c + d_R), block_table (Bt, max_blocks) and seq_lens (Bt).

@@ -1,4 +1,4 @@
-//! CPU reference of `diagonal_scan` (DESIGN §3.5): the sequential recurrence in f64.
+//! CPU reference of `diagonal_scan` (the S4D / S5 diagonal scan): the sequential recurrence in f64.
 //! `x_t = Λ̄ ⊙ x_{t−1} + B̄ u_t`, `y_t = 2·Re(C̃·x_t) + D·u_t` per (batch, channel), with Λ̄, B̄ from
 //! [`crate::hippo::discretise_diagonal`] applied to each channel's modes and step.
 //! Layouts as the GPU op: u (Bt, H, L); lambda, b, c (H, N, 2) as [re, im]; dt, d (H).
@@ -6,18 +6,8 @@
 use crate::error::{Error, Result};
 use crate::hippo::{discretise_diagonal, Discretisation, C64};
 
-/// Sizes of a diagonal scan: batch, channels, length, complex modes per channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dims {
-    /// Batch size Bt.
-    pub batch: usize,
-    /// Channels H.
-    pub channels: usize,
-    /// Sequence length L.
-    pub len: usize,
-    /// Complex modes N per channel.
-    pub modes: usize,
-}
+use crate::spec::diagonal_scan::DiagonalSsmHost;
+pub use crate::spec::diagonal_scan::Dims;
 
 fn complex(v: &[f32], i: usize) -> C64 {
     C64::new(v[2 * i] as f64, v[2 * i + 1] as f64)
@@ -74,4 +64,26 @@ pub fn diagonal_scan(
         }
     }
     Ok(y)
+}
+
+impl DiagonalSsmHost {
+    /// The CPU reference on these parameters: y (Bt, H, L) for u (Bt, H, L).
+    pub fn reference(
+        &self,
+        batch: usize,
+        len: usize,
+        u: &[f32],
+        method: Discretisation,
+    ) -> Result<Vec<f64>> {
+        diagonal_scan(
+            self.dims(batch, len),
+            u,
+            &self.lambda,
+            &self.b,
+            &self.c,
+            &self.dt,
+            &self.d,
+            method,
+        )
+    }
 }

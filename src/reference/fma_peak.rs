@@ -1,6 +1,6 @@
 //! CPU reference of `fma_peak`: the same 8 × 4 chains x ← x·m + c in f64.
 
-use crate::ops::fma_peak::FmaPeakParams;
+use crate::spec::fma_peak::FmaPeakParams;
 
 /// out[i] = Σ over chains k < 8 and lanes l < 4 of the chain started at seed[i] + k/64 + l/256.
 pub fn fma_peak(seed: &[f32], params: FmaPeakParams) -> Vec<f64> {

@@ -2,7 +2,7 @@
 //! strided layout of [`MatmulDims`] (w(g, n, k) = W[n, k] for a PyTorch `Linear` weight, or
 //! W[k, n] when not transposed). Accumulates in f64.
 
-use crate::ops::matmul::MatmulDims;
+use crate::spec::matmul::MatmulDims;
 
 /// The matmul over every (g, m, n) of `dims`. Returns a vector as long as `y_len` in which the
 /// elements the op writes hold the result and all others are NaN.

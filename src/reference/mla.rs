@@ -1,4 +1,4 @@
-//! CPU reference of a whole DeepSeek MLA layer (DESIGN §4), in f64, in both forms:
+//! CPU reference of a whole DeepSeek MLA layer, in f64, in both forms:
 //!
 //! - naive: k_j = [W_UK c_j ; k_rope_j], v_j = W_UV c_j per head, causal softmax attention,
 //!   o_proj — what `DeepseekV3Attention` computes;
@@ -10,11 +10,17 @@
 //! RoPE rotates (x[2i], x[2i+1]) in place when `rope_interleave` (HF's interleaved variant
 //! produces the same values in a de-interleaved order, a fixed permutation that leaves every
 //! score unchanged).
+//!
+//! [`MlaCpuLayer`] runs the absorbed form as a layer with a per-sequence latent cache (prefill
+//! and decode), the CPU counterpart of the GPU layer.
 
-use crate::mla::{MlaConfig, MlaWeights, QueryWeights};
+use crate::error::{Error, Result};
+use crate::mla::config::MlaConfig;
+use crate::mla::weights::{MlaWeights, QueryWeights};
 use crate::reference::matmul::linear;
 use crate::reference::rmsnorm::rmsnorm_row;
 use crate::reference::rope::rope_vec;
+use crate::spec::mla::{check_run, check_seqs};
 
 /// The per-token projections of T tokens.
 #[derive(Clone, Debug)]
@@ -262,4 +268,99 @@ pub fn absorbed_step(
 pub fn absorbed(cfg: &MlaConfig, w: &MlaWeights, hidden: &[f32], bt: usize, s: usize) -> Vec<f64> {
     let mut caches = vec![Vec::new(); bt];
     absorbed_step(cfg, w, &mut caches, hidden, s)
+}
+
+/// The MLA layer on the CPU (f64, absorbed form: [`absorbed_step`]) with a per-sequence latent
+/// cache: the counterpart of the GPU layer [`crate::mla::MlaLayer`].
+#[derive(Clone, Debug)]
+pub struct MlaCpuLayer {
+    cfg: MlaConfig,
+    weights: MlaWeights,
+    caches: Vec<Vec<f64>>,
+}
+
+impl MlaCpuLayer {
+    /// A layer with empty caches for `num_seqs` sequences.
+    pub fn new(cfg: &MlaConfig, weights: &MlaWeights, num_seqs: usize) -> Result<Self> {
+        cfg.validate()?;
+        weights.check(cfg)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            weights: weights.clone(),
+            caches: vec![Vec::new(); num_seqs],
+        })
+    }
+
+    /// Tokens held by sequence `seq`.
+    pub fn seq_len(&self, seq: usize) -> usize {
+        self.caches
+            .get(seq)
+            .map_or(0, |c| c.len() / self.cfg.latent_dim())
+    }
+
+    /// Keep only the first `len` tokens of sequence `seq`.
+    pub fn truncate(&mut self, seq: usize, len: usize) {
+        let w = self.cfg.latent_dim();
+        if let Some(c) = self.caches.get_mut(seq) {
+            c.truncate(len * w);
+        }
+    }
+
+    /// One forward of S new tokens for each of `seqs`; `hidden` is (n, S, hidden) row-major.
+    pub fn forward(&mut self, seqs: &[usize], hidden: &[f32], s: usize) -> Result<Vec<f64>> {
+        check_seqs(seqs, self.caches.len())?;
+        let hid = self.cfg.hidden_size;
+        if s == 0 || seqs.is_empty() || hidden.len() != seqs.len() * s * hid {
+            return Err(Error::shape(
+                "hidden_states",
+                format!("(n, S, hidden) = [{}, {s}, {hid}]", seqs.len()),
+                &[hidden.len()],
+            ));
+        }
+        let mut taken: Vec<Vec<f64>> = seqs
+            .iter()
+            .map(|&q| std::mem::take(&mut self.caches[q]))
+            .collect();
+        let out = absorbed_step(&self.cfg, &self.weights, &mut taken, hidden, s);
+        for (&q, c) in seqs.iter().zip(taken) {
+            self.caches[q] = c;
+        }
+        Ok(out)
+    }
+
+    /// Like [`crate::mla::MlaLayer::run_host`] on the CPU (fresh caches).
+    pub fn run_host(
+        cfg: &MlaConfig,
+        weights: &MlaWeights,
+        hidden: &[f32],
+        bt: usize,
+        s: usize,
+        decode_from: Option<usize>,
+    ) -> Result<Vec<f32>> {
+        let hid = cfg.hidden_size;
+        check_run(hidden.len(), bt, s, hid, decode_from)?;
+        let mut layer = Self::new(cfg, weights, bt)?;
+        let seqs: Vec<usize> = (0..bt).collect();
+        let p = decode_from.unwrap_or(s);
+        let mut chunks = vec![(0, p)];
+        chunks.extend((p..s).map(|i| (i, i + 1)));
+        let mut out = vec![0.0f32; bt * s * hid];
+        for (a, b) in chunks {
+            let len = b - a;
+            let mut part = Vec::with_capacity(bt * len * hid);
+            for q in 0..bt {
+                part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
+            }
+            let y = layer.forward(&seqs, &part, len)?;
+            for q in 0..bt {
+                for (o, &v) in out[(q * s + a) * hid..(q * s + b) * hid]
+                    .iter_mut()
+                    .zip(&y[q * len * hid..(q + 1) * len * hid])
+                {
+                    *o = v as f32;
+                }
+            }
+        }
+        Ok(out)
+    }
 }

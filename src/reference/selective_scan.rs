@@ -1,4 +1,4 @@
-//! CPU reference of the Mamba-1 selective scan (DESIGN §3.3), mirroring `mamba_ssm`'s
+//! CPU reference of the Mamba-1 selective scan, mirroring `mamba_ssm`'s
 //! `selective_scan_ref` line by line with f64 accumulation:
 //!
 //! ```text
@@ -13,7 +13,7 @@
 //! (D); initial_state, last_state (Bt, D, N).
 
 use crate::error::{Error, Result};
-use crate::ops::selective_scan::{BcLayout, ScanDims};
+use crate::spec::selective_scan::{BcLayout, ScanDims};
 
 /// Host-side inputs of the selective scan: flat row-major slices with the layouts of the module
 /// docs. `dims` says how to read them (build it with [`ScanDims::from_shapes`]).

@@ -1,4 +1,4 @@
-//! CPU reference of the one-token Mamba-1 decode step (DESIGN §3.4), mirroring `mamba_ssm`'s
+//! CPU reference of the one-token Mamba-1 decode step, mirroring `mamba_ssm`'s
 //! `selective_state_update` with f64 accumulation. For each request b (state row s = slot[b],
 //! or b without slots) and channel d:
 //!
@@ -12,9 +12,9 @@
 //! (Bt, G, N); A (D, N); D, dt_bias (D); slots (Bt) i32. A negative slot (or one ≥ Pool) skips
 //! request b: its state row is untouched and its out row is 0.
 
-use crate::error::Result;
-use crate::ops::state_update::UpdateDims;
+use crate::error::{Error, Result};
 use crate::reference::selective_scan::{silu, softplus};
+use crate::spec::state_update::UpdateDims;
 
 /// Host-side inputs of the decode step (flat row-major slices, layouts of the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +45,45 @@ pub struct StateUpdateHost<'a> {
     pub dt_softplus: bool,
 }
 
+impl StateUpdateHost<'_> {
+    /// Check every slice's length against `dims`.
+    pub fn validate(&self) -> Result<()> {
+        let len = |name: &str, spelled: &str, shape: &[usize], got: usize| -> Result<()> {
+            if shape.iter().product::<usize>() != got {
+                return Err(Error::shape(name, format!("{spelled} = {shape:?}"), &[got]));
+            }
+            Ok(())
+        };
+        let s = &self.dims;
+        let (bt, dim, n) = (s.batch, s.dim, s.n);
+        len("state", "(Pool, D, N)", &[s.pool, dim, n], self.state.len())?;
+        len("x", "(Bt, D)", &[bt, dim], self.x.len())?;
+        len("dt", "(Bt, D)", &[bt, dim], self.dt.len())?;
+        len("A", "(D, N)", &[dim, n], self.a.len())?;
+        len("B", "(Bt, G, N)", &[bt, s.b_groups, n], self.b.len())?;
+        len("C", "(Bt, G, N)", &[bt, s.c_groups, n], self.c.len())?;
+        if let Some(d) = self.d {
+            len("D", "(D)", &[dim], d.len())?;
+        }
+        if let Some(z) = self.z {
+            len("z", "(Bt, D)", &[bt, dim], z.len())?;
+        }
+        if let Some(b) = self.dt_bias {
+            len("dt_bias", "(D)", &[dim], b.len())?;
+        }
+        match (self.slots, s.slots) {
+            (Some(slots), true) => len("state_batch_indices", "(Bt)", &[bt], slots.len())?,
+            (None, false) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "state_batch_indices given without dims.slots or the reverse",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Outputs of the reference decode step, in f64.
 #[derive(Clone, Debug)]
 pub struct UpdateOutput {
@@ -56,7 +95,7 @@ pub struct UpdateOutput {
 
 /// One decode step on the CPU.
 pub fn state_update(inp: &StateUpdateHost) -> Result<UpdateOutput> {
-    inp.dims.check_host(inp)?;
+    inp.validate()?;
     let s = inp.dims;
     let (bt, dd, nn) = (s.batch, s.dim, s.n);
     let mut state: Vec<f64> = inp.state.iter().map(|&v| v as f64).collect();

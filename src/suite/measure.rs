@@ -1,149 +1,15 @@
-//! The kernel suite behind `ssm-mla check`, `ssm-mla bench` and the no-argument main job.
-//!
-//! Each kernel contributes two functions next to its op:
-//! - `check_cases(gpu, rng)`: runs the GPU op on fresh random inputs at a few sizes (ragged, size
-//!   1, larger than a workgroup) with poisoned outputs and compares with the CPU reference,
-//!   returning one [`CheckOutcome`] per output tensor and size;
-//! - `bench_cases(gpu, quick)`: prepares [`BenchCase`]s, each owning its inputs and closures
-//!   that run the GPU op and the CPU reference once. [`measure`] evicts caches before every timed
-//!   repeat ([`CacheFlush`]), so repeats on the same inputs do not run from a warm cache.
-//!
-//! [`KERNELS`] lists them; the CLI iterates it.
+//! Timing: the adapter's ceilings (streaming copy, FMA), cache eviction between repeats, and
+//! the measurement of one benchmark case against the ceilings.
 
-use crate::compare::{Comparison, Tolerance};
+use super::BenchCase;
 use crate::error::Result;
-use crate::ops::Cost;
-use crate::rng::Rng;
-use crate::runtime::Gpu;
-use crate::runtime::Timing;
+use crate::ops::fma_peak::{FmaPeak, FmaPeakParams};
+use crate::ops::stream_copy::StreamCopy;
+use crate::runtime::{Gpu, Timing, TimingSource};
+use crate::{DType, Tensor};
 use std::sync::Arc;
 
-/// The result of one conformance case.
-#[derive(Clone, Debug)]
-pub struct CheckOutcome {
-    /// Kernel name (as its shader file).
-    pub kernel: &'static str,
-    /// Size and options, e.g. `"Bt=2 D=5 N=16 L=7 z,D"`, plus the output tensor name.
-    pub case: String,
-    /// Tolerance applied.
-    pub tolerance: Tolerance,
-    /// How the GPU output compared with the reference.
-    pub comparison: Comparison,
-}
-
-/// Closure that runs a GPU op once (record, submit, wait) and reports its time.
-pub type GpuRun = Box<dyn FnMut() -> Result<Timing> + Send>;
-/// Closure that runs the CPU reference once on the same size.
-pub type CpuRun = Box<dyn FnMut() + Send>;
-
-/// One benchmark size of one kernel.
-pub struct BenchCase {
-    /// Kernel name.
-    pub kernel: &'static str,
-    /// Size label, e.g. `"Bt=1 D=256 N=16 L=4096"`.
-    pub size: String,
-    /// Bytes and FLOPs one run must move and do.
-    pub cost: Cost,
-    /// Runs the GPU op once.
-    pub gpu: GpuRun,
-    /// Runs the CPU reference once (None when it would take too long at this size).
-    pub cpu: Option<CpuRun>,
-}
-
-/// A CPU-reference run that needs no GPU: the main job's path on a machine without an adapter.
-pub struct CpuCase {
-    /// Size label.
-    pub size: String,
-    /// Bytes and FLOPs of the computation.
-    pub cost: Cost,
-    /// Runs the reference once on inputs it owns.
-    pub run: CpuRun,
-}
-
-/// A kernel's entry in the suite.
-pub struct KernelEntry {
-    /// Kernel name.
-    pub name: &'static str,
-    /// Conformance cases.
-    pub check: fn(&Arc<Gpu>, &mut Rng) -> Result<Vec<CheckOutcome>>,
-    /// Benchmark cases; `quick` asks for the smallest sizes only.
-    pub bench: fn(&Arc<Gpu>, bool) -> Result<Vec<BenchCase>>,
-    /// The CPU reference on a small random input, for machines without a GPU.
-    pub cpu: fn(&mut Rng) -> Vec<CpuCase>,
-}
-
-/// Every kernel, in the order the CLI reports them. The ceilings (stream_copy, fma_peak) come
-/// first; they are also measured separately by the bench runner.
-pub const KERNELS: &[KernelEntry] = &[
-    KernelEntry {
-        name: "stream_copy",
-        check: crate::ops::stream_copy::check_cases,
-        bench: crate::ops::stream_copy::bench_cases,
-        cpu: crate::ops::stream_copy::cpu_cases,
-    },
-    KernelEntry {
-        name: "fma_peak",
-        check: crate::ops::fma_peak::check_cases,
-        bench: crate::ops::fma_peak::bench_cases,
-        cpu: crate::ops::fma_peak::cpu_cases,
-    },
-    KernelEntry {
-        name: "selective_scan",
-        check: crate::ops::selective_scan::check_cases,
-        bench: crate::ops::selective_scan::bench_cases,
-        cpu: crate::ops::selective_scan::cpu_cases,
-    },
-    KernelEntry {
-        name: "state_update",
-        check: crate::ops::state_update::check_cases,
-        bench: crate::ops::state_update::bench_cases,
-        cpu: crate::ops::state_update::cpu_cases,
-    },
-    KernelEntry {
-        name: "latent_cache",
-        check: crate::ops::latent_cache::check_cases,
-        bench: crate::ops::latent_cache::bench_cases,
-        cpu: crate::ops::latent_cache::cpu_cases,
-    },
-    KernelEntry {
-        name: "absorbed_attention",
-        check: crate::ops::absorbed_attention::check_cases,
-        bench: crate::ops::absorbed_attention::bench_cases,
-        cpu: crate::ops::absorbed_attention::cpu_cases,
-    },
-    KernelEntry {
-        name: "matmul",
-        check: crate::ops::matmul::check_cases,
-        bench: crate::ops::matmul::bench_cases,
-        cpu: crate::ops::matmul::cpu_cases,
-    },
-    KernelEntry {
-        name: "rmsnorm",
-        check: crate::ops::rmsnorm::check_cases,
-        bench: crate::ops::rmsnorm::bench_cases,
-        cpu: crate::ops::rmsnorm::cpu_cases,
-    },
-    KernelEntry {
-        name: "rope",
-        check: crate::ops::rope::check_cases,
-        bench: crate::ops::rope::bench_cases,
-        cpu: crate::ops::rope::cpu_cases,
-    },
-    KernelEntry {
-        name: "mla_layer",
-        check: crate::mla::layer::check_cases,
-        bench: crate::mla::layer::bench_cases,
-        cpu: crate::mla::layer::cpu_cases,
-    },
-    KernelEntry {
-        name: "diagonal_scan",
-        check: crate::ops::diagonal_scan::check_cases,
-        bench: crate::ops::diagonal_scan::bench_cases,
-        cpu: crate::ops::diagonal_scan::cpu_cases,
-    },
-];
-
-/// The adapter's measured ceilings (DESIGN §7): the best of several shapes of the streaming-copy
+/// The adapter's measured ceilings, the roofline the kernels are judged against: the best of several shapes of the streaming-copy
 /// and FMA kernels (each shape's fastest repeat), measured in the same run as the kernels they
 /// judge.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -252,7 +118,7 @@ struct Timed {
     median: f64,
     min: f64,
     repeats: usize,
-    source: crate::runtime::TimingSource,
+    source: TimingSource,
     /// Median of (wall time of the whole call − device time): recording, submission, waiting
     /// and readback overhead on the host. Only meaningful with GPU timestamps.
     host_overhead: Option<f64>,
@@ -269,7 +135,7 @@ fn timed_median(
     let start = std::time::Instant::now();
     let mut times = Vec::new();
     let mut overheads = Vec::new();
-    let mut source = crate::runtime::TimingSource::WallClock;
+    let mut source = TimingSource::WallClock;
     while times.len() < plan.max_repeats
         && (times.len() < plan.min_repeats || start.elapsed() < plan.budget)
     {
@@ -289,15 +155,12 @@ fn timed_median(
         min,
         repeats,
         source,
-        host_overhead: (source == crate::runtime::TimingSource::GpuTimestamps)
-            .then(|| median(&mut overheads)),
+        host_overhead: (source == TimingSource::GpuTimestamps).then(|| median(&mut overheads)),
     })
 }
 
 /// Measure the copy and FMA ceilings, trying several kernel shapes and keeping the best.
 pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
-    use crate::ops::fma_peak::{FmaPeak, FmaPeakParams};
-    use crate::ops::stream_copy::StreamCopy;
     let plan = BenchPlan {
         cpu: false,
         min_repeats: 5,
@@ -308,7 +171,7 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
     let bytes = if quick { 16 << 20 } else { 64 << 20 };
     let n = (bytes.min(gpu.max_binding_bytes() as usize) / 4) & !3;
     let src = gpu.upload_f32(&[n], &vec![1.5f32; n])?;
-    let dst = gpu.empty(&[n], crate::DType::F32)?;
+    let dst = gpu.empty(&[n], DType::F32)?;
     let mut best_copy = (0.0f64, String::new(), String::new());
     for (wg, per_thread) in [
         (256, 1),
@@ -343,7 +206,7 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
     };
     let elements = 1 << 16;
     let seed = gpu.upload_f32(&[elements], &vec![0.25f32; elements])?;
-    let out = gpu.empty(&[elements], crate::DType::F32)?;
+    let out = gpu.empty(&[elements], DType::F32)?;
     let mut best_fma = (0.0f64, String::new());
     for wg in [64, 256] {
         let op = FmaPeak::with_workgroup(gpu, wg)?;
@@ -371,10 +234,10 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
 /// binding limit), larger than any GPU L2 or CPU L3 that a software device runs from. A case
 /// repeated on the same inputs then starts cold each time, as if its inputs were fresh.
 pub struct CacheFlush {
-    op: crate::ops::stream_copy::StreamCopy,
+    op: StreamCopy,
     gpu: Arc<Gpu>,
-    src: crate::Tensor,
-    dst: crate::Tensor,
+    src: Tensor,
+    dst: Tensor,
 }
 
 impl CacheFlush {
@@ -382,10 +245,10 @@ impl CacheFlush {
     pub fn new(gpu: &Arc<Gpu>) -> Result<Self> {
         let n = ((64usize << 20).min(gpu.max_binding_bytes() as usize) / 4) & !3;
         Ok(Self {
-            op: crate::ops::stream_copy::StreamCopy::new(gpu)?,
+            op: StreamCopy::new(gpu)?,
             gpu: gpu.clone(),
-            src: gpu.empty(&[n], crate::DType::F32)?,
-            dst: gpu.empty(&[n], crate::DType::F32)?,
+            src: gpu.empty(&[n], DType::F32)?,
+            dst: gpu.empty(&[n], DType::F32)?,
         })
     }
 

@@ -1,0 +1,121 @@
+//! `absorbed_attention` in the suite: decode and prefill on NaN-fenced paged caches against the
+//! f64 reference, and decode benchmarks at DeepSeek widths.
+
+use super::{BenchCase, CheckOutcome, CpuCase, CpuRun};
+use crate::error::Result;
+use crate::ops::absorbed_attention::{cost, AbsorbedAttention};
+use crate::rng::Rng;
+use crate::runtime::Gpu;
+use crate::testing::absorbed_attention::{Problem, Shape, TOLERANCE};
+use std::sync::Arc;
+
+fn shape(s_q: usize, h: usize, d_c: usize, d_r: usize, block_size: usize, lens: &[usize]) -> Shape {
+    Shape {
+        s_q,
+        h,
+        d_c,
+        d_r,
+        block_size,
+        lens: lens.to_vec(),
+        spare_entries: 1,
+        spare_pages: 1,
+    }
+}
+
+/// Conformance cases: DeepSeek widths decode over a ragged batch with split-KV, bottom-right
+/// causal prefill with H = 5, a size-1 context; o_lat poisoned.
+pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+    let op = AbsorbedAttention::new(gpu)?;
+    let mut out = Vec::new();
+    for s in [
+        shape(1, 16, 512, 64, 64, &[700, 3, 129]),
+        shape(4, 5, 512, 64, 16, &[37]),
+        shape(1, 3, 64, 16, 4, &[1]),
+    ] {
+        let p = Problem::random(rng, &s);
+        let (got, splits) = p.run(gpu, &op)?;
+        out.push(CheckOutcome::new(
+            "absorbed_attention",
+            format!(
+                "S_q={} H={} d_c={} d_R={} bs={} lens={:?} splits={splits} o_lat",
+                s.s_q, s.h, s.d_c, s.d_r, s.block_size, s.lens
+            ),
+            TOLERANCE,
+            &got,
+            &p.reference(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The decode benchmark sizes (S_q = 1, d_c = 512, d_R = 64, block size 64) as
+/// (batch, H, context): the quick set is lavapipe-sized; the full set covers contexts 1K..32K,
+/// batch 1 and 8, H 16 and 128. Sizes whose cache exceeds one storage binding on `gpu` are left
+/// out.
+pub fn bench_sizes(gpu: &Gpu, quick: bool) -> Vec<(usize, usize, usize)> {
+    let all: Vec<(usize, usize, usize)> = if quick {
+        vec![(1, 16, 1024), (1, 128, 1024)]
+    } else {
+        let mut v = Vec::new();
+        for ctx in [1024, 4096, 32768] {
+            for bt in [1, 8] {
+                for h in [16, 128] {
+                    v.push((bt, h, ctx));
+                }
+            }
+        }
+        v
+    };
+    all.into_iter()
+        .filter(|&(bt, _, ctx)| {
+            ((bt * (ctx + 64) + 64) * 576 * 4) as u64 <= gpu.max_binding_bytes()
+        })
+        .collect()
+}
+
+/// Benchmark cases: decode at the sizes of [`bench_sizes`]; the CPU reference runs only where it
+/// takes well under a second.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    let mut rng = Rng::new(0xA77E);
+    let mut cases = Vec::new();
+    for (bt, h, ctx) in bench_sizes(gpu, quick) {
+        let op = AbsorbedAttention::new(gpu)?;
+        let s = Shape::decode(bt, h, ctx);
+        let p = Problem::random(&mut rng, &s);
+        let t = p.upload(gpu)?;
+        let o_lat = p.poisoned_output(gpu)?;
+        let cost = cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size);
+        let g = gpu.clone();
+        let cpu: Option<CpuRun> = (cost.flops < 2_000_000_000).then(|| {
+            Box::new(move || {
+                std::hint::black_box(p.reference());
+            }) as CpuRun
+        });
+        cases.push(BenchCase {
+            kernel: "absorbed_attention",
+            size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}", s.d_c, s.d_r),
+            cost,
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &t.inputs(), &o_lat)?;
+                batch.run_timed()
+            }),
+            cpu,
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on one decode step (Bt=1, H=16, 1K context), for the no-GPU main job.
+pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
+    let (bt, h, ctx) = (1, 16, 1024);
+    let s = Shape::decode(bt, h, ctx);
+    let p = Problem::random(rng, &s);
+    vec![CpuCase {
+        size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}", s.d_c, s.d_r),
+        cost: cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size),
+        run: Box::new(move || {
+            std::hint::black_box(p.reference());
+        }),
+    }]
+}

@@ -1,0 +1,79 @@
+//! `matmul` in the suite: `Linear` products at every tile shape against the f64 reference, and
+//! projection-sized benchmarks.
+
+use super::{BenchCase, CheckOutcome, CpuCase};
+use crate::error::Result;
+use crate::ops::matmul::Matmul;
+use crate::rng::Rng;
+use crate::runtime::{DType, Gpu};
+use crate::testing::matmul::{Problem, TOLERANCE};
+use std::sync::Arc;
+
+/// Conformance cases (M, N, K, bias): a decode row, ragged, larger than a 64×64 tile with a
+/// ragged K; y poisoned.
+pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+    let op = Matmul::new(gpu)?;
+    let mut out = Vec::new();
+    for (m, n, k, bias) in [
+        (1usize, 7usize, 5usize, true),
+        (3, 70, 33, false),
+        (67, 130, 100, true),
+    ] {
+        let p = Problem::linear(rng, m, n, k, bias);
+        out.push(CheckOutcome::new(
+            "matmul",
+            format!("M={m} N={n} K={k}{} y", if bias { " bias" } else { "" }),
+            TOLERANCE,
+            &p.run(gpu, &op)?,
+            &p.reference(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: decode-shaped (M = 4) and prefill-shaped (M = 256) projections
+/// (hidden 2048 → 576, V2-Lite's kv_a_proj_with_mqa); quick keeps them small.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    let sizes: &[(usize, usize, usize)] = if quick {
+        &[(4, 576, 512), (64, 576, 512)]
+    } else {
+        &[(4, 576, 2048), (256, 576, 2048), (4, 2048, 2048)]
+    };
+    let mut rng = Rng::new(0x3A7);
+    let mut cases = Vec::new();
+    for &(m, n, k) in sizes {
+        let op = Matmul::new(gpu)?;
+        let p = Problem::linear(&mut rng, m, n, k, false);
+        let t = p.upload(gpu)?;
+        let y = gpu.empty(&[m, n], DType::F32)?;
+        let g = gpu.clone();
+        let dims = p.dims;
+        cases.push(BenchCase {
+            kernel: "matmul",
+            size: format!("M={m} N={n} K={k}"),
+            cost: Matmul::cost(&dims, false),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &dims, &t.x, &t.w, None, &y)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(p.reference());
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on a decode-shaped product, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
+    let (m, n, k) = (4, 576, 512);
+    let p = Problem::linear(rng, m, n, k, false);
+    vec![CpuCase {
+        size: format!("M={m} N={n} K={k}"),
+        cost: Matmul::cost(&p.dims, false),
+        run: Box::new(move || {
+            std::hint::black_box(p.reference());
+        }),
+    }]
+}

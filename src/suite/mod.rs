@@ -1,0 +1,179 @@
+//! The kernel suite behind `ssm-mla check`, `ssm-mla bench` and the no-argument main job.
+//!
+//! Each kernel has a module here (inputs from [`crate::testing`]) with three functions:
+//! - `check_cases(gpu, rng)`: runs the GPU op on fresh random inputs at a few sizes (ragged, size
+//!   1, larger than a workgroup) with poisoned outputs and compares with the CPU reference,
+//!   returning one [`CheckOutcome`] per output tensor and size;
+//! - `bench_cases(gpu, quick)`: prepares [`BenchCase`]s, each owning its inputs and closures
+//!   that run the GPU op and the CPU reference once. [`measure`] evicts caches before every timed
+//!   repeat ([`CacheFlush`]), so repeats on the same inputs do not run from a warm cache;
+//! - `cpu_cases(rng)`: the CPU reference alone on a small input, for machines without a GPU.
+//!
+//! [`KERNELS`] lists them; the CLI iterates it.
+
+pub mod absorbed_attention;
+pub mod diagonal_scan;
+pub mod fma_peak;
+pub mod latent_cache;
+pub mod matmul;
+pub mod mla_layer;
+pub mod rmsnorm;
+pub mod rope;
+pub mod selective_scan;
+pub mod state_update;
+pub mod stream_copy;
+
+mod measure;
+
+pub use measure::{measure, measure_ceilings, BenchPlan, BenchRecord, CacheFlush, Ceilings};
+
+use crate::compare::{Comparison, Tolerance};
+use crate::error::Result;
+use crate::ops::Cost;
+use crate::rng::Rng;
+use crate::runtime::Gpu;
+use crate::runtime::Timing;
+use std::sync::Arc;
+
+/// The result of one conformance case.
+#[derive(Clone, Debug)]
+pub struct CheckOutcome {
+    /// Kernel name (as its shader file).
+    pub kernel: &'static str,
+    /// Size and options, e.g. `"Bt=2 D=5 N=16 L=7 z,D"`, plus the output tensor name.
+    pub case: String,
+    /// Tolerance applied.
+    pub tolerance: Tolerance,
+    /// How the GPU output compared with the reference.
+    pub comparison: Comparison,
+}
+
+impl CheckOutcome {
+    /// Compare `got` (the GPU output) with `reference` under `tolerance`.
+    pub fn new(
+        kernel: &'static str,
+        case: String,
+        tolerance: Tolerance,
+        got: &[f32],
+        reference: &[f64],
+    ) -> Self {
+        Self {
+            kernel,
+            case,
+            tolerance,
+            comparison: crate::compare::compare(got, reference, tolerance),
+        }
+    }
+}
+
+/// Closure that runs a GPU op once (record, submit, wait) and reports its time.
+pub type GpuRun = Box<dyn FnMut() -> Result<Timing> + Send>;
+/// Closure that runs the CPU reference once on the same size.
+pub type CpuRun = Box<dyn FnMut() + Send>;
+
+/// One benchmark size of one kernel.
+pub struct BenchCase {
+    /// Kernel name.
+    pub kernel: &'static str,
+    /// Size label, e.g. `"Bt=1 D=256 N=16 L=4096"`.
+    pub size: String,
+    /// Bytes and FLOPs one run must move and do.
+    pub cost: Cost,
+    /// Runs the GPU op once.
+    pub gpu: GpuRun,
+    /// Runs the CPU reference once (None when it would take too long at this size).
+    pub cpu: Option<CpuRun>,
+}
+
+/// A CPU-reference run that needs no GPU: the main job's path on a machine without an adapter.
+pub struct CpuCase {
+    /// Size label.
+    pub size: String,
+    /// Bytes and FLOPs of the computation.
+    pub cost: Cost,
+    /// Runs the reference once on inputs it owns.
+    pub run: CpuRun,
+}
+
+/// A kernel's entry in the suite.
+pub struct KernelEntry {
+    /// Kernel name.
+    pub name: &'static str,
+    /// Conformance cases.
+    pub check: fn(&Arc<Gpu>, &mut Rng) -> Result<Vec<CheckOutcome>>,
+    /// Benchmark cases; `quick` asks for the smallest sizes only.
+    pub bench: fn(&Arc<Gpu>, bool) -> Result<Vec<BenchCase>>,
+    /// The CPU reference on a small random input, for machines without a GPU.
+    pub cpu: fn(&mut Rng) -> Vec<CpuCase>,
+}
+
+/// Every kernel, in the order the CLI reports them. The ceilings (stream_copy, fma_peak) come
+/// first; they are also measured separately by the bench runner.
+pub const KERNELS: &[KernelEntry] = &[
+    KernelEntry {
+        name: "stream_copy",
+        check: stream_copy::check_cases,
+        bench: stream_copy::bench_cases,
+        cpu: stream_copy::cpu_cases,
+    },
+    KernelEntry {
+        name: "fma_peak",
+        check: fma_peak::check_cases,
+        bench: fma_peak::bench_cases,
+        cpu: fma_peak::cpu_cases,
+    },
+    KernelEntry {
+        name: "selective_scan",
+        check: selective_scan::check_cases,
+        bench: selective_scan::bench_cases,
+        cpu: selective_scan::cpu_cases,
+    },
+    KernelEntry {
+        name: "state_update",
+        check: state_update::check_cases,
+        bench: state_update::bench_cases,
+        cpu: state_update::cpu_cases,
+    },
+    KernelEntry {
+        name: "latent_cache",
+        check: latent_cache::check_cases,
+        bench: latent_cache::bench_cases,
+        cpu: latent_cache::cpu_cases,
+    },
+    KernelEntry {
+        name: "absorbed_attention",
+        check: absorbed_attention::check_cases,
+        bench: absorbed_attention::bench_cases,
+        cpu: absorbed_attention::cpu_cases,
+    },
+    KernelEntry {
+        name: "matmul",
+        check: matmul::check_cases,
+        bench: matmul::bench_cases,
+        cpu: matmul::cpu_cases,
+    },
+    KernelEntry {
+        name: "rmsnorm",
+        check: rmsnorm::check_cases,
+        bench: rmsnorm::bench_cases,
+        cpu: rmsnorm::cpu_cases,
+    },
+    KernelEntry {
+        name: "rope",
+        check: rope::check_cases,
+        bench: rope::bench_cases,
+        cpu: rope::cpu_cases,
+    },
+    KernelEntry {
+        name: "mla_layer",
+        check: mla_layer::check_cases,
+        bench: mla_layer::bench_cases,
+        cpu: mla_layer::cpu_cases,
+    },
+    KernelEntry {
+        name: "diagonal_scan",
+        check: diagonal_scan::check_cases,
+        bench: diagonal_scan::bench_cases,
+        cpu: diagonal_scan::cpu_cases,
+    },
+];

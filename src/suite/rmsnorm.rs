@@ -1,0 +1,73 @@
+//! `rmsnorm` in the suite: widths 1, ragged and wider than a workgroup against the f64
+//! reference, and latent/query norm benchmarks.
+
+use super::{BenchCase, CheckOutcome, CpuCase};
+use crate::error::Result;
+use crate::ops::rmsnorm::RmsNorm;
+use crate::rng::Rng;
+use crate::runtime::{DType, Gpu};
+use crate::testing::rmsnorm::{Problem, TOLERANCE};
+use std::sync::Arc;
+
+/// Conformance cases (rows, d): width 1, ragged, wider than a workgroup; y poisoned.
+pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+    let op = RmsNorm::new(gpu)?;
+    let mut out = Vec::new();
+    for (rows, d) in [(1usize, 1usize), (5, 33), (3, 1536)] {
+        let p = Problem::random(rng, rows, d);
+        out.push(CheckOutcome::new(
+            "rmsnorm",
+            format!("rows={rows} d={d} y"),
+            TOLERANCE,
+            &p.run(gpu, &op)?,
+            &p.reference(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Benchmark cases: the latent norm (d_c = 512) and the query norm (1536) over a few rows.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    let sizes: &[(usize, usize)] = if quick {
+        &[(64, 512)]
+    } else {
+        &[(8, 512), (1024, 512), (1024, 1536)]
+    };
+    let mut rng = Rng::new(0x2A5);
+    let mut cases = Vec::new();
+    for &(rows, d) in sizes {
+        let op = RmsNorm::new(gpu)?;
+        let p = Problem::random(&mut rng, rows, d);
+        let (x, w) = p.upload(gpu)?;
+        let y = gpu.empty(&[rows, d], DType::F32)?;
+        let g = gpu.clone();
+        let (x_rows, y_rows, eps) = (p.x_rows, p.y_rows(), p.eps);
+        cases.push(BenchCase {
+            kernel: "rmsnorm",
+            size: format!("rows={rows} d={d}"),
+            cost: RmsNorm::cost(rows, d),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &x, x_rows, &w, &y, y_rows, rows, eps)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(p.reference());
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on 64 latent rows, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
+    let (rows, d) = (64, 512);
+    let p = Problem::random(rng, rows, d);
+    vec![CpuCase {
+        size: format!("rows={rows} d={d}"),
+        cost: RmsNorm::cost(rows, d),
+        run: Box::new(move || {
+            std::hint::black_box(p.reference());
+        }),
+    }]
+}

@@ -1,0 +1,104 @@
+//! `state_update` in the suite: the decode step against the f64 reference (groups, slots into a
+//! larger pool with padding, size 1), and decode-sized benchmarks.
+
+use super::{BenchCase, CheckOutcome, CpuCase};
+use crate::error::Result;
+use crate::ops::state_update::{StateUpdate, UpdateDims};
+use crate::rng::Rng;
+use crate::runtime::{DType, Gpu};
+use crate::testing::state_update::{dims, Problem, ALL, TOLERANCE};
+use std::sync::Arc;
+
+fn size_label(d: &UpdateDims) -> String {
+    format!(
+        "Bt={} D={} N={}{}",
+        d.batch,
+        d.dim,
+        d.n,
+        if d.slots {
+            format!(" pool={}", d.pool)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Conformance cases: a ragged size, groups with slots into a larger pool and a padded
+/// request, size 1; out poisoned, out and the state pool compared.
+pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+    let op = StateUpdate::new(gpu)?;
+    let mut outcomes = Vec::new();
+    for d in [
+        dims(3, 37, 16, 1, 1, None),
+        dims(4, 6, 64, 2, 2, Some(9)),
+        dims(1, 1, 1, 1, 1, None),
+    ] {
+        let p = Problem::random(rng, d, ALL);
+        let want = p.reference()?;
+        let (out, state) = p.run(gpu, &op)?;
+        let label = size_label(&d);
+        for (name, got, reference) in [("out", out, &want.out), ("state", state, &want.state)] {
+            outcomes.push(CheckOutcome::new(
+                "state_update",
+                format!("{label} {name}"),
+                TOLERANCE,
+                &got,
+                reference,
+            ));
+        }
+    }
+    Ok(outcomes)
+}
+
+fn bench_sizes(quick: bool) -> Vec<UpdateDims> {
+    if quick {
+        vec![dims(1, 2048, 16, 1, 1, None)]
+    } else {
+        vec![
+            dims(1, 2048, 16, 1, 1, None),
+            dims(8, 2048, 16, 1, 1, None),
+            dims(8, 4096, 16, 1, 1, Some(64)),
+            dims(8, 2048, 128, 8, 8, None),
+        ]
+    }
+}
+
+/// Benchmark cases (decode: Bt 1..8, D 2048..4096, N 16..128), every option on.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    let mut rng = Rng::new(0xDEC0);
+    let mut cases = Vec::new();
+    for d in bench_sizes(quick) {
+        let op = StateUpdate::new(gpu)?;
+        let p = Problem::random(&mut rng, d, ALL);
+        let t = p.upload(gpu)?;
+        let out = gpu.empty(&[d.batch, d.dim], DType::F32)?;
+        let g = gpu.clone();
+        cases.push(BenchCase {
+            kernel: "state_update",
+            size: size_label(&d),
+            cost: StateUpdate::cost(&d, ALL),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                op.record(&mut batch, &t.inputs(), &out)?;
+                batch.run_timed()
+            }),
+            cpu: Some(Box::new(move || {
+                std::hint::black_box(p.reference().ok());
+            })),
+        });
+    }
+    Ok(cases)
+}
+
+/// The CPU reference on the smallest benchmark size, for machines without a GPU.
+pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
+    let d = bench_sizes(true)[0];
+    let p = Problem::random(rng, d, ALL);
+    vec![CpuCase {
+        size: size_label(&d),
+        cost: StateUpdate::cost(&d, ALL),
+        run: Box::new(move || {
+            std::hint::black_box(p.reference().ok());
+        }),
+    }]
+}

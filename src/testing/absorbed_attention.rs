@@ -1,0 +1,219 @@
+//! Absorbed-attention fixtures: a random paged latent cache in which only the sequences' keys
+//! hold values (rows ~ N(0, 1)) and everything else is NaN — spare pages, the tail of each
+//! sequence's last page, block-table entries past a sequence's pages (NaN pages or invalid ids)
+//! — so a kernel that reads outside the sequences produces NaN; queries ~ N(0, 1); the upload
+//! and the f64 reference.
+
+use super::permutation;
+use crate::compare::Tolerance;
+use crate::error::Result;
+use crate::ops::absorbed_attention::{AbsorbedAttention, AbsorbedAttentionInputs, Dims};
+use crate::ops::latent_cache::LatentCache;
+use crate::reference::absorbed_attention::absorbed_attention;
+use crate::rng::Rng;
+use crate::runtime::{Gpu, Tensor};
+
+/// GPU against the f64 reference: |out − ref| ≤ 2e-5 + 1e-4·|ref|. o_lat is a convex
+/// combination of cache rows of order 1, from f32 dots of length d_c + d_R and f32 softmax sums
+/// over up to a few thousand keys.
+pub const TOLERANCE: Tolerance = Tolerance::new(2e-5, 1e-4);
+
+/// The sizes of a random problem.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// New query tokens per sequence S_q.
+    pub s_q: usize,
+    /// Heads H.
+    pub h: usize,
+    /// Latent width d_c.
+    pub d_c: usize,
+    /// Rope width d_R.
+    pub d_r: usize,
+    /// Tokens per page.
+    pub block_size: usize,
+    /// Tokens in the cache per sequence (the S_q new ones included).
+    pub lens: Vec<usize>,
+    /// Block-table entries per sequence beyond what the longest sequence needs.
+    pub spare_entries: usize,
+    /// Pages no sequence owns (all NaN).
+    pub spare_pages: usize,
+}
+
+impl Shape {
+    /// Decode (S_q = 1) at DeepSeek widths (d_c 512, d_R 64, pages of 64) for `bt` sequences
+    /// of `ctx` tokens with `h` heads.
+    pub fn decode(bt: usize, h: usize, ctx: usize) -> Self {
+        Self {
+            s_q: 1,
+            h,
+            d_c: 512,
+            d_r: 64,
+            block_size: 64,
+            lens: vec![ctx; bt],
+            spare_entries: 1,
+            spare_pages: 1,
+        }
+    }
+}
+
+/// One call's host inputs.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// Sizes.
+    pub dims: Dims,
+    /// q_lat (Bt, S_q, H, d_c).
+    pub q_lat: Vec<f32>,
+    /// q_rope (Bt, S_q, H, d_R).
+    pub q_rope: Vec<f32>,
+    /// The cache's pages (num_blocks, block_size, d_c + d_R).
+    pub cache: Vec<f32>,
+    /// Pages in the cache.
+    pub num_blocks: usize,
+    /// block_table (Bt, max_blocks).
+    pub block_table: Vec<u32>,
+    /// seq_lens (Bt).
+    pub seq_lens: Vec<u32>,
+    /// Softmax scale.
+    pub scale: f32,
+}
+
+impl Problem {
+    /// A random problem of `shape`: page ids shuffled so sequences interleave in memory; the
+    /// block-table entries past a sequence's pages alternate between spare (NaN) pages and
+    /// `u32::MAX`.
+    pub fn random(rng: &mut Rng, shape: &Shape) -> Self {
+        let bt = shape.lens.len();
+        let (bs, w) = (shape.block_size, shape.d_c + shape.d_r);
+        let needed: Vec<usize> = shape.lens.iter().map(|&l| l.div_ceil(bs)).collect();
+        let max_blocks = needed.iter().max().copied().unwrap_or(1).max(1) + shape.spare_entries;
+        let used: usize = needed.iter().sum();
+        let num_blocks = used + shape.spare_pages.max(1);
+        let ids = permutation(rng, num_blocks);
+        let spare = &ids[used..];
+        let mut cache = vec![f32::NAN; num_blocks * bs * w];
+        let mut block_table = vec![0u32; bt * max_blocks];
+        let mut next = 0;
+        for (b, &len) in shape.lens.iter().enumerate() {
+            for k in 0..max_blocks {
+                block_table[b * max_blocks + k] = if k < needed[b] {
+                    next += 1;
+                    ids[next - 1]
+                } else if k % 2 == 0 {
+                    spare[k % spare.len()]
+                } else {
+                    u32::MAX
+                };
+            }
+            for j in 0..len {
+                let slot = block_table[b * max_blocks + j / bs] as usize * bs + j % bs;
+                let row = rng.normal_vec(w, 0.0, 1.0);
+                cache[slot * w..(slot + 1) * w].copy_from_slice(&row);
+            }
+        }
+        let n_q = bt * shape.s_q * shape.h;
+        Self {
+            dims: Dims {
+                bt,
+                s_q: shape.s_q,
+                h: shape.h,
+                d_c: shape.d_c,
+                d_r: shape.d_r,
+                block_size: bs,
+                max_blocks,
+            },
+            q_lat: rng.normal_vec(n_q * shape.d_c, 0.0, 1.0),
+            q_rope: rng.normal_vec(n_q * shape.d_r, 0.0, 1.0),
+            cache,
+            num_blocks,
+            block_table,
+            seq_lens: shape.lens.iter().map(|&l| l as u32).collect(),
+            scale: 1.5 / (w as f32).sqrt(),
+        }
+    }
+
+    /// The longest sequence (the op's `max_seq_len`).
+    pub fn max_seq_len(&self) -> usize {
+        self.seq_lens.iter().copied().max().unwrap_or(1) as usize
+    }
+
+    /// The f64 reference: o_lat (Bt, S_q, H, d_c).
+    pub fn reference(&self) -> Vec<f64> {
+        absorbed_attention(
+            self.dims,
+            &self.q_lat,
+            &self.q_rope,
+            &self.cache,
+            &self.block_table,
+            &self.seq_lens,
+            self.scale,
+        )
+    }
+
+    /// Upload the cache and the query and index tensors.
+    pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
+        let d = &self.dims;
+        let cache = LatentCache::new(gpu, self.num_blocks, d.block_size, d.d_c, d.d_r)?;
+        gpu.write(&cache.data, &self.cache)?;
+        Ok(GpuInputs {
+            q_lat: gpu.upload_f32(&[d.bt, d.s_q, d.h, d.d_c], &self.q_lat)?,
+            q_rope: gpu.upload_f32(&[d.bt, d.s_q, d.h, d.d_r], &self.q_rope)?,
+            cache,
+            block_table: gpu.upload_u32(&[d.bt, d.max_blocks], &self.block_table)?,
+            seq_lens: gpu.upload_u32(&[d.bt], &self.seq_lens)?,
+            scale: self.scale,
+            max_seq_len: self.max_seq_len(),
+        })
+    }
+
+    /// A NaN-poisoned o_lat.
+    pub fn poisoned_output(&self, gpu: &Gpu) -> Result<Tensor> {
+        let d = &self.dims;
+        gpu.nan_f32(&[d.bt, d.s_q, d.h, d.d_c])
+    }
+
+    /// Upload, run `op` once into a poisoned o_lat and read it back, with the split-KV count
+    /// the op used.
+    pub fn run(&self, gpu: &Gpu, op: &AbsorbedAttention) -> Result<(Vec<f32>, usize)> {
+        let t = self.upload(gpu)?;
+        let o_lat = self.poisoned_output(gpu)?;
+        let splits = op.plan_for(&t.inputs(), &o_lat)?.n_split;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &t.inputs(), &o_lat)?;
+        batch.run()?;
+        Ok((gpu.read_f32(&o_lat)?, splits))
+    }
+}
+
+/// A problem's inputs on the GPU.
+#[derive(Clone, Debug)]
+pub struct GpuInputs {
+    /// q_lat.
+    pub q_lat: Tensor,
+    /// q_rope.
+    pub q_rope: Tensor,
+    /// The paged cache.
+    pub cache: LatentCache,
+    /// block_table (u32).
+    pub block_table: Tensor,
+    /// seq_lens (u32).
+    pub seq_lens: Tensor,
+    /// Softmax scale.
+    pub scale: f32,
+    /// The longest sequence.
+    pub max_seq_len: usize,
+}
+
+impl GpuInputs {
+    /// The op's inputs.
+    pub fn inputs(&self) -> AbsorbedAttentionInputs<'_> {
+        AbsorbedAttentionInputs {
+            q_lat: &self.q_lat,
+            q_rope: &self.q_rope,
+            cache: &self.cache,
+            block_table: &self.block_table,
+            seq_lens: &self.seq_lens,
+            scale: self.scale,
+            max_seq_len: self.max_seq_len,
+        }
+    }
+}

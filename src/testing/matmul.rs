@@ -1,0 +1,119 @@
+//! Matmul fixtures: a [`Problem`] with x ~ N(0, 1) and weights ~ N(0, 1/K) (so outputs are
+//! O(1) whatever K), an optional bias ~ N(0, 0.25), in a plain `Linear` layout or any strided
+//! one, its upload, and the f64 reference on it.
+
+use crate::compare::Tolerance;
+use crate::error::Result;
+use crate::ops::matmul::{Matmul, MatmulDims};
+use crate::reference::matmul::matmul;
+use crate::rng::Rng;
+use crate::runtime::{Gpu, Tensor};
+
+/// GPU against the f64 reference: |y − ref| ≤ 1e-5 + 1e-4·|ref| (f32 accumulation over K of
+/// O(1/√K) terms).
+pub const TOLERANCE: Tolerance = Tolerance::new(1e-5, 1e-4);
+
+/// One product's host inputs and the shapes of its tensors.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// The layout.
+    pub dims: MatmulDims,
+    /// Shape of x.
+    pub x_shape: Vec<usize>,
+    /// x.
+    pub x: Vec<f32>,
+    /// Shape of w.
+    pub w_shape: Vec<usize>,
+    /// w.
+    pub w: Vec<f32>,
+    /// bias (N).
+    pub bias: Option<Vec<f32>>,
+    /// Shape of y.
+    pub y_shape: Vec<usize>,
+}
+
+impl Problem {
+    /// A PyTorch `Linear`: y (M, N) = x (M, K) · Wᵀ (+ bias) with W [N, K].
+    pub fn linear(rng: &mut Rng, m: usize, n: usize, k: usize, bias: bool) -> Self {
+        Self::strided(
+            rng,
+            MatmulDims::linear(m, n, k),
+            &[m, k],
+            &[n, k],
+            &[m, n],
+            bias,
+        )
+    }
+
+    /// Any layout over tensors of the given shapes (each large enough for `dims`).
+    pub fn strided(
+        rng: &mut Rng,
+        dims: MatmulDims,
+        x_shape: &[usize],
+        w_shape: &[usize],
+        y_shape: &[usize],
+        bias: bool,
+    ) -> Self {
+        let x = rng.normal_vec(x_shape.iter().product(), 0.0, 1.0);
+        let w = rng.normal_vec(
+            w_shape.iter().product(),
+            0.0,
+            1.0 / (dims.k.max(1) as f64).sqrt(),
+        );
+        let bias = bias.then(|| rng.normal_vec(dims.n, 0.0, 0.5));
+        Self {
+            dims,
+            x_shape: x_shape.to_vec(),
+            x,
+            w_shape: w_shape.to_vec(),
+            w,
+            bias,
+            y_shape: y_shape.to_vec(),
+        }
+    }
+
+    /// The f64 reference: y with NaN where the product writes nothing.
+    pub fn reference(&self) -> Vec<f64> {
+        matmul(
+            &self.dims,
+            &self.x,
+            &self.w,
+            self.bias.as_deref(),
+            self.y_shape.iter().product(),
+        )
+    }
+
+    /// Upload x, w and the bias.
+    pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
+        Ok(GpuInputs {
+            x: gpu.upload_f32(&self.x_shape, &self.x)?,
+            w: gpu.upload_f32(&self.w_shape, &self.w)?,
+            bias: self
+                .bias
+                .as_ref()
+                .map(|b| gpu.upload_f32(&[self.dims.n], b))
+                .transpose()?,
+        })
+    }
+
+    /// Upload, record the product with `dims` into a NaN-poisoned y and read it back.
+    pub fn run(&self, gpu: &Gpu, op: &Matmul) -> Result<Vec<f32>> {
+        let t = self.upload(gpu)?;
+        let y = gpu.nan_f32(&self.y_shape)?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &self.dims, &t.x, &t.w, t.bias.as_ref(), &y)?;
+        batch.run()?;
+        gpu.read_f32(&y)
+    }
+}
+
+/// A problem's inputs on the GPU.
+#[derive(Clone, Debug)]
+pub struct GpuInputs {
+    /// x.
+    pub x: Tensor,
+    /// w.
+    pub w: Tensor,
+    /// bias.
+    pub bias: Option<Tensor>,
+}

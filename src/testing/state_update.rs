@@ -1,0 +1,230 @@
+//! Decode-step fixtures: a [`Problem`] with the selective scan's Mamba ranges (see
+//! [`super::selective_scan::random_dt`]), slot indices into a larger state pool with padded
+//! requests, its upload, and the f64 reference on it.
+
+use super::selective_scan::{random_a, random_dt};
+use crate::compare::Tolerance;
+use crate::error::Result;
+use crate::ops::state_update::{StateUpdate, StateUpdateInputs, UpdateDims, UpdateOptions};
+use crate::reference::state_update::{state_update, StateUpdateHost, UpdateOutput};
+use crate::rng::Rng;
+use crate::runtime::{DType, Gpu, Tensor};
+
+/// GPU against the f64 reference for one step (a reduction over N): |gpu − ref| ≤ 1e-5 +
+/// 1e-4·|ref|.
+pub const TOLERANCE: Tolerance = Tolerance::new(1e-5, 1e-4);
+
+/// Every option on (D, z, dt_bias, softplus).
+pub const ALL: UpdateOptions = UpdateOptions {
+    d: true,
+    z: true,
+    dt_bias: true,
+    dt_softplus: true,
+};
+
+/// Sizes: Bt requests, D channels, N states, B and C groups, and a state pool of `pool` rows
+/// addressed by slot indices (`None`: no slots, Pool = Bt).
+pub fn dims(
+    batch: usize,
+    dim: usize,
+    n: usize,
+    b_groups: usize,
+    c_groups: usize,
+    pool: Option<usize>,
+) -> UpdateDims {
+    UpdateDims {
+        batch,
+        dim,
+        n,
+        pool: pool.unwrap_or(batch),
+        b_groups,
+        c_groups,
+        slots: pool.is_some(),
+    }
+}
+
+/// One decode step's host inputs (layouts of [`crate::ops::state_update`]).
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// Sizes.
+    pub dims: UpdateDims,
+    /// state (Pool, D, N) before the step.
+    pub state: Vec<f32>,
+    /// x (Bt, D).
+    pub x: Vec<f32>,
+    /// dt (Bt, D).
+    pub dt: Vec<f32>,
+    /// A (D, N).
+    pub a: Vec<f32>,
+    /// B (Bt, G, N).
+    pub b: Vec<f32>,
+    /// C (Bt, G, N).
+    pub c: Vec<f32>,
+    /// D (D).
+    pub d: Option<Vec<f32>>,
+    /// z (Bt, D).
+    pub z: Option<Vec<f32>>,
+    /// dt_bias (D).
+    pub dt_bias: Option<Vec<f32>>,
+    /// State slot per request (Bt), when `dims.slots`.
+    pub slots: Option<Vec<i32>>,
+    /// Apply softplus to dt + dt_bias.
+    pub dt_softplus: bool,
+}
+
+impl Problem {
+    /// Random inputs of `dims` with the optional inputs `opts` asks for. With slots, requests
+    /// take distinct random rows of the pool and every third request is padding (slot −1).
+    pub fn random(rng: &mut Rng, dims: UpdateDims, opts: UpdateOptions) -> Self {
+        let (bt, dim, n) = (dims.batch, dims.dim, dims.n);
+        let slots = dims.slots.then(|| {
+            let mut free: Vec<i32> = (0..dims.pool as i32).collect();
+            (0..bt)
+                .map(|i| {
+                    if i % 3 == 2 || free.is_empty() {
+                        -1
+                    } else {
+                        free.swap_remove(rng.below(free.len()))
+                    }
+                })
+                .collect()
+        });
+        let (dt, dt_bias) = random_dt(rng, bt * dim, dim, opts.dt_softplus, opts.dt_bias);
+        let state = rng.normal_vec(dims.pool * dim * n, 0.0, 1.0);
+        let x = rng.normal_vec(bt * dim, 0.0, 1.0);
+        let a = random_a(rng, dim * n);
+        let b = rng.normal_vec(bt * dims.b_groups * n, 0.0, 1.0);
+        let c = rng.normal_vec(bt * dims.c_groups * n, 0.0, 1.0);
+        let d = opts.d.then(|| rng.normal_vec(dim, 0.0, 1.0));
+        let z = opts.z.then(|| rng.normal_vec(bt * dim, 0.0, 1.0));
+        Self {
+            dims,
+            state,
+            x,
+            dt,
+            a,
+            b,
+            c,
+            d,
+            z,
+            dt_bias,
+            slots,
+            dt_softplus: opts.dt_softplus,
+        }
+    }
+
+    /// The optional inputs this problem has.
+    pub fn options(&self) -> UpdateOptions {
+        UpdateOptions {
+            d: self.d.is_some(),
+            z: self.z.is_some(),
+            dt_bias: self.dt_bias.is_some(),
+            dt_softplus: self.dt_softplus,
+        }
+    }
+
+    /// The reference's view of the inputs.
+    pub fn host(&self) -> StateUpdateHost<'_> {
+        StateUpdateHost {
+            dims: self.dims,
+            state: &self.state,
+            x: &self.x,
+            dt: &self.dt,
+            a: &self.a,
+            b: &self.b,
+            c: &self.c,
+            d: self.d.as_deref(),
+            z: self.z.as_deref(),
+            dt_bias: self.dt_bias.as_deref(),
+            slots: self.slots.as_deref(),
+            dt_softplus: self.dt_softplus,
+        }
+    }
+
+    /// The f64 reference: out and the whole state pool after the step.
+    pub fn reference(&self) -> Result<UpdateOutput> {
+        state_update(&self.host())
+    }
+
+    /// Upload every input (B and C as (Bt, G, N)).
+    pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
+        let s = &self.dims;
+        let rows = [s.batch, s.dim];
+        let opt = |shape: &[usize], v: &Option<Vec<f32>>| {
+            v.as_ref().map(|v| gpu.upload_f32(shape, v)).transpose()
+        };
+        Ok(GpuInputs {
+            state: gpu.upload_f32(&[s.pool, s.dim, s.n], &self.state)?,
+            x: gpu.upload_f32(&rows, &self.x)?,
+            dt: gpu.upload_f32(&rows, &self.dt)?,
+            a: gpu.upload_f32(&[s.dim, s.n], &self.a)?,
+            b: gpu.upload_f32(&[s.batch, s.b_groups, s.n], &self.b)?,
+            c: gpu.upload_f32(&[s.batch, s.c_groups, s.n], &self.c)?,
+            d: opt(&[s.dim], &self.d)?,
+            z: opt(&rows, &self.z)?,
+            dt_bias: opt(&[s.dim], &self.dt_bias)?,
+            slots: self
+                .slots
+                .as_ref()
+                .map(|v| gpu.upload(&[s.batch], DType::I32, v))
+                .transpose()?,
+            dt_softplus: self.dt_softplus,
+        })
+    }
+
+    /// Upload, run `op` once (out NaN-poisoned) and read back (out, state pool).
+    pub fn run(&self, gpu: &Gpu, op: &StateUpdate) -> Result<(Vec<f32>, Vec<f32>)> {
+        let t = self.upload(gpu)?;
+        let out = gpu.nan_f32(&[self.dims.batch, self.dims.dim])?;
+        let mut batch = gpu.batch();
+        op.record(&mut batch, &t.inputs(), &out)?;
+        batch.run()?;
+        Ok((gpu.read_f32(&out)?, gpu.read_f32(&t.state)?))
+    }
+}
+
+/// A problem's inputs on the GPU (`state` is updated in place by each step).
+#[derive(Clone, Debug)]
+pub struct GpuInputs {
+    /// state (Pool, D, N).
+    pub state: Tensor,
+    /// x.
+    pub x: Tensor,
+    /// dt.
+    pub dt: Tensor,
+    /// A.
+    pub a: Tensor,
+    /// B.
+    pub b: Tensor,
+    /// C.
+    pub c: Tensor,
+    /// D.
+    pub d: Option<Tensor>,
+    /// z.
+    pub z: Option<Tensor>,
+    /// dt_bias.
+    pub dt_bias: Option<Tensor>,
+    /// state_batch_indices (i32).
+    pub slots: Option<Tensor>,
+    /// Apply softplus.
+    pub dt_softplus: bool,
+}
+
+impl GpuInputs {
+    /// The op's inputs.
+    pub fn inputs(&self) -> StateUpdateInputs<'_> {
+        StateUpdateInputs {
+            state: &self.state,
+            x: &self.x,
+            dt: &self.dt,
+            a: &self.a,
+            b: &self.b,
+            c: &self.c,
+            d: self.d.as_ref(),
+            z: self.z.as_ref(),
+            dt_bias: self.dt_bias.as_ref(),
+            state_batch_indices: self.slots.as_ref(),
+            dt_softplus: self.dt_softplus,
+        }
+    }
+}
