@@ -1,4 +1,4 @@
-//! The command-line contract (DESIGN §5): exit codes, `info`, `check`, `bench --json`.
+//! The command-line contract: exit codes, `info`, `check`, `bench --json`.
 
 use std::process::Command;
 

@@ -1,4 +1,4 @@
-//! The MLA layer (DESIGN §4–§6): config parsing and derived numbers, the cache-size table,
+//! The MLA layer: config parsing and derived numbers, the cache-size table,
 //! weights loading with and without the `model.layers.<i>.self_attn.` prefix and its errors, the
 //! CPU reference's absorbed == naive identity, and the GPU layer (absorbed, through the paged
 //! latent cache) against the CPU naive form on random weights — with and without q_lora, H = 3

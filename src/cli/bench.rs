@@ -1,5 +1,5 @@
-//! `ssm-mla bench`: the adapter's ceilings, then every kernel at several sizes against them
-//! (DESIGN §7): GPU time (timestamps where offered), bytes, FLOPs, GB/s, GFLOP/s, fraction of the
+//! `ssm-mla bench`: the adapter's ceilings, then every kernel at several sizes against them:
+//! GPU time (timestamps where offered), bytes, FLOPs, GB/s, GFLOP/s, fraction of the
 //! roofline bound and the CPU reference's time on the same size.
 
 use ssm_mla::suite::{measure, measure_ceilings, BenchPlan, BenchRecord, Ceilings, KERNELS};
