@@ -125,7 +125,8 @@ impl<'g> Batch<'g> {
         self.dispatch_grid(kernel, params, bindings, grid)
     }
 
-    /// Record a dispatch of an explicit grid (each dimension within the device limit).
+    /// Record a dispatch of an explicit grid (each dimension within the device limit). `params`
+    /// and `bindings` must match the kernel's declared [`crate::shader::KernelInterface`].
     pub fn dispatch_grid<P: bytemuck::Pod>(
         &mut self,
         kernel: &Arc<Kernel>,
@@ -133,6 +134,7 @@ impl<'g> Batch<'g> {
         bindings: &[Binding],
         grid: [u32; 3],
     ) -> Result<()> {
+        kernel.check_dispatch(std::mem::size_of::<P>(), bindings.len())?;
         let max = self.gpu.limits().max_compute_workgroups_per_dimension;
         if grid.iter().any(|&g| g > max) {
             return Err(Error::Limit {
@@ -140,14 +142,18 @@ impl<'g> Batch<'g> {
                 detail: format!("max_compute_workgroups_per_dimension = {max}"),
             });
         }
-        for b in bindings {
+        for (i, b) in bindings.iter().enumerate() {
             let size = b
                 .size
                 .map(|s| s.get())
                 .unwrap_or(b.buffer.size() - b.offset);
             if size > self.gpu.max_binding_bytes() {
                 return Err(Error::Limit {
-                    what: format!("a {size}-byte binding of {}", kernel.label),
+                    what: format!(
+                        "the {size}-byte {} of {}",
+                        kernel.describe_binding(i),
+                        kernel.label
+                    ),
                     detail: format!(
                         "max_storage_buffer_binding_size = {}",
                         self.gpu.max_binding_bytes()
