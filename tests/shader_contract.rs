@@ -180,3 +180,53 @@ fn a_drifted_declaration_is_caught() {
     let rebound = wgsl.replace("@binding(3)", "@binding(5)");
     assert!(!contract_violations(&rebound, &good).unwrap().is_empty());
 }
+
+/// `Batch::dispatch` refuses a call that breaks the kernel's declaration, naming the kernel, and
+/// records nothing.
+#[test]
+fn dispatch_checks_calls_against_the_declaration() {
+    let gpu = ssm_mla::Gpu::new().expect("GPU tests need an adapter");
+    let kernel = gpu
+        .kernel(
+            &ssm_mla::ops::stream_copy::KERNEL,
+            &[("WG", 64.0), ("PER_THREAD", 1.0)],
+        )
+        .unwrap();
+    let t = gpu.upload_f32(&[4], &[0.0; 4]).unwrap();
+    let mut batch = gpu.batch();
+    let err = batch
+        .dispatch(&kernel, &[0u32; 8], &[(&t).into(), (&t).into()], 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("common/stream_copy") && err.contains("32-byte"),
+        "{err}"
+    );
+    let err = batch
+        .dispatch(&kernel, &[0u32; 4], &[(&t).into()], 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("(src, dst)"), "{err}");
+    assert_eq!(batch.dispatches(), 0);
+    batch
+        .dispatch(&kernel, &[1u32, 0, 0, 0], &[(&t).into(), (&t).into()], 1)
+        .unwrap();
+    assert_eq!(batch.dispatches(), 1);
+}
+
+/// One pipeline per (body, flags, entry, constants): the same variant twice is one pipeline, the
+/// same body with other flags another.
+#[test]
+fn variants_are_cached_by_their_flags() {
+    use ssm_mla::ops::rmsnorm::{SCALAR, VEC4};
+    let gpu = ssm_mla::Gpu::new().expect("GPU tests need an adapter");
+    let before = gpu.cached_pipelines();
+    let a = gpu.kernel(&VEC4, &[("WG", 64.0)]).unwrap();
+    let b = gpu.kernel(&VEC4, &[("WG", 64.0)]).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    let c = gpu.kernel(&SCALAR, &[("WG", 64.0)]).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a, &c));
+    assert_eq!(gpu.cached_pipelines(), before + 2);
+    assert!(a.label.contains("mla/rmsnorm[VEC4]"), "{}", a.label);
+    assert_eq!(c.interface, Some(SCALAR.interface));
+}

@@ -117,10 +117,7 @@ impl Gpu {
         if let Some(k) = self.pipelines.pipelines.lock().unwrap().get(&key) {
             return Ok(k.clone());
         }
-        let name = match flags {
-            Flags::NONE => shader.name.to_string(),
-            _ => format!("{}[{flags}]", shader.name),
-        };
+        let name = shader.label(flags);
         let label = format!("{name}:{entry}{constants:?}");
         let module_key = (shader.name, flags);
         // Composing is cheap string work; it only happens when a pipeline is not cached yet.

@@ -18,81 +18,14 @@
 //! storage bindings the op passes, by name and access. `tests/shader_contract.rs` checks each
 //! declaration against the composed WGSL; [`crate::Batch::dispatch`] checks each call against it.
 
+mod flags;
 mod interface;
 
+pub use flags::{Flag, Flags};
 pub use interface::{Access, KernelInterface};
 
 use crate::error::{Error, Result};
 use std::fmt;
-
-/// A switch of the shader preprocessor, tested by `#if NAME` in WGSL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Flag {
-    /// Subgroup operations (`Features::SUBGROUP`): subgroup builtins and shuffles.
-    Subgroup,
-    /// Storage read and written as `vec4<f32>` (layouts aligned to 4 elements).
-    Vec4,
-}
-
-impl Flag {
-    /// Every flag, in the order variant names list them.
-    pub const ALL: [Flag; 2] = [Flag::Subgroup, Flag::Vec4];
-
-    /// The name `#if` uses.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Flag::Subgroup => "SUBGROUP",
-            Flag::Vec4 => "VEC4",
-        }
-    }
-
-    /// The flag `#if name` tests, if there is one.
-    pub fn from_name(name: &str) -> Option<Flag> {
-        Flag::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    const fn bit(self) -> u32 {
-        1 << self as u32
-    }
-}
-
-/// A set of flags: the variant of a body. Order and repetition do not matter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Flags(u32);
-
-impl Flags {
-    /// No flag: the body's plain variant.
-    pub const NONE: Flags = Flags(0);
-
-    /// The set of `flags`.
-    pub const fn of(flags: &[Flag]) -> Flags {
-        let mut bits = 0;
-        let mut i = 0;
-        while i < flags.len() {
-            bits |= flags[i].bit();
-            i += 1;
-        }
-        Flags(bits)
-    }
-
-    /// Whether `flag` is set.
-    pub const fn contains(self, flag: Flag) -> bool {
-        self.0 & flag.bit() != 0
-    }
-
-    /// The flags set, in [`Flag::ALL`] order.
-    pub fn iter(self) -> impl Iterator<Item = Flag> {
-        Flag::ALL.into_iter().filter(move |f| self.contains(*f))
-    }
-}
-
-/// `SUBGROUP+VEC4`; empty for no flags.
-impl fmt::Display for Flags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<_> = self.iter().map(Flag::name).collect();
-        f.write_str(&names.join("+"))
-    }
-}
 
 /// A WGSL shader body (or fragment) embedded in the crate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,6 +62,14 @@ impl Shader {
         }
     }
 
+    /// `mla/matmul`, or with flags `mla/matmul[VEC4]`: how labels and errors name a variant.
+    pub fn label(&self, flags: Flags) -> String {
+        match flags {
+            Flags::NONE => self.name.to_string(),
+            flags => format!("{}[{flags}]", self.name),
+        }
+    }
+
     /// The WGSL of this body composed with `flags`, fragments from [`crate::shaders::fragment`].
     pub fn compose(&self, flags: Flags) -> Result<String> {
         compose(self, flags, &crate::shaders::fragment)
@@ -153,13 +94,10 @@ impl Variant {
     }
 }
 
-/// `mla/matmul` or `mla/matmul[VEC4]`.
+/// [`Shader::label`].
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.flags {
-            Flags::NONE => f.write_str(self.shader.name),
-            flags => write!(f, "{}[{flags}]", self.shader.name),
-        }
+        f.write_str(&self.shader.label(self.flags))
     }
 }
 
@@ -225,7 +163,7 @@ impl Composer<'_> {
                     let Some(flag) = Flag::from_name(flag) else {
                         return fail(format!("unknown flag {arg:?}"));
                     };
-                    self.tested = Flags(self.tested.0 | flag.bit());
+                    self.tested = self.tested.with(flag);
                     open.push(Branch {
                         keep: self.flags.contains(flag) != negate,
                         in_else: false,
