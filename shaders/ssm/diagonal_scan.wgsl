@@ -27,8 +27,9 @@
 // workgroup memory (one barrier), each invocation folding the totals of the subgroups before its
 // own. Scan positions are sg_index·subgroup_size + lane, with sg_index handed out by a workgroup
 // atomic, so nothing assumes how invocations map onto subgroups; it does assume full subgroups.
-// What bounds it: the scan's barriers per mode and chunk (N·L/(WG·T) scans per row); workgroup
-// memory holds the discretised modes (N ≤ MAX_N) and the scan buffers.
+// What bounds it: the workgroup scan per mode and chunk (N·L/(WG·T) scans per row), on a CPU
+// device (lavapipe) its barriers, each a switch between SIMD fibers, which is why `Auto` walks
+// rows there. Workgroup memory holds the discretised modes (N ≤ MAX_N) and the scan buffers.
 
 override WG: u32 = 64u;   // invocations per workgroup, a power of two ≤ 256
 override T: u32 = 8u;     // steps per invocation per chunk, ≤ MAX_T

@@ -35,8 +35,9 @@
 //   4. the invocation owning the chunk's last run writes x at the chunk end back to s_carry[n].
 // Steps past L are identities (a = 1, b = 0). Each input element is read once per workgroup; u,
 // dt and z are coalesced runs of ITEMS floats per invocation, B/C rows likewise per state dim.
-// What bounds it: on GPUs the exp per (step, state) and the log2(WG) scan steps per NB states;
-// workgroup memory holds s_carry (N ≤ MAX_N) and the NB·WG scan pairs.
+// What bounds it: on a GPU the exp per (step, state) and the scan steps per NB states; on a CPU
+// device (lavapipe) its barriers, each a switch between SIMD fibers, which is why `Auto` never
+// picks it there. Workgroup memory holds s_carry (N ≤ MAX_N) and the NB·WG scan pairs.
 
 #include "ssm/selective_scan_io"
 
