@@ -115,6 +115,9 @@ fn a_drifted_declaration_is_caught() {
     let variant = ssm_mla::ops::matmul::VEC4;
     let good = variant.interface;
     assert_eq!(check(&variant, &good), Vec::<String>::new());
+    const R: Access = Access::Read;
+    const RW: Access = Access::ReadWrite;
+    let with = |bindings| KernelInterface { bindings, ..good };
     let drifted = [
         KernelInterface {
             params: good.params + 16,
@@ -124,42 +127,10 @@ fn a_drifted_declaration_is_caught() {
             params: good.params - 16,
             ..good
         },
-        KernelInterface {
-            bindings: &[
-                ("x", Access::Read),
-                ("w", Access::Read),
-                ("bias", Access::ReadWrite),
-                ("y", Access::ReadWrite),
-            ],
-            ..good
-        },
-        KernelInterface {
-            bindings: &[
-                ("w", Access::Read),
-                ("x", Access::Read),
-                ("bias", Access::Read),
-                ("y", Access::ReadWrite),
-            ],
-            ..good
-        },
-        KernelInterface {
-            bindings: &[
-                ("x", Access::Read),
-                ("w", Access::Read),
-                ("y", Access::ReadWrite),
-            ],
-            ..good
-        },
-        KernelInterface {
-            bindings: &[
-                ("x", Access::Read),
-                ("w", Access::Read),
-                ("bias", Access::Read),
-                ("y", Access::ReadWrite),
-                ("z", Access::Read),
-            ],
-            ..good
-        },
+        with(&[("x", R), ("w", R), ("bias", RW), ("y", RW)]), // an access
+        with(&[("w", R), ("x", R), ("bias", R), ("y", RW)]),  // the order
+        with(&[("x", R), ("w", R), ("y", RW)]),               // a binding too few
+        with(&[("x", R), ("w", R), ("bias", R), ("y", RW), ("z", R)]), // one too many
     ];
     for declared in drifted {
         let problems = check(&variant, &declared);
