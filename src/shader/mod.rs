@@ -1,7 +1,7 @@
 //! Shader bodies, the variants composed from them, and the contract each kernel keeps with its op.
 //!
 //! A *body* is one WGSL file under `shaders/<group>/`. A *variant* is a body composed with a set
-//! of [`Flag`]s by a line-based preprocessor that knows three directives, each alone on its line:
+//! of [`Flag`]s by a line-based preprocessor that knows four directives, each alone on its line:
 //!
 //! - `#if FLAG` (or `#if !FLAG`) / `#else` / `#endif` keep the lines of the branch the flag
 //!   selects (nesting allowed);
