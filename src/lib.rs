@@ -12,7 +12,9 @@
 //! - [`Tensor`]: a GPU-resident buffer with shape and dtype; ops chain without host round trips.
 //! - [`Batch`]: records dispatches from any number of ops into one submission, and times it
 //!   with GPU timestamps where offered ([`Timing`]).
-//! - [`Gpu::kernel`]: pipelines built once, cached by shader and `override` constants.
+//! - [`Gpu::kernel`]: pipelines built once, cached by shader variant and `override` constants.
+//!   A variant is a WGSL body composed with flags (`#if VEC4`, `#include "…"`, see [`shader`])
+//!   and the interface its op declares; [`shaders::ALL`] lists every variant the ops build.
 //!
 //! ```no_run
 //! use ssm_mla::{Gpu, ops::stream_copy::stream_copy};
@@ -34,6 +36,7 @@ pub mod ops;
 pub mod reference;
 pub mod rng;
 pub mod runtime;
+pub mod shader;
 pub mod shaders;
 pub mod spec;
 pub mod suite;
@@ -45,6 +48,7 @@ pub use io::{HostTensor, SafeTensors};
 pub use rng::Rng;
 pub use runtime::{Batch, Binding, ResourceCounters, Timing, TimingSource};
 pub use runtime::{DType, Element, Gpu, GpuOptions, Kernel, Shader, Tensor};
+pub use shader::{Access, Flag, Flags, KernelInterface, Variant};
 /// The wgpu this crate is built on, so apps adopt devices of the same version.
 pub use wgpu;
 

@@ -1,28 +1,47 @@
-//! Every embedded shader, for tools that want to list or pre-build them. The portability test
-//! does not rely on this list: it walks `shaders/` itself, so a file missing here still gets
-//! checked.
+//! The registry: every shader variant the ops build (a body under `shaders/` and the flags it is
+//! composed with, see [`crate::shader`]) with the interface its op declares, and every fragment
+//! bodies `#include`.
+//!
+//! `tests/shader_portability.rs` composes each variant here and translates it for Vulkan, Metal
+//! and DX12; it also walks `shaders/`, so a body missing here fails it. `tests/shader_contract.rs`
+//! checks each variant's WGSL interface against its declaration.
 
-use crate::runtime::Shader;
+use crate::ops::{absorbed_attention, diagonal_scan, fma_peak, latent_cache, matmul, rmsnorm};
+use crate::ops::{rope, selective_scan, state_update, stream_copy};
+use crate::shader::{wgsl, Shader, Variant};
 
-/// All kernels of the crate.
-pub const ALL: &[Shader] = &[
-    crate::ops::stream_copy::SHADER,
-    crate::ops::fma_peak::SHADER,
-    crate::ops::matmul::SHADER,
-    crate::ops::matmul::VEC4_SHADER,
-    crate::ops::rmsnorm::SHADER,
-    crate::ops::rmsnorm::VEC4_SHADER,
-    crate::ops::rope::SHADER,
-    crate::ops::rope::VEC4_SHADER,
-    crate::ops::latent_cache::SHADER,
-    crate::ops::absorbed_attention::SHADER,
-    crate::ops::absorbed_attention::COMBINE_SHADER,
-    crate::ops::absorbed_attention::VEC4_SHADER,
-    crate::ops::selective_scan::SHADER,
-    crate::ops::selective_scan::CHUNKED_SHADER,
-    crate::ops::selective_scan::CHUNKED_SUBGROUP_SHADER,
-    crate::ops::state_update::SHADER,
-    crate::ops::diagonal_scan::SHADER,
-    crate::ops::diagonal_scan::SHADER_SUBGROUP,
-    crate::ops::diagonal_scan::ROWS_SHADER,
+/// Every variant the ops can build.
+pub const ALL: &[Variant] = &[
+    stream_copy::KERNEL,
+    fma_peak::KERNEL,
+    matmul::TILED,
+    matmul::VEC4,
+    rmsnorm::SCALAR,
+    rmsnorm::VEC4,
+    rope::SCALAR,
+    rope::VEC4,
+    latent_cache::KERNEL,
+    absorbed_attention::SCALAR,
+    absorbed_attention::VEC4,
+    absorbed_attention::COMBINE,
+    selective_scan::ROWS,
+    selective_scan::CHUNKED,
+    selective_scan::CHUNKED_SUBGROUP,
+    state_update::KERNEL,
+    diagonal_scan::CHUNKED,
+    diagonal_scan::CHUNKED_SUBGROUP,
+    diagonal_scan::ROWS,
 ];
+
+/// The fragments bodies pull in with `#include "name"`.
+pub const FRAGMENTS: &[Shader] = &[
+    wgsl!("common/elementwise"),
+    wgsl!("ssm/softplus"),
+    wgsl!("ssm/selective_scan_io"),
+    wgsl!("ssm/discretise"),
+];
+
+/// The text of fragment `name` (a path under `shaders/` without the extension).
+pub fn fragment(name: &str) -> Option<&'static str> {
+    FRAGMENTS.iter().find(|f| f.name == name).map(|f| f.source)
+}

@@ -1,10 +1,14 @@
-//! Every `.wgsl` file under `shaders/` — found by walking the directory, not from a list — must
-//! parse and validate with naga and translate to SPIR-V 1.3 (Vulkan), MSL 2.4 (Metal) and HLSL
-//! SM 6.2 (DX12). `override` constants are resolved with their defaults first, so every override
-//! must have one. If `spirv-val` is installed the SPIR-V is also checked by it.
+//! Every shader variant the ops build (the registry, `ssm_mla::shaders::ALL`: each body composed
+//! with each of its flag sets) must parse and validate with naga and translate to SPIR-V 1.3
+//! (Vulkan), MSL 2.4 (Metal) and HLSL SM 6.2 (DX12). `override` constants are resolved with their
+//! defaults first, so every override must have one. If `spirv-val` is installed the SPIR-V is
+//! also checked by it. The test also walks `shaders/`, so that every `.wgsl` file there is a
+//! registered body or fragment and matches what the crate embedded.
 
 use naga::back::pipeline_constants::process_overrides;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use ssm_mla::shaders::{ALL, FRAGMENTS};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -25,8 +29,8 @@ fn validator() -> Validator {
     )
 }
 
-fn check(path: &Path) -> Result<(), String> {
-    let src = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+fn check(variant: &ssm_mla::Variant) -> Result<(), String> {
+    let src = variant.compose().map_err(|e| e.to_string())?;
     let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
     let info = validator()
         .validate(&module)
@@ -54,7 +58,7 @@ fn check(path: &Path) -> Result<(), String> {
         };
         let words = naga::back::spv::write_vec(&module, &info, &spv_options, Some(&pipeline))
             .map_err(|e| format!("SPIR-V of {entry}: {e:?}"))?;
-        spirv_val(path, entry, &words)?;
+        spirv_val(&variant.to_string(), entry, &words)?;
 
         let msl_options = naga::back::msl::Options {
             lang_version: (2, 4),
@@ -82,7 +86,7 @@ fn check(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn spirv_val(path: &Path, entry: &str, words: &[u32]) -> Result<(), String> {
+fn spirv_val(variant: &str, entry: &str, words: &[u32]) -> Result<(), String> {
     let Ok(status) = std::process::Command::new("spirv-val")
         .arg("--version")
         .output()
@@ -95,7 +99,7 @@ fn spirv_val(path: &Path, entry: &str, words: &[u32]) -> Result<(), String> {
     let file = std::env::temp_dir().join(format!(
         "ssm-mla-{}-{}-{entry}.spv",
         std::process::id(),
-        path.file_stem().unwrap().to_string_lossy()
+        variant.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     ));
     std::fs::write(&file, bytemuck::cast_slice::<u32, u8>(words)).unwrap();
     let out = std::process::Command::new("spirv-val")
@@ -115,31 +119,64 @@ fn spirv_val(path: &Path, entry: &str, words: &[u32]) -> Result<(), String> {
 }
 
 #[test]
-fn every_shader_ports_to_vulkan_metal_and_dx12() {
+fn every_variant_ports_to_vulkan_metal_and_dx12() {
+    let failures: Vec<String> = ALL
+        .iter()
+        .filter_map(|v| check(v).err().map(|e| format!("{v}: {e}")))
+        .collect();
+    eprintln!("checked {} variants", ALL.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_file_under_shaders_is_a_registered_body_or_fragment() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut files = Vec::new();
     wgsl_files(&root, &mut files);
-    files.sort();
     assert!(
         !files.is_empty(),
         "no shaders found under {}",
         root.display()
     );
-    let failures: Vec<String> = files
-        .iter()
-        .filter_map(|f| check(f).err().map(|e| format!("{}: {e}", f.display())))
-        .collect();
-    eprintln!("checked {} shaders", files.len());
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-#[test]
-fn every_embedded_shader_is_a_file_under_shaders() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    for shader in ssm_mla::shaders::ALL {
-        let path = root.join(format!("{}.wgsl", shader.name));
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(text, shader.source, "{} is stale", shader.name);
+    let bodies: Vec<ssm_mla::Shader> = ALL.iter().map(|v| v.shader).collect();
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for file in &files {
+        let name = file
+            .strip_prefix(&root)
+            .unwrap()
+            .with_extension("")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(file).unwrap();
+        let embedded = bodies.iter().chain(FRAGMENTS).find(|s| s.name == name);
+        match embedded {
+            None => problems.push(format!(
+                "{}: neither a body of a variant in ssm_mla::shaders::ALL nor a fragment in FRAGMENTS",
+                file.display()
+            )),
+            Some(s) if s.source != text => problems.push(format!("{name}: the embedded text is stale")),
+            Some(_) => {}
+        }
+        seen.insert(name);
     }
+    for s in bodies.iter().chain(FRAGMENTS) {
+        if !seen.contains(s.name) {
+            problems.push(format!("{}: registered but no file under shaders/", s.name));
+        }
+    }
+    for f in FRAGMENTS {
+        let include = format!("#include \"{}\"", f.name);
+        let used = bodies
+            .iter()
+            .chain(FRAGMENTS)
+            .any(|s| s.source.lines().any(|l| l.trim() == include));
+        if !used {
+            problems.push(format!(
+                "fragment {}: no body or fragment includes it",
+                f.name
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

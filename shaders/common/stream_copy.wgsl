@@ -1,7 +1,7 @@
 // stream_copy: dst[i] = src[i] for i < n_vec4 (vec4<f32> elements).
 //
-// The bandwidth ceiling of DESIGN §7: the fastest plain copy we can write, so kernel fractions of
-// roofline are not flattered. Each workgroup owns a contiguous block of WG * PER_THREAD vec4s;
+// The bandwidth ceiling of the benchmarks: the fastest plain copy we can write, so kernel
+// fractions of roofline are not flattered (what bounds it is memory, by construction). Each workgroup owns a contiguous block of WG * PER_THREAD vec4s;
 // invocation `lid` loads elements lid, lid + WG, ... (adjacent invocations touch adjacent
 // addresses, so loads coalesce) into registers first, then stores them, keeping PER_THREAD
 // independent loads in flight. The grid may be 2-D (x * y) when there are more than 65535
@@ -15,8 +15,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;       // (n_vec4)
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;  // (n_vec4)
 
 @compute @workgroup_size(WG)
 fn main(

@@ -12,35 +12,66 @@
 // Layouts (f32 unless noted, row-major): q_lat (Bt, S_q, H, d_c); q_rope (Bt, S_q, H, d_R);
 // cache (num_blocks, bs, W); block_table (Bt, MB) u32; seq_lens (Bt) u32; o_lat like q_lat;
 // scratch: partial accumulators (n_split, Bt, R, d_c), (m, l) pairs (n_split, Bt, R, 2) (only
-// with n_split > 1), then from params.work_base a work area of WORK floats per workgroup:
-// scores / probabilities [G][TK], alpha [16], l [16].
+// with n_split > 1), then from params.work_base a work area per workgroup.
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
 // ((b * groups + g) * n_split + s). The cache is one "KV head" shared by every row, so each key
-// row a workgroup loads is used for all G rows (heads x query tokens). Per tile of TK = 256 keys
-// the workgroup runs three phases, each with the mapping that keeps its inner loop in registers:
-//   S. scores, invocation = key: lane t walks its key row c_t once and accumulates the G dot
-//      products q_r . c_t in G registers (q_r[d] has the same address in every lane: a uniform
-//      load); writes scale * s (or -3e38 where masked) to the work area;
-//   M. online softmax, invocation = row (lid < G): running max m and sum l in f32, rescale
-//      alpha = exp(m_old - m_new), p = exp(s - m_new) written over the scores;
-//   P. PV, invocation = output columns lid + k * 256 (k < NPC) for all G rows: acc = acc * alpha +
-//      sum_t p[r][t] * c_t[col] (p uniform across lanes, c_t[col] consecutive across lanes).
+// row a workgroup loads is used for all G rows (heads x query tokens). Per tile of keys the
+// workgroup runs three phases, each with the mapping that keeps its inner loop in registers:
+// S (scores), M (online softmax, invocation = row: running max m and sum l in f32, rescale
+// alpha = exp(m_old - m_new), p = exp(s - m_new)) and P (acc = acc * alpha + sum_t p_t c_t).
+// Cache reads: each key row of a split is read twice per workgroup (S: all of it; P: the c part).
+// For H = 16 one workgroup serves all heads (2 passes over the cache per step); for H = 128, 8
+// workgroups (G = 16) read it, 16 passes in all, mostly cache hits when they run together.
 //
-// What bounds it and why: see absorbed_attention_vec4.wgsl (the variant used for aligned widths,
-// including DeepSeek's). This scalar variant serves d_c or d_R not multiples of 4; on lavapipe
-// every load is a per-lane loop, and here each inner step does 1 cache load + G query loads for
-// G FMAs, so it is ~2x slower than the old vec4-tile design at DeepSeek sizes and ~7x slower than
-// the vec4 variant. It could be register blocked the same way (several keys per invocation).
-// Cache reads: twice per row group (phase S and phase P), as in the vec4 variant.
-// Workgroup memory: 8 bytes; 256 invocations; 7 storage buffers.
+// Flag VEC4, register blocked, for aligned widths (d_c and d_R multiples of 4, DeepSeek's
+// included): q_lat, q_rope, cache, o_lat and scratch bound as vec4<f32>. 64 invocations, tiles of
+// TK = 64 * JB keys:
+//   S. invocation = JB consecutive keys x all G rows: for each vec4 d4 of the row it loads JB
+//      cache vec4s and G query vec4s and does G * JB vec4 dots (register accumulators); writes
+//      scale * s (or -3e38 where masked) to the work area, [row][key];
+//   M. p written transposed, [key][16 rows];
+//   P. invocation cb < npl = ceil(d_c / 4 / DB) owns vec4 columns cb + k * npl (k < DB) for all
+//      G rows: per key it loads DB cache vec4s and the 4 vec4s of p for the key, and does
+//      G * DB vec4 FMAs.
+// Work area per workgroup (vec4s, from params.work_base / 4): scores [16][TK] floats, p [TK][16]
+// floats, alpha [16], l [16].
+// What bounds it and why. Decode at H = 16 has ~15 FLOP/byte (2 * 576 + 2 * 512 FLOPs per row and
+// key against a 2304-byte key row), compute-bound on lavapipe and memory-bound on big GPUs. On
+// lavapipe every storage or workgroup-memory load, uniform address or not, is a loop over the 8
+// SIMD lanes with a bounds check per component, ~200 instructions per vec4, while a register FMA
+// is one vector instruction, and a private array indexed in a loop that is not unrolled becomes
+// gathers: the kernel is bound by loads, so it is register blocked like a CPU GEMM micro-kernel
+// with only small constant-bound loops over the register arrays. Phase S does G * JB * 4 FMAs per
+// G + JB vec4 loads (512 / 24 at G = 16, JB = 8), phase P G * DB * 4 per DB + 4 + 1 loads (256 / 9
+// at DB = 4). Phase P costs ~2x what its load count predicts, most likely because its 64-vec4
+// accumulator array spills or is not fully promoted to registers (next thing to try: split P
+// into passes over halves of the columns, or fewer rows per invocation).
+//
+// Without VEC4, for d_c or d_R not multiples of 4: 256 invocations, tiles of TK = 256 keys:
+//   S. invocation = key: lane t walks its key row c_t once and accumulates the G dot products
+//      q_r . c_t in G registers (q_r[d] has the same address in every lane: a uniform load);
+//   M. p written over the scores;
+//   P. invocation = output columns lid + k * 256 (k < NPC) for all G rows (p uniform across
+//      lanes, c_t[col] consecutive across lanes).
+// Work area: WORK floats per workgroup, scores / probabilities [G][TK], alpha [16], l [16].
+// What bounds it: loads, as above, but here each inner step does 1 cache load + G query loads
+// for G FMAs (~7x slower than VEC4 at DeepSeek sizes). It could be register blocked the same way.
 
+#if VEC4
+override G: u32 = 16u;   // rows per workgroup, power of two <= 16, G * JB <= 128, G * DB <= 64
+override JB: u32 = 4u;   // keys per invocation in phase S (TK = 64 * JB <= 512)
+override DB: u32 = 2u;   // vec4 output column blocks per invocation in phase P
+const WG: u32 = 64u;
+alias elem = vec4<f32>; // of q_lat, q_rope, cache, o_lat and scratch
+#else
 override G: u32 = 16u;    // rows (heads x query tokens) per workgroup, power of two, <= 16
 override NPC: u32 = 2u;   // output columns per invocation (lid + k * WG), G * NPC <= 32
-
 const WG: u32 = 256u;
 const TK: u32 = 256u;     // keys per tile (one per invocation in phase S)
 const WORK: u32 = 4128u;  // 16 * TK + 32 floats of scratch per workgroup
+alias elem = f32;
+#endif
 const NEG_BIG: f32 = -3.0e38;
 
 struct Params {
@@ -63,13 +94,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q_lat: array<f32>;
-@group(0) @binding(2) var<storage, read> q_rope: array<f32>;
-@group(0) @binding(3) var<storage, read> cache: array<f32>;
-@group(0) @binding(4) var<storage, read> block_table: array<u32>;
-@group(0) @binding(5) var<storage, read> seq_lens: array<u32>;
-@group(0) @binding(6) var<storage, read_write> o_lat: array<f32>;
-@group(0) @binding(7) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(1) var<storage, read> q_lat: array<elem>;        // (Bt, S_q, H, d_c)
+@group(0) @binding(2) var<storage, read> q_rope: array<elem>;       // (Bt, S_q, H, d_R)
+@group(0) @binding(3) var<storage, read> cache: array<elem>;        // (num_blocks, bs, d_c + d_R)
+@group(0) @binding(4) var<storage, read> block_table: array<u32>;   // (Bt, MB)
+@group(0) @binding(5) var<storage, read> seq_lens: array<u32>;      // (Bt)
+@group(0) @binding(6) var<storage, read_write> o_lat: array<elem>;  // (Bt, S_q, H, d_c)
+@group(0) @binding(7) var<storage, read_write> scratch: array<elem>; // partials | (m, l) | work
 
 var<workgroup> range_s: vec2<u32>;
 
@@ -96,11 +127,9 @@ fn main(
     let b = rest / params.groups;
     let rows = params.s_q * params.h;
     let row0 = grp * G;
-    let w = params.d_c + params.d_r;
     let bs = params.block_size;
     let cap = params.max_blocks * bs;
     let seq_len = seq_lens[b];
-    let work = params.work_base + wid * WORK;
 
     // The key range of this workgroup, computed by one invocation and made uniform.
     if (lid == 0u) {
@@ -121,6 +150,188 @@ fn main(
     var m = NEG_BIG;
     var l = 0.0;
 
+#if VEC4
+    let tk = WG * JB;
+    let dc4 = params.d_c / 4u;
+    let dr4 = params.d_r / 4u;
+    let w4 = dc4 + dr4;
+    // Work area (vec4 indices): scores [16][tk], p [tk][16], alpha [16], l [16] (floats).
+    let work = params.work_base / 4u + wid * (8u * tk + 8u);
+    let p_at = work + 4u * tk;
+    let alpha_at = work + 8u * tk;
+    let l_at = alpha_at + 4u;
+    // Phase P lanes: lane cb < npl owns vec4 columns cb + k * npl (k < DB); other lanes idle.
+    let npl = (dc4 + DB - 1u) / DB;
+    var acc: array<vec4<f32>, 64>;
+    // Nested small loops everywhere (not one loop over G * DB): a loop the compiler does not
+    // unroll indexes the array dynamically, and then every access to it becomes a gather.
+    for (var hh = 0u; hh < G; hh++) {
+        for (var k = 0u; k < DB; k++) {
+            acc[hh * DB + k] = vec4<f32>(0.0);
+        }
+    }
+
+    for (var j0 = k0; j0 < k1; j0 += tk) {
+        let nt = min(tk, k1 - j0);
+        // S. Scores of keys j0 + lid * JB + k (k < JB) against the G rows.
+        var sc: array<f32, 128>;
+        for (var hh = 0u; hh < G; hh++) {
+            for (var k = 0u; k < JB; k++) {
+                sc[hh * JB + k] = 0.0;
+            }
+        }
+        var base: array<u32, 8>;
+        var ok: array<bool, 8>;
+        var any_ok = false;
+        for (var k = 0u; k < JB; k++) {
+            let jj = j0 + lid * JB + k;
+            var blk = params.num_blocks;
+            if (jj < k1) {
+                blk = block_table[b * params.max_blocks + jj / bs];
+            }
+            ok[k] = blk < params.num_blocks;
+            base[k] = select(0u, (blk * bs + jj % bs) * w4, ok[k]);
+            any_ok = any_ok || ok[k];
+        }
+        if (any_ok) {
+            for (var d4 = 0u; d4 < dc4; d4++) {
+                var cv: array<vec4<f32>, 8>;
+                for (var k = 0u; k < JB; k++) {
+                    cv[k] = cache[base[k] + d4];
+                }
+                for (var hh = 0u; hh < G; hh++) {
+                    let q = q_lat[(b * rows + min(row0 + hh, rows - 1u)) * dc4 + d4];
+                    for (var k = 0u; k < JB; k++) {
+                        sc[hh * JB + k] += dot(q, cv[k]);
+                    }
+                }
+            }
+            for (var d4 = 0u; d4 < dr4; d4++) {
+                var cv: array<vec4<f32>, 8>;
+                for (var k = 0u; k < JB; k++) {
+                    cv[k] = cache[base[k] + dc4 + d4];
+                }
+                for (var hh = 0u; hh < G; hh++) {
+                    let q = q_rope[(b * rows + min(row0 + hh, rows - 1u)) * dr4 + d4];
+                    for (var k = 0u; k < JB; k++) {
+                        sc[hh * JB + k] += dot(q, cv[k]);
+                    }
+                }
+            }
+        }
+        for (var hh = 0u; hh < G; hh++) {
+            let lim = row_limit(min(row0 + hh, rows - 1u), seq_len, cap);
+            var v: vec4<f32>;
+            for (var k = 0u; k < JB; k++) {
+                let jj = j0 + lid * JB + k;
+                let valid = ok[k] && jj < lim;
+                v[k % 4u] = select(NEG_BIG, sc[hh * JB + k] * params.scale, valid);
+                if (k % 4u == 3u || k == JB - 1u) {
+                    scratch[work + (hh * tk + lid * JB + k) / 4u] = v;
+                }
+            }
+        }
+        storageBarrier();
+        // M. Online softmax, one invocation per row; p written as [key][16 rows].
+        if (lid < G) {
+            let sb = work * 4u + lid * tk;
+            var tmax = NEG_BIG;
+            for (var t = 0u; t < nt; t++) {
+                let i = sb + t;
+                tmax = max(tmax, scratch[i / 4u][i % 4u]);
+            }
+            let m_new = max(m, tmax);
+            let alpha = exp(m - m_new);
+            var psum = 0.0;
+            for (var t = 0u; t < nt; t++) {
+                let i = sb + t;
+                let sv = scratch[i / 4u][i % 4u];
+                let p = select(0.0, exp(sv - m_new), sv > NEG_BIG);
+                let o = p_at * 4u + t * 16u + lid;
+                scratch[o / 4u][o % 4u] = p;
+                psum += p;
+            }
+            l = l * alpha + psum;
+            m = m_new;
+            let o = alpha_at * 4u + lid;
+            scratch[o / 4u][o % 4u] = alpha;
+        }
+        storageBarrier();
+        // P. acc = acc * alpha + sum_t p_t c_t over DB vec4 columns, all G rows.
+        for (var cb = lid; cb < npl; cb += WG) {
+        for (var h4 = 0u; h4 < (G + 3u) / 4u; h4++) {
+            let a4 = scratch[alpha_at + h4];
+            for (var e = 0u; e < 4u; e++) {
+                let hh = h4 * 4u + e;
+                if (hh < G) {
+                    for (var k = 0u; k < DB; k++) {
+                        acc[hh * DB + k] *= a4[e];
+                    }
+                }
+            }
+        }
+        // Branch-free (a branch would turn every accumulator update into a masked select on
+        // lavapipe): a key with a bad block id reads slot 0 and zeroes it with a select.
+        for (var t = 0u; t < nt; t++) {
+            let kj = j0 + t;
+            let blk = block_table[b * params.max_blocks + kj / bs];
+            let valid = blk < params.num_blocks;
+            let kb = select(0u, (blk * bs + kj % bs) * w4, valid);
+            var cv: array<vec4<f32>, 16>;
+            for (var k = 0u; k < DB; k++) {
+                let c = cache[kb + min(cb + k * npl, dc4 - 1u)];
+                cv[k] = select(vec4<f32>(0.0), c, valid);
+            }
+            var pv: array<vec4<f32>, 4>;
+            for (var h4 = 0u; h4 < 4u; h4++) {
+                pv[h4] = scratch[p_at + t * 4u + h4];
+            }
+            for (var hh = 0u; hh < G; hh++) {
+                let p = vec4<f32>(pv[hh / 4u][hh % 4u]);
+                for (var k = 0u; k < DB; k++) {
+                    acc[hh * DB + k] = fma(p, cv[k], acc[hh * DB + k]);
+                }
+            }
+        }
+        }
+        storageBarrier();
+    }
+
+    let part_base = (s * params.bt + b) * rows;
+    if (lid < G) {
+        let o = l_at * 4u + lid;
+        scratch[o / 4u][o % 4u] = l;
+        let my_row = row0 + lid;
+        if (params.n_split > 1u && my_row < rows) {
+            let ml = params.n_split * params.bt * rows * params.d_c + 2u * (part_base + my_row);
+            scratch[ml / 4u][ml % 4u] = m;
+            scratch[ml / 4u][ml % 4u + 1u] = l;
+        }
+    }
+    storageBarrier();
+    for (var cb = lid; cb < npl; cb += WG) {
+    for (var hh = 0u; hh < G; hh++) {
+        let r = row0 + hh;
+        if (r < rows) {
+            let o = l_at * 4u + hh;
+            let lr = scratch[o / 4u][o % 4u];
+            let inv = select(0.0, 1.0 / lr, lr > 0.0);
+            for (var k = 0u; k < DB; k++) {
+                let col = cb + k * npl;
+                if (col < dc4) {
+                    if (params.n_split == 1u) {
+                        o_lat[(b * rows + r) * dc4 + col] = acc[hh * DB + k] * inv;
+                    } else {
+                        scratch[(part_base + r) * dc4 + col] = acc[hh * DB + k];
+                    }
+                }
+            }
+        }
+    }
+}
+#else
+    let w = params.d_c + params.d_r;
+    let work = params.work_base + wid * WORK;
     var acc: array<f32, 32>;
     for (var a = 0u; a < 32u; a++) {
         acc[a] = 0.0;
@@ -240,4 +451,5 @@ fn main(
             }
         }
     }
+#endif
 }

@@ -9,7 +9,8 @@
 // Layouts: scratch = partial accumulators (n_split, Bt, R, d_c) f32 followed by (m, l) pairs
 // (n_split, Bt, R, 2); o_lat (Bt, R, d_c) with R = S_q * H rows per sequence.
 // Work split: one workgroup per (b, r) row (linear index b * R + r); every invocation computes M
-// and the weights itself (n_split is small) and then owns columns lid, lid + WG, ...
+// and the weights itself (n_split is small) and then owns columns lid, lid + WG, ... What bounds
+// it: memory, n_split partial rows read per output row.
 
 override WG: u32 = 256u;
 
@@ -21,8 +22,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> scratch: array<f32>;
-@group(0) @binding(2) var<storage, read_write> o_lat: array<f32>;
+@group(0) @binding(1) var<storage, read> scratch: array<f32>;     // partials | (m, l) pairs
+@group(0) @binding(2) var<storage, read_write> o_lat: array<f32>; // (Bt, R, d_c)
 
 @compute @workgroup_size(WG)
 fn main(

@@ -8,9 +8,9 @@
 // A slot >= num_slots (e.g. 0xFFFFFFFF) means "skip this row": nothing is written for it.
 // Slots must be distinct (two rows to one slot: which one lands is unspecified).
 //
-// Work split: one invocation per element of latent, WG per workgroup, linear workgroup index
-// wg.x + wg.y * num_workgroups.x (2-D grids past 65535 workgroups). Adjacent invocations write
-// adjacent addresses of one row, so stores coalesce.
+// Work split: one invocation per element of latent (common/elementwise.wgsl). Adjacent
+// invocations write adjacent addresses of one row, so stores coalesce. What bounds it: memory,
+// one load and one store per element (plus a slot load, cached).
 
 override WG: u32 = 256u;
 
@@ -22,20 +22,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> latent: array<f32>;
-@group(0) @binding(2) var<storage, read> slots: array<u32>;
-@group(0) @binding(3) var<storage, read_write> data: array<f32>;
+@group(0) @binding(1) var<storage, read> latent: array<f32>;      // (T, W)
+@group(0) @binding(2) var<storage, read> slots: array<u32>;       // (T)
+@group(0) @binding(3) var<storage, read_write> data: array<f32>;  // (num_blocks, block_size, W)
 
-@compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = (wg.x + wg.y * groups.x) * WG + lid;
-    if (i >= params.n) {
-        return;
-    }
+fn element(i: u32) {
     let t = i / params.w;
     let d = i - t * params.w;
     let slot = slots[t];
@@ -43,3 +34,5 @@ fn main(
         data[slot * params.w + d] = latent[i];
     }
 }
+
+#include "common/elementwise"

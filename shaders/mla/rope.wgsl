@@ -13,13 +13,37 @@
 // [-½, ½) and turned into an angle in [-π, π) where f32 cos and sin are accurate.
 //
 // Layouts (element offsets): vector (t, h) of x starts at x_off + t·x_ts + h·x_hs, of y at
-// y_off + t·y_ts + h·y_hs; positions (T) u32; turns (d/2, 2) u32 [hi, lo] per frequency. x and y are separate buffers,
-// so q_rope can be gathered out of q and k_rope written straight into the latent rows.
+// y_off + t·y_ts + h·y_hs; positions (T) u32; turns (d/2, 2) u32 [hi, lo] per frequency. x and y
+// are separate buffers, so q_rope can be gathered out of q and k_rope written straight into the
+// latent rows.
 //
-// Work split: one invocation per (t, h, i) pair, WG per workgroup, linear workgroup index
-// wg.x + wg.y·num_workgroups.x.
+// Flag VEC4, the fast path for vec4-aligned layouts (x_off, x_ts, x_hs, y_off, y_ts, y_hs ≡ 0
+// mod 4, and d ≡ 0 mod 4 interleaved or mod 8 halves; the host checks): x, y bound as vec4<f32>,
+// turns as vec4<u32> (two frequencies). One invocation per (token t, chunk of HB heads, vec4 q),
+// q fastest; `params.pairs` holds the number of items T·ceil(H/HB)·(d/4 or d/8). The angles
+// depend on (t, q) only, so each invocation computes its cos/sin once and rotates the same vec4
+// of its HB heads:
+//   interleave: q < d/4: x vec4 q = pairs 2q, 2q+1 as (a0, b0, a1, b1);
+//   halves:     q < d/8: a = x vec4 q, b = x vec4 q + d/8, pairs 4q..4q+3.
+// What bounds it: memory. On lavapipe each storage load/store instruction is a loop over the 8
+// SIMD lanes, so vec4 access (one instruction per 4 elements instead of 4) and computing cos/sin
+// (polynomials in llvmpipe) once per HB heads are what the fast path gains.
+//
+// Without VEC4: one invocation per (t, h, i) pair.
+// Both: WG invocations per workgroup, linear workgroup index wg.x + wg.y·num_workgroups.x.
 
+#if VEC4
+override WG: u32 = 64u;
+override HB: u32 = 8u;
+alias elem = vec4<f32>; // of x and y
+alias turn = vec4<u32>; // [hi, lo] of two frequencies
+alias word = vec2<u32>; // the 32-bit words mul_hi works on: one per frequency
+#else
 override WG: u32 = 256u;
+alias elem = f32;
+alias turn = vec2<u32>;
+alias word = u32;
+#endif
 
 struct Params {
     tokens: u32,
@@ -37,24 +61,24 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read> turns: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read> x: array<elem>;       // (T, H, d) strided
+@group(0) @binding(2) var<storage, read> positions: array<u32>; // (T)
+@group(0) @binding(3) var<storage, read> turns: array<turn>;    // (d/2, 2): [hi, lo]
+@group(0) @binding(4) var<storage, read_write> y: array<elem>;  // (T, H, d) strided
 
-// High 32 bits of the 64-bit product a·b.
-fn mul_hi(a: u32, b: u32) -> u32 {
+// High 32 bits of the 64-bit product a·b (per component).
+fn mul_hi(a: u32, b: word) -> word {
     let a0 = a & 0xffffu;
     let a1 = a >> 16u;
-    let b0 = b & 0xffffu;
-    let b1 = b >> 16u;
+    let b0 = b & word(0xffffu);
+    let b1 = b >> word(16u);
     let p00 = a0 * b0;
     let p01 = a0 * b1;
     let p10 = a1 * b0;
     let p11 = a1 * b1;
-    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
-    return p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+    let mid = (p00 >> word(16u)) + (p01 & word(0xffffu)) + (p10 & word(0xffffu));
+    return p11 + (p01 >> word(16u)) + (p10 >> word(16u)) + (mid >> word(16u));
 }
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -66,6 +90,68 @@ fn main(
     if (idx >= params.pairs) {
         return;
     }
+    rotate(idx);
+}
+
+#if VEC4
+// Angles in [-π, π) of the two frequencies in f = [hi0, lo0, hi1, lo1] at position pos.
+fn angles(pos: u32, f: vec4<u32>) -> vec2<f32> {
+    let hi = vec2<u32>(f.x, f.z);
+    let lo = vec2<u32>(f.y, f.w);
+    let frac = pos * hi + mul_hi(pos, lo);
+    return vec2<f32>(bitcast<vec2<i32>>(frac)) * (6.283185307179586 / 4294967296.0);
+}
+
+// Item idx: one vec4 of HB heads of one token.
+fn rotate(idx: u32) {
+    var per = params.d / 8u;
+    if (params.interleave == 1u) {
+        per = params.d / 4u;
+    }
+    let chunks = (params.heads + HB - 1u) / HB;
+    let q = idx % per;
+    let tc = idx / per;
+    let h0 = (tc % chunks) * HB;
+    let t = tc / chunks;
+    let h1 = min(h0 + HB, params.heads);
+    let pos = positions[t];
+    let xt = params.x_off + t * params.x_ts;
+    let yt = params.y_off + t * params.y_ts;
+    let af = params.attn_factor;
+    if (params.interleave == 1u) {
+        let ang = angles(pos, turns[q]);
+        let c = cos(ang) * af;
+        let s = sin(ang) * af;
+        for (var h = h0; h < h1; h++) {
+            let xb = (xt + h * params.x_hs) / 4u;
+            let yb = (yt + h * params.y_hs) / 4u;
+            let v = x[xb + q];
+            y[yb + q] = vec4<f32>(
+                v.x * c.x - v.y * s.x,
+                v.y * c.x + v.x * s.x,
+                v.z * c.y - v.w * s.y,
+                v.w * c.y + v.z * s.y,
+            );
+        }
+    } else {
+        let ang01 = angles(pos, turns[2u * q]);
+        let ang23 = angles(pos, turns[2u * q + 1u]);
+        let ang = vec4<f32>(ang01, ang23);
+        let c = cos(ang) * af;
+        let s = sin(ang) * af;
+        for (var h = h0; h < h1; h++) {
+            let xb = (xt + h * params.x_hs) / 4u;
+            let yb = (yt + h * params.y_hs) / 4u;
+            let a = x[xb + q];
+            let b = x[xb + q + per];
+            y[yb + q] = a * c - b * s;
+            y[yb + q + per] = b * c + a * s;
+        }
+    }
+}
+#else
+// Item idx: pair i of head h of token t.
+fn rotate(idx: u32) {
     let half = params.d / 2u;
     let i = idx % half;
     let th = idx / half;
@@ -90,3 +176,4 @@ fn main(
     y[yb + ia] = a * c - b * s;
     y[yb + ib] = b * c + a * s;
 }
+#endif

@@ -1,15 +1,17 @@
-// diagonal_scan: the diagonal complex LTI scan of S4D / S5 (DESIGN §3.5), shared-memory variant.
-// (shaders/ssm/diagonal_scan_subgroup.wgsl is the same kernel with a subgroup scan; keep the two
-// in sync outside the function `scan_exclusive` and the entry point's prologue.)
+// diagonal_scan: the diagonal complex LTI scan of S4D / S5, chunked parallel-in-time strategy.
+// Flag SUBGROUP: the workgroup scan by subgroup shuffles (composed when the device has SUBGROUP
+// and WG is a multiple of its largest subgroup size); without it, a shared-memory scan. Only
+// `scan_exclusive` and the entry point's prologue differ.
 //
 // Math, per batch b, channel h, mode n (complex), step t = 0..L-1, x_{-1} = 0:
 //   z = Δ_h·λ_{h,n};  (Λ̄, g) = ZOH: (exp z, Δ·(exp z − 1)/z) | bilinear: ((1+z/2)/(1−z/2), Δ/(1−z/2))
 //                             | forward Euler: (1+z, Δ) | backward Euler: (1/(1−z), Δ/(1−z))
 //   B̄ = g·B̃_{h,n};   x_t = Λ̄ ⊙ x_{t−1} + B̄·u_t;   y_t = 2·Re(Σ_n C̃_{h,n}·x_{t,n}) + D_h·u_t
-// Discretisation happens here, once per (workgroup, mode), into workgroup memory: no prep kernel.
+// Discretisation (discretise.wgsl) happens here, once per (workgroup, mode), into workgroup
+// memory: no prep kernel.
 //
-// Layouts (row-major f32): u, y (Bt, H, L); lambda, b, c (H, N, 2) with [re, im] interleaved;
-// dt (H) raw positive step Δ (not its log); d (H).
+// Layouts (row-major f32, per binding in discretise.wgsl): u, y (Bt, H, L); lambda, b, c (H, N, 2)
+// with [re, im] interleaved; dt (H) raw positive step Δ (not its log); d (H).
 //
 // Work split: one workgroup per row (b, h), linear index wg.x + wg.y·num_workgroups.x. It walks
 // the sequence in chunks of WG·T steps; invocation at scan position p owns steps p·T .. p·T+T−1 of
@@ -20,106 +22,78 @@
 // 2·Re(C̃·x) into its T outputs. The last position stores the mode's outgoing state as the next
 // chunk's carry (double-buffered by chunk parity, so no extra barrier). One dispatch covers any
 // L; workgroups never wait on each other. Steps past L are identities.
+// The workgroup scan: shared memory, Kogge–Stone over ping-pong buffers (log2(WG) barriers).
+// SUBGROUP: an inclusive scan inside each subgroup by shuffles, the subgroup totals through
+// workgroup memory (one barrier), each invocation folding the totals of the subgroups before its
+// own. Scan positions are sg_index·subgroup_size + lane, with sg_index handed out by a workgroup
+// atomic, so nothing assumes how invocations map onto subgroups; it does assume full subgroups.
+// What bounds it: the workgroup scan per mode and chunk (N·L/(WG·T) scans per row), on a CPU
+// device (lavapipe) its barriers, each a switch between SIMD fibers, which is why `Auto` walks
+// rows there. Workgroup memory holds the discretised modes (N ≤ MAX_N) and the scan buffers.
 
 override WG: u32 = 64u;   // invocations per workgroup, a power of two ≤ 256
 override T: u32 = 8u;     // steps per invocation per chunk, ≤ MAX_T
 const MAX_T: u32 = 16u;
 const MAX_N: u32 = 128u;  // modes per channel (the op refuses more)
 
-struct Params {
-    rows: u32,      // Bt·H
-    channels: u32,  // H
-    len: u32,       // L
-    modes: u32,     // N
-    method: u32,    // 0 ZOH, 1 bilinear, 2 forward Euler, 3 backward Euler
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;
-@group(0) @binding(2) var<storage, read> lambda: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read> b_tilde: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read> c_tilde: array<vec2<f32>>;
-@group(0) @binding(5) var<storage, read> dt: array<f32>;
-@group(0) @binding(6) var<storage, read> d_skip: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+#include "ssm/discretise"
 
 var<workgroup> mode_ab: array<vec4<f32>, MAX_N>;    // (Λ̄, B̄)
 var<workgroup> mode_cp: array<vec4<f32>, MAX_N>;    // (C̃, Λ̄^T)
 var<workgroup> carry: array<vec2<f32>, 256>;        // 2·MAX_N: [parity][mode]
+#if SUBGROUP
+var<workgroup> totals: array<vec4<f32>, 128>;       // [parity][subgroup] (≤ 64 subgroups)
+var<workgroup> next_subgroup: atomic<u32>;
+#else
 var<workgroup> scratch: array<vec4<f32>, 512>;      // 2·WG (WG ≤ 256): ping-pong scan buffers
+#endif
 
 const IDENTITY = vec4<f32>(1.0, 0.0, 0.0, 0.0);
-
-fn cmul(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(x.x * y.x - x.y * y.y, x.x * y.y + x.y * y.x);
-}
-
-fn cdiv(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
-    return vec2<f32>(x.x * y.x + x.y * y.y, x.y * y.x - x.x * y.y) / dot(y, y);
-}
 
 // (a, s) of the earlier segment p followed by the later q.
 fn combine(p: vec4<f32>, q: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(cmul(q.xy, p.xy), cmul(q.xy, p.zw) + q.zw);
 }
 
-fn expm1_real(x: f32) -> f32 {
-    if (abs(x) < 0.1) {
-        return x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0 + x * (1.0 / 120.0 + x / 720.0)))));
-    }
-    return exp(x) - 1.0;
-}
-
-// (exp(z) − 1)/z without cancellation for small |z|.
-fn expm1_over_z(z: vec2<f32>) -> vec2<f32> {
-    if (dot(z, z) < 1e-4) {
-        let z2 = cmul(z, z);
-        return vec2<f32>(1.0, 0.0) + 0.5 * z + z2 / 6.0 + cmul(z2, z) / 24.0 + cmul(z2, z2) / 120.0;
-    }
-    let half_sin = sin(0.5 * z.y);
-    let num = vec2<f32>(expm1_real(z.x) * cos(z.y) - 2.0 * half_sin * half_sin, exp(z.x) * sin(z.y));
-    return cdiv(num, z);
-}
-
-// Λ̄ and B̄ of mode m of channel h, into workgroup memory; carry[0][m] = 0.
-fn discretise_mode(h: u32, m: u32) {
-    let i = h * params.modes + m;
-    let step = dt[h];
-    let z = step * lambda[i];
-    let one = vec2<f32>(1.0, 0.0);
-    var abar: vec2<f32>;
-    var g: vec2<f32>;
-    switch params.method {
-        case 1u: {
-            let inv = cdiv(one, one - 0.5 * z);
-            abar = cmul(one + 0.5 * z, inv);
-            g = step * inv;
-        }
-        case 2u: {
-            abar = one + z;
-            g = vec2<f32>(step, 0.0);
-        }
-        case 3u: {
-            abar = cdiv(one, one - z);
-            g = step * abar;
-        }
-        default: {
-            abar = exp(z.x) * vec2<f32>(cos(z.y), sin(z.y));
-            g = step * expm1_over_z(z);
-        }
-    }
-    var power = one;
+// Λ̄, B̄, C̃ and Λ̄^T of mode m of channel h, into workgroup memory; carry[0][m] = 0.
+fn stage_mode(h: u32, m: u32) {
+    let ab = discretise_mode(h, m);
+    var power = vec2<f32>(1.0, 0.0);
     for (var k = 0u; k < T; k++) {
-        power = cmul(power, abar);
+        power = cmul(power, ab.xy);
     }
-    mode_ab[m] = vec4<f32>(abar, cmul(g, b_tilde[i]));
-    mode_cp[m] = vec4<f32>(c_tilde[i], power);
+    mode_ab[m] = ab;
+    mode_cp[m] = vec4<f32>(c_tilde[h * params.modes + m], power);
     carry[m] = vec2<f32>(0.0);
 }
 
+#if SUBGROUP
+// Exclusive scan of `v` over positions 0..WG−1; `parity` alternates between calls so that the
+// totals buffer written here is not the one slower invocations may still read from the last
+// call. Called by every invocation in uniform control flow.
+fn scan_exclusive(v: vec4<f32>, lane: u32, sg_size: u32, sg_index: u32, parity: u32) -> vec4<f32> {
+    var inclusive = v;
+    for (var off = 1u; off < sg_size; off = off << 1u) {
+        let other = subgroupShuffleUp(inclusive, off);
+        if (lane >= off) {
+            inclusive = combine(other, inclusive);
+        }
+    }
+    var exclusive = subgroupShuffleUp(inclusive, 1u);
+    if (lane == 0u) {
+        exclusive = IDENTITY;
+    }
+    if (lane == sg_size - 1u) {
+        totals[parity * 64u + sg_index] = inclusive;
+    }
+    workgroupBarrier();
+    var prefix = IDENTITY;
+    for (var j = 0u; j < sg_index; j++) {
+        prefix = combine(prefix, totals[parity * 64u + j]);
+    }
+    return combine(prefix, exclusive);
+}
+#else
 // Exclusive scan of `v` over positions 0..WG−1 (Kogge–Stone, ping-pong buffers). Called by every
 // invocation in uniform control flow.
 fn scan_exclusive(v: vec4<f32>, pos: u32) -> vec4<f32> {
@@ -141,9 +115,14 @@ fn scan_exclusive(v: vec4<f32>, pos: u32) -> vec4<f32> {
     }
     return scratch[src * WG + pos - 1u];
 }
+#endif
 
 @compute @workgroup_size(WG)
 fn main(
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+#endif
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -152,10 +131,24 @@ fn main(
     if (row >= params.rows) {
         return;
     }
+#if SUBGROUP
+    if (lid == 0u) {
+        atomicStore(&next_subgroup, 0u);
+    }
+    workgroupBarrier();
+    var ticket = 0u;
+    if (lane == 0u) {
+        ticket = atomicAdd(&next_subgroup, 1u);
+    }
+    let sg_index = subgroupShuffle(ticket, 0u);
+    let pos = sg_index * sg_size + lane;
+    var scans = 0u;
+#else
     let pos = lid;
+#endif
     let h = row % params.channels;
     for (var m = lid; m < params.modes; m += WG) {
-        discretise_mode(h, m);
+        stage_mode(h, m);
     }
     workgroupBarrier();
 
@@ -197,7 +190,12 @@ fn main(
                     }
                 }
             }
+#if SUBGROUP
+            let prefix = scan_exclusive(vec4<f32>(a, s), lane, sg_size, sg_index, scans & 1u);
+            scans += 1u;
+#else
             let prefix = scan_exclusive(vec4<f32>(a, s), pos);
+#endif
             var x = cmul(prefix.xy, carry[parity * MAX_N + m]) + prefix.zw;
             for (var k = 0u; k < T; k++) {
                 if (k < valid) {

@@ -1,20 +1,18 @@
-// selective_scan (Mamba-1, DESIGN §3.3): the row-sequential strategy, one kernel for every device
-// (no subgroup operations, no shared memory, no barriers).
+// selective_scan (Mamba-1's selective_scan_ref): the row-sequential strategy, one kernel for
+// every device (no subgroup operations, no shared memory, no barriers).
 // When it is used: `ScanStrategy::RowSequential`, and `Auto` whenever there are enough
 // independent (batch, channel) rows to fill a GPU or L is short (unless Bt·D·ceil(N/16) < 2048
-// and L > 512, where Auto picks the chunked parallel-in-time kernel, selective_scan_chunked*.wgsl,
-// which takes the same bindings and uniforms).
+// and L > 512, where Auto picks the chunked parallel-in-time kernel, selective_scan_chunked.wgsl;
+// both take the bindings and uniforms of selective_scan_io.wgsl).
 //
 // Math, per batch b, channel d, state n, step t:
 //   dt_t   = delta[b,d,t] + delta_bias[d];  if softplus: dt_t = softplus(dt_t) (= x for x > 20)
 //   x_t[n] = exp(dt_t · A[d,n]) · x_{t-1}[n] + dt_t · B_t[n] · u_t,      x_{-1} = initial_state or 0
 //   y_t    = (Σ_n C_t[n] · x_t[n] + D[d] · u_t) · silu(z_t)   (D and z optional)
 //
-// Layouts (f32, row-major): u, delta, z, out (Bt, D, L); B, C either (D, N) constant or
-// (Bt, G, N, L) variable/grouped (channel d reads group d / (D/G)); `chan` packs the per-channel
-// parameters A (D, N) at 0, D (D) at p_d and delta_bias (D) at p_bias; state (Bt, D, N) holds
-// initial_state on entry (when has_init; the host copies it there) and last_state on exit.
-// Large tensors may be bound as windows: off_* is the element index where a binding starts.
+// Layouts (f32, row-major; selective_scan_io.wgsl has them per binding): u, delta, z, out
+// (Bt, D, L); B, C (D, N) constant or (Bt, G, N, L) variable/grouped; A, D, delta_bias packed
+// in `chan`; state (Bt, D, N) holds initial_state on entry and last_state on exit.
 //
 // Work split: one invocation per row (b, d), WG rows per workgroup (override; the host picks 64,
 // or 16 when that leaves fewer than 16 workgroups), linear workgroup index (2-D grid past 65535).
@@ -34,59 +32,12 @@
 // On GPUs: B_t/C_t reads are broadcasts (rows of a group share them), u/delta/z/out reads are
 // stride-L across lanes (each line reused over the next 15 steps from cache); occupancy needs
 // Bt·D ≳ 10⁴ rows. For few rows and long L the op switches to the chunked parallel-in-time scan
-// (selective_scan_chunked*.wgsl: the composition (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2) is
+// (selective_scan_chunked.wgsl: the composition (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2) is
 // associative, chunk prefixes are combined inside one workgroup and carried between chunks).
 
 override WG: u32 = 64u;
-const B_VARIABLE: u32 = 1u;
-const C_VARIABLE: u32 = 2u;
-const HAS_D: u32 = 4u;
-const HAS_Z: u32 = 8u;
-const HAS_BIAS: u32 = 16u;
-const SOFTPLUS: u32 = 32u;
-const HAS_INIT: u32 = 64u;
 
-struct Params {
-    rows: u32,     // rows in this dispatch
-    row0: u32,     // first row b·D + d of this dispatch
-    dim: u32,      // D
-    len: u32,      // L
-    n: u32,        // N
-    b_groups: u32, // G of B (variable)
-    c_groups: u32, // G of C (variable)
-    flags: u32,
-    off_x: u32,    // element offset of the u/delta/z/out windows
-    off_b: u32,    // element offset of the B window
-    off_c: u32,    // element offset of the C window
-    off_s: u32,    // element offset of the state window
-    p_d: u32,      // index of D in chan
-    p_bias: u32,   // index of delta_bias in chan
-    pad0: u32,
-    pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;
-@group(0) @binding(2) var<storage, read> delta: array<f32>;
-@group(0) @binding(3) var<storage, read> chan: array<f32>;
-@group(0) @binding(4) var<storage, read> bmat: array<f32>;
-@group(0) @binding(5) var<storage, read> cmat: array<f32>;
-@group(0) @binding(6) var<storage, read> zgate: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
-@group(0) @binding(8) var<storage, read_write> state: array<f32>;
-
-// ln(1 + e^x) with an accurate log1p (Goldberg's trick), x for x > 20.
-fn softplus(x: f32) -> f32 {
-    if (x > 20.0) {
-        return x;
-    }
-    let e = exp(x);
-    let w = 1.0 + e;
-    if (w == 1.0) {
-        return e;
-    }
-    return log(w) * (e / (w - 1.0));
-}
+#include "ssm/selective_scan_io"
 
 // Element index of the (group, n) row of a variable B or C for row `row`.
 fn bc_base(row: u32, n: u32, groups: u32, off: u32) -> u32 {
@@ -116,14 +67,8 @@ fn main(
     let row = params.row0 + w;
     let d = row % dim;
     let x_base = row * len - params.off_x;
-    var skip = 0.0;
-    if ((flags & HAS_D) != 0u) {
-        skip = chan[params.p_d + d];
-    }
-    var bias = 0.0;
-    if ((flags & HAS_BIAS) != 0u) {
-        bias = chan[params.p_bias + d];
-    }
+    let skip = skip_of(d);
+    let bias = bias_of(d);
     for (var n0 = 0u; n0 < nn; n0 += NS) {
         let last = n0 + NS >= nn;
         var a: array<f32, NS>;

@@ -1,12 +1,12 @@
-// selective_scan_chunked (Mamba-1, DESIGN §3.3): the chunked parallel-in-time strategy of the
-// selective scan, shared-memory variant (no subgroup operations).
-// When it is used: `ScanStrategy::ChunkedParallel` on a device without subgroups (or whose
-// subgroup size does not divide WG = 128); `Auto` picks ChunkedParallel when there are too few
-// (batch, channel) rows to fill a GPU and the sequence is long (Bt·D·ceil(N/16) < 2048 and
-// L > 512): the row-sequential kernel (selective_scan.wgsl) would then leave most of the device
-// idle with a latency of L dependent steps, while this one spreads L over a workgroup. The
-// subgroup variant (selective_scan_chunked_subgroup.wgsl) differs only in step 2; keep the two
-// files in step. Same bindings, uniforms and outputs as selective_scan.wgsl.
+// selective_scan_chunked (Mamba-1's selective_scan_ref): the chunked parallel-in-time strategy of
+// the selective scan. Flag SUBGROUP: the workgroup scan of step 2 by subgroup shuffles (the host
+// composes it when the device offers SUBGROUP with a subgroup size dividing WG = 128); without
+// it, a shared-memory scan. Nothing else differs.
+// When it is used: `ScanStrategy::ChunkedParallel`, chosen explicitly or by `Auto` on a GPU with
+// few (batch, channel) rows and a long sequence (Bt·D·ceil(N/16) < 2048 and L > 512): the
+// row-sequential kernel (selective_scan.wgsl) would then leave most of the device idle with a
+// latency of L dependent steps, while this one spreads L over a workgroup. Same bindings,
+// uniforms and outputs as selective_scan.wgsl (selective_scan_io.wgsl).
 //
 // Math, per batch b, channel d, state n, step t:
 //   dt_t   = delta[b,d,t] + delta_bias[d];  if softplus: dt_t = softplus(dt_t) (= x for x > 20)
@@ -15,23 +15,31 @@
 // The step map x ↦ a·x + b composes as (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2): associative, so
 // time is scanned in parallel.
 //
-// Layouts (f32, row-major): u, delta, z, out (Bt, D, L); B, C either (D, N) constant or
-// (Bt, G, N, L) variable/grouped (channel d reads group d / (D/G)); `chan` packs the per-channel
-// parameters A (D, N) at 0, D (D) at p_d and delta_bias (D) at p_bias; state (Bt, D, N) holds
-// initial_state on entry (when has_init; the host copies it there) and last_state on exit.
-// Large tensors may be bound as windows: off_* is the element index where a binding starts.
+// Layouts (f32, row-major; per binding in selective_scan_io.wgsl): u, delta, z, out (Bt, D, L);
+// B, C (D, N) constant or (Bt, G, N, L) variable/grouped; A, D, delta_bias packed in `chan`;
+// state (Bt, D, N) holds initial_state on entry and last_state on exit.
 //
 // Work split: one workgroup per (b, d) row (linear workgroup index + row0, 2-D grid past 65535).
 // It walks L in chunks of CHUNK = WG·ITEMS steps; invocation v owns steps v·ITEMS .. +ITEMS of a
 // chunk, keeps their u and dt in registers for all N, and loops over the state dims NB at a time:
 //   1. for its ITEMS steps: a_k = exp(dt_k·A), b_k = dt_k·B_k·u_k (kept), and their composition;
-//   2. a Hillis–Steele workgroup scan (shared memory, log2(WG) steps) of the NB compositions gives
-//      each invocation the map of all earlier runs of the chunk;
+//   2. a workgroup scan of the NB compositions gives each invocation the map of all earlier runs
+//      of the chunk. Shared memory: Hillis–Steele, log2(WG) steps with two barriers each.
+//      SUBGROUP: an inclusive scan inside each subgroup with subgroupShuffleUp (log2(subgroup
+//      size) steps), the subgroup totals to shared memory, one barrier, and each invocation folds
+//      the totals of earlier subgroups. The time order of invocations is then
+//      v = subgroup_id · subgroup_size + lane, so any subgroup size dividing WG works (lavapipe:
+//      8 or 4; NVIDIA 32; AMD 32/64);
 //   3. its start state = that map applied to the chunk's carried-in state s_carry[n]; replaying
 //      its ITEMS steps gives x_t, accumulated into y_t += C_t[n]·x_t;
 //   4. the invocation owning the chunk's last run writes x at the chunk end back to s_carry[n].
 // Steps past L are identities (a = 1, b = 0). Each input element is read once per workgroup; u,
 // dt and z are coalesced runs of ITEMS floats per invocation, B/C rows likewise per state dim.
+// What bounds it: on a GPU the exp per (step, state) and the scan steps per NB states; on a CPU
+// device (lavapipe) its barriers, each a switch between SIMD fibers, which is why `Auto` never
+// picks it there. Workgroup memory holds s_carry (N ≤ MAX_N) and the NB·WG scan pairs.
+
+#include "ssm/selective_scan_io"
 
 const WG: u32 = 128u;
 const ITEMS: u32 = 4u;
@@ -39,62 +47,18 @@ const CHUNK: u32 = 512u; // WG * ITEMS
 const NB: u32 = 4u;
 const MAX_N: u32 = 256u;
 
-const B_VARIABLE: u32 = 1u;
-const C_VARIABLE: u32 = 2u;
-const HAS_D: u32 = 4u;
-const HAS_Z: u32 = 8u;
-const HAS_BIAS: u32 = 16u;
-const SOFTPLUS: u32 = 32u;
-const HAS_INIT: u32 = 64u;
-
-struct Params {
-    rows: u32,     // workgroups (rows) in this dispatch
-    row0: u32,     // first row b·D + d of this dispatch
-    dim: u32,      // D
-    len: u32,      // L
-    n: u32,        // N
-    b_groups: u32, // G of B (variable)
-    c_groups: u32, // G of C (variable)
-    flags: u32,
-    off_x: u32,    // element offset of the u/delta/z/out windows
-    off_b: u32,    // element offset of the B window
-    off_c: u32,    // element offset of the C window
-    off_s: u32,    // element offset of the state window
-    p_d: u32,      // index of D in chan
-    p_bias: u32,   // index of delta_bias in chan
-    pad0: u32,
-    pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;
-@group(0) @binding(2) var<storage, read> delta: array<f32>;
-@group(0) @binding(3) var<storage, read> chan: array<f32>;
-@group(0) @binding(4) var<storage, read> bmat: array<f32>;
-@group(0) @binding(5) var<storage, read> cmat: array<f32>;
-@group(0) @binding(6) var<storage, read> zgate: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
-@group(0) @binding(8) var<storage, read_write> state: array<f32>;
-
 var<workgroup> s_carry: array<f32, MAX_N>;
-var<workgroup> s_a: array<f32, 512>; // NB * WG
+// NB * WG scan pairs (SUBGROUP: subgroup totals; WG bounds the subgroup count).
+var<workgroup> s_a: array<f32, 512>;
 var<workgroup> s_b: array<f32, 512>;
-
-// ln(1 + e^x) with an accurate log1p (Goldberg's trick), x for x > 20.
-fn softplus(x: f32) -> f32 {
-    if (x > 20.0) {
-        return x;
-    }
-    let e = exp(x);
-    let w = 1.0 + e;
-    if (w == 1.0) {
-        return e;
-    }
-    return log(w) * (e / (w - 1.0));
-}
 
 @compute @workgroup_size(WG)
 fn main(
+#if SUBGROUP
+    @builtin(subgroup_id) sid: u32,
+    @builtin(subgroup_size) sgs: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -103,7 +67,11 @@ fn main(
     if (w >= params.rows) {
         return;
     }
+#if SUBGROUP
+    let v = sid * sgs + lane; // time order of the invocation's run within a chunk
+#else
     let v = lid; // time order of the invocation's run within a chunk
+#endif
     let row = params.row0 + w;
     let dim = params.dim;
     let bi = row / dim;
@@ -119,14 +87,8 @@ fn main(
         }
         s_carry[n] = x0;
     }
-    var skip = 0.0;
-    if ((flags & HAS_D) != 0u) {
-        skip = chan[params.p_d + d];
-    }
-    var bias = 0.0;
-    if ((flags & HAS_BIAS) != 0u) {
-        bias = chan[params.p_bias + d];
-    }
+    let skip = skip_of(d);
+    let bias = bias_of(d);
     let x_base = row * len - params.off_x;
     let b_var = (flags & B_VARIABLE) != 0u;
     let c_var = (flags & C_VARIABLE) != 0u;
@@ -158,6 +120,10 @@ fn main(
             // 1. per-step maps and the composition of this invocation's run, NB state dims.
             var ea: array<f32, 16>; // NB * ITEMS
             var eb: array<f32, 16>;
+#if SUBGROUP
+            var ex_a: array<f32, NB>;
+            var ex_b: array<f32, NB>;
+#endif
             for (var j = 0u; j < NB; j++) {
                 let n = n0 + j;
                 var pa = 1.0;
@@ -186,9 +152,34 @@ fn main(
                         pa = pa * ak;
                     }
                 }
+#if SUBGROUP
+                // 2a. inclusive scan inside the subgroup; exclusive value by one more shuffle.
+                for (var off = 1u; off < sgs; off <<= 1u) {
+                    let qa = subgroupShuffleUp(pa, off);
+                    let qb = subgroupShuffleUp(pb, off);
+                    if (lane >= off) {
+                        pb = pa * qb + pb;
+                        pa = qa * pa;
+                    }
+                }
+                var xa = subgroupShuffleUp(pa, 1u);
+                var xb = subgroupShuffleUp(pb, 1u);
+                if (lane == 0u) {
+                    xa = 1.0;
+                    xb = 0.0;
+                }
+                ex_a[j] = xa;
+                ex_b[j] = xb;
+                if (lane == sgs - 1u) {
+                    s_a[j * WG + sid] = pa;
+                    s_b[j * WG + sid] = pb;
+                }
+#else
                 s_a[j * WG + v] = pa;
                 s_b[j * WG + v] = pb;
+#endif
             }
+#if !SUBGROUP
             // 2. inclusive Hillis–Steele scan over v: s[v] = run_0 ∘ … ∘ run_v.
             for (var off = 1u; off < WG; off <<= 1u) {
                 workgroupBarrier();
@@ -212,6 +203,7 @@ fn main(
                     }
                 }
             }
+#endif
             workgroupBarrier();
             // 3. start state and replay.
             var fin: array<f32, NB>;
@@ -220,9 +212,17 @@ fn main(
                 fin[j] = 0.0;
                 if (n < nn) {
                     var x = s_carry[n];
+#if SUBGROUP
+                    // the totals of earlier subgroups, then the lanes before this one.
+                    for (var s = 0u; s < sid; s++) {
+                        x = s_a[j * WG + s] * x + s_b[j * WG + s];
+                    }
+                    x = ex_a[j] * x + ex_b[j];
+#else
                     if (v > 0u) {
                         x = s_a[j * WG + v - 1u] * x + s_b[j * WG + v - 1u];
                     }
+#endif
                     var c_const = 0.0;
                     if (!c_var) {
                         c_const = cmat[d * nn + n];

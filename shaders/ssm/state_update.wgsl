@@ -1,5 +1,5 @@
-// state_update: one-token Mamba-1 decode step (DESIGN §3.4, mamba_ssm's selective_state_update),
-// one kernel for every device (no subgroup operations; the reduction over TPR invocations uses shared memory).
+// state_update: one-token Mamba-1 decode step (mamba_ssm's selective_state_update), one kernel
+// for every device (no subgroup operations; the reduction over TPR invocations uses shared memory).
 //
 // Math, per request b (state row s = slot[b], or b without slots), channel d, state n:
 //   dt = dt[b,d] + dt_bias[d];  if softplus: dt = softplus(dt)   (= dt for dt > 20)
@@ -47,28 +47,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> state: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> amat: array<f32>;
-@group(0) @binding(4) var<storage, read> pk: array<f32>;
-@group(0) @binding(5) var<storage, read> bmat: array<f32>;
-@group(0) @binding(6) var<storage, read> cmat: array<f32>;
-@group(0) @binding(7) var<storage, read> zgate: array<f32>;
-@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> state: array<f32>; // (Pool, D, N)
+@group(0) @binding(2) var<storage, read> x: array<f32>;           // (Bt, D)
+@group(0) @binding(3) var<storage, read> amat: array<f32>;        // (D, N)
+@group(0) @binding(4) var<storage, read> pk: array<f32>;          // D | dt_bias | slots | dt
+@group(0) @binding(5) var<storage, read> bmat: array<f32>;        // (Bt, G, N)
+@group(0) @binding(6) var<storage, read> cmat: array<f32>;        // (Bt, G, N)
+@group(0) @binding(7) var<storage, read> zgate: array<f32>;       // (Bt, D)
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;   // (Bt, D)
 
 var<workgroup> s_part: array<f32, WG>;
 
-fn softplus(v: f32) -> f32 {
-    if (v > 20.0) {
-        return v;
-    }
-    let e = exp(v);
-    let w = 1.0 + e;
-    if (w == 1.0) {
-        return e;
-    }
-    return log(w) * (e / (w - 1.0));
-}
+#include "ssm/softplus"
 
 struct Row {
     valid: bool, // a real row whose request is not skipped

@@ -1,5 +1,5 @@
 //! `absorbed_attention`: DeepSeek-V2/V3 Multi-head Latent Attention in the absorbed form, on the
-//! paged latent cache of [`crate::ops::latent_cache`] (DESIGN §4).
+//! paged latent cache of [`crate::ops::latent_cache`].
 //!
 //! For sequence b, new query token i < S_q and head h:
 //! `s_j = scale·(q_lat·c_j + q_rope·k_rope_j)`, `o_lat = Σ_j softmax_j(s) c_j` over the keys
@@ -17,9 +17,8 @@
 //! dots); M, online softmax in f32, invocation = row; P, PV, invocation = a block of output
 //! columns × all G rows (per key it loads its column vec4s of c and the key's 16 probabilities
 //! and does G·DB vec4 FMAs). Aligned widths (d_c, d_R multiples of 4, DeepSeek's case) use
-//! `absorbed_attention_vec4.wgsl` (64 invocations, JB = 8 keys, tiles of 512 keys); other
-//! widths use the scalar `absorbed_attention.wgsl` (256 invocations, one key per invocation,
-//! tiles of 256 keys).
+//! `absorbed_attention.wgsl` with `VEC4` (64 invocations, JB = 8 keys, tiles of 512 keys); other
+//! widths use it without (256 invocations, one key per invocation, tiles of 256 keys).
 //!
 //! How often each cache row is read from global memory: twice per row group (phase S reads the
 //! row, phase P its c part), ⌈H·S_q / 16⌉ row groups per sequence. Decode with H = 16: one
@@ -57,26 +56,15 @@ use crate::runtime::Gpu;
 use crate::runtime::{Batch, Binding};
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// The attention kernel.
-pub const SHADER: Shader = Shader {
-    name: "mla/absorbed_attention",
-    source: include_str!("../../shaders/mla/absorbed_attention.wgsl"),
-};
+/// The attention body.
+pub const SHADER: Shader = wgsl!("mla/absorbed_attention");
 
-/// The register-blocked attention kernel for aligned widths (d_c, d_R multiples of 4).
-pub const VEC4_SHADER: Shader = Shader {
-    name: "mla/absorbed_attention_vec4",
-    source: include_str!("../../shaders/mla/absorbed_attention_vec4.wgsl"),
-};
-
-/// The split-KV combine kernel.
-pub const COMBINE_SHADER: Shader = Shader {
-    name: "mla/absorbed_attention_combine",
-    source: include_str!("../../shaders/mla/absorbed_attention_combine.wgsl"),
-};
+/// The split-KV combine body.
+pub const COMBINE_SHADER: Shader = wgsl!("mla/absorbed_attention_combine");
 
 const WG: usize = 256;
 /// Keys per tile (the shader's TK): one per invocation in the score phase.
@@ -227,6 +215,27 @@ struct Uniforms {
     _pad: [u32; 3],
 }
 
+/// What the attention kernels are passed: their `Uniforms`, then the queries, the cache, its
+/// block table and sequence lengths, o_lat and the scratch buffer.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("q_lat", Access::Read),
+        ("q_rope", Access::Read),
+        ("cache", Access::Read),
+        ("block_table", Access::Read),
+        ("seq_lens", Access::Read),
+        ("o_lat", Access::ReadWrite),
+        ("scratch", Access::ReadWrite),
+    ],
+};
+
+/// The attention kernel for widths that are not multiples of 4.
+pub const SCALAR: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The register-blocked attention kernel for aligned widths (d_c, d_R multiples of 4).
+pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CombineUniforms {
@@ -235,6 +244,15 @@ struct CombineUniforms {
     n_split: u32,
     _pad: u32,
 }
+
+/// What the combine kernel is passed: its `CombineUniforms`, then the scratch buffer and o_lat.
+pub const COMBINE_INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<CombineUniforms>(),
+    bindings: &[("scratch", Access::Read), ("o_lat", Access::ReadWrite)],
+};
+
+/// The split-KV combine kernel.
+pub const COMBINE: Variant = COMBINE_SHADER.variant(Flags::NONE, COMBINE_INTERFACE);
 
 /// Specialisation of the attention kernel: (vec4 variant, G, NPC or DB).
 type KernelKey = (bool, usize, usize);
@@ -259,7 +277,7 @@ impl AbsorbedAttention {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let op = Self {
             gpu_kernels: Mutex::new(HashMap::new()),
-            combine: gpu.kernel(&COMBINE_SHADER, &[("WG", WG as f64)])?,
+            combine: gpu.kernel(&COMBINE, &[("WG", WG as f64)])?,
             scratch: Mutex::new(None),
         };
         op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?)?;
@@ -275,11 +293,11 @@ impl AbsorbedAttention {
         let g = p.rows_per_group as f64;
         let k = if p.vec4 {
             gpu.kernel(
-                &VEC4_SHADER,
+                &VEC4,
                 &[("G", g), ("JB", JB as f64), ("DB", p.out_cols as f64)],
             )?
         } else {
-            gpu.kernel(&SHADER, &[("G", g), ("NPC", p.out_cols as f64)])?
+            gpu.kernel(&SCALAR, &[("G", g), ("NPC", p.out_cols as f64)])?
         };
         kernels.insert(key, k.clone());
         Ok(k)

@@ -1,4 +1,4 @@
-//! `diagonal_scan`: the diagonal complex LTI scan of S4D / S5 (DESIGN §3.5), parallel in time.
+//! `diagonal_scan`: the diagonal complex LTI scan of S4D / S5, parallel in time.
 //! `x_t = Λ̄ ⊙ x_{t−1} + B̄ u_t`, `y_t = 2·Re(C̃·x_t) + D·u_t`, with `(Λ̄, B̄)` the ZOH, bilinear or
 //! Euler discretisation of `(Λ, B̃)` with the channel's step Δ, computed inside the kernel.
 //!
@@ -17,8 +17,7 @@
 //! - **chunked parallel-in-time**: one workgroup per row walks the sequence in chunks of `WG·T`
 //!   steps with a workgroup scan of complex pairs per mode and a carried prefix, so no workgroup
 //!   waits on another (`shaders/ssm/diagonal_scan.wgsl`). The scan uses subgroup shuffles when
-//!   the device has them (`shaders/ssm/diagonal_scan_subgroup.wgsl`) and shared memory
-//!   otherwise.
+//!   the device has them (its `SUBGROUP` variant) and shared memory otherwise.
 //!
 //! [`ScanStrategy::Auto`] decides as for the selective scan
 //! ([`ScanStrategy::resolve_sizes`] with rows = Bt·H, n = N): always row-sequential on a CPU
@@ -42,25 +41,14 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
-/// The shared-memory kernel (any device).
-pub const SHADER: Shader = Shader {
-    name: "ssm/diagonal_scan",
-    source: include_str!("../../shaders/ssm/diagonal_scan.wgsl"),
-};
+/// The chunked parallel-in-time body.
+pub const SHADER: Shader = wgsl!("ssm/diagonal_scan");
 
-/// The subgroup kernel (devices with `SUBGROUP`).
-pub const SHADER_SUBGROUP: Shader = Shader {
-    name: "ssm/diagonal_scan_subgroup",
-    source: include_str!("../../shaders/ssm/diagonal_scan_subgroup.wgsl"),
-};
-
-/// The row-sequential kernel (one for every device; no subgroup operations).
-pub const ROWS_SHADER: Shader = Shader {
-    name: "ssm/diagonal_scan_rows",
-    source: include_str!("../../shaders/ssm/diagonal_scan_rows.wgsl"),
-};
+/// The row-sequential body (one for every device; no subgroup operations).
+pub const ROWS_SHADER: Shader = wgsl!("ssm/diagonal_scan_rows");
 
 /// Invocations per workgroup of the chunked kernel.
 pub const WG: u32 = 64;
@@ -146,6 +134,29 @@ struct Uniforms {
     _pad: [u32; 3],
 }
 
+/// What all three kernels are passed: their `Uniforms`, then u, the SSM's tensors and y.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("u", Access::Read),
+        ("lambda", Access::Read),
+        ("b_tilde", Access::Read),
+        ("c_tilde", Access::Read),
+        ("dt", Access::Read),
+        ("d_skip", Access::Read),
+        ("y", Access::ReadWrite),
+    ],
+};
+
+/// The chunked kernel with a shared-memory workgroup scan (any device).
+pub const CHUNKED: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The chunked kernel with a subgroup workgroup scan (devices with `SUBGROUP`).
+pub const CHUNKED_SUBGROUP: Variant = SHADER.variant(Flags::of(&[Flag::Subgroup]), INTERFACE);
+
+/// The row-sequential kernel.
+pub const ROWS: Variant = ROWS_SHADER.variant(Flags::NONE, INTERFACE);
+
 fn method_code(method: Discretisation) -> u32 {
     match method {
         Discretisation::Zoh => 0,
@@ -190,12 +201,16 @@ impl DiagonalScan {
         let info = gpu.adapter_info();
         let max_sg = info.subgroup_max_size.max(1);
         let subgroups = gpu.has_subgroups() && max_sg <= WG && WG % max_sg == 0;
-        let shader = if subgroups { &SHADER_SUBGROUP } else { &SHADER };
-        let kernel = gpu.kernel(shader, &[("WG", WG as f64), ("T", T as f64)])?;
+        let chunked = if subgroups {
+            &CHUNKED_SUBGROUP
+        } else {
+            &CHUNKED
+        };
+        let kernel = gpu.kernel(chunked, &[("WG", WG as f64), ("T", T as f64)])?;
         Ok(Self {
             kernel,
-            rows: gpu.kernel(&ROWS_SHADER, &[("WG", 64.0)])?,
-            rows_small: gpu.kernel(&ROWS_SHADER, &[("WG", 16.0)])?,
+            rows: gpu.kernel(&ROWS, &[("WG", 64.0)])?,
+            rows_small: gpu.kernel(&ROWS, &[("WG", 16.0)])?,
             subgroups,
             strategy,
             device: info.device_type,

@@ -1,5 +1,5 @@
-//! `fma_peak`: the arithmetic ceiling of the benchmarks (DESIGN §7). Each element runs 8
-//! independent vec4 FMA chains for `iters` steps; see `shaders/common/fma_peak.wgsl`.
+//! `fma_peak`: the arithmetic ceiling of the benchmarks. Each element runs 8 independent vec4
+//! FMA chains for `iters` steps; see `shaders/common/fma_peak.wgsl`.
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
@@ -7,13 +7,11 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
-/// The WGSL kernel.
-pub const SHADER: Shader = Shader {
-    name: "common/fma_peak",
-    source: include_str!("../../shaders/common/fma_peak.wgsl"),
-};
+/// The WGSL body.
+pub const SHADER: Shader = wgsl!("common/fma_peak");
 
 /// Default workgroup size.
 pub const WG: u32 = 256;
@@ -36,6 +34,15 @@ struct Uniforms {
     c: f32,
 }
 
+/// What the kernel is passed: its `Uniforms`, then seed and out.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[("seed", Access::Read), ("out", Access::ReadWrite)],
+};
+
+/// The kernel.
+pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
 impl FmaPeak {
     /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
@@ -48,7 +55,7 @@ impl FmaPeak {
             return Err(Error::invalid(format!("fma_peak workgroup size {wg}")));
         }
         Ok(Self {
-            kernel: gpu.kernel(&SHADER, &[("WG", wg as f64)])?,
+            kernel: gpu.kernel(&KERNEL, &[("WG", wg as f64)])?,
             wg,
         })
     }

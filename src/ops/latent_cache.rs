@@ -16,13 +16,11 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
-/// The WGSL kernel (append).
-pub const SHADER: Shader = Shader {
-    name: "mla/latent_cache",
-    source: include_str!("../../shaders/mla/latent_cache.wgsl"),
-};
+/// The WGSL body (append).
+pub const SHADER: Shader = wgsl!("mla/latent_cache");
 
 const WG: u32 = 256;
 
@@ -124,6 +122,19 @@ struct Uniforms {
     _pad: u32,
 }
 
+/// What the append kernel is passed: its `Uniforms`, then latent, slots and the cache data.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("latent", Access::Read),
+        ("slots", Access::Read),
+        ("data", Access::ReadWrite),
+    ],
+};
+
+/// The append kernel.
+pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
 /// The append kernel: writes T latent rows into the cache at given slots.
 #[derive(Clone, Debug)]
 pub struct LatentCacheAppend {
@@ -134,7 +145,7 @@ impl LatentCacheAppend {
     /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
-            kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
+            kernel: gpu.kernel(&KERNEL, &[("WG", WG as f64)])?,
         })
     }
 

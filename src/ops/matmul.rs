@@ -1,6 +1,6 @@
 //! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), a register-blocked matrix
-//! product with vec4 loads (`shaders/mla/matmul_vec4.wgsl`) when the layout is vec4-aligned, and
-//! a tiled product with workgroup-memory tiles (`shaders/mla/matmul.wgsl`) otherwise.
+//! product with vec4 loads (`shaders/mla/matmul.wgsl` with `VEC4`) when the layout is
+//! vec4-aligned, and a tiled product with workgroup-memory tiles (the same body without) otherwise.
 //!
 //! The layout is strided ([`MatmulDims`]): w(g, n, k) = W[n, k] for a PyTorch `Linear` weight
 //! (row-major [out, in], `w_trans`), or W[k, n]; every operand has an element offset, a stride
@@ -27,19 +27,11 @@ use crate::runtime::Gpu;
 use crate::runtime::{Batch, Binding};
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
-/// The WGSL kernel.
-pub const SHADER: Shader = Shader {
-    name: "mla/matmul",
-    source: include_str!("../../shaders/mla/matmul.wgsl"),
-};
-
-/// The vec4 fast path (`shaders/mla/matmul_vec4.wgsl`), used when every operand is vec4-aligned.
-pub const VEC4_SHADER: Shader = Shader {
-    name: "mla/matmul_vec4",
-    source: include_str!("../../shaders/mla/matmul_vec4.wgsl"),
-};
+/// The WGSL body.
+pub const SHADER: Shader = wgsl!("mla/matmul");
 
 pub use crate::spec::matmul::MatmulDims;
 
@@ -67,6 +59,24 @@ struct Uniforms {
     cb: u32,
     _pad1: u32,
 }
+
+/// What both kernels are passed: their `Uniforms`, then x, w, bias (a 1-element dummy without
+/// one) and y.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("x", Access::Read),
+        ("w", Access::Read),
+        ("bias", Access::Read),
+        ("y", Access::ReadWrite),
+    ],
+};
+
+/// The tiled fallback for layouts that are not vec4-aligned.
+pub const TILED: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The vec4 fast path, used when every operand is vec4-aligned.
+pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 
 #[derive(Clone, Copy, Debug)]
 struct Tile {
@@ -174,7 +184,7 @@ impl Matmul {
         let mut kernels = Vec::new();
         for t in TILES {
             let k = gpu.kernel(
-                &SHADER,
+                &TILED,
                 &[
                     ("WG", (t.bm_t * t.bn_t) as f64),
                     ("BM_T", t.bm_t as f64),
@@ -310,7 +320,7 @@ impl Matmul {
             detail: "more than 2^32 workgroups".into(),
         })?;
         let kernel = batch.gpu().kernel(
-            &VEC4_SHADER,
+            &VEC4,
             &[
                 ("WG", wg as f64),
                 ("RM", rm as f64),

@@ -4,9 +4,9 @@
 //! normalised into a column block of another (the latent rows) without copies.
 //!
 //! When d and every row offset and stride are multiples of 4 (all MLA uses) the vec4 kernel
-//! `shaders/mla/rmsnorm_vec4.wgsl` runs: 8 invocations per row, x held in registers between the
-//! sum of squares and the scaling, one barrier per workgroup. Otherwise `shaders/mla/rmsnorm.wgsl`
-//! (one workgroup per row, tree reduction).
+//! (`shaders/mla/rmsnorm.wgsl` with `VEC4`) runs: 8 invocations per row, x held in registers
+//! between the sum of squares and the scaling, one barrier per workgroup. Otherwise the scalar
+//! one (one workgroup per row, tree reduction).
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
@@ -14,20 +14,11 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
-/// The WGSL kernel.
-pub const SHADER: Shader = Shader {
-    name: "mla/rmsnorm",
-    source: include_str!("../../shaders/mla/rmsnorm.wgsl"),
-};
-
-/// The vec4 fast path (`shaders/mla/rmsnorm_vec4.wgsl`), used when d and every row offset and
-/// stride are multiples of 4.
-pub const VEC4_SHADER: Shader = Shader {
-    name: "mla/rmsnorm_vec4",
-    source: include_str!("../../shaders/mla/rmsnorm_vec4.wgsl"),
-};
+/// The WGSL body.
+pub const SHADER: Shader = wgsl!("mla/rmsnorm");
 
 /// Invocations per row and per workgroup of the vec4 path.
 const VEC4_TPR: u32 = 8;
@@ -64,6 +55,22 @@ struct Uniforms {
     eps: f32,
     _pad: u32,
 }
+
+/// What both kernels are passed: their `Uniforms`, then x, w and y.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("x", Access::Read),
+        ("w", Access::Read),
+        ("y", Access::ReadWrite),
+    ],
+};
+
+/// The scalar kernel (one workgroup per row).
+pub const SCALAR: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The vec4 fast path, used when d and every row offset and stride are multiples of 4.
+pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 
 /// A built RMSNorm op.
 #[derive(Clone, Debug)]
@@ -110,11 +117,8 @@ impl RmsNorm {
         let wg = 256u32.min(gpu.limits().max_compute_invocations_per_workgroup.max(1));
         let wg: u32 = 1 << (31 - wg.leading_zeros()); // a power of two for the tree reduction
         Ok(Self {
-            kernel: gpu.kernel(&SHADER, &[("WG", wg as f64)])?,
-            vec4: gpu.kernel(
-                &VEC4_SHADER,
-                &[("WG", VEC4_WG as f64), ("TPR", VEC4_TPR as f64)],
-            )?,
+            kernel: gpu.kernel(&SCALAR, &[("WG", wg as f64)])?,
+            vec4: gpu.kernel(&VEC4, &[("WG", VEC4_WG as f64), ("TPR", VEC4_TPR as f64)])?,
         })
     }
 

@@ -11,9 +11,8 @@
 //! stride) in x and y.
 //!
 //! Vec4-aligned layouts (offsets and strides multiples of 4, d of 4 interleaved or 8 halves; all
-//! MLA uses) run `shaders/mla/rope_vec4.wgsl`: vec4 loads and stores, and one cos/sin per
-//! (token, frequency) shared by 8 heads. Others run `shaders/mla/rope.wgsl`, one pair per
-//! invocation.
+//! MLA uses) run `shaders/mla/rope.wgsl` with `VEC4`: vec4 loads and stores, and one cos/sin per
+//! (token, frequency) shared by 8 heads. Others run it without, one pair per invocation.
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
@@ -21,20 +20,11 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
-/// The WGSL kernel.
-pub const SHADER: Shader = Shader {
-    name: "mla/rope",
-    source: include_str!("../../shaders/mla/rope.wgsl"),
-};
-
-/// The vec4 fast path (`shaders/mla/rope_vec4.wgsl`), used when every offset and stride is a
-/// multiple of 4 and d of 4 (interleaved) or 8 (halves).
-pub const VEC4_SHADER: Shader = Shader {
-    name: "mla/rope_vec4",
-    source: include_str!("../../shaders/mla/rope_vec4.wgsl"),
-};
+/// The WGSL body.
+pub const SHADER: Shader = wgsl!("mla/rope");
 
 const WG: u32 = 256;
 const VEC4_WG: u32 = 64;
@@ -137,6 +127,24 @@ struct Uniforms {
     pairs: u32,
 }
 
+/// What both kernels are passed: their `Uniforms`, then x, positions, the frequency turns and y.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("x", Access::Read),
+        ("positions", Access::Read),
+        ("turns", Access::Read),
+        ("y", Access::ReadWrite),
+    ],
+};
+
+/// The scalar kernel (one pair per invocation).
+pub const SCALAR: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The vec4 fast path, used when every offset and stride is a multiple of 4 and d of 4
+/// (interleaved) or 8 (halves).
+pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
+
 /// A built rope op.
 #[derive(Clone, Debug)]
 pub struct Rope {
@@ -188,11 +196,8 @@ impl Rope {
     /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
-            kernel: gpu.kernel(&SHADER, &[("WG", WG as f64)])?,
-            vec4: gpu.kernel(
-                &VEC4_SHADER,
-                &[("WG", VEC4_WG as f64), ("HB", VEC4_HB as f64)],
-            )?,
+            kernel: gpu.kernel(&SCALAR, &[("WG", WG as f64)])?,
+            vec4: gpu.kernel(&VEC4, &[("WG", VEC4_WG as f64), ("HB", VEC4_HB as f64)])?,
         })
     }
 

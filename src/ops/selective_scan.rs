@@ -1,5 +1,5 @@
-//! `selective_scan`: the Mamba-1 selective scan on the GPU (DESIGN §3.3), with the names,
-//! layouts and semantics of `mamba_ssm`'s `selective_scan_ref`:
+//! `selective_scan`: the Mamba-1 selective scan on the GPU, with the names, layouts and semantics
+//! of `mamba_ssm`'s `selective_scan_ref`:
 //!
 //! ```text
 //! dt = delta + delta_bias;  if delta_softplus: dt = softplus(dt);   x_{-1} = initial_state or 0
@@ -20,9 +20,9 @@
 //!   time: its latency is L dependent steps.
 //! - **chunked parallel-in-time**: one workgroup per row walks L in chunks of 512 steps; inside a
 //!   chunk each invocation composes its run of 4 steps, a workgroup scan combines the runs
-//!   (subgroup shuffles when [`Gpu::has_subgroups`], `shaders/ssm/selective_scan_chunked_subgroup.wgsl`,
-//!   else shared memory, `shaders/ssm/selective_scan_chunked.wgsl`) and the chunk's end state is
-//!   carried to the next chunk inside the workgroup (no inter-workgroup waiting).
+//!   (`shaders/ssm/selective_scan_chunked.wgsl`: subgroup shuffles, its `SUBGROUP` variant, when
+//!   [`Gpu::has_subgroups`], else shared memory) and the chunk's end state is carried to the next
+//!   chunk inside the workgroup (no inter-workgroup waiting).
 //!
 //! [`ScanStrategy::Auto`] picks, on a GPU, the chunked scan when `Bt·D·ceil(N/16) < 2048` and
 //! `L > 512`: a row-sequential walk of a long L over a handful of rows leaves the GPU idle (a few
@@ -45,26 +45,14 @@ use crate::runtime::Gpu;
 use crate::runtime::{Batch, Binding};
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::{Arc, Mutex};
 
-/// The row-sequential WGSL kernel (one for every device; it needs no subgroup operations).
-pub const SHADER: Shader = Shader {
-    name: "ssm/selective_scan",
-    source: include_str!("../../shaders/ssm/selective_scan.wgsl"),
-};
+/// The row-sequential WGSL body (one for every device; it needs no subgroup operations).
+pub const SHADER: Shader = wgsl!("ssm/selective_scan");
 
-/// The chunked parallel-in-time WGSL kernel, shared-memory workgroup scan.
-pub const CHUNKED_SHADER: Shader = Shader {
-    name: "ssm/selective_scan_chunked",
-    source: include_str!("../../shaders/ssm/selective_scan_chunked.wgsl"),
-};
-
-/// The chunked parallel-in-time WGSL kernel, subgroup workgroup scan (used when the device has
-/// `SUBGROUP` and its subgroup size divides the workgroup size).
-pub const CHUNKED_SUBGROUP_SHADER: Shader = Shader {
-    name: "ssm/selective_scan_chunked_subgroup",
-    source: include_str!("../../shaders/ssm/selective_scan_chunked_subgroup.wgsl"),
-};
+/// The chunked parallel-in-time WGSL body.
+pub const CHUNKED_SHADER: Shader = wgsl!("ssm/selective_scan_chunked");
 
 /// Steps per chunk of the chunked kernel (workgroup of 128 invocations × 4 steps each).
 pub const CHUNK: usize = 512;
@@ -226,6 +214,33 @@ struct Uniforms {
     pad1: u32,
 }
 
+/// What all three kernels are passed: their `Uniforms`, then u, delta, the packed per-channel
+/// parameters (A, D, delta_bias), B, C, z (u when absent), out and the state.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("u", Access::Read),
+        ("delta", Access::Read),
+        ("chan", Access::Read),
+        ("bmat", Access::Read),
+        ("cmat", Access::Read),
+        ("zgate", Access::Read),
+        ("out", Access::ReadWrite),
+        ("state", Access::ReadWrite),
+    ],
+};
+
+/// The row-sequential kernel.
+pub const ROWS: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The chunked kernel with a shared-memory workgroup scan.
+pub const CHUNKED: Variant = CHUNKED_SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The chunked kernel with a subgroup workgroup scan (used when the device has `SUBGROUP` and
+/// its subgroup size divides the workgroup size).
+pub const CHUNKED_SUBGROUP: Variant =
+    CHUNKED_SHADER.variant(Flags::of(&[Flag::Subgroup]), INTERFACE);
+
 const B_VARIABLE: u32 = 1;
 const C_VARIABLE: u32 = 2;
 const HAS_D: u32 = 4;
@@ -279,15 +294,15 @@ impl SelectiveScan {
         let max_sg = gpu.adapter_info().subgroup_max_size.max(1);
         let chunked_subgroups =
             gpu.has_subgroups() && max_sg <= CHUNKED_WG && CHUNKED_WG % max_sg == 0;
-        let chunked_shader = if chunked_subgroups {
-            &CHUNKED_SUBGROUP_SHADER
+        let chunked = if chunked_subgroups {
+            &CHUNKED_SUBGROUP
         } else {
-            &CHUNKED_SHADER
+            &CHUNKED
         };
         Ok(Self {
-            kernel: gpu.kernel(&SHADER, &[("WG", 64.0)])?,
-            kernel_small: gpu.kernel(&SHADER, &[("WG", 16.0)])?,
-            chunked: gpu.kernel(chunked_shader, &[])?,
+            kernel: gpu.kernel(&ROWS, &[("WG", 64.0)])?,
+            kernel_small: gpu.kernel(&ROWS, &[("WG", 16.0)])?,
+            chunked: gpu.kernel(chunked, &[])?,
             chunked_subgroups,
             strategy,
             device: gpu.adapter_info().device_type,

@@ -1,5 +1,5 @@
-//! `state_update`: the one-token Mamba-1 decode step on the GPU (DESIGN §3.4), with the names,
-//! layouts and semantics of `mamba_ssm`'s `selective_state_update`:
+//! `state_update`: the one-token Mamba-1 decode step on the GPU, with the names, layouts and
+//! semantics of `mamba_ssm`'s `selective_state_update`:
 //!
 //! ```text
 //! dt = dt + dt_bias; if dt_softplus: dt = softplus(dt)
@@ -23,14 +23,12 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
 use std::sync::{Arc, Mutex};
 
 /// The WGSL kernel (one for every device: the host runs one invocation per row, so no
 /// cross-invocation reduction, subgroup or otherwise, executes).
-pub const SHADER: Shader = Shader {
-    name: "ssm/state_update",
-    source: include_str!("../../shaders/ssm/state_update.wgsl"),
-};
+pub const SHADER: Shader = wgsl!("ssm/state_update");
 
 const WG: usize = 256;
 
@@ -123,6 +121,25 @@ struct Uniforms {
     p_dt: u32,
 }
 
+/// What the kernel is passed: its `Uniforms`, then the state pool, x, A, the packed small inputs
+/// (D, dt_bias, slots, dt), B, C, z (x when absent) and out.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("state", Access::ReadWrite),
+        ("x", Access::Read),
+        ("amat", Access::Read),
+        ("pk", Access::Read),
+        ("bmat", Access::Read),
+        ("cmat", Access::Read),
+        ("zgate", Access::Read),
+        ("out", Access::ReadWrite),
+    ],
+};
+
+/// The kernel.
+pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
 const HAS_D: u32 = 1;
 const HAS_Z: u32 = 2;
 const HAS_BIAS: u32 = 4;
@@ -141,7 +158,7 @@ impl StateUpdate {
     /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
-            kernel: gpu.kernel(&SHADER, &[])?,
+            kernel: gpu.kernel(&KERNEL, &[])?,
             scratch: Arc::new(Mutex::new(None)),
         })
     }

@@ -1,5 +1,5 @@
 //! `stream_copy`: dst = src, as fast as the device streams memory. It is the bandwidth ceiling of
-//! the benchmarks (DESIGN §7) and the simplest end-to-end check of the host layer.
+//! the benchmarks and the simplest end-to-end check of the host layer.
 //!
 //! Tensors larger than one storage binding are copied in several dispatches over aligned byte
 //! ranges, so the op works up to `max_buffer_size`.
@@ -10,13 +10,20 @@ use crate::runtime::Gpu;
 use crate::runtime::Tensor;
 use crate::runtime::{Batch, Binding};
 use crate::runtime::{Kernel, Shader};
+use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
-/// The WGSL kernel.
-pub const SHADER: Shader = Shader {
-    name: "common/stream_copy",
-    source: include_str!("../../shaders/common/stream_copy.wgsl"),
+/// The WGSL body.
+pub const SHADER: Shader = wgsl!("common/stream_copy");
+
+/// What the kernel is passed: a 16-byte parameter block `[n_vec4, 0, 0, 0]`, then src and dst.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<[u32; 4]>(),
+    bindings: &[("src", Access::Read), ("dst", Access::ReadWrite)],
 };
+
+/// The kernel.
+pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 
 /// Default workgroup size.
 pub const WG: u32 = 256;
@@ -46,7 +53,7 @@ impl StreamCopy {
             )));
         }
         let kernel = gpu.kernel(
-            &SHADER,
+            &KERNEL,
             &[("WG", wg as f64), ("PER_THREAD", per_thread as f64)],
         )?;
         Ok(Self {

@@ -126,7 +126,8 @@ impl<'g> Batch<'g> {
         self.dispatch_grid(kernel, params, bindings, grid)
     }
 
-    /// Record a dispatch of an explicit grid (each dimension within the device limit).
+    /// Record a dispatch of an explicit grid (each dimension within the device limit). `params`
+    /// and `bindings` must match the kernel's declared [`crate::shader::KernelInterface`].
     pub fn dispatch_grid<P: bytemuck::Pod>(
         &mut self,
         kernel: &Arc<Kernel>,
@@ -144,6 +145,7 @@ impl<'g> Batch<'g> {
         for (i, b) in bindings.iter().enumerate() {
             self.gpu.check_owner(b.gpu, || binding_name(kernel, i))?;
         }
+        kernel.check_dispatch(std::mem::size_of::<P>(), bindings.len())?;
         let max = self.gpu.limits().max_compute_workgroups_per_dimension;
         if grid.iter().any(|&g| g > max) {
             return Err(Error::Limit {
@@ -151,14 +153,18 @@ impl<'g> Batch<'g> {
                 detail: format!("max_compute_workgroups_per_dimension = {max}"),
             });
         }
-        for b in bindings {
+        for (i, b) in bindings.iter().enumerate() {
             let size = b
                 .size
                 .map(|s| s.get())
                 .unwrap_or(b.buffer.size() - b.offset);
             if size > self.gpu.max_binding_bytes() {
                 return Err(Error::Limit {
-                    what: format!("a {size}-byte binding of {}", kernel.label),
+                    what: format!(
+                        "the {size}-byte {} of {}",
+                        kernel.describe_binding(i),
+                        kernel.label
+                    ),
                     detail: format!(
                         "max_storage_buffer_binding_size = {}",
                         self.gpu.max_binding_bytes()
@@ -417,13 +423,12 @@ impl<'g> Batch<'g> {
     }
 }
 
-/// How a dispatch error names binding `index` (0-based in `bindings`, `@binding(index + 1)` in
-/// the shader) of `kernel`. When kernels carry their bindings' names, this is the place to use
-/// them.
+/// How a dispatch error names binding `index` (0-based in `bindings`) of `kernel`: by its
+/// declared name where the kernel has an interface.
 fn binding_name(kernel: &Kernel, index: usize) -> String {
     format!(
-        "the tensor at @binding({}) (bindings[{index}]) of kernel `{}`",
-        index + 1,
+        "the tensor {} of kernel `{}`",
+        kernel.describe_binding(index),
         kernel.label
     )
 }

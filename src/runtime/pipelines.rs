@@ -1,24 +1,39 @@
 //! Shaders and the pipeline cache: the one place that turns WGSL into compute pipelines.
 //!
-//! Every kernel is a [`Shader`] (a name and its WGSL source, embedded at build time). A pipeline
-//! is specialised by WGSL `override` constants and cached under (shader name, entry point,
+//! A kernel is built from a [`Variant`] (a shader body composed with its flags, see
+//! [`crate::shader`], plus the interface it keeps with its op) or, ad hoc, from a bare
+//! [`Shader`] body. The composed module is created once per (body, flags); a pipeline is
+//! specialised by WGSL `override` constants and cached under (body, flags, entry point,
 //! constants), so each specialisation is compiled once per [`Gpu`] however many times an op
 //! runs. Layouts come from the shader itself (`layout: None`); bindings follow one convention:
 //! `@binding(0)` is the op's uniform parameter block and storage tensors follow from 1 in the
-//! order the op lists them.
+//! order the op lists them ([`KernelInterface`]).
 
 use crate::error::Result;
 use crate::runtime::Gpu;
+use crate::shader::{Flags, KernelInterface, Variant};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// A WGSL compute shader embedded in the crate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Shader {
-    /// Path under `shaders/` without the extension, e.g. `"ssm/selective_scan"`.
-    pub name: &'static str,
-    /// The WGSL text.
-    pub source: &'static str,
+pub use crate::shader::Shader;
+
+/// What [`Gpu::kernel`] builds from: a [`Variant`], or a bare [`Shader`] body (no flags and no
+/// declared interface, so its dispatches are not checked against one: for ad-hoc kernels).
+pub trait KernelSource {
+    /// The body, its flags and the declared interface.
+    fn parts(&self) -> (Shader, Flags, Option<KernelInterface>);
+}
+
+impl KernelSource for Shader {
+    fn parts(&self) -> (Shader, Flags, Option<KernelInterface>) {
+        (*self, Flags::NONE, None)
+    }
+}
+
+impl KernelSource for Variant {
+    fn parts(&self) -> (Shader, Flags, Option<KernelInterface>) {
+        (self.shader, self.flags, Some(self.interface))
+    }
 }
 
 /// A compiled, specialised compute pipeline plus what is needed to bind it.
@@ -32,36 +47,63 @@ pub struct Kernel {
     pub layout: wgpu::BindGroupLayout,
     /// Id of the [`Gpu`] that built it (a pipeline cannot run on another device).
     pub(crate) gpu: u64,
+    /// The interface its op declared (`None` for a kernel built from a bare [`Shader`]).
+    pub interface: Option<KernelInterface>,
+}
+
+impl Kernel {
+    /// Storage binding `i` (0-based, as the op passes them) by its declared name where known.
+    pub fn describe_binding(&self, i: usize) -> String {
+        match &self.interface {
+            Some(interface) => interface.describe_binding(i),
+            None => format!("binding {}", i + 1),
+        }
+    }
+
+    /// Check a dispatch's parameter block size and binding count against the declaration.
+    pub(crate) fn check_dispatch(&self, params: usize, bindings: usize) -> Result<()> {
+        match &self.interface {
+            Some(interface) => interface.check_dispatch(&self.label, params, bindings),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     shader: &'static str,
+    flags: Flags,
     entry: &'static str,
     constants: Vec<(String, u64)>,
+    interface: Option<KernelInterface>,
 }
 
-/// Shader modules and pipelines, built once.
+/// Shader modules (one per composed variant) and pipelines, built once.
 #[derive(Default)]
 pub struct PipelineCache {
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, Flags), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, Arc<Kernel>>>,
 }
 
 impl Gpu {
-    /// The pipeline for `shader`'s `main` entry point specialised with `constants`
+    /// The pipeline for `source`'s `main` entry point specialised with `constants`
     /// (`override` name, value), compiled on first use and cached.
-    pub fn kernel(&self, shader: &Shader, constants: &[(&str, f64)]) -> Result<Arc<Kernel>> {
-        self.kernel_entry(shader, "main", constants)
+    pub fn kernel(
+        &self,
+        source: &impl KernelSource,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Kernel>> {
+        self.kernel_entry(source, "main", constants)
     }
 
     /// Like [`Gpu::kernel`] for another entry point.
     pub fn kernel_entry(
         &self,
-        shader: &Shader,
+        source: &impl KernelSource,
         entry: &'static str,
         constants: &[(&str, f64)],
     ) -> Result<Arc<Kernel>> {
+        let (shader, flags, interface) = source.parts();
         let mut sorted: Vec<(String, u64)> = constants
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_bits()))
@@ -69,23 +111,29 @@ impl Gpu {
         sorted.sort();
         let key = Key {
             shader: shader.name,
+            flags,
             entry,
             constants: sorted,
+            interface,
         };
         if let Some(k) = self.pipelines.pipelines.lock().unwrap().get(&key) {
             return Ok(k.clone());
         }
-        let label = format!("{}:{}{:?}", shader.name, entry, constants);
+        let name = shader.label(flags);
+        let label = format!("{name}:{entry}{constants:?}");
+        let module_key = (shader.name, flags);
+        // Composing is cheap string work; it only happens when a pipeline is not cached yet.
+        let wgsl = shader.compose(flags)?;
         let kernel = self.scoped(&format!("building pipeline {label}"), || {
             let module = {
                 let mut modules = self.pipelines.modules.lock().unwrap();
                 modules
-                    .entry(shader.name)
+                    .entry(module_key)
                     .or_insert_with(|| {
                         self.device()
                             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                                label: Some(shader.name),
-                                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                                label: Some(&name),
+                                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
                             })
                     })
                     .clone()
@@ -109,13 +157,14 @@ impl Gpu {
                 pipeline,
                 layout,
                 gpu: self.id(),
+                interface,
             })
         });
         let kernel = match kernel {
             Ok(k) => Arc::new(k),
             Err(e) => {
                 // A module that failed to compile must not stay cached.
-                self.pipelines.modules.lock().unwrap().remove(shader.name);
+                self.pipelines.modules.lock().unwrap().remove(&module_key);
                 return Err(e);
             }
         };

@@ -1,0 +1,78 @@
+//! The flags a shader body is composed with.
+
+use std::fmt;
+
+/// A switch of the shader preprocessor, tested by `#if NAME` in WGSL. A flag is for what changes
+/// a binding or a type; a new one (a storage dtype, say) is a new variant here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flag {
+    /// Subgroup operations (`Features::SUBGROUP`): subgroup builtins and shuffles.
+    Subgroup,
+    /// Storage read and written as `vec4<f32>` (layouts aligned to 4 elements).
+    Vec4,
+}
+
+impl Flag {
+    /// Every flag, in the order variant names list them.
+    pub const ALL: [Flag; 2] = [Flag::Subgroup, Flag::Vec4];
+
+    /// The name `#if` uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Flag::Subgroup => "SUBGROUP",
+            Flag::Vec4 => "VEC4",
+        }
+    }
+
+    /// The flag `#if name` tests, if there is one.
+    pub fn from_name(name: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+/// A set of flags: the variant of a body. Order and repetition do not matter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// No flag: the body's plain variant.
+    pub const NONE: Flags = Flags(0);
+
+    /// The set of `flags`.
+    pub const fn of(flags: &[Flag]) -> Flags {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < flags.len() {
+            bits |= flags[i].bit();
+            i += 1;
+        }
+        Flags(bits)
+    }
+
+    /// This set and `flag`.
+    pub const fn with(self, flag: Flag) -> Flags {
+        Flags(self.0 | flag.bit())
+    }
+
+    /// Whether `flag` is set.
+    pub const fn contains(self, flag: Flag) -> bool {
+        self.0 & flag.bit() != 0
+    }
+
+    /// The flags set, in [`Flag::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Flag> {
+        Flag::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+}
+
+/// `SUBGROUP+VEC4`; empty for no flags.
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.iter().map(Flag::name).collect();
+        f.write_str(&names.join("+"))
+    }
+}
