@@ -60,7 +60,7 @@ impl FmaPeak {
         })
     }
 
-    /// Record out[i] = chains(seed[i]); `seed` and `out` are f32 of equal length.
+    /// Record out\[i\] = chains(seed\[i\]); `seed` and `out` are f32 of equal length.
     pub fn record(
         &self,
         batch: &mut Batch,

@@ -1,12 +1,12 @@
-//! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), a register-blocked matrix
+//! `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias\[n\]), a register-blocked matrix
 //! product with vec4 loads (`shaders/mla/matmul.wgsl` with `VEC4`) when the layout is
 //! vec4-aligned, and a tiled product with workgroup-memory tiles (the same body without) otherwise.
 //!
 //! The layout is strided ([`MatmulDims`]): w(g, n, k) = W[n, k] for a PyTorch `Linear` weight
 //! (row-major [out, in], `w_trans`), or W[k, n]; every operand has an element offset, a stride
 //! between batch entries g and between rows. G = 1 gives the projections y = x·Wᵀ + b; G = H with
-//! head strides gives MLA's absorb products q_lat[h] = W_UK[h]ᵀ q_nope[h] and
-//! o[h] = W_UV[h] o_lat[h] straight out of `kv_b_proj` without copies.
+//! head strides gives MLA's absorb products q_lat\[h\] = W_UK\[h\]ᵀ q_nope\[h\] and
+//! o\[h\] = W_UV\[h\] o_lat\[h\] straight out of `kv_b_proj` without copies.
 //!
 //! Vec4 path (K, every x and w offset and stride, and N when W is [K, N], multiples of 4 — every
 //! MLA projection and absorb product): each invocation computes RM rows × 8 columns (RM = 1, 2

@@ -14,7 +14,7 @@ pub mod selective_scan;
 pub mod state_update;
 pub mod stream_copy;
 
-/// Work an op must do, for roofline accounting (DESIGN §7): bytes that must move (each input
+/// Work an op must do, for roofline accounting: bytes that must move (each input
 /// read once, each output written once) and floating-point operations (an FMA is two; an exp, a
 /// divide or a compare-and-select is one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

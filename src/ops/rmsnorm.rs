@@ -1,4 +1,4 @@
-//! `rmsnorm`: y[r, i] = x[r, i] · w[i] / sqrt(mean_i(x[r, i]²) + eps) over `rows` rows of width
+//! `rmsnorm`: y[r, i] = x[r, i] · w\[i\] / sqrt(mean_i(x[r, i]²) + eps) over `rows` rows of width
 //! d = len(w) (see `shaders/mla/rmsnorm.wgsl`). Rows are strided ([`Rows`]: element offset and
 //! stride) in both x and y, so a column block of a wider matrix (MLA's c = kv[:, :d_c]) can be
 //! normalised into a column block of another (the latent rows) without copies.

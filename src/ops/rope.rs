@@ -1,6 +1,6 @@
 //! `rope`: rotary position embedding (see `shaders/mla/rope.wgsl`). For tokens × heads vectors
-//! of width d_R, pair i — (x[2i], x[2i+1]) when interleaved (DeepSeek's `rope_interleave`), else
-//! (x[i], x[i + d_R/2]) — rotates by pos[t]·inv_freq[i], with cos and sin scaled by
+//! of width d_R, pair i — (x\[2i\], x[2i+1]) when interleaved (DeepSeek's `rope_interleave`), else
+//! (x\[i\], x[i + d_R/2]) — rotates by pos\[t\]·inv_freq\[i\], with cos and sin scaled by
 //! `attn_factor`: (a, b) ← (a·cos − b·sin, b·cos + a·sin).
 //!
 //! The inverse frequencies (YaRN-corrected, [`crate::mla::MlaConfig::inv_freq`]) are computed
@@ -56,7 +56,7 @@ impl RopeLayout {
 /// Frequencies and flags of one rotary embedding, on the GPU.
 #[derive(Clone, Debug)]
 pub struct RopeTables {
-    /// (d_R/2, 2) u32: inv_freq[i] / 2π as a binary fraction, bits 2^-1..2^-32 then 2^-33..2^-64.
+    /// (d_R/2, 2) u32: inv_freq\[i\] / 2π as a binary fraction, bits 2^-1..2^-32 then 2^-33..2^-64.
     pub turns: Tensor,
     /// Rotary width d_R.
     pub d: usize,

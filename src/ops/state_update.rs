@@ -8,7 +8,7 @@
 //!
 //! Layouts (f32, row-major): state (Pool, D, N), updated in place; x, dt, z, out (Bt, D);
 //! B, C (Bt, N) or (Bt, G, N) (channel d uses group d / (D/G)); A (D, N); D, dt_bias (D).
-//! Optional `state_batch_indices` (Bt) i32 map request b onto state row slot[b] of a larger pool
+//! Optional `state_batch_indices` (Bt) i32 map request b onto state row slot\[b\] of a larger pool
 //! (Pool rows); without them Pool = Bt and request b uses row b. **A negative slot (the usual pad
 //! slot −1), or one ≥ Pool, skips the request: its state row is untouched and its out row is set
 //! to 0** (so padding never leaks stale or NaN values downstream). Two requests with the same slot

@@ -2,8 +2,8 @@
 //! cache, in f64 with straightforward loops (no online softmax, no splitting).
 //!
 //! For sequence b, query token i < S_q, head h:
-//! s_j = scale·(q_lat[b,i,h]·c_j + q_rope[b,i,h]·k_rope_j) for keys j < seq_len_b − S_q + i + 1
-//! (bottom-right causal, clamped to [0, max_blocks·block_size]); o_lat[b,i,h] = Σ_j softmax(s)_j c_j,
+//! s_j = scale·(q_lat\[b,i,h\]·c_j + q_rope\[b,i,h\]·k_rope_j) for keys j < seq_len_b − S_q + i + 1
+//! (bottom-right causal, clamped to [0, max_blocks·block_size]); o_lat\[b,i,h\] = Σ_j softmax(s)_j c_j,
 //! or zeros when the query sees no key. Key j is cache row
 //! `block_table[b, j / block_size]·block_size + j % block_size` of width d_c + d_R = [c | k_rope].
 

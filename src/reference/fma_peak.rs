@@ -2,7 +2,7 @@
 
 use crate::spec::fma_peak::FmaPeakParams;
 
-/// out[i] = Σ over chains k < 8 and lanes l < 4 of the chain started at seed[i] + k/64 + l/256.
+/// out\[i\] = Σ over chains k < 8 and lanes l < 4 of the chain started at seed\[i\] + k/64 + l/256.
 pub fn fma_peak(seed: &[f32], params: FmaPeakParams) -> Vec<f64> {
     let (m, c) = (params.m as f64, params.c as f64);
     seed.iter()

@@ -1,4 +1,4 @@
-//! CPU reference of `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias[n]), with the
+//! CPU reference of `matmul`: y[g, m, n] = Σ_k x[g, m, k] · w(g, n, k) (+ bias\[n\]), with the
 //! strided layout of [`MatmulDims`] (w(g, n, k) = W[n, k] for a PyTorch `Linear` weight, or
 //! W[k, n] when not transposed). Accumulates in f64.
 

@@ -7,7 +7,7 @@
 //!   cache, one latent row [c | k_rope] (d_c + d_R) per token.
 //!
 //! Layouts: hidden states (Bt, S, hidden) row-major; q (T, H, nope + d_R); latent (T, d_c + d_R).
-//! RoPE rotates (x[2i], x[2i+1]) in place when `rope_interleave` (HF's interleaved variant
+//! RoPE rotates (x\[2i\], x[2i+1]) in place when `rope_interleave` (HF's interleaved variant
 //! produces the same values in a de-interleaved order, a fixed permutation that leaves every
 //! score unchanged).
 //!

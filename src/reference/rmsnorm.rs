@@ -1,4 +1,4 @@
-//! CPU reference of `rmsnorm`: y[r, i] = x[r, i] / sqrt(mean_i(x[r, i]²) + eps) · w[i], in f64.
+//! CPU reference of `rmsnorm`: y[r, i] = x[r, i] / sqrt(mean_i(x[r, i]²) + eps) · w\[i\], in f64.
 
 /// RMSNorm of `rows` rows of width `d`; row r of x starts at `x_offset + r·x_stride`. Returns
 /// (rows, d) contiguous.

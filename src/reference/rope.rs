@@ -1,6 +1,6 @@
 //! CPU reference of `rope`: rotary position embedding of d_R-wide vectors at a token's position.
-//! Pair i (x[2i], x[2i+1]) when interleaved, else (x[i], x[i + d_R/2]), rotates by the angle
-//! pos·inv_freq[i]; cos and sin are multiplied by `attn_factor` (YaRN's mscale ratio):
+//! Pair i (x\[2i\], x[2i+1]) when interleaved, else (x\[i\], x[i + d_R/2]), rotates by the angle
+//! pos·inv_freq\[i\]; cos and sin are multiplied by `attn_factor` (YaRN's mscale ratio):
 //! (a, b) ← (a·cos − b·sin, b·cos + a·sin). Computed in f64.
 
 /// Rotate one vector in place.

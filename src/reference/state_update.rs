@@ -1,5 +1,5 @@
 //! CPU reference of the one-token Mamba-1 decode step, mirroring `mamba_ssm`'s
-//! `selective_state_update` with f64 accumulation. For each request b (state row s = slot[b],
+//! `selective_state_update` with f64 accumulation. For each request b (state row s = slot\[b\],
 //! or b without slots) and channel d:
 //!
 //! ```text
