@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo run --example mla_decode`
 
-use ssm_mla::mla::{MlaConfig, MlaCpuLayer, MlaLayer, MlaWeights};
+use ssm_mla::mla::{MlaConfig, MlaLayer, MlaWeights};
+use ssm_mla::reference::mla::MlaCpuLayer;
 use ssm_mla::{Gpu, Rng};
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The registry: every shader variant the ops build (a body under `shaders/` and the flags it is
-//! composed with, see [`crate::shader`]) with the interface its op declares, and every fragment
-//! bodies `#include`.
+//! composed with, see [`crate::shader`]) with the interface its op declares. It sits above the
+//! ops (nothing below it imports it); the fragments bodies `#include` live with the composer.
 //!
 //! `tests/shader_portability.rs` composes each variant here and translates it for Vulkan, Metal
 //! and DX12; it also walks `shaders/`, so a body missing here fails it. `tests/shader_contract.rs`
@@ -8,7 +8,7 @@
 
 use crate::ops::{absorbed_attention, diagonal_scan, fma_peak, latent_cache, matmul, rmsnorm};
 use crate::ops::{rope, selective_scan, state_update, stream_copy};
-use crate::shader::{wgsl, Shader, Variant};
+use crate::shader::Variant;
 
 /// Every variant the ops can build.
 pub const ALL: &[Variant] = &[
@@ -33,15 +33,5 @@ pub const ALL: &[Variant] = &[
     diagonal_scan::ROWS,
 ];
 
-/// The fragments bodies pull in with `#include "name"`.
-pub const FRAGMENTS: &[Shader] = &[
-    wgsl!("common/elementwise"),
-    wgsl!("ssm/softplus"),
-    wgsl!("ssm/selective_scan_io"),
-    wgsl!("ssm/discretise"),
-];
-
-/// The text of fragment `name` (a path under `shaders/` without the extension).
-pub fn fragment(name: &str) -> Option<&'static str> {
-    FRAGMENTS.iter().find(|f| f.name == name).map(|f| f.source)
-}
+/// The fragments bodies pull in with `#include "name"` (they belong to the composer).
+pub use crate::shader::FRAGMENTS;

@@ -53,7 +53,10 @@ fn an_op_refuses_a_tensor_of_another_gpu() {
             gpu,
         } => {
             assert_eq!((*tensor_gpu, *gpu), (other.id(), mine.id()));
-            assert!(tensor.contains("`x` (binding 1)"), "the binding is named: {e}");
+            assert!(
+                tensor.contains("`x` (binding 1)"),
+                "the binding is named: {e}"
+            );
             assert!(tensor.contains("matmul"), "the kernel is named: {e}");
         }
         other => panic!("expected ForeignTensor, got {other:?}"),

@@ -4,7 +4,8 @@
 //! are prefilled and the rest fed one at a time through the latent cache.
 
 use ssm_mla::io::{write_safetensors, HostTensor, SafeTensors};
-use ssm_mla::mla::{MlaConfig, MlaCpuLayer, MlaLayer, MlaWeights};
+use ssm_mla::mla::{MlaConfig, MlaLayer, MlaWeights};
+use ssm_mla::reference::mla::MlaCpuLayer;
 use ssm_mla::{Error, Gpu, Result};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The MLA layer on the GPU ([`MlaLayer`]), decoding through a paged latent cache. Its CPU
-//! counterpart is [`crate::mla::MlaCpuLayer`].
+//! counterpart is [`crate::reference::mla::MlaCpuLayer`].
 //!
 //! One forward call takes hidden states (n, S, hidden) for n sequences of a cache and appends S
 //! tokens to each (prefill: S > 1 from an empty cache; decode: S = 1; any mix of sequences of
@@ -184,7 +184,12 @@ impl MlaLayer {
             kv_a_norm: g.upload_f32(&[d_c], &weights.kv_a_layernorm)?,
             kv_b: g.upload_f32(&[weights.kv_b_proj.len() / d_c, d_c], &weights.kv_b_proj)?,
             o_proj: GpuLinear::upload(g, &weights.o_proj)?,
-            rope_tables: RopeTables::from_config(g, cfg)?,
+            rope_tables: RopeTables::new(
+                g,
+                &cfg.inv_freq(),
+                cfg.rope_interleave,
+                cfg.rope_attention_factor(),
+            )?,
             matmul: Matmul::new(g)?,
             rmsnorm: RmsNorm::new(g)?,
             rope: Rope::new(g)?,

@@ -11,7 +11,6 @@ pub mod layer;
 pub mod weights;
 
 /// The layer on the CPU (the absorbed-form reference with a latent cache).
-pub use crate::reference::mla::MlaCpuLayer;
 pub use config::{MlaConfig, Yarn};
 pub use layer::{MlaCache, MlaLayer};
 pub use weights::{Linear, MlaWeights, QueryWeights};

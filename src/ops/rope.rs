@@ -3,7 +3,7 @@
 //! (x\[i\], x[i + d_R/2]) — rotates by pos\[t\]·inv_freq\[i\], with cos and sin scaled by
 //! `attn_factor`: (a, b) ← (a·cos − b·sin, b·cos + a·sin).
 //!
-//! The inverse frequencies (YaRN-corrected, [`crate::mla::MlaConfig::inv_freq`]) are computed
+//! The inverse frequencies (YaRN-corrected, as `MlaConfig::inv_freq` gives them) are computed
 //! once on the host in f64 and uploaded as 64-bit fixed-point turns per position
 //! ([`RopeTables`]); the shader reduces pos·freq modulo one turn in exact integer arithmetic, so
 //! angles stay accurate (~1e-6 rad) at any position, unlike an f32 product (~1e-3 rad at 10⁴).
@@ -87,16 +87,6 @@ impl RopeTables {
             interleave,
             attn_factor: attn_factor as f32,
         })
-    }
-
-    /// The tables of an MLA config (YaRN when configured).
-    pub fn from_config(gpu: &Gpu, cfg: &crate::mla::MlaConfig) -> Result<Self> {
-        Self::new(
-            gpu,
-            &cfg.inv_freq(),
-            cfg.rope_interleave,
-            cfg.rope_attention_factor(),
-        )
     }
 }
 

@@ -6,7 +6,7 @@
 //! - `#if FLAG` (or `#if !FLAG`) / `#else` / `#endif` keep the lines of the branch the flag
 //!   selects (nesting allowed);
 //! - `#include "group/name"` pulls in a fragment, `shaders/group/name.wgsl` (registered in
-//!   [`crate::shaders::FRAGMENTS`]), composed with the same flags. A fragment lands once per
+//!   [`FRAGMENTS`]), composed with the same flags. A fragment lands once per
 //!   variant however often it is included, so fragments may include each other.
 //!
 //! A flag is for what changes a binding or a type (subgroup builtins, vec4 element types, a
@@ -52,6 +52,19 @@ macro_rules! wgsl {
 }
 pub(crate) use wgsl;
 
+/// The fragments bodies pull in with `#include "name"`.
+pub const FRAGMENTS: &[Shader] = &[
+    wgsl!("common/elementwise"),
+    wgsl!("ssm/softplus"),
+    wgsl!("ssm/selective_scan_io"),
+    wgsl!("ssm/discretise"),
+];
+
+/// The text of fragment `name` (a path under `shaders/` without the extension).
+pub fn fragment(name: &str) -> Option<&'static str> {
+    FRAGMENTS.iter().find(|f| f.name == name).map(|f| f.source)
+}
+
 impl Shader {
     /// This body composed with `flags`, promising the host interface `interface`.
     pub const fn variant(self, flags: Flags, interface: KernelInterface) -> Variant {
@@ -70,9 +83,9 @@ impl Shader {
         }
     }
 
-    /// The WGSL of this body composed with `flags`, fragments from [`crate::shaders::fragment`].
+    /// The WGSL of this body composed with `flags`, fragments from [`fragment`].
     pub fn compose(&self, flags: Flags) -> Result<String> {
-        compose(self, flags, &crate::shaders::fragment)
+        compose(self, flags, &fragment)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Argument checks of the MLA layer's forward calls, shared by the GPU layer
-//! ([`crate::mla::MlaLayer`]) and the CPU one ([`crate::mla::MlaCpuLayer`]).
+//! ([`crate::mla::MlaLayer`]) and the CPU one ([`crate::reference::mla::MlaCpuLayer`]).
 
 use crate::error::{Error, Result};
 

@@ -4,7 +4,8 @@
 use super::{BenchCase, CheckOutcome, CpuCase, CpuRun};
 use crate::error::Result;
 use crate::mla::layer::forward_cost;
-use crate::mla::{MlaCpuLayer, MlaLayer, MlaWeights};
+use crate::mla::{MlaLayer, MlaWeights};
+use crate::reference::mla::MlaCpuLayer;
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
 use crate::testing::mla::{bench_config, small_config, Problem, TOLERANCE};
