@@ -8,46 +8,10 @@
 //! Timing lives in [`crate::runtime::timing`] ([`Batch::run_timed`]).
 
 use crate::error::{Error, Result};
-use crate::runtime::pools::BufferKind;
-use crate::runtime::{Element, Gpu, Kernel, Tensor};
-use std::num::NonZeroU64;
+use crate::runtime::{Binding, Element, Gpu, Kernel, Tensor};
 use std::sync::Arc;
 
-/// A storage binding: a whole tensor or a byte range of one. It remembers which [`Gpu`] made
-/// the tensor, so a dispatch on another context is refused.
-#[derive(Clone, Debug)]
-pub struct Binding {
-    pub(crate) buffer: wgpu::Buffer,
-    pub(crate) offset: u64,
-    pub(crate) size: Option<NonZeroU64>,
-    pub(crate) gpu: u64,
-}
-
-impl Binding {
-    /// Bytes `offset..offset+size` of a tensor's buffer (`offset` must be a multiple of the
-    /// device's `min_storage_buffer_offset_alignment`).
-    pub fn range(tensor: &Tensor, offset: u64, size: u64) -> Self {
-        Self {
-            buffer: tensor.buffer().clone(),
-            offset,
-            size: NonZeroU64::new(size),
-            gpu: tensor.gpu_id(),
-        }
-    }
-}
-
-impl From<&Tensor> for Binding {
-    fn from(t: &Tensor) -> Self {
-        Self {
-            buffer: t.buffer().clone(),
-            offset: 0,
-            size: None,
-            gpu: t.gpu_id(),
-        }
-    }
-}
-
-enum Step {
+pub(super) enum Step {
     Dispatch {
         kernel: Arc<Kernel>,
         params_offset: u64,
@@ -73,9 +37,9 @@ enum Step {
 /// GPU work being recorded. Create with [`Gpu::batch`].
 pub struct Batch<'g> {
     pub(super) gpu: &'g Gpu,
-    steps: Vec<Step>,
-    params: Vec<u8>,
-    uploads: Vec<u8>,
+    pub(super) steps: Vec<Step>,
+    pub(super) params: Vec<u8>,
+    pub(super) uploads: Vec<u8>,
 }
 
 impl Gpu {
@@ -293,134 +257,6 @@ impl<'g> Batch<'g> {
             .filter(|s| matches!(s, Step::Dispatch { .. }))
             .count()
     }
-
-    pub(super) fn passes(&self) -> u32 {
-        let mut passes = 0;
-        let mut in_pass = false;
-        for s in &self.steps {
-            match s {
-                Step::Dispatch { .. } if !in_pass => {
-                    passes += 1;
-                    in_pass = true
-                }
-                Step::Dispatch { .. } => {}
-                Step::Copy { .. } | Step::Upload { .. } => in_pass = false,
-            }
-        }
-        passes
-    }
-
-    pub(super) fn encode(
-        &self,
-        uniforms: Option<&wgpu::Buffer>,
-        uploads: Option<&wgpu::Buffer>,
-        timestamps: Option<&wgpu::QuerySet>,
-    ) -> wgpu::CommandBuffer {
-        let device = self.gpu.device();
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("batch"),
-        });
-        let mut pass_index = 0u32;
-        let mut i = 0;
-        while i < self.steps.len() {
-            match &self.steps[i] {
-                Step::Upload {
-                    src_offset,
-                    dst,
-                    dst_offset,
-                    size,
-                } => {
-                    let src = uploads.expect("an upload step has upload bytes");
-                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
-                    i += 1;
-                }
-                Step::Copy {
-                    src,
-                    src_offset,
-                    dst,
-                    dst_offset,
-                    size,
-                } => {
-                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
-                    i += 1;
-                }
-                Step::Dispatch { .. } => {
-                    let timestamp_writes = timestamps.map(|qs| wgpu::ComputePassTimestampWrites {
-                        query_set: qs,
-                        beginning_of_pass_write_index: Some(2 * pass_index),
-                        end_of_pass_write_index: Some(2 * pass_index + 1),
-                    });
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes,
-                    });
-                    while let Some(Step::Dispatch {
-                        kernel,
-                        params_offset,
-                        params_size,
-                        bindings,
-                        groups,
-                    }) = self.steps.get(i)
-                    {
-                        let uniforms = uniforms.expect("a dispatch records params");
-                        let bind_group = self.gpu.pools.bind_group(
-                            device,
-                            kernel,
-                            uniforms,
-                            *params_offset,
-                            *params_size,
-                            bindings,
-                        );
-                        pass.set_pipeline(&kernel.pipeline);
-                        pass.set_bind_group(0, &bind_group, &[]);
-                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                        i += 1;
-                    }
-                    pass_index += 1;
-                }
-            }
-        }
-        encoder.finish()
-    }
-
-    /// Copy all parameter blocks into a pooled uniform buffer and all recorded writes into a
-    /// pooled upload buffer (both queued before the submit).
-    pub(super) fn upload_params(&self) -> (Option<wgpu::Buffer>, Option<wgpu::Buffer>) {
-        let stage = |bytes: &[u8], kind: BufferKind| {
-            (!bytes.is_empty()).then(|| {
-                let buffer = self
-                    .gpu
-                    .pools
-                    .take(self.gpu.device(), kind, bytes.len() as u64);
-                // write_buffer wants a multiple of 4 bytes; every dtype here is 4 bytes wide.
-                self.gpu.queue().write_buffer(&buffer, 0, bytes);
-                buffer
-            })
-        };
-        (
-            stage(&self.params, BufferKind::Uniform),
-            stage(&self.uploads, BufferKind::Upload),
-        )
-    }
-
-    /// Submit the recorded work without waiting. Validation errors come back as [`Error::Gpu`].
-    pub fn submit(self) -> Result<wgpu::SubmissionIndex> {
-        let gpu = self.gpu;
-        gpu.scoped("submitting GPU work", || {
-            let (uniforms, uploads) = self.upload_params();
-            let commands = self.encode(uniforms.as_ref(), uploads.as_ref(), None);
-            let index = gpu.queue().submit([commands]);
-            recycle(gpu, uniforms, uploads);
-            Ok(index)
-        })
-    }
-
-    /// Submit and wait until the GPU has finished.
-    pub fn run(self) -> Result<()> {
-        let gpu = self.gpu;
-        self.submit()?;
-        gpu.wait()
-    }
 }
 
 /// How a dispatch error names binding `index` (0-based in `bindings`) of `kernel`: by its
@@ -431,16 +267,4 @@ fn binding_name(kernel: &Kernel, index: usize) -> String {
         kernel.describe_binding(index),
         kernel.label
     )
-}
-
-/// Give a submission's uniform and upload buffers back to the pools once the GPU is done.
-pub(super) fn recycle(gpu: &Gpu, uniforms: Option<wgpu::Buffer>, uploads: Option<wgpu::Buffer>) {
-    let buffers = [
-        (BufferKind::Uniform, uniforms),
-        (BufferKind::Upload, uploads),
-    ]
-    .into_iter()
-    .filter_map(|(kind, b)| b.map(|b| (kind, b)))
-    .collect();
-    gpu.pools.give_back_after_submit(gpu.queue(), buffers);
 }

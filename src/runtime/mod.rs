@@ -5,21 +5,25 @@
 //! - [`tensor`]: [`Tensor`] (a storage buffer with shape, dtype and the identity of its device),
 //!   uploads and readback;
 //! - [`pipelines`]: compute pipelines built once per composed shader variant and cached;
-//! - [`batch`]: [`Batch`], the one place that encodes commands (dispatches, copies, in-order
-//!   writes) and submits them;
+//! - [`batch`]: [`Batch`], the one place that records GPU work (dispatches of a kernel with a
+//!   uniform block and [`Binding`]s, copies, in-order writes), checked before anything is
+//!   recorded; `submit` encodes and submits it;
 //! - [`timing`]: the one place that times ([`Timing`], GPU timestamps or wall clock);
 //! - `pools`: the one reuse policy for uniform, upload and staging buffers and bind groups.
 //!
-//! Ops depend on this module only; nothing here knows about any op.
+//! Ops are built on this module; nothing here knows about any op.
 
 pub mod batch;
+mod binding;
 pub mod context;
 pub mod pipelines;
 pub(crate) mod pools;
+mod submit;
 pub mod tensor;
 pub mod timing;
 
-pub use batch::{Batch, Binding};
+pub use batch::Batch;
+pub use binding::Binding;
 pub use context::{adapter_from_env, describe_adapter, enumerate_adapters, wanted_features};
 pub use context::{Gpu, GpuOptions};
 pub use pipelines::{Kernel, Shader};

@@ -98,7 +98,7 @@ impl Batch<'_> {
             encoder.resolve_query_set(&slots.query_set, 0..count, &slots.resolve, 0);
             encoder.copy_buffer_to_buffer(&slots.resolve, 0, &slots.readback, 0, bytes);
             gpu.queue().submit([work, encoder.finish()]);
-            super::batch::recycle(gpu, uniforms, uploads);
+            super::submit::recycle(gpu, uniforms, uploads);
             Ok(())
         })?;
         let slice = slots.readback.slice(..bytes);
