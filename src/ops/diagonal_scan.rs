@@ -35,7 +35,7 @@
 
 use crate::error::{Error, Result};
 use crate::hippo::Discretisation;
-use crate::ops::selective_scan::ScanStrategy;
+use crate::ops::scan_strategy::ScanStrategy;
 use crate::ops::Cost;
 use crate::runtime::Batch;
 use crate::runtime::Gpu;

@@ -10,6 +10,7 @@ pub mod latent_cache;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
+pub mod scan_strategy;
 pub mod selective_scan;
 pub mod state_update;
 pub mod stream_copy;
