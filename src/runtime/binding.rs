@@ -3,7 +3,7 @@
 use crate::runtime::Tensor;
 use std::num::NonZeroU64;
 
-/// A storage binding: a whole tensor or a byte range of one. It remembers which [`Gpu`] made
+/// A storage binding: a whole tensor or a byte range of one. It remembers which [`crate::Gpu`] made
 /// the tensor, so a dispatch on another context is refused.
 #[derive(Clone, Debug)]
 pub struct Binding {
