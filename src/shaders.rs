@@ -27,6 +27,8 @@ pub const ALL: &[Variant] = &[
     rope::SCALAR,
     rope::VEC4,
     latent_cache::KERNEL,
+    latent_cache::HALF[0],
+    latent_cache::HALF[1],
     absorbed_attention::SCALAR,
     absorbed_attention::VEC4,
     absorbed_attention::COMBINE,
