@@ -493,6 +493,7 @@ impl AbsorbedAttention {
 /// `cache_dtype`), q_lat, q_rope and o_lat, and the block table and lengths (4 bytes each). FLOPs: for each visible (query row, key) pair
 /// 2·(d_c + d_R) for the score, 1 scale, 1 exp, 1 sum add and 2·d_c for PV, plus d_c (the final
 /// normalisation) per query row; P = Bt·H·Σ_{i<S_q} (ctx − S_q + i + 1) pairs.
+#[allow(clippy::too_many_arguments)]
 pub fn cost(
     bt: usize,
     s_q: usize,
