@@ -15,7 +15,9 @@ mod common;
 use common::*;
 use ssm_mla::ops::absorbed_attention::{plan, AbsorbedAttention, AbsorbedAttentionInputs, Dims};
 use ssm_mla::ops::latent_cache::LatentCache;
-use ssm_mla::testing::absorbed_attention::{Problem, Shape, TOLERANCE as TOL};
+use ssm_mla::testing::absorbed_attention::{
+    Problem, Shape, HALF_CACHE_TOLERANCE, TOLERANCE as TOL,
+};
 use ssm_mla::{DType, Error, Tolerance};
 
 /// A case: sizes with three spare (NaN) pages.
@@ -38,6 +40,37 @@ fn case(
         lens,
         spare_entries,
         spare_pages: 3,
+    }
+}
+
+/// Half caches (f16 native and in words, bf16) on both kernels (vec4 widths and odd widths,
+/// an odd count of halves per row), split-KV, prefill, size 1; o_lat poisoned by `run`.
+#[test]
+fn half_caches_match_cpu_on_the_same_rounded_cache() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("absorbed_attention half cache");
+        let op = AbsorbedAttention::new(&gpu).unwrap();
+        for dtype in [ssm_mla::DType::F16, ssm_mla::DType::BF16] {
+            for c in [
+                case(1, 16, 512, 64, 64, vec![700, 3], 1),
+                case(3, 5, 64, 16, 16, vec![37, 3], 2),
+                case(2, 3, 7, 2, 5, vec![9, 2], 1),
+                case(1, 1, 1, 0, 1, vec![1], 0),
+            ] {
+                let p = Problem::random(&mut rng, &c).with_cache_dtype(dtype);
+                let (out, n) = p.run(&gpu, &op).unwrap();
+                assert_close(
+                    &format!(
+                        "{name} {dtype} S_q={} H={} d_c={} d_R={} lens={:?} splits={n}",
+                        c.s_q, c.h, c.d_c, c.d_r, c.lens
+                    ),
+                    &out,
+                    &p.reference(),
+                    HALF_CACHE_TOLERANCE,
+                    seed,
+                );
+            }
+        }
     }
 }
 
@@ -134,6 +167,7 @@ fn batch_equals_each_sequence_alone() {
             block_table: p.block_table[b * mb..(b + 1) * mb].to_vec(),
             seq_lens: vec![p.seq_lens[b]],
             scale: p.scale,
+            cache_dtype: p.cache_dtype,
         };
         let (out, _) = alone.run(&gpu, &op).unwrap();
         let batched: Vec<f64> = together[b * per_seq..(b + 1) * per_seq]

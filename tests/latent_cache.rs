@@ -2,11 +2,15 @@
 //! data), the `slots_for` helper, and error cases. The cache starts as a mix of random rows and
 //! NaN, so a write to a wrong slot or a missed write shows up in the comparison of the whole
 //! cache.
+//! Half caches (f16, bf16): f32 rows rounded on store. Tolerance per dtype
+//! (`testing::latent_cache::half_tolerance`): bf16 exact against rows rounded to nearest even on
+//! the host (the kernel rounds the same way); f16 within one f16 ulp (rtol 2⁻¹⁰, atol 2⁻²⁴),
+//! because WGSL's `pack2x16float` may round to either neighbour.
 
 mod common;
 use common::*;
 use ssm_mla::ops::latent_cache::{slots_for, LatentCache, LatentCacheAppend};
-use ssm_mla::testing::latent_cache::{Problem, TOLERANCE as EXACT};
+use ssm_mla::testing::latent_cache::{half_tolerance, Problem, TOLERANCE as EXACT};
 use ssm_mla::{DType, Error};
 
 #[test]
@@ -41,6 +45,36 @@ fn append_matches_cpu() {
                 seed,
             );
         }
+    }
+}
+
+/// Half caches, odd widths (rows start mid-word, two rows share a word), size 1.
+#[test]
+fn append_into_a_half_cache_matches_cpu() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("latent_cache append half");
+        let op = LatentCacheAppend::new(&gpu).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            for (num_blocks, bs, d_c, d_r, t) in [
+                (1usize, 1usize, 1usize, 0usize, 1usize),
+                (5, 3, 5, 2, 11),
+                (3, 4, 7, 3, 5),
+                (4, 16, 512, 64, 37),
+                (2, 7, 3, 0, 13),
+            ] {
+                let p = Problem::random(&mut rng, num_blocks, bs, d_c, d_r, t).with_dtype(dtype);
+                let w = p.width();
+                assert_close(
+                    &format!("{name} {dtype} blocks={num_blocks} bs={bs} W={w} T={t}"),
+                    &p.run(&gpu, &op).unwrap(),
+                    &p.reference(),
+                    half_tolerance(dtype),
+                    seed,
+                );
+            }
+        }
+        let c = LatentCache::with_dtype(&gpu, 1, 1, 512, 64, DType::BF16).unwrap();
+        assert_eq!(c.bytes_per_token(), 1152, "{name}");
     }
 }
 

@@ -4,11 +4,83 @@
 //! kv_b_proj), size-1 edges, and shape errors. Cases with K (and the strides) multiples of 4 run
 //! the vec4 kernel, the others the tiled one.
 //! Tolerance: atol 1e-5, rtol 1e-4 (f32 accumulation over K ≤ 300 of O(1) terms).
+//! Half weights (f16, bf16; f16 both native and through u32 words, the fallback device having no
+//! `SHADER_F16`): the same tolerance, because the reference is fed the same rounded weights and
+//! widening a half to f32 is exact, so only the f32 accumulation differs.
 
 mod common;
 use common::*;
 use ssm_mla::ops::matmul::{Matmul, MatmulDims};
-use ssm_mla::testing::matmul::{Problem, TOLERANCE as TOL};
+use ssm_mla::testing::matmul::{Problem, HALF_W_TOLERANCE, TOLERANCE as TOL};
+use ssm_mla::DType;
+
+/// Half weights on both kernels (vec4 and tiled), odd counts of halves, size 1, y poisoned,
+/// and the strided per-head absorb layout (w offsets into kv_b_proj).
+#[test]
+fn half_weights_match_reference_on_the_same_rounded_weights() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("matmul half weights");
+        let op = Matmul::new(&gpu).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            for (m, n, k, with_bias) in [
+                (1usize, 1usize, 1usize, true),
+                (3, 7, 5, false),
+                (67, 130, 45, true),
+                (1, 65, 8, true),
+                (2, 7, 12, false),
+                (4, 129, 20, true),
+                (67, 130, 44, false),
+            ] {
+                let p = Problem::linear(&mut rng, m, n, k, with_bias).with_w_dtype(dtype);
+                let t = p.upload(&gpu).unwrap();
+                assert_eq!(t.w.dtype(), dtype);
+                let y = gpu.nan_f32(&[m, n]).unwrap();
+                let mut batch = gpu.batch();
+                op.record_linear(&mut batch, &t.x, &t.w, t.bias.as_ref(), &y)
+                    .unwrap();
+                batch.run().unwrap();
+                assert_close(
+                    &format!("{name} {dtype} M={m} N={n} K={k} bias={with_bias}"),
+                    &gpu.read_f32(&y).unwrap(),
+                    &p.reference(),
+                    HALF_W_TOLERANCE,
+                    seed,
+                );
+            }
+            // o[t, h, e] = Σ_c o_lat[t, h, c] · kv_b[h·(nope+v) + nope + e, c], both alignments.
+            for (t, h, nope, v, d_c) in
+                [(3usize, 3usize, 8usize, 12usize, 20usize), (2, 2, 5, 3, 7)]
+            {
+                let dims = MatmulDims {
+                    g: h,
+                    m: t,
+                    n: v,
+                    k: d_c,
+                    x_off: 0,
+                    x_gs: d_c,
+                    x_rs: h * d_c,
+                    w_off: nope * d_c,
+                    w_gs: (nope + v) * d_c,
+                    w_rs: d_c,
+                    w_trans: true,
+                    y_off: 0,
+                    y_gs: v,
+                    y_rs: h * v,
+                };
+                let kv_b = [h * (nope + v), d_c];
+                let p = Problem::strided(&mut rng, dims, &[t, h, d_c], &kv_b, &[t, h * v], false)
+                    .with_w_dtype(dtype);
+                assert_close(
+                    &format!("{name} {dtype} absorb o T={t} H={h} d_c={d_c}"),
+                    &p.run(&gpu, &op).unwrap(),
+                    &p.reference(),
+                    HALF_W_TOLERANCE,
+                    seed,
+                );
+            }
+        }
+    }
+}
 
 #[test]
 fn linear_matches_reference_at_every_tile_shape() {

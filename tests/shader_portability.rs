@@ -25,7 +25,9 @@ fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn validator() -> Validator {
     Validator::new(
         ValidationFlags::all(),
-        Capabilities::SUBGROUP | Capabilities::SHADER_FLOAT16,
+        Capabilities::SUBGROUP
+            | Capabilities::SHADER_FLOAT16
+            | Capabilities::SHADER_FLOAT16_IN_FLOAT32,
     )
 }
 

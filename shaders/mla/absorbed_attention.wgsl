@@ -48,6 +48,10 @@
 // accumulator array spills or is not fully promoted to registers (next thing to try: split P
 // into passes over halves of the columns, or fewer rows per invocation).
 //
+// Storage dtype (common/storage.wgsl): the cache may be f16 or bf16 (flags F16, BF16,
+// NATIVE_F16), widened to f32 on load (VEC4: 4 elements per load, 8 bytes); everything else,
+// the softmax and the accumulation are f32.
+//
 // Without VEC4, for d_c or d_R not multiples of 4: 256 invocations, tiles of TK = 256 keys:
 //   S. invocation = key: lane t walks its key row c_t once and accumulates the G dot products
 //      q_r . c_t in G registers (q_r[d] has the same address in every lane: a uniform load);
@@ -63,7 +67,8 @@ override G: u32 = 16u;   // rows per workgroup, power of two <= 16, G * JB <= 12
 override JB: u32 = 4u;   // keys per invocation in phase S (TK = 64 * JB <= 512)
 override DB: u32 = 2u;   // vec4 output column blocks per invocation in phase P
 const WG: u32 = 64u;
-alias elem = vec4<f32>; // of q_lat, q_rope, cache, o_lat and scratch
+alias elem = vec4<f32>; // of q_lat, q_rope, o_lat and scratch
+alias celem = squad;    // of the cache: 4 elements of its storage dtype
 #else
 override G: u32 = 16u;    // rows (heads x query tokens) per workgroup, power of two, <= 16
 override NPC: u32 = 2u;   // output columns per invocation (lid + k * WG), G * NPC <= 32
@@ -71,7 +76,9 @@ const WG: u32 = 256u;
 const TK: u32 = 256u;     // keys per tile (one per invocation in phase S)
 const WORK: u32 = 4128u;  // 16 * TK + 32 floats of scratch per workgroup
 alias elem = f32;
+alias celem = sword;
 #endif
+#include "common/storage"
 const NEG_BIG: f32 = -3.0e38;
 
 struct Params {
@@ -96,13 +103,20 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q_lat: array<elem>;        // (Bt, S_q, H, d_c)
 @group(0) @binding(2) var<storage, read> q_rope: array<elem>;       // (Bt, S_q, H, d_R)
-@group(0) @binding(3) var<storage, read> cache: array<elem>;        // (num_blocks, bs, d_c + d_R)
+@group(0) @binding(3) var<storage, read> cache: array<celem>;       // (num_blocks, bs, d_c + d_R)
 @group(0) @binding(4) var<storage, read> block_table: array<u32>;   // (Bt, MB)
 @group(0) @binding(5) var<storage, read> seq_lens: array<u32>;      // (Bt)
 @group(0) @binding(6) var<storage, read_write> o_lat: array<elem>;  // (Bt, S_q, H, d_c)
 @group(0) @binding(7) var<storage, read_write> scratch: array<elem>; // partials | (m, l) | work
 
 var<workgroup> range_s: vec2<u32>;
+
+#if !VEC4
+// Cache element i (scalar addressing) as f32.
+fn cache_at(i: u32) -> f32 {
+    return sget(cache[i / SPW], i % SPW);
+}
+#endif
 
 // Number of keys row r (of the sequence) may see, clamped to [0, cap].
 fn row_limit(r: u32, seq_len: u32, cap: u32) -> u32 {
@@ -197,7 +211,7 @@ fn main(
             for (var d4 = 0u; d4 < dc4; d4++) {
                 var cv: array<vec4<f32>, 8>;
                 for (var k = 0u; k < JB; k++) {
-                    cv[k] = cache[base[k] + d4];
+                    cv[k] = sget4(cache[base[k] + d4]);
                 }
                 for (var hh = 0u; hh < G; hh++) {
                     let q = q_lat[(b * rows + min(row0 + hh, rows - 1u)) * dc4 + d4];
@@ -209,7 +223,7 @@ fn main(
             for (var d4 = 0u; d4 < dr4; d4++) {
                 var cv: array<vec4<f32>, 8>;
                 for (var k = 0u; k < JB; k++) {
-                    cv[k] = cache[base[k] + dc4 + d4];
+                    cv[k] = sget4(cache[base[k] + dc4 + d4]);
                 }
                 for (var hh = 0u; hh < G; hh++) {
                     let q = q_rope[(b * rows + min(row0 + hh, rows - 1u)) * dr4 + d4];
@@ -279,7 +293,7 @@ fn main(
             let kb = select(0u, (blk * bs + kj % bs) * w4, valid);
             var cv: array<vec4<f32>, 16>;
             for (var k = 0u; k < DB; k++) {
-                let c = cache[kb + min(cb + k * npl, dc4 - 1u)];
+                let c = sget4(cache[kb + min(cb + k * npl, dc4 - 1u)]);
                 cv[k] = select(vec4<f32>(0.0), c, valid);
             }
             var pv: array<vec4<f32>, 4>;
@@ -352,14 +366,14 @@ fn main(
                 key_ok = true;
                 let base = (blk * bs + jj % bs) * w;
                 for (var d = 0u; d < params.d_c; d++) {
-                    let c = cache[base + d];
+                    let c = cache_at(base + d);
                     for (var hh = 0u; hh < G; hh++) {
                         let qr = b * rows + min(row0 + hh, rows - 1u);
                         sc[hh] = fma(q_lat[qr * params.d_c + d], c, sc[hh]);
                     }
                 }
                 for (var d = 0u; d < params.d_r; d++) {
-                    let c = cache[base + params.d_c + d];
+                    let c = cache_at(base + params.d_c + d);
                     for (var hh = 0u; hh < G; hh++) {
                         let qr = b * rows + min(row0 + hh, rows - 1u);
                         sc[hh] = fma(q_rope[qr * params.d_r + d], c, sc[hh]);
@@ -408,7 +422,7 @@ fn main(
                 let base = (blk * bs + kj % bs) * w;
                 var cv: array<f32, 8>;
                 for (var k = 0u; k < NPC; k++) {
-                    cv[k] = cache[base + min(lid + k * WG, params.d_c - 1u)];
+                    cv[k] = cache_at(base + min(lid + k * WG, params.d_c - 1u));
                 }
                 for (var hh = 0u; hh < G; hh++) {
                     let p = scratch[work + hh * TK + t];

@@ -28,6 +28,10 @@
 // decode (M ≤ 8) memory, each vec4 of W loaded once; prefill (large M) the RM + 4·NV = 16 vec4
 // load instructions per 256 FMAs (per lane), not the FMAs.
 //
+// Storage dtype (common/storage.wgsl): w may be f32, f16 or bf16 (flags F16, BF16, NATIVE_F16);
+// it is widened to f32 on load (VEC4: a squad of 4 weights per load, 8 bytes for halves; the
+// fallback: one element of a sword). x, bias and y are f32; accumulation is f32.
+//
 // Without VEC4, the general fallback for unaligned layouts (10–70× slower on lavapipe): each
 // workgroup owns one (g, BM×BN output tile), BM = BM_T·RM rows and BN = BN_T·RN columns; its
 // BM_T × BN_T invocations each accumulate RM × RN outputs in registers, reading rows
@@ -45,7 +49,8 @@ override WG: u32 = 64u;
 override RM: u32 = 4u; // 1, 2, 4 or 8
 override NV: u32 = 2u; // 1 or 2
 override W_TRANS: u32 = 1u;
-alias elem = vec4<f32>; // of x and w
+alias elem = vec4<f32>; // of x
+alias welem = squad;     // of w
 #else
 override WG: u32 = 256u;
 override BM_T: u32 = 16u;
@@ -54,7 +59,9 @@ override RM: u32 = 4u;
 override RN: u32 = 4u;
 override BK: u32 = 16u;
 alias elem = f32;
+alias welem = sword;
 #endif
+#include "common/storage"
 
 struct Params {
     g: u32,
@@ -81,7 +88,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<elem>;       // (G, M, K) strided
-@group(0) @binding(2) var<storage, read> w: array<elem>;       // (G, N, K) or (G, K, N) strided
+@group(0) @binding(2) var<storage, read> w: array<welem>;      // (G, N, K) or (G, K, N) strided
 @group(0) @binding(3) var<storage, read> bias: array<f32>;     // (N)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (G, M, N) strided
 
@@ -99,6 +106,11 @@ fn main(
 }
 
 #if VEC4
+// Weights 4k .. 4k + 3 (vec4 index k) as f32.
+fn wq(k: u32) -> vec4<f32> {
+    return sget4(w[k]);
+}
+
 // acc + wt · xv with explicit FMAs: wt's columns are indexed by k, its rows by output column.
 fn mac(acc: vec4<f32>, wt: mat4x4<f32>, xv: vec4<f32>) -> vec4<f32> {
     var a = fma(wt[0], vec4<f32>(xv.x), acc);
@@ -121,7 +133,7 @@ fn w_row(g: u32, n0: u32, j: u32) -> u32 {
 
 // Four weights of row k4·4 + j (W_TRANS = 0) for columns n0 .. n0 + 3 (n0 clamped in range).
 fn w_quad(base: u32, k4: u32, j: u32) -> vec4<f32> {
-    return w[base + ((k4 * 4u + j) * params.w_rs) / 4u];
+    return wq(base + ((k4 * 4u + j) * params.w_rs) / 4u);
 }
 
 // Store the (up to) four outputs of row m0 + r, columns n0 .. n0 + 3.
@@ -206,9 +218,9 @@ fn tile(linear: u32, lid: u32) {
         var wa: mat4x4<f32>;
         var wb: mat4x4<f32>;
         if (W_TRANS == 1u) {
-            wa = transpose(mat4x4<f32>(w[wr0 + k4], w[wr1 + k4], w[wr2 + k4], w[wr3 + k4]));
+            wa = transpose(mat4x4<f32>(wq(wr0 + k4), wq(wr1 + k4), wq(wr2 + k4), wq(wr3 + k4)));
             if (NV > 1u) {
-                wb = transpose(mat4x4<f32>(w[wr4 + k4], w[wr5 + k4], w[wr6 + k4], w[wr7 + k4]));
+                wb = transpose(mat4x4<f32>(wq(wr4 + k4), wq(wr5 + k4), wq(wr6 + k4), wq(wr7 + k4)));
             }
         } else {
             wa = mat4x4<f32>(w_quad(q0, k4, 0u), w_quad(q0, k4, 1u), w_quad(q0, k4, 2u), w_quad(q0, k4, 3u));
@@ -327,7 +339,7 @@ fn tile(linear: u32, lid: u32) {
             }
             var v = 0.0;
             if (n0 + nn < params.n && k0 + kk < params.k) {
-                v = w[src];
+                v = sget(w[src / SPW], src % SPW);
             }
             w_tile[kk * bn + nn] = v;
         }

@@ -617,6 +617,7 @@ pub fn forward_cost(cfg: &MlaConfig, bt: usize, s: usize, ctx: usize) -> crate::
         cfg.kv_lora_rank,
         cfg.qk_rope_head_dim,
         64,
+        DType::F32,
     );
     crate::ops::Cost {
         bytes: 4 * (params + 2 * t * hid + t * (d_c + d_r)) + attn.bytes,

@@ -236,6 +236,13 @@ pub const SCALAR: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// The register-blocked attention kernel for aligned widths (d_c, d_R multiples of 4).
 pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 
+/// [`SCALAR`] reading a half cache: f16 in u32 words, native f16, bf16
+/// ([`crate::ops::HALF_STORAGE`]); the softmax and accumulation stay f32.
+pub const SCALAR_HALF: [Variant; 3] = crate::ops::half_variants(SCALAR);
+
+/// [`VEC4`] reading a half cache, as [`SCALAR_HALF`].
+pub const VEC4_HALF: [Variant; 3] = crate::ops::half_variants(VEC4);
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CombineUniforms {
@@ -255,7 +262,7 @@ pub const COMBINE_INTERFACE: KernelInterface = KernelInterface {
 pub const COMBINE: Variant = COMBINE_SHADER.variant(Flags::NONE, COMBINE_INTERFACE);
 
 /// Specialisation of the attention kernel: (vec4 variant, G, NPC or DB).
-type KernelKey = (bool, usize, usize);
+type KernelKey = (bool, usize, usize, Flags);
 
 /// The absorbed-attention op: attention kernels per tiling (built on first use and kept), the
 /// combine kernel, and a scratch buffer for split-KV partials that grows as needed and is reused.
@@ -280,12 +287,12 @@ impl AbsorbedAttention {
             combine: gpu.kernel(&COMBINE, &[("WG", WG as f64)])?,
             scratch: Mutex::new(None),
         };
-        op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?)?;
+        op.kernel(gpu, &plan(1, 1, 16, 512, 64, 1)?, Flags::NONE)?;
         Ok(op)
     }
 
-    fn kernel(&self, gpu: &Gpu, p: &Plan) -> Result<Arc<Kernel>> {
-        let key = (p.vec4, p.rows_per_group, p.out_cols);
+    fn kernel(&self, gpu: &Gpu, p: &Plan, storage: Flags) -> Result<Arc<Kernel>> {
+        let key = (p.vec4, p.rows_per_group, p.out_cols, storage);
         let mut kernels = self.gpu_kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = kernels.get(&key) {
             return Ok(k.clone());
@@ -293,11 +300,14 @@ impl AbsorbedAttention {
         let g = p.rows_per_group as f64;
         let k = if p.vec4 {
             gpu.kernel(
-                &VEC4,
+                &SHADER.variant(VEC4.flags.union(storage), INTERFACE),
                 &[("G", g), ("JB", JB as f64), ("DB", p.out_cols as f64)],
             )?
         } else {
-            gpu.kernel(&SCALAR, &[("G", g), ("NPC", p.out_cols as f64)])?
+            gpu.kernel(
+                &SHADER.variant(storage, INTERFACE),
+                &[("G", g), ("NPC", p.out_cols as f64)],
+            )?
         };
         kernels.insert(key, k.clone());
         Ok(k)
@@ -323,7 +333,7 @@ impl AbsorbedAttention {
             "cache.data",
             "(num_blocks, block_size, d_c + d_R)",
             &[c.num_blocks, c.block_size, d_c + d_r],
-            DType::F32,
+            c.data.dtype(),
         )?;
         if c.num_blocks * c.block_size * (d_c + d_r) > u32::MAX as usize {
             return Err(Error::Limit {
@@ -405,7 +415,8 @@ impl AbsorbedAttention {
         let c = inputs.cache;
         let p = plan(bt, s_q, h, c.d_c, c.d_r, inputs.max_seq_len)?;
         let gpu = batch.gpu();
-        let kernel = self.kernel(gpu, &p)?;
+        let storage = crate::ops::storage_flags(gpu, "cache.data", c.dtype())?;
+        let kernel = self.kernel(gpu, &p, storage)?;
         let rows = s_q * h;
         let too_big = |what: &str| Error::Limit {
             what: format!("absorbed attention {what}"),
@@ -478,10 +489,11 @@ impl AbsorbedAttention {
 }
 
 /// Bytes and FLOPs of one call where each of Bt sequences holds `ctx` tokens (the S_q new ones
-/// included). Bytes: the cache rows read once (Bt·ctx·(d_c + d_R)), q_lat, q_rope and o_lat, and
-/// the block table and lengths, all 4 bytes each. FLOPs: for each visible (query row, key) pair
+/// included). Bytes: the cache rows read once (Bt·ctx·(d_c + d_R), at the width of
+/// `cache_dtype`), q_lat, q_rope and o_lat, and the block table and lengths (4 bytes each). FLOPs: for each visible (query row, key) pair
 /// 2·(d_c + d_R) for the score, 1 scale, 1 exp, 1 sum add and 2·d_c for PV, plus d_c (the final
 /// normalisation) per query row; P = Bt·H·Σ_{i<S_q} (ctx − S_q + i + 1) pairs.
+#[allow(clippy::too_many_arguments)]
 pub fn cost(
     bt: usize,
     s_q: usize,
@@ -490,6 +502,7 @@ pub fn cost(
     d_c: usize,
     d_r: usize,
     block_size: usize,
+    cache_dtype: DType,
 ) -> Cost {
     let w = d_c + d_r;
     let rows = bt * s_q * h;
@@ -498,9 +511,9 @@ pub fn cost(
         * (0..s_q)
             .map(|i| (ctx + i + 1).saturating_sub(s_q))
             .sum::<usize>();
-    let floats = bt * ctx * w + rows * (2 * d_c + d_r) + bt * ctx.div_ceil(block_size) + bt;
+    let words = rows * (2 * d_c + d_r) + bt * ctx.div_ceil(block_size) + bt;
     Cost {
-        bytes: 4 * floats as u64,
+        bytes: (4 * words + cache_dtype.size() * bt * ctx * w) as u64,
         flops: (pairs * (2 * w + 2 * d_c + 3) + rows * d_c) as u64,
     }
 }

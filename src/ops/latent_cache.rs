@@ -9,6 +9,11 @@
 //!
 //! Append: `data[slots[t]] = latent[t]` for each of T rows; a slot ≥ num_blocks·block_size (for
 //! example `u32::MAX`) skips the row. Slots must be distinct.
+//!
+//! The cache may be stored as f32, f16 or bf16 ([`LatentCache::with_dtype`]): the rows arrive in
+//! f32 and are rounded on store (bf16 to nearest even; f16 by `pack2x16float`, which WGSL lets
+//! round to either neighbour). A bf16 cache at DeepSeek widths (W = 576) takes 1152 bytes per
+//! token, f32 2304. Half rows are written with atomics on their u32 words, so odd widths work.
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
@@ -28,7 +33,7 @@ const WG: u32 = 256;
 /// one token's [c (d_c, after kv_a_layernorm) | k_rope (d_R, already rotated)].
 #[derive(Clone, Debug)]
 pub struct LatentCache {
-    /// The pages, f32 (num_blocks, block_size, d_c + d_r).
+    /// The pages, f32, f16 or bf16 (num_blocks, block_size, d_c + d_r).
     pub data: Tensor,
     /// Number of pages.
     pub num_blocks: usize,
@@ -41,7 +46,7 @@ pub struct LatentCache {
 }
 
 impl LatentCache {
-    /// Allocate a zeroed cache of `num_blocks` pages of `block_size` tokens.
+    /// Allocate a zeroed f32 cache of `num_blocks` pages of `block_size` tokens.
     pub fn new(
         gpu: &Gpu,
         num_blocks: usize,
@@ -49,6 +54,25 @@ impl LatentCache {
         d_c: usize,
         d_r: usize,
     ) -> Result<Self> {
+        Self::with_dtype(gpu, num_blocks, block_size, d_c, d_r, DType::F32)
+    }
+
+    /// Allocate a zeroed cache stored as `dtype` (F32, F16 or BF16).
+    pub fn with_dtype(
+        gpu: &Gpu,
+        num_blocks: usize,
+        block_size: usize,
+        d_c: usize,
+        d_r: usize,
+        dtype: DType,
+    ) -> Result<Self> {
+        if !dtype.is_float() {
+            return Err(Error::DType {
+                name: "latent cache".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: dtype.to_string(),
+            });
+        }
         if num_blocks == 0 || block_size == 0 || d_c == 0 {
             return Err(Error::invalid(format!(
                 "latent cache needs num_blocks, block_size and d_c > 0 \
@@ -65,7 +89,7 @@ impl LatentCache {
                 detail: "more than 2^32 elements".into(),
             });
         }
-        let data = gpu.empty(&[num_blocks, block_size, d_c + d_r], DType::F32)?;
+        let data = gpu.empty(&[num_blocks, block_size, d_c + d_r], dtype)?;
         Ok(Self {
             data,
             num_blocks,
@@ -73,6 +97,16 @@ impl LatentCache {
             d_c,
             d_r,
         })
+    }
+
+    /// The storage dtype of the pages.
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// Bytes per token: W times the dtype's size (1152 for bf16 at W = 576).
+    pub fn bytes_per_token(&self) -> usize {
+        self.width() * self.dtype().size()
     }
 
     /// Latent row width W = d_c + d_r.
@@ -135,6 +169,13 @@ pub const INTERFACE: KernelInterface = KernelInterface {
 /// The append kernel.
 pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 
+/// The append kernel into an f16 cache and into a bf16 cache (u32 words and atomics in both: no
+/// native-f16 variant, a store of one half is not a store of a WGSL type).
+pub const HALF: [Variant; 2] = [
+    SHADER.variant(crate::ops::HALF_STORAGE[0], INTERFACE),
+    SHADER.variant(crate::ops::HALF_STORAGE[2], INTERFACE),
+];
+
 /// The append kernel: writes T latent rows into the cache at given slots.
 #[derive(Clone, Debug)]
 pub struct LatentCacheAppend {
@@ -161,11 +202,24 @@ impl LatentCacheAppend {
         let w = cache.width();
         latent.expect_dtype("latent", DType::F32)?;
         slots.expect_dtype("slots", DType::U32)?;
+        let dtype = cache.dtype();
+        let kernel = match dtype {
+            DType::F32 => self.kernel.clone(),
+            DType::F16 => batch.gpu().kernel(&HALF[0], &[("WG", WG as f64)])?,
+            DType::BF16 => batch.gpu().kernel(&HALF[1], &[("WG", WG as f64)])?,
+            other => {
+                return Err(Error::DType {
+                    name: "cache.data".into(),
+                    expected: "f32, f16 or bf16".into(),
+                    got: other.to_string(),
+                })
+            }
+        };
         cache.data.expect(
             "cache.data",
             "(num_blocks, block_size, d_c + d_R)",
             &[cache.num_blocks, cache.block_size, w],
-            DType::F32,
+            dtype,
         )?;
         let t = crate::spec::latent_cache::append_rows(
             cache.data.shape(),
@@ -186,17 +240,18 @@ impl LatentCacheAppend {
             _pad: 0,
         };
         batch.dispatch(
-            &self.kernel,
+            &kernel,
             &uniforms,
             &[latent.into(), slots.into(), (&cache.data).into()],
             n.div_ceil(WG),
         )
     }
 
-    /// Bytes moved (latent and slots read, rows written) for T rows of width W; no FLOPs.
-    pub fn cost(t: usize, w: usize) -> Cost {
+    /// Bytes moved (f32 latent and slots read, rows written at the width of the cache's
+    /// `dtype`) for T rows of width W; no FLOPs.
+    pub fn cost(t: usize, w: usize, dtype: DType) -> Cost {
         Cost {
-            bytes: 4 * (2 * t * w + t) as u64,
+            bytes: (4 * (t * w + t) + dtype.size() * t * w) as u64,
             flops: 0,
         }
     }

@@ -18,6 +18,10 @@
 //! decode projections from ~2% to 60–100% of the memory roofline and M = 64…256 from 4–8% to
 //! ~35–65% of the FMA ceiling (the remaining gap: 16 vec4 load instructions per 256 FMAs).
 //!
+//! Weights may be stored as f32, f16 or bf16 (`w`'s dtype picks the storage flags, see
+//! [`crate::ops::storage_flags`]); x, bias and y are f32 and the products accumulate in f32. In
+//! decode the weights are the bytes that move, so half weights halve the traffic.
+//!
 //! Fallback tiles are picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
 //! 4×4 outputs per invocation otherwise, so the weight is read once per column tile in decode.
 
@@ -77,6 +81,12 @@ pub const TILED: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 
 /// The vec4 fast path, used when every operand is vec4-aligned.
 pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
+
+/// [`TILED`] with half weights: f16 in u32 words, native f16, bf16 ([`crate::ops::HALF_STORAGE`]).
+pub const TILED_HALF: [Variant; 3] = crate::ops::half_variants(TILED);
+
+/// [`VEC4`] with half weights, as [`TILED_HALF`].
+pub const VEC4_HALF: [Variant; 3] = crate::ops::half_variants(VEC4);
 
 #[derive(Clone, Copy, Debug)]
 struct Tile {
@@ -150,8 +160,21 @@ fn to_u32(what: &str, v: usize) -> Result<u32> {
     })
 }
 
-fn check_extent(name: &str, t: &Tensor, last: Option<usize>, dims: &MatmulDims) -> Result<()> {
-    if t.dtype() != DType::F32 {
+fn check_extent(
+    name: &str,
+    t: &Tensor,
+    last: Option<usize>,
+    dims: &MatmulDims,
+    float: bool,
+) -> Result<()> {
+    if float && !t.dtype().is_float() {
+        return Err(Error::DType {
+            name: name.into(),
+            expected: "f32, f16 or bf16".into(),
+            got: t.dtype().to_string(),
+        });
+    }
+    if !float && t.dtype() != DType::F32 {
         return Err(Error::DType {
             name: name.into(),
             expected: "f32".into(),
@@ -178,22 +201,24 @@ fn check_extent(name: &str, t: &Tensor, last: Option<usize>, dims: &MatmulDims) 
     Ok(())
 }
 
+/// The pipeline constants of the tiled kernel for tile `t`.
+fn tile_constants(t: &Tile) -> [(&'static str, f64); 6] {
+    [
+        ("WG", (t.bm_t * t.bn_t) as f64),
+        ("BM_T", t.bm_t as f64),
+        ("BN_T", t.bn_t as f64),
+        ("RM", t.rm as f64),
+        ("RN", t.rn as f64),
+        ("BK", t.bk as f64),
+    ]
+}
+
 impl Matmul {
     /// Build (or fetch from the cache) the pipelines.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let mut kernels = Vec::new();
         for t in TILES {
-            let k = gpu.kernel(
-                &TILED,
-                &[
-                    ("WG", (t.bm_t * t.bn_t) as f64),
-                    ("BM_T", t.bm_t as f64),
-                    ("BN_T", t.bn_t as f64),
-                    ("RM", t.rm as f64),
-                    ("RN", t.rn as f64),
-                    ("BK", t.bk as f64),
-                ],
-            )?;
+            let k = gpu.kernel(&TILED, &tile_constants(&t))?;
             kernels.push((t, k));
         }
         Ok(Self {
@@ -227,9 +252,10 @@ impl Matmul {
                 }
         });
         let last_y = (!empty).then(|| d.y_index(d.g - 1, d.m - 1, d.n - 1));
-        check_extent("x", x, last_x, d)?;
-        check_extent("w", w, last_w, d)?;
-        check_extent("y", y, last_y, d)?;
+        check_extent("x", x, last_x, d, false)?;
+        check_extent("w", w, last_w, d, true)?;
+        check_extent("y", y, last_y, d, false)?;
+        let storage = crate::ops::storage_flags(batch.gpu(), "w", w.dtype())?;
         if let Some(b) = bias {
             b.expect("bias", "(N)", &[d.n], DType::F32)?;
         }
@@ -246,7 +272,7 @@ impl Matmul {
             return Ok(());
         }
         if let Some(rm) = vec4_rows(d) {
-            return self.record_vec4(batch, d, rm, x, w, bias, y);
+            return self.record_vec4(batch, d, rm, storage, x, w, bias, y);
         }
         let (tile, kernel) = if d.m <= 4 {
             &self.kernels[0]
@@ -254,6 +280,15 @@ impl Matmul {
             &self.kernels[1]
         } else {
             &self.kernels[2]
+        };
+        let half_kernel;
+        let kernel = if storage == Flags::NONE {
+            kernel
+        } else {
+            half_kernel = batch
+                .gpu()
+                .kernel(&SHADER.variant(storage, INTERFACE), &tile_constants(tile))?;
+            &half_kernel
         };
         let tiles_m = (d.m as u32).div_ceil(tile.bm());
         let tiles_n = to_u32("N", d.n)?.div_ceil(tile.bn());
@@ -300,6 +335,7 @@ impl Matmul {
         batch: &mut Batch,
         d: &MatmulDims,
         rm: u32,
+        storage: Flags,
         x: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
@@ -320,7 +356,7 @@ impl Matmul {
             detail: "more than 2^32 workgroups".into(),
         })?;
         let kernel = batch.gpu().kernel(
-            &VEC4,
+            &SHADER.variant(VEC4.flags.union(storage), INTERFACE),
             &[
                 ("WG", wg as f64),
                 ("RM", rm as f64),
@@ -375,13 +411,14 @@ impl Matmul {
         self.record(batch, &dims, x, w, bias, y)
     }
 
-    /// Bytes (x, w and bias read once, y written once) and FLOPs (2·G·M·N·K, plus G·M·N for a
-    /// bias) of a product.
-    pub fn cost(dims: &MatmulDims, bias: bool) -> Cost {
+    /// Bytes (x, w and bias read once, y written once; w at the width of `w_dtype`, the rest
+    /// f32) and FLOPs (2·G·M·N·K, plus G·M·N for a bias) of a product.
+    pub fn cost(dims: &MatmulDims, bias: bool, w_dtype: DType) -> Cost {
         let (g, m, n, k) = (dims.g as u64, dims.m as u64, dims.n as u64, dims.k as u64);
         let w_copies = if dims.w_gs == 0 { 1 } else { g };
+        let wb = w_dtype.size() as u64;
         Cost {
-            bytes: 4 * (g * m * k + w_copies * n * k + g * m * n + if bias { n } else { 0 }),
+            bytes: 4 * (g * m * k + g * m * n + if bias { n } else { 0 }) + wb * w_copies * n * k,
             flops: 2 * g * m * n * k + if bias { g * m * n } else { 0 },
         }
     }

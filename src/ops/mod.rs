@@ -25,3 +25,44 @@ pub struct Cost {
     /// Floating-point operations.
     pub flops: u64,
 }
+
+use crate::error::{Error, Result};
+use crate::runtime::{DType, Gpu};
+use crate::shader::{Flag, Flags, Variant};
+
+/// The storage flags of a half-capable kernel's stored tensor, in registry order: f16 in u32
+/// words, native f16, bf16. With the plain (f32) variant these are every storage variant.
+pub const HALF_STORAGE: [Flags; 3] = [
+    Flags::of(&[Flag::F16]),
+    Flags::of(&[Flag::F16, Flag::NativeF16]),
+    Flags::of(&[Flag::Bf16]),
+];
+
+/// `v` composed additionally with each of [`HALF_STORAGE`]'s flags.
+pub const fn half_variants(v: Variant) -> [Variant; 3] {
+    [
+        v.shader
+            .variant(v.flags.union(HALF_STORAGE[0]), v.interface),
+        v.shader
+            .variant(v.flags.union(HALF_STORAGE[1]), v.interface),
+        v.shader
+            .variant(v.flags.union(HALF_STORAGE[2]), v.interface),
+    ]
+}
+
+/// The storage flags for a stored tensor of `dtype` on `gpu`: none for f32, `F16` (plus
+/// `NATIVE_F16` where the device has `SHADER_F16`) for f16, `BF16` for bf16. `name` names the
+/// tensor in the error for a dtype that is not a float.
+pub fn storage_flags(gpu: &Gpu, name: &str, dtype: DType) -> Result<Flags> {
+    match dtype {
+        DType::F32 => Ok(Flags::NONE),
+        DType::F16 if gpu.has_f16() => Ok(HALF_STORAGE[1]),
+        DType::F16 => Ok(HALF_STORAGE[0]),
+        DType::BF16 => Ok(HALF_STORAGE[2]),
+        other => Err(Error::DType {
+            name: name.into(),
+            expected: "f32, f16 or bf16".into(),
+            got: other.to_string(),
+        }),
+    }
+}

@@ -5,6 +5,12 @@
 //! `array<vec4<f32>>`. Readback goes through the runtime's pooled staging buffers instead of
 //! allocating one per read.
 //!
+//! Float tensors are stored as f32, f16 or bf16 ([`DType`]); kernels do their math in f32 and
+//! widen half elements on load. Halves are uploaded from f32 ([`Gpu::upload_f32_as`], rounded to
+//! nearest even) or as raw `u16` words ([`Gpu::upload`]) and read back widened to f32
+//! ([`Gpu::read_f32`]) or as raw words (`read::<u16>`). An odd count of halves is fine: buffers
+//! are padded to 16 bytes and the last word's unused half is zero.
+//!
 //! A tensor belongs to the [`Gpu`] that made it (it records the context's id), and every call that
 //! moves bytes refuses a tensor of another context. Host data is typed: the host element type
 //! ([`Element`]) must match the tensor's [`DType`], so an `f32` slice cannot land in a `u32`
@@ -23,12 +29,72 @@ pub enum DType {
     U32,
     /// 32-bit signed integer (slot indices where -1 means "skip").
     I32,
+    /// IEEE 754 binary16 (1 sign, 5 exponent, 10 mantissa bits): storage only, kernels widen
+    /// to f32 on load. Host words are `u16`.
+    F16,
+    /// bfloat16 (the top half of an f32: 8 exponent, 7 mantissa bits): storage only, kernels
+    /// widen to f32 on load. Host words are `u16`.
+    BF16,
 }
 
 impl DType {
-    /// Bytes per element.
+    /// Bytes per element (2 for the half types, which kernels address as pairs in u32 words).
     pub fn size(self) -> usize {
-        4
+        match self {
+            DType::F16 | DType::BF16 => 2,
+            _ => 4,
+        }
+    }
+
+    /// Whether this is a 16-bit float storage type (F16 or BF16).
+    pub fn is_half(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
+
+    /// Whether this is a float type (F32, F16, BF16).
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    /// The dtype of a name as the CLI spells it: `f32`, `f16` or `bf16`.
+    pub fn parse_float(name: &str) -> Option<DType> {
+        match name {
+            "f32" => Some(DType::F32),
+            "f16" => Some(DType::F16),
+            "bf16" => Some(DType::BF16),
+            _ => None,
+        }
+    }
+
+    /// `x` rounded to this float dtype (round to nearest even) and widened back to f32: what a
+    /// tensor of this dtype holds after [`Gpu::upload_f32_as`]. Identity for F32 (and the
+    /// integer types, which hold no f32).
+    pub fn round_f32(self, x: f32) -> f32 {
+        match self {
+            DType::F16 => half::f16::from_f32(x).to_f32(),
+            DType::BF16 => half::bf16::from_f32(x).to_f32(),
+            _ => x,
+        }
+    }
+
+    /// The 16-bit word of `x` in this half dtype, rounded to nearest even (None for a dtype
+    /// that is not F16 or BF16).
+    pub fn half_bits(self, x: f32) -> Option<u16> {
+        match self {
+            DType::F16 => Some(half::f16::from_f32(x).to_bits()),
+            DType::BF16 => Some(half::bf16::from_f32(x).to_bits()),
+            _ => None,
+        }
+    }
+
+    /// The f32 value of half word `w` of this dtype (exact: every f16 and bf16 is an f32);
+    /// `None` for a dtype that is not F16 or BF16.
+    pub fn half_to_f32(self, w: u16) -> Option<f32> {
+        match self {
+            DType::F16 => Some(half::f16::from_bits(w).to_f32()),
+            DType::BF16 => Some(half::bf16::from_bits(w).to_f32()),
+            _ => None,
+        }
     }
 }
 
@@ -38,11 +104,13 @@ mod sealed {
     impl Sealed for f32 {}
     impl Sealed for u32 {}
     impl Sealed for i32 {}
+    impl Sealed for u16 {}
 }
 
 /// A host element type that tensors are uploaded from and read back into, bit for bit.
 ///
-/// Sealed: `f32` holds [`DType::F32`] elements, `u32` [`DType::U32`], `i32` [`DType::I32`].
+/// Sealed: `f32` holds [`DType::F32`] elements, `u32` [`DType::U32`], `i32` [`DType::I32`],
+/// `u16` the raw words of both half types ([`DType::F16`] and [`DType::BF16`]).
 /// [`Element::is_raw_element_of`] is the one check every upload, write and read makes, so a new
 /// storage type is one more impl here (e.g. raw 16-bit words for both half types), while
 /// conversions (f32 data into a half tensor) belong in their own calls.
@@ -68,12 +136,22 @@ impl Element for i32 {
     const DTYPE: DType = DType::I32;
 }
 
+impl Element for u16 {
+    const DTYPE: DType = DType::F16;
+
+    fn is_raw_element_of(dtype: DType) -> bool {
+        dtype.is_half()
+    }
+}
+
 impl std::fmt::Display for DType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             DType::F32 => "f32",
             DType::U32 => "u32",
             DType::I32 => "i32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
         })
     }
 }
@@ -246,6 +324,32 @@ impl Gpu {
         self.upload(shape, DType::F32, data)
     }
 
+    /// A float tensor of `dtype` (F32, F16 or BF16) holding `data` rounded to it (round to
+    /// nearest even, see [`DType::round_f32`]). Other dtypes are an [`Error::DType`].
+    pub fn upload_f32_as(&self, shape: &[usize], dtype: DType, data: &[f32]) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => self.upload_f32(shape, data),
+            DType::F16 | DType::BF16 => {
+                let words: Vec<u16> = data
+                    .iter()
+                    .map(|&x| dtype.half_bits(x).expect("a half dtype"))
+                    .collect();
+                self.upload(shape, dtype, &words)
+            }
+            other => Err(Error::DType {
+                name: format!("Gpu::upload_f32_as target, shape {shape:?}"),
+                expected: "f32, f16 or bf16".into(),
+                got: other.to_string(),
+            }),
+        }
+    }
+
+    /// A float tensor of `dtype` (F32, F16 or BF16) filled with NaN (see [`Gpu::nan_f32`]).
+    pub fn nan_as(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        self.upload_f32_as(shape, dtype, &vec![f32::NAN; n])
+    }
+
     /// A u32 tensor holding `data`.
     pub fn upload_u32(&self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
         self.upload(shape, DType::U32, data)
@@ -287,8 +391,15 @@ impl Gpu {
             return Ok(());
         }
         self.scoped("writing a tensor", || {
-            // write_buffer needs a multiple of 4 bytes, which every dtype here satisfies.
-            self.queue().write_buffer(&tensor.buffer, 0, bytes);
+            // write_buffer needs a multiple of 4 bytes: an odd count of halves is padded with a
+            // zero word half (the buffer itself is padded to 16 bytes).
+            if bytes.len() % 4 == 0 {
+                self.queue().write_buffer(&tensor.buffer, 0, bytes);
+            } else {
+                let mut padded = bytes.to_vec();
+                padded.resize(bytes.len().next_multiple_of(4), 0);
+                self.queue().write_buffer(&tensor.buffer, 0, &padded);
+            }
             Ok(())
         })
     }
@@ -304,15 +415,17 @@ impl Gpu {
             format!("tensor of shape {:?} given to {op}", tensor.shape)
         })?;
         let reader = match tensor.dtype {
-            DType::F32 => "read_f32",
+            DType::F32 | DType::F16 | DType::BF16 => "read_f32",
             DType::U32 => "read_u32",
             DType::I32 => "read_i32",
         };
         tensor.expect_element::<T>(op, &format!(" (read it with {reader})"))?;
-        let bytes = tensor.size_bytes();
-        if bytes == 0 {
+        let payload = tensor.size_bytes();
+        if payload == 0 {
             return Ok(Vec::new());
         }
+        // Copies move multiples of 4 bytes; an odd count of halves reads one padding half more.
+        let bytes = payload.next_multiple_of(4);
         self.scoped("reading a tensor back", || {
             let staging = self.pools.take(self.device(), BufferKind::Staging, bytes);
             let mut encoder =
@@ -339,7 +452,7 @@ impl Gpu {
                 context: "mapping a readback buffer".into(),
                 message: e.to_string(),
             })?;
-            let out: Vec<T> = bytemuck::pod_collect_to_vec(&view);
+            let out: Vec<T> = bytemuck::pod_collect_to_vec(&view[..payload as usize]);
             drop(view);
             staging.unmap();
             // Only a buffer known to be unmapped goes back to the pool.
@@ -348,8 +461,18 @@ impl Gpu {
         })
     }
 
-    /// Read an f32 tensor back ([`Error::DType`] for any other dtype).
+    /// Read a float tensor back as f32: an f32 tensor bit for bit, an F16 or BF16 tensor
+    /// widened exactly from its half words (read those with `read::<u16>`). [`Error::DType`]
+    /// for an integer dtype.
     pub fn read_f32(&self, tensor: &Tensor) -> Result<Vec<f32>> {
+        if tensor.dtype.is_half() {
+            let words: Vec<u16> = self.read_as(tensor, "read_f32")?;
+            let dtype = tensor.dtype;
+            return Ok(words
+                .into_iter()
+                .map(|w| dtype.half_to_f32(w).expect("a half dtype"))
+                .collect());
+        }
         self.read_as(tensor, "read_f32")
     }
 

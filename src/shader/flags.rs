@@ -10,17 +10,35 @@ pub enum Flag {
     Subgroup,
     /// Storage read and written as `vec4<f32>` (layouts aligned to 4 elements).
     Vec4,
+    /// The kernel's *stored* tensor (the one role a kernel lets be half: matmul's `w`, the
+    /// latent cache's `data`, attention's `cache`) is f16; everything else stays f32. Without
+    /// [`Flag::NativeF16`] the halves travel as pairs in `u32` words (`unpack2x16float`).
+    F16,
+    /// The stored tensor is bf16, pairs in `u32` words widened by shifts (on every adapter).
+    Bf16,
+    /// With [`Flag::F16`] on a device with `SHADER_F16`: the stored tensor is bound as native
+    /// `f16` vectors; the composer puts `enable f16;` on the module's first line.
+    NativeF16,
 }
 
 impl Flag {
     /// Every flag, in the order variant names list them.
-    pub const ALL: [Flag; 2] = [Flag::Subgroup, Flag::Vec4];
+    pub const ALL: [Flag; 5] = [
+        Flag::Subgroup,
+        Flag::Vec4,
+        Flag::F16,
+        Flag::Bf16,
+        Flag::NativeF16,
+    ];
 
     /// The name `#if` uses.
     pub const fn name(self) -> &'static str {
         match self {
             Flag::Subgroup => "SUBGROUP",
             Flag::Vec4 => "VEC4",
+            Flag::F16 => "F16",
+            Flag::Bf16 => "BF16",
+            Flag::NativeF16 => "NATIVE_F16",
         }
     }
 
@@ -56,6 +74,11 @@ impl Flags {
     /// This set and `flag`.
     pub const fn with(self, flag: Flag) -> Flags {
         Flags(self.0 | flag.bit())
+    }
+
+    /// The flags of both sets.
+    pub const fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
     }
 
     /// Whether `flag` is set.

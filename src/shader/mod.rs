@@ -3,8 +3,8 @@
 //! A *body* is one WGSL file under `shaders/<group>/`. A *variant* is a body composed with a set
 //! of [`Flag`]s by a line-based preprocessor that knows four directives, each alone on its line:
 //!
-//! - `#if FLAG` (or `#if !FLAG`) / `#else` / `#endif` keep the lines of the branch the flag
-//!   selects (nesting allowed);
+//! - `#if FLAG` (or `#if !FLAG`, or `#if A || B` for "any of") / `#else` / `#endif` keep the
+//!   lines of the branch the flag selects (nesting allowed);
 //! - `#include "group/name"` pulls in a fragment, `shaders/group/name.wgsl` (registered in
 //!   [`FRAGMENTS`]), composed with the same flags. A fragment lands once per
 //!   variant however often it is included, so fragments may include each other.
@@ -13,6 +13,12 @@
 //! storage dtype); anything else is a WGSL `override` constant, which specialises a pipeline
 //! without composing another module. An unknown flag, an unbalanced `#if`, an unknown fragment, or
 //! a variant flag its body never tests is an error ([`crate::Error::Format`]).
+//!
+//! Storage dtypes: a kernel lets at most one tensor role be half (matmul's weights, the latent
+//! cache); [`Flag::F16`] or [`Flag::Bf16`] selects it, and [`Flag::NativeF16`] (with `F16`, on a
+//! device with `SHADER_F16`) binds it as native `f16`. The bodies never spell the storage type:
+//! they include the one fragment `common/storage`, which defines it and its load/store helpers
+//! for the three dtypes. A variant with `NATIVE_F16` gets `enable f16;` as its first line.
 //!
 //! Every variant declares its [`KernelInterface`]: the size of the op's uniform block and the
 //! storage bindings the op passes, by name and access. `tests/shader_contract.rs` checks each
@@ -55,6 +61,7 @@ pub(crate) use wgsl;
 /// The fragments bodies pull in with `#include "name"`.
 pub const FRAGMENTS: &[Shader] = &[
     wgsl!("common/elementwise"),
+    wgsl!("common/storage"),
     wgsl!("ssm/softplus"),
     wgsl!("ssm/selective_scan_io"),
     wgsl!("ssm/discretise"),
@@ -120,12 +127,17 @@ pub fn compose(
     flags: Flags,
     fragment: &dyn Fn(&str) -> Option<&'static str>,
 ) -> Result<String> {
+    let mut out = String::with_capacity(shader.source.len() + 16);
+    if flags.contains(Flag::NativeF16) {
+        // WGSL wants enable directives before any declaration.
+        out.push_str("enable f16;\n");
+    }
     let mut c = Composer {
         flags,
         fragment,
         tested: Flags::NONE,
         included: Vec::new(),
-        out: String::with_capacity(shader.source.len()),
+        out,
     };
     c.expand(shader.name, shader.source, 0)?;
     if let Some(flag) = flags.iter().find(|f| !c.tested.contains(*f)) {
@@ -168,6 +180,20 @@ impl Composer<'_> {
             let (word, arg) = directive.split_once(' ').unwrap_or((directive, ""));
             let arg = arg.trim();
             match word {
+                "if" if arg.contains("||") => {
+                    let mut any = false;
+                    for name in arg.split("||").map(str::trim) {
+                        let Some(flag) = Flag::from_name(name) else {
+                            return fail(format!("unknown flag {name:?} in #if {arg}"));
+                        };
+                        self.tested = self.tested.with(flag);
+                        any |= self.flags.contains(flag);
+                    }
+                    open.push(Branch {
+                        keep: any,
+                        in_else: false,
+                    });
+                }
                 "if" => {
                     let (negate, flag) = match arg.strip_prefix('!') {
                         Some(flag) => (true, flag),

@@ -124,3 +124,25 @@ fn a_dispatch_must_match_the_declaration() {
     assert!(err.contains("src, dst"), "{err}");
     assert_eq!(declared.describe_binding(1), "`dst` (binding 2)");
 }
+
+#[test]
+fn any_of_tests_every_flag_it_names() {
+    const ANY: &str = "#if F16 || BF16\nh\n#else\nf\n#endif\n";
+    assert_eq!(run(ANY, &[]).unwrap(), "f\n");
+    assert_eq!(run(ANY, &[Flag::F16]).unwrap(), "h\n");
+    assert_eq!(run(ANY, &[Flag::Bf16]).unwrap(), "h\n");
+    assert!(run("#if F16 || F17\n#endif\n", &[])
+        .unwrap_err()
+        .to_string()
+        .contains("unknown flag"));
+}
+
+#[test]
+fn native_f16_puts_enable_on_the_first_line() {
+    const BODY: &str = "#if NATIVE_F16\nn\n#endif\n#if F16\nx\n#endif\n";
+    assert_eq!(
+        run(BODY, &[Flag::F16, Flag::NativeF16]).unwrap(),
+        "enable f16;\nn\nx\n"
+    );
+    assert_eq!(run(BODY, &[Flag::F16]).unwrap(), "x\n");
+}

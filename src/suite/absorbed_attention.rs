@@ -5,8 +5,8 @@ use super::{BenchCase, CheckOutcome, CpuCase, CpuRun};
 use crate::error::Result;
 use crate::ops::absorbed_attention::{cost, AbsorbedAttention};
 use crate::rng::Rng;
-use crate::runtime::Gpu;
-use crate::testing::absorbed_attention::{Problem, Shape, TOLERANCE};
+use crate::runtime::{DType, Gpu};
+use crate::testing::absorbed_attention::{Problem, Shape, HALF_CACHE_TOLERANCE, TOLERANCE};
 use std::sync::Arc;
 
 fn shape(s_q: usize, h: usize, d_c: usize, d_r: usize, block_size: usize, lens: &[usize]) -> Shape {
@@ -44,6 +44,26 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             &got,
             &p.reference(),
         ));
+    }
+    // Half caches: DeepSeek widths (vec4 kernel) and odd widths (scalar kernel).
+    for dtype in [DType::F16, DType::BF16] {
+        for s in [
+            shape(1, 16, 512, 64, 64, &[300, 3]),
+            shape(2, 3, 7, 2, 5, &[9]),
+        ] {
+            let p = Problem::random(rng, &s).with_cache_dtype(dtype);
+            let (got, splits) = p.run(gpu, &op)?;
+            out.push(CheckOutcome::new(
+                "absorbed_attention",
+                format!(
+                    "S_q={} H={} d_c={} d_R={} bs={} lens={:?} splits={splits} cache {dtype}",
+                    s.s_q, s.h, s.d_c, s.d_r, s.block_size, s.lens
+                ),
+                HALF_CACHE_TOLERANCE,
+                &got,
+                &p.reference(),
+            ));
+        }
     }
     Ok(out)
 }
@@ -84,7 +104,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         let p = Problem::random(&mut rng, &s);
         let t = p.upload(gpu)?;
         let o_lat = p.poisoned_output(gpu)?;
-        let cost = cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size);
+        let cost = cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size, DType::F32);
         let g = gpu.clone();
         let cpu: Option<CpuRun> = (cost.flops < 2_000_000_000).then(|| {
             Box::new(move || {
@@ -113,7 +133,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let p = Problem::random(rng, &s);
     vec![CpuCase {
         size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}", s.d_c, s.d_r),
-        cost: cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size),
+        cost: cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size, DType::F32),
         run: Box::new(move || {
             std::hint::black_box(p.reference());
         }),

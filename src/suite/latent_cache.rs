@@ -5,8 +5,9 @@ use super::{BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::ops::latent_cache::LatentCacheAppend;
 use crate::rng::Rng;
+use crate::runtime::DType;
 use crate::runtime::Gpu;
-use crate::testing::latent_cache::{Problem, TOLERANCE};
+use crate::testing::latent_cache::{half_tolerance, Problem, TOLERANCE};
 use std::sync::Arc;
 
 /// Conformance cases: appends at DeepSeek width and a ragged one, with some rows skipped; the
@@ -26,6 +27,24 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             &p.run(gpu, &op)?,
             &p.reference(),
         ));
+    }
+    // Half caches: DeepSeek width and an odd width (rows start mid-word).
+    for dtype in [DType::F16, DType::BF16] {
+        for (num_blocks, bs, d_c, d_r, t) in
+            [(2usize, 8usize, 512usize, 64usize, 9usize), (3, 5, 4, 3, 7)]
+        {
+            let p = Problem::random(rng, num_blocks, bs, d_c, d_r, t).with_dtype(dtype);
+            out.push(CheckOutcome::new(
+                "latent_cache",
+                format!(
+                    "blocks={num_blocks} bs={bs} W={} T={t} cache {dtype}",
+                    p.width()
+                ),
+                half_tolerance(dtype),
+                &p.run(gpu, &op)?,
+                &p.reference(),
+            ));
+        }
     }
     Ok(out)
 }
@@ -48,7 +67,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         cases.push(BenchCase {
             kernel: "latent_cache",
             size: format!("append T={t} W={w} slots={}", num_blocks * bs),
-            cost: LatentCacheAppend::cost(t, w),
+            cost: LatentCacheAppend::cost(t, w, DType::F32),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &inputs.cache, &inputs.latent, &inputs.slots)?;
@@ -68,7 +87,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let p = Problem::random(rng, num_blocks, bs, d_c, d_r, t);
     vec![CpuCase {
         size: format!("append T={t} W={}", p.width()),
-        cost: LatentCacheAppend::cost(t, p.width()),
+        cost: LatentCacheAppend::cost(t, p.width(), DType::F32),
         run: Box::new(move || {
             std::hint::black_box(p.reference());
         }),

@@ -6,11 +6,12 @@ use crate::error::Result;
 use crate::ops::matmul::Matmul;
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::matmul::{Problem, TOLERANCE};
+use crate::testing::matmul::{Problem, HALF_W_TOLERANCE, TOLERANCE};
 use std::sync::Arc;
 
 /// Conformance cases (M, N, K, bias): a decode row, ragged, larger than a 64×64 tile with a
-/// ragged K; y poisoned.
+/// ragged K; y poisoned. Then half weights (f16, bf16) on a vec4-aligned decode product and a
+/// ragged one with an odd count of halves.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = Matmul::new(gpu)?;
     let mut out = Vec::new();
@@ -27,6 +28,21 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             &p.run(gpu, &op)?,
             &p.reference(),
         ));
+    }
+    for dtype in [DType::F16, DType::BF16] {
+        for (m, n, k, bias) in [(2usize, 12usize, 64usize, true), (3, 7, 5, false)] {
+            let p = Problem::linear(rng, m, n, k, bias).with_w_dtype(dtype);
+            out.push(CheckOutcome::new(
+                "matmul",
+                format!(
+                    "M={m} N={n} K={k}{} w {dtype}",
+                    if bias { " bias" } else { "" }
+                ),
+                HALF_W_TOLERANCE,
+                &p.run(gpu, &op)?,
+                &p.reference(),
+            ));
+        }
     }
     Ok(out)
 }
@@ -51,7 +67,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         cases.push(BenchCase {
             kernel: "matmul",
             size: format!("M={m} N={n} K={k}"),
-            cost: Matmul::cost(&dims, false),
+            cost: Matmul::cost(&dims, false, DType::F32),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &dims, &t.x, &t.w, None, &y)?;
@@ -71,7 +87,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let p = Problem::linear(rng, m, n, k, false);
     vec![CpuCase {
         size: format!("M={m} N={n} K={k}"),
-        cost: Matmul::cost(&p.dims, false),
+        cost: Matmul::cost(&p.dims, false, DType::F32),
         run: Box::new(move || {
             std::hint::black_box(p.reference());
         }),

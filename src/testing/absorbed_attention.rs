@@ -11,12 +11,17 @@ use crate::ops::absorbed_attention::{AbsorbedAttention, AbsorbedAttentionInputs,
 use crate::ops::latent_cache::LatentCache;
 use crate::reference::absorbed_attention::absorbed_attention;
 use crate::rng::Rng;
-use crate::runtime::{Gpu, Tensor};
+use crate::runtime::{DType, Gpu, Tensor};
 
 /// GPU against the f64 reference: |out − ref| ≤ 2e-5 + 1e-4·|ref|. o_lat is a convex
 /// combination of cache rows of order 1, from f32 dots of length d_c + d_R and f32 softmax sums
 /// over up to a few thousand keys.
 pub const TOLERANCE: Tolerance = Tolerance::new(2e-5, 1e-4);
+
+/// A half cache (f16, bf16) against the reference on the *same* rounded cache
+/// ([`Problem::with_cache_dtype`]): widening a half is exact and the dots, the softmax and the
+/// accumulation are f32 as for an f32 cache, so the f32 tolerance holds unchanged.
+pub const HALF_CACHE_TOLERANCE: Tolerance = TOLERANCE;
 
 /// The sizes of a random problem.
 #[derive(Clone, Debug)]
@@ -75,6 +80,8 @@ pub struct Problem {
     pub seq_lens: Vec<u32>,
     /// Softmax scale.
     pub scale: f32,
+    /// Storage dtype of the cache (f32 unless [`Problem::with_cache_dtype`]).
+    pub cache_dtype: DType,
 }
 
 impl Problem {
@@ -128,7 +135,18 @@ impl Problem {
             block_table,
             seq_lens: shape.lens.iter().map(|&l| l as u32).collect(),
             scale: 1.5 / (w as f32).sqrt(),
+            cache_dtype: DType::F32,
         }
+    }
+
+    /// This problem with the cache stored as `dtype`: the host cache is rounded to it (nearest
+    /// even; NaN stays NaN) so the reference sees exactly what the GPU holds.
+    pub fn with_cache_dtype(mut self, dtype: DType) -> Self {
+        for v in &mut self.cache {
+            *v = dtype.round_f32(*v);
+        }
+        self.cache_dtype = dtype;
+        self
     }
 
     /// The longest sequence (the op's `max_seq_len`).
@@ -152,8 +170,24 @@ impl Problem {
     /// Upload the cache and the query and index tensors.
     pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
         let d = &self.dims;
-        let cache = LatentCache::new(gpu, self.num_blocks, d.block_size, d.d_c, d.d_r)?;
-        gpu.write(&cache.data, &self.cache)?;
+        let cache = LatentCache::with_dtype(
+            gpu,
+            self.num_blocks,
+            d.block_size,
+            d.d_c,
+            d.d_r,
+            self.cache_dtype,
+        )?;
+        if self.cache_dtype == DType::F32 {
+            gpu.write(&cache.data, &self.cache)?;
+        } else {
+            let words: Vec<u16> = self
+                .cache
+                .iter()
+                .map(|&x| self.cache_dtype.half_bits(x).expect("a half dtype"))
+                .collect();
+            gpu.write(&cache.data, &words)?;
+        }
         Ok(GpuInputs {
             q_lat: gpu.upload_f32(&[d.bt, d.s_q, d.h, d.d_c], &self.q_lat)?,
             q_rope: gpu.upload_f32(&[d.bt, d.s_q, d.h, d.d_r], &self.q_rope)?,

@@ -9,10 +9,21 @@ use crate::error::Result;
 use crate::ops::latent_cache::{LatentCache, LatentCacheAppend};
 use crate::reference::latent_cache::append;
 use crate::rng::Rng;
-use crate::runtime::{Gpu, Tensor};
+use crate::runtime::{DType, Gpu, Tensor};
 
 /// The append only moves data: exact.
 pub const TOLERANCE: Tolerance = Tolerance::new(0.0, 0.0);
+
+/// A half cache against the reference on the same rows rounded to the dtype on the host
+/// (nearest even): bf16 is rounded the same way in the kernel, so exact; f16 goes through
+/// `pack2x16float`, which WGSL lets round to either neighbour, so one f16 ulp
+/// (2⁻¹⁰·|x| for normals, 2⁻²⁴ for subnormals).
+pub fn half_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::F16 => Tolerance::new(2f64.powi(-24), 2f64.powi(-10)),
+        _ => TOLERANCE,
+    }
+}
 
 /// One append's host inputs.
 #[derive(Clone, Debug)]
@@ -31,6 +42,8 @@ pub struct Problem {
     pub latent: Vec<f32>,
     /// Slot of each row (T); out of range skips the row.
     pub slots: Vec<u32>,
+    /// Storage dtype of the cache (f32 unless [`Problem::with_dtype`]).
+    pub dtype: DType,
 }
 
 impl Problem {
@@ -73,7 +86,18 @@ impl Problem {
             initial,
             latent,
             slots,
+            dtype: DType::F32,
         }
+    }
+
+    /// This problem with the cache stored as `dtype`: the initial cache is rounded to it on the
+    /// host (so the reference sees what the GPU holds); the rows stay f32, the kernel rounds.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        for v in &mut self.initial {
+            *v = dtype.round_f32(*v);
+        }
+        self.dtype = dtype;
+        self
     }
 
     /// Row width W = d_c + d_R.
@@ -81,15 +105,36 @@ impl Problem {
         self.d_c + self.d_r
     }
 
-    /// The reference: the whole cache after the append.
+    /// The reference: the whole cache after the append (rows rounded to the cache's dtype).
     pub fn reference(&self) -> Vec<f64> {
-        append(&self.initial, self.width(), &self.latent, &self.slots)
+        let rows: Vec<f32> = self
+            .latent
+            .iter()
+            .map(|&x| self.dtype.round_f32(x))
+            .collect();
+        append(&self.initial, self.width(), &rows, &self.slots)
     }
 
     /// Upload the cache (holding `initial`), the rows and the slots.
     pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
-        let cache = LatentCache::new(gpu, self.num_blocks, self.block_size, self.d_c, self.d_r)?;
-        gpu.write(&cache.data, &self.initial)?;
+        let cache = LatentCache::with_dtype(
+            gpu,
+            self.num_blocks,
+            self.block_size,
+            self.d_c,
+            self.d_r,
+            self.dtype,
+        )?;
+        if self.dtype == DType::F32 {
+            gpu.write(&cache.data, &self.initial)?;
+        } else {
+            let words: Vec<u16> = self
+                .initial
+                .iter()
+                .map(|&x| self.dtype.half_bits(x).expect("a half dtype"))
+                .collect();
+            gpu.write(&cache.data, &words)?;
+        }
         let t = self.slots.len();
         Ok(GpuInputs {
             cache,

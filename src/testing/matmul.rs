@@ -7,11 +7,16 @@ use crate::error::Result;
 use crate::ops::matmul::{Matmul, MatmulDims};
 use crate::reference::matmul::matmul;
 use crate::rng::Rng;
-use crate::runtime::{Gpu, Tensor};
+use crate::runtime::{DType, Gpu, Tensor};
 
 /// GPU against the f64 reference: |y − ref| ≤ 1e-5 + 1e-4·|ref| (f32 accumulation over K of
 /// O(1/√K) terms).
 pub const TOLERANCE: Tolerance = Tolerance::new(1e-5, 1e-4);
+
+/// Half weights (f16 or bf16) against the f64 reference on the *same* rounded weights
+/// ([`Problem::with_w_dtype`]): widening a half is exact and x, y and the accumulation are f32,
+/// so the f32 tolerance holds unchanged whatever the weights' 8 (bf16) or 11 (f16) bits.
+pub const HALF_W_TOLERANCE: Tolerance = TOLERANCE;
 
 /// One product's host inputs and the shapes of its tensors.
 #[derive(Clone, Debug)]
@@ -28,6 +33,8 @@ pub struct Problem {
     pub w: Vec<f32>,
     /// bias (N).
     pub bias: Option<Vec<f32>>,
+    /// Storage dtype of w on the GPU (f32 unless [`Problem::with_w_dtype`]).
+    pub w_dtype: DType,
     /// Shape of y.
     pub y_shape: Vec<usize>,
 }
@@ -68,8 +75,19 @@ impl Problem {
             w_shape: w_shape.to_vec(),
             w,
             bias,
+            w_dtype: DType::F32,
             y_shape: y_shape.to_vec(),
         }
+    }
+
+    /// This problem with w stored as `dtype`: the host weights are rounded to it (nearest
+    /// even) so that the reference sees exactly what the GPU holds.
+    pub fn with_w_dtype(mut self, dtype: DType) -> Self {
+        for v in &mut self.w {
+            *v = dtype.round_f32(*v);
+        }
+        self.w_dtype = dtype;
+        self
     }
 
     /// The f64 reference: y with NaN where the product writes nothing.
@@ -87,7 +105,7 @@ impl Problem {
     pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
         Ok(GpuInputs {
             x: gpu.upload_f32(&self.x_shape, &self.x)?,
-            w: gpu.upload_f32(&self.w_shape, &self.w)?,
+            w: gpu.upload_f32_as(&self.w_shape, self.w_dtype, &self.w)?,
             bias: self
                 .bias
                 .as_ref()

@@ -1,0 +1,74 @@
+// The storage dtype of a kernel's *stored* tensor: the one tensor role a kernel lets be half
+// (matmul's w, the latent cache). f32 by default; flag F16 or BF16 stores it as 16-bit halves,
+// and NATIVE_F16 (with F16, on a device with SHADER_F16; the composer adds `enable f16;`) binds
+// them as native f16. Math is f32 in every case: loads widen, stores round.
+//
+//   sword            the array element in scalar addressing: f32, or one u32 word / vec2<f16>
+//                    holding two halves (element 2i in the low half, as little-endian memory)
+//   SPW              elements per sword (1 or 2): element i is lane i % SPW of sword i / SPW
+//   sget(w, lane)    lane `lane` of sword `w`, widened to f32
+//   squad            4 consecutive elements (vec4<f32>, vec2<u32> or vec4<f16>: 16 or 8 bytes)
+//   sget4(q)         a squad widened to vec4<f32>
+//   half_bits(x)     (F16, BF16) x as a half, the 16-bit pattern in the low bits of a u32:
+//                    bf16 rounds to nearest even (NaN stays a quiet NaN); f16 goes through
+//                    pack2x16float (WGSL allows either neighbour when x is not exact).
+// Without SHADER_F16 halves are never a WGSL type: f16 is decoded by unpack2x16float and bf16
+// by shifts (a bf16 is the top 16 bits of an f32), so the same kernel runs on every adapter.
+
+#if F16
+#if NATIVE_F16
+alias sword = vec2<f16>;
+alias squad = vec4<f16>;
+fn sget(w: sword, lane: u32) -> f32 {
+    return f32(w[lane]);
+}
+fn sget4(q: squad) -> vec4<f32> {
+    return vec4<f32>(q);
+}
+#else
+alias sword = u32;
+alias squad = vec2<u32>;
+fn sget(w: sword, lane: u32) -> f32 {
+    return unpack2x16float(w)[lane];
+}
+fn sget4(q: squad) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+}
+#endif
+const SPW: u32 = 2u;
+fn half_bits(x: f32) -> u32 {
+    return pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu;
+}
+#else
+#if BF16
+alias sword = u32;
+alias squad = vec2<u32>;
+const SPW: u32 = 2u;
+fn bf16_pair(w: u32) -> vec2<f32> {
+    return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+}
+fn sget(w: sword, lane: u32) -> f32 {
+    return bf16_pair(w)[lane];
+}
+fn sget4(q: squad) -> vec4<f32> {
+    return vec4<f32>(bf16_pair(q.x), bf16_pair(q.y));
+}
+fn half_bits(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return (b >> 16u) | 0x40u;
+    }
+    return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+}
+#else
+alias sword = f32;
+alias squad = vec4<f32>;
+const SPW: u32 = 1u;
+fn sget(w: sword, lane: u32) -> f32 {
+    return w;
+}
+fn sget4(q: squad) -> vec4<f32> {
+    return q;
+}
+#endif
+#endif
