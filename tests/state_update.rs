@@ -5,13 +5,20 @@
 //!
 //! Tolerance: one step is a reduction over N: |gpu − ref| ≤ 1e-5 + 1e-4·|ref|; L = 600 chained
 //! steps compared with the scan reference: 5e-4 + 1e-3·|ref| (as the scan's tests).
+//!
+//! Half activations (x, dt, B, C, z, out in f16 or bf16, state f32): the reference is fed the
+//! same rounded inputs, widened, so the f32 bound holds up to the store of out, which adds the
+//! rounding of out: out within 1e-5 + (1e-4 + 2^-8)·|ref| for bf16 (unit roundoff of 7 stored
+//! bits, nearest even), 1e-5 + (1e-4 + 2^-10)·|ref| for f16 (one ulp of 10 stored bits:
+//! `pack2x16float` may round to either neighbour) (`out_tolerance`; mamba_ssm tests bf16 at
+//! rtol 5e-2, atol 1e-1). The state is f32 and keeps 1e-5 + 1e-4·|ref|.
 
 mod common;
 use common::*;
 use ssm_mla::ops::selective_scan::BcLayout;
 use ssm_mla::ops::state_update::{StateUpdate, StateUpdateInputs, UpdateOptions};
 use ssm_mla::testing::selective_scan::{self as scan, TOLERANCE as SCAN_TOL};
-use ssm_mla::testing::state_update::{dims, Problem, TOLERANCE as STEP_TOL};
+use ssm_mla::testing::state_update::{dims, out_tolerance, Problem, TOLERANCE as STEP_TOL};
 use ssm_mla::{DType, Gpu, Rng, Tensor};
 
 /// The options of bits 0..4: D, z, dt_bias, softplus.
@@ -366,5 +373,135 @@ fn disagreeing_inputs_are_named_together() {
         assert!(matches!(err, ssm_mla::Error::Mismatch { .. }), "{err:?}");
         assert_eq!(err.to_string(), want);
         assert_eq!(batch.dispatches(), 0);
+    }
+}
+
+/// Half activations on both devices (native f16 and packed words): every option combination,
+/// ragged and odd Bt·D (a word shared by two invocations' rows), size 1, groups, slots into a
+/// pool with padded requests (their out rows 0); out NaN-poisoned in its dtype.
+#[test]
+fn half_activations() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update half");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let mut problems = Vec::new();
+            for bits in 0..16u32 {
+                let (gb, gc) = [(1, 1), (5, 1), (1, 5), (5, 5)][bits as usize % 4];
+                problems.push(make(&mut rng, 3, 5, 7, gb, gc, bits, None));
+            }
+            for (bt, dim, n, pool) in [
+                (1, 1, 1, None),
+                (1, 3, 5, None),
+                (3, 37, 16, None),
+                (4, 6, 64, Some(9)),
+                (5, 3, 3, Some(5)),
+            ] {
+                problems.push(make(&mut rng, bt, dim, n, 1, 1, 15, pool));
+            }
+            for (i, p) in problems.into_iter().enumerate() {
+                let p = p.with_dtype(dtype);
+                let want = p.reference().unwrap();
+                let (out, state) = p.run(&gpu, &op).unwrap();
+                let what = format!("{name} {dtype} case {i} {:?}", p.dims);
+                assert_close(
+                    &format!("{what} out"),
+                    &out,
+                    &want.out,
+                    out_tolerance(dtype),
+                    seed,
+                );
+                assert_close(
+                    &format!("{what} state"),
+                    &state,
+                    &want.state,
+                    STEP_TOL,
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+/// The activations share x's dtype and the rest is f32: a mismatch names the tensor and x.
+#[test]
+fn half_dtype_mismatches_are_named() {
+    let gpu = gpu();
+    let (bt, dim, n) = (2, 3, 4);
+    let t = |shape: &[usize], dtype| gpu.empty(shape, dtype).unwrap();
+    let state = t(&[bt, dim, n], DType::F32);
+    let x = t(&[bt, dim], DType::F16);
+    let x_bf = t(&[bt, dim], DType::BF16);
+    let a = t(&[dim, n], DType::F32);
+    let a_half = t(&[dim, n], DType::F16);
+    let bc = t(&[bt, n], DType::F16);
+    let bc_f32 = t(&[bt, n], DType::F32);
+    let d_half = t(&[dim], DType::F16);
+    let out = t(&[bt, dim], DType::F16);
+    let out_f32 = t(&[bt, dim], DType::F32);
+    let state_half = t(&[bt, dim, n], DType::F16);
+    let base = StateUpdateInputs {
+        state: &state,
+        x: &x,
+        dt: &x,
+        a: &a,
+        b: &bc,
+        c: &bc,
+        d: None,
+        z: None,
+        dt_bias: None,
+        state_batch_indices: None,
+        dt_softplus: false,
+    };
+    let op = StateUpdate::new(&gpu).unwrap();
+    let cases: Vec<(&str, StateUpdateInputs, &Tensor)> = vec![
+        ("dt", StateUpdateInputs { dt: &x_bf, ..base }, &out),
+        ("B", StateUpdateInputs { b: &bc_f32, ..base }, &out),
+        ("C", StateUpdateInputs { c: &bc_f32, ..base }, &out),
+        (
+            "z",
+            StateUpdateInputs {
+                z: Some(&x_bf),
+                ..base
+            },
+            &out,
+        ),
+        ("A", StateUpdateInputs { a: &a_half, ..base }, &out),
+        (
+            "D",
+            StateUpdateInputs {
+                d: Some(&d_half),
+                ..base
+            },
+            &out,
+        ),
+        (
+            "dt_bias",
+            StateUpdateInputs {
+                dt_bias: Some(&d_half),
+                ..base
+            },
+            &out,
+        ),
+        (
+            "state",
+            StateUpdateInputs {
+                state: &state_half,
+                ..base
+            },
+            &out,
+        ),
+        ("out", base, &out_f32),
+    ];
+    for (name, inputs, out) in cases {
+        let mut batch = gpu.batch();
+        let err = op.record(&mut batch, &inputs, out).unwrap_err();
+        assert!(matches!(err, ssm_mla::Error::DType { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("`{name}`")), "{name}: {msg}");
+        if matches!(name, "dt" | "B" | "C" | "z" | "out") {
+            assert!(msg.contains("x's dtype"), "{name}: {msg}");
+        }
+        assert_eq!(batch.dispatches(), 0, "{msg}");
     }
 }

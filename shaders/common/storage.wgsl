@@ -9,6 +9,8 @@
 //   sget(w, lane)    lane `lane` of sword `w`, widened to f32
 //   squad            4 consecutive elements (vec4<f32>, vec2<u32> or vec4<f16>: 16 or 8 bytes)
 //   sget4(q)         a squad widened to vec4<f32>
+//   sget_bits(w, l)  lane `l` of a sword given as its raw u32 bits (an f32's bits when SPW = 1),
+//                    widened: for words copied into a u32 array (state_update's packed dt)
 //   half_bits(x)     (F16, BF16) x as a half, the 16-bit pattern in the low bits of a u32:
 //                    bf16 rounds to nearest even (NaN stays a quiet NaN); f16 goes through
 //                    pack2x16float (WGSL allows either neighbour when x is not exact).
@@ -36,6 +38,9 @@ fn sget4(q: squad) -> vec4<f32> {
 }
 #endif
 const SPW: u32 = 2u;
+fn sget_bits(w: u32, lane: u32) -> f32 {
+    return unpack2x16float(w)[lane];
+}
 fn half_bits(x: f32) -> u32 {
     return pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu;
 }
@@ -53,6 +58,9 @@ fn sget(w: sword, lane: u32) -> f32 {
 fn sget4(q: squad) -> vec4<f32> {
     return vec4<f32>(bf16_pair(q.x), bf16_pair(q.y));
 }
+fn sget_bits(w: u32, lane: u32) -> f32 {
+    return bf16_pair(w)[lane];
+}
 fn half_bits(x: f32) -> u32 {
     let b = bitcast<u32>(x);
     if ((b & 0x7fffffffu) > 0x7f800000u) {
@@ -69,6 +77,9 @@ fn sget(w: sword, lane: u32) -> f32 {
 }
 fn sget4(q: squad) -> vec4<f32> {
     return q;
+}
+fn sget_bits(w: u32, lane: u32) -> f32 {
+    return bitcast<f32>(w);
 }
 #endif
 #endif

@@ -12,6 +12,15 @@
 // p_bias, the slots (Bt, i32 bits) at p_slot and dt (Bt, D) at p_dt (the host copies them there,
 // keeping the kernel within 8 storage bindings).
 //
+// Storage dtype (common/storage.wgsl): the activations x, dt, B, C, z and out share one dtype,
+// f32 or (flag F16 or BF16) 16-bit halves, two per u32 word (element i in word i / 2, the low
+// half for even i); A, D, dt_bias and the state are always f32. Loads widen, math is f32, out
+// is rounded on store (half_bits). dt sits in `pk` as its raw words (the host copies its bytes),
+// so `pk` is bound as u32 words and decoded with sget_bits. Stores of half out: rows of a word
+// belong to two invocations (one per row), so each invocation writes its own half with two
+// atomics on the word (atomicAnd clears it, atomicOr sets it; disjoint bits commute), as
+// latent_cache does: no word ownership needed, any Bt·D (odd included) works.
+//
 // Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row, WG/TPR
 // rows per workgroup, linear workgroup index (2-D grid past 65535). Invocation r of a row owns
 // states n = r, r + TPR, ...: it updates them (coalesced along n) and sums its C·state terms; the
@@ -48,13 +57,29 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> state: array<f32>; // (Pool, D, N)
-@group(0) @binding(2) var<storage, read> x: array<f32>;           // (Bt, D)
+@group(0) @binding(2) var<storage, read> x: array<sword>;         // (Bt, D)
 @group(0) @binding(3) var<storage, read> amat: array<f32>;        // (D, N)
-@group(0) @binding(4) var<storage, read> pk: array<f32>;          // D | dt_bias | slots | dt
-@group(0) @binding(5) var<storage, read> bmat: array<f32>;        // (Bt, G, N)
-@group(0) @binding(6) var<storage, read> cmat: array<f32>;        // (Bt, G, N)
-@group(0) @binding(7) var<storage, read> zgate: array<f32>;       // (Bt, D)
+@group(0) @binding(4) var<storage, read> pk: array<u32>;          // D | dt_bias | slots | dt
+@group(0) @binding(5) var<storage, read> bmat: array<sword>;      // (Bt, G, N)
+@group(0) @binding(6) var<storage, read> cmat: array<sword>;      // (Bt, G, N)
+@group(0) @binding(7) var<storage, read> zgate: array<sword>;     // (Bt, D)
+#if F16 || BF16
+@group(0) @binding(8) var<storage, read_write> out: array<atomic<u32>>; // (Bt, D) halves, in pairs
+#else
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;   // (Bt, D)
+#endif
+
+#include "common/storage"
+
+fn store_out(i: u32, v: f32) {
+#if F16 || BF16
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&out[i / 2u], ~(0xffffu << shift));
+    atomicOr(&out[i / 2u], half_bits(v) << shift);
+#else
+    out[i] = v;
+#endif
+}
 
 var<workgroup> s_part: array<f32, WG>;
 
@@ -93,10 +118,10 @@ fn row_info(row: u32) -> Row {
         }
         r.slot = u32(s);
     }
-    r.xv = x[row];
-    var dt = pk[params.p_dt + row];
+    r.xv = sget(x[row / SPW], row % SPW);
+    var dt = sget_bits(pk[params.p_dt + row / SPW], row % SPW);
     if ((params.flags & HAS_BIAS) != 0u) {
-        dt += pk[params.p_bias + r.d];
+        dt += bitcast<f32>(pk[params.p_bias + r.d]);
     }
     if ((params.flags & SOFTPLUS) != 0u) {
         dt = softplus(dt);
@@ -118,9 +143,10 @@ fn update(r: Row, lane_r: u32) -> f32 {
     let c_base = (r.bi * params.c_groups + gc) * nn;
     let s_base = (r.slot * params.dim + r.d) * nn;
     for (var n = lane_r; n < nn; n += params.tpr) {
-        let h = exp(r.dt * amat[r.d * nn + n]) * state[s_base + n] + r.dt * bmat[b_base + n] * r.xv;
+        let bn = sget(bmat[(b_base + n) / SPW], (b_base + n) % SPW);
+        let h = exp(r.dt * amat[r.d * nn + n]) * state[s_base + n] + r.dt * bn * r.xv;
         state[s_base + n] = h;
-        part += h * cmat[c_base + n];
+        part += h * sget(cmat[(c_base + n) / SPW], (c_base + n) % SPW);
     }
     return part;
 }
@@ -130,18 +156,18 @@ fn finish(r: Row, row: u32, sum: f32) {
         return;
     }
     if (!r.valid) {
-        out[row] = 0.0;
+        store_out(row, 0.0);
         return;
     }
     var o = sum;
     if ((params.flags & HAS_D) != 0u) {
-        o += pk[params.p_d + r.d] * r.xv;
+        o += bitcast<f32>(pk[params.p_d + r.d]) * r.xv;
     }
     if ((params.flags & HAS_Z) != 0u) {
-        let zz = zgate[row];
+        let zz = sget(zgate[row / SPW], row % SPW);
         o = o * (zz / (1.0 + exp(-zz)));
     }
-    out[row] = o;
+    store_out(row, o);
 }
 
 @compute @workgroup_size(WG)

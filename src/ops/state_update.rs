@@ -6,8 +6,13 @@
 //! state[s,d,n] = exp(dt·A[d,n])·state[s,d,n] + dt·B[b,g,n]·x[b,d];   out[b,d] = (Σ_n state·C + D·x)·silu(z)
 //! ```
 //!
-//! Layouts (f32, row-major): state (Pool, D, N), updated in place; x, dt, z, out (Bt, D);
+//! Layouts (row-major): state (Pool, D, N), updated in place; x, dt, z, out (Bt, D);
 //! B, C (Bt, N) or (Bt, G, N) (channel d uses group d / (D/G)); A (D, N); D, dt_bias (D).
+//!
+//! Dtypes, as `mamba_ssm` allows: the activations x, dt, B, C, z and out share x's dtype, f32,
+//! f16 or bf16 (halves are widened on load and out is rounded to nearest even on store; the math
+//! is f32); A, D, dt_bias and the recurrent state are f32. A mismatch is an [`Error::DType`]
+//! naming the tensor and x.
 //! Optional `state_batch_indices` (Bt) i32 map request b onto state row slot\[b\] of a larger pool
 //! (Pool rows); without them Pool = Bt and request b uses row b. **A negative slot (the usual pad
 //! slot −1), or one ≥ Pool, skips the request: its state row is untouched and its out row is set
@@ -75,8 +80,25 @@ impl StateUpdateInputs<'_> {
             ("z", self.z),
             ("dt_bias", self.dt_bias),
         ];
+        let act = self.x.dtype();
+        if !act.is_float() {
+            return Err(Error::DType {
+                name: "x".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: act.to_string(),
+            });
+        }
         for (name, t) in named {
-            if let Some(t) = t {
+            let Some(t) = t else { continue };
+            if matches!(name, "x" | "dt" | "B" | "C" | "z") {
+                if t.dtype() != act {
+                    return Err(Error::DType {
+                        name: name.into(),
+                        expected: format!("{act} (x's dtype: the activations share one dtype)"),
+                        got: t.dtype().to_string(),
+                    });
+                }
+            } else {
                 t.expect_dtype(name, DType::F32)?;
             }
         }
@@ -137,8 +159,12 @@ pub const INTERFACE: KernelInterface = KernelInterface {
     ],
 };
 
-/// The kernel.
+/// The kernel (f32 activations).
 pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The kernel with half activations, in [`crate::ops::HALF_STORAGE`] order: f16 in u32 words,
+/// native f16, bf16.
+pub const HALF: [Variant; 3] = crate::ops::half_variants(KERNEL);
 
 const HAS_D: u32 = 1;
 const HAS_Z: u32 = 2;
@@ -173,8 +199,22 @@ impl StateUpdate {
     ) -> Result<()> {
         let dims = inputs.dims()?;
         let (bt, dim, n) = (dims.batch, dims.dim, dims.n);
-        out.expect("out", "(Bt, D)", &[bt, dim], DType::F32)?;
+        let act = inputs.x.dtype();
+        if out.dtype() != act {
+            return Err(Error::DType {
+                name: "out".into(),
+                expected: format!("{act} (x's dtype: the activations share one dtype)"),
+                got: out.dtype().to_string(),
+            });
+        }
+        out.expect("out", "(Bt, D)", &[bt, dim], act)?;
         let gpu = batch.gpu();
+        let storage = crate::ops::storage_flags(gpu, "x", act)?;
+        let kernel = if storage == Flags::NONE {
+            self.kernel.clone()
+        } else {
+            gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])?
+        };
         let rows = bt * dim;
         if dims.pool * dim * n >= u32::MAX as usize {
             return Err(Error::Limit {
@@ -225,7 +265,9 @@ impl StateUpdate {
         if let Some(s) = inputs.state_batch_indices {
             batch.copy(s, 0, &scratch, (p_slot * 4) as u64, (bt * 4) as u64)?;
         }
-        batch.copy(inputs.dt, 0, &scratch, (p_dt * 4) as u64, (rows * 4) as u64)?;
+        // dt's raw bytes (halves two to a word), rounded up to whole words: tensors are padded.
+        let dt_bytes = (rows * act.size()).next_multiple_of(4) as u64;
+        batch.copy(inputs.dt, 0, &scratch, (p_dt * 4) as u64, dt_bytes)?;
         let mut flags = 0;
         for (on, bit) in [
             (inputs.d.is_some(), HAS_D),
@@ -253,7 +295,7 @@ impl StateUpdate {
             p_dt: p_dt as u32,
         };
         batch.dispatch(
-            &self.kernel,
+            &kernel,
             &uniforms,
             &[
                 inputs.state.into(),
@@ -271,36 +313,37 @@ impl StateUpdate {
 
     /// Bytes that must move and FLOPs of one step. Per (row, state): exp, the dt·A multiply, two
     /// multiplies for dt·B·x, the state FMA and the C FMA (8 FLOPs); per row: bias add, softplus
-    /// (3), D FMA (2), silu gate (4) when enabled.
-    pub fn cost(dims: &UpdateDims, opts: UpdateOptions) -> Cost {
+    /// (3), D FMA (2), silu gate (4) when enabled. The activations (x, dt, B, C, z, out) count
+    /// at the width of `act` (x's dtype), the state, A, D, dt_bias and slots at 4 bytes.
+    pub fn cost(dims: &UpdateDims, opts: UpdateOptions, act: DType) -> Cost {
         let (rows, n) = ((dims.batch * dims.dim) as u64, dims.n as u64);
         let bt = dims.batch as u64;
-        let mut elems = 2 * rows * n // state rows read and written
-            + 2 * rows // x, dt
-            + dims.dim as u64 * n // A
+        let mut wide = 2 * rows * n // state rows read and written
+            + dims.dim as u64 * n; // A
+        let mut acts = 2 * rows // x, dt
             + bt * (dims.b_groups + dims.c_groups) as u64 * n
             + rows; // out
         let mut per_row = 8 * n;
         if opts.d {
-            elems += dims.dim as u64;
+            wide += dims.dim as u64;
             per_row += 2;
         }
         if opts.z {
-            elems += rows;
+            acts += rows;
             per_row += 4;
         }
         if opts.dt_bias {
-            elems += dims.dim as u64;
+            wide += dims.dim as u64;
             per_row += 1;
         }
         if opts.dt_softplus {
             per_row += 3;
         }
         if dims.slots {
-            elems += bt;
+            wide += bt;
         }
         Cost {
-            bytes: 4 * elems,
+            bytes: 4 * wide + act.size() as u64 * acts,
             flops: rows * per_row,
         }
     }
@@ -331,11 +374,11 @@ impl StateUpdateInputs<'_> {
     }
 }
 
-/// Run one step and wait: updates `inputs.state` in place and returns out (Bt, D).
+/// Run one step and wait: updates `inputs.state` in place and returns out (Bt, D) of x's dtype.
 pub fn state_update(gpu: &Gpu, inputs: &StateUpdateInputs) -> Result<Tensor> {
     let dims = inputs.dims()?;
     let op = StateUpdate::new(gpu)?;
-    let out = gpu.empty(&[dims.batch, dims.dim], DType::F32)?;
+    let out = gpu.empty(&[dims.batch, dims.dim], inputs.x.dtype())?;
     let mut batch = gpu.batch();
     op.record(&mut batch, inputs, &out)?;
     batch.run()?;

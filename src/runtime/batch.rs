@@ -158,8 +158,9 @@ impl<'g> Batch<'g> {
 
     /// Record a copy of `size` bytes from `src` at byte `src_offset` to `dst` at byte
     /// `dst_offset`. Both tensors must be this batch's context's and distinct, offsets and size
-    /// multiples of 4, and both ranges within the tensors' payload (padding does not count);
-    /// otherwise nothing is recorded and the error says which range is wrong.
+    /// multiples of 4, and both ranges within the tensors' payload rounded up to whole 4-byte
+    /// words (so the last word of a half tensor of odd length can be copied; other padding does
+    /// not count); otherwise nothing is recorded and the error says which range is wrong.
     pub fn copy(
         &mut self,
         src: &Tensor,
@@ -185,7 +186,7 @@ impl<'g> Batch<'g> {
         ] {
             if offset
                 .checked_add(size)
-                .is_none_or(|end| end > t.size_bytes())
+                .is_none_or(|end| end > t.size_bytes().next_multiple_of(4))
             {
                 return Err(Error::invalid(format!(
                     "Batch::copy of {size} bytes at byte {offset} of the {name} tensor: it holds \

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::ops::state_update::{StateUpdate, UpdateDims};
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::state_update::{dims, Problem, ALL, TOLERANCE};
+use crate::testing::state_update::{dims, out_tolerance, Problem, ALL, TOLERANCE};
 use std::sync::Arc;
 
 fn size_label(d: &UpdateDims) -> String {
@@ -24,7 +24,8 @@ fn size_label(d: &UpdateDims) -> String {
 }
 
 /// Conformance cases: a ragged size, groups with slots into a larger pool and a padded
-/// request, size 1; out poisoned, out and the state pool compared.
+/// request, size 1, each with f32, f16 and bf16 activations; out poisoned, out and the state
+/// pool compared.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = StateUpdate::new(gpu)?;
     let mut outcomes = Vec::new();
@@ -33,18 +34,27 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         dims(4, 6, 64, 2, 2, Some(9)),
         dims(1, 1, 1, 1, 1, None),
     ] {
-        let p = Problem::random(rng, d, ALL);
-        let want = p.reference()?;
-        let (out, state) = p.run(gpu, &op)?;
-        let label = size_label(&d);
-        for (name, got, reference) in [("out", out, &want.out), ("state", state, &want.state)] {
-            outcomes.push(CheckOutcome::new(
-                "state_update",
-                format!("{label} {name}"),
-                TOLERANCE,
-                &got,
-                reference,
-            ));
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let p = Problem::random(rng, d, ALL).with_dtype(dtype);
+            let want = p.reference()?;
+            let (out, state) = p.run(gpu, &op)?;
+            let label = if dtype == DType::F32 {
+                size_label(&d)
+            } else {
+                format!("{} {dtype}", size_label(&d))
+            };
+            for (name, got, reference, tol) in [
+                ("out", out, &want.out, out_tolerance(dtype)),
+                ("state", state, &want.state, TOLERANCE),
+            ] {
+                outcomes.push(CheckOutcome::new(
+                    "state_update",
+                    format!("{label} {name}"),
+                    tol,
+                    &got,
+                    reference,
+                ));
+            }
         }
     }
     Ok(outcomes)
@@ -76,7 +86,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         cases.push(BenchCase {
             kernel: "state_update",
             size: size_label(&d),
-            cost: StateUpdate::cost(&d, ALL),
+            cost: StateUpdate::cost(&d, ALL, DType::F32),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &t.inputs(), &out)?;
@@ -96,7 +106,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let p = Problem::random(rng, d, ALL);
     vec![CpuCase {
         size: size_label(&d),
-        cost: StateUpdate::cost(&d, ALL),
+        cost: StateUpdate::cost(&d, ALL, DType::F32),
         run: Box::new(move || {
             std::hint::black_box(p.reference().ok());
         }),

@@ -14,6 +14,20 @@ use crate::runtime::{DType, Gpu, Tensor};
 /// 1e-4·|ref|.
 pub const TOLERANCE: Tolerance = Tolerance::new(1e-5, 1e-4);
 
+/// Half activations (x, dt, B, C, z, out in f16 or bf16; [`Problem::with_dtype`]) against the
+/// f64 reference on the *same* rounded inputs: widening is exact and the math is f32, so the f32
+/// bound holds before the store; rounding out to the half adds at most the unit roundoff relative
+/// for bf16 (2^-8: 7 stored bits, rounded to nearest even), and up to one ulp for f16 (2^-10: 10
+/// stored bits; `pack2x16float` may return either neighbour). The subnormal f16 spacing (2^-24)
+/// is far below the 1e-5 absolute term. The state stays f32 ([`TOLERANCE`]).
+pub fn out_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::BF16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 256.0),
+        DType::F16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 1024.0),
+        _ => TOLERANCE,
+    }
+}
+
 /// Every option on (D, z, dt_bias, softplus).
 pub const ALL: UpdateOptions = UpdateOptions {
     d: true,
@@ -70,9 +84,28 @@ pub struct Problem {
     pub slots: Option<Vec<i32>>,
     /// Apply softplus to dt + dt_bias.
     pub dt_softplus: bool,
+    /// Dtype of the activations x, dt, B, C, z and out on the GPU (f32 unless
+    /// [`Problem::with_dtype`]).
+    pub dtype: DType,
 }
 
 impl Problem {
+    /// This problem with its activations (x, dt, B, C, z; out follows) stored as `dtype`: the
+    /// host values are rounded to it (nearest even) so that the reference sees exactly what the
+    /// GPU holds.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = dtype.round_f32(*x));
+        round(&mut self.x);
+        round(&mut self.dt);
+        round(&mut self.b);
+        round(&mut self.c);
+        if let Some(z) = &mut self.z {
+            round(z);
+        }
+        self.dtype = dtype;
+        self
+    }
+
     /// Random inputs of `dims` with the optional inputs `opts` asks for. With slots, requests
     /// take distinct random rows of the pool and every third request is padding (slot −1).
     pub fn random(rng: &mut Rng, dims: UpdateDims, opts: UpdateOptions) -> Self {
@@ -110,6 +143,7 @@ impl Problem {
             dt_bias,
             slots,
             dt_softplus: opts.dt_softplus,
+            dtype: DType::F32,
         }
     }
 
@@ -153,15 +187,20 @@ impl Problem {
         let opt = |shape: &[usize], v: &Option<Vec<f32>>| {
             v.as_ref().map(|v| gpu.upload_f32(shape, v)).transpose()
         };
+        let act = self.dtype;
         Ok(GpuInputs {
             state: gpu.upload_f32(&[s.pool, s.dim, s.n], &self.state)?,
-            x: gpu.upload_f32(&rows, &self.x)?,
-            dt: gpu.upload_f32(&rows, &self.dt)?,
+            x: gpu.upload_f32_as(&rows, act, &self.x)?,
+            dt: gpu.upload_f32_as(&rows, act, &self.dt)?,
             a: gpu.upload_f32(&[s.dim, s.n], &self.a)?,
-            b: gpu.upload_f32(&[s.batch, s.b_groups, s.n], &self.b)?,
-            c: gpu.upload_f32(&[s.batch, s.c_groups, s.n], &self.c)?,
+            b: gpu.upload_f32_as(&[s.batch, s.b_groups, s.n], act, &self.b)?,
+            c: gpu.upload_f32_as(&[s.batch, s.c_groups, s.n], act, &self.c)?,
             d: opt(&[s.dim], &self.d)?,
-            z: opt(&rows, &self.z)?,
+            z: self
+                .z
+                .as_ref()
+                .map(|v| gpu.upload_f32_as(&rows, act, v))
+                .transpose()?,
             dt_bias: opt(&[s.dim], &self.dt_bias)?,
             slots: self
                 .slots
@@ -172,10 +211,11 @@ impl Problem {
         })
     }
 
-    /// Upload, run `op` once (out NaN-poisoned) and read back (out, state pool).
+    /// Upload, run `op` once (out NaN-poisoned, of [`Problem::dtype`]) and read back (out
+    /// widened, state pool).
     pub fn run(&self, gpu: &Gpu, op: &StateUpdate) -> Result<(Vec<f32>, Vec<f32>)> {
         let t = self.upload(gpu)?;
-        let out = gpu.nan_f32(&[self.dims.batch, self.dims.dim])?;
+        let out = gpu.nan_as(&[self.dims.batch, self.dims.dim], self.dtype)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &out)?;
         batch.run()?;
