@@ -1,36 +1,116 @@
 //! Safetensors in and out: host tensors for the CLI and for apps that keep weights
-//! and inputs in files. Reading converts f32, f16, bf16 and f64 to f32; anything else is refused
-//! with an error naming the tensor. Writing goes to a temporary file that is renamed into place,
+//! and inputs in files. Reading keeps f16 and bf16 tensors as stored (their raw 16-bit words and
+//! dtype, plus an f32 view widened exactly for code that computes in f32), reads f32 as is and
+//! narrows f64 to f32; anything else is refused with an error naming the tensor. Writing goes to a temporary file that is renamed into place,
 //! so a failed run never leaves a half-written output.
 
 use crate::error::{Error, Result};
+use crate::runtime::{DType, Gpu, Tensor};
 use safetensors::{Dtype, SafeTensors as View};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A tensor in host memory: row-major f32 with a shape.
+/// A tensor in host memory: row-major values with a shape, in the dtype it was stored in.
+///
+/// `data` is always the f32 view (exact for f16 and bf16, whose every value is an f32). A half
+/// tensor (built by [`HostTensor::from_half`] or read from an F16/BF16 safetensors tensor) also
+/// keeps its raw 16-bit words, which [`HostTensor::upload`] sends to the GPU unchanged. The
+/// words are not recomputed from `data`: to change a half tensor's values, build a new one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
     /// Dimensions, outermost first.
     pub shape: Vec<usize>,
-    /// Elements, row-major.
+    /// Elements, row-major, as f32 (widened from the stored words for a half tensor).
     pub data: Vec<f32>,
+    /// The raw words and their dtype (F16 or BF16) for a half tensor; None for f32.
+    half: Option<(DType, Vec<u16>)>,
 }
 
 impl HostTensor {
-    /// A tensor; `data.len()` must equal the product of `shape`.
+    /// An f32 tensor; `data.len()` must equal the product of `shape`.
     pub fn new(shape: &[usize], data: Vec<f32>) -> Result<Self> {
-        let n: usize = shape.iter().product();
-        if n != data.len() {
-            return Err(Error::invalid(format!(
-                "{} values do not fill shape {shape:?} ({n} elements)",
-                data.len()
-            )));
-        }
+        check_len(shape, data.len())?;
         Ok(Self {
             shape: shape.to_vec(),
             data,
+            half: None,
         })
+    }
+
+    /// A half tensor of `dtype` (F16 or BF16) holding the raw words `words`; `words.len()` must
+    /// equal the product of `shape`. The f32 view is the words widened exactly.
+    pub fn from_half(shape: &[usize], dtype: DType, words: Vec<u16>) -> Result<Self> {
+        if !dtype.is_half() {
+            return Err(Error::DType {
+                name: format!("HostTensor::from_half, shape {shape:?}"),
+                expected: "f16 or bf16".into(),
+                got: dtype.to_string(),
+            });
+        }
+        check_len(shape, words.len())?;
+        let data = words
+            .iter()
+            .map(|&w| dtype.half_to_f32(w).expect("a half dtype"))
+            .collect();
+        Ok(Self {
+            shape: shape.to_vec(),
+            data,
+            half: Some((dtype, words)),
+        })
+    }
+
+    /// `data` rounded to `dtype` (F32, F16 or BF16, round to nearest even): a half tensor for
+    /// F16/BF16, an f32 one for F32 (whose values are then the widened f32 view).
+    pub fn from_f32_as(shape: &[usize], dtype: DType, data: &[f32]) -> Result<Self> {
+        match dtype {
+            DType::F32 => Self::new(shape, data.to_vec()),
+            DType::F16 | DType::BF16 => Self::from_half(
+                shape,
+                dtype,
+                data.iter()
+                    .map(|&x| dtype.half_bits(x).expect("a half dtype"))
+                    .collect(),
+            ),
+            other => Err(Error::DType {
+                name: format!("HostTensor::from_f32_as, shape {shape:?}"),
+                expected: "f32, f16 or bf16".into(),
+                got: other.to_string(),
+            }),
+        }
+    }
+
+    /// The storage dtype: F32, F16 or BF16.
+    pub fn dtype(&self) -> DType {
+        self.half.as_ref().map_or(DType::F32, |(d, _)| *d)
+    }
+
+    /// The raw 16-bit words of a half tensor (None for f32).
+    pub fn half_words(&self) -> Option<&[u16]> {
+        self.half.as_ref().map(|(_, w)| w.as_slice())
+    }
+
+    /// The values as f32 (the widened view of a half tensor); the same as `data`.
+    pub fn to_f32(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Upload in the stored dtype: a half tensor's raw words go to an F16/BF16 GPU tensor
+    /// unchanged ([`Gpu::upload`] of `u16`), an f32 tensor to an F32 one.
+    pub fn upload(&self, gpu: &Gpu) -> Result<Tensor> {
+        match &self.half {
+            Some((dtype, words)) => gpu.upload(&self.shape, *dtype, words),
+            None => gpu.upload_f32(&self.shape, &self.data),
+        }
+    }
+
+    /// Upload as `dtype` (F32, F16 or BF16): the stored words when `dtype` is the stored
+    /// dtype, else the f32 view rounded to `dtype` (widening a half tensor to F32 is exact).
+    pub fn upload_as(&self, gpu: &Gpu, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            self.upload(gpu)
+        } else {
+            gpu.upload_f32_as(&self.shape, dtype, &self.data)
+        }
     }
 
     /// Error naming `name` unless the shape is exactly `shape` (`spelled` is the symbolic form,
@@ -57,30 +137,21 @@ impl HostTensor {
     }
 }
 
-/// Every tensor of a safetensors file, converted to f32.
+fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != len {
+        return Err(Error::invalid(format!(
+            "{len} values do not fill shape {shape:?} ({n} elements)"
+        )));
+    }
+    Ok(())
+}
+
+/// Every tensor of a safetensors file: f32 and f16/bf16 as stored, f64 narrowed to f32.
 #[derive(Clone, Debug, Default)]
 pub struct SafeTensors {
     path: String,
     tensors: BTreeMap<String, HostTensor>,
-}
-
-fn f16_to_f32(bits: u16) -> f32 {
-    let sign = ((bits >> 15) as u32) << 31;
-    let exp = ((bits >> 10) & 0x1f) as u32;
-    let mant = (bits & 0x3ff) as u32;
-    let value = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: renormalise.
-            let shift = m.leading_zeros() - 21;
-            let m = (m << shift) & 0x3ff;
-            sign | ((127 - 15 + 1 - shift) << 23) | (m << 13)
-        }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, m) => sign | 0x7fc0_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(value)
 }
 
 impl SafeTensors {
@@ -102,23 +173,26 @@ impl SafeTensors {
         let mut tensors = BTreeMap::new();
         for (name, t) in view.iter() {
             let raw = t.data();
-            let data: Vec<f32> = match t.dtype() {
-                Dtype::F32 => raw
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                Dtype::F16 => raw
-                    .chunks_exact(2)
-                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                    .collect(),
-                Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                    .collect(),
-                Dtype::F64 => raw
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                    .collect(),
+            let words = || -> Vec<u16> {
+                raw.chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect()
+            };
+            let tensor = match t.dtype() {
+                Dtype::F32 => HostTensor::new(
+                    t.shape(),
+                    raw.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                )?,
+                Dtype::F16 => HostTensor::from_half(t.shape(), DType::F16, words())?,
+                Dtype::BF16 => HostTensor::from_half(t.shape(), DType::BF16, words())?,
+                Dtype::F64 => HostTensor::new(
+                    t.shape(),
+                    raw.chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                        .collect(),
+                )?,
                 other => {
                     return Err(Error::DType {
                         name: name.to_string(),
@@ -127,7 +201,7 @@ impl SafeTensors {
                     })
                 }
             };
-            tensors.insert(name.to_string(), HostTensor::new(t.shape(), data)?);
+            tensors.insert(name.to_string(), tensor);
         }
         Ok(Self {
             path: origin.to_string(),
@@ -179,22 +253,32 @@ impl SafeTensors {
     }
 }
 
-/// Serialise `tensors` as f32 safetensors bytes.
+/// Serialise `tensors` as safetensors bytes, each in its stored dtype (F32, F16 or BF16).
 pub fn to_safetensors_bytes(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let bytes: Vec<(String, Dtype, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(name, t)| {
-            (
-                name.to_string(),
-                bytemuck::cast_slice::<f32, u8>(&t.data).to_vec(),
-                t.shape.clone(),
-            )
+            let (dtype, data) = match &t.half {
+                Some((d, w)) => (
+                    if *d == DType::F16 {
+                        Dtype::F16
+                    } else {
+                        Dtype::BF16
+                    },
+                    w.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+                None => (
+                    Dtype::F32,
+                    t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+            };
+            (name.to_string(), dtype, data, t.shape.clone())
         })
         .collect();
     let views = bytes
         .iter()
-        .map(|(name, data, shape)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+        .map(|(name, dtype, data, shape)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
                 .map(|v| (name.clone(), v))
                 .map_err(|e| Error::invalid(format!("tensor `{name}`: {e}")))
         })
@@ -202,7 +286,7 @@ pub fn to_safetensors_bytes(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> 
     safetensors::serialize(views, None).map_err(|e| Error::invalid(e.to_string()))
 }
 
-/// Write `tensors` as an f32 safetensors file, atomically (temporary file, then rename).
+/// Write `tensors` as a safetensors file (each tensor in its stored dtype), atomically (temporary file, then rename).
 pub fn write_safetensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
     let bytes = to_safetensors_bytes(tensors)?;
     let file_name = path
@@ -227,6 +311,7 @@ mod tests {
 
     #[test]
     fn f16_conversion_covers_normal_subnormal_and_special_values() {
+        let f16_to_f32 = |w| DType::F16.half_to_f32(w).unwrap();
         assert_eq!(f16_to_f32(0x3c00), 1.0);
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
@@ -250,6 +335,30 @@ mod tests {
         assert!(a.expect("a", "(2, 3)", &[3, 2]).is_err());
         assert!(HostTensor::new(&[2], vec![1.0]).is_err());
         assert!(SafeTensors::from_bytes(b"not safetensors", "junk").is_err());
+    }
+
+    #[test]
+    fn half_tensors_keep_their_words() {
+        let vals = [1.0f32, -0.3, 65504.0, 1e-6];
+        for dtype in [DType::F16, DType::BF16] {
+            let t = HostTensor::from_f32_as(&[2, 2], dtype, &vals).unwrap();
+            assert_eq!(t.dtype(), dtype);
+            let words = t.half_words().unwrap().to_vec();
+            let want: Vec<f32> = vals.iter().map(|&x| dtype.round_f32(x)).collect();
+            assert_eq!(t.to_f32(), want.as_slice());
+            let bytes = to_safetensors_bytes(&[("w", &t)]).unwrap();
+            let back = SafeTensors::from_bytes(&bytes, "mem").unwrap();
+            let w = back.get("w").unwrap();
+            assert_eq!(w.dtype(), dtype);
+            assert_eq!(w.half_words().unwrap(), words.as_slice());
+            assert_eq!(w, &t);
+        }
+        assert!(HostTensor::from_half(&[2], DType::F32, vec![0, 0]).is_err());
+        assert!(HostTensor::from_half(&[3], DType::BF16, vec![0, 0]).is_err());
+        assert_eq!(
+            HostTensor::new(&[1], vec![2.0]).unwrap().dtype(),
+            DType::F32
+        );
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! different lengths batched together.
 //! Tolerance GPU vs CPU: atol 1e-4, rtol 2e-3 (f32 through six chained products of length ≤ 64
 //! and a softmax; outputs are O(1)).
+//! Half storage (bf16 weights, f16/bf16 cache) against the CPU layer fed the same rounded
+//! weights: the weights are then exact on both sides, so the cache's rounding of c and k_rope
+//! (relative 2^-9 for bf16's 8-bit significand, 2^-12 for f16's 11) dominates; it perturbs
+//! scores of O(1) and the values summed into O(1) outputs by about that much, a few times over
+//! along the chain, hence atol = rtol = 3e-2 for a bf16 cache and 4e-3 for f16.
 
 mod common;
 use common::*;
@@ -439,4 +444,57 @@ fn decode_loop_creates_no_gpu_objects_per_step() {
     );
     assert_eq!(gpu.cached_pipelines(), pipelines);
     assert!(gpu.read_f32(&out).unwrap().iter().all(|v| v.is_finite()));
+}
+
+/// bf16 weights (kept bf16 on the GPU) with an f16 and a bf16 cache against the CPU layer fed the
+/// same rounded weights; prefill-P-then-decode matches one-shot through a half cache.
+#[test]
+fn gpu_layer_with_half_weights_and_cache() {
+    use ssm_mla::DType;
+    let (mut rng, seed) = rng("mla half");
+    let gpu = gpu();
+    let (bt, s) = (2, 6);
+    let cfg = small_config(3, Some(16), true, true);
+    let problem = Problem::random(&mut rng, &cfg, bt, s);
+    let w = problem.weights.rounded_to(DType::BF16).unwrap();
+    assert_eq!(w.dtype, DType::BF16);
+    let h = &problem.hidden;
+    let want = reference::mla::naive(&cfg, &w, h, bt, s);
+    let layer = MlaLayer::new(gpu.clone(), &cfg, &w).unwrap();
+    for (cache, tol) in [
+        (DType::F16, Tolerance::new(4e-3, 4e-3)),
+        (DType::BF16, Tolerance::new(3e-2, 3e-2)),
+    ] {
+        let one = layer
+            .run_host_with_cache_dtype(h, bt, s, None, cache)
+            .unwrap();
+        assert_close(&format!("{cache} cache one-shot"), &one, &want, tol, seed);
+        let dec = layer
+            .run_host_with_cache_dtype(h, bt, s, Some(2), cache)
+            .unwrap();
+        assert_close(
+            &format!("{cache} cache decode-from 2"),
+            &dec,
+            &want,
+            tol,
+            seed,
+        );
+        let one64: Vec<f64> = one.iter().map(|&x| x as f64).collect();
+        assert_close(
+            &format!("{cache} cache decode vs one-shot"),
+            &dec,
+            &one64,
+            TOL,
+            seed,
+        );
+    }
+    // The weights round-trip through a file in bf16 and load as bf16.
+    let path = temp_path("bf16-weights.safetensors");
+    let tensors = w.host_tensors("").unwrap();
+    let refs: Vec<(&str, &HostTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_safetensors(&path, &refs).unwrap();
+    let st = SafeTensors::read(&path).unwrap();
+    assert_eq!(st.get("kv_b_proj.weight").unwrap().dtype(), DType::BF16);
+    let back = MlaWeights::from_safetensors(&st, &cfg, None).unwrap();
+    assert_eq!(back, w);
 }

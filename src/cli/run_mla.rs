@@ -1,12 +1,14 @@
 //! `ssm-mla run mla --config CONFIG.json --weights W --input IN --output OUT [--decode-from P]
-//! [--device gpu|cpu]`: one DeepSeek MLA layer over hidden_states (Bt, S, hidden)
-//! from position 0; OUT holds `out` (Bt, S, hidden). With `--decode-from P` the first P tokens
-//! are prefilled and the rest fed one at a time through the latent cache.
+//! [--device gpu|cpu] [--cache-dtype f32|f16|bf16]`: one DeepSeek MLA layer over hidden_states
+//! (Bt, S, hidden) from position 0; OUT holds `out` (Bt, S, hidden). With `--decode-from P` the
+//! first P tokens are prefilled and the rest fed one at a time through the latent cache. The
+//! weights' projection matrices stay in their file dtype on the GPU; `--cache-dtype` picks the
+//! GPU latent cache's storage (the CPU reference keeps its cache in f64).
 
 use ssm_mla::io::{write_safetensors, HostTensor, SafeTensors};
 use ssm_mla::mla::{MlaConfig, MlaLayer, MlaWeights};
 use ssm_mla::reference::mla::MlaCpuLayer;
-use ssm_mla::{Error, Gpu, Result};
+use ssm_mla::{DType, Error, Gpu, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,6 +46,13 @@ pub struct Args {
     /// Run on the GPU or the CPU reference.
     #[arg(long, value_enum, default_value = "gpu")]
     pub device: Device,
+    /// Storage of the GPU latent cache: f32, f16 or bf16 (half the bytes per token).
+    #[arg(long, default_value = "f32", value_parser = parse_cache_dtype)]
+    pub cache_dtype: DType,
+}
+
+fn parse_cache_dtype(s: &str) -> std::result::Result<DType, String> {
+    DType::parse_float(s).ok_or_else(|| format!("expected f32, f16 or bf16, got `{s}`"))
 }
 
 /// Run the command; bad input is an `Err` (exit code 2).
@@ -68,7 +77,13 @@ pub fn run(args: Args) -> Result<i32> {
     let out = match args.device {
         Device::Gpu => {
             let gpu = Arc::new(Gpu::new()?);
-            MlaLayer::new(gpu, &cfg, &weights)?.run_host(&hidden.data, bt, s, args.decode_from)?
+            MlaLayer::new(gpu, &cfg, &weights)?.run_host_with_cache_dtype(
+                &hidden.data,
+                bt,
+                s,
+                args.decode_from,
+                args.cache_dtype,
+            )?
         }
         Device::Cpu => {
             MlaCpuLayer::run_host(&cfg, &weights, &hidden.data, bt, s, args.decode_from)?

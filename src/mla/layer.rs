@@ -46,9 +46,9 @@ struct GpuLinear {
 }
 
 impl GpuLinear {
-    fn upload(gpu: &Gpu, l: &crate::mla::Linear) -> Result<Self> {
+    fn upload(gpu: &Gpu, l: &crate::mla::Linear, dtype: DType) -> Result<Self> {
         Ok(Self {
-            weight: gpu.upload_f32(&[l.out_features, l.in_features], &l.weight)?,
+            weight: gpu.upload_f32_as(&[l.out_features, l.in_features], dtype, &l.weight)?,
             bias: match &l.bias {
                 Some(b) => Some(gpu.upload_f32(&[l.out_features], b)?),
                 None => None,
@@ -160,30 +160,38 @@ impl std::fmt::Debug for MlaLayer {
 }
 
 impl MlaLayer {
-    /// Check `weights` against `cfg`, upload them and build the ops' pipelines.
+    /// Check `weights` against `cfg`, upload them and build the ops' pipelines. The projection
+    /// matrices are stored on the GPU in [`MlaWeights::dtype`] (f32, f16 or bf16; matmul widens
+    /// them on load); biases and the rmsnorm weights are uploaded as f32 (small vectors; the
+    /// bias add and rmsnorm read f32 only).
     pub fn new(gpu: Arc<Gpu>, cfg: &MlaConfig, weights: &MlaWeights) -> Result<Self> {
         cfg.validate()?;
         weights.check(cfg)?;
         let g = &*gpu;
+        let wd = weights.dtype;
         let query = match &weights.query {
-            QueryWeights::Direct { q_proj } => GpuQuery::Direct(GpuLinear::upload(g, q_proj)?),
+            QueryWeights::Direct { q_proj } => GpuQuery::Direct(GpuLinear::upload(g, q_proj, wd)?),
             QueryWeights::LowRank {
                 q_a_proj,
                 q_a_layernorm,
                 q_b_proj,
             } => GpuQuery::LowRank {
-                a: Box::new(GpuLinear::upload(g, q_a_proj)?),
+                a: Box::new(GpuLinear::upload(g, q_a_proj, wd)?),
                 norm: g.upload_f32(&[q_a_layernorm.len()], q_a_layernorm)?,
-                b: Box::new(GpuLinear::upload(g, q_b_proj)?),
+                b: Box::new(GpuLinear::upload(g, q_b_proj, wd)?),
             },
         };
         let d_c = cfg.kv_lora_rank;
         Ok(Self {
             query,
-            kv_a: GpuLinear::upload(g, &weights.kv_a_proj_with_mqa)?,
+            kv_a: GpuLinear::upload(g, &weights.kv_a_proj_with_mqa, wd)?,
             kv_a_norm: g.upload_f32(&[d_c], &weights.kv_a_layernorm)?,
-            kv_b: g.upload_f32(&[weights.kv_b_proj.len() / d_c, d_c], &weights.kv_b_proj)?,
-            o_proj: GpuLinear::upload(g, &weights.o_proj)?,
+            kv_b: g.upload_f32_as(
+                &[weights.kv_b_proj.len() / d_c, d_c],
+                wd,
+                &weights.kv_b_proj,
+            )?,
+            o_proj: GpuLinear::upload(g, &weights.o_proj, wd)?,
             rope_tables: RopeTables::new(
                 g,
                 &cfg.inv_freq(),
@@ -209,12 +217,25 @@ impl MlaLayer {
 
     /// A cache for `num_seqs` sequences of up to `max_tokens` tokens each, in pages of
     /// `block_size` tokens (pages are shared through one free list, so sequences may differ in
-    /// length as long as the total fits).
+    /// length as long as the total fits). Stored as f32; see [`MlaLayer::new_cache_with_dtype`].
     pub fn new_cache(
         &self,
         num_seqs: usize,
         max_tokens: usize,
         block_size: usize,
+    ) -> Result<MlaCache> {
+        self.new_cache_with_dtype(num_seqs, max_tokens, block_size, DType::F32)
+    }
+
+    /// Like [`MlaLayer::new_cache`], with the cache stored as `cache_dtype` (F32, F16 or BF16,
+    /// see [`LatentCache::with_dtype`]): half caches take half the bytes per token; the latent
+    /// rows are rounded to nearest even when appended and widened when attention reads them.
+    pub fn new_cache_with_dtype(
+        &self,
+        num_seqs: usize,
+        max_tokens: usize,
+        block_size: usize,
+        cache_dtype: DType,
     ) -> Result<MlaCache> {
         if num_seqs == 0 || max_tokens == 0 || block_size == 0 {
             return Err(Error::invalid(format!(
@@ -222,12 +243,13 @@ impl MlaLayer {
             )));
         }
         let num_blocks = num_seqs * max_tokens.div_ceil(block_size);
-        let cache = LatentCache::new(
+        let cache = LatentCache::with_dtype(
             &self.gpu,
             num_blocks,
             block_size,
             self.cfg.kv_lora_rank,
             self.cfg.qk_rope_head_dim,
+            cache_dtype,
         )?;
         Ok(MlaCache {
             cache,
@@ -554,7 +576,8 @@ impl MlaLayer {
 
     /// Run the layer over `hidden` (Bt, S, hidden) from position 0 with a fresh cache, in one
     /// shot, or — with `decode_from` = Some(P), 1 ≤ P ≤ S — prefill P tokens and feed the rest
-    /// one at a time. Returns out (Bt, S, hidden) on the host.
+    /// one at a time. Returns out (Bt, S, hidden) on the host. The cache is f32; see
+    /// [`MlaLayer::run_host_with_cache_dtype`].
     pub fn run_host(
         &self,
         hidden: &[f32],
@@ -562,9 +585,21 @@ impl MlaLayer {
         s: usize,
         decode_from: Option<usize>,
     ) -> Result<Vec<f32>> {
+        self.run_host_with_cache_dtype(hidden, bt, s, decode_from, DType::F32)
+    }
+
+    /// [`MlaLayer::run_host`] with the cache stored as `cache_dtype` (F32, F16 or BF16).
+    pub fn run_host_with_cache_dtype(
+        &self,
+        hidden: &[f32],
+        bt: usize,
+        s: usize,
+        decode_from: Option<usize>,
+        cache_dtype: DType,
+    ) -> Result<Vec<f32>> {
         let hid = self.cfg.hidden_size;
         check_run(hidden.len(), bt, s, hid, decode_from)?;
-        let mut cache = self.new_cache(bt, s, 16)?;
+        let mut cache = self.new_cache_with_dtype(bt, s, 16, cache_dtype)?;
         let seqs: Vec<usize> = (0..bt).collect();
         let p = decode_from.unwrap_or(s);
         let mut chunks = vec![(0, p)];

@@ -13,11 +13,16 @@
 //! With `attention_bias` the layers `DeepseekV3Attention` gives a bias carry one:
 //! `q_a_proj.bias` (or `q_proj.bias`), `kv_a_proj_with_mqa.bias`, `o_proj.bias`.
 //! Files may prefix every name with `model.layers.<i>.self_attn.`.
+//!
+//! The projection matrices keep the dtype they were stored in ([`MlaWeights::dtype`]: f32, f16
+//! or bf16, the values held here widened exactly to f32) and are uploaded in it; biases and the
+//! two small norm vectors are always f32 on the GPU (the bias add and rmsnorm read f32 only).
 
 use crate::error::{Error, Result};
 use crate::io::{HostTensor, SafeTensors};
 use crate::mla::config::MlaConfig;
 use crate::rng::Rng;
+use crate::runtime::DType;
 
 /// A linear layer: y = x·Wᵀ + b, W row-major [out, in].
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +69,9 @@ pub struct MlaWeights {
     pub kv_b_proj: Vec<f32>,
     /// o_proj [hidden, H·v].
     pub o_proj: Linear,
+    /// Storage dtype of the projection matrices (F32, F16 or BF16): the GPU layer uploads them
+    /// in it. Their values here are exactly representable in it (widened from the file's words).
+    pub dtype: DType,
 }
 
 /// A named tensor to write or check: (name, shape, values).
@@ -106,7 +114,48 @@ impl MlaWeights {
                 1.0 / (d_c as f64).sqrt(),
             ),
             o_proj: random_linear(rng, cfg.hidden_size, cfg.num_heads * cfg.v_head_dim, bias),
+            dtype: DType::F32,
         }
+    }
+
+    /// The same weights with the projection matrices rounded to `dtype` (F32, F16 or BF16,
+    /// round to nearest even) and stored as it; biases and norm vectors are unchanged (they stay
+    /// f32 on the GPU). The CPU reference fed the result computes with the rounded values.
+    pub fn rounded_to(&self, dtype: DType) -> Result<Self> {
+        if !dtype.is_float() {
+            return Err(Error::DType {
+                name: "MlaWeights::rounded_to".into(),
+                expected: "f32, f16 or bf16".into(),
+                got: dtype.to_string(),
+            });
+        }
+        let round = |v: &[f32]| v.iter().map(|&x| dtype.round_f32(x)).collect::<Vec<_>>();
+        let lin = |l: &Linear| Linear {
+            weight: round(&l.weight),
+            ..l.clone()
+        };
+        let query = match &self.query {
+            QueryWeights::Direct { q_proj } => QueryWeights::Direct {
+                q_proj: lin(q_proj),
+            },
+            QueryWeights::LowRank {
+                q_a_proj,
+                q_a_layernorm,
+                q_b_proj,
+            } => QueryWeights::LowRank {
+                q_a_proj: lin(q_a_proj),
+                q_a_layernorm: q_a_layernorm.clone(),
+                q_b_proj: lin(q_b_proj),
+            },
+        };
+        Ok(Self {
+            query,
+            kv_a_proj_with_mqa: lin(&self.kv_a_proj_with_mqa),
+            kv_a_layernorm: self.kv_a_layernorm.clone(),
+            kv_b_proj: round(&self.kv_b_proj),
+            o_proj: lin(&self.o_proj),
+            dtype,
+        })
     }
 
     /// Every tensor under its Hugging Face name (without prefix), e.g. to write a safetensors file.
@@ -242,6 +291,7 @@ impl MlaWeights {
                 &[h * (cfg.qk_nope_head_dim + cfg.v_head_dim), d_c],
             )?,
             o_proj: linear("o_proj", "hidden", "H·v", hidden, h * cfg.v_head_dim, bias)?,
+            dtype: DType::F32,
         })
     }
 
@@ -275,17 +325,41 @@ impl MlaWeights {
             Some(i) => format!("model.layers.{i}.self_attn."),
             None => find_prefix(st)?,
         };
-        Self::from_lookup(cfg, |name| {
+        let mut w = Self::from_lookup(cfg, |name| {
             let t = st.get(&format!("{prefix}{name}"))?;
             Ok((t.shape.as_slice(), t.data.as_slice()))
-        })
+        })?;
+        // The matrices' common dtype; f32 when they differ (every value is exact in f32).
+        let dtypes: Vec<DType> = w
+            .named_tensors()
+            .iter()
+            .filter(|(n, _, _)| is_matrix(n))
+            .filter_map(|(n, _, _)| st.optional(&format!("{prefix}{n}")).map(|t| t.dtype()))
+            .collect();
+        if let Some(&first) = dtypes.first() {
+            if dtypes.iter().all(|&d| d == first) {
+                w.dtype = first;
+            }
+        }
+        Ok(w)
     }
 
-    /// The tensors as [`HostTensor`]s under `prefix` + name, for [`crate::io::write_safetensors`].
+    /// The tensors as [`HostTensor`]s under `prefix` + name, for [`crate::io::write_safetensors`]:
+    /// the projection matrices in [`MlaWeights::dtype`], biases and norm vectors in f32.
     pub fn host_tensors(&self, prefix: &str) -> Result<Vec<(String, HostTensor)>> {
         self.named_tensors()
             .into_iter()
-            .map(|(n, shape, data)| Ok((format!("{prefix}{n}"), HostTensor::new(&shape, data)?)))
+            .map(|(n, shape, data)| {
+                let dtype = if is_matrix(&n) {
+                    self.dtype
+                } else {
+                    DType::F32
+                };
+                Ok((
+                    format!("{prefix}{n}"),
+                    HostTensor::from_f32_as(&shape, dtype, &data)?,
+                ))
+            })
             .collect()
     }
 
@@ -303,6 +377,11 @@ impl MlaWeights {
         let start = (head * (cfg.qk_nope_head_dim + cfg.v_head_dim) + cfg.qk_nope_head_dim) * d_c;
         &self.kv_b_proj[start..start + cfg.v_head_dim * d_c]
     }
+}
+
+/// Whether `name` is a projection matrix (kept in the weights' dtype), not a bias or norm.
+fn is_matrix(name: &str) -> bool {
+    name.ends_with("proj.weight") || name.ends_with("proj_with_mqa.weight")
 }
 
 /// The name prefix of the layer a file holds: "" when `kv_a_proj_with_mqa.weight` is present
