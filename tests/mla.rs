@@ -17,9 +17,10 @@ use common::*;
 use ssm_mla::io::{write_safetensors, HostTensor, SafeTensors};
 use ssm_mla::mla::config::{cache_size_table, presets, yarn_get_mscale};
 use ssm_mla::mla::{MlaConfig, MlaLayer, MlaWeights};
+use ssm_mla::ops::latent_cache::LatentCache;
 use ssm_mla::reference::mla::MlaCpuLayer;
 use ssm_mla::testing::mla::{small_config, Problem, TOLERANCE as TOL};
-use ssm_mla::{reference, Error, Rng, Tolerance};
+use ssm_mla::{reference, DType, Error, Rng, Tolerance};
 use std::path::PathBuf;
 
 fn temp_path(name: &str) -> PathBuf {
@@ -141,6 +142,13 @@ fn cache_sizes_per_token() {
     assert_eq!(v3.mha_values_per_token(), 40960);
     assert_eq!(v2.mha_values_per_token(), 40960);
     assert_eq!(lite.mha_values_per_token(), 16 * 320);
+    // The bytes columns are what the crate's cache really takes per token and layer.
+    let gpu = gpu();
+    for (dtype, bytes) in [(DType::F32, 2304), (DType::F16, 1152), (DType::BF16, 1152)] {
+        let cache = LatentCache::with_dtype(&gpu, 1, 1, 512, 64, dtype).unwrap();
+        assert_eq!(cache.bytes_per_token(), bytes, "{dtype}");
+        assert_eq!(v3.cache_values_per_token() * dtype.size(), bytes, "{dtype}");
+    }
     // The table in docs/ is the one the crate computes.
     let table = cache_size_table().unwrap();
     let doc =

@@ -440,23 +440,27 @@ pub mod presets {
 }
 
 /// The markdown table of `docs/mla_cache.md`: latent-cache values per token and layer vs a
-/// standard MHA cache, for the preset shapes.
+/// standard MHA cache, for the preset shapes, and the bytes this crate's latent cache takes per
+/// token and layer in each storage dtype (`LatentCache::bytes_per_token`; a test checks they
+/// agree).
 pub fn cache_size_table() -> Result<String> {
     let mut s = String::from(
-        "| model | H | d_c | d_R | nope | v | MLA values/token/layer (d_c + d_R) | MHA values/token/layer (H·(nope + d_R + v)) | ratio | MLA bytes/token/layer (bf16) | MHA bytes/token/layer (bf16) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| model | H | d_c | d_R | nope | v | MLA values/token/layer (d_c + d_R) | MHA values/token/layer (H·(nope + d_R + v)) | ratio | crate cache bytes/token/layer, f32 | crate cache, f16 | crate cache, bf16 | MHA bytes/token/layer (bf16) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (name, json) in presets::all() {
         let c = MlaConfig::from_json_str(json, name)?;
         let mla = c.cache_values_per_token();
         let mha = c.mha_values_per_token();
         s.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {mla} | {mha} | {:.1}× | {} | {} |\n",
+            "| {name} | {} | {} | {} | {} | {} | {mla} | {mha} | {:.1}× | {} | {} | {} | {} |\n",
             c.num_heads,
             c.kv_lora_rank,
             c.qk_rope_head_dim,
             c.qk_nope_head_dim,
             c.v_head_dim,
             mha as f64 / mla as f64,
+            4 * mla,
+            2 * mla,
             2 * mla,
             2 * mha
         ));

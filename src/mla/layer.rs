@@ -623,11 +623,19 @@ impl MlaLayer {
 }
 
 /// Bytes and FLOPs of one forward of S new tokens for each of Bt sequences whose caches then
-/// hold `ctx` tokens (the new ones included). Bytes: every weight read once, hidden states in
-/// and out, the cache rows read once and the new rows written. FLOPs: 2 per multiply-add of the
-/// projections and absorb products, plus the attention of
+/// hold `ctx` tokens (the new ones included), with the projection weights stored as
+/// `weight_dtype` and the cache as `cache_dtype`. Bytes (each at its real width): every weight
+/// read once, hidden states in and out, the cache rows read once and the new rows written.
+/// FLOPs: 2 per multiply-add of the projections and absorb products, plus the attention of
 /// [`crate::ops::absorbed_attention::cost`].
-pub fn forward_cost(cfg: &MlaConfig, bt: usize, s: usize, ctx: usize) -> crate::ops::Cost {
+pub fn forward_cost(
+    cfg: &MlaConfig,
+    bt: usize,
+    s: usize,
+    ctx: usize,
+    weight_dtype: DType,
+    cache_dtype: DType,
+) -> crate::ops::Cost {
     let (hid, h, nope, d_r, v, d_c) = (
         cfg.hidden_size as u64,
         cfg.num_heads as u64,
@@ -652,10 +660,11 @@ pub fn forward_cost(cfg: &MlaConfig, bt: usize, s: usize, ctx: usize) -> crate::
         cfg.kv_lora_rank,
         cfg.qk_rope_head_dim,
         64,
-        DType::F32,
+        cache_dtype,
     );
+    let (w_size, c_size) = (weight_dtype.size() as u64, cache_dtype.size() as u64);
     crate::ops::Cost {
-        bytes: 4 * (params + 2 * t * hid + t * (d_c + d_r)) + attn.bytes,
+        bytes: w_size * params + 4 * 2 * t * hid + c_size * t * (d_c + d_r) + attn.bytes,
         flops: 2 * proj_macs + attn.flops,
     }
 }

@@ -86,7 +86,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         cases.push(BenchCase {
             kernel: "mla_layer",
             size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
-            cost: forward_cost(&cfg, bt, 1, ctx + 1),
+            cost: forward_cost(&cfg, bt, 1, ctx + 1, DType::F32, DType::F32),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 l.record(&mut batch, &mut cache, &seqs, &step, &out)?;
@@ -112,7 +112,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let step = rng.normal_vec(bt * hid, 0.0, 1.0);
     vec![CpuCase {
         size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
-        cost: forward_cost(&cfg, bt, 1, ctx + 1),
+        cost: forward_cost(&cfg, bt, 1, ctx + 1, DType::F32, DType::F32),
         run: Box::new(move || {
             std::hint::black_box(layer.forward(&[0], &step, 1).expect("valid shapes"));
             layer.truncate(0, ctx);
