@@ -65,6 +65,49 @@ fn bench_writes_json_with_ceilings_and_rooflines() {
 }
 
 #[test]
+fn bench_dtype_counts_half_bytes_and_skips_f32_only_kernels() {
+    let path = std::env::temp_dir().join(format!("ssm-mla-bench-bf16-{}.json", std::process::id()));
+    let out = ssm_mla(&[
+        "bench",
+        "--quick",
+        "--kernel",
+        "latent_cache",
+        "--dtype",
+        "bf16",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for r in results {
+        assert!(r["size"].as_str().unwrap().ends_with(" bf16"), "{r}");
+        // append T tokens of W = 576 values: read as f32 rows, written as bf16, plus the slots.
+        let t: u64 = r["size"].as_str().unwrap()["append T=".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            r["bytes"].as_u64().unwrap(),
+            t * 576 * (4 + 2) + 4 * t,
+            "{r}"
+        );
+    }
+    let out = ssm_mla(&["bench", "--quick", "--kernel", "rope", "--dtype", "f16"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("stores f32 only so far"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn usage_errors_exit_with_2() {
     let out = ssm_mla(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

@@ -3,7 +3,7 @@
 //! roofline bound and the CPU reference's time on the same size.
 
 use ssm_mla::suite::{measure, measure_ceilings, BenchPlan, BenchRecord, Ceilings, KERNELS};
-use ssm_mla::{Error, Gpu, Result};
+use ssm_mla::{DType, Error, Gpu, Result};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ pub struct Args {
     pub quick: bool,
     pub json: Option<PathBuf>,
     pub kernel: Option<String>,
+    /// Storage dtype of the half-capable tensor of each kernel (f32 runs every kernel).
+    pub dtype: DType,
 }
 
 #[derive(serde::Serialize)]
@@ -78,7 +80,18 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         progress(&format!("preparing {}…", kernel.name));
         // One kernel's failure (a size past this adapter's limits, say) is reported and the
         // run goes on; the exit code says something failed.
-        let cases = match (kernel.bench)(gpu, args.quick) {
+        let prepared = match (args.dtype, kernel.bench_as) {
+            (DType::F32, _) => (kernel.bench)(gpu, args.quick),
+            (dtype, Some(bench_as)) => bench_as(gpu, args.quick, dtype),
+            (dtype, None) => {
+                println!(
+                    "{:<20} stores f32 only so far (no {dtype} rows)",
+                    kernel.name
+                );
+                continue;
+            }
+        };
+        let cases = match prepared {
             Ok(cases) => cases,
             Err(e) => {
                 progress("");

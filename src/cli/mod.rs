@@ -44,6 +44,10 @@ enum Command {
         /// Only this kernel (name as in `ssm-mla check`).
         #[arg(long)]
         kernel: Option<String>,
+        /// Store each kernel's half-capable tensor (matmul weights, the latent cache, the decode
+        /// step's activations) as this dtype; kernels that store only f32 are skipped.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+        dtype: String,
     },
     /// HiPPO online function approximation: reconstruction error per N, optional PNG plot.
     Hippo(hippo::Args),
@@ -86,6 +90,7 @@ fn main_job() -> ssm_mla::Result<i32> {
             quick: true,
             json: None,
             kernel: None,
+            dtype: ssm_mla::DType::F32,
         },
     )?;
     Ok(checked.max(benched))
@@ -101,10 +106,16 @@ pub fn main() -> i32 {
             quick,
             json,
             kernel,
+            dtype,
         }) => bench::run(bench::Args {
             quick,
             json,
             kernel,
+            dtype: match dtype.as_str() {
+                "f16" => ssm_mla::DType::F16,
+                "bf16" => ssm_mla::DType::BF16,
+                _ => ssm_mla::DType::F32,
+            },
         }),
         Some(Command::Hippo(args)) => hippo::run(args),
         Some(Command::Run { target }) => match target {

@@ -1,7 +1,7 @@
 //! `absorbed_attention` in the suite: decode and prefill on NaN-fenced paged caches against the
 //! f64 reference, and decode benchmarks at DeepSeek widths.
 
-use super::{BenchCase, CheckOutcome, CpuCase, CpuRun};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase, CpuRun};
 use crate::error::Result;
 use crate::ops::absorbed_attention::{cost, AbsorbedAttention};
 use crate::rng::Rng;
@@ -96,15 +96,21 @@ pub fn bench_sizes(gpu: &Gpu, quick: bool) -> Vec<(usize, usize, usize)> {
 /// Benchmark cases: decode at the sizes of [`bench_sizes`]; the CPU reference runs only where it
 /// takes well under a second.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with the kernel's half-capable tensor stored as `dtype` (bytes counted at
+/// that width), for `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let mut rng = Rng::new(0xA77E);
     let mut cases = Vec::new();
     for (bt, h, ctx) in bench_sizes(gpu, quick) {
         let op = AbsorbedAttention::new(gpu)?;
         let s = Shape::decode(bt, h, ctx);
-        let p = Problem::random(&mut rng, &s);
+        let p = Problem::random(&mut rng, &s).with_cache_dtype(dtype);
         let t = p.upload(gpu)?;
         let o_lat = p.poisoned_output(gpu)?;
-        let cost = cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size, DType::F32);
+        let cost = cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size, dtype);
         let g = gpu.clone();
         let cpu: Option<CpuRun> = (cost.flops < 2_000_000_000).then(|| {
             Box::new(move || {
@@ -113,7 +119,12 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         });
         cases.push(BenchCase {
             kernel: "absorbed_attention",
-            size: format!("decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}", s.d_c, s.d_r),
+            size: format!(
+                "decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}{}",
+                s.d_c,
+                s.d_r,
+                dtype_suffix(dtype)
+            ),
             cost,
             gpu: Box::new(move || {
                 let mut batch = g.batch();

@@ -1,7 +1,7 @@
 //! `latent_cache` in the suite: appends compared exactly over the whole cache, and append
 //! benchmarks at DeepSeek width.
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::ops::latent_cache::LatentCacheAppend;
 use crate::rng::Rng;
@@ -52,6 +52,12 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
 /// Benchmark cases: appending one decode step's rows (T = 8) and a prefill chunk (T = 4096) at
 /// DeepSeek width into a 64K-slot cache (8K slots in quick mode).
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with the kernel's half-capable tensor stored as `dtype` (bytes counted at
+/// that width), for `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let (d_c, d_r, bs) = (512, 64, 64);
     let w = d_c + d_r;
     // The full size holds 64K tokens, capped so the cache fits one storage binding.
@@ -61,13 +67,17 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     let mut cases = Vec::new();
     for t in [8usize, 4096] {
         let op = LatentCacheAppend::new(gpu)?;
-        let p = Problem::random(&mut rng, num_blocks, bs, d_c, d_r, t);
+        let p = Problem::random(&mut rng, num_blocks, bs, d_c, d_r, t).with_dtype(dtype);
         let inputs = p.upload(gpu)?;
         let g = gpu.clone();
         cases.push(BenchCase {
             kernel: "latent_cache",
-            size: format!("append T={t} W={w} slots={}", num_blocks * bs),
-            cost: LatentCacheAppend::cost(t, w, DType::F32),
+            size: format!(
+                "append T={t} W={w} slots={}{}",
+                num_blocks * bs,
+                dtype_suffix(dtype)
+            ),
+            cost: LatentCacheAppend::cost(t, w, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &inputs.cache, &inputs.latent, &inputs.slots)?;

@@ -1,7 +1,7 @@
 //! `matmul` in the suite: `Linear` products at every tile shape against the f64 reference, and
 //! projection-sized benchmarks.
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::ops::matmul::Matmul;
 use crate::rng::Rng;
@@ -50,6 +50,12 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
 /// Benchmark cases: decode-shaped (M = 4) and prefill-shaped (M = 256) projections
 /// (hidden 2048 → 576, V2-Lite's kv_a_proj_with_mqa); quick keeps them small.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with the kernel's half-capable tensor stored as `dtype` (bytes counted at
+/// that width), for `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let sizes: &[(usize, usize, usize)] = if quick {
         &[(4, 576, 512), (64, 576, 512)]
     } else {
@@ -59,15 +65,15 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     let mut cases = Vec::new();
     for &(m, n, k) in sizes {
         let op = Matmul::new(gpu)?;
-        let p = Problem::linear(&mut rng, m, n, k, false);
+        let p = Problem::linear(&mut rng, m, n, k, false).with_w_dtype(dtype);
         let t = p.upload(gpu)?;
         let y = gpu.empty(&[m, n], DType::F32)?;
         let g = gpu.clone();
         let dims = p.dims;
         cases.push(BenchCase {
             kernel: "matmul",
-            size: format!("M={m} N={n} K={k}"),
-            cost: Matmul::cost(&dims, false, DType::F32),
+            size: format!("M={m} N={n} K={k}{}", dtype_suffix(dtype)),
+            cost: Matmul::cost(&dims, false, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &dims, &t.x, &t.w, None, &y)?;

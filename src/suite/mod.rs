@@ -31,8 +31,8 @@ use crate::compare::{Comparison, Tolerance};
 use crate::error::Result;
 use crate::ops::Cost;
 use crate::rng::Rng;
-use crate::runtime::Gpu;
 use crate::runtime::Timing;
+use crate::runtime::{DType, Gpu};
 use std::sync::Arc;
 
 /// The result of one conformance case.
@@ -103,6 +103,9 @@ pub struct KernelEntry {
     pub check: fn(&Arc<Gpu>, &mut Rng) -> Result<Vec<CheckOutcome>>,
     /// Benchmark cases; `quick` asks for the smallest sizes only.
     pub bench: fn(&Arc<Gpu>, bool) -> Result<Vec<BenchCase>>,
+    /// Benchmark cases with the kernel's half-capable tensor stored as the given dtype (`None`
+    /// for kernels that store only f32 so far).
+    pub bench_as: Option<fn(&Arc<Gpu>, bool, DType) -> Result<Vec<BenchCase>>>,
     /// The CPU reference on a small random input, for machines without a GPU.
     pub cpu: fn(&mut Rng) -> Vec<CpuCase>,
 }
@@ -114,66 +117,85 @@ pub const KERNELS: &[KernelEntry] = &[
         name: "stream_copy",
         check: stream_copy::check_cases,
         bench: stream_copy::bench_cases,
+        bench_as: None,
         cpu: stream_copy::cpu_cases,
     },
     KernelEntry {
         name: "fma_peak",
         check: fma_peak::check_cases,
         bench: fma_peak::bench_cases,
+        bench_as: None,
         cpu: fma_peak::cpu_cases,
     },
     KernelEntry {
         name: "selective_scan",
         check: selective_scan::check_cases,
         bench: selective_scan::bench_cases,
+        bench_as: None,
         cpu: selective_scan::cpu_cases,
     },
     KernelEntry {
         name: "state_update",
         check: state_update::check_cases,
         bench: state_update::bench_cases,
+        bench_as: Some(state_update::bench_cases_as),
         cpu: state_update::cpu_cases,
     },
     KernelEntry {
         name: "latent_cache",
         check: latent_cache::check_cases,
         bench: latent_cache::bench_cases,
+        bench_as: Some(latent_cache::bench_cases_as),
         cpu: latent_cache::cpu_cases,
     },
     KernelEntry {
         name: "absorbed_attention",
         check: absorbed_attention::check_cases,
         bench: absorbed_attention::bench_cases,
+        bench_as: Some(absorbed_attention::bench_cases_as),
         cpu: absorbed_attention::cpu_cases,
     },
     KernelEntry {
         name: "matmul",
         check: matmul::check_cases,
         bench: matmul::bench_cases,
+        bench_as: Some(matmul::bench_cases_as),
         cpu: matmul::cpu_cases,
     },
     KernelEntry {
         name: "rmsnorm",
         check: rmsnorm::check_cases,
         bench: rmsnorm::bench_cases,
+        bench_as: None,
         cpu: rmsnorm::cpu_cases,
     },
     KernelEntry {
         name: "rope",
         check: rope::check_cases,
         bench: rope::bench_cases,
+        bench_as: None,
         cpu: rope::cpu_cases,
     },
     KernelEntry {
         name: "mla_layer",
         check: mla_layer::check_cases,
         bench: mla_layer::bench_cases,
+        bench_as: None,
         cpu: mla_layer::cpu_cases,
     },
     KernelEntry {
         name: "diagonal_scan",
         check: diagonal_scan::check_cases,
         bench: diagonal_scan::bench_cases,
+        bench_as: None,
         cpu: diagonal_scan::cpu_cases,
     },
 ];
+
+/// The size label's dtype suffix: nothing for f32, " bf16" for example otherwise.
+pub(crate) fn dtype_suffix(dtype: DType) -> String {
+    match dtype {
+        DType::F32 => String::new(),
+        other => format!(" {other}"),
+    }
+}

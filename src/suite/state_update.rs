@@ -1,7 +1,7 @@
 //! `state_update` in the suite: the decode step against the f64 reference (groups, slots into a
 //! larger pool with padding, size 1), and decode-sized benchmarks.
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::ops::state_update::{StateUpdate, UpdateDims};
 use crate::rng::Rng;
@@ -75,18 +75,24 @@ fn bench_sizes(quick: bool) -> Vec<UpdateDims> {
 
 /// Benchmark cases (decode: Bt 1..8, D 2048..4096, N 16..128), every option on.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with the kernel's half-capable tensor stored as `dtype` (bytes counted at
+/// that width), for `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let mut rng = Rng::new(0xDEC0);
     let mut cases = Vec::new();
     for d in bench_sizes(quick) {
         let op = StateUpdate::new(gpu)?;
-        let p = Problem::random(&mut rng, d, ALL);
+        let p = Problem::random(&mut rng, d, ALL).with_dtype(dtype);
         let t = p.upload(gpu)?;
-        let out = gpu.empty(&[d.batch, d.dim], DType::F32)?;
+        let out = gpu.empty(&[d.batch, d.dim], dtype)?;
         let g = gpu.clone();
         cases.push(BenchCase {
             kernel: "state_update",
-            size: size_label(&d),
-            cost: StateUpdate::cost(&d, ALL, DType::F32),
+            size: format!("{}{}", size_label(&d), dtype_suffix(dtype)),
+            cost: StateUpdate::cost(&d, ALL, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &t.inputs(), &out)?;
