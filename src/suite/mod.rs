@@ -71,6 +71,9 @@ pub type GpuRun = Box<dyn FnMut() -> Result<Timing> + Send>;
 /// Closure that runs the CPU reference once on the same size.
 pub type CpuRun = Box<dyn FnMut() + Send>;
 
+/// A kernel's bench cases with its half-capable tensor stored as the given dtype.
+pub type BenchAs = fn(&Arc<Gpu>, bool, DType) -> Result<Vec<BenchCase>>;
+
 /// One benchmark size of one kernel.
 pub struct BenchCase {
     /// Kernel name.
@@ -105,7 +108,7 @@ pub struct KernelEntry {
     pub bench: fn(&Arc<Gpu>, bool) -> Result<Vec<BenchCase>>,
     /// Benchmark cases with the kernel's half-capable tensor stored as the given dtype (`None`
     /// for kernels that store only f32 so far).
-    pub bench_as: Option<fn(&Arc<Gpu>, bool, DType) -> Result<Vec<BenchCase>>>,
+    pub bench_as: Option<BenchAs>,
     /// The CPU reference on a small random input, for machines without a GPU.
     pub cpu: fn(&mut Rng) -> Vec<CpuCase>,
 }
