@@ -32,7 +32,7 @@ use crate::ops::rope::{Rope, RopeLayout, RopeTables};
 use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
-use crate::spec::mla::{check_run, check_seqs};
+use crate::spec::mla::{check_run, check_seqs, run_in_chunks};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -601,24 +601,10 @@ impl MlaLayer {
         check_run(hidden.len(), bt, s, hid, decode_from)?;
         let mut cache = self.new_cache_with_dtype(bt, s, 16, cache_dtype)?;
         let seqs: Vec<usize> = (0..bt).collect();
-        let p = decode_from.unwrap_or(s);
-        let mut chunks = vec![(0, p)];
-        chunks.extend((p..s).map(|i| (i, i + 1)));
-        let mut out = vec![0.0f32; bt * s * hid];
-        for (a, b) in chunks {
-            let len = b - a;
-            let mut part = Vec::with_capacity(bt * len * hid);
-            for q in 0..bt {
-                part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
-            }
-            let x = self.gpu.upload_f32(&[bt, len, hid], &part)?;
-            let y = self.gpu.read_f32(&self.forward(&mut cache, &seqs, &x)?)?;
-            for q in 0..bt {
-                out[(q * s + a) * hid..(q * s + b) * hid]
-                    .copy_from_slice(&y[q * len * hid..(q + 1) * len * hid]);
-            }
-        }
-        Ok(out)
+        run_in_chunks(hidden, bt, s, hid, decode_from, |part, len| {
+            let x = self.gpu.upload_f32(&[bt, len, hid], part)?;
+            self.gpu.read_f32(&self.forward(&mut cache, &seqs, &x)?)
+        })
     }
 }
 

@@ -66,13 +66,7 @@ impl LatentCache {
         d_r: usize,
         dtype: DType,
     ) -> Result<Self> {
-        if !dtype.is_float() {
-            return Err(Error::DType {
-                name: "latent cache".into(),
-                expected: "f32, f16 or bf16".into(),
-                got: dtype.to_string(),
-            });
-        }
+        dtype.expect_float("latent cache")?;
         if num_blocks == 0 || block_size == 0 || d_c == 0 {
             return Err(Error::invalid(format!(
                 "latent cache needs num_blocks, block_size and d_c > 0 \
@@ -203,17 +197,11 @@ impl LatentCacheAppend {
         latent.expect_dtype("latent", DType::F32)?;
         slots.expect_dtype("slots", DType::U32)?;
         let dtype = cache.dtype();
+        dtype.expect_float("cache.data")?;
         let kernel = match dtype {
-            DType::F32 => self.kernel.clone(),
             DType::F16 => batch.gpu().kernel(&HALF[0], &[("WG", WG as f64)])?,
             DType::BF16 => batch.gpu().kernel(&HALF[1], &[("WG", WG as f64)])?,
-            other => {
-                return Err(Error::DType {
-                    name: "cache.data".into(),
-                    expected: "f32, f16 or bf16".into(),
-                    got: other.to_string(),
-                })
-            }
+            _ => self.kernel.clone(),
         };
         cache.data.expect(
             "cache.data",

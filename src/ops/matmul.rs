@@ -167,19 +167,10 @@ fn check_extent(
     dims: &MatmulDims,
     float: bool,
 ) -> Result<()> {
-    if float && !t.dtype().is_float() {
-        return Err(Error::DType {
-            name: name.into(),
-            expected: "f32, f16 or bf16".into(),
-            got: t.dtype().to_string(),
-        });
-    }
-    if !float && t.dtype() != DType::F32 {
-        return Err(Error::DType {
-            name: name.into(),
-            expected: "f32".into(),
-            got: t.dtype().to_string(),
-        });
+    if float {
+        t.dtype().expect_float(name)?;
+    } else {
+        t.expect_dtype(name, DType::F32)?;
     }
     if let Some(last) = last {
         if last >= t.len() {

@@ -26,7 +26,7 @@ pub struct Cost {
     pub flops: u64,
 }
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::runtime::{DType, Gpu};
 use crate::shader::{Flag, Flags, Variant};
 
@@ -54,15 +54,11 @@ pub const fn half_variants(v: Variant) -> [Variant; 3] {
 /// `NATIVE_F16` where the device has `SHADER_F16`) for f16, `BF16` for bf16. `name` names the
 /// tensor in the error for a dtype that is not a float.
 pub fn storage_flags(gpu: &Gpu, name: &str, dtype: DType) -> Result<Flags> {
-    match dtype {
-        DType::F32 => Ok(Flags::NONE),
-        DType::F16 if gpu.has_f16() => Ok(HALF_STORAGE[1]),
-        DType::F16 => Ok(HALF_STORAGE[0]),
-        DType::BF16 => Ok(HALF_STORAGE[2]),
-        other => Err(Error::DType {
-            name: name.into(),
-            expected: "f32, f16 or bf16".into(),
-            got: other.to_string(),
-        }),
-    }
+    dtype.expect_float(name)?;
+    Ok(match dtype {
+        DType::F16 if gpu.has_f16() => HALF_STORAGE[1],
+        DType::F16 => HALF_STORAGE[0],
+        DType::BF16 => HALF_STORAGE[2],
+        _ => Flags::NONE,
+    })
 }

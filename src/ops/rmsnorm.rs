@@ -80,13 +80,7 @@ pub struct RmsNorm {
 }
 
 fn check_rows(name: &str, t: &Tensor, layout: Rows, rows: usize, d: usize) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType {
-            name: name.into(),
-            expected: "f32".into(),
-            got: t.dtype().to_string(),
-        });
-    }
+    t.expect_dtype(name, DType::F32)?;
     if rows > 0 && d > 0 {
         let last = layout.offset + (rows - 1) * layout.stride + d - 1;
         if last >= t.len() {

@@ -150,13 +150,7 @@ fn check_layout(
     heads: usize,
     d: usize,
 ) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType {
-            name: name.into(),
-            expected: "f32".into(),
-            got: t.dtype().to_string(),
-        });
-    }
+    t.expect_dtype(name, DType::F32)?;
     if tokens > 0 && heads > 0 {
         let last = l.offset + (tokens - 1) * l.token_stride + (heads - 1) * l.head_stride + d - 1;
         if last >= t.len() {

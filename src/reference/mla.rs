@@ -20,7 +20,7 @@ use crate::mla::weights::{MlaWeights, QueryWeights};
 use crate::reference::matmul::linear;
 use crate::reference::rmsnorm::rmsnorm_row;
 use crate::reference::rope::rope_vec;
-use crate::spec::mla::{check_run, check_seqs};
+use crate::spec::mla::{check_run, check_seqs, run_in_chunks};
 
 /// The per-token projections of T tokens.
 #[derive(Clone, Debug)]
@@ -341,26 +341,8 @@ impl MlaCpuLayer {
         check_run(hidden.len(), bt, s, hid, decode_from)?;
         let mut layer = Self::new(cfg, weights, bt)?;
         let seqs: Vec<usize> = (0..bt).collect();
-        let p = decode_from.unwrap_or(s);
-        let mut chunks = vec![(0, p)];
-        chunks.extend((p..s).map(|i| (i, i + 1)));
-        let mut out = vec![0.0f32; bt * s * hid];
-        for (a, b) in chunks {
-            let len = b - a;
-            let mut part = Vec::with_capacity(bt * len * hid);
-            for q in 0..bt {
-                part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
-            }
-            let y = layer.forward(&seqs, &part, len)?;
-            for q in 0..bt {
-                for (o, &v) in out[(q * s + a) * hid..(q * s + b) * hid]
-                    .iter_mut()
-                    .zip(&y[q * len * hid..(q + 1) * len * hid])
-                {
-                    *o = v as f32;
-                }
-            }
-        }
-        Ok(out)
+        run_in_chunks(hidden, bt, s, hid, decode_from, |part, len| {
+            layer.forward(&seqs, part, len)
+        })
     }
 }

@@ -56,6 +56,18 @@ impl DType {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
     }
 
+    /// Error naming tensor `name` unless this is a float type (F32, F16, BF16).
+    pub fn expect_float(self, name: &str) -> Result<()> {
+        if self.is_float() {
+            return Ok(());
+        }
+        Err(Error::DType {
+            name: name.into(),
+            expected: "f32, f16 or bf16".into(),
+            got: self.to_string(),
+        })
+    }
+
     /// The dtype of a name as the CLI spells it: `f32`, `f16` or `bf16`.
     pub fn parse_float(name: &str) -> Option<DType> {
         match name {

@@ -1,4 +1,4 @@
-//! Argument checks of the MLA layer's forward calls, shared by the GPU layer
+//! Argument checks and the prefill-then-decode loop of the MLA layer, shared by the GPU layer
 //! ([`crate::mla::MlaLayer`]) and the CPU one ([`crate::reference::mla::MlaCpuLayer`]).
 
 use crate::error::{Error, Result};
@@ -42,4 +42,41 @@ pub fn check_run(
         }
     }
     Ok(())
+}
+
+/// Run (Bt, S, hidden) `hidden` through a cached layer as a prefill of the first `decode_from`
+/// tokens (all S when `None`) followed by one-token decode steps, and reassemble the outputs
+/// into (Bt, S, hidden). `step(part, len)` feeds (Bt, len, hidden) rows and returns the layer's
+/// (Bt, len, hidden) output; the GPU and CPU layers both run through this one loop, so their
+/// `run_host` results line up token for token.
+pub fn run_in_chunks<T: Copy + Into<f64>>(
+    hidden: &[f32],
+    bt: usize,
+    s: usize,
+    hid: usize,
+    decode_from: Option<usize>,
+    mut step: impl FnMut(&[f32], usize) -> Result<Vec<T>>,
+) -> Result<Vec<f32>> {
+    check_run(hidden.len(), bt, s, hid, decode_from)?;
+    let p = decode_from.unwrap_or(s);
+    let mut chunks = vec![(0, p)];
+    chunks.extend((p..s).map(|i| (i, i + 1)));
+    let mut out = vec![0.0f32; bt * s * hid];
+    for (a, b) in chunks {
+        let len = b - a;
+        let mut part = Vec::with_capacity(bt * len * hid);
+        for q in 0..bt {
+            part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
+        }
+        let y = step(&part, len)?;
+        for q in 0..bt {
+            for (o, &v) in out[(q * s + a) * hid..(q * s + b) * hid]
+                .iter_mut()
+                .zip(&y[q * len * hid..(q + 1) * len * hid])
+            {
+                *o = v.into() as f32;
+            }
+        }
+    }
+    Ok(out)
 }
