@@ -28,9 +28,11 @@
 #![warn(missing_docs)]
 
 pub mod compare;
+mod config_fields;
 pub mod error;
 pub mod hippo;
 pub mod io;
+pub mod mamba;
 pub mod mla;
 pub mod ops;
 pub mod reference;
@@ -47,7 +49,7 @@ pub use error::{Error, Result};
 pub use io::{HostTensor, SafeTensors};
 pub use rng::Rng;
 pub use runtime::{Batch, Binding, ResourceCounters, Timing, TimingSource};
-pub use runtime::{DType, Element, Gpu, GpuOptions, Kernel, Shader, Tensor};
+pub use runtime::{DType, Element, Gpu, GpuOptions, Kernel, Shader, Tensor, View};
 pub use shader::{Access, Flag, Flags, KernelInterface, Variant};
 /// The wgpu this crate is built on, so apps adopt devices of the same version.
 pub use wgpu;

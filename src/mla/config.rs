@@ -10,6 +10,7 @@
 //! `modeling_deepseek.py` (rope_interleave defaults to true, YaRN beta_fast 32, beta_slow 1,
 //! mscale 1, mscale_all_dim 0).
 
+use crate::config_fields::{format_err, get_bool, get_f64, get_usize};
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -68,55 +69,6 @@ pub fn yarn_get_mscale(scale: f64, m: f64) -> f64 {
         1.0
     } else {
         0.1 * m * scale.ln() + 1.0
-    }
-}
-
-fn format_err(path: &str, message: impl Into<String>) -> Error {
-    Error::Format {
-        path: path.to_string(),
-        message: message.into(),
-    }
-}
-
-fn get_usize(obj: &serde_json::Map<String, Value>, src: &str, key: &str) -> Result<usize> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Err(format_err(src, format!("missing field `{key}`"))),
-        Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
-            format_err(
-                src,
-                format!("field `{key}` must be a non-negative integer, got {v}"),
-            )
-        }),
-    }
-}
-
-fn get_f64(
-    obj: &serde_json::Map<String, Value>,
-    src: &str,
-    key: &str,
-    default: Option<f64>,
-) -> Result<f64> {
-    match obj.get(key) {
-        None | Some(Value::Null) => {
-            default.ok_or_else(|| format_err(src, format!("missing field `{key}`")))
-        }
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| format_err(src, format!("field `{key}` must be a number, got {v}"))),
-    }
-}
-
-fn get_bool(
-    obj: &serde_json::Map<String, Value>,
-    src: &str,
-    key: &str,
-    default: bool,
-) -> Result<bool> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v.as_bool().ok_or_else(|| {
-            format_err(src, format!("field `{key}` must be true or false, got {v}"))
-        }),
     }
 }
 

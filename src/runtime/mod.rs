@@ -3,7 +3,8 @@
 //! - [`context`]: [`Gpu`], one adapter, device and queue from the environment (or adopted from
 //!   an app), GPU errors captured into [`crate::Error`] by error scopes;
 //! - [`tensor`]: [`Tensor`] (a storage buffer with shape, dtype and the identity of its device),
-//!   uploads and readback;
+//!   uploads and readback; [`view`]: [`View`], a strided window of a tensor that ops accept
+//!   where they say so (split a packed projection, read another layout) without copies;
 //! - [`pipelines`]: compute pipelines built once per composed shader variant and cached;
 //! - [`batch`]: [`Batch`], the one place that records GPU work (dispatches of a kernel with a
 //!   uniform block and [`Binding`]s, copies, in-order writes), checked before anything is
@@ -21,6 +22,7 @@ pub(crate) mod pools;
 mod submit;
 pub mod tensor;
 pub mod timing;
+pub mod view;
 
 pub use batch::Batch;
 pub use binding::Binding;
@@ -30,3 +32,4 @@ pub use pipelines::{Kernel, Shader};
 pub use pools::ResourceCounters;
 pub use tensor::{DType, Element, Tensor};
 pub use timing::{Timing, TimingSource};
+pub use view::View;
