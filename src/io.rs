@@ -126,6 +126,15 @@ impl HostTensor {
         Ok(())
     }
 
+    /// The same elements with another shape of the same element count.
+    pub fn reshaped(&self, shape: &[usize]) -> Result<HostTensor> {
+        check_len(shape, self.data.len())?;
+        Ok(HostTensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.data.len()
@@ -152,6 +161,28 @@ fn check_len(shape: &[usize], len: usize) -> Result<()> {
 pub struct SafeTensors {
     path: String,
     tensors: BTreeMap<String, HostTensor>,
+    ids: BTreeMap<String, IdTensor>,
+}
+
+/// An integer tensor from a safetensors file (I32, I64, U32 or U8 as stored, held as i64):
+/// token ids, sequence boundaries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Elements, row-major.
+    pub data: Vec<i64>,
+}
+
+impl IdTensor {
+    /// A tensor of `shape` holding `data` (whose length must be the product of `shape`).
+    pub fn new(shape: &[usize], data: Vec<i64>) -> Result<Self> {
+        check_len(shape, data.len())?;
+        Ok(Self {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
 }
 
 impl SafeTensors {
@@ -171,8 +202,32 @@ impl SafeTensors {
             message: format!("not a valid safetensors file: {e}"),
         })?;
         let mut tensors = BTreeMap::new();
+        let mut ids = BTreeMap::new();
         for (name, t) in view.iter() {
             let raw = t.data();
+            let ints: Option<Vec<i64>> = match t.dtype() {
+                Dtype::I64 => Some(
+                    raw.chunks_exact(8)
+                        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .collect(),
+                ),
+                Dtype::I32 => Some(
+                    raw.chunks_exact(4)
+                        .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+                        .collect(),
+                ),
+                Dtype::U32 => Some(
+                    raw.chunks_exact(4)
+                        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+                        .collect(),
+                ),
+                Dtype::U8 => Some(raw.iter().map(|&b| b as i64).collect()),
+                _ => None,
+            };
+            if let Some(data) = ints {
+                ids.insert(name.to_string(), IdTensor::new(t.shape(), data)?);
+                continue;
+            }
             let words = || -> Vec<u16> {
                 raw.chunks_exact(2)
                     .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -196,7 +251,7 @@ impl SafeTensors {
                 other => {
                     return Err(Error::DType {
                         name: name.to_string(),
-                        expected: "F32, F16, BF16 or F64".into(),
+                        expected: "F32, F16, BF16, F64, or an integer type".into(),
                         got: format!("{other:?} (in {origin})"),
                     })
                 }
@@ -206,6 +261,25 @@ impl SafeTensors {
         Ok(Self {
             path: origin.to_string(),
             tensors,
+            ids,
+        })
+    }
+
+    /// The integer tensor called `name` (token ids), or an error naming it and the file.
+    pub fn get_ids(&self, name: &str) -> Result<&IdTensor> {
+        self.ids.get(name).ok_or_else(|| {
+            if self.tensors.contains_key(name) {
+                Error::DType {
+                    name: name.to_string(),
+                    expected: "an integer type (I32 or I64)".into(),
+                    got: "a floating-point tensor".into(),
+                }
+            } else {
+                Error::MissingTensor {
+                    name: name.to_string(),
+                    context: self.missing_context(),
+                }
+            }
         })
     }
 
@@ -228,7 +302,9 @@ impl SafeTensors {
         } else {
             self.path.clone()
         };
-        let names: Vec<&str> = self.tensors.keys().map(|s| s.as_str()).collect();
+        let mut names: Vec<&str> = self.tensors.keys().map(|s| s.as_str()).collect();
+        names.extend(self.ids.keys().map(|s| s.as_str()));
+        names.sort_unstable();
         let have = match names.len() {
             0 => "it has no tensors".to_string(),
             n if n <= LIST => format!("it has: {}", names.join(", ")),
@@ -245,6 +321,27 @@ impl SafeTensors {
     /// All tensor names, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.tensors.keys().map(|s| s.as_str()).collect()
+    }
+
+    /// Move every tensor of `other` into this set (a sharded checkpoint's files into one); a
+    /// name already present is an error naming both sources.
+    pub fn absorb(&mut self, other: SafeTensors) -> Result<()> {
+        for name in other.tensors.keys().chain(other.ids.keys()) {
+            if self.tensors.contains_key(name) || self.ids.contains_key(name) {
+                return Err(Error::Format {
+                    path: other.path.clone(),
+                    message: format!("tensor `{name}` is also in {}", self.path),
+                });
+            }
+        }
+        self.tensors.extend(other.tensors);
+        self.ids.extend(other.ids);
+        Ok(())
+    }
+
+    /// Name the set in error messages (e.g. the checkpoint directory of its files).
+    pub fn set_origin(&mut self, origin: &str) {
+        self.path = origin.to_string();
     }
 
     /// Add or replace a tensor (for building files in memory).
@@ -286,9 +383,33 @@ pub fn to_safetensors_bytes(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> 
     safetensors::serialize(views, None).map_err(|e| Error::invalid(e.to_string()))
 }
 
+/// Write integer tensors (as I64) to a safetensors file, atomically: an input_ids file.
+pub fn write_id_tensors(path: &Path, tensors: &[(&str, &IdTensor)]) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let data = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name.to_string(), data, t.shape.clone())
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            safetensors::tensor::TensorView::new(Dtype::I64, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::invalid(format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| Error::invalid(e.to_string()))?;
+    write_bytes_atomically(path, &bytes)
+}
+
 /// Write `tensors` as a safetensors file (each tensor in its stored dtype), atomically (temporary file, then rename).
 pub fn write_safetensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
-    let bytes = to_safetensors_bytes(tensors)?;
+    write_bytes_atomically(path, &to_safetensors_bytes(tensors)?)
+}
+
+fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -298,7 +419,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result
         path: path.to_path_buf(),
         source,
     };
-    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)
@@ -335,6 +456,21 @@ mod tests {
         assert!(a.expect("a", "(2, 3)", &[3, 2]).is_err());
         assert!(HostTensor::new(&[2], vec![1.0]).is_err());
         assert!(SafeTensors::from_bytes(b"not safetensors", "junk").is_err());
+    }
+
+    #[test]
+    fn id_tensors_round_trip() {
+        let dir = std::env::temp_dir().join(format!("ssm-mla-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ids.safetensors");
+        let ids = IdTensor::new(&[2, 3], vec![0, 5, 129279, 7, 1, 2]).unwrap();
+        write_id_tensors(&path, &[("input_ids", &ids)]).unwrap();
+        let file = SafeTensors::read(&path).unwrap();
+        assert_eq!(file.get_ids("input_ids").unwrap(), &ids);
+        assert!(file.get("input_ids").is_err());
+        let err = file.get_ids("other").unwrap_err().to_string();
+        assert!(err.contains("input_ids"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

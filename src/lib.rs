@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod compare;
 mod config_fields;
 pub mod error;
@@ -46,7 +47,7 @@ pub mod testing;
 
 pub use compare::{compare, Comparison, Tolerance};
 pub use error::{Error, Result};
-pub use io::{HostTensor, SafeTensors};
+pub use io::{HostTensor, IdTensor, SafeTensors};
 pub use rng::Rng;
 pub use runtime::{Batch, Binding, ResourceCounters, Timing, TimingSource};
 pub use runtime::{DType, Element, Gpu, GpuOptions, Kernel, Shader, Tensor, View};

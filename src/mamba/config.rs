@@ -161,6 +161,28 @@ impl MambaConfig {
         Ok(())
     }
 
+    /// The config as a transformers `config.json` object (what [`Self::from_json`] reads back).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "architectures": ["MambaForCausalLM"],
+            "model_type": "mamba",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "state_size": self.state_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "intermediate_size": self.intermediate_size,
+            "conv_kernel": self.conv_kernel,
+            "use_bias": self.use_bias,
+            "use_conv_bias": self.use_conv_bias,
+            "time_step_rank": self.time_step_rank,
+            "residual_in_fp32": self.residual_in_fp32,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "eos_token_id": self.eos_token_id,
+            "hidden_act": "silu",
+        })
+    }
+
     /// Columns of x_proj's output: R (Δ) + N (B) + N (C).
     pub fn x_proj_width(&self) -> usize {
         self.time_step_rank + 2 * self.state_size

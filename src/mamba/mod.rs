@@ -4,3 +4,6 @@
 pub mod config;
 
 pub use config::MambaConfig;
+pub mod weights;
+
+pub use weights::{MambaLayerWeights, MambaWeights};

@@ -5,6 +5,7 @@ pub mod absorbed_attention;
 pub mod diagonal_scan;
 pub mod fma_peak;
 pub mod latent_cache;
+pub mod mamba;
 pub mod matmul;
 pub mod mla;
 pub mod rmsnorm;
