@@ -33,6 +33,7 @@ mod config_fields;
 pub mod error;
 pub mod hippo;
 pub mod io;
+pub mod lm;
 pub mod mamba;
 pub mod mla;
 pub mod ops;

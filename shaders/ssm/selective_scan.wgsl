@@ -39,14 +39,6 @@ override WG: u32 = 64u;
 
 #include "ssm/selective_scan_io"
 
-// Element index of the (group, n) row of a variable B or C for row `row`.
-fn bc_base(row: u32, n: u32, groups: u32, off: u32) -> u32 {
-    let dim = params.dim;
-    let bi = row / dim;
-    let d = row % dim;
-    return ((bi * groups + d / (dim / groups)) * params.n + n) * params.len - off;
-}
-
 const NS: u32 = 16u; // states per pass held in registers
 @compute @workgroup_size(WG)
 fn main(
@@ -59,14 +51,17 @@ fn main(
         return;
     }
     let nn = params.n;
-    let len = params.len;
     let flags = params.flags;
     let dim = params.dim;
     let b_var = (flags & B_VARIABLE) != 0u;
     let c_var = (flags & C_VARIABLE) != 0u;
     let row = params.row0 + w;
     let d = row % dim;
-    let x_base = row * len - params.off_x;
+    let p = row_plan(row);
+    if (!p.live) {
+        return;
+    }
+    let len = p.len;
     let skip = skip_of(d);
     let bias = bias_of(d);
     for (var n0 = 0u; n0 < nn; n0 += NS) {
@@ -80,7 +75,7 @@ fn main(
             a[j] = chan[d * nn + n];
             x[j] = 0.0;
             if ((flags & HAS_INIT) != 0u) {
-                x[j] = state[row * nn + n - params.off_s];
+                x[j] = state[p.s0 + n];
             }
             bc[j] = 0.0;
             if (!b_var) {
@@ -91,11 +86,11 @@ fn main(
                 cc[j] = cmat[d * nn + n];
             }
         }
-        let b_base = bc_base(row, n0, params.b_groups, params.off_b);
-        let c_base = bc_base(row, n0, params.c_groups, params.off_c);
+        let b_base = p.b0 + n0 * p.bn;
+        let c_base = p.c0 + n0 * p.cn;
         for (var t = 0u; t < len; t++) {
-            let uu = u[x_base + t];
-            var dv = delta[x_base + t] + bias;
+            let uu = u[p.u0 + t * p.ut];
+            var dv = delta[p.d0 + t * p.dt] + bias;
             if ((flags & SOFTPLUS) != 0u) {
                 dv = softplus(dv);
             }
@@ -106,31 +101,31 @@ fn main(
                 let jj = select(0u, j, nv);
                 var bt = bc[j];
                 if (b_var) {
-                    bt = bmat[b_base + jj * len + t];
+                    bt = bmat[b_base + jj * p.bn + t * p.bt];
                 }
                 var ct = cc[j];
                 if (c_var) {
-                    ct = cmat[c_base + jj * len + t];
+                    ct = cmat[c_base + jj * p.cn + t * p.ct];
                 }
                 x[j] = exp(dv * a[j]) * x[j] + du * bt;
                 y += select(0.0, ct * x[j], nv);
             }
             var o = y;
             if (n0 > 0u) {
-                o += out[x_base + t];
+                o += out[p.o0 + t * p.ot];
             }
             if (last) {
                 o += skip * uu;
                 if ((flags & HAS_Z) != 0u) {
-                    let zz = zgate[x_base + t];
+                    let zz = zgate[p.z0 + t * p.zt];
                     o = o * (zz / (1.0 + exp(-zz)));
                 }
             }
-            out[x_base + t] = o;
+            out[p.o0 + t * p.ot] = o;
         }
         for (var j = 0u; j < NS; j++) {
             if (n0 + j < nn) {
-                state[row * nn + n0 + j - params.off_s] = x[j];
+                state[p.s0 + n0 + j] = x[j];
             }
         }
     }

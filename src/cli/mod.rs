@@ -3,9 +3,11 @@
 
 mod bench;
 mod check;
+mod generate;
 mod hippo;
 mod info;
 mod run_hippo;
+mod run_lm;
 mod run_mla;
 mod run_selective_scan;
 mod run_state_update;
@@ -51,6 +53,8 @@ enum Command {
     },
     /// HiPPO online function approximation: reconstruction error per N, optional PNG plot.
     Hippo(hippo::Args),
+    /// Generate text from a prompt with a Hugging Face model directory (needs tokenizer.json).
+    Generate(generate::Args),
     /// Run one computation on files (safetensors in, safetensors out).
     Run {
         /// What to run.
@@ -64,6 +68,8 @@ enum Command {
 enum RunTarget {
     /// One DeepSeek MLA layer over hidden_states (Bt, S, hidden).
     Mla(run_mla::Args),
+    /// A whole language model (Hugging Face directory) over input_ids (Bt, L): logits.
+    Lm(run_lm::Args),
     /// Mamba-1 selective scan: IN holds u, delta, A, B, C [, D, z, delta_bias, initial_state].
     SelectiveScan(run_selective_scan::Args),
     /// One-token decode step: IN holds state, x, dt, A, B, C [, D, z, dt_bias].
@@ -118,8 +124,10 @@ pub fn main() -> i32 {
             },
         }),
         Some(Command::Hippo(args)) => hippo::run(args),
+        Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Run { target }) => match target {
             RunTarget::Mla(args) => run_mla::run(args),
+            RunTarget::Lm(args) => run_lm::run(args),
             RunTarget::SelectiveScan(args) => run_selective_scan::run(args),
             RunTarget::StateUpdate(args) => run_state_update::run(args),
             RunTarget::Hippo(args) => run_hippo::run(args),

@@ -7,3 +7,23 @@ pub use config::MambaConfig;
 pub mod weights;
 
 pub use weights::{MambaLayerWeights, MambaWeights};
+pub mod cpu;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::lm::{CausalLm, Device, LoadOptions};
+
+/// Build a Mamba model from a checkpoint whose `model_type` is "mamba".
+pub fn load(ck: &Checkpoint, device: &Device, options: &LoadOptions) -> Result<Box<dyn CausalLm>> {
+    let cfg = MambaConfig::from_json(
+        &ck.config,
+        &ck.dir.join("config.json").display().to_string(),
+    )?;
+    let weights = MambaWeights::from_safetensors(&cfg, &ck.tensors)?;
+    match device {
+        Device::Cpu => Ok(Box::new(cpu::MambaCpuLm::new(cfg, weights, options.slots))),
+        Device::Gpu(_gpu) => Err(crate::error::Error::invalid(
+            "the GPU Mamba model is not built yet",
+        )),
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod absorbed_attention;
 pub mod diagonal_scan;
+pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
 pub mod mamba;

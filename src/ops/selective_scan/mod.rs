@@ -159,6 +159,17 @@ struct Uniforms {
     p_bias: u32,
     pad0: u32,
     pad1: u32,
+    // The packed form's views, tables and pool (zero otherwise; see packed.rs).
+    u_view: [u32; 3],
+    delta_view: [u32; 3],
+    z_view: [u32; 3],
+    out_view: [u32; 3],
+    b_view: [u32; 4],
+    c_view: [u32; 4],
+    p_cu: u32,
+    p_slot: u32,
+    pool: u32,
+    pad2: u32,
 }
 
 /// What all three kernels are passed: their `Uniforms`, then u, delta, the packed per-channel
@@ -209,6 +220,8 @@ pub struct SelectiveScan {
     scratch: Arc<Mutex<Option<Tensor>>>,
 }
 
+mod packed;
+pub use packed::PackedScanInputs;
 mod plan;
 mod record;
 

@@ -4,6 +4,19 @@
 use super::*;
 
 impl SelectiveScan {
+    /// The op's scratch for the packed per-channel parameters, grown to `len` elements.
+    pub(super) fn scratch_of(&self, gpu: &Gpu, len: usize) -> Result<Tensor> {
+        let mut slot = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(t) if t.len() >= len => Ok(t.clone()),
+            _ => {
+                let t = gpu.empty(&[len.next_power_of_two()], DType::F32)?;
+                *slot = Some(t.clone());
+                Ok(t)
+            }
+        }
+    }
+
     /// Record the scan: `out` (Bt, D, L) and `last_state` (Bt, D, N) are written. Shapes are
     /// validated first; on error nothing is recorded.
     pub fn record(
@@ -36,17 +49,7 @@ impl SelectiveScan {
         let chan_len = plan::packed_len(&dims);
 
         // Record: parameter packing, initial state, then the dispatches.
-        let scratch = {
-            let mut slot = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-            match &*slot {
-                Some(t) if t.len() >= chan_len => t.clone(),
-                _ => {
-                    let t = gpu.empty(&[chan_len.next_power_of_two()], DType::F32)?;
-                    *slot = Some(t.clone());
-                    t
-                }
-            }
-        };
+        let scratch = self.scratch_of(gpu, chan_len)?;
         let p_d = dim * n;
         let p_bias = p_d + dim;
         batch.copy(inputs.a, 0, &scratch, 0, (dim * n * 4) as u64)?;
