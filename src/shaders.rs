@@ -6,7 +6,9 @@
 //! and DX12; it also walks `shaders/`, so a body missing here fails it. `tests/shader_contract.rs`
 //! checks each variant's WGSL interface against its declaration.
 
-use crate::ops::{absorbed_attention, diagonal_scan, fma_peak, latent_cache, matmul, rmsnorm};
+use crate::ops::{
+    absorbed_attention, causal_conv1d, diagonal_scan, fma_peak, latent_cache, matmul, rmsnorm,
+};
 use crate::ops::{rope, selective_scan, state_update, stream_copy};
 use crate::shader::Variant;
 
@@ -48,6 +50,7 @@ pub const ALL: &[Variant] = &[
     diagonal_scan::CHUNKED,
     diagonal_scan::CHUNKED_SUBGROUP,
     diagonal_scan::ROWS,
+    causal_conv1d::KERNEL,
 ];
 
 /// The fragments bodies pull in with `#include "name"` (they belong to the composer).

@@ -192,6 +192,32 @@ impl View {
         Ok(v)
     }
 
+    /// Any strided window of `tensor` (PyTorch's `as_strided`): element (i0, i1, …) at
+    /// `offset + Σ i_k · strides[k]`. Strides may repeat elements (0 broadcasts a dimension);
+    /// ops that write through a view refuse such overlap. Error unless `shape` and `strides`
+    /// have one entry per dimension and every element lies inside the tensor.
+    pub fn as_strided(
+        tensor: &Tensor,
+        offset: usize,
+        shape: &[usize],
+        strides: &[usize],
+    ) -> Result<View> {
+        let v = View {
+            tensor: tensor.clone(),
+            offset,
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+        };
+        if shape.len() != strides.len() || v.extent() > tensor.len() {
+            return Err(Error::invalid(format!(
+                "view of shape {shape:?}, strides {strides:?} at offset {offset} does not fit a \
+                 tensor of shape {:?}",
+                tensor.shape()
+            )));
+        }
+        Ok(v)
+    }
+
     /// Error naming the view unless it has exactly `shape` and `dtype`; `spelled` (e.g.
     /// `"(T, D)"`) goes into the message.
     pub fn expect(&self, name: &str, spelled: &str, shape: &[usize], dtype: DType) -> Result<()> {
