@@ -6,8 +6,8 @@
 //! and DX12; it also walks `shaders/`, so a body missing here fails it. `tests/shader_contract.rs`
 //! checks each variant's WGSL interface against its declaration.
 
-use crate::ops::rmsnorm;
-use crate::ops::{absorbed_attention, diagonal_scan, embedding, fma_peak, latent_cache, matmul};
+use crate::ops::{absorbed_attention, causal_conv1d, diagonal_scan, embedding, fma_peak};
+use crate::ops::{latent_cache, matmul, rmsnorm};
 use crate::ops::{rope, selective_scan, state_update, stream_copy};
 use crate::shader::Variant;
 
@@ -53,6 +53,7 @@ pub const ALL: &[Variant] = &[
     embedding::HALF[0],
     embedding::HALF[1],
     embedding::HALF[2],
+    causal_conv1d::KERNEL,
 ];
 
 /// The fragments bodies pull in with `#include "name"` (they belong to the composer).

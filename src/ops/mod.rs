@@ -4,6 +4,7 @@
 //! validation, are in the `spec` module (re-exported here).
 
 pub mod absorbed_attention;
+pub mod causal_conv1d;
 pub mod diagonal_scan;
 pub mod embedding;
 pub mod fma_peak;

@@ -2,6 +2,7 @@
 //! conformance tests and `ssm-mla check` compare every kernel against these.
 
 pub mod absorbed_attention;
+pub mod causal_conv1d;
 pub mod diagonal_scan;
 pub mod embedding;
 pub mod fma_peak;

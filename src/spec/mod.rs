@@ -8,6 +8,7 @@
 //! disagreement names both tensors, their shapes and the dimension ([`Error::Mismatch`]).
 
 pub mod absorbed_attention;
+pub mod causal_conv1d;
 pub mod diagonal_scan;
 pub mod fma_peak;
 pub mod latent_cache;

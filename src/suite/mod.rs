@@ -12,6 +12,7 @@
 //! [`KERNELS`] lists them; the CLI iterates it.
 
 pub mod absorbed_attention;
+pub mod causal_conv1d;
 pub mod diagonal_scan;
 pub mod fma_peak;
 pub mod latent_cache;
@@ -143,6 +144,13 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: state_update::bench_cases,
         bench_as: Some(state_update::bench_cases_as),
         cpu: state_update::cpu_cases,
+    },
+    KernelEntry {
+        name: "causal_conv1d",
+        check: causal_conv1d::check_cases,
+        bench: causal_conv1d::bench_cases,
+        bench_as: None,
+        cpu: causal_conv1d::cpu_cases,
     },
     KernelEntry {
         name: "latent_cache",

@@ -9,6 +9,7 @@
 //! reference.
 
 pub mod absorbed_attention;
+pub mod causal_conv1d;
 pub mod diagonal_scan;
 pub mod fma_peak;
 pub mod latent_cache;

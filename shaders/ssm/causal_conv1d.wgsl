@@ -1,0 +1,249 @@
+// causal_conv1d: Mamba's depthwise causal convolution (causal_conv1d_fn, and causal_conv1d_update
+// as its one-token case), one kernel run in two modes.
+//
+// Math, per sequence row r, channel d, time t (0-based within the sequence), width W in 2..=4:
+//   y[r,d,t] = act(bias[d] + Σ_{k<W} w[d,k] · in(t − W + 1 + k))       act = SiLU or identity
+//   in(j) = x[r,d,j] for j ≥ 0; for j < 0 the initial state's element j + W − 1 (the state holds
+//   the last W − 1 inputs before t = 0, oldest first), or 0 without one.
+//   final state[j] = in(len − (W − 1) + j), j < W − 1: the last W − 1 inputs, the initial state
+//   in front when len < W − 1.
+//
+// Layouts: x and y are strided views (offset + strides, in elements) of (Bt, D, L), any
+// strides: channel-first (Bt, D, L), channel-last (Bt, L, D) permuted, or a column window of a
+// packed projection. weight (D, W), bias (D), states (rows, D, W − 1) row-major f32.
+// Three ways sequences are laid out (flags):
+//   batched   rows = Bt, each (b, :, 0..L) one sequence; initial states from `init` (Bt, D, W−1)
+//             or in place from `states`; final states to `states` (Bt, D, W−1).
+//   RAGGED    Bt = 1 and the L = T tokens are packed sequences: sequence s is tokens
+//             cu_seqlens[s] .. cu_seqlens[s+1]; with HAS_SLOTS its state row is slots[s] of the
+//             pool `states` (Pool, D, W−1) (a slot < 0 or ≥ Pool skips it: y = 0 on its tokens,
+//             the pool untouched). Tokens outside every sequence get y = 0.
+//   UNIT_SEQS the decode step: like RAGGED with sequence s = token s alone (no cu_seqlens).
+//
+// Work split: mode 0 (outputs) runs one invocation per output element (b, d, t); with D_FAST
+// consecutive invocations take consecutive channels (coalesced for channel-last views), else
+// consecutive times (channel-first). It reads W inputs (from x or the state) and never writes a
+// state. Mode 1 (states) runs one invocation per (sequence, channel): it reads the W − 1 values
+// of the final state (x, or the old state row) into registers, then writes the row, so a state
+// updated in place is read and written by one invocation only. The host records mode 1 after
+// mode 0 in the same batch (wgpu orders the two), so mode 0 always sees the old states. Linear
+// workgroup index (2-D grid past 65535 workgroups).
+// Bound: memory. Each output reads W inputs, mostly from cache, and writes one value: ~8 bytes
+// per output at f32 and 2·W FLOPs (+4 for SiLU).
+
+const WG: u32 = 256u;
+
+const HAS_BIAS: u32 = 1u;
+const SILU: u32 = 2u;
+const RAGGED: u32 = 4u;
+const UNIT_SEQS: u32 = 8u;
+const HAS_INIT: u32 = 16u;       // initial states are read
+const INIT_IN_STATES: u32 = 32u; // ... from `states` (the pool, or in place), not `init`
+const HAS_SLOTS: u32 = 64u;
+const D_FAST: u32 = 128u;
+
+struct Params {
+    mode: u32,   // 0: outputs, 1: final states
+    flags: u32,
+    batch: u32,  // Bt (1 for RAGGED and UNIT_SEQS)
+    dim: u32,    // D
+    len: u32,    // L (T packed tokens for RAGGED and UNIT_SEQS)
+    width: u32,  // W
+    seqs: u32,   // state rows written by mode 1: Bt, or S sequences
+    pool: u32,   // rows of `states` (slot bound)
+    items: u32,  // invocations of this mode
+    x_off: u32,
+    x_sb: u32,
+    x_sd: u32,
+    x_st: u32,
+    y_off: u32,
+    y_sb: u32,
+    y_sd: u32,
+    y_st: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;             // view of (Bt, D, L)
+@group(0) @binding(2) var<storage, read> weight: array<f32>;        // (D, W)
+@group(0) @binding(3) var<storage, read> bias: array<f32>;          // (D)
+@group(0) @binding(4) var<storage, read> init: array<f32>;          // (Bt, D, W − 1)
+@group(0) @binding(5) var<storage, read> cu_seqlens: array<i32>;    // (S + 1)
+@group(0) @binding(6) var<storage, read> slots: array<i32>;         // (S)
+@group(0) @binding(7) var<storage, read_write> states: array<f32>;  // (rows, D, W − 1)
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;       // view of (Bt, D, L)
+
+fn has(f: u32) -> bool {
+    return (params.flags & f) != 0u;
+}
+
+// Sequence s: its token range [start, end) on the time axis and its state row (`ok` false when
+// a slot skips it).
+struct Seq {
+    start: u32,
+    end: u32,
+    row: u32,
+    ok: bool,
+}
+
+fn sequence(b: u32, s: u32) -> Seq {
+    var q: Seq;
+    q.ok = true;
+    q.row = b;
+    q.start = 0u;
+    q.end = params.len;
+    if (has(UNIT_SEQS)) {
+        q.start = s;
+        q.end = s + 1u;
+        q.row = s;
+    } else if (has(RAGGED)) {
+        // Clamped so that malformed offsets stay in bounds (they give wrong sequences, never
+        // reads outside x).
+        q.start = min(u32(max(cu_seqlens[s], 0)), params.len);
+        q.end = clamp(u32(max(cu_seqlens[s + 1u], 0)), q.start, params.len);
+        q.row = s;
+    }
+    if (has(HAS_SLOTS)) {
+        let slot = slots[s];
+        q.ok = slot >= 0 && u32(slot) < params.pool;
+        q.row = u32(max(slot, 0));
+    }
+    return q;
+}
+
+// The sequence holding token t: the last s with cu_seqlens[s] ≤ t (binary search), or
+// `seqs` when t precedes every sequence or follows the last.
+fn sequence_of(t: u32) -> u32 {
+    if (has(UNIT_SEQS)) {
+        return t;
+    }
+    var lo = 0u;
+    var hi = params.seqs; // invariant: cu[lo] ≤ t < cu[hi] (cu[seqs] taken as +∞)
+    if (i32(t) < cu_seqlens[0]) {
+        return params.seqs;
+    }
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (cu_seqlens[mid] <= i32(t)) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    if (i32(t) >= cu_seqlens[params.seqs]) {
+        return params.seqs;
+    }
+    return lo;
+}
+
+fn x_at(b: u32, d: u32, t: u32) -> f32 {
+    return x[params.x_off + b * params.x_sb + d * params.x_sd + t * params.x_st];
+}
+
+// Element j (0 ≤ j < W − 1) of the initial state of row `row`, channel d (0 without one).
+fn init_at(row: u32, d: u32, j: u32) -> f32 {
+    if (!has(HAS_INIT)) {
+        return 0.0;
+    }
+    let i = (row * params.dim + d) * (params.width - 1u) + j;
+    if (has(INIT_IN_STATES)) {
+        return states[i];
+    }
+    return init[i];
+}
+
+// The input at time `start + p` of sequence q (p may be negative: the initial state).
+fn input(b: u32, d: u32, q: Seq, p: i32) -> f32 {
+    if (p >= 0) {
+        return x_at(b, d, q.start + u32(p));
+    }
+    return init_at(q.row, d, u32(p + i32(params.width) - 1)); // p ≥ −(W − 1)
+}
+
+fn outputs(i: u32) {
+    let dim = params.dim;
+    let len = params.len;
+    var b: u32;
+    var d: u32;
+    var t: u32;
+    if (has(D_FAST)) {
+        d = i % dim;
+        t = (i / dim) % len;
+        b = i / (dim * len);
+    } else {
+        t = i % len;
+        d = (i / len) % dim;
+        b = i / (dim * len);
+    }
+    let yi = params.y_off + b * params.y_sb + d * params.y_sd + t * params.y_st;
+    var s = 0u;
+    if (has(RAGGED) || has(UNIT_SEQS)) {
+        s = sequence_of(t);
+        if (s >= params.seqs) {
+            y[yi] = 0.0;
+            return;
+        }
+    }
+    let q = sequence(b, s);
+    if (!q.ok || t < q.start || t >= q.end) {
+        y[yi] = 0.0; // a skipped sequence (or t outside it: malformed cu_seqlens)
+        return;
+    }
+    let w = params.width;
+    let rel = i32(t - q.start);
+    var acc = 0.0;
+    if (has(HAS_BIAS)) {
+        acc = bias[d];
+    }
+    for (var k = 0u; k < w; k++) {
+        acc += weight[d * w + k] * input(b, d, q, rel - i32(w) + 1 + i32(k));
+    }
+    if (has(SILU)) {
+        acc = acc / (1.0 + exp(-acc));
+    }
+    y[yi] = acc;
+}
+
+fn final_states(i: u32) {
+    let dim = params.dim;
+    let d = i % dim;
+    let s = i / dim;
+    var b = s; // batched: sequence s is batch row s; packed sequences all sit in row 0
+    if (has(RAGGED) || has(UNIT_SEQS)) {
+        b = 0u;
+    }
+    let q = sequence(b, s);
+    if (!q.ok) {
+        return;
+    }
+    let keep = params.width - 1u;
+    let n = i32(q.end - q.start);
+    // Read the whole new row before writing it: its older part may come from the same row.
+    var row: array<f32, 3>;
+    for (var j = 0u; j < keep; j++) {
+        row[j] = input(b, d, q, n - i32(keep) + i32(j));
+    }
+    let base = (q.row * dim + d) * keep;
+    for (var j = 0u; j < keep; j++) {
+        states[base + j] = row[j];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * groups.x) * WG + lid;
+    if (i >= params.items) {
+        return;
+    }
+    if (params.mode == 0u) {
+        outputs(i);
+    } else {
+        final_states(i);
+    }
+}

@@ -1,0 +1,578 @@
+//! `causal_conv1d`: Mamba's depthwise causal convolution on the GPU, with the semantics of the
+//! `causal_conv1d` package's `causal_conv1d_fn` (prefill) and `causal_conv1d_update` (decode):
+//!
+//! ```text
+//! y[b,d,t] = act(bias[d] + Σ_{k<W} w[d,k] · x[b,d,t − W + 1 + k])     act = SiLU or identity
+//! ```
+//!
+//! with x at t < 0 taken from an initial state (the W − 1 inputs before t = 0, oldest first) or
+//! zero, and the final state the last W − 1 inputs (the initial state in front when L < W − 1).
+//! W is 2, 3 or 4; weight (D, W) (reshape Mamba's (D, 1, W) conv1d weight), bias (D), states f32.
+//!
+//! **Views.** x and y are [`View`]s of shape (Bt, D, L) with any strides: channel-first
+//! `t.view()` of (Bt, D, L), channel-last `t.view().permute(&[0, 2, 1])` of (Bt, L, D), or a
+//! column window of a packed projection (Mamba's in_proj output (T, 2·D_in), x = its first D_in
+//! columns: `t.view().narrow(1, 0, d_in)?.unsqueeze(0)?.permute(&[0, 2, 1])?`). The kernel binds
+//! the whole buffers and addresses them through offset and strides. An output view that would
+//! write an element twice (overlapping strides) is refused, as is y sharing a buffer with an
+//! input or the states.
+//!
+//! **Sequences.** Batched: each b is one sequence, with optional `initial_states` and
+//! `final_states` (Bt, D, W − 1) (the same tensor for both updates it in place). Packed (ragged,
+//! no padding): x (1, D, T) and `cu_seqlens` (S + 1) i32 (0, …, T): the convolution restarts at
+//! each sequence start; with a `state_pool` (Pool, D, W − 1) and `slots` (S) i32, sequence s's
+//! final state is written to pool row slots\[s\] (and its initial state read from it when
+//! `pool_initial`), so decoding continues with [`CausalConv1dUpdate`]. A slot < 0 or ≥ Pool
+//! skips the sequence (y = 0 on its tokens, the pool untouched); two sequences with one slot
+//! race; tokens outside every sequence get y = 0.
+//!
+//! **Decode** ([`CausalConv1dUpdate`]): x, y (Bt, D) views, one token per request; conv_state
+//! (Pool, D, W − 1) updated in place (shift left, append x), rows chosen by optional `slots` (Bt)
+//! i32 as `state_update` does (skipped: y row 0, state untouched). It runs the same kernel with
+//! each token a sequence of its own.
+//!
+//! One dispatch computes y (reading the old states); a second, recorded after it in the same
+//! batch, writes the final states, each (sequence, channel) row by one invocation that reads it
+//! whole first: so in-place states are safe.
+
+use crate::error::{Error, Result};
+use crate::ops::Cost;
+use crate::runtime::{Batch, Binding, DType, Gpu, Kernel, Shader, Tensor, View};
+use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
+use std::sync::Arc;
+
+pub use crate::spec::causal_conv1d::{
+    writes_once, ConvDims, ConvShapes, ConvUpdateDims, ConvUpdateShapes,
+};
+
+/// The WGSL kernel (one for every device: no subgroup or workgroup operations).
+pub const SHADER: Shader = wgsl!("ssm/causal_conv1d");
+
+const WG: usize = 256;
+
+/// The activation applied to the convolution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// y = conv (no activation).
+    #[default]
+    Identity,
+    /// y = conv · sigmoid(conv), as Mamba applies it.
+    Silu,
+}
+
+/// GPU inputs of a prefill call (see the module docs for the two ways to give sequences).
+#[derive(Clone, Copy, Debug)]
+pub struct CausalConv1dInputs<'a> {
+    /// x (Bt, D, L) f32, any strides; (1, D, T) with `cu_seqlens`.
+    pub x: &'a View,
+    /// weight (D, W) f32, W in 2..=4.
+    pub weight: &'a Tensor,
+    /// Optional bias (D) f32.
+    pub bias: Option<&'a Tensor>,
+    /// Activation.
+    pub activation: Activation,
+    /// Batched: initial states (Bt, D, W − 1) f32 (zeros when absent).
+    pub initial_states: Option<&'a Tensor>,
+    /// Batched: final states (Bt, D, W − 1) f32, written (may be `initial_states` itself).
+    pub final_states: Option<&'a Tensor>,
+    /// Packed: sequence offsets (S + 1) i32, 0 … T.
+    pub cu_seqlens: Option<&'a Tensor>,
+    /// Packed: conv-state pool (Pool, D, W − 1) f32; each sequence's final state is written at
+    /// its slot.
+    pub state_pool: Option<&'a Tensor>,
+    /// Packed: pool row per sequence (S) i32 (< 0 or ≥ Pool skips the sequence).
+    pub slots: Option<&'a Tensor>,
+    /// Packed: read each sequence's initial state from its pool row (else zeros).
+    pub pool_initial: bool,
+}
+
+impl<'a> CausalConv1dInputs<'a> {
+    /// Batched inputs with no bias, no states and no activation.
+    pub fn new(x: &'a View, weight: &'a Tensor) -> Self {
+        Self {
+            x,
+            weight,
+            bias: None,
+            activation: Activation::Identity,
+            initial_states: None,
+            final_states: None,
+            cu_seqlens: None,
+            state_pool: None,
+            slots: None,
+            pool_initial: false,
+        }
+    }
+
+    /// Validate dtypes and shapes; the sizes on success.
+    pub fn dims(&self) -> Result<ConvDims> {
+        self.x.tensor().expect_dtype("x", DType::F32)?;
+        for (name, t) in [
+            ("weight", Some(self.weight)),
+            ("bias", self.bias),
+            ("initial_states", self.initial_states),
+            ("final_states", self.final_states),
+            ("state_pool", self.state_pool),
+        ] {
+            if let Some(t) = t {
+                t.expect_dtype(name, DType::F32)?;
+            }
+        }
+        for (name, t) in [("cu_seqlens", self.cu_seqlens), ("slots", self.slots)] {
+            if let Some(t) = t {
+                t.expect_dtype(name, DType::I32)?;
+            }
+        }
+        ConvDims::from_shapes(&ConvShapes {
+            x: self.x.shape(),
+            weight: self.weight.shape(),
+            bias: self.bias.map(|t| t.shape()),
+            initial_states: self.initial_states.map(|t| t.shape()),
+            final_states: self.final_states.map(|t| t.shape()),
+            cu_seqlens: self.cu_seqlens.map(|t| t.shape()),
+            state_pool: self.state_pool.map(|t| t.shape()),
+            slots: self.slots.map(|t| t.shape()),
+        })
+    }
+}
+
+/// GPU inputs of a decode step.
+#[derive(Clone, Copy, Debug)]
+pub struct CausalConv1dUpdateInputs<'a> {
+    /// x (Bt, D) f32, any strides: one token per request.
+    pub x: &'a View,
+    /// conv_state (Pool, D, W − 1) f32, updated in place (Pool = Bt without slots).
+    pub conv_state: &'a Tensor,
+    /// weight (D, W) f32.
+    pub weight: &'a Tensor,
+    /// Optional bias (D) f32.
+    pub bias: Option<&'a Tensor>,
+    /// Activation.
+    pub activation: Activation,
+    /// Optional pool row per request (Bt) i32 (< 0 or ≥ Pool skips the request).
+    pub slots: Option<&'a Tensor>,
+}
+
+impl CausalConv1dUpdateInputs<'_> {
+    /// Validate dtypes and shapes; the sizes on success.
+    pub fn dims(&self) -> Result<ConvUpdateDims> {
+        self.x.tensor().expect_dtype("x", DType::F32)?;
+        self.conv_state.expect_dtype("conv_state", DType::F32)?;
+        self.weight.expect_dtype("weight", DType::F32)?;
+        if let Some(b) = self.bias {
+            b.expect_dtype("bias", DType::F32)?;
+        }
+        if let Some(s) = self.slots {
+            s.expect_dtype("slots", DType::I32)?;
+        }
+        ConvUpdateDims::from_shapes(&ConvUpdateShapes {
+            x: self.x.shape(),
+            conv_state: self.conv_state.shape(),
+            weight: self.weight.shape(),
+            bias: self.bias.map(|t| t.shape()),
+            slots: self.slots.map(|t| t.shape()),
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Uniforms {
+    mode: u32,
+    flags: u32,
+    batch: u32,
+    dim: u32,
+    len: u32,
+    width: u32,
+    seqs: u32,
+    pool: u32,
+    items: u32,
+    x_off: u32,
+    x_sb: u32,
+    x_sd: u32,
+    x_st: u32,
+    y_off: u32,
+    y_sb: u32,
+    y_sd: u32,
+    y_st: u32,
+    _pad: [u32; 3],
+}
+
+/// What the kernel is passed: its `Uniforms`, then x, weight, bias, batched initial states,
+/// cu_seqlens, slots (an input stands in for each absent one), the states written (batched
+/// final states or the pool) and y.
+pub const INTERFACE: KernelInterface = KernelInterface {
+    params: std::mem::size_of::<Uniforms>(),
+    bindings: &[
+        ("x", Access::Read),
+        ("weight", Access::Read),
+        ("bias", Access::Read),
+        ("init", Access::Read),
+        ("cu_seqlens", Access::Read),
+        ("slots", Access::Read),
+        ("states", Access::ReadWrite),
+        ("y", Access::ReadWrite),
+    ],
+};
+
+/// The kernel (f32).
+pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+const HAS_BIAS: u32 = 1;
+const SILU: u32 = 2;
+const RAGGED: u32 = 4;
+const UNIT_SEQS: u32 = 8;
+const HAS_INIT: u32 = 16;
+const INIT_IN_STATES: u32 = 32;
+const HAS_SLOTS: u32 = 64;
+const D_FAST: u32 = 128;
+
+/// A (Bt, D, L) view's offset and strides for the uniforms, checked to fit 32-bit indices.
+fn strides3(v: &View, name: &str) -> Result<(u32, [u32; 3])> {
+    let (off, s) = v.index_u32(name)?;
+    Ok((off, [s[0], s[1], s[2]]))
+}
+
+/// Error unless `y` writes each element once and shares no buffer with the `others`.
+fn check_output(y: &View, others: &[(&str, Option<&Tensor>)]) -> Result<()> {
+    if !writes_once(y.shape(), y.strides()) {
+        return Err(Error::invalid(format!(
+            "output view `y` of shape {:?} with strides {:?} would write some elements twice \
+             (its strides overlap)",
+            y.shape(),
+            y.strides()
+        )));
+    }
+    for (name, t) in others {
+        if t.is_some_and(|t| t.buffer() == y.tensor().buffer()) {
+            return Err(Error::invalid(format!(
+                "output view `y` shares its tensor with `{name}`: give y a tensor of its own"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Error when the written `states` tensor is also one of the read-only inputs.
+fn check_states(states: &Tensor, name: &str, others: &[(&str, Option<&Tensor>)]) -> Result<()> {
+    for (other, t) in others {
+        if t.is_some_and(|t| t.buffer() == states.buffer()) {
+            return Err(Error::invalid(format!(
+                "`{name}` is written and must not share a tensor with `{other}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn groups(items: usize) -> Result<u32> {
+    u32::try_from(items.div_ceil(WG)).map_err(|_| Error::Limit {
+        what: format!("{items} invocations"),
+        detail: "more than 2^32 workgroups".into(),
+    })
+}
+
+fn items_u32(items: usize) -> Result<u32> {
+    u32::try_from(items).map_err(|_| Error::Limit {
+        what: format!("{items} outputs"),
+        detail: "the kernel indexes with 32-bit integers".into(),
+    })
+}
+
+/// A built causal-convolution op (prefill; the decode step is [`CausalConv1dUpdate`]).
+#[derive(Clone, Debug)]
+pub struct CausalConv1d {
+    kernel: Arc<Kernel>,
+}
+
+impl CausalConv1d {
+    /// Build (or fetch from the cache) the pipeline.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        Ok(Self {
+            kernel: gpu.kernel(&KERNEL, &[])?,
+        })
+    }
+
+    /// Record the prefill: y (Bt, D, L) (any strides that write each element once) and, when
+    /// asked, the final states. Everything is validated first; on error nothing is recorded.
+    pub fn record(&self, batch: &mut Batch, inputs: &CausalConv1dInputs, y: &View) -> Result<()> {
+        let dims = inputs.dims()?;
+        let (bt, dim, len) = (dims.batch, dims.dim, dims.len);
+        y.expect("y", "(Bt, D, L) like x", &[bt, dim, len], DType::F32)?;
+        let reads = [
+            ("x", Some(inputs.x.tensor())),
+            ("weight", Some(inputs.weight)),
+            ("bias", inputs.bias),
+            ("initial_states", inputs.initial_states),
+            ("cu_seqlens", inputs.cu_seqlens),
+            ("slots", inputs.slots),
+        ];
+        let written = inputs.final_states.or(inputs.state_pool);
+        let written_name = if inputs.final_states.is_some() {
+            "final_states"
+        } else {
+            "state_pool"
+        };
+        let mut with_states = reads.to_vec();
+        with_states.push((written_name, written));
+        check_output(y, &with_states)?;
+        if let Some(s) = written {
+            // Batched initial and final states may be one tensor (updated in place).
+            let others: Vec<_> = reads
+                .iter()
+                .copied()
+                .filter(|(n, t)| {
+                    !(*n == "initial_states" && t.is_some_and(|t| t.buffer() == s.buffer()))
+                })
+                .collect();
+            check_states(s, written_name, &others)?;
+        }
+        let (x_off, xs) = strides3(inputs.x, "x")?;
+        let (y_off, ys) = strides3(y, "y")?;
+        let mut flags = 0;
+        if inputs.bias.is_some() {
+            flags |= HAS_BIAS;
+        }
+        if inputs.activation == Activation::Silu {
+            flags |= SILU;
+        }
+        // Consecutive invocations take consecutive channels when channels are closer together
+        // in x than times are (channel-last), else consecutive times.
+        if xs[1] < xs[2] {
+            flags |= D_FAST;
+        }
+        let mut init = inputs.initial_states;
+        let states = written;
+        let mut seqs = bt;
+        if dims.seqs.is_some() {
+            flags |= RAGGED;
+            seqs = dims.seqs.unwrap_or(1);
+            if inputs.state_pool.is_some() {
+                flags |= HAS_SLOTS;
+                if inputs.pool_initial {
+                    flags |= HAS_INIT | INIT_IN_STATES;
+                }
+            }
+        } else if let Some(i) = inputs.initial_states {
+            flags |= HAS_INIT;
+            if written.is_some_and(|s| s.buffer() == i.buffer()) {
+                // In place: read the old rows through the written binding, which must not
+                // also be bound read-only.
+                flags |= INIT_IN_STATES;
+                init = None;
+            }
+        }
+        let uniforms = Uniforms {
+            mode: 0,
+            flags,
+            batch: bt as u32,
+            dim: dim as u32,
+            len: len as u32,
+            width: dims.width as u32,
+            seqs: seqs as u32,
+            pool: dims.pool.unwrap_or(bt) as u32,
+            items: items_u32(bt * dim * len)?,
+            x_off,
+            x_sb: xs[0],
+            x_sd: xs[1],
+            x_st: xs[2],
+            y_off,
+            y_sb: ys[0],
+            y_sd: ys[1],
+            y_st: ys[2],
+            _pad: [0; 3],
+        };
+        let bindings = |states: Option<&Tensor>| -> [Binding; 8] {
+            let w = inputs.weight;
+            [
+                inputs.x.tensor().into(),
+                w.into(),
+                inputs.bias.unwrap_or(w).into(),
+                init.unwrap_or(w).into(),
+                inputs.cu_seqlens.unwrap_or(w).into(),
+                inputs.slots.unwrap_or(w).into(),
+                // Without states, y stands in (both read-write; mode 0 never writes states).
+                states.unwrap_or(y.tensor()).into(),
+                y.tensor().into(),
+            ]
+        };
+        let out_groups = groups(bt * dim * len)?;
+        let state_items = seqs * dim;
+        let state_groups = groups(state_items)?;
+        let gpu = batch.gpu();
+        gpu.grid(out_groups)?;
+        gpu.grid(state_groups)?;
+        batch.dispatch(&self.kernel, &uniforms, &bindings(states), out_groups)?;
+        if let Some(s) = states {
+            let u = Uniforms {
+                mode: 1,
+                items: items_u32(state_items)?,
+                ..uniforms
+            };
+            batch.dispatch(&self.kernel, &u, &bindings(Some(s)), state_groups)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes that must move and FLOPs of a prefill: x read and y written once, weight, bias,
+    /// states read and written; per output W FMAs (2·W FLOPs), the bias add, and 4 for SiLU
+    /// (exp, add, divide, multiply).
+    pub fn cost(dims: &ConvDims, bias: bool, silu: bool, states: bool) -> Cost {
+        let outputs = (dims.batch * dims.dim * dims.len) as u64;
+        let rows = dims.seqs.unwrap_or(dims.batch) as u64 * dims.dim as u64;
+        let mut elems = 2 * outputs + (dims.dim * dims.width) as u64;
+        let mut per = 2 * dims.width as u64;
+        if bias {
+            elems += dims.dim as u64;
+            per += 1;
+        }
+        if silu {
+            per += 4;
+        }
+        if states {
+            elems += 2 * rows * dims.state_len() as u64;
+        }
+        Cost {
+            bytes: 4 * elems,
+            flops: outputs * per,
+        }
+    }
+}
+
+/// A built decode-step op: one token per request through the conv-state pool.
+#[derive(Clone, Debug)]
+pub struct CausalConv1dUpdate {
+    kernel: Arc<Kernel>,
+}
+
+impl CausalConv1dUpdate {
+    /// Build (or fetch from the cache) the pipeline.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        Ok(Self {
+            kernel: gpu.kernel(&KERNEL, &[])?,
+        })
+    }
+
+    /// Record one step: y (Bt, D) written, `inputs.conv_state` updated in place. Everything is
+    /// validated first; on error nothing is recorded.
+    pub fn record(
+        &self,
+        batch: &mut Batch,
+        inputs: &CausalConv1dUpdateInputs,
+        y: &View,
+    ) -> Result<()> {
+        let dims = inputs.dims()?;
+        let (bt, dim) = (dims.batch, dims.dim);
+        y.expect("y", "(Bt, D) like x", &[bt, dim], DType::F32)?;
+        let reads = [
+            ("x", Some(inputs.x.tensor())),
+            ("weight", Some(inputs.weight)),
+            ("bias", inputs.bias),
+            ("slots", inputs.slots),
+        ];
+        let mut with_state = reads.to_vec();
+        with_state.push(("conv_state", Some(inputs.conv_state)));
+        check_output(y, &with_state)?;
+        check_states(inputs.conv_state, "conv_state", &reads)?;
+        // The step is the packed prefill with each token a sequence: (Bt, D) seen as (1, D, T).
+        let (x_off, xs) = inputs.x.index_u32("x")?;
+        let (y_off, ys) = y.index_u32("y")?;
+        let mut flags = UNIT_SEQS | HAS_INIT | INIT_IN_STATES;
+        if inputs.bias.is_some() {
+            flags |= HAS_BIAS;
+        }
+        if inputs.activation == Activation::Silu {
+            flags |= SILU;
+        }
+        if inputs.slots.is_some() {
+            flags |= HAS_SLOTS;
+        }
+        if xs[1] < xs[0] {
+            flags |= D_FAST;
+        }
+        let items = bt * dim;
+        let uniforms = Uniforms {
+            mode: 0,
+            flags,
+            batch: 1,
+            dim: dim as u32,
+            len: bt as u32,
+            width: dims.width as u32,
+            seqs: bt as u32,
+            pool: dims.pool as u32,
+            items: items_u32(items)?,
+            x_off,
+            x_sb: 0,
+            x_sd: xs[1],
+            x_st: xs[0],
+            y_off,
+            y_sb: 0,
+            y_sd: ys[1],
+            y_st: ys[0],
+            _pad: [0; 3],
+        };
+        let w = inputs.weight;
+        let bindings: [Binding; 8] = [
+            inputs.x.tensor().into(),
+            w.into(),
+            inputs.bias.unwrap_or(w).into(),
+            w.into(),
+            w.into(),
+            inputs.slots.unwrap_or(w).into(),
+            inputs.conv_state.into(),
+            y.tensor().into(),
+        ];
+        let g = groups(items)?;
+        batch.gpu().grid(g)?;
+        batch.dispatch(&self.kernel, &uniforms, &bindings, g)?;
+        batch.dispatch(
+            &self.kernel,
+            &Uniforms {
+                mode: 1,
+                ..uniforms
+            },
+            &bindings,
+            g,
+        )
+    }
+
+    /// Bytes that must move and FLOPs of one step: x read, y written, the state rows read and
+    /// written, weight and bias read; per output 2·W FLOPs, the bias add, 4 for SiLU.
+    pub fn cost(dims: &ConvUpdateDims, bias: bool, silu: bool) -> Cost {
+        let rows = (dims.batch * dims.dim) as u64;
+        let mut elems =
+            2 * rows + 2 * rows * (dims.width - 1) as u64 + (dims.dim * dims.width) as u64;
+        let mut per = 2 * dims.width as u64;
+        if bias {
+            elems += dims.dim as u64;
+            per += 1;
+        }
+        if silu {
+            per += 4;
+        }
+        Cost {
+            bytes: 4 * elems,
+            flops: rows * per,
+        }
+    }
+}
+
+/// Run a prefill and wait: y (Bt, D, L) as a new contiguous tensor (final states, when asked,
+/// land in the tensors the inputs name).
+pub fn causal_conv1d(gpu: &Gpu, inputs: &CausalConv1dInputs) -> Result<Tensor> {
+    let dims = inputs.dims()?;
+    let y = gpu.empty(&[dims.batch, dims.dim, dims.len], DType::F32)?;
+    let mut batch = gpu.batch();
+    CausalConv1d::new(gpu)?.record(&mut batch, inputs, &y.view())?;
+    batch.run()?;
+    Ok(y)
+}
+
+/// Run one decode step and wait: y (Bt, D) as a new tensor; the conv state is updated in place.
+pub fn causal_conv1d_update(gpu: &Gpu, inputs: &CausalConv1dUpdateInputs) -> Result<Tensor> {
+    let dims = inputs.dims()?;
+    let y = gpu.empty(&[dims.batch, dims.dim], DType::F32)?;
+    let mut batch = gpu.batch();
+    CausalConv1dUpdate::new(gpu)?.record(&mut batch, inputs, &y.view())?;
+    batch.run()?;
+    Ok(y)
+}
