@@ -10,16 +10,20 @@
 //   x_t[n] = exp(dt_t · A[d,n]) · x_{t-1}[n] + dt_t · B_t[n] · u_t,      x_{-1} = initial_state or 0
 //   y_t    = (Σ_n C_t[n] · x_t[n] + D[d] · u_t) · silu(z_t)   (D and z optional)
 //
-// Layouts (f32, row-major; selective_scan_io.wgsl has them per binding): u, delta, z, out
-// (Bt, D, L); B, C (D, N) constant or (Bt, G, N, L) variable/grouped; A, D, delta_bias packed
-// in `chan`; state (Bt, D, N) holds initial_state on entry and last_state on exit.
+// Layouts (row-major; selective_scan_io.wgsl has them per binding, and the dtypes): u, delta,
+// z, out (Bt, D, L) in u's dtype (f32, or flag F16/BF16: halves, out rounded once on store);
+// B, C (D, N) constant or (Bt, G, N, L) variable/grouped, f32 or u's dtype; A, D, delta_bias
+// (f32) packed in `chan`; state (Bt, D, N, f32) holds initial_state on entry and last_state on
+// exit. Index arithmetic and loads/stores are the io fragment's helpers.
 //
 // Work split: one invocation per row (b, d), WG rows per workgroup (override; the host picks 64,
 // or 16 when that leaves fewer than 16 workgroups), linear workgroup index (2-D grid past 65535).
 // The invocation walks time sequentially with NS = 16 states in registers (constant-indexed,
 // unrolled loops): per step it reads u, delta (softplus once per step), B_t[n], C_t[n] for its
 // NS states, updates them and sums y_t in a register, then writes out. N > NS: the states are
-// done in passes of NS, later passes adding to out (read back) and the last applying D and z.
+// done in passes of NS, later passes adding to out (read back) and the last applying D and z
+// (f32 out only: with half out the host runs N > NS on the chunked kernel, so that out is
+// rounded once rather than once per pass).
 //
 // Why this split (measured on lavapipe, Bt=1 D=256 N=16 L=256, CPU time of the process): the
 // earlier chunked parallel scan (workgroup per row, 512-step chunks, shared-memory/subgroup carry)
@@ -38,14 +42,6 @@
 override WG: u32 = 64u;
 
 #include "ssm/selective_scan_io"
-
-// Element index of the (group, n) row of a variable B or C for row `row`.
-fn bc_base(row: u32, n: u32, groups: u32, off: u32) -> u32 {
-    let dim = params.dim;
-    let bi = row / dim;
-    let d = row % dim;
-    return ((bi * groups + d / (dim / groups)) * params.n + n) * params.len - off;
-}
 
 const NS: u32 = 16u; // states per pass held in registers
 @compute @workgroup_size(WG)
@@ -66,7 +62,7 @@ fn main(
     let c_var = (flags & C_VARIABLE) != 0u;
     let row = params.row0 + w;
     let d = row % dim;
-    let x_base = row * len - params.off_x;
+    let x_base = x_index(row, 0u);
     let skip = skip_of(d);
     let bias = bias_of(d);
     for (var n0 = 0u; n0 < nn; n0 += NS) {
@@ -80,22 +76,22 @@ fn main(
             a[j] = chan[d * nn + n];
             x[j] = 0.0;
             if ((flags & HAS_INIT) != 0u) {
-                x[j] = state[row * nn + n - params.off_s];
+                x[j] = state[state_index(row, n)];
             }
             bc[j] = 0.0;
             if (!b_var) {
-                bc[j] = bmat[d * nn + n];
+                bc[j] = load_b(d * nn + n);
             }
             cc[j] = 0.0;
             if (!c_var) {
-                cc[j] = cmat[d * nn + n];
+                cc[j] = load_c(d * nn + n);
             }
         }
-        let b_base = bc_base(row, n0, params.b_groups, params.off_b);
-        let c_base = bc_base(row, n0, params.c_groups, params.off_c);
+        let b_base = bc_index(row, n0, params.b_groups, params.off_b);
+        let c_base = bc_index(row, n0, params.c_groups, params.off_c);
         for (var t = 0u; t < len; t++) {
-            let uu = u[x_base + t];
-            var dv = delta[x_base + t] + bias;
+            let uu = load_u(x_base + t);
+            var dv = load_delta(x_base + t) + bias;
             if ((flags & SOFTPLUS) != 0u) {
                 dv = softplus(dv);
             }
@@ -106,31 +102,31 @@ fn main(
                 let jj = select(0u, j, nv);
                 var bt = bc[j];
                 if (b_var) {
-                    bt = bmat[b_base + jj * len + t];
+                    bt = load_b(b_base + jj * len + t);
                 }
                 var ct = cc[j];
                 if (c_var) {
-                    ct = cmat[c_base + jj * len + t];
+                    ct = load_c(c_base + jj * len + t);
                 }
                 x[j] = exp(dv * a[j]) * x[j] + du * bt;
                 y += select(0.0, ct * x[j], nv);
             }
             var o = y;
             if (n0 > 0u) {
-                o += out[x_base + t];
+                o += load_out(x_base + t);
             }
             if (last) {
                 o += skip * uu;
                 if ((flags & HAS_Z) != 0u) {
-                    let zz = zgate[x_base + t];
+                    let zz = load_z(x_base + t);
                     o = o * (zz / (1.0 + exp(-zz)));
                 }
             }
-            out[x_base + t] = o;
+            store_out(x_base + t, o);
         }
         for (var j = 0u; j < NS; j++) {
             if (n0 + j < nn) {
-                state[row * nn + n0 + j - params.off_s] = x[j];
+                state[state_index(row, n0 + j)] = x[j];
             }
         }
     }
