@@ -107,6 +107,42 @@ fn bench_dtype_counts_half_bytes_and_skips_f32_only_kernels() {
     );
 }
 
+/// The scans' half rows: u and y counted at 2 bytes, the parameters at 4.
+#[test]
+fn bench_dtype_has_half_rows_for_the_scans() {
+    let path = std::env::temp_dir().join(format!("ssm-mla-bench-f16-{}.json", std::process::id()));
+    let out = ssm_mla(&[
+        "bench",
+        "--quick",
+        "--kernel",
+        "diagonal_scan",
+        "--dtype",
+        "f16",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for r in results {
+        let size = r["size"].as_str().unwrap();
+        assert!(
+            size.starts_with("Bt=1 H=256 L=256 N=16") && size.ends_with(" f16"),
+            "{r}"
+        );
+        // u and y (Bt·H·L halves each), lambda, b, c (H·N complex f32), dt and d (H f32).
+        let (h, l, n) = (256u64, 256u64, 16u64);
+        assert_eq!(
+            r["bytes"].as_u64().unwrap(),
+            2 * 2 * h * l + 4 * (6 * h * n + 2 * h),
+            "{r}"
+        );
+    }
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
     let out = ssm_mla(&["no-such-command"]);

@@ -7,6 +7,12 @@
 //!
 //! Tolerance: |y − ref| ≤ 2e-4 + 1e-3·|ref| (`testing::diagonal_scan::TOLERANCE`): f32 state
 //! carried over up to thousands of steps, N complex modes summed per output.
+//!
+//! Half u and y (f16 or bf16; parameters f32): the reference is fed the same rounded u, widened,
+//! so the f32 bound holds up to the store of y, which rounds once: y within 2e-4 + (1e-3 +
+//! 2^-8)·|ref| for bf16 (unit roundoff of 7 stored bits, nearest even), 2e-4 + (1e-3 +
+//! 2^-10)·|ref| for f16 (one ulp of 10 stored bits: `pack2x16float` may return either
+//! neighbour) (`y_tolerance`).
 
 mod common;
 use common::*;
@@ -16,7 +22,7 @@ use ssm_mla::ops::diagonal_scan::{
     diagonal_scan, DiagonalScan, DiagonalSsmHost, Dims, MAX_MODES, T, WG,
 };
 use ssm_mla::ops::selective_scan::ScanStrategy;
-use ssm_mla::testing::diagonal_scan::{Problem, TOLERANCE};
+use ssm_mla::testing::diagonal_scan::{y_tolerance, Problem, TOLERANCE};
 use ssm_mla::{DType, Tolerance};
 
 const STRATEGIES: [ScanStrategy; 2] = [ScanStrategy::RowSequential, ScanStrategy::ChunkedParallel];
@@ -159,6 +165,7 @@ fn legs_diagonal_ssm_on_the_gpu_matches_the_dense_cpu_system() {
             batch: 1,
             len: l,
             u: u_host.iter().chain(u_host.iter()).copied().collect(),
+            dtype: DType::F32,
         };
         for (name, gpu) in gpus() {
             for strategy in STRATEGIES {
@@ -361,4 +368,91 @@ fn disagreeing_inputs_are_named_together() {
         message(&u, &bad),
         "tensors `lambda` (2, 4, 2) and `d` (3) disagree on H: 2 vs 3"
     );
+}
+
+/// Half u and y for both strategies on both devices: size 1, odd H and ragged odd L (rows sharing
+/// a u32 word of y), several chunks, N > 16 (chunked whatever the strategy, so that y is
+/// rounded once); y NaN-poisoned in its dtype.
+#[test]
+fn half_u_and_y_every_strategy() {
+    let chunk = (WG * T) as usize;
+    let cases = [
+        (1usize, 1usize, 1usize, 1usize, Discretisation::Zoh),
+        (2, 3, 7, 5, Discretisation::Bilinear),
+        (1, 3, chunk + 37, 16, Discretisation::Zoh),
+        (2, 3, 51, 21, Discretisation::Bilinear),
+    ];
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("diagonal_scan half");
+        let ops = STRATEGIES.map(|s| DiagonalScan::with_strategy(&gpu, s).unwrap());
+        for dtype in [DType::F16, DType::BF16] {
+            for (bt, h, l, n, method) in cases {
+                let p = Problem::random(&mut rng, dims(bt, h, l, n)).with_dtype(dtype);
+                let reference = p.reference(method).unwrap();
+                for op in &ops {
+                    let strategy = op.strategy_for_dtype(p.dims(), dtype);
+                    if n > 16 {
+                        assert_eq!(strategy, ScanStrategy::ChunkedParallel);
+                    } else {
+                        assert_eq!(strategy, op.strategy());
+                    }
+                    let out = p.run(&gpu, op, method).unwrap();
+                    assert_close(
+                        &format!(
+                            "{name} {dtype} {} Bt={bt} H={h} L={l} N={n} {method}",
+                            op.strategy().name()
+                        ),
+                        &out,
+                        &reference,
+                        y_tolerance(dtype),
+                        seed,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// y must have u's dtype, u a float dtype, the parameters f32: dtype errors name the tensor.
+#[test]
+fn half_dtype_mismatches_are_named() {
+    let gpu = gpu();
+    let mut rng = rng("diagonal_scan half errors").0;
+    let ssm = DiagonalSsmHost::random(&mut rng, 2, 4)
+        .upload(&gpu)
+        .unwrap();
+    let op = DiagonalScan::new(&gpu).unwrap();
+    let t = |dtype| gpu.empty(&[1, 2, 5], dtype).unwrap();
+    let mut half_lambda = ssm.clone();
+    half_lambda.lambda = gpu.empty(&[2, 4, 2], DType::F16).unwrap();
+    for (u, ssm, y, name, expected) in [
+        (t(DType::F16), &ssm, t(DType::F32), "`y`", "f16"),
+        (t(DType::BF16), &ssm, t(DType::F16), "`y`", "bf16"),
+        (
+            t(DType::I32),
+            &ssm,
+            t(DType::I32),
+            "`u`",
+            "f32, f16 or bf16",
+        ),
+        (
+            t(DType::F16),
+            &half_lambda,
+            t(DType::F16),
+            "`lambda`",
+            "f32",
+        ),
+    ] {
+        let mut batch = gpu.batch();
+        let err = op
+            .record(&mut batch, &u, ssm, &y, Discretisation::Zoh)
+            .unwrap_err();
+        assert!(matches!(err, ssm_mla::Error::DType { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(name) && msg.contains(expected),
+            "{name}: {msg}"
+        );
+        assert_eq!(batch.dispatches(), 0, "{msg}");
+    }
 }

@@ -9,13 +9,20 @@
 //! up to L = 2049 steps (products of L decays, reordered by the parallel scan) and sums over N
 //! terms of both signs. A survey over 30 seeds saw at most 0.18 of this allowance (err 1.8e-4 at
 //! L = 2049); `mamba_ssm`'s own f32 test allows rtol 6e-4, atol 2e-3.
+//!
+//! Half inputs (u, delta, z, out in f16 or bf16; B and C f32 or that dtype; the rest f32): the
+//! reference is fed the same rounded inputs, widened, so the f32 bound holds up to the store of
+//! out, which rounds once: out within 5e-4 + (1e-3 + 2^-8)·|ref| for bf16 (unit roundoff of 7
+//! stored bits, nearest even) and 5e-4 + (1e-3 + 2^-10)·|ref| for f16 (one ulp of 10 stored
+//! bits: `pack2x16float` may return either neighbour) (`out_tolerance`; mamba_ssm tests bf16 at
+//! rtol 5e-2, atol 1e-1). last_state is f32 and keeps 5e-4 + 1e-3·|ref|.
 
 mod common;
 use common::*;
 use ssm_mla::ops::selective_scan::{
     BcLayout, ScanDims, ScanOptions, ScanStrategy, SelectiveScan, SelectiveScanInputs,
 };
-use ssm_mla::testing::selective_scan::{dims, Problem, ALL, TOLERANCE as TOL};
+use ssm_mla::testing::selective_scan::{dims, out_tolerance, Problem, ALL, TOLERANCE as TOL};
 use ssm_mla::{DType, Gpu, GpuOptions, Rng};
 
 /// Both strategies, each run explicitly by every conformance test.
@@ -536,4 +543,181 @@ fn disagreeing_inputs_are_named_together() {
         assert_eq!(err.to_string(), want);
         assert_eq!(batch.dispatches(), 0);
     }
+}
+
+/// Half u, delta, z, out (B and C f32 or halves, alternating) for every strategy on both devices:
+/// size 1, odd D, ragged and odd L (rows sharing a u32 word of out), past one chunk, N > 16 (run
+/// chunked whatever the strategy, so that out is rounded once), grouped and constant B/C, every
+/// option; out NaN-poisoned in its dtype.
+#[test]
+fn half_inputs_every_strategy() {
+    let c = BcLayout::Constant;
+    let v = BcLayout::Grouped(1);
+    let cases: &[(usize, usize, usize, usize, BcLayout, BcLayout, u32)] = &[
+        (1, 1, 1, 1, c, c, 0),
+        (2, 3, 7, 5, v, v, 31),
+        (1, 5, 37, 16, BcLayout::Grouped(5), c, 15),
+        (2, 3, 9, 16, c, v, 23),
+        (1, 2, 601, 4, v, BcLayout::Grouped(2), 31),
+        (2, 3, 9, 20, v, v, 31),
+    ];
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("selective_scan half");
+        let ops = STRATEGIES.map(|s| SelectiveScan::with_strategy(&gpu, s).unwrap());
+        for dtype in [DType::F16, DType::BF16] {
+            for (i, &(bt, dim, l, n, bl, cl, bits)) in cases.iter().enumerate() {
+                let bc_half = i % 2 == 1;
+                let p =
+                    make(&mut rng, bt, dim, l, n, bl, cl, options(bits)).with_dtype(dtype, bc_half);
+                let want = p.reference().unwrap();
+                for op in &ops {
+                    let strategy = op.strategy_for_dtype(&p.dims, dtype);
+                    if n > 16 {
+                        assert_eq!(strategy, ScanStrategy::ChunkedParallel);
+                    } else {
+                        assert_eq!(strategy, op.strategy());
+                    }
+                    let (out, last) = p.run(&gpu, op).unwrap();
+                    let what = format!(
+                        "{name} {dtype} B/C half={bc_half} {:?} {:?}",
+                        op.strategy(),
+                        p.dims
+                    );
+                    assert_close(
+                        &format!("{what} out"),
+                        &out,
+                        &want.out,
+                        out_tolerance(dtype),
+                        seed,
+                    );
+                    assert_close(
+                        &format!("{what} last_state"),
+                        &last,
+                        &want.last_state,
+                        TOL,
+                        seed,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Halves over several storage-binding windows: with odd L a window's first row starts mid-word,
+/// so the window starts on the word (the aligned offset) and the kernel keeps each element's lane.
+#[test]
+fn half_inputs_split_over_bindings() {
+    let gpu = Gpu::with_options(&GpuOptions {
+        max_storage_binding: Some(4096),
+        max_workgroups_per_dimension: Some(7),
+        ..Default::default()
+    })
+    .expect("GPU tests need an adapter");
+    let (mut rng, seed) = rng("selective_scan half split");
+    for (dtype, bc_half) in [(DType::BF16, true), (DType::F16, false)] {
+        let p = make(
+            &mut rng,
+            3,
+            5,
+            201,
+            4,
+            BcLayout::Grouped(1),
+            BcLayout::Constant,
+            ALL,
+        )
+        .with_dtype(dtype, bc_half);
+        let want = p.reference().unwrap();
+        for strategy in STRATEGIES {
+            let (out, last) = run_gpu(&p, &gpu, strategy).unwrap();
+            let what = format!("split {dtype} {strategy:?}");
+            assert_close(
+                &format!("{what} out"),
+                &out,
+                &want.out,
+                out_tolerance(dtype),
+                seed,
+            );
+            assert_close(
+                &format!("{what} last_state"),
+                &last,
+                &want.last_state,
+                TOL,
+                seed,
+            );
+        }
+    }
+}
+
+/// u, delta, z and out share u's dtype, B and C are f32 or u's dtype, the rest f32: a mismatch
+/// is a dtype error naming the tensor, and nothing is recorded.
+#[test]
+fn half_dtype_mismatches_are_named() {
+    let gpu = gpu();
+    let (bt, dim, l, n) = (2, 3, 5, 4);
+    let t = |shape: &[usize], dtype| gpu.empty(shape, dtype).unwrap();
+    let u = t(&[bt, dim, l], DType::F16);
+    let x_bf = t(&[bt, dim, l], DType::BF16);
+    let x_f32 = t(&[bt, dim, l], DType::F32);
+    let ints = t(&[bt, dim, l], DType::I32);
+    let a = t(&[dim, n], DType::F32);
+    let a_half = t(&[dim, n], DType::F16);
+    let bc = t(&[bt, n, l], DType::F16);
+    let bc_bf = t(&[bt, n, l], DType::BF16);
+    let d_half = t(&[dim], DType::F16);
+    let init_half = t(&[bt, dim, n], DType::F16);
+    let last = t(&[bt, dim, n], DType::F32);
+    let last_half = t(&[bt, dim, n], DType::F16);
+    let base = SelectiveScanInputs {
+        u: &u,
+        delta: &u,
+        a: &a,
+        b: &bc,
+        c: &bc,
+        d: None,
+        z: None,
+        delta_bias: None,
+        initial_state: None,
+        delta_softplus: false,
+    };
+    let op = SelectiveScan::new(&gpu).unwrap();
+    #[rustfmt::skip]
+    let cases: Vec<(&str, SelectiveScanInputs, &ssm_mla::Tensor, &ssm_mla::Tensor, &str)> = vec![
+        ("u", SelectiveScanInputs { u: &ints, delta: &ints, ..base }, &ints, &last, "f32, f16 or bf16"),
+        ("delta", SelectiveScanInputs { delta: &x_bf, ..base }, &u, &last, "u's dtype"),
+        ("z", SelectiveScanInputs { z: Some(&x_f32), ..base }, &u, &last, "u's dtype"),
+        ("B", SelectiveScanInputs { b: &bc_bf, ..base }, &u, &last, "f32 or f16"),
+        ("C", SelectiveScanInputs { c: &bc_bf, ..base }, &u, &last, "f32 or f16"),
+        ("A", SelectiveScanInputs { a: &a_half, ..base }, &u, &last, "f32"),
+        ("D", SelectiveScanInputs { d: Some(&d_half), ..base }, &u, &last, "f32"),
+        ("delta_bias", SelectiveScanInputs { delta_bias: Some(&d_half), ..base }, &u, &last, "f32"),
+        ("initial_state", SelectiveScanInputs { initial_state: Some(&init_half), ..base }, &u, &last, "f32"),
+        ("out", base, &x_f32, &last, "u's dtype"),
+        ("last_state", base, &u, &last_half, "f32"),
+    ];
+    for (name, inputs, out, last, expected) in cases {
+        let mut batch = gpu.batch();
+        let err = op.record(&mut batch, &inputs, out, last).unwrap_err();
+        assert!(
+            matches!(err, ssm_mla::Error::DType { .. }),
+            "{name}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("`{name}`")), "{name}: {msg}");
+        assert!(msg.contains(expected), "{name}: {msg}");
+        assert_eq!(batch.dispatches(), 0, "{msg}");
+    }
+    // f32 B and C with half u are accepted (mamba_ssm's constant B/C are f32).
+    let bc_f32 = t(&[bt, n, l], DType::F32);
+    let mut batch = gpu.batch();
+    op.record(
+        &mut batch,
+        &SelectiveScanInputs {
+            b: &bc_f32,
+            c: &bc_f32,
+            ..base
+        },
+        &u,
+        &last,
+    )
+    .unwrap();
 }

@@ -1,12 +1,14 @@
 //! `ssm-mla run selective-scan` and `ssm-mla run state-update` through the binary: a small
 //! safetensors file written here, run with `--device gpu` and `--device cpu`, outputs compared
 //! (tolerance as the kernels' tests); a missing tensor and a wrong shape exit with code 2 and one
-//! line naming the tensor.
+//! line naming the tensor. A bf16 file (activations bf16, the rest f32) runs on both devices with
+//! its dtypes kept: out comes back bf16, the states f32; a dtype the op refuses exits with code 2
+//! naming the tensor on both devices.
 
 mod common;
 use common::*;
 use ssm_mla::io::write_safetensors;
-use ssm_mla::{HostTensor, SafeTensors, Tolerance};
+use ssm_mla::{DType, HostTensor, SafeTensors, Tolerance};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -166,5 +168,137 @@ fn state_update_gpu_matches_cpu() {
         Tolerance::new(1e-5, 1e-4),
         seed,
     );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `tensor` stored as `dtype` (the values rounded to it).
+fn tensor_as(
+    rng: &mut ssm_mla::Rng,
+    shape: &[usize],
+    mean: f64,
+    std: f64,
+    dtype: DType,
+) -> HostTensor {
+    HostTensor::from_f32_as(shape, dtype, tensor(rng, shape, mean, std).to_f32()).unwrap()
+}
+
+/// The dtypes written for `names` by a GPU run of `target` on `input` (run by `gpu_vs_cpu`).
+fn output_dtypes(input: &Path, target: &str, names: &[&str]) -> Vec<DType> {
+    let out = SafeTensors::read(
+        &input
+            .parent()
+            .unwrap()
+            .join(format!("{target}-gpu.safetensors")),
+    )
+    .unwrap();
+    names.iter().map(|n| out.get(n).unwrap().dtype()).collect()
+}
+
+/// Both devices round out to bf16 once, from results within the f32 bound of each other, so
+/// the two may differ by that bound plus one bf16 ulp (2^-7 relative) where they straddle a
+/// rounding boundary.
+const BF16_OUT: Tolerance = Tolerance::new(5e-4, 1e-3 + 1.0 / 128.0);
+
+/// Exit code 2 and one line naming `name`, on both devices.
+fn refused(target: &str, input: &Path, name: &str) {
+    for device in ["gpu", "cpu"] {
+        let o = run(&[
+            "run",
+            target,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            input.with_extension("out").to_str().unwrap(),
+            "--device",
+            device,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{target} {device}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("`{name}`")) && err.trim().lines().count() == 1,
+            "{target} {device}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bf16_files_keep_their_dtypes() {
+    let (mut rng, seed) = rng("cli bf16");
+    let bf = DType::BF16;
+    let d = dir("bf16");
+
+    // selective-scan: u, delta, z, B bf16; C, A, D, delta_bias, initial_state f32.
+    let (bt, dim, l, n) = (1, 3, 37, 4);
+    let a = HostTensor::new(&[dim, n], vec![-0.5; dim * n]).unwrap();
+    let scan = [
+        ("u", tensor_as(&mut rng, &[bt, dim, l], 0.0, 1.0, bf)),
+        ("delta", tensor_as(&mut rng, &[bt, dim, l], 0.0, 1.0, bf)),
+        ("A", a.clone()),
+        ("B", tensor_as(&mut rng, &[bt, n, l], 0.0, 1.0, bf)),
+        ("C", tensor(&mut rng, &[bt, n, l], 0.0, 1.0)),
+        ("D", tensor(&mut rng, &[dim], 0.0, 1.0)),
+        ("z", tensor_as(&mut rng, &[bt, dim, l], 0.0, 1.0, bf)),
+        ("delta_bias", tensor(&mut rng, &[dim], -4.0, 1.0)),
+        ("initial_state", tensor(&mut rng, &[bt, dim, n], 0.0, 1.0)),
+    ];
+    let input = d.join("scan.safetensors");
+    let refs: Vec<(&str, &HostTensor)> = scan.iter().map(|(k, v)| (*k, v)).collect();
+    write_safetensors(&input, &refs).unwrap();
+    for (name, tol) in [
+        ("out", BF16_OUT),
+        ("last_state", Tolerance::new(5e-4, 1e-3)),
+    ] {
+        gpu_vs_cpu(
+            "selective-scan",
+            "--delta-softplus",
+            &input,
+            &[name],
+            tol,
+            seed,
+        );
+    }
+    assert_eq!(
+        output_dtypes(&input, "selective-scan", &["out", "last_state"]),
+        [bf, DType::F32]
+    );
+    // delta of another half dtype than u: refused, naming delta.
+    let mut wrong = refs.clone();
+    let delta16 = tensor_as(&mut rng, &[bt, dim, l], 0.0, 1.0, DType::F16);
+    wrong[1] = ("delta", &delta16);
+    let bad = d.join("scan-bad.safetensors");
+    write_safetensors(&bad, &wrong).unwrap();
+    refused("selective-scan", &bad, "delta");
+
+    // state-update: x, dt, B, C, z bf16; state, A, D, dt_bias f32.
+    let (bt, dim, n) = (3, 3, 4);
+    let update = [
+        ("state", tensor(&mut rng, &[bt, dim, n], 0.0, 1.0)),
+        ("x", tensor_as(&mut rng, &[bt, dim], 0.0, 1.0, bf)),
+        ("dt", tensor_as(&mut rng, &[bt, dim], 0.0, 1.0, bf)),
+        ("A", a),
+        ("B", tensor_as(&mut rng, &[bt, n], 0.0, 1.0, bf)),
+        ("C", tensor_as(&mut rng, &[bt, n], 0.0, 1.0, bf)),
+        ("D", tensor(&mut rng, &[dim], 0.0, 1.0)),
+        ("z", tensor_as(&mut rng, &[bt, dim], 0.0, 1.0, bf)),
+        ("dt_bias", tensor(&mut rng, &[dim], -4.0, 1.0)),
+    ];
+    let input = d.join("update.safetensors");
+    let refs: Vec<(&str, &HostTensor)> = update.iter().map(|(k, v)| (*k, v)).collect();
+    write_safetensors(&input, &refs).unwrap();
+    let step_out = Tolerance::new(1e-5, 1e-4 + 1.0 / 128.0);
+    for (name, tol) in [("out", step_out), ("state", Tolerance::new(1e-5, 1e-4))] {
+        gpu_vs_cpu("state-update", "--dt-softplus", &input, &[name], tol, seed);
+    }
+    assert_eq!(
+        output_dtypes(&input, "state-update", &["out", "state"]),
+        [bf, DType::F32]
+    );
+    // A in bf16: refused, naming A.
+    let mut wrong = refs.clone();
+    let a_bf = HostTensor::from_f32_as(&[dim, n], bf, &vec![-0.5; dim * n]).unwrap();
+    wrong[3] = ("A", &a_bf);
+    let bad = d.join("update-bad.safetensors");
+    write_safetensors(&bad, &wrong).unwrap();
+    refused("state-update", &bad, "A");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -10,8 +10,9 @@
 // Discretisation (discretise.wgsl) happens here, once per (workgroup, mode), into workgroup
 // memory: no prep kernel.
 //
-// Layouts (row-major f32, per binding in discretise.wgsl): u, y (Bt, H, L); lambda, b, c (H, N, 2)
-// with [re, im] interleaved; dt (H) raw positive step Δ (not its log); d (H).
+// Layouts (row-major, per binding in discretise.wgsl): u, y (Bt, H, L) f32 or (flag F16/BF16)
+// halves, y rounded on store (atomics on its word: two invocations' runs may share one); lambda,
+// b, c (H, N, 2) f32 with [re, im] interleaved; dt (H) raw positive step Δ (not its log); d (H).
 //
 // Work split: one workgroup per row (b, h), linear index wg.x + wg.y·num_workgroups.x. It walks
 // the sequence in chunks of WG·T steps; invocation at scan position p owns steps p·T .. p·T+T−1 of
@@ -168,7 +169,7 @@ fn main(
         var yy: array<f32, MAX_T>;
         for (var k = 0u; k < T; k++) {
             if (k < valid) {
-                uu[k] = u[base + start + k];
+                uu[k] = load_u(base + start + k);
             } else {
                 uu[k] = 0.0;
             }
@@ -209,7 +210,7 @@ fn main(
         }
         for (var k = 0u; k < T; k++) {
             if (k < valid) {
-                y[base + start + k] = yy[k];
+                store_y(base + start + k, yy[k]);
             }
         }
         parity = 1u - parity;

@@ -8,15 +8,17 @@
 //                             | forward Euler: (1+z, Δ) | backward Euler: (1/(1−z), Δ/(1−z))
 //   B̄ = g·B̃_{h,n};   x_t = Λ̄ ⊙ x_{t−1} + B̄·u_t;   y_t = 2·Re(Σ_n C̃_{h,n}·x_{t,n}) + D_h·u_t
 //
-// Layouts (row-major f32, per binding in discretise.wgsl): u, y (Bt, H, L); lambda, b, c (H, N, 2)
-// with [re, im] interleaved; dt (H) raw positive step Δ (not its log); d (H).
+// Layouts (row-major, per binding in discretise.wgsl): u, y (Bt, H, L) f32 or (flag F16/BF16)
+// halves, y rounded on store; lambda, b, c (H, N, 2) f32 with [re, im] interleaved; dt (H) raw
+// positive step Δ (not its log); d (H).
 //
 // Work split: one invocation per row (b, h), WG rows per workgroup (override; the host picks 64,
 // or 16 when that leaves fewer than 16 workgroups), linear workgroup index wg.x + wg.y·groups.x.
 // The invocation discretises NB = 16 modes at a time into registers (Λ̄, B̄, 2·C̃ and the state x
 // as constant-indexed, unrolled arrays), then walks t = 0..L−1: read u_t, update the NB states,
 // sum 2·Re(C̃·x), write y_t. N > NB: passes over blocks of NB modes; later passes read y back and
-// add to it, the first one adds D·u. Modes past N in the last block get Λ̄ = B̄ = C̃ = 0 (their
+// add to it, the first one adds D·u (f32 y only: with half y the host runs N > NB on the chunked
+// kernel, so that y is rounded once). Modes past N in the last block get Λ̄ = B̄ = C̃ = 0 (their
 // state stays 0 and adds nothing).
 //
 // What bounds it: on a CPU device (lavapipe) compute, ~12 FLOPs per (step, mode) of scalar f32
@@ -71,12 +73,12 @@ fn main(
             xi[j] = 0.0;
         }
         for (var t = 0u; t < len; t++) {
-            let uu = u[base + t];
+            let uu = load_u(base + t);
             var acc: f32;
             if (n0 == 0u) {
                 acc = skip * uu;
             } else {
-                acc = y[base + t];
+                acc = load_y(base + t);
             }
             for (var j = 0u; j < NB; j++) {
                 let r = ar[j] * xr[j] - ai[j] * xi[j] + br[j] * uu;
@@ -85,7 +87,7 @@ fn main(
                 xi[j] = i;
                 acc += cr[j] * r - ci[j] * i;
             }
-            y[base + t] = acc;
+            store_y(base + t, acc);
         }
     }
 }

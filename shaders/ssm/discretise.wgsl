@@ -6,6 +6,14 @@
 //                             | forward Euler: (1+z, Δ) | backward Euler: (1/(1−z), Δ/(1−z))
 //   B̄ = g·B̃_{h,n}
 // Complex numbers are vec2<f32> (re, im).
+//
+// Dtypes (common/storage.wgsl): u and y share one dtype, f32 or (flag F16 or BF16) halves two
+// per u32 word (element i in word i / 2, the low half for even i; NATIVE_F16 binds u as
+// vec2<f16>); the SSM parameters are f32. Loads widen, the math is f32, y is rounded on store.
+// A word of half y may hold elements of two invocations (rows of odd L, runs of T steps), so
+// each element is stored with atomicAnd (clear its half) then atomicOr (set it) on its word:
+// disjoint bits commute, no word ownership is needed. Index arithmetic stays in the bodies
+// (row·L + t); loads and stores of u and y go through load_u / load_y / store_y.
 
 struct Params {
     rows: u32,      // Bt·H
@@ -19,13 +27,45 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;               // (Bt, H, L)
+@group(0) @binding(1) var<storage, read> u: array<sword>;             // (Bt, H, L)
 @group(0) @binding(2) var<storage, read> lambda: array<vec2<f32>>;    // (H, N) complex
 @group(0) @binding(3) var<storage, read> b_tilde: array<vec2<f32>>;   // (H, N) complex
 @group(0) @binding(4) var<storage, read> c_tilde: array<vec2<f32>>;   // (H, N) complex
 @group(0) @binding(5) var<storage, read> dt: array<f32>;              // (H) raw positive Δ, not its log
 @group(0) @binding(6) var<storage, read> d_skip: array<f32>;          // (H)
+#if F16 || BF16
+@group(0) @binding(7) var<storage, read_write> y: array<atomic<u32>>; // (Bt, H, L) halves, in pairs
+#else
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;         // (Bt, H, L)
+#endif
+
+#include "common/storage"
+
+// u[i], widened to f32.
+fn load_u(i: u32) -> f32 {
+    return sget(u[i / SPW], i % SPW);
+}
+
+// y[i] = v, rounded to u's dtype.
+fn store_y(i: u32, v: f32) {
+#if F16 || BF16
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&y[i / 2u], ~(0xffffu << shift));
+    atomicOr(&y[i / 2u], half_bits(v) << shift);
+#else
+    y[i] = v;
+#endif
+}
+
+// y[i] as stored (the row kernel's partial sums over earlier passes of modes; the host never
+// runs that kernel with more than one pass on half y, which would round each partial).
+fn load_y(i: u32) -> f32 {
+#if F16 || BF16
+    return sget_bits(atomicLoad(&y[i / 2u]), i % 2u);
+#else
+    return y[i];
+#endif
+}
 
 fn cmul(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(x.x * y.x - x.y * y.y, x.x * y.y + x.y * y.x);

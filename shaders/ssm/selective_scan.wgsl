@@ -10,16 +10,20 @@
 //   x_t[n] = exp(dt_t · A[d,n]) · x_{t-1}[n] + dt_t · B_t[n] · u_t,      x_{-1} = initial_state or 0
 //   y_t    = (Σ_n C_t[n] · x_t[n] + D[d] · u_t) · silu(z_t)   (D and z optional)
 //
-// Layouts (f32, row-major; selective_scan_io.wgsl has them per binding): u, delta, z, out
-// (Bt, D, L); B, C (D, N) constant or (Bt, G, N, L) variable/grouped; A, D, delta_bias packed
-// in `chan`; state (Bt, D, N) holds initial_state on entry and last_state on exit.
+// Layouts (row-major; selective_scan_io.wgsl has them per binding, and the dtypes): u, delta,
+// z, out (Bt, D, L) in u's dtype (f32, or flag F16/BF16: halves, out rounded once on store);
+// B, C (D, N) constant or (Bt, G, N, L) variable/grouped, f32 or u's dtype; A, D, delta_bias
+// (f32) packed in `chan`; state (Bt, D, N, f32) holds initial_state on entry and last_state on
+// exit. Index arithmetic and loads/stores are the io fragment's helpers.
 //
 // Work split: one invocation per row (b, d), WG rows per workgroup (override; the host picks 64,
 // or 16 when that leaves fewer than 16 workgroups), linear workgroup index (2-D grid past 65535).
 // The invocation walks time sequentially with NS = 16 states in registers (constant-indexed,
 // unrolled loops): per step it reads u, delta (softplus once per step), B_t[n], C_t[n] for its
 // NS states, updates them and sums y_t in a register, then writes out. N > NS: the states are
-// done in passes of NS, later passes adding to out (read back) and the last applying D and z.
+// done in passes of NS, later passes adding to out (read back) and the last applying D and z
+// (f32 out only: with half out the host runs N > NS on the chunked kernel, so that out is
+// rounded once rather than once per pass).
 //
 // Why this split (measured on lavapipe, Bt=1 D=256 N=16 L=256, CPU time of the process): the
 // earlier chunked parallel scan (workgroup per row, 512-step chunks, shared-memory/subgroup carry)
@@ -79,18 +83,18 @@ fn main(
             }
             bc[j] = 0.0;
             if (!b_var) {
-                bc[j] = bmat[d * nn + n];
+                bc[j] = load_b(d * nn + n);
             }
             cc[j] = 0.0;
             if (!c_var) {
-                cc[j] = cmat[d * nn + n];
+                cc[j] = load_c(d * nn + n);
             }
         }
         let b_base = p.b0 + n0 * p.bn;
         let c_base = p.c0 + n0 * p.cn;
         for (var t = 0u; t < len; t++) {
-            let uu = u[p.u0 + t * p.ut];
-            var dv = delta[p.d0 + t * p.dt] + bias;
+            let uu = load_u(p.u0 + t * p.ut);
+            var dv = load_delta(p.d0 + t * p.dt) + bias;
             if ((flags & SOFTPLUS) != 0u) {
                 dv = softplus(dv);
             }
@@ -101,27 +105,27 @@ fn main(
                 let jj = select(0u, j, nv);
                 var bt = bc[j];
                 if (b_var) {
-                    bt = bmat[b_base + jj * p.bn + t * p.bt];
+                    bt = load_b(b_base + jj * p.bn + t * p.bt);
                 }
                 var ct = cc[j];
                 if (c_var) {
-                    ct = cmat[c_base + jj * p.cn + t * p.ct];
+                    ct = load_c(c_base + jj * p.cn + t * p.ct);
                 }
                 x[j] = exp(dv * a[j]) * x[j] + du * bt;
                 y += select(0.0, ct * x[j], nv);
             }
             var o = y;
             if (n0 > 0u) {
-                o += out[p.o0 + t * p.ot];
+                o += load_out(p.o0 + t * p.ot);
             }
             if (last) {
                 o += skip * uu;
                 if ((flags & HAS_Z) != 0u) {
-                    let zz = zgate[p.z0 + t * p.zt];
+                    let zz = load_z(p.z0 + t * p.zt);
                     o = o * (zz / (1.0 + exp(-zz)));
                 }
             }
-            out[p.o0 + t * p.ot] = o;
+            store_out(p.o0 + t * p.ot, o);
         }
         for (var j = 0u; j < NS; j++) {
             if (n0 + j < nn) {

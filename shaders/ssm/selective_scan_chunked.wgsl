@@ -15,9 +15,11 @@
 // The step map x ↦ a·x + b composes as (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2): associative, so
 // time is scanned in parallel.
 //
-// Layouts (f32, row-major; per binding in selective_scan_io.wgsl): u, delta, z, out (Bt, D, L);
-// B, C (D, N) constant or (Bt, G, N, L) variable/grouped; A, D, delta_bias packed in `chan`;
-// state (Bt, D, N) holds initial_state on entry and last_state on exit.
+// Layouts (row-major; per binding, with the dtypes, in selective_scan_io.wgsl): u, delta, z, out
+// (Bt, D, L) in u's dtype (f32, or flag F16/BF16: halves, out rounded once on store, by atomics
+// on its word since two runs of steps may share one); B, C (D, N) constant or (Bt, G, N, L)
+// variable/grouped, f32 or u's dtype; A, D, delta_bias (f32) packed in `chan`; state (Bt, D, N,
+// f32) holds initial_state on entry and last_state on exit.
 //
 // Work split: one workgroup per (b, d) row (linear workgroup index + row0, 2-D grid past 65535).
 // It walks L in chunks of CHUNK = WG·ITEMS steps; invocation v owns steps v·ITEMS .. +ITEMS of a
@@ -74,7 +76,6 @@ fn main(
 #endif
     let row = params.row0 + w;
     let dim = params.dim;
-    let bi = row / dim;
     let d = row % dim;
     let nn = params.n;
     let len = params.len;
@@ -83,17 +84,17 @@ fn main(
     for (var n = lid; n < nn; n += WG) {
         var x0 = 0.0;
         if ((flags & HAS_INIT) != 0u) {
-            x0 = state[row * nn + n - params.off_s];
+            x0 = state[state_index(row, n)];
         }
         s_carry[n] = x0;
     }
     let skip = skip_of(d);
     let bias = bias_of(d);
-    let x_base = row * len - params.off_x;
+    let x_base = x_index(row, 0u);
     let b_var = (flags & B_VARIABLE) != 0u;
     let c_var = (flags & C_VARIABLE) != 0u;
-    let b_base = ((bi * params.b_groups + d / (dim / params.b_groups)) * nn) * len - params.off_b;
-    let c_base = ((bi * params.c_groups + d / (dim / params.c_groups)) * nn) * len - params.off_c;
+    let b_base = bc_index(row, 0u, params.b_groups, params.off_b);
+    let c_base = bc_index(row, 0u, params.c_groups, params.off_c);
     workgroupBarrier();
 
     let n_chunks = (len + CHUNK - 1u) / CHUNK;
@@ -108,8 +109,8 @@ fn main(
             dt[k] = 0.0;
             y[k] = 0.0;
             if (t < len) {
-                uu[k] = u[x_base + t];
-                var dv = delta[x_base + t] + bias;
+                uu[k] = load_u(x_base + t);
+                var dv = load_delta(x_base + t) + bias;
                 if ((flags & SOFTPLUS) != 0u) {
                     dv = softplus(dv);
                 }
@@ -132,7 +133,7 @@ fn main(
                     let a_dn = chan[d * nn + n];
                     var b_const = 0.0;
                     if (!b_var) {
-                        b_const = bmat[d * nn + n];
+                        b_const = load_b(d * nn + n);
                     }
                     for (var k = 0u; k < ITEMS; k++) {
                         let t = t_first + k;
@@ -141,7 +142,7 @@ fn main(
                         if (t < len) {
                             var bt = b_const;
                             if (b_var) {
-                                bt = bmat[b_base + n * len + t];
+                                bt = load_b(b_base + n * len + t);
                             }
                             ak = exp(dt[k] * a_dn);
                             bk = dt[k] * bt * uu[k];
@@ -225,7 +226,7 @@ fn main(
 #endif
                     var c_const = 0.0;
                     if (!c_var) {
-                        c_const = cmat[d * nn + n];
+                        c_const = load_c(d * nn + n);
                     }
                     for (var k = 0u; k < ITEMS; k++) {
                         let t = t_first + k;
@@ -233,7 +234,7 @@ fn main(
                         if (t < len) {
                             var ct = c_const;
                             if (c_var) {
-                                ct = cmat[c_base + n * len + t];
+                                ct = load_c(c_base + n * len + t);
                             }
                             y[k] += ct * x;
                         }
@@ -256,15 +257,15 @@ fn main(
             if (t < len) {
                 var o = y[k] + skip * uu[k];
                 if ((flags & HAS_Z) != 0u) {
-                    let zz = zgate[x_base + t];
+                    let zz = load_z(x_base + t);
                     o = o * (zz / (1.0 + exp(-zz)));
                 }
-                out[x_base + t] = o;
+                store_out(x_base + t, o);
             }
         }
     }
     workgroupBarrier();
     for (var n = lid; n < nn; n += WG) {
-        state[row * nn + n - params.off_s] = s_carry[n];
+        state[state_index(row, n)] = s_carry[n];
     }
 }

@@ -1,17 +1,20 @@
 // The inputs, outputs and parameter block of the selective scan, shared by its two strategies
-// (selective_scan.wgsl, selective_scan_chunked.wgsl) so that the op binds either the same way.
+// (selective_scan.wgsl, selective_scan_chunked.wgsl) so that the op binds either the same way,
+// and the one place where their element indices are computed and their tensors loaded/stored.
 //
-// Layouts (f32, row-major). Large tensors may be bound as windows: off_* is the element index
-// where a binding starts. `chan` packs the per-channel parameters so the kernels stay within
-// 8 storage bindings.
+// Layouts (row-major). Large tensors may be bound as windows: off_* is the element index where a
+// binding starts (even for halves: windows start on whole u32 words). `chan` packs the
+// per-channel parameters so the kernels stay within 8 storage bindings.
 //
-// PACKED (a flag bit; row-sequential kernel only): the token-major form a model uses. The
-// sequences of a ragged batch are concatenated along time (T tokens; sequence s is tokens
-// cu[s] .. cu[s+1], cu at p_cu in `chan` as u32 bits); every tensor is a strided view: element
-// (t, d) of u at u_off + t·u_st + d·u_sd (likewise delta, z, out), element (t, g, n) of B at
-// b_off + t·b_st + g·b_sg + n·b_sn (C alike). So a packed projection's columns are read where
-// they are, without copies. The state is a pool (Pool, D, N): sequence s continues from row
-// slots[s] (p_slot in `chan`) and leaves its last state there; a slot ≥ pool skips the sequence.
+// Dtypes (mamba_ssm's convention; common/storage.wgsl): u, delta, z and out share u's dtype,
+// f32 or (flag F16 or BF16) halves, two per u32 word (element i in word i / 2, the low half for
+// even i; NATIVE_F16 binds u, delta, z as vec2<f16>); B and C are each f32 or u's dtype, told
+// apart at run time by the B_HALF / C_HALF bits (they are bound as raw u32 words and decoded by
+// sget_bits or bitcast); A, D, delta_bias and the state are always f32. Loads widen, the math
+// is f32, out is rounded on store (half_bits). Stores of half out: a word may hold elements of
+// two invocations (two rows of odd L in the row kernel, two runs of steps in the chunked one),
+// so each element is written with atomicAnd (clear its half) then atomicOr (set it) on its word,
+// as state_update does: disjoint bits commute, so no word ownership is needed.
 
 #include "ssm/softplus"
 
@@ -22,7 +25,9 @@ const HAS_Z: u32 = 8u;
 const HAS_BIAS: u32 = 16u;
 const SOFTPLUS: u32 = 32u;
 const HAS_INIT: u32 = 64u;
-const PACKED: u32 = 128u;
+const B_HALF: u32 = 128u; // B stored as u's half dtype (else f32)
+const C_HALF: u32 = 256u; // C stored as u's half dtype (else f32)
+const PACKED: u32 = 512u;
 
 struct Params {
     rows: u32,     // rows b·D + d in this dispatch
@@ -55,38 +60,50 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;             // (Bt, D, L)
-@group(0) @binding(2) var<storage, read> delta: array<f32>;         // (Bt, D, L)
+@group(0) @binding(1) var<storage, read> u: array<sword>;           // (Bt, D, L)
+@group(0) @binding(2) var<storage, read> delta: array<sword>;       // (Bt, D, L)
 // chan: A (D, N) at 0, D (D) at p_d, delta_bias (D) at p_bias.
 @group(0) @binding(3) var<storage, read> chan: array<f32>;
-// B, C: (D, N) constant, or (Bt, G, N, L) variable/grouped (channel d reads group d / (D/G)).
-@group(0) @binding(4) var<storage, read> bmat: array<f32>;
-@group(0) @binding(5) var<storage, read> cmat: array<f32>;
-@group(0) @binding(6) var<storage, read> zgate: array<f32>;         // (Bt, D, L)
+// B, C: (D, N) constant, or (Bt, G, N, L) variable/grouped (channel d reads group d / (D/G));
+// raw words: f32 bits, or two halves per word (B_HALF / C_HALF).
+@group(0) @binding(4) var<storage, read> bmat: array<u32>;
+@group(0) @binding(5) var<storage, read> cmat: array<u32>;
+@group(0) @binding(6) var<storage, read> zgate: array<sword>;       // (Bt, D, L)
+#if F16 || BF16
+@group(0) @binding(7) var<storage, read_write> out: array<atomic<u32>>; // (Bt, D, L) halves, in pairs
+#else
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;     // (Bt, D, L)
+#endif
 // state (Bt, D, N): initial_state on entry (with HAS_INIT; the host copies it there), last_state
 // on exit.
 @group(0) @binding(8) var<storage, read_write> state: array<f32>;
 
-// D[d] of channel d (0 without HAS_D).
-fn skip_of(d: u32) -> f32 {
-    if ((params.flags & HAS_D) != 0u) {
-        return chan[params.p_d + d];
-    }
-    return 0.0;
+#include "common/storage"
+
+// Index arithmetic, in one place: element indices relative to each binding's window.
+
+// Element (row, t) of u, delta, z and out; row = b·D + d.
+fn x_index(row: u32, t: u32) -> u32 {
+    return row * params.len + t - params.off_x;
 }
 
-// delta_bias[d] of channel d (0 without HAS_BIAS).
-fn bias_of(d: u32) -> f32 {
-    if ((params.flags & HAS_BIAS) != 0u) {
-        return chan[params.p_bias + d];
-    }
-    return 0.0;
+// Element (row's group, n, t = 0) of a variable B or C of `groups` groups windowed at `off`;
+// step t of state n is at + n·L + t.
+fn bc_index(row: u32, n: u32, groups: u32, off: u32) -> u32 {
+    let dim = params.dim;
+    let bi = row / dim;
+    let d = row % dim;
+    return ((bi * groups + d / (dim / groups)) * params.n + n) * params.len - off;
 }
 
-// Where one row's elements are: element t of u is u[u0 + t·ut] (delta, z, out alike), element
-// (n, t) of a variable B is bmat[b0 + n·bn + t·bt] (C alike), state n is state[s0 + n]; `len`
-// steps. Both layouts reduce to these, so the kernels walk one code path.
+// Element (row, n) of the state.
+fn state_index(row: u32, n: u32) -> u32 {
+    return row * params.n + n - params.off_s;
+}
+
+// Where one row's elements are: element t of u is u0 + t·ut (delta, z, out alike), element
+// (n, t) of a variable B is b0 + n·bn + t·bt (C alike), state n is s0 + n; `len` steps. Both
+// layouts reduce to these, so the row kernel walks one code path.
 struct RowPlan {
     len: u32,
     live: bool,
@@ -106,29 +123,26 @@ fn chan_u32(i: u32) -> u32 {
 fn row_plan(row: u32) -> RowPlan {
     let dim = params.dim;
     let nn = params.n;
-    let b = row / dim;
-    let d = row % dim;
     var p: RowPlan;
     if ((params.flags & PACKED) == 0u) {
-        // (Bt, D, L) row-major; B/C (Bt, G, N, L); windows start at off_*.
+        let x0 = x_index(row, 0u);
         let len = params.len;
-        let x0 = row * len - params.off_x;
         p.len = len;
         p.live = true;
         p.u0 = x0; p.ut = 1u;
         p.d0 = x0; p.dt = 1u;
         p.z0 = x0; p.zt = 1u;
         p.o0 = x0; p.ot = 1u;
-        p.b0 = (b * params.b_groups + d / (dim / params.b_groups)) * nn * len - params.off_b;
-        p.bn = len; p.bt = 1u;
-        p.c0 = (b * params.c_groups + d / (dim / params.c_groups)) * nn * len - params.off_c;
-        p.cn = len; p.ct = 1u;
-        p.s0 = row * nn - params.off_s;
+        p.b0 = bc_index(row, 0u, params.b_groups, params.off_b); p.bn = len; p.bt = 1u;
+        p.c0 = bc_index(row, 0u, params.c_groups, params.off_c); p.cn = len; p.ct = 1u;
+        p.s0 = state_index(row, 0u);
         return p;
     }
-    let t0 = chan_u32(params.p_cu + b);
-    let slot = chan_u32(params.p_slot + b);
-    p.len = chan_u32(params.p_cu + b + 1u) - t0;
+    let s = row / dim;
+    let d = row % dim;
+    let t0 = chan_u32(params.p_cu + s);
+    let slot = chan_u32(params.p_slot + s);
+    p.len = chan_u32(params.p_cu + s + 1u) - t0;
     p.live = slot < params.pool;
     p.u0 = params.u_off + t0 * params.u_st + d * params.u_sd; p.ut = params.u_st;
     p.d0 = params.dl_off + t0 * params.dl_st + d * params.dl_sd; p.dt = params.dl_st;
@@ -140,4 +154,66 @@ fn row_plan(row: u32) -> RowPlan {
     p.cn = params.c_sn; p.ct = params.c_st;
     p.s0 = (select(0u, slot, p.live) * dim + d) * nn;
     return p;
+}
+
+// Loads of u's dtype (widened to f32).
+fn load_u(i: u32) -> f32 {
+    return sget(u[i / SPW], i % SPW);
+}
+fn load_delta(i: u32) -> f32 {
+    return sget(delta[i / SPW], i % SPW);
+}
+fn load_z(i: u32) -> f32 {
+    return sget(zgate[i / SPW], i % SPW);
+}
+
+// Element i of B or C: a half of u's dtype with B_HALF / C_HALF, else f32 bits.
+fn load_b(i: u32) -> f32 {
+    if (SPW == 2u && (params.flags & B_HALF) != 0u) {
+        return sget_bits(bmat[i / 2u], i % 2u);
+    }
+    return bitcast<f32>(bmat[i]);
+}
+fn load_c(i: u32) -> f32 {
+    if (SPW == 2u && (params.flags & C_HALF) != 0u) {
+        return sget_bits(cmat[i / 2u], i % 2u);
+    }
+    return bitcast<f32>(cmat[i]);
+}
+
+// out[i] = v, rounded to u's dtype.
+fn store_out(i: u32, v: f32) {
+#if F16 || BF16
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&out[i / 2u], ~(0xffffu << shift));
+    atomicOr(&out[i / 2u], half_bits(v) << shift);
+#else
+    out[i] = v;
+#endif
+}
+
+// out[i] as stored (the row kernel's partial sums over earlier passes of states; the host never
+// runs that kernel with more than one pass on half out, which would round each partial).
+fn load_out(i: u32) -> f32 {
+#if F16 || BF16
+    return sget_bits(atomicLoad(&out[i / 2u]), i % 2u);
+#else
+    return out[i];
+#endif
+}
+
+// D[d] of channel d (0 without HAS_D).
+fn skip_of(d: u32) -> f32 {
+    if ((params.flags & HAS_D) != 0u) {
+        return chan[params.p_d + d];
+    }
+    return 0.0;
+}
+
+// delta_bias[d] of channel d (0 without HAS_BIAS).
+fn bias_of(d: u32) -> f32 {
+    if ((params.flags & HAS_BIAS) != 0u) {
+        return chan[params.p_bias + d];
+    }
+    return 0.0;
 }

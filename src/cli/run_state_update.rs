@@ -1,8 +1,13 @@
 //! `ssm-mla run state-update --input IN --output OUT [--dt-softplus] [--device gpu|cpu]`
 //! IN holds state, x, dt, A, B, C and optional D, z, dt_bias (the layouts of
 //! `ssm_mla::ops::state_update`); OUT gets out and the updated state.
+//!
+//! Dtypes follow the file, as the op takes them: x, dt, B, C, z in x's dtype (f32, f16 or
+//! bf16), state, A, D, dt_bias f32. On the GPU half tensors are uploaded as stored (no trip
+//! through f32); out is written in x's dtype and the state in f32. `--device cpu` runs the f64
+//! reference on the stored values and rounds out to x's dtype the same way.
 
-use super::run_selective_scan::Device;
+use super::run_selective_scan::{check_dtypes, Device};
 use ssm_mla::io::write_safetensors;
 use ssm_mla::ops::state_update::{StateUpdateInputs, UpdateDims, UpdateShapes};
 use ssm_mla::reference::state_update::{state_update, StateUpdateHost};
@@ -53,6 +58,19 @@ pub fn run(args: Args) -> Result<i32> {
         dt_bias: bias.map(|t| &t.shape[..]),
         slots: None,
     })?;
+    let act = x.dtype();
+    check_dtypes(
+        "x",
+        act,
+        &[("dt", Some(dt)), ("B", Some(b)), ("C", Some(c)), ("z", z)],
+        &[],
+        &[
+            ("state", Some(state)),
+            ("A", Some(a)),
+            ("D", d),
+            ("dt_bias", bias),
+        ],
+    )?;
     let (out, new_state) = match args.device {
         Device::Cpu => {
             let r = state_update(&StateUpdateHost {
@@ -74,7 +92,7 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Device::Gpu => {
             let gpu = Gpu::new()?;
-            let up = |t: &HostTensor| gpu.upload_f32(&t.shape, &t.data);
+            let up = |t: &HostTensor| t.upload(&gpu);
             let opt = |t: Option<&HostTensor>| t.map(up).transpose();
             let (s_t, x_t, dt_t, a_t, b_t, c_t) =
                 (up(state)?, up(x)?, up(dt)?, up(a)?, up(b)?, up(c)?);
@@ -101,7 +119,10 @@ pub fn run(args: Args) -> Result<i32> {
     write_safetensors(
         &args.output,
         &[
-            ("out", &HostTensor::new(&[dims.batch, dims.dim], out)?),
+            (
+                "out",
+                &HostTensor::from_f32_as(&[dims.batch, dims.dim], act, &out)?,
+            ),
             ("state", &HostTensor::new(&state.shape, new_state)?),
         ],
     )?;

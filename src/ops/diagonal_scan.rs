@@ -2,7 +2,13 @@
 //! `x_t = Λ̄ ⊙ x_{t−1} + B̄ u_t`, `y_t = 2·Re(C̃·x_t) + D·u_t`, with `(Λ̄, B̄)` the ZOH, bilinear or
 //! Euler discretisation of `(Λ, B̃)` with the channel's step Δ, computed inside the kernel.
 //!
-//! Layouts (f32, row-major): `u`, `y` (Bt, H, L); `lambda`, `b`, `c` (H, N, 2), complex as
+//! Dtypes: `u` and `y` share u's dtype, f32, f16 or bf16 (halves widened on load, y rounded to
+//! nearest even once, on store; the math is f32); the parameters are f32. A mismatch is an
+//! [`Error::DType`] naming the tensor. With half y and N > 16 the row-sequential strategy would
+//! round y once per pass of 16 modes, so the chunked one runs instead
+//! ([`DiagonalScan::strategy_for_dtype`]).
+//!
+//! Layouts (row-major): `u`, `y` (Bt, H, L); `lambda`, `b`, `c` (H, N, 2), complex as
 //! interleaved `[re, im]`; `dt` (H) the raw step Δ > 0 (not its logarithm: pass `exp(log_dt)`);
 //! `d` (H). N ≤ [`MAX_MODES`] complex modes per channel (conjugate-pair convention: a real system
 //! of size 2N). Seven storage buffers.
@@ -157,6 +163,19 @@ pub const CHUNKED_SUBGROUP: Variant = SHADER.variant(Flags::of(&[Flag::Subgroup]
 /// The row-sequential kernel.
 pub const ROWS: Variant = ROWS_SHADER.variant(Flags::NONE, INTERFACE);
 
+/// [`CHUNKED`] with half u and y, in [`crate::ops::HALF_STORAGE`] order: f16 in u32 words,
+/// native f16, bf16.
+pub const CHUNKED_HALF: [Variant; 3] = crate::ops::half_variants(CHUNKED);
+
+/// [`CHUNKED_SUBGROUP`] with half u and y, in [`crate::ops::HALF_STORAGE`] order.
+pub const CHUNKED_SUBGROUP_HALF: [Variant; 3] = crate::ops::half_variants(CHUNKED_SUBGROUP);
+
+/// [`ROWS`] with half u and y, in [`crate::ops::HALF_STORAGE`] order.
+pub const ROWS_HALF: [Variant; 3] = crate::ops::half_variants(ROWS);
+
+/// Modes the row-sequential kernel holds in registers per pass (`NB` in its WGSL).
+const ROW_MODES: usize = 16;
+
 fn method_code(method: Discretisation) -> u32 {
     match method {
         Discretisation::Zoh => 0,
@@ -232,6 +251,17 @@ impl DiagonalScan {
         )
     }
 
+    /// The concrete strategy a call with these sizes and u of `dtype` records (never `Auto`):
+    /// [`Self::strategy_for`], except that half y with N > 16 always runs chunked (the
+    /// row-sequential kernel adds its passes of 16 modes in y, which would round y to the half
+    /// once per pass; the chunked kernel sums all N in registers and rounds once).
+    pub fn strategy_for_dtype(&self, dims: Dims, dtype: DType) -> ScanStrategy {
+        if dtype.is_half() && dims.modes > ROW_MODES {
+            return ScanStrategy::ChunkedParallel;
+        }
+        self.strategy_for(dims)
+    }
+
     /// Whether the chunked strategy runs its subgroup variant (the row-sequential kernel needs
     /// no subgroup operations).
     pub fn uses_subgroups(&self) -> bool {
@@ -251,8 +281,17 @@ impl DiagonalScan {
         let (h, n) = ssm.dims()?;
         let dims = Dims::from_shapes(u.shape(), &ssm.shapes())?;
         let (bt, l) = (dims.batch, dims.len);
-        u.expect("u", "(Bt, H, L)", &[bt, h, l], DType::F32)?;
-        y.expect("y", "(Bt, H, L) like u", &[bt, h, l], DType::F32)?;
+        let act = u.dtype();
+        act.expect_float("u")?;
+        if y.dtype() != act {
+            return Err(Error::DType {
+                name: "y".into(),
+                expected: format!("{act} (u's dtype)"),
+                got: y.dtype().to_string(),
+            });
+        }
+        u.expect("u", "(Bt, H, L)", &[bt, h, l], act)?;
+        y.expect("y", "(Bt, H, L) like u", &[bt, h, l], act)?;
         let rows = bt * h;
         if u.len() > u32::MAX as usize || rows > u32::MAX as usize {
             return Err(Error::Limit {
@@ -260,12 +299,33 @@ impl DiagonalScan {
                 detail: "more than 2^32 elements".into(),
             });
         }
-        let (kernel, groups) = match self.strategy_for(dims) {
-            ScanStrategy::ChunkedParallel => (&self.kernel, rows),
-            _ => match rows_per_workgroup(rows) {
-                64 => (&self.rows, rows.div_ceil(64)),
-                w => (&self.rows_small, rows.div_ceil(w)),
-            },
+        // Half u and y: the variant of the same body with the storage flags (cached).
+        let gpu = batch.gpu();
+        let storage = crate::ops::storage_flags(gpu, "u", act)?;
+        let half = storage != Flags::NONE;
+        let (kernel, groups) = match self.strategy_for_dtype(dims, act) {
+            ScanStrategy::ChunkedParallel if half => {
+                let base = if self.subgroups {
+                    CHUNKED_SUBGROUP
+                } else {
+                    CHUNKED
+                };
+                let v = SHADER.variant(base.flags.union(storage), INTERFACE);
+                (gpu.kernel(&v, &[("WG", WG as f64), ("T", T as f64)])?, rows)
+            }
+            ScanStrategy::ChunkedParallel => (self.kernel.clone(), rows),
+            _ => {
+                let w = rows_per_workgroup(rows);
+                let k = match (half, w) {
+                    (true, _) => gpu.kernel(
+                        &ROWS_SHADER.variant(storage, INTERFACE),
+                        &[("WG", w as f64)],
+                    )?,
+                    (false, 64) => self.rows.clone(),
+                    (false, _) => self.rows_small.clone(),
+                };
+                (k, rows.div_ceil(w))
+            }
         };
         let uniforms = Uniforms {
             rows: rows as u32,
@@ -276,7 +336,7 @@ impl DiagonalScan {
             _pad: [0; 3],
         };
         batch.dispatch(
-            kernel,
+            &kernel,
             &uniforms,
             &[
                 u.into(),
@@ -296,6 +356,12 @@ impl DiagonalScan {
     /// discretisation per (h, n) ≈ 20. The chunked parallel scan does about twice the recurrence's
     /// work; the row-sequential walk does exactly it.
     pub fn cost(dims: Dims) -> Cost {
+        Self::cost_as(dims, DType::F32)
+    }
+
+    /// [`Self::cost`] with u and y of `dtype`, counted at their real width (the parameters at 4
+    /// bytes).
+    pub fn cost_as(dims: Dims, dtype: DType) -> Cost {
         let Dims {
             batch,
             channels,
@@ -304,7 +370,8 @@ impl DiagonalScan {
         } = dims;
         let elements = (batch * channels * len) as u64;
         Cost {
-            bytes: 4 * (2 * elements + 6 * (channels * modes) as u64 + 2 * channels as u64),
+            bytes: dtype.size() as u64 * 2 * elements
+                + 4 * (6 * (channels * modes) as u64 + 2 * channels as u64),
             flops: elements * (12 * modes as u64 + 2) + 20 * (channels * modes) as u64,
         }
     }
@@ -318,7 +385,7 @@ pub fn diagonal_scan(
     method: Discretisation,
 ) -> Result<Tensor> {
     let op = DiagonalScan::new(gpu)?;
-    let y = gpu.empty(u.shape(), DType::F32)?;
+    let y = gpu.empty(u.shape(), u.dtype())?;
     let mut batch = gpu.batch();
     op.record(&mut batch, u, ssm, &y, method)?;
     batch.run()?;

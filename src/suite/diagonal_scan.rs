@@ -1,14 +1,14 @@
 //! `diagonal_scan` in the suite: both strategies against the f64 recurrence, and SSM-sized
 //! benchmarks (N = 16 complex modes, ZOH).
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::hippo::Discretisation;
 use crate::ops::diagonal_scan::{DiagonalScan, Dims, T, WG};
 use crate::ops::selective_scan::ScanStrategy;
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::diagonal_scan::{Problem, TOLERANCE};
+use crate::testing::diagonal_scan::{y_tolerance, Problem};
 use std::sync::Arc;
 
 fn dims(batch: usize, channels: usize, len: usize, modes: usize) -> Dims {
@@ -21,7 +21,7 @@ fn dims(batch: usize, channels: usize, len: usize, modes: usize) -> Dims {
 }
 
 /// Conformance cases: size 1, ragged, several chunks long, N past one block of 16 modes; ZOH
-/// and bilinear; both strategies; y poisoned.
+/// and bilinear; both strategies; y poisoned; each with f32, f16 and bf16 u and y.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     use Discretisation::{Bilinear, Zoh};
     use ScanStrategy::{ChunkedParallel, RowSequential};
@@ -34,21 +34,24 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         (dims(2, 3, 301, 21), Bilinear, RowSequential),
     ] {
         let op = DiagonalScan::with_strategy(gpu, strategy)?;
-        let p = Problem::random(rng, d);
-        out.push(CheckOutcome::new(
-            "diagonal_scan",
-            format!(
-                "Bt={} H={} L={} N={} {method} {} y",
-                d.batch,
-                d.channels,
-                d.len,
-                d.modes,
-                strategy.name()
-            ),
-            TOLERANCE,
-            &p.run(gpu, &op, method)?,
-            &p.reference(method)?,
-        ));
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let p = Problem::random(rng, d).with_dtype(dtype);
+            out.push(CheckOutcome::new(
+                "diagonal_scan",
+                format!(
+                    "Bt={} H={} L={} N={} {method} {}{} y",
+                    d.batch,
+                    d.channels,
+                    d.len,
+                    d.modes,
+                    op.strategy_for_dtype(d, dtype).name(),
+                    dtype_suffix(dtype)
+                ),
+                y_tolerance(dtype),
+                &p.run(gpu, &op, method)?,
+                &p.reference(method)?,
+            ));
+        }
     }
     Ok(out)
 }
@@ -56,6 +59,12 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
 /// Benchmark cases (N = 16 complex modes, ZOH; quick: the smallest size), the smallest also
 /// with the chunked strategy forced, for comparison.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with u and y stored as `dtype` (bytes counted at that width), for
+/// `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     use ScanStrategy::{Auto, ChunkedParallel};
     let sizes: &[(usize, usize, usize, ScanStrategy)] = if quick {
         &[(1, 256, 256, Auto), (1, 256, 256, ChunkedParallel)]
@@ -72,18 +81,19 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     for &(bt, h, l, strategy) in sizes {
         let d = dims(bt, h, l, 16);
         let op = DiagonalScan::with_strategy(gpu, strategy)?;
-        let p = Problem::random(&mut rng, d);
+        let p = Problem::random(&mut rng, d).with_dtype(dtype);
         let t = p.upload(gpu)?;
-        let y = gpu.empty(&[bt, h, l], DType::F32)?;
+        let y = gpu.empty(&[bt, h, l], dtype)?;
         let g = gpu.clone();
         cases.push(BenchCase {
             kernel: "diagonal_scan",
             size: format!(
-                "Bt={bt} H={h} L={l} N={} {}",
+                "Bt={bt} H={h} L={l} N={} {}{}",
                 d.modes,
-                op.strategy_for(d).name()
+                op.strategy_for_dtype(d, dtype).name(),
+                dtype_suffix(dtype)
             ),
-            cost: DiagonalScan::cost(d),
+            cost: DiagonalScan::cost_as(d, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &t.u, &t.ssm, &y, Discretisation::Zoh)?;

@@ -135,7 +135,7 @@ pub const KERNELS: &[KernelEntry] = &[
         name: "selective_scan",
         check: selective_scan::check_cases,
         bench: selective_scan::bench_cases,
-        bench_as: None,
+        bench_as: Some(selective_scan::bench_cases_as),
         cpu: selective_scan::cpu_cases,
     },
     KernelEntry {
@@ -198,7 +198,7 @@ pub const KERNELS: &[KernelEntry] = &[
         name: "diagonal_scan",
         check: diagonal_scan::check_cases,
         bench: diagonal_scan::bench_cases,
-        bench_as: None,
+        bench_as: Some(diagonal_scan::bench_cases_as),
         cpu: diagonal_scan::cpu_cases,
     },
 ];

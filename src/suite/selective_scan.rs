@@ -1,16 +1,17 @@
 //! `selective_scan` in the suite: both strategies against the f64 reference, and Mamba-sized
 //! benchmarks.
 
-use super::{BenchCase, CheckOutcome, CpuCase, CpuRun};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase, CpuRun};
 use crate::error::Result;
 use crate::ops::selective_scan::{BcLayout, ScanDims, ScanOptions, ScanStrategy, SelectiveScan};
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::selective_scan::{dims, Problem, ALL, MAMBA, TOLERANCE};
+use crate::testing::selective_scan::{dims, out_tolerance, Problem, ALL, MAMBA, TOLERANCE};
 use std::sync::Arc;
 
 /// Conformance cases: all options at a ragged size, grouped B with constant C past one chunk
-/// (chunked parallel strategy), and size 1 (both row-sequential).
+/// (chunked parallel strategy), and size 1 (both row-sequential); each with f32, then f16 and
+/// bf16 u, delta, z and out (B and C halves too at the ragged size, f32 past one chunk).
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let cases = [
         (
@@ -30,30 +31,33 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         ),
     ];
     let mut outcomes = Vec::new();
-    for (d, opts, strategy) in cases {
+    for (i, (d, opts, strategy)) in cases.into_iter().enumerate() {
         let op = SelectiveScan::with_strategy(gpu, strategy)?;
-        let p = Problem::random(rng, d, opts);
-        let want = p.reference()?;
-        let (out, last) = p.run(gpu, &op)?;
-        let label = format!(
-            "Bt={} D={} L={} N={} {}",
-            d.batch,
-            d.dim,
-            d.len,
-            d.n,
-            strategy.name()
-        );
-        for (name, got, reference) in [
-            ("out", out, &want.out),
-            ("last_state", last, &want.last_state),
-        ] {
-            outcomes.push(CheckOutcome::new(
-                "selective_scan",
-                format!("{label} {name}"),
-                TOLERANCE,
-                &got,
-                reference,
-            ));
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let p = Problem::random(rng, d, opts).with_dtype(dtype, i != 1);
+            let want = p.reference()?;
+            let (out, last) = p.run(gpu, &op)?;
+            let label = format!(
+                "Bt={} D={} L={} N={} {}{}",
+                d.batch,
+                d.dim,
+                d.len,
+                d.n,
+                strategy.name(),
+                dtype_suffix(dtype)
+            );
+            for (name, got, reference, tol) in [
+                ("out", out, &want.out, out_tolerance(dtype)),
+                ("last_state", last, &want.last_state, TOLERANCE),
+            ] {
+                outcomes.push(CheckOutcome::new(
+                    "selective_scan",
+                    format!("{label} {name}"),
+                    tol,
+                    &got,
+                    reference,
+                ));
+            }
         }
     }
     Ok(outcomes)
@@ -83,13 +87,19 @@ fn size_label(d: &ScanDims) -> String {
 
 /// Benchmark cases, labelled with the strategy `Auto` records for each size on this device.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with u, delta, z, out and the (variable) B and C stored as `dtype`, as
+/// `mamba_ssm` runs a half model (bytes counted at that width), for `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let mut rng = Rng::new(0x55A7);
     let mut cases = Vec::new();
     for d in bench_sizes(quick) {
         let op = SelectiveScan::new(gpu)?;
-        let p = Problem::random(&mut rng, d, MAMBA);
+        let p = Problem::random(&mut rng, d, MAMBA).with_dtype(dtype, true);
         let t = p.upload(gpu)?;
-        let out = gpu.empty(&[d.batch, d.dim, d.len], DType::F32)?;
+        let out = gpu.empty(&[d.batch, d.dim, d.len], dtype)?;
         let last = gpu.empty(&[d.batch, d.dim, d.n], DType::F32)?;
         let g = gpu.clone();
         // The f64 reference takes about a second per 10⁸ state updates; skip it above that.
@@ -98,11 +108,16 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
                 std::hint::black_box(p.reference().ok());
             }) as CpuRun
         });
-        let strategy = ScanStrategy::Auto.resolve(&d, gpu.adapter_info().device_type);
+        let strategy = op.strategy_for_dtype(&d, dtype);
         cases.push(BenchCase {
             kernel: "selective_scan",
-            size: format!("{} {}", size_label(&d), strategy.name()),
-            cost: SelectiveScan::cost(&d, MAMBA),
+            size: format!(
+                "{} {}{}",
+                size_label(&d),
+                strategy.name(),
+                dtype_suffix(dtype)
+            ),
+            cost: SelectiveScan::cost_as(&d, MAMBA, dtype, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &t.inputs(), &out, &last)?;

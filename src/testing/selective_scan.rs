@@ -9,13 +9,28 @@ use crate::ops::selective_scan::{
 };
 use crate::reference::selective_scan::{selective_scan, softplus, ScanOutput, SelectiveScanHost};
 use crate::rng::Rng;
-use crate::runtime::{Gpu, Tensor};
+use crate::runtime::{DType, Gpu, Tensor};
 
 /// GPU against the f64 reference, for out and last_state: |gpu − ref| ≤ 5e-4 + 1e-3·|ref|. An
 /// f32 state carried over thousands of steps (products of L decays, reordered by the parallel
 /// scan) and sums over N terms of both signs; `mamba_ssm`'s own f32 test allows rtol 6e-4,
 /// atol 2e-3.
 pub const TOLERANCE: Tolerance = Tolerance::new(5e-4, 1e-3);
+
+/// Half u, delta, z, out (and B, C where [`Problem::with_dtype`] makes them halves) against the
+/// f64 reference on the *same* rounded inputs: widening is exact and the math is f32, so
+/// [`TOLERANCE`] holds up to the store of out, which rounds once to the half and adds its
+/// relative error: the unit roundoff 2^-8 for bf16 (7 stored bits, nearest even) and up to one
+/// ulp, 2^-10, for f16 (10 stored bits; `pack2x16float` may return either neighbour). f16's
+/// subnormal spacing (2^-24) is far below the absolute term. last_state is f32: [`TOLERANCE`].
+/// (`mamba_ssm` tests bf16 at rtol 5e-2, atol 1e-1.)
+pub fn out_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::BF16 => Tolerance::new(5e-4, 1e-3 + 1.0 / 256.0),
+        DType::F16 => Tolerance::new(5e-4, 1e-3 + 1.0 / 1024.0),
+        _ => TOLERANCE,
+    }
+}
 
 /// Mamba's options: D, z, delta_bias and softplus, no initial state.
 pub const MAMBA: ScanOptions = ScanOptions {
@@ -108,9 +123,32 @@ pub struct Problem {
     pub initial_state: Option<Vec<f32>>,
     /// Apply softplus to delta + delta_bias.
     pub delta_softplus: bool,
+    /// Dtype of u, delta, z and out on the GPU (f32 unless [`Problem::with_dtype`]).
+    pub dtype: DType,
+    /// Dtype of B and C on the GPU: f32 or [`Problem::dtype`].
+    pub bc_dtype: DType,
 }
 
 impl Problem {
+    /// This problem with u, delta and z (out follows) stored as `dtype`, and B and C too when
+    /// `bc_half` (else they stay f32): the host values are rounded to it (nearest even) so that
+    /// the reference sees exactly what the GPU holds.
+    pub fn with_dtype(mut self, dtype: DType, bc_half: bool) -> Self {
+        let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = dtype.round_f32(*x));
+        round(&mut self.u);
+        round(&mut self.delta);
+        if let Some(z) = &mut self.z {
+            round(z);
+        }
+        if bc_half {
+            round(&mut self.b);
+            round(&mut self.c);
+            self.bc_dtype = dtype;
+        }
+        self.dtype = dtype;
+        self
+    }
+
     /// Random inputs of `dims` with the optional inputs `opts` asks for.
     pub fn random(rng: &mut Rng, dims: ScanDims, opts: ScanOptions) -> Self {
         let x = dims.batch * dims.dim * dims.len;
@@ -137,6 +175,8 @@ impl Problem {
             delta_bias,
             initial_state,
             delta_softplus: opts.delta_softplus,
+            dtype: DType::F32,
+            bc_dtype: DType::F32,
         }
     }
 
@@ -200,37 +240,43 @@ impl Problem {
         }
     }
 
-    /// Upload every input.
+    /// Upload every input (u, delta, z of [`Problem::dtype`], B and C of
+    /// [`Problem::bc_dtype`], the rest f32).
     pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
         let s = &self.dims;
         let x = [s.batch, s.dim, s.len];
         let opt = |shape: &[usize], v: &Option<Vec<f32>>| {
             v.as_ref().map(|v| gpu.upload_f32(shape, v)).transpose()
         };
+        let (act, bc) = (self.dtype, self.bc_dtype);
         Ok(GpuInputs {
-            u: gpu.upload_f32(&x, &self.u)?,
-            delta: gpu.upload_f32(&x, &self.delta)?,
+            u: gpu.upload_f32_as(&x, act, &self.u)?,
+            delta: gpu.upload_f32_as(&x, act, &self.delta)?,
             a: gpu.upload_f32(&[s.dim, s.n], &self.a)?,
-            b: gpu.upload_f32(&s.b.shape(s), &self.b)?,
-            c: gpu.upload_f32(&s.c.shape(s), &self.c)?,
+            b: gpu.upload_f32_as(&s.b.shape(s), bc, &self.b)?,
+            c: gpu.upload_f32_as(&s.c.shape(s), bc, &self.c)?,
             d: opt(&[s.dim], &self.d)?,
-            z: opt(&x, &self.z)?,
+            z: self
+                .z
+                .as_ref()
+                .map(|v| gpu.upload_f32_as(&x, act, v))
+                .transpose()?,
             delta_bias: opt(&[s.dim], &self.delta_bias)?,
             initial_state: opt(&[s.batch, s.dim, s.n], &self.initial_state)?,
             delta_softplus: self.delta_softplus,
         })
     }
 
-    /// NaN-poisoned outputs (out (Bt, D, L), last_state (Bt, D, N)).
+    /// NaN-poisoned outputs (out (Bt, D, L) of [`Problem::dtype`], last_state (Bt, D, N)).
     pub fn poisoned_outputs(&self, gpu: &Gpu) -> Result<(Tensor, Tensor)> {
         let s = &self.dims;
         Ok((
-            gpu.nan_f32(&[s.batch, s.dim, s.len])?,
+            gpu.nan_as(&[s.batch, s.dim, s.len], self.dtype)?,
             gpu.nan_f32(&[s.batch, s.dim, s.n])?,
         ))
     }
 
-    /// Upload, run `op` once into poisoned outputs and read back (out, last_state).
+    /// Upload, run `op` once into poisoned outputs and read back (out widened, last_state).
     pub fn run(&self, gpu: &Gpu, op: &SelectiveScan) -> Result<(Vec<f32>, Vec<f32>)> {
         let t = self.upload(gpu)?;
         let (out, last) = self.poisoned_outputs(gpu)?;

@@ -6,9 +6,16 @@
 //! x_t[n] = exp(dt_t·A[d,n])·x_{t-1}[n] + dt_t·B_t[n]·u_t;   y_t = (Σ_n C_t[n]·x_t[n] + D[d]·u_t)·silu(z_t)
 //! ```
 //!
-//! Layouts (f32, row-major): u, delta, z, out (Bt, D, L); A (D, N); B and C each (D, N) constant,
+//! Layouts (row-major): u, delta, z, out (Bt, D, L); A (D, N); B and C each (D, N) constant,
 //! (Bt, N, L) variable or (Bt, G, N, L) grouped (channel d uses group d / (D/G)); D, delta_bias
 //! (D); initial_state, last_state (Bt, D, N). N ≤ 256.
+//!
+//! Dtypes, `mamba_ssm`'s convention: u, delta, z and out share u's dtype (f32, f16 or bf16); B
+//! and C are each f32 or u's dtype; A, D, delta_bias, initial_state and last_state are f32.
+//! Halves are widened on load and out is rounded to u's dtype once, on store; the math is f32.
+//! A mismatch is an [`Error::DType`] naming the tensor and the dtype it needed. With half out
+//! and N > 16 the row-sequential strategy would round out once per pass of 16 states, so the
+//! chunked strategy runs instead ([`SelectiveScan::strategy_for_dtype`]).
 //!
 //! One dispatch per call for any L (more only when a tensor exceeds one storage binding or the
 //! workgroup grid), with one of two strategies ([`ScanStrategy`]) taking the same inputs and
@@ -82,7 +89,7 @@ fn rows_per_workgroup(rows: usize) -> usize {
 
 pub use crate::spec::selective_scan::{BcLayout, ScanDims, ScanShapes};
 
-/// GPU inputs of the selective scan (all f32, layouts of the module docs).
+/// GPU inputs of the selective scan (layouts and dtypes of the module docs).
 #[derive(Clone, Copy, Debug)]
 pub struct SelectiveScanInputs<'a> {
     /// u (Bt, D, L).
@@ -110,18 +117,35 @@ pub struct SelectiveScanInputs<'a> {
 impl SelectiveScanInputs<'_> {
     /// Validate dtypes and shapes; the sizes on success.
     pub fn dims(&self) -> Result<ScanDims> {
-        let named = [
-            ("u", Some(self.u)),
-            ("delta", Some(self.delta)),
+        let act = self.u.dtype();
+        act.expect_float("u")?;
+        let same = [("delta", Some(self.delta)), ("z", self.z)];
+        for (name, t) in same {
+            let Some(t) = t else { continue };
+            if t.dtype() != act {
+                return Err(Error::DType {
+                    name: name.into(),
+                    expected: format!("{act} (u's dtype: u, delta, z and out share one dtype)"),
+                    got: t.dtype().to_string(),
+                });
+            }
+        }
+        for (name, t) in [("B", self.b), ("C", self.c)] {
+            if t.dtype() != DType::F32 && t.dtype() != act {
+                return Err(Error::DType {
+                    name: name.into(),
+                    expected: format!("f32 or {act} (u's dtype)"),
+                    got: t.dtype().to_string(),
+                });
+            }
+        }
+        let wide = [
             ("A", Some(self.a)),
-            ("B", Some(self.b)),
-            ("C", Some(self.c)),
             ("D", self.d),
-            ("z", self.z),
             ("delta_bias", self.delta_bias),
             ("initial_state", self.initial_state),
         ];
-        for (name, t) in named {
+        for (name, t) in wide {
             if let Some(t) = t {
                 t.expect_dtype(name, DType::F32)?;
             }
@@ -199,6 +223,19 @@ pub const CHUNKED: Variant = CHUNKED_SHADER.variant(Flags::NONE, INTERFACE);
 pub const CHUNKED_SUBGROUP: Variant =
     CHUNKED_SHADER.variant(Flags::of(&[Flag::Subgroup]), INTERFACE);
 
+/// The row-sequential kernel with half u, delta, z, out (and B, C where they are halves), in
+/// [`crate::ops::HALF_STORAGE`] order: f16 in u32 words, native f16, bf16.
+pub const ROWS_HALF: [Variant; 3] = crate::ops::half_variants(ROWS);
+
+/// [`CHUNKED`] with half activations, in [`crate::ops::HALF_STORAGE`] order.
+pub const CHUNKED_HALF: [Variant; 3] = crate::ops::half_variants(CHUNKED);
+
+/// [`CHUNKED_SUBGROUP`] with half activations, in [`crate::ops::HALF_STORAGE`] order.
+pub const CHUNKED_SUBGROUP_HALF: [Variant; 3] = crate::ops::half_variants(CHUNKED_SUBGROUP);
+
+/// States the row-sequential kernel holds in registers per pass (`NS` in its WGSL).
+const ROW_STATES: usize = 16;
+
 const B_VARIABLE: u32 = 1;
 const C_VARIABLE: u32 = 2;
 const HAS_D: u32 = 4;
@@ -206,6 +243,8 @@ const HAS_Z: u32 = 8;
 const HAS_BIAS: u32 = 16;
 const SOFTPLUS: u32 = 32;
 const HAS_INIT: u32 = 64;
+const B_HALF: u32 = 128;
+const C_HALF: u32 = 256;
 
 /// A built selective-scan op: the pipeline plus a reusable scratch buffer for the packed
 /// per-channel parameters.
@@ -225,12 +264,16 @@ pub use packed::PackedScanInputs;
 mod plan;
 mod record;
 
-/// A window of a tensor as a binding: (binding, element index where it starts).
+/// A window of elements `[first, end)` of a tensor as a binding: (binding, element index where
+/// it starts). The start is rounded down to the device's offset alignment (≥ 4 bytes), so for
+/// halves it is an even element: the kernel's element i - off keeps i's lane in its u32 word.
+/// The end is rounded up to a whole word (tensors are padded to 4 bytes).
 pub(crate) fn window(gpu: &Gpu, t: &Tensor, first: usize, end: usize) -> Result<(Binding, u32)> {
     let align = gpu.limits().min_storage_buffer_offset_alignment.max(4) as usize;
-    let start_byte = (first * 4) / align * align;
-    let size = (end * 4 - start_byte).max(4) as u64;
-    let off = u32::try_from(start_byte / 4).map_err(|_| Error::Limit {
+    let es = t.dtype().size();
+    let start_byte = (first * es) / align * align;
+    let size = ((end * es).next_multiple_of(4) - start_byte).max(4) as u64;
+    let off = u32::try_from(start_byte / es).map_err(|_| Error::Limit {
         what: "a tensor offset".into(),
         detail: "more than 2^32 elements".into(),
     })?;
@@ -278,9 +321,20 @@ impl SelectiveScan {
         self.strategy
     }
 
-    /// The concrete strategy a call with these sizes records (never `Auto`).
+    /// The concrete strategy a call with these sizes and f32 u records (never `Auto`).
     pub fn strategy_for(&self, dims: &ScanDims) -> ScanStrategy {
         self.strategy.resolve(dims, self.device)
+    }
+
+    /// The concrete strategy a call with these sizes and u of `dtype` records (never `Auto`):
+    /// [`Self::strategy_for`], except that half out with N > 16 always runs chunked (the
+    /// row-sequential kernel adds its passes of 16 states in out, which would round out to the
+    /// half once per pass; the chunked kernel sums all N in registers and rounds once).
+    pub fn strategy_for_dtype(&self, dims: &ScanDims, dtype: DType) -> ScanStrategy {
+        if dtype.is_half() && dims.n > ROW_STATES {
+            return ScanStrategy::ChunkedParallel;
+        }
+        self.strategy_for(dims)
     }
 
     /// Whether the chunked strategy runs its subgroup variant on this device (the
@@ -294,35 +348,43 @@ impl SelectiveScan {
     /// add, softplus (exp, log, add: 3), the D FMA (2), silu and the gate (exp, add, divide,
     /// multiply: 4), each when enabled.
     pub fn cost(dims: &ScanDims, inputs: ScanOptions) -> Cost {
+        Self::cost_as(dims, inputs, DType::F32, DType::F32)
+    }
+
+    /// [`Self::cost`] with u, delta, z and out of `act` and B, C of `bc`, each counted at its
+    /// real width (A, D, delta_bias and the states at 4 bytes).
+    pub fn cost_as(dims: &ScanDims, inputs: ScanOptions, act: DType, bc: DType) -> Cost {
         let (rows, l, n) = (
             (dims.batch * dims.dim) as u64,
             dims.len as u64,
             dims.n as u64,
         );
-        let bc = |layout: BcLayout| -> u64 { layout.shape(dims).iter().product::<usize>() as u64 };
-        let mut elems = 2 * rows * l + dims.dim as u64 * n + bc(dims.b) + bc(dims.c);
-        elems += rows * l + rows * n; // out, last_state
+        let bc_elems =
+            |layout: BcLayout| -> u64 { layout.shape(dims).iter().product::<usize>() as u64 };
+        let mut acts = 3 * rows * l; // u, delta, out
+        let mut wide = dims.dim as u64 * n + rows * n; // A, last_state
+        let bcs = bc_elems(dims.b) + bc_elems(dims.c);
         let mut per_step = 8 * n;
         if inputs.d {
-            elems += dims.dim as u64;
+            wide += dims.dim as u64;
             per_step += 2;
         }
         if inputs.z {
-            elems += rows * l;
+            acts += rows * l;
             per_step += 4;
         }
         if inputs.delta_bias {
-            elems += dims.dim as u64;
+            wide += dims.dim as u64;
             per_step += 1;
         }
         if inputs.delta_softplus {
             per_step += 3;
         }
         if inputs.initial_state {
-            elems += rows * n;
+            wide += rows * n;
         }
         Cost {
-            bytes: 4 * elems,
+            bytes: 4 * wide + act.size() as u64 * acts + bc.size() as u64 * bcs,
             flops: rows * l * per_step,
         }
     }
@@ -356,11 +418,11 @@ impl SelectiveScanInputs<'_> {
     }
 }
 
-/// Run one scan and wait: returns (out, last_state) as new tensors.
+/// Run one scan and wait: returns (out of u's dtype, last_state f32) as new tensors.
 pub fn selective_scan(gpu: &Gpu, inputs: &SelectiveScanInputs) -> Result<(Tensor, Tensor)> {
     let dims = inputs.dims()?;
     let op = SelectiveScan::new(gpu)?;
-    let out = gpu.empty(&[dims.batch, dims.dim, dims.len], DType::F32)?;
+    let out = gpu.empty(&[dims.batch, dims.dim, dims.len], inputs.u.dtype())?;
     let last = gpu.empty(&[dims.batch, dims.dim, dims.n], DType::F32)?;
     let mut batch = gpu.batch();
     op.record(&mut batch, inputs, &out, &last)?;

@@ -10,7 +10,7 @@
 use super::*;
 use crate::runtime::View;
 
-const PACKED: u32 = 128;
+const PACKED: u32 = 512;
 
 /// Inputs of [`SelectiveScan::record_packed`] (f32; shapes in token-major order).
 #[derive(Clone, Copy, Debug)]

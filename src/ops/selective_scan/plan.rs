@@ -42,7 +42,9 @@ pub(super) fn row_windows(gpu: &Gpu, dims: &ScanDims) -> Result<Vec<(usize, usiz
     // Plan the dispatches (one unless a tensor exceeds a storage binding) before recording.
     let align = gpu.limits().min_storage_buffer_offset_alignment.max(4) as usize;
     let max_bind = gpu.max_binding_bytes() as usize;
-    let room = max_bind.saturating_sub(align) / 4; // elements per window, worst alignment
+    // Elements per window, worst alignment; halves are counted at 4 bytes too (a conservative
+    // bound: their windows hold half the bytes, so any plan made here fits them).
+    let room = max_bind.saturating_sub(align) / 4;
     let per_row = len.max(n);
     if room < per_row {
         return Err(limit(

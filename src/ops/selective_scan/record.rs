@@ -17,8 +17,8 @@ impl SelectiveScan {
         }
     }
 
-    /// Record the scan: `out` (Bt, D, L) and `last_state` (Bt, D, N) are written. Shapes are
-    /// validated first; on error nothing is recorded.
+    /// Record the scan: `out` (Bt, D, L, u's dtype) and `last_state` (Bt, D, N, f32) are
+    /// written. Shapes and dtypes are validated first; on error nothing is recorded.
     pub fn record(
         &self,
         batch: &mut Batch,
@@ -41,7 +41,15 @@ impl SelectiveScan {
                 inputs.a.shape(),
             ));
         }
-        out.expect("out", "(Bt, D, L)", &[bt, dim, len], DType::F32)?;
+        let act = inputs.u.dtype();
+        if out.dtype() != act {
+            return Err(Error::DType {
+                name: "out".into(),
+                expected: format!("{act} (u's dtype: u, delta, z and out share one dtype)"),
+                got: out.dtype().to_string(),
+            });
+        }
+        out.expect("out", "(Bt, D, L)", &[bt, dim, len], act)?;
         last_state.expect("last_state", "(Bt, D, N)", &[bt, dim, n], DType::F32)?;
         let gpu = batch.gpu();
         let rows = bt * dim;
@@ -73,6 +81,8 @@ impl SelectiveScan {
             (inputs.delta_bias.is_some(), HAS_BIAS),
             (inputs.delta_softplus, SOFTPLUS),
             (inputs.initial_state.is_some(), HAS_INIT),
+            (inputs.b.dtype().is_half(), B_HALF),
+            (inputs.c.dtype().is_half(), C_HALF),
         ] {
             if on {
                 flags |= bit;
@@ -80,12 +90,30 @@ impl SelectiveScan {
         }
         // Rows per workgroup: the row-sequential kernel runs one invocation per row, the chunked
         // one a workgroup per row.
-        let (kernel, wg) = match self.strategy_for(&dims) {
-            ScanStrategy::ChunkedParallel => (&self.chunked, 1),
-            _ => match rows_per_workgroup(rows) {
-                64 => (&self.kernel, 64),
-                w => (&self.kernel_small, w),
-            },
+        // Half activations: the variant of the same body with the storage flags (cached).
+        let storage = crate::ops::storage_flags(gpu, "u", act)?;
+        let (kernel, wg) = match self.strategy_for_dtype(&dims, act) {
+            ScanStrategy::ChunkedParallel if storage == Flags::NONE => (self.chunked.clone(), 1),
+            ScanStrategy::ChunkedParallel => {
+                let base = if self.chunked_subgroups {
+                    CHUNKED_SUBGROUP
+                } else {
+                    CHUNKED
+                };
+                let v = CHUNKED_SHADER.variant(base.flags.union(storage), INTERFACE);
+                (gpu.kernel(&v, &[])?, 1)
+            }
+            _ => {
+                let w = rows_per_workgroup(rows);
+                let k = match (storage == Flags::NONE, w) {
+                    (true, 64) => self.kernel.clone(),
+                    (true, _) => self.kernel_small.clone(),
+                    (false, _) => {
+                        gpu.kernel(&SHADER.variant(storage, INTERFACE), &[("WG", w as f64)])?
+                    }
+                };
+                (k, w)
+            }
         };
         for (r0, r1) in plan {
             let (u_bind, off_x) = window(gpu, inputs.u, r0 * len, r1 * len)?;
@@ -125,7 +153,7 @@ impl SelectiveScan {
                 ..Default::default()
             };
             batch.dispatch(
-                kernel,
+                &kernel,
                 &uniforms,
                 &[
                     u_bind,
