@@ -10,8 +10,9 @@ pub enum Flag {
     Subgroup,
     /// Storage read and written as `vec4<f32>` (layouts aligned to 4 elements).
     Vec4,
-    /// The kernel's *stored* tensor (the one role a kernel lets be half: matmul's `w`, the
-    /// latent cache's `data`, attention's `cache`) is f16; everything else stays f32. Without
+    /// The kernel's first *stored* tensor role (matmul's `w`, the latent cache's `data`,
+    /// attention's `cache`, rmsnorm's and rope's rows, state_update's activations) is f16; the
+    /// rest stays f32 unless the second role's flags say otherwise. Without
     /// [`Flag::NativeF16`] the halves travel as pairs in `u32` words (`unpack2x16float`).
     F16,
     /// The stored tensor is bf16, pairs in `u32` words widened by shifts (on every adapter).
