@@ -98,7 +98,34 @@ fn bench_dtype_counts_half_bytes_and_skips_f32_only_kernels() {
             "{r}"
         );
     }
-    let out = ssm_mla(&["bench", "--quick", "--kernel", "rope", "--dtype", "f16"]);
+    // rope with f16 x and y: T·H·d halves read and written, plus the positions and the turns.
+    let path = std::env::temp_dir().join(format!("ssm-mla-bench-rope-{}.json", std::process::id()));
+    let out = ssm_mla(&[
+        "bench",
+        "--quick",
+        "--kernel",
+        "rope",
+        "--dtype",
+        "f16",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for r in results {
+        assert_eq!(r["size"].as_str().unwrap(), "T=64 H=16 d=64 f16", "{r}");
+        assert_eq!(
+            r["bytes"].as_u64().unwrap(),
+            2 * 2 * 64 * 16 * 64 + 4 * (64 + 64),
+            "{r}"
+        );
+    }
+    // A kernel without half storage says so.
+    let out = ssm_mla(&["bench", "--quick", "--kernel", "fma_peak", "--dtype", "f16"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("stores f32 only so far"),

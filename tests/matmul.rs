@@ -7,12 +7,107 @@
 //! Half weights (f16, bf16; f16 both native and through u32 words, the fallback device having no
 //! `SHADER_F16`): the same tolerance, because the reference is fed the same rounded weights and
 //! widening a half to f32 is exact, so only the f32 accumulation differs.
+//! Half activations (x and y f16 or bf16, with every weight dtype): x is rounded on the host and
+//! the reference fed the rounded values, so only the f32 accumulation and y's final rounding
+//! differ: rtol 1e-4 + 2^-8 for bf16 y (nearest even of 8 significant bits), 1e-4 + 2^-10 for
+//! f16 y (`pack2x16float` may pick either neighbour: one ulp), atol 1e-5 (outputs are O(1)); see
+//! `testing::matmul::y_tolerance`.
 
 mod common;
 use common::*;
 use ssm_mla::ops::matmul::{Matmul, MatmulDims};
 use ssm_mla::testing::matmul::{Problem, HALF_W_TOLERANCE, TOLERANCE as TOL};
 use ssm_mla::DType;
+
+/// Half activations with f32, f16 and bf16 weights on both kernels (vec4: K and the strides
+/// multiples of 4; tiled otherwise), odd N (y words shared by neighbouring invocations and
+/// rows), size 1, y poisoned, and the strided absorb layout (x head slices).
+#[test]
+fn half_activations_match_reference() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("matmul half activations");
+        let op = Matmul::new(&gpu).unwrap();
+        for act in [DType::F16, DType::BF16] {
+            for w_dtype in [DType::F32, DType::F16, DType::BF16] {
+                for (m, n, k, with_bias) in [
+                    (1usize, 1usize, 1usize, true),
+                    (3, 7, 5, false),
+                    (1, 65, 8, true),
+                    (5, 9, 12, false),
+                    (19, 33, 20, true),
+                ] {
+                    let p = Problem::linear(&mut rng, m, n, k, with_bias)
+                        .with_w_dtype(w_dtype)
+                        .with_x_dtype(act);
+                    assert_close(
+                        &format!("{name} x {act} w {w_dtype} M={m} N={n} K={k} bias={with_bias}"),
+                        &p.run(&gpu, &op).unwrap(),
+                        &p.reference(),
+                        p.tolerance(),
+                        seed,
+                    );
+                }
+            }
+            // q_lat[t, h, c] = Σ_e q_nope[t, h, e] · kv_b[h·(nope+v) + e, c] (W not transposed).
+            for (t, h, nope, v, d_c) in [(3usize, 3usize, 8usize, 4usize, 12usize), (2, 2, 5, 3, 7)]
+            {
+                let dims = MatmulDims {
+                    g: h,
+                    m: t,
+                    n: d_c,
+                    k: nope,
+                    x_off: 0,
+                    x_gs: nope + v,
+                    x_rs: h * (nope + v),
+                    w_off: 0,
+                    w_gs: (nope + v) * d_c,
+                    w_rs: d_c,
+                    w_trans: false,
+                    y_off: 0,
+                    y_gs: d_c,
+                    y_rs: h * d_c,
+                };
+                let kv_b = [h * (nope + v), d_c];
+                let p = Problem::strided(
+                    &mut rng,
+                    dims,
+                    &[t, h * (nope + v)],
+                    &kv_b,
+                    &[t, h * d_c],
+                    false,
+                )
+                .with_w_dtype(act)
+                .with_x_dtype(act);
+                assert_close(
+                    &format!("{name} {act} absorb q T={t} H={h} nope={nope} d_c={d_c}"),
+                    &p.run(&gpu, &op).unwrap(),
+                    &p.reference(),
+                    p.tolerance(),
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rejects_mismatched_activation_dtypes_without_recording() {
+    let gpu = gpu();
+    let op = Matmul::new(&gpu).unwrap();
+    let x = gpu.upload_f32_as(&[2, 3], DType::BF16, &[0.0; 6]).unwrap();
+    let w = gpu.upload_f32(&[4, 3], &[0.0; 12]).unwrap();
+    let mut batch = gpu.batch();
+    for y_dtype in [DType::F32, DType::F16] {
+        let y = gpu.nan_as(&[2, 4], y_dtype).unwrap();
+        let e = op.record_linear(&mut batch, &x, &w, None, &y).unwrap_err();
+        assert!(e.to_string().contains("`y`"), "{e}");
+    }
+    let xi = gpu.upload_u32(&[2, 3], &[0; 6]).unwrap();
+    let y = gpu.nan_f32(&[2, 4]).unwrap();
+    let e = op.record_linear(&mut batch, &xi, &w, None, &y).unwrap_err();
+    assert!(e.to_string().contains("`x`"), "{e}");
+    assert_eq!(batch.dispatches(), 0, "nothing may be recorded on error");
+}
 
 /// Half weights on both kernels (vec4 and tiled), odd counts of halves, size 1, y poisoned,
 /// and the strided per-head absorb layout (w offsets into kv_b_proj).

@@ -12,13 +12,21 @@
 //! bits, nearest even), 1e-5 + (1e-4 + 2^-10)·|ref| for f16 (one ulp of 10 stored bits:
 //! `pack2x16float` may round to either neighbour) (`out_tolerance`; mamba_ssm tests bf16 at
 //! rtol 5e-2, atol 1e-1). The state is f32 and keeps 1e-5 + 1e-4·|ref|.
+//!
+//! Half state pool (f16 or bf16, with f32 and half activations): the initial state is rounded on
+//! the host and the reference starts from it; the step is f32 and the stored state is rounded,
+//! so the state is within 1e-5 + (1e-4 + 2^-8)·|ref| for bf16 and 1e-5 + (1e-4 + 2^-10)·|ref|
+//! for f16 (`state_tolerance`, the same reasoning as out's). out is computed from the unrounded
+//! f32 state and keeps its own tolerance. Odd N puts two rows' halves in one word (atomics).
 
 mod common;
 use common::*;
 use ssm_mla::ops::selective_scan::BcLayout;
 use ssm_mla::ops::state_update::{StateUpdate, StateUpdateInputs, UpdateOptions};
 use ssm_mla::testing::selective_scan::{self as scan, TOLERANCE as SCAN_TOL};
-use ssm_mla::testing::state_update::{dims, out_tolerance, Problem, TOLERANCE as STEP_TOL};
+use ssm_mla::testing::state_update::{
+    dims, out_tolerance, state_tolerance, Problem, TOLERANCE as STEP_TOL,
+};
 use ssm_mla::{DType, Gpu, Rng, Tensor};
 
 /// The options of bits 0..4: D, z, dt_bias, softplus.
@@ -423,7 +431,8 @@ fn half_activations() {
     }
 }
 
-/// The activations share x's dtype and the rest is f32: a mismatch names the tensor and x.
+/// The activations share x's dtype, the state is a float and the rest is f32: a mismatch names
+/// the tensor (and x).
 #[test]
 fn half_dtype_mismatches_are_named() {
     let gpu = gpu();
@@ -439,7 +448,8 @@ fn half_dtype_mismatches_are_named() {
     let d_half = t(&[dim], DType::F16);
     let out = t(&[bt, dim], DType::F16);
     let out_f32 = t(&[bt, dim], DType::F32);
-    let state_half = t(&[bt, dim, n], DType::F16);
+    // The state may be any float dtype; an integer pool is refused.
+    let state_int = t(&[bt, dim, n], DType::U32);
     let base = StateUpdateInputs {
         state: &state,
         x: &x,
@@ -486,7 +496,7 @@ fn half_dtype_mismatches_are_named() {
         (
             "state",
             StateUpdateInputs {
-                state: &state_half,
+                state: &state_int,
                 ..base
             },
             &out,
@@ -503,5 +513,67 @@ fn half_dtype_mismatches_are_named() {
             assert!(msg.contains("x's dtype"), "{name}: {msg}");
         }
         assert_eq!(batch.dispatches(), 0, "{msg}");
+    }
+}
+
+/// A half state pool (f16, bf16) with f32 and half activations: odd N (rows share words), N = 1,
+/// size 1, groups, slots into a pool with padded requests (their rows untouched), two steps in a
+/// row (the second reads what the first stored).
+#[test]
+fn half_state_pool() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update half state");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for state_dtype in [DType::F16, DType::BF16] {
+            for act in [DType::F32, state_dtype] {
+                for (bt, dim, n, g, pool) in [
+                    (1, 1, 1, 1, None),
+                    (3, 5, 7, 1, None),
+                    (2, 6, 16, 2, None),
+                    (4, 3, 5, 1, Some(7)),
+                ] {
+                    let p = make(&mut rng, bt, dim, n, g, g, 15, pool)
+                        .with_dtype(act)
+                        .with_state_dtype(state_dtype);
+                    let want = p.reference().unwrap();
+                    let (out, state) = p.run(&gpu, &op).unwrap();
+                    let what = format!("{name} state {state_dtype} x {act} Bt={bt} D={dim} N={n}");
+                    assert_close(
+                        &format!("{what} out"),
+                        &out,
+                        &want.out,
+                        out_tolerance(act),
+                        seed,
+                    );
+                    assert_close(
+                        &format!("{what} state"),
+                        &state,
+                        &want.state,
+                        state_tolerance(state_dtype),
+                        seed,
+                    );
+                    // A second step from the stored (rounded) state, against the reference fed
+                    // that same state.
+                    let mut p2 = p.clone();
+                    p2.state = state;
+                    let want2 = p2.reference().unwrap();
+                    let (out2, state2) = p2.run(&gpu, &op).unwrap();
+                    assert_close(
+                        &format!("{what} step 2 out"),
+                        &out2,
+                        &want2.out,
+                        out_tolerance(act),
+                        seed,
+                    );
+                    assert_close(
+                        &format!("{what} step 2 state"),
+                        &state2,
+                        &want2.state,
+                        state_tolerance(state_dtype),
+                        seed,
+                    );
+                }
+            }
+        }
     }
 }

@@ -28,9 +28,15 @@
 // decode (M ≤ 8) memory, each vec4 of W loaded once; prefill (large M) the RM + 4·NV = 16 vec4
 // load instructions per 256 FMAs (per lane), not the FMAs.
 //
-// Storage dtype (common/storage.wgsl): w may be f32, f16 or bf16 (flags F16, BF16, NATIVE_F16);
-// it is widened to f32 on load (VEC4: a squad of 4 weights per load, 8 bytes for halves; the
-// fallback: one element of a sword). x, bias and y are f32; accumulation is f32.
+// Storage dtypes (common/storage.wgsl): w may be f32, f16 or bf16 (the first role: flags F16,
+// BF16, NATIVE_F16); the activations x and y share the second role's dtype, f32, f16 or bf16
+// (flags F16_B, BF16_B, NATIVE_F16_B), independently of w. Loads widen to f32 (VEC4: a squad of
+// 4 values per load, 8 bytes for halves; the fallback: one element of a sword); bias is f32;
+// accumulation is f32; y is rounded on store. x is read only through x_index / x_at / x_quad
+// (one place for its index arithmetic). y is stored one element at a time and neighbouring
+// columns belong to different invocations, so a half y store is two atomics on its word
+// (atomicAnd clears the half, atomicOr sets it; disjoint bits commute), as latent_cache does:
+// any y layout (odd N, offsets, strides) works.
 //
 // Without VEC4, the general fallback for unaligned layouts (10–70× slower on lavapipe): each
 // workgroup owns one (g, BM×BN output tile), BM = BM_T·RM rows and BN = BN_T·RN columns; its
@@ -49,8 +55,8 @@ override WG: u32 = 64u;
 override RM: u32 = 4u; // 1, 2, 4 or 8
 override NV: u32 = 2u; // 1 or 2
 override W_TRANS: u32 = 1u;
-alias elem = vec4<f32>; // of x
-alias welem = squad;     // of w
+alias elem = squad_b;  // of x
+alias welem = squad;   // of w
 #else
 override WG: u32 = 256u;
 override BM_T: u32 = 16u;
@@ -58,7 +64,7 @@ override BN_T: u32 = 16u;
 override RM: u32 = 4u;
 override RN: u32 = 4u;
 override BK: u32 = 16u;
-alias elem = f32;
+alias elem = sword_b;
 alias welem = sword;
 #endif
 #include "common/storage"
@@ -90,7 +96,27 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<elem>;       // (G, M, K) strided
 @group(0) @binding(2) var<storage, read> w: array<welem>;      // (G, N, K) or (G, K, N) strided
 @group(0) @binding(3) var<storage, read> bias: array<f32>;     // (N)
+#if F16_B || BF16_B
+@group(0) @binding(4) var<storage, read_write> y: array<atomic<u32>>; // (G, M, N), halves in pairs
+#else
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (G, M, N) strided
+#endif
+
+// Element offset of x[g, m, k] (the one place that knows x's layout).
+fn x_index(g: u32, m: u32, k: u32) -> u32 {
+    return params.x_off + g * params.x_gs + m * params.x_rs + k;
+}
+
+// y[i] = v, rounded to y's dtype.
+fn store_y(i: u32, v: f32) {
+#if F16_B || BF16_B
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&y[i / 2u], ~(0xffffu << shift));
+    atomicOr(&y[i / 2u], half_bits_b(v) << shift);
+#else
+    y[i] = v;
+#endif
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -122,7 +148,12 @@ fn mac(acc: vec4<f32>, wt: mat4x4<f32>, xv: vec4<f32>) -> vec4<f32> {
 // vec4 index of the start of x row m0 + r (clamped to the last row) for batch entry g.
 fn x_row(g: u32, m0: u32, r: u32) -> u32 {
     let m = min(m0 + r, params.m - 1u);
-    return (params.x_off + g * params.x_gs + m * params.x_rs) / 4u;
+    return x_index(g, m, 0u) / 4u;
+}
+
+// x values 4q .. 4q + 3 (vec4 index q) as f32.
+fn x_quad(q: u32) -> vec4<f32> {
+    return sget4_b(x[q]);
 }
 
 // W_TRANS: vec4 index of the start of w row n0 + j (clamped to the last column).
@@ -155,7 +186,7 @@ fn store1(base: u32, n: u32, v: f32) {
         if (params.has_bias == 1u) {
             o += bias[n];
         }
-        y[base + n] = o;
+        store_y(base + n, o);
     }
 }
 
@@ -228,33 +259,33 @@ fn tile(linear: u32, lid: u32) {
                 wb = mat4x4<f32>(w_quad(q1, k4, 0u), w_quad(q1, k4, 1u), w_quad(q1, k4, 2u), w_quad(q1, k4, 3u));
             }
         }
-        let v0 = x[x0 + k4];
+        let v0 = x_quad(x0 + k4);
         a0 = mac(a0, wa, v0);
         if (NV > 1u) { b0 = mac(b0, wb, v0); }
         if (RM > 1u) {
-            let v1 = x[x1 + k4];
+            let v1 = x_quad(x1 + k4);
             a1 = mac(a1, wa, v1);
             if (NV > 1u) { b1 = mac(b1, wb, v1); }
         }
         if (RM > 2u) {
-            let v2 = x[x2 + k4];
+            let v2 = x_quad(x2 + k4);
             a2 = mac(a2, wa, v2);
             if (NV > 1u) { b2 = mac(b2, wb, v2); }
-            let v3 = x[x3 + k4];
+            let v3 = x_quad(x3 + k4);
             a3 = mac(a3, wa, v3);
             if (NV > 1u) { b3 = mac(b3, wb, v3); }
         }
         if (RM > 4u) {
-            let v4 = x[x4 + k4];
+            let v4 = x_quad(x4 + k4);
             a4 = mac(a4, wa, v4);
             if (NV > 1u) { b4 = mac(b4, wb, v4); }
-            let v5 = x[x5 + k4];
+            let v5 = x_quad(x5 + k4);
             a5 = mac(a5, wa, v5);
             if (NV > 1u) { b5 = mac(b5, wb, v5); }
-            let v6 = x[x6 + k4];
+            let v6 = x_quad(x6 + k4);
             a6 = mac(a6, wa, v6);
             if (NV > 1u) { b6 = mac(b6, wb, v6); }
-            let v7 = x[x7 + k4];
+            let v7 = x_quad(x7 + k4);
             a7 = mac(a7, wa, v7);
             if (NV > 1u) { b7 = mac(b7, wb, v7); }
         }
@@ -288,6 +319,12 @@ fn tile(linear: u32, lid: u32) {
     }
 }
 #else
+// x[g, m, k] as f32.
+fn x_at(g: u32, m: u32, k: u32) -> f32 {
+    let i = x_index(g, m, k);
+    return sget_b(x[i / SPW_B], i % SPW_B);
+}
+
 var<workgroup> x_tile: array<f32, 1024>;
 var<workgroup> w_tile: array<f32, 2048>;
 
@@ -302,7 +339,6 @@ fn tile(linear: u32, lid: u32) {
     let n0 = (rem % params.tiles_n) * bn;
     let tx = lid % BN_T;
     let ty = lid / BN_T;
-    let x_base = params.x_off + g * params.x_gs;
     let w_base = params.w_off + g * params.w_gs;
 
     var acc: array<f32, 16>;
@@ -319,7 +355,7 @@ fn tile(linear: u32, lid: u32) {
             let kk = i % BK;
             var v = 0.0;
             if (m0 + mm < params.m && k0 + kk < params.k) {
-                v = x[x_base + (m0 + mm) * params.x_rs + k0 + kk];
+                v = x_at(g, m0 + mm, k0 + kk);
             }
             x_tile[kk * bm + mm] = v;
         }
@@ -374,7 +410,7 @@ fn tile(linear: u32, lid: u32) {
                 if (params.has_bias == 1u) {
                     v += bias[n];
                 }
-                y[y_base + m * params.y_rs + n] = v;
+                store_y(y_base + m * params.y_rs + n, v);
             }
         }
     }

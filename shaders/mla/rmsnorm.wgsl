@@ -24,15 +24,22 @@
 // so the reduction is a handful of barriers.
 //
 // Both: linear workgroup index wg.x + wg.y·num_workgroups.x (2-D grids past 65535 workgroups).
+//
+// Storage dtypes (common/storage.wgsl): x and y share the first role's dtype (f32, or with F16 /
+// BF16 halves two per u32 word; NATIVE_F16 binds native f16); w is the second role (f32, or with
+// F16_B / BF16_B the rows' half dtype: checkpoints store norm weights in bf16). Loads widen, the
+// sum of squares and the scaling are f32, y is rounded on store. The vec4 path stores a squad
+// (4 halves = 2 whole words) per vec4, so no two invocations share a word. The scalar path's
+// neighbouring elements belong to different invocations and a word may straddle two rows (odd
+// offsets or strides), so each half store is two atomics on its word (atomicAnd clears the
+// half, atomicOr sets it; disjoint bits commute), as latent_cache does.
 
 #if VEC4
 override WG: u32 = 64u;
 override TPR: u32 = 8u;
 override HOLD: u32 = 16u; // ≤ 16 (the size of `held`)
-alias elem = vec4<f32>; // of x, w and y
 #else
 override WG: u32 = 256u;
-alias elem = f32;
 #endif
 
 struct Params {
@@ -47,9 +54,21 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<elem>;       // rows of d, strided
-@group(0) @binding(2) var<storage, read> w: array<elem>;       // (d)
-@group(0) @binding(3) var<storage, read_write> y: array<elem>; // rows of d, strided
+#if VEC4
+@group(0) @binding(1) var<storage, read> x: array<squad>;       // rows of d, strided
+@group(0) @binding(2) var<storage, read> w: array<squad_b>;     // (d)
+@group(0) @binding(3) var<storage, read_write> y: array<squad>; // rows of d, strided
+#else
+@group(0) @binding(1) var<storage, read> x: array<sword>;       // rows of d, strided
+@group(0) @binding(2) var<storage, read> w: array<sword_b>;     // (d)
+#if F16 || BF16
+@group(0) @binding(3) var<storage, read_write> y: array<atomic<u32>>; // rows of d, halves in pairs
+#else
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;   // rows of d, strided
+#endif
+#endif
+
+#include "common/storage"
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -76,13 +95,13 @@ fn rows(block: u32, lid: u32) {
         for (var j = 0u; j < HOLD; j++) {
             let i = t + j * TPR;
             if (i < d4) {
-                let v = x[xb + i];
+                let v = sget4(x[xb + i]);
                 held[j] = v;
                 sq = fma(v, v, sq);
             }
         }
         for (var i = t + HOLD * TPR; i < d4; i += TPR) {
-            let v = x[xb + i];
+            let v = sget4(x[xb + i]);
             sq = fma(v, v, sq);
         }
     }
@@ -101,14 +120,32 @@ fn rows(block: u32, lid: u32) {
     for (var j = 0u; j < HOLD; j++) {
         let i = t + j * TPR;
         if (i < d4) {
-            y[yb + i] = held[j] * inv * w[i];
+            y[yb + i] = spack4(held[j] * inv * sget4_b(w[i]));
         }
     }
     for (var i = t + HOLD * TPR; i < d4; i += TPR) {
-        y[yb + i] = x[xb + i] * inv * w[i];
+        y[yb + i] = spack4(sget4(x[xb + i]) * inv * sget4_b(w[i]));
     }
 }
 #else
+fn load_x(j: u32) -> f32 {
+    return sget(x[j / SPW], j % SPW);
+}
+
+fn load_w(i: u32) -> f32 {
+    return sget_b(w[i / SPW_B], i % SPW_B);
+}
+
+fn store_y(j: u32, v: f32) {
+#if F16 || BF16
+    let shift = (j & 1u) * 16u;
+    atomicAnd(&y[j / 2u], ~(0xffffu << shift));
+    atomicOr(&y[j / 2u], half_bits(v) << shift);
+#else
+    y[j] = v;
+#endif
+}
+
 // Row `block`, one workgroup.
 fn rows(block: u32, lid: u32) {
     let row = block;
@@ -118,7 +155,7 @@ fn rows(block: u32, lid: u32) {
     let xb = params.x_off + row * params.x_stride;
     var sum = 0.0;
     for (var i = lid; i < params.d; i += WG) {
-        let v = x[xb + i];
+        let v = load_x(xb + i);
         sum = fma(v, v, sum);
     }
     partial[lid] = sum;
@@ -132,7 +169,7 @@ fn rows(block: u32, lid: u32) {
     let inv = inverseSqrt(partial[0] / f32(params.d) + params.eps);
     let yb = params.y_off + row * params.y_stride;
     for (var i = lid; i < params.d; i += WG) {
-        y[yb + i] = x[xb + i] * inv * w[i];
+        store_y(yb + i, load_x(xb + i) * inv * load_w(i));
     }
 }
 #endif

@@ -31,16 +31,22 @@
 //
 // Without VEC4: one invocation per (t, h, i) pair.
 // Both: WG invocations per workgroup, linear workgroup index wg.x + wg.y·num_workgroups.x.
+//
+// Storage dtype (common/storage.wgsl): x and y are f32 or (flag F16 or BF16) halves, two per u32
+// word (NATIVE_F16: native f16); positions and turns are u32. Loads widen, the angles, cos/sin
+// and the rotation are f32, y is rounded on store. The vec4 path loads and stores squads (4
+// halves = 2 whole words of one invocation). The scalar path's two elements of a pair may share
+// a word with another invocation's element (halves layout, odd offsets or strides), so each
+// half store is two atomics on its word (atomicAnd clears the half, atomicOr sets it; disjoint
+// bits commute), as latent_cache does.
 
 #if VEC4
 override WG: u32 = 64u;
 override HB: u32 = 8u;
-alias elem = vec4<f32>; // of x and y
 alias turn = vec4<u32>; // [hi, lo] of two frequencies
 alias word = vec2<u32>; // the 32-bit words mul_hi works on: one per frequency
 #else
 override WG: u32 = 256u;
-alias elem = f32;
 alias turn = vec2<u32>;
 alias word = u32;
 #endif
@@ -61,10 +67,24 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<elem>;       // (T, H, d) strided
+#if VEC4
+@group(0) @binding(1) var<storage, read> x: array<squad>;       // (T, H, d) strided
+#else
+@group(0) @binding(1) var<storage, read> x: array<sword>;       // (T, H, d) strided
+#endif
 @group(0) @binding(2) var<storage, read> positions: array<u32>; // (T)
 @group(0) @binding(3) var<storage, read> turns: array<turn>;    // (d/2, 2): [hi, lo]
-@group(0) @binding(4) var<storage, read_write> y: array<elem>;  // (T, H, d) strided
+#if VEC4
+@group(0) @binding(4) var<storage, read_write> y: array<squad>;  // (T, H, d) strided
+#else
+#if F16 || BF16
+@group(0) @binding(4) var<storage, read_write> y: array<atomic<u32>>; // (T, H, d), halves in pairs
+#else
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;   // (T, H, d) strided
+#endif
+#endif
+
+#include "common/storage"
 
 // High 32 bits of the 64-bit product a·b (per component).
 fn mul_hi(a: u32, b: word) -> word {
@@ -125,13 +145,13 @@ fn rotate(idx: u32) {
         for (var h = h0; h < h1; h++) {
             let xb = (xt + h * params.x_hs) / 4u;
             let yb = (yt + h * params.y_hs) / 4u;
-            let v = x[xb + q];
-            y[yb + q] = vec4<f32>(
+            let v = sget4(x[xb + q]);
+            y[yb + q] = spack4(vec4<f32>(
                 v.x * c.x - v.y * s.x,
                 v.y * c.x + v.x * s.x,
                 v.z * c.y - v.w * s.y,
                 v.w * c.y + v.z * s.y,
-            );
+            ));
         }
     } else {
         let ang01 = angles(pos, turns[2u * q]);
@@ -142,14 +162,28 @@ fn rotate(idx: u32) {
         for (var h = h0; h < h1; h++) {
             let xb = (xt + h * params.x_hs) / 4u;
             let yb = (yt + h * params.y_hs) / 4u;
-            let a = x[xb + q];
-            let b = x[xb + q + per];
-            y[yb + q] = a * c - b * s;
-            y[yb + q + per] = b * c + a * s;
+            let a = sget4(x[xb + q]);
+            let b = sget4(x[xb + q + per]);
+            y[yb + q] = spack4(a * c - b * s);
+            y[yb + q + per] = spack4(b * c + a * s);
         }
     }
 }
 #else
+fn load_x(j: u32) -> f32 {
+    return sget(x[j / SPW], j % SPW);
+}
+
+fn store_y(j: u32, v: f32) {
+#if F16 || BF16
+    let shift = (j & 1u) * 16u;
+    atomicAnd(&y[j / 2u], ~(0xffffu << shift));
+    atomicOr(&y[j / 2u], half_bits(v) << shift);
+#else
+    y[j] = v;
+#endif
+}
+
 // Item idx: pair i of head h of token t.
 fn rotate(idx: u32) {
     let half = params.d / 2u;
@@ -171,9 +205,9 @@ fn rotate(idx: u32) {
     let s = sin(angle) * params.attn_factor;
     let xb = params.x_off + t * params.x_ts + h * params.x_hs;
     let yb = params.y_off + t * params.y_ts + h * params.y_hs;
-    let a = x[xb + ia];
-    let b = x[xb + ib];
-    y[yb + ia] = a * c - b * s;
-    y[yb + ib] = b * c + a * s;
+    let a = load_x(xb + ia);
+    let b = load_x(xb + ib);
+    store_y(yb + ia, a * c - b * s);
+    store_y(yb + ib, b * c + a * s);
 }
 #endif

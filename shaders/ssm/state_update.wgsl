@@ -7,19 +7,26 @@
 //   out[b,d] = (Σ_n state[s,d,n]·C[b,g,n] + D[d]·x[b,d]) · silu(z[b,d])
 // A slot < 0 or ≥ Pool skips request b: its state is untouched and out[b, :] = 0.
 //
-// Layouts (f32 unless noted, row-major): state (Pool, D, N) updated in place; x, z, out (Bt, D);
+// Layouts (row-major): state (Pool, D, N) updated in place; x, z, out (Bt, D);
 // A (D, N); B, C (Bt, G, N) (G = 1 for (Bt, N)); `pk` packs D (D) at p_d, dt_bias (D) at
 // p_bias, the slots (Bt, i32 bits) at p_slot and dt (Bt, D) at p_dt (the host copies them there,
 // keeping the kernel within 8 storage bindings).
 //
 // Storage dtype (common/storage.wgsl): the activations x, dt, B, C, z and out share one dtype,
 // f32 or (flag F16 or BF16) 16-bit halves, two per u32 word (element i in word i / 2, the low
-// half for even i); A, D, dt_bias and the state are always f32. Loads widen, math is f32, out
+// half for even i); A, D and dt_bias are always f32. Loads widen, math is f32, out
 // is rounded on store (half_bits). dt sits in `pk` as its raw words (the host copies its bytes),
 // so `pk` is bound as u32 words and decoded with sget_bits. Stores of half out: rows of a word
 // belong to two invocations (one per row), so each invocation writes its own half with two
 // atomics on the word (atomicAnd clears it, atomicOr sets it; disjoint bits commute), as
 // latent_cache does: no word ownership needed, any Bt·D (odd included) works.
+// The state pool is the second stored role (flags F16_B, BF16_B; independent of the
+// activations' dtype): f32, or halves two per u32 word, read widened, updated in f32 and stored
+// rounded (half_bits_b). A state row of N halves shares its first or last word with the
+// neighbouring row when N is odd, and that row belongs to another invocation, so the half state
+// is bound as atomic words: each element is read by atomicLoad and written by atomicAnd/atomicOr
+// on its own 16 bits (disjoint bits commute), which works for any N. (NATIVE_F16_B changes
+// nothing here: the state is never bound as f16.)
 //
 // Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row, WG/TPR
 // rows per workgroup, linear workgroup index (2-D grid past 65535). Invocation r of a row owns
@@ -56,7 +63,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if F16_B || BF16_B
+@group(0) @binding(1) var<storage, read_write> state: array<atomic<u32>>; // (Pool, D, N) halves in pairs
+#else
 @group(0) @binding(1) var<storage, read_write> state: array<f32>; // (Pool, D, N)
+#endif
 @group(0) @binding(2) var<storage, read> x: array<sword>;         // (Bt, D)
 @group(0) @binding(3) var<storage, read> amat: array<f32>;        // (D, N)
 @group(0) @binding(4) var<storage, read> pk: array<u32>;          // D | dt_bias | slots | dt
@@ -78,6 +89,24 @@ fn store_out(i: u32, v: f32) {
     atomicOr(&out[i / 2u], half_bits(v) << shift);
 #else
     out[i] = v;
+#endif
+}
+
+fn load_state(i: u32) -> f32 {
+#if F16_B || BF16_B
+    return sget_bits_b(atomicLoad(&state[i / 2u]), i & 1u);
+#else
+    return state[i];
+#endif
+}
+
+fn store_state(i: u32, v: f32) {
+#if F16_B || BF16_B
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&state[i / 2u], ~(0xffffu << shift));
+    atomicOr(&state[i / 2u], half_bits_b(v) << shift);
+#else
+    state[i] = v;
 #endif
 }
 
@@ -144,8 +173,8 @@ fn update(r: Row, lane_r: u32) -> f32 {
     let s_base = (r.slot * params.dim + r.d) * nn;
     for (var n = lane_r; n < nn; n += params.tpr) {
         let bn = sget(bmat[(b_base + n) / SPW], (b_base + n) % SPW);
-        let h = exp(r.dt * amat[r.d * nn + n]) * state[s_base + n] + r.dt * bn * r.xv;
-        state[s_base + n] = h;
+        let h = exp(r.dt * amat[r.d * nn + n]) * load_state(s_base + n) + r.dt * bn * r.xv;
+        store_state(s_base + n, h);
         part += h * sget(cmat[(c_base + n) / SPW], (c_base + n) % SPW);
     }
     return part;

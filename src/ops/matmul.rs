@@ -19,8 +19,11 @@
 //! ~35–65% of the FMA ceiling (the remaining gap: 16 vec4 load instructions per 256 FMAs).
 //!
 //! Weights may be stored as f32, f16 or bf16 (`w`'s dtype picks the storage flags, see
-//! [`crate::ops::storage_flags`]); x, bias and y are f32 and the products accumulate in f32. In
-//! decode the weights are the bytes that move, so half weights halve the traffic.
+//! [`crate::ops::storage_flags`]); the activations x, and y with x's dtype, may independently be
+//! f32, f16 or bf16 (the kernel's second stored role, [`crate::ops::storage_flags_b`]); bias is
+//! f32; the products accumulate in f32 and y is rounded to nearest even on store. In decode the
+//! weights are the bytes that move, so half weights halve the traffic; half activations halve
+//! them in prefill. A y of another dtype than x is an [`Error::DType`] naming y.
 //!
 //! Fallback tiles are picked from M: 4×64 tiles for M ≤ 4 (decode), 16×64 for M ≤ 16, 64×64 with
 //! 4×4 outputs per invocation otherwise, so the weight is read once per column tile in decode.
@@ -87,6 +90,14 @@ pub const TILED_HALF: [Variant; 3] = crate::ops::half_variants(TILED);
 
 /// [`VEC4`] with half weights, as [`TILED_HALF`].
 pub const VEC4_HALF: [Variant; 3] = crate::ops::half_variants(VEC4);
+
+/// [`TILED`] with half activations (x, y): for each activation dtype (f16 in u32 words, native
+/// f16, bf16) every weight dtype a device pairs it with (f32, f16 stored as the activations'
+/// f16 is, bf16).
+pub const TILED_ACT: [Variant; 10] = crate::ops::half_b_variants(TILED);
+
+/// [`VEC4`] with half activations, as [`TILED_ACT`].
+pub const VEC4_ACT: [Variant; 10] = crate::ops::half_b_variants(VEC4);
 
 #[derive(Clone, Copy, Debug)]
 struct Tile {
@@ -243,10 +254,12 @@ impl Matmul {
                 }
         });
         let last_y = (!empty).then(|| d.y_index(d.g - 1, d.m - 1, d.n - 1));
-        check_extent("x", x, last_x, d, false)?;
+        check_extent("x", x, last_x, d, true)?;
         check_extent("w", w, last_w, d, true)?;
-        check_extent("y", y, last_y, d, false)?;
-        let storage = crate::ops::storage_flags(batch.gpu(), "w", w.dtype())?;
+        y.expect_dtype("y", x.dtype())?;
+        check_extent("y", y, last_y, d, true)?;
+        let storage = crate::ops::storage_flags(batch.gpu(), "w", w.dtype())?
+            .union(crate::ops::storage_flags_b(batch.gpu(), "x", x.dtype())?);
         if let Some(b) = bias {
             b.expect("bias", "(N)", &[d.n], DType::F32)?;
         }
@@ -387,7 +400,7 @@ impl Matmul {
     }
 
     /// Record a PyTorch `Linear`: y (…, N) = x (…, K) · Wᵀ (+ bias) with `w` of shape [N, K];
-    /// x and y have the same leading dimensions.
+    /// x and y have the same leading dimensions and dtype.
     pub fn record_linear(
         &self,
         batch: &mut Batch,
@@ -398,18 +411,27 @@ impl Matmul {
     ) -> Result<()> {
         let (dims, y_shape) =
             MatmulDims::linear_from_shapes(x.shape(), w.shape(), bias.map(|b| b.shape()))?;
-        y.expect("y", "(…, N) with x's leading dims", &y_shape, DType::F32)?;
+        x.dtype().expect_float("x")?;
+        y.expect("y", "(…, N) with x's leading dims", &y_shape, x.dtype())?;
         self.record(batch, &dims, x, w, bias, y)
     }
 
     /// Bytes (x, w and bias read once, y written once; w at the width of `w_dtype`, the rest
     /// f32) and FLOPs (2·G·M·N·K, plus G·M·N for a bias) of a product.
     pub fn cost(dims: &MatmulDims, bias: bool, w_dtype: DType) -> Cost {
+        Self::cost_as(dims, bias, w_dtype, DType::F32)
+    }
+
+    /// [`Matmul::cost`] with the activations x and y stored as `act` (bias stays f32).
+    pub fn cost_as(dims: &MatmulDims, bias: bool, w_dtype: DType, act: DType) -> Cost {
         let (g, m, n, k) = (dims.g as u64, dims.m as u64, dims.n as u64, dims.k as u64);
         let w_copies = if dims.w_gs == 0 { 1 } else { g };
         let wb = w_dtype.size() as u64;
+        let ab = act.size() as u64;
         Cost {
-            bytes: 4 * (g * m * k + g * m * n + if bias { n } else { 0 }) + wb * w_copies * n * k,
+            bytes: ab * (g * m * k + g * m * n)
+                + 4 * if bias { n } else { 0 }
+                + wb * w_copies * n * k,
             flops: 2 * g * m * n * k + if bias { g * m * n } else { 0 },
         }
     }

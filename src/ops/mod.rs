@@ -52,6 +52,77 @@ pub const fn half_variants(v: Variant) -> [Variant; 3] {
     ]
 }
 
+/// The flags of a kernel's *second* stored role (see `shaders/common/storage.wgsl`'s `_b`
+/// accessors), in the order of [`HALF_STORAGE`]: f16 in u32 words, native f16, bf16.
+pub const HALF_STORAGE_B: [Flags; 3] = [
+    Flags::of(&[Flag::F16B]),
+    Flags::of(&[Flag::F16B, Flag::NativeF16B]),
+    Flags::of(&[Flag::Bf16B]),
+];
+
+/// `v` composed additionally with each of [`HALF_STORAGE_B`]'s flags (the second role half,
+/// the first as `v` has it).
+pub const fn half_variants_b(v: Variant) -> [Variant; 3] {
+    [
+        v.shader
+            .variant(v.flags.union(HALF_STORAGE_B[0]), v.interface),
+        v.shader
+            .variant(v.flags.union(HALF_STORAGE_B[1]), v.interface),
+        v.shader
+            .variant(v.flags.union(HALF_STORAGE_B[2]), v.interface),
+    ]
+}
+
+/// `v` composed additionally with both roles in the same half dtype, in [`HALF_STORAGE`] order.
+pub const fn half_variants_both(v: Variant) -> [Variant; 3] {
+    let [a, b, c] = half_variants(v);
+    [
+        a.shader
+            .variant(a.flags.union(HALF_STORAGE_B[0]), a.interface),
+        b.shader
+            .variant(b.flags.union(HALF_STORAGE_B[1]), b.interface),
+        c.shader
+            .variant(c.flags.union(HALF_STORAGE_B[2]), c.interface),
+    ]
+}
+
+const fn with(v: Variant, flags: Flags) -> Variant {
+    v.shader.variant(v.flags.union(flags), v.interface)
+}
+
+/// `v` with every (second role, first role) storage pair whose second role is half: for each of
+/// f16 in u32 words, native f16 and bf16 as the second role, the first role f32, f16 (bound as
+/// the second role's f16 is) or bf16. A device binds f16 natively for both roles or for
+/// neither, so native f16 never meets packed f16 in one variant.
+pub const fn half_b_variants(v: Variant) -> [Variant; 10] {
+    let [f16, f16n, bf16] = HALF_STORAGE;
+    let [f16_b, f16n_b, bf16_b] = HALF_STORAGE_B;
+    [
+        with(v, f16_b),
+        with(v, f16_b.union(f16)),
+        with(v, f16_b.union(bf16)),
+        with(v, f16n_b),
+        with(v, f16n_b.union(f16n)),
+        with(v, f16n_b.union(bf16)),
+        with(v, bf16_b),
+        with(v, bf16_b.union(f16)),
+        with(v, bf16_b.union(f16n)),
+        with(v, bf16_b.union(bf16)),
+    ]
+}
+
+/// [`storage_flags`] for a kernel's second stored role: none for f32, `F16_B` (plus
+/// `NATIVE_F16_B` where the device has `SHADER_F16`) for f16, `BF16_B` for bf16.
+pub fn storage_flags_b(gpu: &Gpu, name: &str, dtype: DType) -> Result<Flags> {
+    dtype.expect_float(name)?;
+    Ok(match dtype {
+        DType::F16 if gpu.has_f16() => HALF_STORAGE_B[1],
+        DType::F16 => HALF_STORAGE_B[0],
+        DType::BF16 => HALF_STORAGE_B[2],
+        _ => Flags::NONE,
+    })
+}
+
 /// The storage flags for a stored tensor of `dtype` on `gpu`: none for f32, `F16` (plus
 /// `NATIVE_F16` where the device has `SHADER_F16`) for f16, `BF16` for bf16. `name` names the
 /// tensor in the error for a dtype that is not a float.

@@ -7,6 +7,11 @@
 //! (`shaders/mla/rmsnorm.wgsl` with `VEC4`) runs: 8 invocations per row, x held in registers
 //! between the sum of squares and the scaling, one barrier per workgroup. Otherwise the scalar
 //! one (one workgroup per row, tree reduction).
+//!
+//! Dtypes: x is f32, f16 or bf16 and y has x's dtype; w is f32 or x's dtype (checkpoints store
+//! norm weights in bf16). Halves are widened on load, the sum of squares and the scaling are
+//! f32, y is rounded to nearest even on store. Any other combination is an [`Error::DType`]
+//! naming the tensor.
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
@@ -72,15 +77,28 @@ pub const SCALAR: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// The vec4 fast path, used when d and every row offset and stride are multiples of 4.
 pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 
+/// The scalar kernel with half rows (x, y) and an f32 weight, in
+/// [`crate::ops::HALF_STORAGE`] order: f16 in u32 words, native f16, bf16.
+pub const SCALAR_HALF: [Variant; 3] = crate::ops::half_variants(SCALAR);
+
+/// The scalar kernel with half rows and a weight of the rows' dtype (same order).
+pub const SCALAR_HALF_W: [Variant; 3] = crate::ops::half_variants_both(SCALAR);
+
+/// The vec4 kernel with half rows and an f32 weight (same order).
+pub const VEC4_HALF: [Variant; 3] = crate::ops::half_variants(VEC4);
+
+/// The vec4 kernel with half rows and a weight of the rows' dtype (same order).
+pub const VEC4_HALF_W: [Variant; 3] = crate::ops::half_variants_both(VEC4);
+
 /// A built RMSNorm op.
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
     kernel: Arc<Kernel>,
     vec4: Arc<Kernel>,
+    wg: u32,
 }
 
 fn check_rows(name: &str, t: &Tensor, layout: Rows, rows: usize, d: usize) -> Result<()> {
-    t.expect_dtype(name, DType::F32)?;
     if rows > 0 && d > 0 {
         let last = layout.offset + (rows - 1) * layout.stride + d - 1;
         if last >= t.len() {
@@ -113,6 +131,7 @@ impl RmsNorm {
         Ok(Self {
             kernel: gpu.kernel(&SCALAR, &[("WG", wg as f64)])?,
             vec4: gpu.kernel(&VEC4, &[("WG", VEC4_WG as f64), ("TPR", VEC4_TPR as f64)])?,
+            wg,
         })
     }
 
@@ -130,7 +149,17 @@ impl RmsNorm {
         eps: f32,
     ) -> Result<()> {
         let d = w.len();
-        w.expect("w", "(d)", &[d], DType::F32)?;
+        let act = x.dtype();
+        act.expect_float("x")?;
+        y.expect_dtype("y", act)?;
+        if w.dtype() != DType::F32 && w.dtype() != act {
+            return Err(Error::DType {
+                name: "w".into(),
+                expected: format!("f32 or {act} (x's dtype)"),
+                got: w.dtype().to_string(),
+            });
+        }
+        w.expect("w", "(d)", &[d], w.dtype())?;
         if d == 0 {
             return Err(Error::shape("w", "(d) with d > 0", w.shape()));
         }
@@ -172,20 +201,48 @@ impl RmsNorm {
         ]
         .iter()
         .all(|v| v % 4 == 0);
-        let (kernel, groups) = if aligned {
-            (&self.vec4, (rows as u32).div_ceil(VEC4_WG / VEC4_TPR))
-        } else {
-            (&self.kernel, rows as u32)
+        let gpu = batch.gpu();
+        let storage = crate::ops::storage_flags(gpu, "x", act)?.union(crate::ops::storage_flags_b(
+            gpu,
+            "w",
+            w.dtype(),
+        )?);
+        let (kernel, groups) = match (aligned, storage == Flags::NONE) {
+            (true, true) => (
+                self.vec4.clone(),
+                (rows as u32).div_ceil(VEC4_WG / VEC4_TPR),
+            ),
+            (false, true) => (self.kernel.clone(), rows as u32),
+            (true, false) => (
+                gpu.kernel(
+                    &SHADER.variant(storage.with(Flag::Vec4), INTERFACE),
+                    &[("WG", VEC4_WG as f64), ("TPR", VEC4_TPR as f64)],
+                )?,
+                (rows as u32).div_ceil(VEC4_WG / VEC4_TPR),
+            ),
+            (false, false) => (
+                gpu.kernel(
+                    &SHADER.variant(storage, INTERFACE),
+                    &[("WG", self.wg as f64)],
+                )?,
+                rows as u32,
+            ),
         };
-        batch.dispatch(kernel, &u, &[x.into(), w.into(), y.into()], groups)
+        batch.dispatch(&kernel, &u, &[x.into(), w.into(), y.into()], groups)
     }
 
     /// Bytes (x and w read, y written) and FLOPs (square-sum FMA, scale and weight multiply per
-    /// element, a divide and a square root per row).
+    /// element, a divide and a square root per row), all in f32.
     pub fn cost(rows: usize, d: usize) -> Cost {
+        Self::cost_as(rows, d, DType::F32, DType::F32)
+    }
+
+    /// [`RmsNorm::cost`] with the rows (x and y) stored as `act` and the weight as `w`: bytes at
+    /// their real width.
+    pub fn cost_as(rows: usize, d: usize, act: DType, w: DType) -> Cost {
         let (r, d) = (rows as u64, d as u64);
         Cost {
-            bytes: 4 * (2 * r * d + d),
+            bytes: act.size() as u64 * 2 * r * d + w.size() as u64 * d,
             flops: 4 * r * d + 3 * r,
         }
     }

@@ -13,6 +13,10 @@
 //! Vec4-aligned layouts (offsets and strides multiples of 4, d of 4 interleaved or 8 halves; all
 //! MLA uses) run `shaders/mla/rope.wgsl` with `VEC4`: vec4 loads and stores, and one cos/sin per
 //! (token, frequency) shared by 8 heads. Others run it without, one pair per invocation.
+//!
+//! Dtypes: x is f32, f16 or bf16 and y has x's dtype (an [`Error::DType`] naming y otherwise);
+//! halves are widened on load, the angles, cos/sin and the rotation are f32, and y is rounded
+//! to nearest even on store.
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
@@ -135,6 +139,13 @@ pub const SCALAR: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// (interleaved) or 8 (halves).
 pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 
+/// The scalar kernel with half x and y, in [`crate::ops::HALF_STORAGE`] order: f16 in u32
+/// words, native f16, bf16.
+pub const SCALAR_HALF: [Variant; 3] = crate::ops::half_variants(SCALAR);
+
+/// The vec4 kernel with half x and y (same order).
+pub const VEC4_HALF: [Variant; 3] = crate::ops::half_variants(VEC4);
+
 /// A built rope op.
 #[derive(Clone, Debug)]
 pub struct Rope {
@@ -150,7 +161,6 @@ fn check_layout(
     heads: usize,
     d: usize,
 ) -> Result<()> {
-    t.expect_dtype(name, DType::F32)?;
     if tokens > 0 && heads > 0 {
         let last = l.offset + (tokens - 1) * l.token_stride + (heads - 1) * l.head_stride + d - 1;
         if last >= t.len() {
@@ -205,6 +215,8 @@ impl Rope {
         tables
             .turns
             .expect("turns", "(d_R/2, 2)", &[d / 2, 2], DType::U32)?;
+        x.dtype().expect_float("x")?;
+        y.expect_dtype("y", x.dtype())?;
         check_layout("x", x, x_layout, tokens, heads, d)?;
         check_layout("y", y, y_layout, tokens, heads, d)?;
         if x.buffer() == y.buffer() {
@@ -232,11 +244,26 @@ impl Rope {
             .all(|v| v % 4 == 0);
         // The vec4 kernel has one invocation per token, chunk of VEC4_HB heads and 4 (interleaved)
         // or 8 (halves) elements of the vector.
+        let gpu = batch.gpu();
+        let storage = crate::ops::storage_flags(gpu, "x", x.dtype())?;
         let (kernel, items, wg) = if aligned {
             let items = tokens * heads.div_ceil(VEC4_HB) * (d / per_item);
-            (&self.vec4, items as u32, VEC4_WG)
+            let kernel = if storage == Flags::NONE {
+                self.vec4.clone()
+            } else {
+                gpu.kernel(
+                    &SHADER.variant(storage.with(Flag::Vec4), INTERFACE),
+                    &[("WG", VEC4_WG as f64), ("HB", VEC4_HB as f64)],
+                )?
+            };
+            (kernel, items as u32, VEC4_WG)
         } else {
-            (&self.kernel, pairs, WG)
+            let kernel = if storage == Flags::NONE {
+                self.kernel.clone()
+            } else {
+                gpu.kernel(&SHADER.variant(storage, INTERFACE), &[("WG", WG as f64)])?
+            };
+            (kernel, pairs, WG)
         };
         let u = Uniforms {
             tokens: tokens as u32,
@@ -253,7 +280,7 @@ impl Rope {
             pairs: items,
         };
         batch.dispatch(
-            kernel,
+            &kernel,
             &u,
             &[x.into(), positions.into(), (&tables.turns).into(), y.into()],
             items.div_ceil(wg),
@@ -264,9 +291,15 @@ impl Rope {
     /// pair: angle, cos, sin, two scale multiplies, four multiplies and two adds; the integer
     /// angle reduction is not counted).
     pub fn cost(tokens: usize, heads: usize, d: usize) -> Cost {
+        Self::cost_as(tokens, heads, d, DType::F32)
+    }
+
+    /// [`Rope::cost`] with x and y stored as `dtype` (bytes at its real width; the positions and
+    /// the 8-byte turns per frequency stay u32).
+    pub fn cost_as(tokens: usize, heads: usize, d: usize, dtype: DType) -> Cost {
         let (t, h, d) = (tokens as u64, heads as u64, d as u64);
         Cost {
-            bytes: 4 * (2 * t * h * d + t + d),
+            bytes: dtype.size() as u64 * 2 * t * h * d + 4 * (t + d),
             flops: t * h * (d / 2) * 11,
         }
     }

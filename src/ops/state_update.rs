@@ -11,8 +11,10 @@
 //!
 //! Dtypes, as `mamba_ssm` allows: the activations x, dt, B, C, z and out share x's dtype, f32,
 //! f16 or bf16 (halves are widened on load and out is rounded to nearest even on store; the math
-//! is f32); A, D, dt_bias and the recurrent state are f32. A mismatch is an [`Error::DType`]
-//! naming the tensor and x.
+//! is f32); A, D and dt_bias are f32. The pooled recurrent state is f32, f16 or bf16 as the
+//! caller chooses, independently of the activations (a half pool halves a decode server's state
+//! memory): it is read widened, updated in f32 and stored rounded to nearest even each step. A
+//! mismatch is an [`Error::DType`] naming the tensor and x (or the state).
 //! Optional `state_batch_indices` (Bt) i32 map request b onto state row slot\[b\] of a larger pool
 //! (Pool rows); without them Pool = Bt and request b uses row b. **A negative slot (the usual pad
 //! slot −1), or one ≥ Pool, skips the request: its state row is untouched and its out row is set
@@ -42,7 +44,7 @@ pub use crate::spec::state_update::{UpdateDims, UpdateShapes};
 /// GPU inputs of the decode step. `state` is updated in place.
 #[derive(Clone, Copy, Debug)]
 pub struct StateUpdateInputs<'a> {
-    /// state (Pool, D, N) f32, updated in place (Pool = Bt without slots).
+    /// state (Pool, D, N) f32, f16 or bf16, updated in place (Pool = Bt without slots).
     pub state: &'a Tensor,
     /// x (Bt, D).
     pub x: &'a Tensor,
@@ -98,6 +100,8 @@ impl StateUpdateInputs<'_> {
                         got: t.dtype().to_string(),
                     });
                 }
+            } else if name == "state" {
+                t.dtype().expect_float(name)?;
             } else {
                 t.expect_dtype(name, DType::F32)?;
             }
@@ -166,6 +170,10 @@ pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// native f16, bf16.
 pub const HALF: [Variant; 3] = crate::ops::half_variants(KERNEL);
 
+/// The kernel with a half state pool (the second stored role), with each activation dtype a
+/// device pairs it with ([`crate::ops::half_b_variants`]).
+pub const HALF_STATE: [Variant; 10] = crate::ops::half_b_variants(KERNEL);
+
 const HAS_D: u32 = 1;
 const HAS_Z: u32 = 2;
 const HAS_BIAS: u32 = 4;
@@ -209,7 +217,11 @@ impl StateUpdate {
         }
         out.expect("out", "(Bt, D)", &[bt, dim], act)?;
         let gpu = batch.gpu();
-        let storage = crate::ops::storage_flags(gpu, "x", act)?;
+        let storage = crate::ops::storage_flags(gpu, "x", act)?.union(crate::ops::storage_flags_b(
+            gpu,
+            "state",
+            inputs.state.dtype(),
+        )?);
         let kernel = if storage == Flags::NONE {
             self.kernel.clone()
         } else {
@@ -314,12 +326,13 @@ impl StateUpdate {
     /// Bytes that must move and FLOPs of one step. Per (row, state): exp, the dt·A multiply, two
     /// multiplies for dt·B·x, the state FMA and the C FMA (8 FLOPs); per row: bias add, softplus
     /// (3), D FMA (2), silu gate (4) when enabled. The activations (x, dt, B, C, z, out) count
-    /// at the width of `act` (x's dtype), the state, A, D, dt_bias and slots at 4 bytes.
-    pub fn cost(dims: &UpdateDims, opts: UpdateOptions, act: DType) -> Cost {
+    /// at the width of `act` (x's dtype), the state at the width of `state`, A, D, dt_bias and
+    /// slots at 4 bytes.
+    pub fn cost(dims: &UpdateDims, opts: UpdateOptions, act: DType, state: DType) -> Cost {
         let (rows, n) = ((dims.batch * dims.dim) as u64, dims.n as u64);
         let bt = dims.batch as u64;
-        let mut wide = 2 * rows * n // state rows read and written
-            + dims.dim as u64 * n; // A
+        let states = 2 * rows * n; // state rows read and written
+        let mut wide = dims.dim as u64 * n; // A
         let mut acts = 2 * rows // x, dt
             + bt * (dims.b_groups + dims.c_groups) as u64 * n
             + rows; // out
@@ -343,7 +356,7 @@ impl StateUpdate {
             wide += bt;
         }
         Cost {
-            bytes: 4 * wide + act.size() as u64 * acts,
+            bytes: 4 * wide + act.size() as u64 * acts + state.size() as u64 * states,
             flops: rows * per_row,
         }
     }

@@ -10,8 +10,9 @@ pub enum Flag {
     Subgroup,
     /// Storage read and written as `vec4<f32>` (layouts aligned to 4 elements).
     Vec4,
-    /// The kernel's *stored* tensor (the one role a kernel lets be half: matmul's `w`, the
-    /// latent cache's `data`, attention's `cache`) is f16; everything else stays f32. Without
+    /// The kernel's first *stored* tensor role (matmul's `w`, the latent cache's `data`,
+    /// attention's `cache`, rmsnorm's and rope's rows, state_update's activations) is f16; the
+    /// rest stays f32 unless the second role's flags say otherwise. Without
     /// [`Flag::NativeF16`] the halves travel as pairs in `u32` words (`unpack2x16float`).
     F16,
     /// The stored tensor is bf16, pairs in `u32` words widened by shifts (on every adapter).
@@ -19,16 +20,29 @@ pub enum Flag {
     /// With [`Flag::F16`] on a device with `SHADER_F16`: the stored tensor is bound as native
     /// `f16` vectors; the composer puts `enable f16;` on the module's first line.
     NativeF16,
+    /// A kernel's *second* stored role is f16 (`common/storage`'s `_b` accessors): for kernels
+    /// where two tensor roles take their dtypes independently (rmsnorm's weight next to its
+    /// rows, matmul's activations next to its weights, state_update's state next to its
+    /// activations). Pairs in `u32` words without [`Flag::NativeF16B`].
+    F16B,
+    /// The second stored role is bf16 (pairs in `u32` words, widened by shifts).
+    Bf16B,
+    /// With [`Flag::F16B`] on a device with `SHADER_F16`: the second role is bound as native
+    /// `f16`; the composer puts `enable f16;` on the module's first line.
+    NativeF16B,
 }
 
 impl Flag {
     /// Every flag, in the order variant names list them.
-    pub const ALL: [Flag; 5] = [
+    pub const ALL: [Flag; 8] = [
         Flag::Subgroup,
         Flag::Vec4,
         Flag::F16,
         Flag::Bf16,
         Flag::NativeF16,
+        Flag::F16B,
+        Flag::Bf16B,
+        Flag::NativeF16B,
     ];
 
     /// The name `#if` uses.
@@ -39,6 +53,9 @@ impl Flag {
             Flag::F16 => "F16",
             Flag::Bf16 => "BF16",
             Flag::NativeF16 => "NATIVE_F16",
+            Flag::F16B => "F16_B",
+            Flag::Bf16B => "BF16_B",
+            Flag::NativeF16B => "NATIVE_F16_B",
         }
     }
 

@@ -14,11 +14,14 @@
 //! without composing another module. An unknown flag, an unbalanced `#if`, an unknown fragment, or
 //! a variant flag its body never tests is an error ([`crate::Error::Format`]).
 //!
-//! Storage dtypes: a kernel lets at most one tensor role be half (matmul's weights, the latent
-//! cache); [`Flag::F16`] or [`Flag::Bf16`] selects it, and [`Flag::NativeF16`] (with `F16`, on a
-//! device with `SHADER_F16`) binds it as native `f16`. The bodies never spell the storage type:
-//! they include the one fragment `common/storage`, which defines it and its load/store helpers
-//! for the three dtypes. A variant with `NATIVE_F16` gets `enable f16;` as its first line.
+//! Storage dtypes: a kernel has at most two stored roles whose dtype is chosen per call (matmul's
+//! weights and its activations, say). [`Flag::F16`] or [`Flag::Bf16`] selects the first role's
+//! dtype and [`Flag::NativeF16`] (with `F16`, on a device with `SHADER_F16`) binds it as native
+//! `f16`; [`Flag::F16B`], [`Flag::Bf16B`] and [`Flag::NativeF16B`] do the same for the second
+//! role. The bodies never spell the storage types: they include the one fragment
+//! `common/storage`, which defines them and their load/store helpers for the three dtypes
+//! (`sword`/`sget`/… for the first role, `sword_b`/`sget_b`/… for the second). A variant with
+//! `NATIVE_F16` or `NATIVE_F16_B` gets `enable f16;` as its first line.
 //!
 //! Every variant declares its [`KernelInterface`]: the size of the op's uniform block and the
 //! storage bindings the op passes, by name and access. `tests/shader_contract.rs` checks each
@@ -128,7 +131,7 @@ pub fn compose(
     fragment: &dyn Fn(&str) -> Option<&'static str>,
 ) -> Result<String> {
     let mut out = String::with_capacity(shader.source.len() + 16);
-    if flags.contains(Flag::NativeF16) {
+    if flags.contains(Flag::NativeF16) || flags.contains(Flag::NativeF16B) {
         // WGSL wants enable directives before any declaration.
         out.push_str("enable f16;\n");
     }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 /// Conformance cases (M, N, K, bias): a decode row, ragged, larger than a 64×64 tile with a
 /// ragged K; y poisoned. Then half weights (f16, bf16) on a vec4-aligned decode product and a
-/// ragged one with an odd count of halves.
+/// ragged one with an odd count of halves; then half activations (x and y) with half weights of
+/// the same dtype, vec4-aligned and ragged.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = Matmul::new(gpu)?;
     let mut out = Vec::new();
@@ -43,6 +44,21 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                 &p.reference(),
             ));
         }
+        for (m, n, k, bias) in [(2usize, 12usize, 64usize, true), (3, 7, 5, false)] {
+            let p = Problem::linear(rng, m, n, k, bias)
+                .with_w_dtype(dtype)
+                .with_x_dtype(dtype);
+            out.push(CheckOutcome::new(
+                "matmul",
+                format!(
+                    "M={m} N={n} K={k}{} x w y {dtype}",
+                    if bias { " bias" } else { "" }
+                ),
+                p.tolerance(),
+                &p.run(gpu, &op)?,
+                &p.reference(),
+            ));
+        }
     }
     Ok(out)
 }
@@ -53,8 +69,9 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     bench_cases_as(gpu, quick, DType::F32)
 }
 
-/// [`bench_cases`] with the kernel's half-capable tensor stored as `dtype` (bytes counted at
-/// that width), for `ssm-mla bench --dtype`.
+/// [`bench_cases`] with the weights stored as `dtype`, and (for a half `dtype`) again with the
+/// activations x and y stored as `dtype` too (bytes counted at their widths), for
+/// `ssm-mla bench --dtype`.
 pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let sizes: &[(usize, usize, usize)] = if quick {
         &[(4, 576, 512), (64, 576, 512)]
@@ -63,26 +80,40 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
     };
     let mut rng = Rng::new(0x3A7);
     let mut cases = Vec::new();
+    let acts: &[DType] = if dtype == DType::F32 {
+        &[DType::F32]
+    } else {
+        &[DType::F32, dtype]
+    };
     for &(m, n, k) in sizes {
-        let op = Matmul::new(gpu)?;
-        let p = Problem::linear(&mut rng, m, n, k, false).with_w_dtype(dtype);
-        let t = p.upload(gpu)?;
-        let y = gpu.empty(&[m, n], DType::F32)?;
-        let g = gpu.clone();
-        let dims = p.dims;
-        cases.push(BenchCase {
-            kernel: "matmul",
-            size: format!("M={m} N={n} K={k}{}", dtype_suffix(dtype)),
-            cost: Matmul::cost(&dims, false, dtype),
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                op.record(&mut batch, &dims, &t.x, &t.w, None, &y)?;
-                batch.run_timed()
-            }),
-            cpu: Some(Box::new(move || {
-                std::hint::black_box(p.reference());
-            })),
-        });
+        for &act in acts {
+            let op = Matmul::new(gpu)?;
+            let p = Problem::linear(&mut rng, m, n, k, false)
+                .with_w_dtype(dtype)
+                .with_x_dtype(act);
+            let t = p.upload(gpu)?;
+            let y = gpu.empty(&[m, n], act)?;
+            let g = gpu.clone();
+            let dims = p.dims;
+            let x_label = if act == DType::F32 {
+                String::new()
+            } else {
+                format!(" x{}", dtype_suffix(act))
+            };
+            cases.push(BenchCase {
+                kernel: "matmul",
+                size: format!("M={m} N={n} K={k}{}{x_label}", dtype_suffix(dtype)),
+                cost: Matmul::cost_as(&dims, false, dtype, act),
+                gpu: Box::new(move || {
+                    let mut batch = g.batch();
+                    op.record(&mut batch, &dims, &t.x, &t.w, None, &y)?;
+                    batch.run_timed()
+                }),
+                cpu: Some(Box::new(move || {
+                    std::hint::black_box(p.reference());
+                })),
+            });
+        }
     }
     Ok(cases)
 }

@@ -177,14 +177,14 @@ pub const KERNELS: &[KernelEntry] = &[
         name: "rmsnorm",
         check: rmsnorm::check_cases,
         bench: rmsnorm::bench_cases,
-        bench_as: None,
+        bench_as: Some(rmsnorm::bench_cases_as),
         cpu: rmsnorm::cpu_cases,
     },
     KernelEntry {
         name: "rope",
         check: rope::check_cases,
         bench: rope::bench_cases,
-        bench_as: None,
+        bench_as: Some(rope::bench_cases_as),
         cpu: rope::cpu_cases,
     },
     KernelEntry {

@@ -1,24 +1,42 @@
 //! `rmsnorm` in the suite: widths 1, ragged and wider than a workgroup against the f64
 //! reference, and latent/query norm benchmarks.
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::ops::rmsnorm::RmsNorm;
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::rmsnorm::{Problem, TOLERANCE};
+use crate::testing::rmsnorm::Problem;
 use std::sync::Arc;
 
-/// Conformance cases (rows, d): width 1, ragged, wider than a workgroup; y poisoned.
+/// Conformance cases (rows, d): width 1, ragged, wider than a workgroup, in f32; then the
+/// ragged and the wide (vec4) sizes with f16 and bf16 rows, the weight in f32 and in the rows'
+/// dtype; y poisoned.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = RmsNorm::new(gpu)?;
-    let mut out = Vec::new();
+    let mut cases = vec![];
     for (rows, d) in [(1usize, 1usize), (5, 33), (3, 1536)] {
-        let p = Problem::random(rng, rows, d);
+        cases.push((rows, d, DType::F32, DType::F32));
+    }
+    for (rows, d) in [(5usize, 33usize), (3, 1536)] {
+        for dtype in [DType::F16, DType::BF16] {
+            for w_dtype in [DType::F32, dtype] {
+                cases.push((rows, d, dtype, w_dtype));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (rows, d, dtype, w_dtype) in cases {
+        let p = Problem::random(rng, rows, d).with_dtype(dtype, w_dtype);
+        let label = if dtype == DType::F32 {
+            format!("rows={rows} d={d} y")
+        } else {
+            format!("rows={rows} d={d} {dtype} w {w_dtype} y")
+        };
         out.push(CheckOutcome::new(
             "rmsnorm",
-            format!("rows={rows} d={d} y"),
-            TOLERANCE,
+            label,
+            p.tolerance(),
             &p.run(gpu, &op)?,
             &p.reference(),
         ));
@@ -28,6 +46,12 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
 
 /// Benchmark cases: the latent norm (d_c = 512) and the query norm (1536) over a few rows.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with the rows (x, y) and the weight stored as `dtype` (bytes counted at that
+/// width), for `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let sizes: &[(usize, usize)] = if quick {
         &[(64, 512)]
     } else {
@@ -37,15 +61,15 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     let mut cases = Vec::new();
     for &(rows, d) in sizes {
         let op = RmsNorm::new(gpu)?;
-        let p = Problem::random(&mut rng, rows, d);
+        let p = Problem::random(&mut rng, rows, d).with_dtype(dtype, dtype);
         let (x, w) = p.upload(gpu)?;
-        let y = gpu.empty(&[rows, d], DType::F32)?;
+        let y = gpu.empty(&[rows, d], dtype)?;
         let g = gpu.clone();
         let (x_rows, y_rows, eps) = (p.x_rows, p.y_rows(), p.eps);
         cases.push(BenchCase {
             kernel: "rmsnorm",
-            size: format!("rows={rows} d={d}"),
-            cost: RmsNorm::cost(rows, d),
+            size: format!("rows={rows} d={d}{}", dtype_suffix(dtype)),
+            cost: RmsNorm::cost_as(rows, d, dtype, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &x, x_rows, &w, &y, y_rows, rows, eps)?;

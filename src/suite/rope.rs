@@ -1,16 +1,16 @@
 //! `rope` in the suite: interleaved and half-split rotations against the f64 reference, and
 //! q_rope-sized benchmarks.
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::ops::rope::{Rope, RopeLayout};
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::rope::{Frequencies, Problem, TOLERANCE};
+use crate::testing::rope::{Frequencies, Problem};
 use std::sync::Arc;
 
-/// Conformance cases (T, H, d, interleave): the smallest, half-split, many tokens and heads;
-/// y poisoned.
+/// Conformance cases (T, H, d, interleave): the smallest, half-split, many tokens and heads,
+/// each with x and y in f32, f16 and bf16; y poisoned.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = Rope::new(gpu)?;
     let mut out = Vec::new();
@@ -19,30 +19,40 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         (5, 3, 8, false),
         (37, 16, 64, true),
     ] {
-        let p = Problem::random(
-            rng,
-            tokens,
-            heads,
-            0,
-            Frequencies::plain(d, interleave),
-            200,
-        );
-        out.push(CheckOutcome::new(
-            "rope",
-            format!(
-                "T={tokens} H={heads} d={d}{} y",
-                if interleave { " interleave" } else { "" }
-            ),
-            TOLERANCE,
-            &p.run(gpu, &op)?,
-            &p.reference(),
-        ));
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let p = Problem::random(
+                rng,
+                tokens,
+                heads,
+                0,
+                Frequencies::plain(d, interleave),
+                200,
+            )
+            .with_dtype(dtype);
+            out.push(CheckOutcome::new(
+                "rope",
+                format!(
+                    "T={tokens} H={heads} d={d}{}{} y",
+                    if interleave { " interleave" } else { "" },
+                    dtype_suffix(dtype)
+                ),
+                p.tolerance(),
+                &p.run(gpu, &op)?,
+                &p.reference(),
+            ));
+        }
     }
     Ok(out)
 }
 
 /// Benchmark cases: q_rope of a prefill (T tokens × H heads × 64).
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with x and y stored as `dtype` (bytes counted at that width), for
+/// `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let sizes: &[(usize, usize)] = if quick {
         &[(64, 16)]
     } else {
@@ -60,15 +70,16 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
             0,
             Frequencies::plain(d, true),
             4096,
-        );
+        )
+        .with_dtype(dtype);
         let t = p.upload(gpu)?;
-        let y = gpu.empty(&[tokens, heads, d], DType::F32)?;
+        let y = gpu.empty(&[tokens, heads, d], dtype)?;
         let g = gpu.clone();
         let l = RopeLayout::contiguous(heads, d);
         cases.push(BenchCase {
             kernel: "rope",
-            size: format!("T={tokens} H={heads} d={d}"),
-            cost: Rope::cost(tokens, heads, d),
+            size: format!("T={tokens} H={heads} d={d}{}", dtype_suffix(dtype)),
+            cost: Rope::cost_as(tokens, heads, d, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::ops::state_update::{StateUpdate, UpdateDims};
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::state_update::{dims, out_tolerance, Problem, ALL, TOLERANCE};
+use crate::testing::state_update::{dims, out_tolerance, state_tolerance, Problem, ALL, TOLERANCE};
 use std::sync::Arc;
 
 fn size_label(d: &UpdateDims) -> String {
@@ -24,8 +24,8 @@ fn size_label(d: &UpdateDims) -> String {
 }
 
 /// Conformance cases: a ragged size, groups with slots into a larger pool and a padded
-/// request, size 1, each with f32, f16 and bf16 activations; out poisoned, out and the state
-/// pool compared.
+/// request, size 1, each with f32, f16 and bf16 activations, then with the state pool in the
+/// activations' half dtype too; out poisoned, out and the state pool compared.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = StateUpdate::new(gpu)?;
     let mut outcomes = Vec::new();
@@ -34,18 +34,31 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         dims(4, 6, 64, 2, 2, Some(9)),
         dims(1, 1, 1, 1, 1, None),
     ] {
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
-            let p = Problem::random(rng, d, ALL).with_dtype(dtype);
+        for (dtype, state_dtype) in [
+            (DType::F32, DType::F32),
+            (DType::F16, DType::F32),
+            (DType::BF16, DType::F32),
+            (DType::F16, DType::F16),
+            (DType::BF16, DType::BF16),
+        ] {
+            let p = Problem::random(rng, d, ALL)
+                .with_dtype(dtype)
+                .with_state_dtype(state_dtype);
             let want = p.reference()?;
             let (out, state) = p.run(gpu, &op)?;
-            let label = if dtype == DType::F32 {
-                size_label(&d)
+            let label = match (dtype, state_dtype) {
+                (DType::F32, _) => size_label(&d),
+                (_, DType::F32) => format!("{} {dtype}", size_label(&d)),
+                _ => format!("{} {dtype} state {state_dtype}", size_label(&d)),
+            };
+            let state_tol = if state_dtype == DType::F32 {
+                TOLERANCE
             } else {
-                format!("{} {dtype}", size_label(&d))
+                state_tolerance(state_dtype)
             };
             for (name, got, reference, tol) in [
                 ("out", out, &want.out, out_tolerance(dtype)),
-                ("state", state, &want.state, TOLERANCE),
+                ("state", state, &want.state, state_tol),
             ] {
                 outcomes.push(CheckOutcome::new(
                     "state_update",
@@ -78,30 +91,45 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     bench_cases_as(gpu, quick, DType::F32)
 }
 
-/// [`bench_cases`] with the kernel's half-capable tensor stored as `dtype` (bytes counted at
-/// that width), for `ssm-mla bench --dtype`.
+/// [`bench_cases`] with the activations stored as `dtype`, and (for a half `dtype`) again with
+/// the state pool stored as `dtype` too (bytes counted at their widths), for
+/// `ssm-mla bench --dtype`.
 pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let mut rng = Rng::new(0xDEC0);
     let mut cases = Vec::new();
+    let state_dtypes: &[DType] = if dtype == DType::F32 {
+        &[DType::F32]
+    } else {
+        &[DType::F32, dtype]
+    };
     for d in bench_sizes(quick) {
-        let op = StateUpdate::new(gpu)?;
-        let p = Problem::random(&mut rng, d, ALL).with_dtype(dtype);
-        let t = p.upload(gpu)?;
-        let out = gpu.empty(&[d.batch, d.dim], dtype)?;
-        let g = gpu.clone();
-        cases.push(BenchCase {
-            kernel: "state_update",
-            size: format!("{}{}", size_label(&d), dtype_suffix(dtype)),
-            cost: StateUpdate::cost(&d, ALL, dtype),
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                op.record(&mut batch, &t.inputs(), &out)?;
-                batch.run_timed()
-            }),
-            cpu: Some(Box::new(move || {
-                std::hint::black_box(p.reference().ok());
-            })),
-        });
+        for &state_dtype in state_dtypes {
+            let op = StateUpdate::new(gpu)?;
+            let p = Problem::random(&mut rng, d, ALL)
+                .with_dtype(dtype)
+                .with_state_dtype(state_dtype);
+            let t = p.upload(gpu)?;
+            let out = gpu.empty(&[d.batch, d.dim], dtype)?;
+            let g = gpu.clone();
+            let state_label = if state_dtype == DType::F32 {
+                String::new()
+            } else {
+                format!(" state{}", dtype_suffix(state_dtype))
+            };
+            cases.push(BenchCase {
+                kernel: "state_update",
+                size: format!("{}{}{state_label}", size_label(&d), dtype_suffix(dtype)),
+                cost: StateUpdate::cost(&d, ALL, dtype, state_dtype),
+                gpu: Box::new(move || {
+                    let mut batch = g.batch();
+                    op.record(&mut batch, &t.inputs(), &out)?;
+                    batch.run_timed()
+                }),
+                cpu: Some(Box::new(move || {
+                    std::hint::black_box(p.reference().ok());
+                })),
+            });
+        }
     }
     Ok(cases)
 }
@@ -112,7 +140,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let p = Problem::random(rng, d, ALL);
     vec![CpuCase {
         size: size_label(&d),
-        cost: StateUpdate::cost(&d, ALL, DType::F32),
+        cost: StateUpdate::cost(&d, ALL, DType::F32, DType::F32),
         run: Box::new(move || {
             std::hint::black_box(p.reference().ok());
         }),

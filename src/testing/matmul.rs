@@ -18,6 +18,20 @@ pub const TOLERANCE: Tolerance = Tolerance::new(1e-5, 1e-4);
 /// so the f32 tolerance holds unchanged whatever the weights' 8 (bf16) or 11 (f16) bits.
 pub const HALF_W_TOLERANCE: Tolerance = TOLERANCE;
 
+/// Half activations (x and y in f16 or bf16, [`Problem::with_x_dtype`]) against the f64
+/// reference on the *same* rounded x (and w): widening is exact and the accumulation is f32, so
+/// [`TOLERANCE`] holds before the store; rounding y adds at most the unit roundoff relative for
+/// bf16 (2^-8: nearest even of 8 significant bits) and one ulp for f16 (2^-10:
+/// `pack2x16float` may pick either neighbour). y is O(1) (weights ~ N(0, 1/K)), far above f16's
+/// subnormal spacing, so atol stays 1e-5 (it covers outputs near 0 from cancellation).
+pub fn y_tolerance(act: DType) -> Tolerance {
+    match act {
+        DType::BF16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 256.0),
+        DType::F16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 1024.0),
+        _ => TOLERANCE,
+    }
+}
+
 /// One product's host inputs and the shapes of its tensors.
 #[derive(Clone, Debug)]
 pub struct Problem {
@@ -35,6 +49,8 @@ pub struct Problem {
     pub bias: Option<Vec<f32>>,
     /// Storage dtype of w on the GPU (f32 unless [`Problem::with_w_dtype`]).
     pub w_dtype: DType,
+    /// Storage dtype of x and y on the GPU (f32 unless [`Problem::with_x_dtype`]).
+    pub x_dtype: DType,
     /// Shape of y.
     pub y_shape: Vec<usize>,
 }
@@ -76,6 +92,7 @@ impl Problem {
             w,
             bias,
             w_dtype: DType::F32,
+            x_dtype: DType::F32,
             y_shape: y_shape.to_vec(),
         }
     }
@@ -88,6 +105,21 @@ impl Problem {
         }
         self.w_dtype = dtype;
         self
+    }
+
+    /// This problem with x (and y) stored as `dtype`: x is rounded to it on the host (nearest
+    /// even), so the reference sees exactly what the GPU holds.
+    pub fn with_x_dtype(mut self, dtype: DType) -> Self {
+        for v in &mut self.x {
+            *v = dtype.round_f32(*v);
+        }
+        self.x_dtype = dtype;
+        self
+    }
+
+    /// The tolerance for this problem's activation dtype ([`y_tolerance`]).
+    pub fn tolerance(&self) -> Tolerance {
+        y_tolerance(self.x_dtype)
     }
 
     /// The f64 reference: y with NaN where the product writes nothing.
@@ -104,7 +136,7 @@ impl Problem {
     /// Upload x, w and the bias.
     pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
         Ok(GpuInputs {
-            x: gpu.upload_f32(&self.x_shape, &self.x)?,
+            x: gpu.upload_f32_as(&self.x_shape, self.x_dtype, &self.x)?,
             w: gpu.upload_f32_as(&self.w_shape, self.w_dtype, &self.w)?,
             bias: self
                 .bias
@@ -114,10 +146,11 @@ impl Problem {
         })
     }
 
-    /// Upload, record the product with `dims` into a NaN-poisoned y and read it back.
+    /// Upload, record the product with `dims` into a NaN-poisoned y (of x's dtype) and read it
+    /// back (widened).
     pub fn run(&self, gpu: &Gpu, op: &Matmul) -> Result<Vec<f32>> {
         let t = self.upload(gpu)?;
-        let y = gpu.nan_f32(&self.y_shape)?;
+        let y = gpu.nan_as(&self.y_shape, self.x_dtype)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &self.dims, &t.x, &t.w, t.bias.as_ref(), &y)?;
         batch.run()?;

@@ -6,11 +6,24 @@ use crate::error::Result;
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::reference::rmsnorm::rmsnorm;
 use crate::rng::Rng;
-use crate::runtime::{Gpu, Tensor};
+use crate::runtime::{DType, Gpu, Tensor};
 
 /// GPU against the f64 reference: |y − ref| ≤ 1e-5 + 1e-4·|ref| (one f32 square-sum per row,
 /// then a scale).
 pub const TOLERANCE: Tolerance = Tolerance::new(1e-5, 1e-4);
+
+/// Half rows (x and y in f16 or bf16, [`Problem::with_dtype`]) against the f64 reference on the
+/// *same* rounded x and w: widening is exact and the math is f32, so [`TOLERANCE`] holds before
+/// the store; rounding y to the half adds at most the unit roundoff relative for bf16 (2^-8:
+/// 7 stored bits, nearest even) and up to one ulp for f16 (2^-10: `pack2x16float` may return
+/// either neighbour). y is O(1), far above f16's subnormal spacing (2^-24).
+pub fn y_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::BF16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 256.0),
+        DType::F16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 1024.0),
+        _ => TOLERANCE,
+    }
+}
 
 /// One call's host inputs: `rows` rows of width d (= len(w)) at `x_rows` of x, written to y
 /// (rows, stride) at offset 0 with x's row stride.
@@ -26,6 +39,10 @@ pub struct Problem {
     pub w: Vec<f32>,
     /// eps.
     pub eps: f32,
+    /// The dtype of x and y (f32 unless [`Problem::with_dtype`]).
+    pub dtype: DType,
+    /// The dtype of w (f32, or x's dtype).
+    pub w_dtype: DType,
 }
 
 impl Problem {
@@ -44,7 +61,24 @@ impl Problem {
             x,
             w,
             eps: 1e-6,
+            dtype: DType::F32,
+            w_dtype: DType::F32,
         }
+    }
+
+    /// This problem with x (and y) stored as `dtype` and w as `w_dtype`: the host values are
+    /// rounded to them (nearest even), so the reference sees exactly what the GPU holds.
+    pub fn with_dtype(mut self, dtype: DType, w_dtype: DType) -> Self {
+        self.x.iter_mut().for_each(|v| *v = dtype.round_f32(*v));
+        self.w.iter_mut().for_each(|v| *v = w_dtype.round_f32(*v));
+        self.dtype = dtype;
+        self.w_dtype = w_dtype;
+        self
+    }
+
+    /// The tolerance for this problem's y dtype ([`y_tolerance`]).
+    pub fn tolerance(&self) -> Tolerance {
+        y_tolerance(self.dtype)
     }
 
     /// Row width d.
@@ -67,18 +101,19 @@ impl Problem {
         rmsnorm(&self.x, self.rows, d, off, stride, &self.w, self.eps as f64)
     }
 
-    /// Upload x and w.
+    /// Upload x and w in their dtypes.
     pub fn upload(&self, gpu: &Gpu) -> Result<(Tensor, Tensor)> {
         Ok((
-            gpu.upload_f32(&[self.x.len()], &self.x)?,
-            gpu.upload_f32(&[self.width()], &self.w)?,
+            gpu.upload_f32_as(&[self.x.len()], self.dtype, &self.x)?,
+            gpu.upload_f32_as(&[self.width()], self.w_dtype, &self.w)?,
         ))
     }
 
-    /// Upload, run `op` into a NaN-poisoned y (rows, stride) and read all of y back.
+    /// Upload, run `op` into a NaN-poisoned y (rows, stride) of x's dtype and read all of y back
+    /// (widened to f32).
     pub fn run(&self, gpu: &Gpu, op: &RmsNorm) -> Result<Vec<f32>> {
         let (x, w) = self.upload(gpu)?;
-        let y = gpu.nan_f32(&[self.rows, self.x_rows.stride])?;
+        let y = gpu.nan_as(&[self.rows, self.x_rows.stride], self.dtype)?;
         let mut batch = gpu.batch();
         op.record(
             &mut batch,

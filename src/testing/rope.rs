@@ -6,11 +6,25 @@ use crate::error::Result;
 use crate::ops::rope::{Rope, RopeLayout, RopeTables};
 use crate::reference::rope::rope;
 use crate::rng::Rng;
-use crate::runtime::{Gpu, Tensor};
+use crate::runtime::{DType, Gpu, Tensor};
 
 /// GPU against the f64 reference: |y − ref| ≤ 1e-5 + 1e-4·|ref| (angles reduced exactly modulo
 /// 2π, then f32 cos and sin).
 pub const TOLERANCE: Tolerance = Tolerance::new(1e-5, 1e-4);
+
+/// Half x and y (f16 or bf16, [`Problem::with_dtype`]) against the f64 reference on the *same*
+/// rounded x: widening is exact and the rotation is f32, so [`TOLERANCE`] holds before the
+/// store; rounding y adds at most the unit roundoff relative for bf16 (2^-8: nearest even of 8
+/// significant bits) and one ulp for f16 (2^-10: `pack2x16float` may pick either neighbour).
+/// A rotated component can be small next to its pair (a·c − b·s cancels), where the f32 error
+/// of ~1e-7·(|a| + |b|) is absolute, so atol stays 1e-5 as in f32 (|x| ~ N(0, 1)).
+pub fn y_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::BF16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 256.0),
+        DType::F16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 1024.0),
+        _ => TOLERANCE,
+    }
+}
 
 /// The frequencies of one rotary embedding.
 #[derive(Clone, Debug)]
@@ -62,6 +76,8 @@ pub struct Problem {
     pub x: Vec<f32>,
     /// Positions (T).
     pub positions: Vec<u32>,
+    /// The dtype of x and y (f32 unless [`Problem::with_dtype`]).
+    pub dtype: DType,
 }
 
 impl Problem {
@@ -92,7 +108,21 @@ impl Problem {
             },
             x,
             positions,
+            dtype: DType::F32,
         }
+    }
+
+    /// This problem with x (and y) stored as `dtype`: x is rounded to it on the host (nearest
+    /// even), so the reference sees exactly what the GPU holds.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.x.iter_mut().for_each(|v| *v = dtype.round_f32(*v));
+        self.dtype = dtype;
+        self
+    }
+
+    /// The tolerance for this problem's dtype ([`y_tolerance`]).
+    pub fn tolerance(&self) -> Tolerance {
+        y_tolerance(self.dtype)
     }
 
     /// The f64 reference: (T, heads, d_R).
@@ -116,17 +146,21 @@ impl Problem {
     /// Upload x (T, row), the positions and the tables.
     pub fn upload(&self, gpu: &Gpu) -> Result<GpuInputs> {
         Ok(GpuInputs {
-            x: gpu.upload_f32(&[self.tokens, self.x_layout.token_stride], &self.x)?,
+            x: gpu.upload_f32_as(
+                &[self.tokens, self.x_layout.token_stride],
+                self.dtype,
+                &self.x,
+            )?,
             positions: gpu.upload_u32(&[self.tokens], &self.positions)?,
             tables: self.freqs.upload(gpu)?,
         })
     }
 
-    /// Upload, run `op` into a NaN-poisoned contiguous y and read it back.
+    /// Upload, run `op` into a NaN-poisoned contiguous y of x's dtype and read it back (widened).
     pub fn run(&self, gpu: &Gpu, op: &Rope) -> Result<Vec<f32>> {
         let t = self.upload(gpu)?;
         let d = self.freqs.width();
-        let y = gpu.nan_f32(&[self.tokens, self.heads, d])?;
+        let y = gpu.nan_as(&[self.tokens, self.heads, d], self.dtype)?;
         let mut batch = gpu.batch();
         op.record(
             &mut batch,

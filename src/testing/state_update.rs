@@ -28,6 +28,20 @@ pub fn out_tolerance(dtype: DType) -> Tolerance {
     }
 }
 
+/// A half state pool (f16 or bf16, [`Problem::with_state_dtype`]) against the f64 reference on
+/// the *same* rounded initial state: widening is exact and the update is f32, so [`TOLERANCE`]
+/// holds before the store; storing the state rounds it, adding at most the unit roundoff
+/// relative for bf16 (2^-8: nearest even of 8 significant bits) and one ulp for f16 (2^-10:
+/// `pack2x16float` may pick either neighbour). The state is O(1), far above f16's subnormal
+/// spacing. out is computed from the unrounded f32 state, so its tolerance does not change.
+pub fn state_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::BF16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 256.0),
+        DType::F16 => Tolerance::new(1e-5, 1e-4 + 1.0 / 1024.0),
+        _ => TOLERANCE,
+    }
+}
+
 /// Every option on (D, z, dt_bias, softplus).
 pub const ALL: UpdateOptions = UpdateOptions {
     d: true,
@@ -87,6 +101,8 @@ pub struct Problem {
     /// Dtype of the activations x, dt, B, C, z and out on the GPU (f32 unless
     /// [`Problem::with_dtype`]).
     pub dtype: DType,
+    /// Dtype of the state pool on the GPU (f32 unless [`Problem::with_state_dtype`]).
+    pub state_dtype: DType,
 }
 
 impl Problem {
@@ -103,6 +119,14 @@ impl Problem {
             round(z);
         }
         self.dtype = dtype;
+        self
+    }
+
+    /// This problem with the state pool stored as `dtype`: the initial state is rounded to it on
+    /// the host (nearest even), so the reference starts from exactly what the GPU holds.
+    pub fn with_state_dtype(mut self, dtype: DType) -> Self {
+        self.state.iter_mut().for_each(|v| *v = dtype.round_f32(*v));
+        self.state_dtype = dtype;
         self
     }
 
@@ -144,6 +168,7 @@ impl Problem {
             slots,
             dt_softplus: opts.dt_softplus,
             dtype: DType::F32,
+            state_dtype: DType::F32,
         }
     }
 
@@ -189,7 +214,7 @@ impl Problem {
         };
         let act = self.dtype;
         Ok(GpuInputs {
-            state: gpu.upload_f32(&[s.pool, s.dim, s.n], &self.state)?,
+            state: gpu.upload_f32_as(&[s.pool, s.dim, s.n], self.state_dtype, &self.state)?,
             x: gpu.upload_f32_as(&rows, act, &self.x)?,
             dt: gpu.upload_f32_as(&rows, act, &self.dt)?,
             a: gpu.upload_f32(&[s.dim, s.n], &self.a)?,
@@ -211,8 +236,8 @@ impl Problem {
         })
     }
 
-    /// Upload, run `op` once (out NaN-poisoned, of [`Problem::dtype`]) and read back (out
-    /// widened, state pool).
+    /// Upload, run `op` once (out NaN-poisoned, of [`Problem::dtype`]) and read back (out and
+    /// the state pool, widened).
     pub fn run(&self, gpu: &Gpu, op: &StateUpdate) -> Result<(Vec<f32>, Vec<f32>)> {
         let t = self.upload(gpu)?;
         let out = gpu.nan_as(&[self.dims.batch, self.dims.dim], self.dtype)?;
