@@ -25,8 +25,10 @@
 // rounded (half_bits_b). A state row of N halves shares its first or last word with the
 // neighbouring row when N is odd, and that row belongs to another invocation, so the half state
 // is bound as atomic words: each element is read by atomicLoad and written by atomicAnd/atomicOr
-// on its own 16 bits (disjoint bits commute), which works for any N. (NATIVE_F16_B changes
-// nothing here: the state is never bound as f16.)
+// on its own 16 bits (disjoint bits commute), which works for any N. With TPR = 1 (what the
+// host runs) an invocation owns its row's inner words and reads and writes each once
+// (update_row_pairs); only the boundary words of odd-N rows take the per-half atomics.
+// (NATIVE_F16_B changes nothing here: the state is never bound as f16.)
 //
 // Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row, WG/TPR
 // rows per workgroup, linear workgroup index (2-D grid past 65535). Invocation r of a row owns
@@ -159,26 +161,86 @@ fn row_info(row: u32) -> Row {
     return r;
 }
 
+// Where a row's inputs start: B, C and the state row.
+struct Bases {
+    b: u32,
+    c: u32,
+    s: u32,
+}
+
+fn bases(r: Row) -> Bases {
+    let nn = params.n;
+    let gb = r.d / (params.dim / params.b_groups);
+    let gc = r.d / (params.dim / params.c_groups);
+    return Bases(
+        (r.bi * params.b_groups + gb) * nn,
+        (r.bi * params.c_groups + gc) * nn,
+        (r.slot * params.dim + r.d) * nn,
+    );
+}
+
+// The new state n of row r from its old value.
+fn step(r: Row, o: Bases, n: u32, old: f32) -> f32 {
+    let bn = sget(bmat[(o.b + n) / SPW], (o.b + n) % SPW);
+    return exp(r.dt * amat[r.d * params.n + n]) * old + r.dt * bn * r.xv;
+}
+
+fn c_at(o: Bases, n: u32) -> f32 {
+    return sget(cmat[(o.c + n) / SPW], (o.c + n) % SPW);
+}
+
 // This invocation's share of Σ_n C·state, after updating its states.
 fn update(r: Row, lane_r: u32) -> f32 {
     var part = 0.0;
     if (!r.valid) {
         return part;
     }
-    let nn = params.n;
-    let gb = r.d / (params.dim / params.b_groups);
-    let gc = r.d / (params.dim / params.c_groups);
-    let b_base = (r.bi * params.b_groups + gb) * nn;
-    let c_base = (r.bi * params.c_groups + gc) * nn;
-    let s_base = (r.slot * params.dim + r.d) * nn;
-    for (var n = lane_r; n < nn; n += params.tpr) {
-        let bn = sget(bmat[(b_base + n) / SPW], (b_base + n) % SPW);
-        let h = exp(r.dt * amat[r.d * nn + n]) * load_state(s_base + n) + r.dt * bn * r.xv;
-        store_state(s_base + n, h);
-        part += h * sget(cmat[(c_base + n) / SPW], (c_base + n) % SPW);
+    let o = bases(r);
+#if F16_B || BF16_B
+    if (params.tpr == 1u) {
+        return update_row_pairs(r, o);
+    }
+#endif
+    for (var n = lane_r; n < params.n; n += params.tpr) {
+        let h = step(r, o, n, load_state(o.s + n));
+        store_state(o.s + n, h);
+        part += h * c_at(o, n);
     }
     return part;
 }
+
+#if F16_B || BF16_B
+// A whole half state row owned by this invocation (TPR = 1): the words wholly inside the row
+// belong to it alone, so each is read once and written once (atomicStore of both halves); only
+// a first element at an odd index and a last one at an even index share their word with the
+// neighbouring row (odd N) and go through the per-half atomics. Same order of the C sum.
+fn update_row_pairs(r: Row, o: Bases) -> f32 {
+    let nn = params.n;
+    var part = 0.0;
+    var n = 0u;
+    if ((o.s & 1u) == 1u) {
+        let h = step(r, o, 0u, load_state(o.s));
+        store_state(o.s, h);
+        part += h * c_at(o, 0u);
+        n = 1u;
+    }
+    for (; n + 1u < nn; n += 2u) {
+        let wi = (o.s + n) / 2u;
+        let w = atomicLoad(&state[wi]);
+        let h0 = step(r, o, n, sget_bits_b(w, 0u));
+        let h1 = step(r, o, n + 1u, sget_bits_b(w, 1u));
+        atomicStore(&state[wi], half_bits_b(h0) | (half_bits_b(h1) << 16u));
+        part += h0 * c_at(o, n);
+        part += h1 * c_at(o, n + 1u);
+    }
+    if (n < nn) {
+        let h = step(r, o, n, load_state(o.s + n));
+        store_state(o.s + n, h);
+        part += h * c_at(o, n);
+    }
+    return part;
+}
+#endif
 
 fn finish(r: Row, row: u32, sum: f32) {
     if (!r.real) {

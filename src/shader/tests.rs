@@ -146,3 +146,17 @@ fn native_f16_puts_enable_on_the_first_line() {
     );
     assert_eq!(run(BODY, &[Flag::F16]).unwrap(), "x\n");
 }
+
+#[test]
+fn second_role_flags_are_independent_and_native_enables_f16() {
+    const BODY: &str = "#if BF16\na\n#endif\n#if F16_B\n#if NATIVE_F16_B\nn\n#endif\nb\n#endif\n";
+    assert_eq!(
+        run(BODY, &[Flag::F16B, Flag::NativeF16B]).unwrap(),
+        "enable f16;\nn\nb\n"
+    );
+    assert_eq!(run(BODY, &[Flag::Bf16, Flag::F16B]).unwrap(), "a\nb\n");
+    assert_eq!(run(BODY, &[Flag::Bf16]).unwrap(), "a\n");
+    for f in [Flag::F16B, Flag::Bf16B, Flag::NativeF16B] {
+        assert_eq!(Flag::from_name(f.name()), Some(f));
+    }
+}
