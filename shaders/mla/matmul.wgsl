@@ -84,7 +84,7 @@ struct Params {
     y_off: u32,
     y_gs: u32,
     y_rs: u32,
-    has_bias: u32,
+    flags: u32,       // HAS_BIAS | ACCUMULATE
     tiles_m: u32,
     tiles_n: u32,
     groups: u32,
@@ -107,14 +107,28 @@ fn x_index(g: u32, m: u32, k: u32) -> u32 {
     return params.x_off + g * params.x_gs + m * params.x_rs + k;
 }
 
-// y[i] = v, rounded to y's dtype.
+const HAS_BIAS: u32 = 1u;
+// y += x·op(w) (+ bias): the value already in y is added (a residual stream updated in place;
+// each y element belongs to one invocation, so the read-modify-write needs no synchronisation).
+const ACCUMULATE: u32 = 2u;
+
+// y[i] = v (+ y[i] with ACCUMULATE), rounded to y's dtype.
 fn store_y(i: u32, v: f32) {
+    let acc = (params.flags & ACCUMULATE) != 0u;
 #if F16_B || BF16_B
     let shift = (i & 1u) * 16u;
+    var o = v;
+    if (acc) {
+        o += sget_bits_b(atomicLoad(&y[i / 2u]), i & 1u);
+    }
     atomicAnd(&y[i / 2u], ~(0xffffu << shift));
-    atomicOr(&y[i / 2u], half_bits_b(v) << shift);
+    atomicOr(&y[i / 2u], half_bits_b(o) << shift);
 #else
-    y[i] = v;
+    if (acc) {
+        y[i] = v + y[i];
+    } else {
+        y[i] = v;
+    }
 #endif
 }
 
@@ -183,7 +197,7 @@ fn store(g: u32, m0: u32, r: u32, n0: u32, v: vec4<f32>) {
 fn store1(base: u32, n: u32, v: f32) {
     if (n < params.n) {
         var o = v;
-        if (params.has_bias == 1u) {
+        if ((params.flags & HAS_BIAS) != 0u) {
             o += bias[n];
         }
         store_y(base + n, o);
@@ -407,7 +421,7 @@ fn tile(linear: u32, lid: u32) {
             let n = n0 + tx + c * BN_T;
             if (n < params.n) {
                 var v = acc[r * RN + c];
-                if (params.has_bias == 1u) {
+                if ((params.flags & HAS_BIAS) != 0u) {
                     v += bias[n];
                 }
                 store_y(y_base + m * params.y_rs + n, v);

@@ -6,8 +6,10 @@ pub mod config;
 pub use config::MambaConfig;
 pub mod weights;
 
+pub use model::MambaGpuLm;
 pub use weights::{MambaLayerWeights, MambaWeights};
 pub mod cpu;
+pub mod model;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
@@ -22,8 +24,12 @@ pub fn load(ck: &Checkpoint, device: &Device, options: &LoadOptions) -> Result<B
     let weights = MambaWeights::from_safetensors(&cfg, &ck.tensors)?;
     match device {
         Device::Cpu => Ok(Box::new(cpu::MambaCpuLm::new(cfg, weights, options.slots))),
-        Device::Gpu(_gpu) => Err(crate::error::Error::invalid(
-            "the GPU Mamba model is not built yet",
-        )),
+        Device::Gpu(gpu) => Ok(Box::new(model::MambaGpuLm::new(
+            gpu.clone(),
+            cfg,
+            &weights,
+            options.slots,
+            options.weight_dtype,
+        )?)),
     }
 }

@@ -59,7 +59,7 @@ struct Uniforms {
     y_off: u32,
     y_gs: u32,
     y_rs: u32,
-    has_bias: u32,
+    flags: u32,
     tiles_m: u32,
     tiles_n: u32,
     groups: u32,
@@ -241,6 +241,35 @@ impl Matmul {
         bias: Option<&Tensor>,
         y: &Tensor,
     ) -> Result<()> {
+        self.record_with(batch, dims, x, w, bias, y, false)
+    }
+
+    /// Record y += x·op(w) (+ bias): the product is added to what y holds (a model's residual
+    /// stream, updated in place without a separate add). Layout rules as [`Self::record`].
+    pub fn record_accumulate(
+        &self,
+        batch: &mut Batch,
+        dims: &MatmulDims,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<()> {
+        self.record_with(batch, dims, x, w, bias, y, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_with(
+        &self,
+        batch: &mut Batch,
+        dims: &MatmulDims,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        y: &Tensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
         let d = dims;
         let empty = d.is_empty();
         let last_x = (!empty && d.k > 0).then(|| d.x_index(d.g - 1, d.m - 1, d.k - 1));
@@ -276,7 +305,7 @@ impl Matmul {
             return Ok(());
         }
         if let Some(rm) = vec4_rows(d) {
-            return self.record_vec4(batch, d, rm, storage, x, w, bias, y);
+            return self.record_vec4(batch, d, rm, storage, x, w, bias, y, flags);
         }
         let (tile, kernel) = if d.m <= 4 {
             &self.kernels[0]
@@ -316,7 +345,7 @@ impl Matmul {
             y_off: to_u32("y_off", d.y_off)?,
             y_gs: to_u32("y_gs", d.y_gs)?,
             y_rs: to_u32("y_rs", d.y_rs)?,
-            has_bias: bias.is_some() as u32,
+            flags,
             tiles_m,
             tiles_n,
             groups,
@@ -344,6 +373,7 @@ impl Matmul {
         w: &Tensor,
         bias: Option<&Tensor>,
         y: &Tensor,
+        flags: u32,
     ) -> Result<()> {
         let nv: u32 = if d.n > 4 { 2 } else { 1 };
         let tiles_m = (d.m as u32).div_ceil(rm);
@@ -383,7 +413,7 @@ impl Matmul {
             y_off: to_u32("y_off", d.y_off)?,
             y_gs: to_u32("y_gs", d.y_gs)?,
             y_rs: to_u32("y_rs", d.y_rs)?,
-            has_bias: bias.is_some() as u32,
+            flags,
             tiles_m,
             tiles_n,
             groups,
