@@ -89,6 +89,7 @@ fn main(
         }
         let b_base = bc_index(row, n0, params.b_groups, params.off_b);
         let c_base = bc_index(row, n0, params.c_groups, params.off_c);
+        var pending = 0.0; // half out: the even element of a word, stored with the odd one
         for (var t = 0u; t < len; t++) {
             let uu = load_u(x_base + t);
             var dv = load_delta(x_base + t) + bias;
@@ -122,7 +123,7 @@ fn main(
                     o = o * (zz / (1.0 + exp(-zz)));
                 }
             }
-            store_out(x_base + t, o);
+            store_out_step(x_base + t, t, len, o, &pending);
         }
         for (var j = 0u; j < NS; j++) {
             if (n0 + j < nn) {
