@@ -56,6 +56,7 @@ fn main(
         var ci: array<f32, NB>;
         var xr: array<f32, NB>;  // state
         var xi: array<f32, NB>;
+        var pending = 0.0; // half y: the even element of a word, stored with the odd one
         for (var j = 0u; j < NB; j++) {
             var ab = vec4<f32>(0.0);
             var c = vec2<f32>(0.0);
@@ -87,7 +88,7 @@ fn main(
                 xi[j] = i;
                 acc += cr[j] * r - ci[j] * i;
             }
-            store_y(base + t, acc);
+            store_y_step(base + t, t, len, acc, &pending);
         }
     }
 }

@@ -12,7 +12,8 @@
 // vec2<f16>); the SSM parameters are f32. Loads widen, the math is f32, y is rounded on store.
 // A word of half y may hold elements of two invocations (rows of odd L, runs of T steps), so
 // each element is stored with atomicAnd (clear its half) then atomicOr (set it) on its word:
-// disjoint bits commute, no word ownership is needed. Index arithmetic stays in the bodies
+// disjoint bits commute, no word ownership is needed (the row kernel writes the words wholly
+// inside its row with one atomicStore instead: store_y_step). Index arithmetic stays in the bodies
 // (row·L + t); loads and stores of u and y go through load_u / load_y / store_y.
 
 struct Params {
@@ -54,6 +55,26 @@ fn store_y(i: u32, v: f32) {
     atomicOr(&y[i / 2u], half_bits(v) << shift);
 #else
     y[i] = v;
+#endif
+}
+
+// The row kernel's store of y[i] = v at step t of a row of `len` steps, walked in time order
+// (one pass of modes, which the host guarantees for half y). f32: a plain store. Halves: a word
+// both of whose elements are this row's is written whole by atomicStore when its odd element
+// comes (the even one waits in `pending`); the word is this invocation's alone, so one store
+// replaces two read-modify-writes. Only a row's end elements (odd L) use store_y's atomics.
+fn store_y_step(i: u32, t: u32, len: u32, v: f32, pending: ptr<function, f32>) {
+#if F16 || BF16
+    let odd = (i & 1u) == 1u;
+    if (!odd && t + 1u < len) {
+        *pending = v;
+    } else if (odd && t > 0u) {
+        atomicStore(&y[i / 2u], half_bits(*pending) | (half_bits(v) << 16u));
+    } else {
+        store_y(i, v);
+    }
+#else
+    store_y(i, v);
 #endif
 }
 

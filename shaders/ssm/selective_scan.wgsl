@@ -92,6 +92,7 @@ fn main(
         }
         let b_base = p.b0 + n0 * p.bn;
         let c_base = p.c0 + n0 * p.cn;
+        var pending = 0.0; // half out: the even element of a word, stored with the odd one
         for (var t = 0u; t < len; t++) {
             let uu = load_u(p.u0 + t * p.ut);
             var dv = load_delta(p.d0 + t * p.dt) + bias;
@@ -125,7 +126,9 @@ fn main(
                     o = o * (zz / (1.0 + exp(-zz)));
                 }
             }
-            store_out(p.o0 + t * p.ot, o);
+            // Half out is never PACKED (the host takes only f32 there), so ot = 1 whenever
+            // store_out_step pairs consecutive steps into one word.
+            store_out_step(p.o0 + t * p.ot, t, len, o, &pending);
         }
         for (var j = 0u; j < NS; j++) {
             if (n0 + j < nn) {

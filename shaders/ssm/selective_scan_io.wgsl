@@ -14,7 +14,8 @@
 // is f32, out is rounded on store (half_bits). Stores of half out: a word may hold elements of
 // two invocations (two rows of odd L in the row kernel, two runs of steps in the chunked one),
 // so each element is written with atomicAnd (clear its half) then atomicOr (set it) on its word,
-// as state_update does: disjoint bits commute, so no word ownership is needed.
+// as state_update does: disjoint bits commute, so no word ownership is needed. The row kernel
+// writes the words wholly inside its row with one atomicStore instead (store_out_step).
 
 #include "ssm/softplus"
 
@@ -189,6 +190,27 @@ fn store_out(i: u32, v: f32) {
     atomicOr(&out[i / 2u], half_bits(v) << shift);
 #else
     out[i] = v;
+#endif
+}
+
+// The row kernel's store of out[i] = v at step t of a row of `len` steps, walked in time order
+// (one pass of states, which the host guarantees for half out). f32: a plain store. Halves: a
+// word both of whose elements are this row's is written whole by atomicStore when its odd
+// element comes (the even one waits in `pending`): the word is this invocation's alone, so one
+// store replaces two read-modify-writes. Only a row's end elements, in words a neighbouring row
+// shares (odd L), go through store_out's atomics.
+fn store_out_step(i: u32, t: u32, len: u32, v: f32, pending: ptr<function, f32>) {
+#if F16 || BF16
+    let odd = (i & 1u) == 1u;
+    if (!odd && t + 1u < len) {
+        *pending = v;
+    } else if (odd && t > 0u) {
+        atomicStore(&out[i / 2u], half_bits(*pending) | (half_bits(v) << 16u));
+    } else {
+        store_out(i, v);
+    }
+#else
+    store_out(i, v);
 #endif
 }
 
