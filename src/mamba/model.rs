@@ -358,7 +358,11 @@ impl CausalLm for MambaGpuLm {
         for s in seqs {
             if self.fresh[s.slot] {
                 for l in &self.layers {
-                    batch.write(&l.conv_pool, s.slot * di * (w - 1), &vec![0f32; di * (w - 1)])?;
+                    batch.write(
+                        &l.conv_pool,
+                        s.slot * di * (w - 1),
+                        &vec![0f32; di * (w - 1)],
+                    )?;
                     batch.write(&l.ssm_pool, s.slot * di * n, &vec![0f32; di * n])?;
                 }
             }
@@ -366,7 +370,11 @@ impl CausalLm for MambaGpuLm {
         let ids: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         batch.write(&a.ids, 0, &ids)?;
         batch.write(&a.cu, 0, &cu.iter().map(|&x| x as i32).collect::<Vec<_>>())?;
-        batch.write(&a.slots, 0, &slots.iter().map(|&x| x as i32).collect::<Vec<_>>())?;
+        batch.write(
+            &a.slots,
+            0,
+            &slots.iter().map(|&x| x as i32).collect::<Vec<_>>(),
+        )?;
         Embedding::record(&mut batch, &a.ids, &self.embeddings, &a.h)?;
         for layer in &self.layers {
             self.record_block(&mut batch, layer, a, tokens, &cu, &slots, decode)?;
