@@ -20,18 +20,20 @@
 //             the pool untouched). Tokens outside every sequence get y = 0.
 //   UNIT_SEQS the decode step: like RAGGED with sequence s = token s alone (no cu_seqlens).
 //
-// Work split: mode 0 (outputs) runs one invocation per output element (b, d, t); with D_FAST
-// consecutive invocations take consecutive channels (coalesced for channel-last views), else
-// consecutive times (channel-first). It reads W inputs (from x or the state) and never writes a
-// state. Mode 1 (states) runs one invocation per (sequence, channel): it reads the W − 1 values
+// Work split: mode 0 (outputs) runs one invocation per (b, d, chunk of CHUNK times); with
+// D_FAST consecutive invocations take consecutive channels (coalesced for channel-last views),
+// else consecutive chunks (channel-first). It slides a window of the last W − 1 inputs along
+// its chunk, refilled where a sequence starts (from x or the initial state), so x is read about
+// once; it never writes a state. Mode 1 (states) runs one invocation per (sequence, channel): it reads the W − 1 values
 // of the final state (x, or the old state row) into registers, then writes the row, so a state
 // updated in place is read and written by one invocation only. The host records mode 1 after
 // mode 0 in the same batch (wgpu orders the two), so mode 0 always sees the old states. Linear
 // workgroup index (2-D grid past 65535 workgroups).
-// Bound: memory. Each output reads W inputs, mostly from cache, and writes one value: ~8 bytes
-// per output at f32 and 2·W FLOPs (+4 for SiLU).
+// Bound: memory. Each output reads one input and writes one value: ~8 bytes per output at f32
+// against 2·W FLOPs (+4 for SiLU).
 
 const WG: u32 = 256u;
+const CHUNK: u32 = 8u; // outputs per invocation in mode 0 (the host's CHUNK)
 
 const HAS_BIAS: u32 = 1u;
 const SILU: u32 = 2u;
@@ -162,48 +164,77 @@ fn input(b: u32, d: u32, q: Seq, p: i32) -> f32 {
     return init_at(q.row, d, u32(p + i32(params.width) - 1)); // p ≥ −(W − 1)
 }
 
+fn store_y(b: u32, d: u32, t: u32, v: f32) {
+    y[params.y_off + b * params.y_sb + d * params.y_sd + t * params.y_st] = v;
+}
+
+// Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous W − 1 inputs, refilled
+// (from x or the initial state) wherever a sequence starts, so each input is read once.
 fn outputs(i: u32) {
     let dim = params.dim;
     let len = params.len;
+    let chunks = (len + CHUNK - 1u) / CHUNK;
     var b: u32;
     var d: u32;
-    var t: u32;
+    var c: u32;
     if (has(D_FAST)) {
         d = i % dim;
-        t = (i / dim) % len;
-        b = i / (dim * len);
+        c = (i / dim) % chunks;
     } else {
-        t = i % len;
-        d = (i / len) % dim;
-        b = i / (dim * len);
+        c = i % chunks;
+        d = (i / chunks) % dim;
     }
-    let yi = params.y_off + b * params.y_sb + d * params.y_sd + t * params.y_st;
-    var s = 0u;
-    if (has(RAGGED) || has(UNIT_SEQS)) {
-        s = sequence_of(t);
-        if (s >= params.seqs) {
-            y[yi] = 0.0;
-            return;
-        }
-    }
-    let q = sequence(b, s);
-    if (!q.ok || t < q.start || t >= q.end) {
-        y[yi] = 0.0; // a skipped sequence (or t outside it: malformed cu_seqlens)
-        return;
-    }
+    b = i / (dim * chunks);
     let w = params.width;
-    let rel = i32(t - q.start);
-    var acc = 0.0;
-    if (has(HAS_BIAS)) {
-        acc = bias[d];
-    }
+    var wt: array<f32, 4>;
     for (var k = 0u; k < w; k++) {
-        acc += weight[d * w + k] * input(b, d, q, rel - i32(w) + 1 + i32(k));
+        wt[k] = weight[d * w + k];
     }
-    if (has(SILU)) {
-        acc = acc / (1.0 + exp(-acc));
+    var b0 = 0.0;
+    if (has(HAS_BIAS)) {
+        b0 = bias[d];
     }
-    y[yi] = acc;
+    var win: array<f32, 3>; // the inputs at t − W + 1 .. t − 1 of sequence q, oldest first
+    var q: Seq;
+    var have = false;       // whether win holds t's history within q
+    let t1 = min(c * CHUNK + CHUNK, len);
+    for (var t = c * CHUNK; t < t1; t++) {
+        if (!have || t >= q.end) {
+            have = false;
+            var s = 0u;
+            if (has(RAGGED) || has(UNIT_SEQS)) {
+                s = sequence_of(t);
+                if (s >= params.seqs) {
+                    store_y(b, d, t, 0.0); // outside every sequence
+                    continue;
+                }
+            }
+            q = sequence(b, s);
+            if (!q.ok || t < q.start || t >= q.end) {
+                store_y(b, d, t, 0.0); // a skipped sequence (or malformed cu_seqlens)
+                continue;
+            }
+            let rel = i32(t - q.start);
+            for (var j = 0u; j + 1u < w; j++) {
+                win[j] = input(b, d, q, rel - i32(w) + 1 + i32(j));
+            }
+            have = true;
+        }
+        let xt = x_at(b, d, t);
+        var acc = b0;
+        for (var k = 0u; k + 1u < w; k++) {
+            acc += wt[k] * win[k];
+        }
+        acc += wt[w - 1u] * xt;
+        if (has(SILU)) {
+            acc = acc / (1.0 + exp(-acc));
+        }
+        store_y(b, d, t, acc);
+        for (var j = 0u; j + 2u < w; j++) {
+            win[j] = win[j + 1u];
+        }
+        win[w - 2u] = xt;
+    }
 }
 
 fn final_states(i: u32) {

@@ -49,6 +49,8 @@ pub use crate::spec::causal_conv1d::{
 pub const SHADER: Shader = wgsl!("ssm/causal_conv1d");
 
 const WG: usize = 256;
+/// Outputs per invocation (the shader's CHUNK): consecutive times of one channel.
+const CHUNK: usize = 8;
 
 /// The activation applied to the convolution.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -370,7 +372,7 @@ impl CausalConv1d {
             width: dims.width as u32,
             seqs: seqs as u32,
             pool: dims.pool.unwrap_or(bt) as u32,
-            items: items_u32(bt * dim * len)?,
+            items: items_u32(bt * dim * len.div_ceil(CHUNK))?,
             x_off,
             x_sb: xs[0],
             x_sd: xs[1],
@@ -395,7 +397,7 @@ impl CausalConv1d {
                 y.tensor().into(),
             ]
         };
-        let out_groups = groups(bt * dim * len)?;
+        let out_groups = groups(bt * dim * len.div_ceil(CHUNK))?;
         let state_items = seqs * dim;
         let state_groups = groups(state_items)?;
         let gpu = batch.gpu();
@@ -489,6 +491,8 @@ impl CausalConv1dUpdate {
         if xs[1] < xs[0] {
             flags |= D_FAST;
         }
+        // Mode 0 walks chunks of CHUNK tokens (each its own sequence); mode 1 one row each.
+        let out_items = dim * bt.div_ceil(CHUNK);
         let items = bt * dim;
         let uniforms = Uniforms {
             mode: 0,
@@ -499,7 +503,7 @@ impl CausalConv1dUpdate {
             width: dims.width as u32,
             seqs: bt as u32,
             pool: dims.pool as u32,
-            items: items_u32(items)?,
+            items: items_u32(out_items)?,
             x_off,
             x_sb: 0,
             x_sd: xs[1],
@@ -521,13 +525,14 @@ impl CausalConv1dUpdate {
             inputs.conv_state.into(),
             y.tensor().into(),
         ];
-        let g = groups(items)?;
+        let (g_out, g) = (groups(out_items)?, groups(items)?);
         batch.gpu().grid(g)?;
-        batch.dispatch(&self.kernel, &uniforms, &bindings, g)?;
+        batch.dispatch(&self.kernel, &uniforms, &bindings, g_out)?;
         batch.dispatch(
             &self.kernel,
             &Uniforms {
                 mode: 1,
+                items: items_u32(items)?,
                 ..uniforms
             },
             &bindings,
