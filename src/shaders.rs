@@ -51,6 +51,9 @@ pub const ALL: &[Variant] = &[
     diagonal_scan::CHUNKED_SUBGROUP,
     diagonal_scan::ROWS,
     causal_conv1d::KERNEL,
+    causal_conv1d::HALF[0],
+    causal_conv1d::HALF[1],
+    causal_conv1d::HALF[2],
 ];
 
 /// The fragments bodies pull in with `#include "name"` (they belong to the composer).

@@ -20,6 +20,12 @@
 //             the pool untouched). Tokens outside every sequence get y = 0.
 //   UNIT_SEQS the decode step: like RAGGED with sequence s = token s alone (no cu_seqlens).
 //
+// Storage dtype (common/storage.wgsl): x and y share one dtype, f32 or (flag F16 or BF16)
+// 16-bit halves, two per u32 word (element i in word i / 2, the low half for even i); weight,
+// bias and the states are f32. Loads widen, math is f32, y is rounded on store with an
+// atomicAnd/atomicOr pair on its word (the other half may be another invocation's, or outside
+// y's view, and is left alone). A final state copies inputs, so half inputs are exact in it.
+//
 // Work split: mode 0 (outputs) runs one invocation per (b, d, chunk of CHUNK times); with
 // D_FAST consecutive invocations take consecutive channels (coalesced for channel-last views),
 // else consecutive chunks (channel-first). It slides a window of the last W − 1 inputs along
@@ -68,14 +74,20 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;             // view of (Bt, D, L)
+@group(0) @binding(1) var<storage, read> x: array<sword>;           // view of (Bt, D, L)
 @group(0) @binding(2) var<storage, read> weight: array<f32>;        // (D, W)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // (D)
 @group(0) @binding(4) var<storage, read> init: array<f32>;          // (Bt, D, W − 1)
 @group(0) @binding(5) var<storage, read> cu_seqlens: array<i32>;    // (S + 1)
 @group(0) @binding(6) var<storage, read> slots: array<i32>;         // (S)
 @group(0) @binding(7) var<storage, read_write> states: array<f32>;  // (rows, D, W − 1)
+#if F16 || BF16
+@group(0) @binding(8) var<storage, read_write> y: array<atomic<u32>>; // view of (Bt, D, L), halves
+#else
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;       // view of (Bt, D, L)
+#endif
+
+#include "common/storage"
 
 fn has(f: u32) -> bool {
     return (params.flags & f) != 0u;
@@ -141,7 +153,8 @@ fn sequence_of(t: u32) -> u32 {
 }
 
 fn x_at(b: u32, d: u32, t: u32) -> f32 {
-    return x[params.x_off + b * params.x_sb + d * params.x_sd + t * params.x_st];
+    let i = params.x_off + b * params.x_sb + d * params.x_sd + t * params.x_st;
+    return sget(x[i / SPW], i % SPW);
 }
 
 // Element j (0 ≤ j < W − 1) of the initial state of row `row`, channel d (0 without one).
@@ -165,7 +178,16 @@ fn input(b: u32, d: u32, q: Seq, p: i32) -> f32 {
 }
 
 fn store_y(b: u32, d: u32, t: u32, v: f32) {
-    y[params.y_off + b * params.y_sb + d * params.y_sd + t * params.y_st] = v;
+    let i = params.y_off + b * params.y_sb + d * params.y_sd + t * params.y_st;
+#if F16 || BF16
+    // Two elements share a word and may belong to two invocations (or lie outside the view):
+    // clear and set only this element's half; disjoint bits commute.
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&y[i / 2u], ~(0xffffu << shift));
+    atomicOr(&y[i / 2u], half_bits(v) << shift);
+#else
+    y[i] = v;
+#endif
 }
 
 // Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous W − 1 inputs, refilled
