@@ -30,9 +30,9 @@
 // D_FAST consecutive invocations take consecutive channels (coalesced for channel-last views),
 // else consecutive chunks (channel-first). It slides a window of the last W − 1 inputs along
 // its chunk, refilled where a sequence starts (from x or the initial state), so x is read about
-// once; it never writes a state. Mode 1 (states) runs one invocation per (sequence, channel): it reads the W − 1 values
-// of the final state (x, or the old state row) into registers, then writes the row, so a state
-// updated in place is read and written by one invocation only. The host records mode 1 after
+// once; it never writes a state. Mode 1 (states) runs one invocation per (sequence, channel):
+// it reads the W − 1 values of the final state (x, or the old state row) into registers, then
+// writes the row, so a state updated in place is read and written by one invocation only. The host records mode 1 after
 // mode 0 in the same batch (wgpu orders the two), so mode 0 always sees the old states. Linear
 // workgroup index (2-D grid past 65535 workgroups).
 // Bound: memory. Each output reads one input and writes one value: ~8 bytes per output at f32
@@ -190,13 +190,15 @@ fn store_y(b: u32, d: u32, t: u32, v: f32) {
 #endif
 }
 
-// Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous W − 1 inputs, refilled
-// (from x or the initial state) wherever a sequence starts, so each input is read once.
+// Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous inputs, refilled (from
+// x or the initial state) wherever a sequence starts, so each input is read once. The taps sit
+// right-aligned in a vec4 (zeros in front for W < 4), so the window is always the three previous
+// inputs and nothing is indexed at run time (run-time indexed private arrays spill to memory on
+// CPU compilers such as llvmpipe's).
 fn outputs(i: u32) {
     let dim = params.dim;
     let len = params.len;
     let chunks = (len + CHUNK - 1u) / CHUNK;
-    var b: u32;
     var d: u32;
     var c: u32;
     if (has(D_FAST)) {
@@ -206,19 +208,23 @@ fn outputs(i: u32) {
         c = i % chunks;
         d = (i / chunks) % dim;
     }
-    b = i / (dim * chunks);
+    let b = i / (dim * chunks);
     let w = params.width;
-    var wt: array<f32, 4>;
-    for (var k = 0u; k < w; k++) {
-        wt[k] = weight[d * w + k];
+    let base = d * w;
+    var taps = vec4<f32>(0.0, 0.0, weight[base + w - 2u], weight[base + w - 1u]);
+    if (w >= 3u) {
+        taps.y = weight[base + w - 3u];
+    }
+    if (w >= 4u) {
+        taps.x = weight[base];
     }
     var b0 = 0.0;
     if (has(HAS_BIAS)) {
         b0 = bias[d];
     }
-    var win: array<f32, 3>; // the inputs at t − W + 1 .. t − 1 of sequence q, oldest first
+    var h = vec3<f32>(0.0); // the inputs at t − 3, t − 2, t − 1 of sequence q (0 before W − 1)
     var q: Seq;
-    var have = false;       // whether win holds t's history within q
+    var have = false;       // whether h holds t's history within q
     let t1 = min(c * CHUNK + CHUNK, len);
     for (var t = c * CHUNK; t < t1; t++) {
         if (!have || t >= q.end) {
@@ -237,25 +243,24 @@ fn outputs(i: u32) {
                 continue;
             }
             let rel = i32(t - q.start);
-            for (var j = 0u; j + 1u < w; j++) {
-                win[j] = input(b, d, q, rel - i32(w) + 1 + i32(j));
+            let oldest = 1 - i32(w); // the earliest input a tap reaches
+            h = vec3<f32>(0.0);
+            if (rel - 3 >= oldest) {
+                h.x = input(b, d, q, rel - 3);
             }
+            if (rel - 2 >= oldest) {
+                h.y = input(b, d, q, rel - 2);
+            }
+            h.z = input(b, d, q, rel - 1);
             have = true;
         }
         let xt = x_at(b, d, t);
-        var acc = b0;
-        for (var k = 0u; k + 1u < w; k++) {
-            acc += wt[k] * win[k];
-        }
-        acc += wt[w - 1u] * xt;
+        var acc = b0 + dot(taps, vec4<f32>(h, xt));
         if (has(SILU)) {
             acc = acc / (1.0 + exp(-acc));
         }
         store_y(b, d, t, acc);
-        for (var j = 0u; j + 2u < w; j++) {
-            win[j] = win[j + 1u];
-        }
-        win[w - 2u] = xt;
+        h = vec3<f32>(h.y, h.z, xt);
     }
 }
 
