@@ -32,9 +32,9 @@
 // its chunk, refilled where a sequence starts (from x or the initial state), so x is read about
 // once; it never writes a state. Mode 1 (states) runs one invocation per (sequence, channel):
 // it reads the W − 1 values of the final state (x, or the old state row) into registers, then
-// writes the row, so a state updated in place is read and written by one invocation only. The host records mode 1 after
-// mode 0 in the same batch (wgpu orders the two), so mode 0 always sees the old states. Linear
-// workgroup index (2-D grid past 65535 workgroups).
+// writes the row, so a state updated in place is read and written by one invocation only. The
+// host records mode 1 after mode 0 in the same batch (wgpu orders the two), so mode 0 always
+// sees the old states. Linear workgroup index (2-D grid past 65535 workgroups).
 // Bound: memory. Each output reads one input and writes one value: ~8 bytes per output at f32
 // against 2·W FLOPs (+4 for SiLU).
 

@@ -363,11 +363,10 @@ impl CausalConv1d {
             flags |= D_FAST;
         }
         let mut init = inputs.initial_states;
-        let states = written;
-        let mut seqs = bt;
+        // State rows mode 1 writes: one per batch row, or per packed sequence.
+        let seqs = dims.seqs.unwrap_or(bt);
         if dims.seqs.is_some() {
             flags |= RAGGED;
-            seqs = dims.seqs.unwrap_or(1);
             if inputs.state_pool.is_some() {
                 flags |= HAS_SLOTS;
                 if inputs.pool_initial {
@@ -423,8 +422,8 @@ impl CausalConv1d {
         let gpu = batch.gpu();
         gpu.grid(out_groups)?;
         gpu.grid(state_groups)?;
-        batch.dispatch(&kernel, &uniforms, &bindings(states), out_groups)?;
-        if let Some(s) = states {
+        batch.dispatch(&kernel, &uniforms, &bindings(written), out_groups)?;
+        if let Some(s) = written {
             let u = Uniforms {
                 mode: 1,
                 items: items_u32(state_items)?,
@@ -435,9 +434,9 @@ impl CausalConv1d {
         Ok(())
     }
 
-    /// Bytes that must move and FLOPs of a prefill (f32 x and y): x read and y written once, weight, bias,
-    /// states read and written; per output W FMAs (2·W FLOPs), the bias add, and 4 for SiLU
-    /// (exp, add, divide, multiply).
+    /// Bytes that must move and FLOPs of a prefill (f32 x and y): x read and y written once,
+    /// weight, bias, states read and written; per output W FMAs (2·W FLOPs), the bias add, and
+    /// 4 for SiLU (exp, add, divide, multiply).
     pub fn cost(dims: &ConvDims, bias: bool, silu: bool, states: bool) -> Cost {
         let outputs = (dims.batch * dims.dim * dims.len) as u64;
         let rows = dims.seqs.unwrap_or(dims.batch) as u64 * dims.dim as u64;
@@ -565,8 +564,9 @@ impl CausalConv1dUpdate {
         )
     }
 
-    /// Bytes that must move and FLOPs of one step (f32 x and y): x read, y written, the state rows read and
-    /// written, weight and bias read; per output 2·W FLOPs, the bias add, 4 for SiLU.
+    /// Bytes that must move and FLOPs of one step (f32 x and y): x read, y written, the state
+    /// rows read and written, weight and bias read; per output 2·W FLOPs, the bias add, 4 for
+    /// SiLU.
     pub fn cost(dims: &ConvUpdateDims, bias: bool, silu: bool) -> Cost {
         let rows = (dims.batch * dims.dim) as u64;
         let mut elems =
