@@ -434,13 +434,13 @@ impl CausalConv1d {
         Ok(())
     }
 
-    /// Bytes that must move and FLOPs of a prefill (f32 x and y): x read and y written once,
-    /// weight, bias, states read and written; per output W FMAs (2·W FLOPs), the bias add, and
-    /// 4 for SiLU (exp, add, divide, multiply).
-    pub fn cost(dims: &ConvDims, bias: bool, silu: bool, states: bool) -> Cost {
+    /// Bytes that must move and FLOPs of a prefill: x read and y written once (at the width of
+    /// `act`, their dtype), weight, bias, states read and written (f32); per output W FMAs
+    /// (2·W FLOPs), the bias add, and 4 for SiLU (exp, add, divide, multiply).
+    pub fn cost(dims: &ConvDims, bias: bool, silu: bool, states: bool, act: DType) -> Cost {
         let outputs = (dims.batch * dims.dim * dims.len) as u64;
         let rows = dims.seqs.unwrap_or(dims.batch) as u64 * dims.dim as u64;
-        let mut elems = 2 * outputs + (dims.dim * dims.width) as u64;
+        let mut elems = (dims.dim * dims.width) as u64;
         let mut per = 2 * dims.width as u64;
         if bias {
             elems += dims.dim as u64;
@@ -453,7 +453,7 @@ impl CausalConv1d {
             elems += 2 * rows * dims.state_len() as u64;
         }
         Cost {
-            bytes: 4 * elems,
+            bytes: 4 * elems + 2 * outputs * act.size() as u64,
             flops: outputs * per,
         }
     }
@@ -564,13 +564,12 @@ impl CausalConv1dUpdate {
         )
     }
 
-    /// Bytes that must move and FLOPs of one step (f32 x and y): x read, y written, the state
-    /// rows read and written, weight and bias read; per output 2·W FLOPs, the bias add, 4 for
-    /// SiLU.
-    pub fn cost(dims: &ConvUpdateDims, bias: bool, silu: bool) -> Cost {
+    /// Bytes that must move and FLOPs of one step: x read and y written (at the width of `act`,
+    /// their dtype), the state rows read and written, weight and bias read (f32); per output
+    /// 2·W FLOPs, the bias add, 4 for SiLU.
+    pub fn cost(dims: &ConvUpdateDims, bias: bool, silu: bool, act: DType) -> Cost {
         let rows = (dims.batch * dims.dim) as u64;
-        let mut elems =
-            2 * rows + 2 * rows * (dims.width - 1) as u64 + (dims.dim * dims.width) as u64;
+        let mut elems = 2 * rows * (dims.width - 1) as u64 + (dims.dim * dims.width) as u64;
         let mut per = 2 * dims.width as u64;
         if bias {
             elems += dims.dim as u64;
@@ -580,7 +579,7 @@ impl CausalConv1dUpdate {
             per += 4;
         }
         Cost {
-            bytes: 4 * elems,
+            bytes: 4 * elems + 2 * rows * act.size() as u64,
             flops: rows * per,
         }
     }

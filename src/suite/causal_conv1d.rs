@@ -2,7 +2,7 @@
 //! sequences with a state pool) and the decode step against the f64 reference, and
 //! prefill/decode-sized benchmarks.
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::compare::Tolerance;
 use crate::error::Result;
 use crate::ops::causal_conv1d::{CausalConv1d, CausalConv1dUpdate};
@@ -116,6 +116,12 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
 /// Benchmark cases: prefill (Bt 1..4, D 1536..2048 (Mamba-130M..370M's D_in), L 256..2048,
 /// W = 4, bias and SiLU, channel-last as a model's in_proj produces it) and decode steps.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with x and y stored as `dtype` (bytes counted at that width), for
+/// `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let sizes: &[(usize, usize, usize)] = if quick {
         &[(1, 1536, 256)]
     } else {
@@ -126,20 +132,21 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     for &(bt, dim, len) in sizes {
         let op = CausalConv1d::new(gpu)?;
         let p = Problem::batched(&mut rng, bt, dim, len, 4, ALL, true, true)
-            .with_layouts(Layout::ChannelLast, Layout::ChannelLast);
+            .with_layouts(Layout::ChannelLast, Layout::ChannelLast)
+            .with_dtype(dtype);
         let t = p.upload(gpu)?;
         let (_, y) = crate::testing::causal_conv1d::place(
             gpu,
             Layout::ChannelLast,
             &[bt, dim, len],
-            DType::F32,
+            dtype,
             None,
         )?;
         let g = gpu.clone();
         cases.push(BenchCase {
             kernel: "causal_conv1d",
-            size: format!("Bt={bt} D={dim} L={len} W=4"),
-            cost: CausalConv1d::cost(&p.dims, true, true, true),
+            size: format!("Bt={bt} D={dim} L={len} W=4{}", dtype_suffix(dtype)),
+            cost: CausalConv1d::cost(&p.dims, true, true, true, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &t.inputs(), &y)?;
@@ -157,17 +164,17 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     };
     for &(bt, dim) in steps {
         let op = CausalConv1dUpdate::new(gpu)?;
-        let p = UpdateProblem::random(&mut rng, bt, dim, 4, ALL, None, &[]);
-        let x = gpu.upload_f32(&[bt, dim], &p.x)?;
+        let p = UpdateProblem::random(&mut rng, bt, dim, 4, ALL, None, &[]).with_dtype(dtype);
+        let x = gpu.upload_f32_as(&[bt, dim], dtype, &p.x)?;
         let state = gpu.upload_f32(&[bt, dim, 3], &p.conv_state)?;
         let weight = gpu.upload_f32(&[dim, 4], &p.weight)?;
         let bias = gpu.upload_f32(&[dim], p.bias.as_deref().unwrap_or(&[]))?;
-        let y = gpu.empty(&[bt, dim], DType::F32)?;
+        let y = gpu.empty(&[bt, dim], dtype)?;
         let g = gpu.clone();
-        let cost = CausalConv1dUpdate::cost(&p.dims, true, true);
+        let cost = CausalConv1dUpdate::cost(&p.dims, true, true, dtype);
         cases.push(BenchCase {
             kernel: "causal_conv1d",
-            size: format!("update Bt={bt} D={dim} W=4"),
+            size: format!("update Bt={bt} D={dim} W=4{}", dtype_suffix(dtype)),
             cost,
             gpu: Box::new(move || {
                 let mut batch = g.batch();
@@ -199,7 +206,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let p = Problem::batched(rng, 1, 1536, 256, 4, ALL, true, true);
     vec![CpuCase {
         size: "Bt=1 D=1536 L=256 W=4".into(),
-        cost: CausalConv1d::cost(&p.dims, true, true, true),
+        cost: CausalConv1d::cost(&p.dims, true, true, true, DType::F32),
         run: Box::new(move || {
             std::hint::black_box(p.reference().ok());
         }),
