@@ -120,6 +120,9 @@ pub const ALL: &[Variant] = &[
     diagonal_scan::ROWS_HALF[0],
     diagonal_scan::ROWS_HALF[1],
     diagonal_scan::ROWS_HALF[2],
+    causal_conv1d::HALF[0],
+    causal_conv1d::HALF[1],
+    causal_conv1d::HALF[2],
 ];
 
 /// The fragments bodies pull in with `#include "name"` (they belong to the composer).

@@ -20,18 +20,26 @@
 //             the pool untouched). Tokens outside every sequence get y = 0.
 //   UNIT_SEQS the decode step: like RAGGED with sequence s = token s alone (no cu_seqlens).
 //
-// Work split: mode 0 (outputs) runs one invocation per output element (b, d, t); with D_FAST
-// consecutive invocations take consecutive channels (coalesced for channel-last views), else
-// consecutive times (channel-first). It reads W inputs (from x or the state) and never writes a
-// state. Mode 1 (states) runs one invocation per (sequence, channel): it reads the W − 1 values
-// of the final state (x, or the old state row) into registers, then writes the row, so a state
-// updated in place is read and written by one invocation only. The host records mode 1 after
-// mode 0 in the same batch (wgpu orders the two), so mode 0 always sees the old states. Linear
-// workgroup index (2-D grid past 65535 workgroups).
-// Bound: memory. Each output reads W inputs, mostly from cache, and writes one value: ~8 bytes
-// per output at f32 and 2·W FLOPs (+4 for SiLU).
+// Storage dtype (common/storage.wgsl): x and y share one dtype, f32 or (flag F16 or BF16)
+// 16-bit halves, two per u32 word (element i in word i / 2, the low half for even i); weight,
+// bias and the states are f32. Loads widen, math is f32, y is rounded on store with an
+// atomicAnd/atomicOr pair on its word (the other half may be another invocation's, or outside
+// y's view, and is left alone). A final state copies inputs, so half inputs are exact in it.
+//
+// Work split: mode 0 (outputs) runs one invocation per (b, d, chunk of CHUNK times); with
+// D_FAST consecutive invocations take consecutive channels (coalesced for channel-last views),
+// else consecutive chunks (channel-first). It slides a window of the last W − 1 inputs along
+// its chunk, refilled where a sequence starts (from x or the initial state), so x is read about
+// once; it never writes a state. Mode 1 (states) runs one invocation per (sequence, channel):
+// it reads the W − 1 values of the final state (x, or the old state row) into registers, then
+// writes the row, so a state updated in place is read and written by one invocation only. The
+// host records mode 1 after mode 0 in the same batch (wgpu orders the two), so mode 0 always
+// sees the old states. Linear workgroup index (2-D grid past 65535 workgroups).
+// Bound: memory. Each output reads one input and writes one value: ~8 bytes per output at f32
+// against 2·W FLOPs (+4 for SiLU).
 
 const WG: u32 = 256u;
+const CHUNK: u32 = 8u; // outputs per invocation in mode 0 (the host's CHUNK)
 
 const HAS_BIAS: u32 = 1u;
 const SILU: u32 = 2u;
@@ -66,14 +74,20 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;             // view of (Bt, D, L)
+@group(0) @binding(1) var<storage, read> x: array<sword>;           // view of (Bt, D, L)
 @group(0) @binding(2) var<storage, read> weight: array<f32>;        // (D, W)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // (D)
 @group(0) @binding(4) var<storage, read> init: array<f32>;          // (Bt, D, W − 1)
 @group(0) @binding(5) var<storage, read> cu_seqlens: array<i32>;    // (S + 1)
 @group(0) @binding(6) var<storage, read> slots: array<i32>;         // (S)
 @group(0) @binding(7) var<storage, read_write> states: array<f32>;  // (rows, D, W − 1)
+#if F16 || BF16
+@group(0) @binding(8) var<storage, read_write> y: array<atomic<u32>>; // view of (Bt, D, L), halves
+#else
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;       // view of (Bt, D, L)
+#endif
+
+#include "common/storage"
 
 fn has(f: u32) -> bool {
     return (params.flags & f) != 0u;
@@ -139,7 +153,8 @@ fn sequence_of(t: u32) -> u32 {
 }
 
 fn x_at(b: u32, d: u32, t: u32) -> f32 {
-    return x[params.x_off + b * params.x_sb + d * params.x_sd + t * params.x_st];
+    let i = params.x_off + b * params.x_sb + d * params.x_sd + t * params.x_st;
+    return sget(x[i / SPW], i % SPW);
 }
 
 // Element j (0 ≤ j < W − 1) of the initial state of row `row`, channel d (0 without one).
@@ -162,48 +177,91 @@ fn input(b: u32, d: u32, q: Seq, p: i32) -> f32 {
     return init_at(q.row, d, u32(p + i32(params.width) - 1)); // p ≥ −(W − 1)
 }
 
+fn store_y(b: u32, d: u32, t: u32, v: f32) {
+    let i = params.y_off + b * params.y_sb + d * params.y_sd + t * params.y_st;
+#if F16 || BF16
+    // Two elements share a word and may belong to two invocations (or lie outside the view):
+    // clear and set only this element's half; disjoint bits commute.
+    let shift = (i & 1u) * 16u;
+    atomicAnd(&y[i / 2u], ~(0xffffu << shift));
+    atomicOr(&y[i / 2u], half_bits(v) << shift);
+#else
+    y[i] = v;
+#endif
+}
+
+// Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous inputs, refilled (from
+// x or the initial state) wherever a sequence starts, so each input is read once. The taps sit
+// right-aligned in a vec4 (zeros in front for W < 4), so the window is always the three previous
+// inputs and nothing is indexed at run time (run-time indexed private arrays spill to memory on
+// CPU compilers such as llvmpipe's).
 fn outputs(i: u32) {
     let dim = params.dim;
     let len = params.len;
-    var b: u32;
+    let chunks = (len + CHUNK - 1u) / CHUNK;
     var d: u32;
-    var t: u32;
+    var c: u32;
     if (has(D_FAST)) {
         d = i % dim;
-        t = (i / dim) % len;
-        b = i / (dim * len);
+        c = (i / dim) % chunks;
     } else {
-        t = i % len;
-        d = (i / len) % dim;
-        b = i / (dim * len);
+        c = i % chunks;
+        d = (i / chunks) % dim;
     }
-    let yi = params.y_off + b * params.y_sb + d * params.y_sd + t * params.y_st;
-    var s = 0u;
-    if (has(RAGGED) || has(UNIT_SEQS)) {
-        s = sequence_of(t);
-        if (s >= params.seqs) {
-            y[yi] = 0.0;
-            return;
-        }
-    }
-    let q = sequence(b, s);
-    if (!q.ok || t < q.start || t >= q.end) {
-        y[yi] = 0.0; // a skipped sequence (or t outside it: malformed cu_seqlens)
-        return;
-    }
+    let b = i / (dim * chunks);
     let w = params.width;
-    let rel = i32(t - q.start);
-    var acc = 0.0;
+    let base = d * w;
+    var taps = vec4<f32>(0.0, 0.0, weight[base + w - 2u], weight[base + w - 1u]);
+    if (w >= 3u) {
+        taps.y = weight[base + w - 3u];
+    }
+    if (w >= 4u) {
+        taps.x = weight[base];
+    }
+    var b0 = 0.0;
     if (has(HAS_BIAS)) {
-        acc = bias[d];
+        b0 = bias[d];
     }
-    for (var k = 0u; k < w; k++) {
-        acc += weight[d * w + k] * input(b, d, q, rel - i32(w) + 1 + i32(k));
+    var h = vec3<f32>(0.0); // the inputs at t − 3, t − 2, t − 1 of sequence q (0 before W − 1)
+    var q: Seq;
+    var have = false;       // whether h holds t's history within q
+    let t1 = min(c * CHUNK + CHUNK, len);
+    for (var t = c * CHUNK; t < t1; t++) {
+        if (!have || t >= q.end) {
+            have = false;
+            var s = 0u;
+            if (has(RAGGED) || has(UNIT_SEQS)) {
+                s = sequence_of(t);
+                if (s >= params.seqs) {
+                    store_y(b, d, t, 0.0); // outside every sequence
+                    continue;
+                }
+            }
+            q = sequence(b, s);
+            if (!q.ok || t < q.start || t >= q.end) {
+                store_y(b, d, t, 0.0); // a skipped sequence (or malformed cu_seqlens)
+                continue;
+            }
+            let rel = i32(t - q.start);
+            let oldest = 1 - i32(w); // the earliest input a tap reaches
+            h = vec3<f32>(0.0);
+            if (rel - 3 >= oldest) {
+                h.x = input(b, d, q, rel - 3);
+            }
+            if (rel - 2 >= oldest) {
+                h.y = input(b, d, q, rel - 2);
+            }
+            h.z = input(b, d, q, rel - 1);
+            have = true;
+        }
+        let xt = x_at(b, d, t);
+        var acc = b0 + dot(taps, vec4<f32>(h, xt));
+        if (has(SILU)) {
+            acc = acc / (1.0 + exp(-acc));
+        }
+        store_y(b, d, t, acc);
+        h = vec3<f32>(h.y, h.z, xt);
     }
-    if (has(SILU)) {
-        acc = acc / (1.0 + exp(-acc));
-    }
-    y[yi] = acc;
 }
 
 fn final_states(i: u32) {

@@ -8,6 +8,8 @@
 //! with x at t < 0 taken from an initial state (the W − 1 inputs before t = 0, oldest first) or
 //! zero, and the final state the last W − 1 inputs (the initial state in front when L < W − 1).
 //! W is 2, 3 or 4; weight (D, W) (reshape Mamba's (D, 1, W) conv1d weight), bias (D), states f32.
+//! x and y share one dtype, f32, f16 or bf16 (halves are widened on load and y is rounded to
+//! nearest even on store; the math is f32); a y of another dtype is an error naming y.
 //!
 //! **Views.** x and y are [`View`]s of shape (Bt, D, L) with any strides: channel-first
 //! `t.view()` of (Bt, D, L), channel-last `t.view().permute(&[0, 2, 1])` of (Bt, L, D), or a
@@ -49,6 +51,8 @@ pub use crate::spec::causal_conv1d::{
 pub const SHADER: Shader = wgsl!("ssm/causal_conv1d");
 
 const WG: usize = 256;
+/// Outputs per invocation (the shader's CHUNK): consecutive times of one channel.
+const CHUNK: usize = 8;
 
 /// The activation applied to the convolution.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,7 +67,7 @@ pub enum Activation {
 /// GPU inputs of a prefill call (see the module docs for the two ways to give sequences).
 #[derive(Clone, Copy, Debug)]
 pub struct CausalConv1dInputs<'a> {
-    /// x (Bt, D, L) f32, any strides; (1, D, T) with `cu_seqlens`.
+    /// x (Bt, D, L) f32, f16 or bf16, any strides; (1, D, T) with `cu_seqlens`.
     pub x: &'a View,
     /// weight (D, W) f32, W in 2..=4.
     pub weight: &'a Tensor,
@@ -105,7 +109,7 @@ impl<'a> CausalConv1dInputs<'a> {
 
     /// Validate dtypes and shapes; the sizes on success.
     pub fn dims(&self) -> Result<ConvDims> {
-        self.x.tensor().expect_dtype("x", DType::F32)?;
+        self.x.dtype().expect_float("x")?;
         for (name, t) in [
             ("weight", Some(self.weight)),
             ("bias", self.bias),
@@ -138,7 +142,7 @@ impl<'a> CausalConv1dInputs<'a> {
 /// GPU inputs of a decode step.
 #[derive(Clone, Copy, Debug)]
 pub struct CausalConv1dUpdateInputs<'a> {
-    /// x (Bt, D) f32, any strides: one token per request.
+    /// x (Bt, D) f32, f16 or bf16, any strides: one token per request.
     pub x: &'a View,
     /// conv_state (Pool, D, W − 1) f32, updated in place (Pool = Bt without slots).
     pub conv_state: &'a Tensor,
@@ -155,7 +159,7 @@ pub struct CausalConv1dUpdateInputs<'a> {
 impl CausalConv1dUpdateInputs<'_> {
     /// Validate dtypes and shapes; the sizes on success.
     pub fn dims(&self) -> Result<ConvUpdateDims> {
-        self.x.tensor().expect_dtype("x", DType::F32)?;
+        self.x.dtype().expect_float("x")?;
         self.conv_state.expect_dtype("conv_state", DType::F32)?;
         self.weight.expect_dtype("weight", DType::F32)?;
         if let Some(b) = self.bias {
@@ -214,8 +218,21 @@ pub const INTERFACE: KernelInterface = KernelInterface {
     ],
 };
 
-/// The kernel (f32).
+/// The kernel (f32 x and y).
 pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
+
+/// The kernel with half x and y, in [`crate::ops::HALF_STORAGE`] order: f16 in u32 words,
+/// native f16, bf16.
+pub const HALF: [Variant; 3] = crate::ops::half_variants(KERNEL);
+
+/// The pipeline for x and y of `dtype` (f32: the one built with the op).
+fn kernel_for(gpu: &Gpu, built: &Arc<Kernel>, dtype: DType) -> Result<Arc<Kernel>> {
+    let storage = crate::ops::storage_flags(gpu, "x", dtype)?;
+    if storage == Flags::NONE {
+        return Ok(built.clone());
+    }
+    gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])
+}
 
 const HAS_BIAS: u32 = 1;
 const SILU: u32 = 2;
@@ -292,12 +309,17 @@ impl CausalConv1d {
         })
     }
 
+    fn kernel_for(&self, gpu: &Gpu, dtype: DType) -> Result<Arc<Kernel>> {
+        kernel_for(gpu, &self.kernel, dtype)
+    }
+
     /// Record the prefill: y (Bt, D, L) (any strides that write each element once) and, when
     /// asked, the final states. Everything is validated first; on error nothing is recorded.
     pub fn record(&self, batch: &mut Batch, inputs: &CausalConv1dInputs, y: &View) -> Result<()> {
         let dims = inputs.dims()?;
         let (bt, dim, len) = (dims.batch, dims.dim, dims.len);
-        y.expect("y", "(Bt, D, L) like x", &[bt, dim, len], DType::F32)?;
+        y.expect("y", "(Bt, D, L) like x", &[bt, dim, len], inputs.x.dtype())?;
+        let kernel = self.kernel_for(batch.gpu(), inputs.x.dtype())?;
         let reads = [
             ("x", Some(inputs.x.tensor())),
             ("weight", Some(inputs.weight)),
@@ -341,11 +363,10 @@ impl CausalConv1d {
             flags |= D_FAST;
         }
         let mut init = inputs.initial_states;
-        let states = written;
-        let mut seqs = bt;
+        // State rows mode 1 writes: one per batch row, or per packed sequence.
+        let seqs = dims.seqs.unwrap_or(bt);
         if dims.seqs.is_some() {
             flags |= RAGGED;
-            seqs = dims.seqs.unwrap_or(1);
             if inputs.state_pool.is_some() {
                 flags |= HAS_SLOTS;
                 if inputs.pool_initial {
@@ -370,7 +391,7 @@ impl CausalConv1d {
             width: dims.width as u32,
             seqs: seqs as u32,
             pool: dims.pool.unwrap_or(bt) as u32,
-            items: items_u32(bt * dim * len)?,
+            items: items_u32(bt * dim * len.div_ceil(CHUNK))?,
             x_off,
             x_sb: xs[0],
             x_sd: xs[1],
@@ -395,31 +416,31 @@ impl CausalConv1d {
                 y.tensor().into(),
             ]
         };
-        let out_groups = groups(bt * dim * len)?;
+        let out_groups = groups(bt * dim * len.div_ceil(CHUNK))?;
         let state_items = seqs * dim;
         let state_groups = groups(state_items)?;
         let gpu = batch.gpu();
         gpu.grid(out_groups)?;
         gpu.grid(state_groups)?;
-        batch.dispatch(&self.kernel, &uniforms, &bindings(states), out_groups)?;
-        if let Some(s) = states {
+        batch.dispatch(&kernel, &uniforms, &bindings(written), out_groups)?;
+        if let Some(s) = written {
             let u = Uniforms {
                 mode: 1,
                 items: items_u32(state_items)?,
                 ..uniforms
             };
-            batch.dispatch(&self.kernel, &u, &bindings(Some(s)), state_groups)?;
+            batch.dispatch(&kernel, &u, &bindings(Some(s)), state_groups)?;
         }
         Ok(())
     }
 
-    /// Bytes that must move and FLOPs of a prefill: x read and y written once, weight, bias,
-    /// states read and written; per output W FMAs (2·W FLOPs), the bias add, and 4 for SiLU
-    /// (exp, add, divide, multiply).
-    pub fn cost(dims: &ConvDims, bias: bool, silu: bool, states: bool) -> Cost {
+    /// Bytes that must move and FLOPs of a prefill: x read and y written once (at the width of
+    /// `act`, their dtype), weight, bias, states read and written (f32); per output W FMAs
+    /// (2·W FLOPs), the bias add, and 4 for SiLU (exp, add, divide, multiply).
+    pub fn cost(dims: &ConvDims, bias: bool, silu: bool, states: bool, act: DType) -> Cost {
         let outputs = (dims.batch * dims.dim * dims.len) as u64;
         let rows = dims.seqs.unwrap_or(dims.batch) as u64 * dims.dim as u64;
-        let mut elems = 2 * outputs + (dims.dim * dims.width) as u64;
+        let mut elems = (dims.dim * dims.width) as u64;
         let mut per = 2 * dims.width as u64;
         if bias {
             elems += dims.dim as u64;
@@ -432,7 +453,7 @@ impl CausalConv1d {
             elems += 2 * rows * dims.state_len() as u64;
         }
         Cost {
-            bytes: 4 * elems,
+            bytes: 4 * elems + 2 * outputs * act.size() as u64,
             flops: outputs * per,
         }
     }
@@ -452,6 +473,10 @@ impl CausalConv1dUpdate {
         })
     }
 
+    fn kernel_for(&self, gpu: &Gpu, dtype: DType) -> Result<Arc<Kernel>> {
+        kernel_for(gpu, &self.kernel, dtype)
+    }
+
     /// Record one step: y (Bt, D) written, `inputs.conv_state` updated in place. Everything is
     /// validated first; on error nothing is recorded.
     pub fn record(
@@ -462,7 +487,8 @@ impl CausalConv1dUpdate {
     ) -> Result<()> {
         let dims = inputs.dims()?;
         let (bt, dim) = (dims.batch, dims.dim);
-        y.expect("y", "(Bt, D) like x", &[bt, dim], DType::F32)?;
+        y.expect("y", "(Bt, D) like x", &[bt, dim], inputs.x.dtype())?;
+        let kernel = self.kernel_for(batch.gpu(), inputs.x.dtype())?;
         let reads = [
             ("x", Some(inputs.x.tensor())),
             ("weight", Some(inputs.weight)),
@@ -489,6 +515,8 @@ impl CausalConv1dUpdate {
         if xs[1] < xs[0] {
             flags |= D_FAST;
         }
+        // Mode 0 walks chunks of CHUNK tokens (each its own sequence); mode 1 one row each.
+        let out_items = dim * bt.div_ceil(CHUNK);
         let items = bt * dim;
         let uniforms = Uniforms {
             mode: 0,
@@ -499,7 +527,7 @@ impl CausalConv1dUpdate {
             width: dims.width as u32,
             seqs: bt as u32,
             pool: dims.pool as u32,
-            items: items_u32(items)?,
+            items: items_u32(out_items)?,
             x_off,
             x_sb: 0,
             x_sd: xs[1],
@@ -521,13 +549,14 @@ impl CausalConv1dUpdate {
             inputs.conv_state.into(),
             y.tensor().into(),
         ];
-        let g = groups(items)?;
+        let (g_out, g) = (groups(out_items)?, groups(items)?);
         batch.gpu().grid(g)?;
-        batch.dispatch(&self.kernel, &uniforms, &bindings, g)?;
+        batch.dispatch(&kernel, &uniforms, &bindings, g_out)?;
         batch.dispatch(
-            &self.kernel,
+            &kernel,
             &Uniforms {
                 mode: 1,
+                items: items_u32(items)?,
                 ..uniforms
             },
             &bindings,
@@ -535,12 +564,12 @@ impl CausalConv1dUpdate {
         )
     }
 
-    /// Bytes that must move and FLOPs of one step: x read, y written, the state rows read and
-    /// written, weight and bias read; per output 2·W FLOPs, the bias add, 4 for SiLU.
-    pub fn cost(dims: &ConvUpdateDims, bias: bool, silu: bool) -> Cost {
+    /// Bytes that must move and FLOPs of one step: x read and y written (at the width of `act`,
+    /// their dtype), the state rows read and written, weight and bias read (f32); per output
+    /// 2·W FLOPs, the bias add, 4 for SiLU.
+    pub fn cost(dims: &ConvUpdateDims, bias: bool, silu: bool, act: DType) -> Cost {
         let rows = (dims.batch * dims.dim) as u64;
-        let mut elems =
-            2 * rows + 2 * rows * (dims.width - 1) as u64 + (dims.dim * dims.width) as u64;
+        let mut elems = 2 * rows * (dims.width - 1) as u64 + (dims.dim * dims.width) as u64;
         let mut per = 2 * dims.width as u64;
         if bias {
             elems += dims.dim as u64;
@@ -550,7 +579,7 @@ impl CausalConv1dUpdate {
             per += 4;
         }
         Cost {
-            bytes: 4 * elems,
+            bytes: 4 * elems + 2 * rows * act.size() as u64,
             flops: rows * per,
         }
     }

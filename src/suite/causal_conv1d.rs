@@ -2,12 +2,15 @@
 //! sequences with a state pool) and the decode step against the f64 reference, and
 //! prefill/decode-sized benchmarks.
 
-use super::{BenchCase, CheckOutcome, CpuCase};
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
+use crate::compare::Tolerance;
 use crate::error::Result;
 use crate::ops::causal_conv1d::{CausalConv1d, CausalConv1dUpdate};
 use crate::rng::Rng;
-use crate::runtime::Gpu;
-use crate::testing::causal_conv1d::{Layout, Options, Problem, UpdateProblem, TOLERANCE};
+use crate::runtime::{DType, Gpu};
+use crate::testing::causal_conv1d::{
+    y_tolerance, Layout, Options, Problem, UpdateProblem, TOLERANCE,
+};
 use std::sync::Arc;
 
 const ALL: Options = Options {
@@ -16,17 +19,28 @@ const ALL: Options = Options {
 };
 
 fn outcome(case: String, got: &[f32], want: &[f64], stray: usize) -> CheckOutcome {
+    outcome_tol(case, got, want, stray, TOLERANCE)
+}
+
+fn outcome_tol(
+    case: String,
+    got: &[f32],
+    want: &[f64],
+    stray: usize,
+    tol: Tolerance,
+) -> CheckOutcome {
     // A write outside y's view turns into a failed element.
     let mut got = got.to_vec();
     if stray > 0 {
         got[0] = f32::NAN;
     }
-    CheckOutcome::new("causal_conv1d", case, TOLERANCE, &got, want)
+    CheckOutcome::new("causal_conv1d", case, tol, &got, want)
 }
 
 /// Conformance cases: batched (size 1; ragged L with initial/final states, channel-last;
 /// larger than a workgroup), packed sequences into a pool (one of length 1, one shorter than
-/// W − 1, a skipped slot), and the decode step with slots; y poisoned, y and states compared.
+/// W − 1, a skipped slot; also with f16 and bf16 x and y), and the decode step with slots; y
+/// poisoned, y and states compared.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = CausalConv1d::new(gpu)?;
     let mut out = Vec::new();
@@ -63,6 +77,27 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             ));
         }
     }
+    for dtype in [DType::F16, DType::BF16] {
+        let label = format!("packed S=3 D=9 W=4 pool=4 {dtype} channel-last");
+        let p = Problem::packed(rng, 9, &[6, 1, 11], 4, ALL, Some(4), &[], true)
+            .with_layouts(last, last)
+            .with_dtype(dtype);
+        let want = p.reference()?;
+        let got = p.run(gpu, &op)?;
+        out.push(outcome_tol(
+            format!("{label} y"),
+            &got.y,
+            &want.y,
+            got.stray,
+            y_tolerance(dtype),
+        ));
+        out.push(outcome(
+            format!("{label} states"),
+            &got.states,
+            &want.states,
+            0,
+        ));
+    }
     let step = CausalConv1dUpdate::new(gpu)?;
     let p = UpdateProblem::random(rng, 5, 33, 4, ALL, Some(8), &[3]);
     let want = p.reference()?;
@@ -81,6 +116,12 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
 /// Benchmark cases: prefill (Bt 1..4, D 1536..2048 (Mamba-130M..370M's D_in), L 256..2048,
 /// W = 4, bias and SiLU, channel-last as a model's in_proj produces it) and decode steps.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// [`bench_cases`] with x and y stored as `dtype` (bytes counted at that width), for
+/// `ssm-mla bench --dtype`.
+pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<BenchCase>> {
     let sizes: &[(usize, usize, usize)] = if quick {
         &[(1, 1536, 256)]
     } else {
@@ -91,15 +132,21 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     for &(bt, dim, len) in sizes {
         let op = CausalConv1d::new(gpu)?;
         let p = Problem::batched(&mut rng, bt, dim, len, 4, ALL, true, true)
-            .with_layouts(Layout::ChannelLast, Layout::ChannelLast);
+            .with_layouts(Layout::ChannelLast, Layout::ChannelLast)
+            .with_dtype(dtype);
         let t = p.upload(gpu)?;
-        let (_, y) =
-            crate::testing::causal_conv1d::place(gpu, Layout::ChannelLast, &[bt, dim, len], None)?;
+        let (_, y) = crate::testing::causal_conv1d::place(
+            gpu,
+            Layout::ChannelLast,
+            &[bt, dim, len],
+            dtype,
+            None,
+        )?;
         let g = gpu.clone();
         cases.push(BenchCase {
             kernel: "causal_conv1d",
-            size: format!("Bt={bt} D={dim} L={len} W=4"),
-            cost: CausalConv1d::cost(&p.dims, true, true, true),
+            size: format!("Bt={bt} D={dim} L={len} W=4{}", dtype_suffix(dtype)),
+            cost: CausalConv1d::cost(&p.dims, true, true, true, dtype),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 op.record(&mut batch, &t.inputs(), &y)?;
@@ -117,17 +164,17 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     };
     for &(bt, dim) in steps {
         let op = CausalConv1dUpdate::new(gpu)?;
-        let p = UpdateProblem::random(&mut rng, bt, dim, 4, ALL, None, &[]);
-        let x = gpu.upload_f32(&[bt, dim], &p.x)?;
+        let p = UpdateProblem::random(&mut rng, bt, dim, 4, ALL, None, &[]).with_dtype(dtype);
+        let x = gpu.upload_f32_as(&[bt, dim], dtype, &p.x)?;
         let state = gpu.upload_f32(&[bt, dim, 3], &p.conv_state)?;
         let weight = gpu.upload_f32(&[dim, 4], &p.weight)?;
         let bias = gpu.upload_f32(&[dim], p.bias.as_deref().unwrap_or(&[]))?;
-        let y = gpu.empty(&[bt, dim], crate::runtime::DType::F32)?;
+        let y = gpu.empty(&[bt, dim], dtype)?;
         let g = gpu.clone();
-        let cost = CausalConv1dUpdate::cost(&p.dims, true, true);
+        let cost = CausalConv1dUpdate::cost(&p.dims, true, true, dtype);
         cases.push(BenchCase {
             kernel: "causal_conv1d",
-            size: format!("update Bt={bt} D={dim} W=4"),
+            size: format!("update Bt={bt} D={dim} W=4{}", dtype_suffix(dtype)),
             cost,
             gpu: Box::new(move || {
                 let mut batch = g.batch();
@@ -159,7 +206,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let p = Problem::batched(rng, 1, 1536, 256, 4, ALL, true, true);
     vec![CpuCase {
         size: "Bt=1 D=1536 L=256 W=4".into(),
-        cost: CausalConv1d::cost(&p.dims, true, true, true),
+        cost: CausalConv1d::cost(&p.dims, true, true, true, DType::F32),
         run: Box::new(move || {
             std::hint::black_box(p.reference().ok());
         }),

@@ -149,7 +149,7 @@ pub const KERNELS: &[KernelEntry] = &[
         name: "causal_conv1d",
         check: causal_conv1d::check_cases,
         bench: causal_conv1d::bench_cases,
-        bench_as: None,
+        bench_as: Some(causal_conv1d::bench_cases_as),
         cpu: causal_conv1d::cpu_cases,
     },
     KernelEntry {

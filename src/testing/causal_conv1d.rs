@@ -14,7 +14,7 @@ use crate::reference::causal_conv1d::{
     causal_conv1d, causal_conv1d_update, ConvHost, ConvOutput, ConvUpdateHost, ConvUpdateOutput,
 };
 use crate::rng::Rng;
-use crate::runtime::{Gpu, Tensor, View};
+use crate::runtime::{DType, Gpu, Tensor, View};
 
 /// GPU against the f64 reference. A W-term f32 sum (plus bias) of terms |w·x| ≲ 3 rounds by at
 /// most ~(W + 1)·2^-24·Σ|terms| ≈ 1.5e-6 absolute, which cancellation can leave next to a small
@@ -22,6 +22,19 @@ use crate::runtime::{Gpu, Tensor, View};
 /// for the |v| ≲ 10 seen here, plus the divide's 2.5 ulp: hence rtol 1e-5, about 80 ulp of
 /// headroom. States are copies of inputs and must match exactly (they pass any tolerance).
 pub const TOLERANCE: Tolerance = Tolerance::new(5e-6, 1e-5);
+
+/// y stored as a half ([`Problem::with_dtype`]) against the f64 reference on the *same* rounded
+/// inputs: widening is exact and the math f32, so [`TOLERANCE`] holds before the store, which
+/// adds the rounding of y: the unit roundoff 2^-8 relative for bf16 (7 stored bits, nearest
+/// even) and one ulp, 2^-10, for f16 (10 stored bits; `pack2x16float` may return either
+/// neighbour). States are copies of the (rounded) inputs and stay exact.
+pub fn y_tolerance(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::BF16 => Tolerance::new(5e-6, 1e-5 + 1.0 / 256.0),
+        DType::F16 => Tolerance::new(5e-6, 1e-5 + 1.0 / 1024.0),
+        _ => TOLERANCE,
+    }
+}
 
 /// Where x or y of logical shape (Bt, D, L) (or (Bt, D) for the decode step) sits in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,13 +54,14 @@ pub enum Layout {
     },
 }
 
-/// A tensor holding `data` (logical row-major of `shape`, rank 2 or 3, channel axis 1) in
-/// `layout`, every other element NaN, and the view of it with the logical shape. `data = None`
-/// gives an all-NaN tensor (a poisoned output).
+/// A tensor of `dtype` holding `data` (logical row-major of `shape`, rank 2 or 3, channel axis
+/// 1; rounded to `dtype`) in `layout`, every other element NaN, and the view of it with the
+/// logical shape. `data = None` gives an all-NaN tensor (a poisoned output).
 pub fn place(
     gpu: &Gpu,
     layout: Layout,
     shape: &[usize],
+    dtype: DType,
     data: Option<&[f32]>,
 ) -> Result<(Tensor, View)> {
     let n: usize = shape.iter().product();
@@ -64,7 +78,8 @@ pub fn place(
         }
     };
     let mut host = vec![f32::NAN; phys.iter().product()];
-    let t = gpu.empty(&phys, crate::runtime::DType::F32)?;
+    // A placeholder tensor to build the view on; the real one (same shape) is uploaded below.
+    let t = gpu.empty(&phys, dtype)?;
     let mut view = t.view();
     if let Layout::Window { before, .. } = layout {
         let last = phys.len() - 1;
@@ -76,7 +91,8 @@ pub fn place(
             host[address(&view, i)] = v;
         }
     }
-    gpu.write(&t, &host)?;
+    let t = gpu.upload_f32_as(&phys, dtype, &host)?;
+    let view = View::as_strided(&t, view.offset(), view.shape(), view.strides())?;
     Ok((t, view))
 }
 
@@ -158,6 +174,8 @@ pub struct Problem {
     pub x_layout: Layout,
     /// Memory layout of y.
     pub y_layout: Layout,
+    /// Dtype of x and y on the GPU (f32 unless [`Problem::with_dtype`]).
+    pub dtype: DType,
 }
 
 /// Convolution weights (D, W) and an optional bias (D), N(0, 0.5²).
@@ -203,6 +221,7 @@ impl Problem {
             pool_initial: false,
             x_layout: Layout::ChannelFirst,
             y_layout: Layout::ChannelFirst,
+            dtype: DType::F32,
         }
     }
 
@@ -259,6 +278,7 @@ impl Problem {
             pool_initial,
             x_layout: Layout::ChannelFirst,
             y_layout: Layout::ChannelFirst,
+            dtype: DType::F32,
         }
     }
 
@@ -266,6 +286,14 @@ impl Problem {
     pub fn with_layouts(mut self, x: Layout, y: Layout) -> Self {
         self.x_layout = x;
         self.y_layout = y;
+        self
+    }
+
+    /// This problem with x (and so y) stored as `dtype`: x is rounded to it (nearest even) so
+    /// that the reference sees exactly what the GPU holds.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.x.iter_mut().for_each(|v| *v = dtype.round_f32(*v));
+        self.dtype = dtype;
         self
     }
 
@@ -304,7 +332,13 @@ impl Problem {
             (true, _, _) => Some(gpu.nan_f32(&state_shape)?),
             _ => None,
         };
-        let (_, x) = place(gpu, self.x_layout, &[d.batch, d.dim, d.len], Some(&self.x))?;
+        let (_, x) = place(
+            gpu,
+            self.x_layout,
+            &[d.batch, d.dim, d.len],
+            self.dtype,
+            Some(&self.x),
+        )?;
         Ok(GpuInputs {
             x,
             weight: gpu.upload_f32(&[d.dim, d.width], &self.weight)?,
@@ -338,7 +372,13 @@ impl Problem {
     pub fn run(&self, gpu: &Gpu, op: &CausalConv1d) -> Result<Outputs> {
         let t = self.upload(gpu)?;
         let d = &self.dims;
-        let (y_t, y) = place(gpu, self.y_layout, &[d.batch, d.dim, d.len], None)?;
+        let (y_t, y) = place(
+            gpu,
+            self.y_layout,
+            &[d.batch, d.dim, d.len],
+            self.dtype,
+            None,
+        )?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &y)?;
         batch.run()?;
@@ -430,6 +470,8 @@ pub struct UpdateProblem {
     pub x_layout: Layout,
     /// Memory layout of y.
     pub y_layout: Layout,
+    /// Dtype of x and y on the GPU (f32 unless [`UpdateProblem::with_dtype`]).
+    pub dtype: DType,
 }
 
 impl UpdateProblem {
@@ -474,6 +516,7 @@ impl UpdateProblem {
             slots,
             x_layout: Layout::ChannelFirst,
             y_layout: Layout::ChannelFirst,
+            dtype: DType::F32,
         }
     }
 
@@ -481,6 +524,13 @@ impl UpdateProblem {
     pub fn with_layouts(mut self, x: Layout, y: Layout) -> Self {
         self.x_layout = x;
         self.y_layout = y;
+        self
+    }
+
+    /// This problem with x (and so y) stored as `dtype`, x rounded to it.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.x.iter_mut().for_each(|v| *v = dtype.round_f32(*v));
+        self.dtype = dtype;
         self
     }
 
@@ -500,7 +550,13 @@ impl UpdateProblem {
     /// Upload, run `op` once with y poisoned in its layout, read back y and the pool.
     pub fn run(&self, gpu: &Gpu, op: &CausalConv1dUpdate) -> Result<Outputs> {
         let d = &self.dims;
-        let (_, x) = place(gpu, self.x_layout, &[d.batch, d.dim], Some(&self.x))?;
+        let (_, x) = place(
+            gpu,
+            self.x_layout,
+            &[d.batch, d.dim],
+            self.dtype,
+            Some(&self.x),
+        )?;
         let state = gpu.upload_f32(&[d.pool, d.dim, d.width - 1], &self.conv_state)?;
         let weight = gpu.upload_f32(&[d.dim, d.width], &self.weight)?;
         let bias = self
@@ -513,7 +569,7 @@ impl UpdateProblem {
             .as_ref()
             .map(|v| gpu.upload_i32(&[v.len()], v))
             .transpose()?;
-        let (y_t, y) = place(gpu, self.y_layout, &[d.batch, d.dim], None)?;
+        let (y_t, y) = place(gpu, self.y_layout, &[d.batch, d.dim], self.dtype, None)?;
         let mut batch = gpu.batch();
         op.record(
             &mut batch,
