@@ -5,8 +5,8 @@
 mod common;
 
 use ssm_mla::ops::embedding::Embedding;
-use ssm_mla::reference::embedding::embedding;
-use ssm_mla::{DType, HostTensor, Tolerance};
+use ssm_mla::testing::embedding::Problem;
+use ssm_mla::{DType, Tolerance};
 
 #[test]
 fn gathers_rows_of_every_table_dtype() {
@@ -14,17 +14,9 @@ fn gathers_rows_of_every_table_dtype() {
     for (name, gpu) in common::gpus() {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             for (vocab, hidden, t) in [(50, 24, 7), (3, 5, 1), (130, 33, 300)] {
-                let vals = rng.normal_vec(vocab * hidden, 0.0, 1.0);
-                let table = HostTensor::from_f32_as(&[vocab, hidden], dtype, &vals).unwrap();
-                let ids: Vec<u32> = (0..t).map(|_| rng.below(vocab) as u32).collect();
-                let want = embedding(&ids, table.to_f32(), hidden).unwrap();
-                let ids_gpu = Embedding::upload_ids(&gpu, &ids, vocab).unwrap();
-                let table_gpu = table.upload(&gpu).unwrap();
-                let out = gpu.nan_f32(&[t, hidden]).unwrap();
-                let mut batch = gpu.batch();
-                Embedding::record(&mut batch, &ids_gpu, &table_gpu, &out).unwrap();
-                batch.run().unwrap();
-                let got = gpu.read_f32(&out).unwrap();
+                let p = Problem::random(&mut rng, vocab, hidden, t, dtype);
+                let want = p.reference();
+                let got = p.run(&gpu).unwrap();
                 common::assert_close(
                     &format!("{name} {dtype} vocab={vocab} H={hidden} T={t}"),
                     &got,

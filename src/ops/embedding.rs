@@ -70,6 +70,20 @@ impl Embedding {
             detail: "the kernel indexes with 32-bit integers".into(),
         })?;
         let gpu = batch.gpu();
+        let max_bind = gpu.max_binding_bytes();
+        if table.size_bytes() > max_bind {
+            return Err(Error::Limit {
+                what: format!(
+                    "embedding table of shape {:?} ({})",
+                    table.shape(),
+                    table.dtype()
+                ),
+                detail: format!(
+                    "max_storage_buffer_binding_size = {max_bind}; store it as f16/bf16 or on a \
+                     device with a larger binding limit"
+                ),
+            });
+        }
         let storage = storage_flags(gpu, "table", table.dtype())?;
         let kernel = gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])?;
         let groups = u32::try_from((t * hidden).div_ceil(WG)).expect("n fits in u32");

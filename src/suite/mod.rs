@@ -14,6 +14,7 @@
 pub mod absorbed_attention;
 pub mod causal_conv1d;
 pub mod diagonal_scan;
+pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
 pub mod matmul;
@@ -193,6 +194,13 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: mla_layer::bench_cases,
         bench_as: None,
         cpu: mla_layer::cpu_cases,
+    },
+    KernelEntry {
+        name: "embedding",
+        check: embedding::check_cases,
+        bench: embedding::bench_cases,
+        bench_as: Some(embedding::bench_cases_as),
+        cpu: embedding::cpu_cases,
     },
     KernelEntry {
         name: "diagonal_scan",

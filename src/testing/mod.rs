@@ -11,6 +11,7 @@
 pub mod absorbed_attention;
 pub mod causal_conv1d;
 pub mod diagonal_scan;
+pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
 pub mod matmul;
