@@ -325,3 +325,50 @@ fn gpu_model_matches_the_cpu_reference_on_random_models() {
             .is_err());
     }
 }
+
+#[test]
+fn tables_and_prompts_past_one_binding_are_split() {
+    use ssm_mla::lm::{CausalLm, SeqInput};
+    use ssm_mla::mamba::MambaGpuLm;
+    // A device whose storage bindings hold 16 KiB: the (1000, 16) f32 embedding table (64 KB)
+    // goes up in row chunks, and the logits of more than 4 tokens do not fit one binding, so a
+    // forward runs in passes that continue from the slots' states.
+    let options = ssm_mla::GpuOptions {
+        max_storage_binding: Some(16 * 1024),
+        ..Default::default()
+    };
+    let gpu = std::sync::Arc::new(ssm_mla::Gpu::with_options(&options).unwrap());
+    let (mut rng, seed) = common::rng("mamba small bindings");
+    let cfg = MambaConfig {
+        intermediate_size: 32,
+        ..MambaConfig::tiny(1000, 16, 2)
+    };
+    let w = MambaWeights::random(&cfg, &mut rng, ssm_mla::DType::F32).unwrap();
+    let cpu = MambaCpuModel::new(&cfg, &w);
+    let mut model = MambaGpuLm::new(gpu, cfg.clone(), &w, 2, None).unwrap();
+    let a: Vec<u32> = (0..9).map(|_| rng.below(1000) as u32).collect();
+    let b: Vec<u32> = (0..3).map(|_| 999 - rng.below(10) as u32).collect();
+    let seqs = [
+        SeqInput {
+            slot: 0,
+            tokens: &a,
+        },
+        SeqInput {
+            slot: 1,
+            tokens: &b,
+        },
+    ];
+    let out = model.forward(&seqs, false).unwrap();
+    for (ids, got) in [(&a, &out[0]), (&b, &out[1])] {
+        let (want, _) = cpu.forward(ids).unwrap();
+        let c = compare(got, &want, GPU_TOL);
+        assert!(c.passed(), "L = {} (seed {seed}): {c}", ids.len());
+    }
+    for s in 0..2 {
+        model.reset(s).unwrap();
+    }
+    let last = model.forward(&seqs, true).unwrap();
+    let (want, _) = cpu.forward(&a).unwrap();
+    let c = compare(&last[0], &want[8 * 1000..], GPU_TOL);
+    assert!(c.passed(), "last row (seed {seed}): {c}");
+}

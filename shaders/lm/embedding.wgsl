@@ -2,8 +2,11 @@
 // residual stream).
 //
 // Layouts (row-major): ids (T) u32 token ids (checked against the vocabulary on the host);
-// table (vocab, H) in its storage dtype (common/storage.wgsl: f32, or f16/bf16 two per u32
-// word), widened to f32; out (T, H) f32, the residual stream.
+// table (rows, H): rows row0 .. row0 + rows of the vocabulary, in its storage dtype
+// (common/storage.wgsl: f32, or f16/bf16 two per u32 word), widened to f32; out (T, H) f32, the
+// residual stream. A table larger than one storage binding is split into row chunks, one
+// dispatch each: a dispatch writes only the tokens whose id falls in its chunk, so together they
+// write every element once.
 //
 // Work split: one invocation per output element (element-wise entry, 2-D grid past 65535
 // workgroups): consecutive invocations read consecutive elements of one table row, so loads and
@@ -14,8 +17,8 @@ const WG: u32 = 256u;
 struct Params {
     n: u32,      // T · H
     hidden: u32, // H
-    pad0: u32,
-    pad1: u32,
+    row0: u32,   // first vocabulary row of this table chunk
+    rows: u32,   // rows in this chunk
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -28,7 +31,11 @@ struct Params {
 fn element(i: u32) {
     let t = i / params.hidden;
     let j = i % params.hidden;
-    let e = ids[t] * params.hidden + j;
+    let id = ids[t];
+    if (id < params.row0 || id - params.row0 >= params.rows) {
+        return;
+    }
+    let e = (id - params.row0) * params.hidden + j;
     out[i] = sget(table[e / SPW], e % SPW);
 }
 

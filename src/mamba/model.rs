@@ -28,7 +28,7 @@ use crate::mamba::{MambaConfig, MambaWeights};
 use crate::ops::causal_conv1d::{
     Activation, CausalConv1d, CausalConv1dInputs, CausalConv1dUpdate, CausalConv1dUpdateInputs,
 };
-use crate::ops::embedding::Embedding;
+use crate::ops::embedding::{split_rows, Embedding};
 use crate::ops::matmul::{Matmul, MatmulDims};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::ops::selective_scan::{PackedScanInputs, SelectiveScan};
@@ -86,9 +86,11 @@ pub struct MambaGpuLm {
     gpu: Arc<Gpu>,
     cfg: MambaConfig,
     layers: Vec<GpuLayer>,
-    embeddings: Tensor,
+    /// Embedding table and LM head as row chunks that each fit one storage binding (the same
+    /// chunks when tied).
+    embeddings: Vec<(usize, Tensor)>,
     norm_f: Tensor,
-    head: Tensor,
+    head: Vec<(usize, Tensor)>,
     ops: Ops,
     fresh: Vec<bool>,
     acts: Vec<Acts>,
@@ -136,9 +138,10 @@ impl MambaGpuLm {
                 ssm_pool: gpu.empty(&[slots, di, n], DType::F32)?,
             });
         }
-        let embeddings = upload(&gpu, &weights.embeddings, weight_dtype)?;
+        let table_dtype = weight_dtype.unwrap_or(weights.embeddings.dtype());
+        let embeddings = split_rows(&gpu, &weights.embeddings, table_dtype)?;
         let head = match &weights.lm_head {
-            Some(h) => upload(&gpu, h, weight_dtype)?,
+            Some(h) => split_rows(&gpu, h, weight_dtype.unwrap_or(h.dtype()))?,
             None => embeddings.clone(),
         };
         let ops = Ops {
@@ -336,8 +339,53 @@ impl CausalLm for MambaGpuLm {
     }
 
     fn forward(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
+        check_request(seqs, self.fresh.len(), self.cfg.vocab_size)?;
+        // Passes of at most `max_tokens` tokens keep every activation (and the logits) within
+        // one storage binding; a sequence split across passes continues from its slot, so the
+        // result is the same as one pass.
+        let c = &self.cfg;
+        let widest = (2 * c.intermediate_size)
+            .max(c.x_proj_width())
+            .max(if last_only { 0 } else { c.vocab_size });
+        let max_tokens = ((self.gpu.max_binding_bytes() / (4 * widest as u64)) as usize).max(1);
+        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        if total <= max_tokens {
+            return self.forward_pass(seqs, last_only);
+        }
+        let mut pos = vec![0usize; seqs.len()];
+        let mut outs = vec![Vec::new(); seqs.len()];
+        while pos.iter().zip(seqs).any(|(p, s)| *p < s.tokens.len()) {
+            let mut budget = max_tokens;
+            let mut pass = Vec::new();
+            let mut which = Vec::new();
+            for (i, s) in seqs.iter().enumerate() {
+                if pos[i] < s.tokens.len() && budget > 0 {
+                    let take = (s.tokens.len() - pos[i]).min(budget);
+                    pass.push(SeqInput {
+                        slot: s.slot,
+                        tokens: &s.tokens[pos[i]..pos[i] + take],
+                    });
+                    which.push(i);
+                    budget -= take;
+                    pos[i] += take;
+                }
+            }
+            for (i, o) in which.into_iter().zip(self.forward_pass(&pass, last_only)?) {
+                if last_only {
+                    outs[i] = o;
+                } else {
+                    outs[i].extend(o);
+                }
+            }
+        }
+        Ok(outs)
+    }
+}
+
+impl MambaGpuLm {
+    /// One forward over tokens that fit the device's bindings (see [`CausalLm::forward`]).
+    fn forward_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
         let c = self.cfg.clone();
-        check_request(seqs, self.fresh.len(), c.vocab_size)?;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -375,7 +423,8 @@ impl CausalLm for MambaGpuLm {
             0,
             &slots.iter().map(|&x| x as i32).collect::<Vec<_>>(),
         )?;
-        Embedding::record(&mut batch, &a.ids, &self.embeddings, &a.h)?;
+        let table: Vec<(usize, &Tensor)> = self.embeddings.iter().map(|(r, t)| (*r, t)).collect();
+        Embedding::record_chunks(&mut batch, &a.ids, &table, &a.h)?;
         for layer in &self.layers {
             self.record_block(&mut batch, layer, a, tokens, &cu, &slots, decode)?;
         }
@@ -398,14 +447,18 @@ impl CausalLm for MambaGpuLm {
             rows,
             c.layer_norm_epsilon as f32,
         )?;
-        self.ops.matmul.record(
-            &mut batch,
-            &MatmulDims::linear(rows, c.vocab_size, hidden),
-            &a.hn,
-            &self.head,
-            None,
-            &a.logits,
-        )?;
+        for (n0, chunk) in &self.head {
+            let n = chunk.shape()[0];
+            let dims = MatmulDims {
+                y_off: *n0,
+                y_rs: c.vocab_size,
+                y_gs: rows * c.vocab_size,
+                ..MatmulDims::linear(rows, n, hidden)
+            };
+            self.ops
+                .matmul
+                .record(&mut batch, &dims, &a.hn, chunk, None, &a.logits)?;
+        }
         batch.run()?;
         for s in seqs {
             self.fresh[s.slot] = false;

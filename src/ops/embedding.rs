@@ -17,7 +17,8 @@ pub const SHADER: Shader = wgsl!("lm/embedding");
 struct Uniforms {
     n: u32,
     hidden: u32,
-    pad: [u32; 2],
+    row0: u32,
+    rows: u32,
 }
 
 /// What the kernel is passed: `Uniforms`, the ids, the table and out.
@@ -54,49 +55,78 @@ impl Embedding {
     }
 
     /// Record out ← table[ids]. `ids` (T) u32, `table` (vocab, H) f32/f16/bf16, `out` (T, H)
-    /// f32 (a (T·H) view of a larger tensor is not accepted: out is the whole tensor).
+    /// f32 (the whole tensor).
     pub fn record(batch: &mut Batch, ids: &Tensor, table: &Tensor, out: &Tensor) -> Result<()> {
+        Self::record_chunks(batch, ids, &[(0, table)], out)
+    }
+
+    /// Record out ← table[ids] for a table kept as row chunks `(first row, chunk (rows, H))`
+    /// that together cover the vocabulary once (see [`split_rows`]): how a table larger than one
+    /// storage binding is looked up. One dispatch per chunk.
+    pub fn record_chunks(
+        batch: &mut Batch,
+        ids: &Tensor,
+        chunks: &[(usize, &Tensor)],
+        out: &Tensor,
+    ) -> Result<()> {
         ids.expect_dtype("ids", DType::U32)?;
-        let [_, hidden] = table.shape()[..] else {
-            return Err(Error::shape("table", "(vocab, H)", table.shape()));
+        let Some((_, first)) = chunks.first() else {
+            return Err(Error::invalid("embedding: no table chunks"));
+        };
+        let [_, hidden] = first.shape()[..] else {
+            return Err(Error::shape("table", "(vocab, H)", first.shape()));
         };
         let t = ids.len();
         out.expect("out", "(T, H)", &[t, hidden], DType::F32)?;
-        if t == 0 {
-            return Ok(());
-        }
         let n = u32::try_from(t * hidden).map_err(|_| Error::Limit {
             what: format!("embedding output of {t}×{hidden} elements"),
             detail: "the kernel indexes with 32-bit integers".into(),
         })?;
         let gpu = batch.gpu();
         let max_bind = gpu.max_binding_bytes();
-        if table.size_bytes() > max_bind {
-            return Err(Error::Limit {
-                what: format!(
-                    "embedding table of shape {:?} ({})",
+        for (row0, table) in chunks {
+            let [rows, h] = table.shape()[..] else {
+                return Err(Error::shape("table", "(rows, H)", table.shape()));
+            };
+            if h != hidden || table.dtype() != first.dtype() {
+                return Err(Error::shape(
+                    "table",
+                    format!("(rows, {hidden}) chunks of one dtype"),
                     table.shape(),
-                    table.dtype()
-                ),
-                detail: format!(
-                    "max_storage_buffer_binding_size = {max_bind}; store it as f16/bf16 or on a \
-                     device with a larger binding limit"
-                ),
-            });
+                ));
+            }
+            if table.size_bytes() > max_bind {
+                return Err(Error::Limit {
+                    what: format!(
+                        "embedding table of shape {:?} ({})",
+                        table.shape(),
+                        table.dtype()
+                    ),
+                    detail: format!(
+                        "max_storage_buffer_binding_size = {max_bind}: split it with \
+                         embedding::split_rows"
+                    ),
+                });
+            }
+            if t == 0 {
+                continue;
+            }
+            let storage = storage_flags(gpu, "table", table.dtype())?;
+            let kernel = gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])?;
+            let groups = u32::try_from((t * hidden).div_ceil(WG)).expect("n fits in u32");
+            batch.dispatch(
+                &kernel,
+                &Uniforms {
+                    n,
+                    hidden: hidden as u32,
+                    row0: *row0 as u32,
+                    rows: rows as u32,
+                },
+                &[ids.into(), (*table).into(), out.into()],
+                groups,
+            )?;
         }
-        let storage = storage_flags(gpu, "table", table.dtype())?;
-        let kernel = gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])?;
-        let groups = u32::try_from((t * hidden).div_ceil(WG)).expect("n fits in u32");
-        batch.dispatch(
-            &kernel,
-            &Uniforms {
-                n,
-                hidden: hidden as u32,
-                pad: [0; 2],
-            },
-            &[ids.into(), table.into(), out.into()],
-            groups,
-        )
+        Ok(())
     }
 
     /// Bytes moved for T tokens of width H with a table of `dtype` (ids, rows read, out written).
@@ -106,4 +136,36 @@ impl Embedding {
             flops: 0,
         }
     }
+}
+
+/// Upload a (rows, width) host matrix as row chunks that each fit one storage binding on `gpu`:
+/// `(first row, chunk)` pairs, one chunk when the whole matrix fits. An embedding table or an LM
+/// head (vocab × hidden) at real model sizes exceeds 128 MiB in f32.
+pub fn split_rows(
+    gpu: &Gpu,
+    m: &crate::io::HostTensor,
+    dtype: DType,
+) -> Result<Vec<(usize, Tensor)>> {
+    let [rows, width] = m.shape[..] else {
+        return Err(Error::shape("matrix", "(rows, width)", &m.shape));
+    };
+    let row_bytes = (width * dtype.size()).max(1) as u64;
+    // Chunks of an even number of rows keep half tables word-aligned.
+    let per = ((gpu.max_binding_bytes() / row_bytes) as usize / 2 * 2).max(1);
+    if per >= rows {
+        return Ok(vec![(0, m.upload_as(gpu, dtype)?)]);
+    }
+    let mut chunks = Vec::new();
+    let mut r0 = 0;
+    while r0 < rows {
+        let r1 = rows.min(r0 + per);
+        let part = crate::io::HostTensor::from_f32_as(
+            &[r1 - r0, width],
+            dtype,
+            &m.to_f32()[r0 * width..r1 * width],
+        )?;
+        chunks.push((r0, part.upload_as(gpu, dtype)?));
+        r0 = r1;
+    }
+    Ok(chunks)
 }
