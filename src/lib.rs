@@ -36,6 +36,7 @@ pub mod io;
 pub mod lm;
 pub mod mamba;
 pub mod mla;
+pub mod models;
 pub mod ops;
 pub mod reference;
 pub mod rng;

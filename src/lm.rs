@@ -4,13 +4,11 @@
 //!
 //! One call feeds any number of sequences, each its own number of new tokens (a ragged batch:
 //! no padding is computed); a sequence continues from what its slot holds, so prefill, chunked
-//! prefill and one-token decode are the same call. [`load`] reads a Hugging Face directory and
-//! picks the architecture from `config.json`'s `model_type`.
+//! prefill and one-token decode are the same call. `crate::models::load` reads a Hugging Face
+//! directory and builds the model it holds.
 
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::runtime::{DType, Gpu};
-use std::path::Path;
 use std::sync::Arc;
 
 /// Where a model runs.
@@ -47,7 +45,7 @@ pub trait CausalLm {
     fn forward(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>>;
 }
 
-/// Options for [`load`].
+/// Options for `crate::models::load`.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// State slots to allocate.
@@ -62,19 +60,6 @@ impl Default for LoadOptions {
             slots: 8,
             weight_dtype: None,
         }
-    }
-}
-
-/// Read the Hugging Face directory `dir` and build its model on `device`. Supported
-/// `model_type`s: `mamba`.
-pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn CausalLm>> {
-    let ck = Checkpoint::open(dir)?;
-    match ck.model_type()? {
-        "mamba" => crate::mamba::load(&ck, device, options),
-        other => Err(Error::Format {
-            path: dir.join("config.json").display().to_string(),
-            message: format!("model_type {other:?} is not supported (supported: \"mamba\")"),
-        }),
     }
 }
 

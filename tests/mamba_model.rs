@@ -157,7 +157,7 @@ fn gpu_model(name: &str, slots: usize) -> Box<dyn ssm_mla::lm::CausalLm> {
         slots,
         weight_dtype: None,
     };
-    ssm_mla::lm::load(&data_dir(name), &device, &options).unwrap()
+    ssm_mla::models::load(&data_dir(name), &device, &options).unwrap()
 }
 
 fn assert_logits(what: &str, got: &[f32], want: &[f32], tol: Tolerance) {

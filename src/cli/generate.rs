@@ -5,7 +5,8 @@
 
 use super::run_lm::device;
 use super::run_mla::Device as DeviceArg;
-use ssm_mla::lm::{self, LoadOptions, Sampler, SeqInput};
+use ssm_mla::lm::{LoadOptions, Sampler, SeqInput};
+use ssm_mla::models;
 use ssm_mla::{Error, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -68,7 +69,7 @@ pub fn run(args: Args) -> Result<i32> {
         slots: 1,
         ..Default::default()
     };
-    let mut model = lm::load(&args.model, &device(args.device)?, &options)?;
+    let mut model = models::load(&args.model, &device(args.device)?, &options)?;
     let eos = model.eos_token_id();
     let decode = |ids: &[u32]| {
         tokenizer

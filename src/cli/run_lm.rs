@@ -7,7 +7,8 @@
 
 use super::run_mla::Device as DeviceArg;
 use ssm_mla::io::{write_safetensors, HostTensor, SafeTensors};
-use ssm_mla::lm::{self, Device, LoadOptions, SeqInput};
+use ssm_mla::lm::{Device, LoadOptions, SeqInput};
+use ssm_mla::models;
 use ssm_mla::{Error, Gpu, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,7 +71,7 @@ pub fn run(args: Args) -> Result<i32> {
         slots: bt,
         ..Default::default()
     };
-    let mut model = lm::load(&args.model, &device(args.device)?, &options)?;
+    let mut model = models::load(&args.model, &device(args.device)?, &options)?;
     let vocab = model.vocab_size();
     let mut logits = vec![0.0f32; bt * len * vocab];
     let row = |b: usize| &tokens[b * len..(b + 1) * len];

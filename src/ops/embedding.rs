@@ -54,13 +54,13 @@ impl Embedding {
         gpu.upload_u32(&[ids.len()], ids)
     }
 
-    /// Record out ← table[ids]. `ids` (T) u32, `table` (vocab, H) f32/f16/bf16, `out` (T, H)
+    /// Record out ← table\[ids\]. `ids` (T) u32, `table` (vocab, H) f32/f16/bf16, `out` (T, H)
     /// f32 (the whole tensor).
     pub fn record(batch: &mut Batch, ids: &Tensor, table: &Tensor, out: &Tensor) -> Result<()> {
         Self::record_chunks(batch, ids, &[(0, table)], out)
     }
 
-    /// Record out ← table[ids] for a table kept as row chunks `(first row, chunk (rows, H))`
+    /// Record out ← table\[ids\] for a table kept as row chunks `(first row, chunk (rows, H))`
     /// that together cover the vocabulary once (see [`split_rows`]): how a table larger than one
     /// storage binding is looked up. One dispatch per chunk.
     pub fn record_chunks(

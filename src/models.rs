@@ -1,10 +1,44 @@
-//! The Mamba model on the CPU reference ([`crate::reference::mamba`]) behind [`CausalLm`]:
-//! slots hold f64 states; a forward feeds each sequence's tokens one at a time.
+//! The model registry: which architectures a Hugging Face directory can hold, and where each
+//! runs. It sits above the models and the CPU references (as `shaders.rs` sits above the ops),
+//! so neither depends on the other: [`load`] picks the architecture from `config.json`'s
+//! `model_type` and builds it on the GPU, or wraps its f64 CPU reference in the same
+//! [`CausalLm`] interface for `Device::Cpu`.
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::lm::{check_request, CausalLm, SeqInput};
-use crate::mamba::{MambaConfig, MambaWeights};
+use crate::lm::{check_request, CausalLm, Device, LoadOptions, SeqInput};
+use crate::mamba::{MambaConfig, MambaGpuLm, MambaWeights};
 use crate::reference::mamba::{MambaCpuModel, MambaCpuState};
+use std::path::Path;
+
+/// Model types [`load`] builds.
+pub const SUPPORTED: &[&str] = &["mamba"];
+
+/// Read the Hugging Face directory `dir` and build its model on `device`.
+pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn CausalLm>> {
+    let ck = Checkpoint::open(dir)?;
+    let config_path = dir.join("config.json").display().to_string();
+    match ck.model_type()? {
+        "mamba" => {
+            let cfg = MambaConfig::from_json(&ck.config, &config_path)?;
+            let weights = MambaWeights::from_safetensors(&cfg, &ck.tensors)?;
+            match device {
+                Device::Cpu => Ok(Box::new(MambaCpuLm::new(cfg, weights, options.slots))),
+                Device::Gpu(gpu) => Ok(Box::new(MambaGpuLm::new(
+                    gpu.clone(),
+                    cfg,
+                    &weights,
+                    options.slots,
+                    options.weight_dtype,
+                )?)),
+            }
+        }
+        other => Err(Error::Format {
+            path: config_path,
+            message: format!("model_type {other:?} is not supported (supported: {SUPPORTED:?})"),
+        }),
+    }
+}
 
 /// A Mamba model computed by the f64 CPU reference.
 pub struct MambaCpuLm {
