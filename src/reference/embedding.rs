@@ -1,4 +1,4 @@
-//! CPU reference of `embedding`: out[t, :] = table[ids[t], :], the table's values as stored
+//! CPU reference of `embedding`: `out[t, :] = table[ids[t], :]`, the table's values as stored
 //! (widened to f64).
 
 use crate::error::{Error, Result};
