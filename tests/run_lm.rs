@@ -203,6 +203,48 @@ fn bad_models_and_inputs_exit_2_with_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains(needle), "{err}");
     }
+    // A checkpoint with a tensor missing, and one with a misshapen tensor.
+    let src = data_dir("mamba_tiny_tied");
+    let full = SafeTensors::read(&src.join("model.safetensors")).unwrap();
+    for (case, needle) in [
+        ("missing", "backbone.layers.1.mixer.D"),
+        ("misshapen", "A_log"),
+    ] {
+        let dir = d.join(format!("model-{case}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+        let mut kept: Vec<(String, ssm_mla::HostTensor)> = Vec::new();
+        for name in full.names() {
+            let t = full.get(name).unwrap().clone();
+            match case {
+                "missing" if name == needle => continue,
+                "misshapen" if name == "backbone.layers.0.mixer.A_log" => kept.push((
+                    name.to_string(),
+                    t.reshaped(&[t.shape[1], t.shape[0]]).unwrap(),
+                )),
+                _ => kept.push((name.to_string(), t)),
+            }
+        }
+        let refs: Vec<(&str, &ssm_mla::HostTensor)> =
+            kept.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        ssm_mla::io::write_safetensors(&dir.join("model.safetensors"), &refs).unwrap();
+        let out = run(&[
+            "run",
+            "lm",
+            "--model",
+            p(&dir),
+            "--input",
+            p(&input),
+            "--output",
+            p(&output),
+            "--device",
+            "cpu",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{case}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{case}: {err}");
+    }
     // A token outside the vocabulary.
     let big = IdTensor::new(&[1, 2], vec![1, 64]).unwrap();
     write_id_tensors(&input, &[("input_ids", &big)]).unwrap();
@@ -221,6 +263,45 @@ fn bad_models_and_inputs_exit_2_with_one_line() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("64"));
+}
+
+#[test]
+fn int32_input_ids_are_accepted() {
+    let d = scratch();
+    let (ids, want) = &golden("mamba_tiny_tied")[0];
+    let bytes: Vec<u8> = ids.iter().flat_map(|&t| (t as i32).to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, ids.len()], &bytes)
+            .unwrap();
+    let input = d.join("ids-i32.safetensors");
+    std::fs::write(
+        &input,
+        safetensors::serialize(vec![("input_ids", view)], None).unwrap(),
+    )
+    .unwrap();
+    let output = d.join("ids-i32-out.safetensors");
+    let model = data_dir("mamba_tiny_tied");
+    let out = run(&[
+        "run",
+        "lm",
+        "--model",
+        p(&model),
+        "--input",
+        p(&input),
+        "--output",
+        p(&output),
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = SafeTensors::read(&output).unwrap();
+    let want64: Vec<f64> = want.iter().map(|&x| x as f64).collect();
+    let c = compare(got.get("logits").unwrap().to_f32(), &want64, CPU_TOL);
+    assert!(c.passed(), "{c}");
 }
 
 #[test]
