@@ -38,9 +38,10 @@ pub struct MambaConfig {
     /// Rank R of the Δ projection (`time_step_rank`, "auto" = ceil(hidden_size / 16)).
     pub time_step_rank: usize,
     /// Keep the residual stream in f32 whatever the weights' dtype (`residual_in_fp32`,
-    /// default true). The crate's residual stream is always f32; false is accepted and only
-    /// changes half-precision models, whose residual transformers then rounds to the weights'
-    /// dtype after each block (the crate does the same).
+    /// default true). Read and kept for round trips; the crate's residual stream is f32 in
+    /// every case (its math is f32), so `false` changes nothing for f32 checkpoints, and for half
+    /// ones the crate stays in f32 where transformers would round the residual to the weights'
+    /// dtype after each block.
     pub residual_in_fp32: bool,
     /// Whether the LM head shares the embedding matrix (`tie_word_embeddings`, default true).
     pub tie_word_embeddings: bool,
