@@ -18,16 +18,21 @@
 //! so the state is within 1e-5 + (1e-4 + 2^-8)·|ref| for bf16 and 1e-5 + (1e-4 + 2^-10)·|ref|
 //! for f16 (`state_tolerance`, the same reasoning as out's). out is computed from the unrounded
 //! f32 state and keeps its own tolerance. Odd N puts two rows' halves in one word (atomics).
+//!
+//! Views (`record_views`): x, z, B, C and out are column windows of wider tensors at odd offsets
+//! and odd row (and group) strides, dt a contiguous block at an offset, in f32, f16 and bf16,
+//! with slots (one skipped); the same tolerances, and every element outside out's window keeps
+//! its NaN poison. Layouts the kernel does not take are typed errors naming the view.
 
 mod common;
 use common::*;
 use ssm_mla::ops::selective_scan::BcLayout;
-use ssm_mla::ops::state_update::{StateUpdate, StateUpdateInputs, UpdateOptions};
+use ssm_mla::ops::state_update::{StateUpdate, StateUpdateInputs, StateUpdateViews, UpdateOptions};
 use ssm_mla::testing::selective_scan::{self as scan, TOLERANCE as SCAN_TOL};
 use ssm_mla::testing::state_update::{
     dims, out_tolerance, state_tolerance, Problem, TOLERANCE as STEP_TOL,
 };
-use ssm_mla::{DType, Gpu, Rng, Tensor};
+use ssm_mla::{DType, Error, Gpu, Rng, Tensor, View};
 
 /// The options of bits 0..4: D, z, dt_bias, softplus.
 fn options(bits: u32) -> UpdateOptions {
@@ -574,6 +579,233 @@ fn half_state_pool() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// `rows` × `inner` values laid into rows of `width` elements of a tensor otherwise filled with
+/// NaN (so a read outside the window poisons the result): element (r, g, k) of an
+/// (rows, groups, inner / groups) window at `col0 + g·gs + k` of row r. The view and its tensor.
+#[allow(clippy::too_many_arguments)]
+fn window(
+    gpu: &Gpu,
+    vals: &[f32],
+    rows: usize,
+    groups: Option<(usize, usize)>,
+    inner: usize,
+    width: usize,
+    col0: usize,
+    dtype: DType,
+) -> View {
+    let mut host = vec![f32::NAN; rows * width];
+    let (g, gs) = groups.unwrap_or((1, 0));
+    let per = inner / g;
+    for r in 0..rows {
+        for gi in 0..g {
+            for k in 0..per {
+                host[r * width + col0 + gi * gs + k] = vals[(r * g + gi) * per + k];
+            }
+        }
+    }
+    let t = gpu.upload_f32_as(&[rows, width], dtype, &host).unwrap();
+    match groups {
+        Some((g, gs)) => View::as_strided(&t, col0, &[rows, g, per], &[width, gs, 1]).unwrap(),
+        None => View::as_strided(&t, col0, &[rows, inner], &[width, 1]).unwrap(),
+    }
+}
+
+/// The step through `record_views` with x, z, B, C and out as column windows of wider tensors
+/// (odd offsets and row strides, B and C grouped with a gap between groups), dt a contiguous
+/// block at an (even) offset: out and the state against the reference, out's surroundings still
+/// NaN.
+#[test]
+fn strided_views_match_the_reference() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update views");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for (bt, dim, n, g, pool) in [
+                (4, 5, 7, 1, Some(6)),
+                (3, 6, 16, 2, Some(3)),
+                (1, 3, 5, 1, None),
+                (5, 10, 3, 5, Some(9)),
+            ] {
+                let p = make(&mut rng, bt, dim, n, g, g, 15, pool).with_dtype(dtype);
+                if bt >= 3 && pool.is_some() {
+                    assert!(p.slots.as_ref().unwrap().contains(&-1), "a skipped slot");
+                }
+                let want = p.reference().unwrap();
+                let t = p.upload(&gpu).unwrap();
+                let x = window(&gpu, &p.x, bt, None, dim, dim + 3, 1, dtype);
+                let z = window(
+                    &gpu,
+                    p.z.as_ref().unwrap(),
+                    bt,
+                    None,
+                    dim,
+                    2 * dim + 1,
+                    dim + 1,
+                    dtype,
+                );
+                // B and C: G groups of N with one unused element between groups, after R = 3
+                // leading columns, as in x_proj's packed output.
+                let bw = 3 + g * (n + 1) + 2;
+                let b = window(&gpu, &p.b, bt, Some((g, n + 1)), g * n, bw, 3, dtype);
+                let c = window(&gpu, &p.c, bt, Some((g, n + 1)), g * n, bw, 2, dtype);
+                let mut dt_host = vec![f32::NAN; bt * dim + 6];
+                dt_host[4..4 + bt * dim].copy_from_slice(&p.dt);
+                let dt_t = gpu.upload_f32_as(&[bt * dim + 6], dtype, &dt_host).unwrap();
+                let dt = View::as_strided(&dt_t, 4, &[bt, dim], &[dim, 1]).unwrap();
+                let ow = dim + 4;
+                let out_t = gpu.nan_as(&[bt, ow], dtype).unwrap();
+                let out = View::as_strided(&out_t, 3, &[bt, dim], &[ow, 1]).unwrap();
+                let mut batch = gpu.batch();
+                op.record_views(
+                    &mut batch,
+                    &StateUpdateViews {
+                        state: &t.state,
+                        x: &x,
+                        dt: &dt,
+                        a: &t.a,
+                        b: &b,
+                        c: &c,
+                        d: t.d.as_ref(),
+                        z: Some(&z),
+                        dt_bias: t.dt_bias.as_ref(),
+                        state_batch_indices: t.slots.as_ref(),
+                        dt_softplus: t.dt_softplus,
+                    },
+                    &out,
+                )
+                .unwrap();
+                batch.run().unwrap();
+                let all = gpu.read_f32(&out_t).unwrap();
+                let mut got = Vec::new();
+                for r in 0..bt {
+                    for k in 0..ow {
+                        let v = all[r * ow + k];
+                        if (3..3 + dim).contains(&k) {
+                            got.push(v);
+                        } else {
+                            assert!(
+                                v.is_nan(),
+                                "{name} {dtype}: out[{r}, {k}] outside the view was written"
+                            );
+                        }
+                    }
+                }
+                let what = format!("{name} {dtype} views {:?}", p.dims);
+                assert_close(
+                    &format!("{what} out"),
+                    &got,
+                    &want.out,
+                    out_tolerance(dtype),
+                    seed,
+                );
+                let state = gpu.read_f32(&t.state).unwrap();
+                assert_close(
+                    &format!("{what} state"),
+                    &state,
+                    &want.state,
+                    STEP_TOL,
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+/// Layouts `record_views` does not take are `Error::Invalid` naming the view, with nothing
+/// recorded: a non-unit element stride, dt not one block (a column window) or at an odd half
+/// offset, an out whose rows overlap.
+#[test]
+fn unsupported_view_layouts_are_refused() {
+    let gpu = gpu();
+    let (bt, dim, n) = (2, 4, 3);
+    let op = StateUpdate::new(&gpu).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let t = |shape: &[usize]| gpu.empty(shape, dtype).unwrap();
+        let state = gpu.empty(&[bt, dim, n], DType::F32).unwrap();
+        let a = gpu.empty(&[dim, n], DType::F32).unwrap();
+        let wide = t(&[bt, 2 * dim + 2]);
+        let x = wide.view().narrow(1, 0, dim).unwrap();
+        let bc_t = t(&[bt, 2 * n]);
+        let bc = View::as_strided(&bc_t, 0, &[bt, n], &[2 * n, 1]).unwrap();
+        let bc_every_other = View::as_strided(&bc_t, 0, &[bt, n], &[2 * n, 2]).unwrap();
+        let dt_t = t(&[bt * dim + 2]);
+        let dt = View::as_strided(&dt_t, 2, &[bt, dim], &[dim, 1]).unwrap();
+        let dt_odd = View::as_strided(&dt_t, 1, &[bt, dim], &[dim, 1]).unwrap();
+        let dt_window = wide.view().narrow(1, dim, dim).unwrap();
+        let z_every_other = View::as_strided(&wide, 0, &[bt, dim], &[2 * dim + 2, 2]).unwrap();
+        let out_t = t(&[bt * dim + 2]);
+        let out = View::as_strided(&out_t, 1, &[bt, dim], &[dim, 1]).unwrap();
+        let out_overlap = View::as_strided(&out_t, 0, &[bt, dim], &[dim - 1, 1]).unwrap();
+        let base = StateUpdateViews {
+            state: &state,
+            x: &x,
+            dt: &dt,
+            a: &a,
+            b: &bc,
+            c: &bc,
+            d: None,
+            z: None,
+            dt_bias: None,
+            state_batch_indices: None,
+            dt_softplus: false,
+        };
+        // The valid base records.
+        op.record_views(&mut gpu.batch(), &base, &out).unwrap();
+        let mut cases: Vec<(&str, StateUpdateViews, &View)> = vec![
+            (
+                "C",
+                StateUpdateViews {
+                    c: &bc_every_other,
+                    ..base
+                },
+                &out,
+            ),
+            (
+                "z",
+                StateUpdateViews {
+                    z: Some(&z_every_other),
+                    ..base
+                },
+                &out,
+            ),
+            (
+                "dt",
+                StateUpdateViews {
+                    dt: &dt_window,
+                    ..base
+                },
+                &out,
+            ),
+            ("out", base, &out_overlap),
+        ];
+        if dtype.size() == 2 {
+            cases.push((
+                "dt",
+                StateUpdateViews {
+                    dt: &dt_odd,
+                    ..base
+                },
+                &out,
+            ));
+        }
+        for (name, inputs, out) in cases {
+            let mut batch = gpu.batch();
+            let err = op.record_views(&mut batch, &inputs, out).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Invalid(_)), "{dtype} {name}: {msg}");
+            assert!(
+                msg.contains(&format!("`{name}`")),
+                "{dtype}: expected an error naming {name}: {msg}"
+            );
+            assert_eq!(
+                batch.dispatches(),
+                0,
+                "nothing may be recorded on error ({msg})"
+            );
         }
     }
 }

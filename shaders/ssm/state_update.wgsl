@@ -7,10 +7,13 @@
 //   out[b,d] = (Σ_n state[s,d,n]·C[b,g,n] + D[d]·x[b,d]) · silu(z[b,d])
 // A slot < 0 or ≥ Pool skips request b: its state is untouched and out[b, :] = 0.
 //
-// Layouts (row-major): state (Pool, D, N) updated in place; x, z, out (Bt, D);
-// A (D, N); B, C (Bt, G, N) (G = 1 for (Bt, N)); `pk` packs D (D) at p_d, dt_bias (D) at
-// p_bias, the slots (Bt, i32 bits) at p_slot and dt (Bt, D) at p_dt (the host copies them there,
-// keeping the kernel within 8 storage bindings).
+// Layouts: state (Pool, D, N) row-major, updated in place; A (D, N) row-major; x, z, out
+// (Bt, D) and B, C (Bt, G, N) (G = 1 for (Bt, N)) are strided views of their buffers: element
+// (b, d) of x at x_off + b·x_rs + d (z, out likewise), element (b, g, n) of B at
+// b_off + b·b_rs + g·b_gs + n (C likewise); rows are unit-stride so a row's states stay
+// consecutive. `pk` packs D (D) at p_d, dt_bias (D) at p_bias, the slots (Bt, i32 bits) at p_slot
+// and dt (Bt, D, row-major) at p_dt (the host copies them there, keeping the kernel within 8
+// storage bindings).
 //
 // Storage dtype (common/storage.wgsl): the activations x, dt, B, C, z and out share one dtype,
 // f32 or (flag F16 or BF16) 16-bit halves, two per u32 word (element i in word i / 2, the low
@@ -62,6 +65,18 @@ struct Params {
     p_bias: u32,
     p_slot: u32,
     p_dt: u32,
+    x_off: u32,   // x: offset and row stride, in elements
+    x_rs: u32,
+    z_off: u32,
+    z_rs: u32,
+    o_off: u32,   // out
+    o_rs: u32,
+    b_off: u32,   // B: offset, row and group strides
+    b_rs: u32,
+    b_gs: u32,
+    c_off: u32,
+    c_rs: u32,
+    c_gs: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -149,7 +164,8 @@ fn row_info(row: u32) -> Row {
         }
         r.slot = u32(s);
     }
-    r.xv = sget(x[row / SPW], row % SPW);
+    let xi = params.x_off + r.bi * params.x_rs + r.d;
+    r.xv = sget(x[xi / SPW], xi % SPW);
     var dt = sget_bits(pk[params.p_dt + row / SPW], row % SPW);
     if ((params.flags & HAS_BIAS) != 0u) {
         dt += bitcast<f32>(pk[params.p_bias + r.d]);
@@ -173,8 +189,8 @@ fn bases(r: Row) -> Bases {
     let gb = r.d / (params.dim / params.b_groups);
     let gc = r.d / (params.dim / params.c_groups);
     return Bases(
-        (r.bi * params.b_groups + gb) * nn,
-        (r.bi * params.c_groups + gc) * nn,
+        params.b_off + r.bi * params.b_rs + gb * params.b_gs,
+        params.c_off + r.bi * params.c_rs + gc * params.c_gs,
         (r.slot * params.dim + r.d) * nn,
     );
 }
@@ -242,12 +258,14 @@ fn update_row_pairs(r: Row, o: Bases) -> f32 {
 }
 #endif
 
-fn finish(r: Row, row: u32, sum: f32) {
+fn finish(r: Row, sum: f32) {
     if (!r.real) {
         return;
     }
+    // r.bi and r.d are set for every real row, skipped ones included.
+    let oi = params.o_off + r.bi * params.o_rs + r.d;
     if (!r.valid) {
-        store_out(row, 0.0);
+        store_out(oi, 0.0);
         return;
     }
     var o = sum;
@@ -255,10 +273,11 @@ fn finish(r: Row, row: u32, sum: f32) {
         o += bitcast<f32>(pk[params.p_d + r.d]) * r.xv;
     }
     if ((params.flags & HAS_Z) != 0u) {
-        let zz = sget(zgate[row / SPW], row % SPW);
+        let zi = params.z_off + r.bi * params.z_rs + r.d;
+        let zz = sget(zgate[zi / SPW], zi % SPW);
         o = o * (zz / (1.0 + exp(-zz)));
     }
-    store_out(row, o);
+    store_out(oi, o);
 }
 
 @compute @workgroup_size(WG)
@@ -284,6 +303,6 @@ fn main(
         for (var i = 0u; i < tpr; i++) {
             sum += s_part[v + i];
         }
-        finish(r, row, sum);
+        finish(r, sum);
     }
 }

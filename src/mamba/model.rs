@@ -14,7 +14,9 @@
 //! xdbl = xc · x_projᵀ                (T, R + 2N)          matmul
 //! dt  = xdbl[:, :R] · dt_projᵀ       (T, D_in)            matmul (a strided window, no copy)
 //! y   = scan(u = xc, dt + dt_bias, A, B = xdbl[:, R:R+N], C = xdbl[:, R+N:], D, z = xz[:, D_in:])
-//!                                                        selective_scan, packed (pool by slot)
+//!                                                        selective_scan, packed (pool by slot),
+//!                                                        or state_update on the same views and
+//!                                                        pool rows when decoding
 //! h  += y · out_projᵀ (+ b)                              matmul, accumulating into h
 //! ```
 //! then the last position of each sequence (or every position) through norm_f and the LM head.
@@ -32,6 +34,7 @@ use crate::ops::embedding::{split_rows, Embedding};
 use crate::ops::matmul::{Matmul, MatmulDims};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::ops::selective_scan::{PackedScanInputs, SelectiveScan};
+use crate::ops::state_update::{StateUpdate, StateUpdateViews};
 use crate::runtime::{Batch, DType, Gpu, Tensor, View};
 use std::sync::Arc;
 
@@ -79,6 +82,7 @@ struct Ops {
     conv: CausalConv1d,
     conv_update: CausalConv1dUpdate,
     scan: SelectiveScan,
+    update: StateUpdate,
 }
 
 /// A Mamba-1 model on a GPU (see the module docs).
@@ -150,6 +154,7 @@ impl MambaGpuLm {
             conv: CausalConv1d::new(&gpu)?,
             conv_update: CausalConv1dUpdate::new(&gpu)?,
             scan: SelectiveScan::new(&gpu)?,
+            update: StateUpdate::new(&gpu)?,
         };
         Ok(MambaGpuLm {
             norm_f: f32_of(&weights.norm_f)?,
@@ -288,24 +293,46 @@ impl MambaGpuLm {
         let b = View::as_strided(&a.xdbl, r, &[tokens, 1, n], &[xw, n, 1])?;
         let cm = View::as_strided(&a.xdbl, r + n, &[tokens, 1, n], &[xw, n, 1])?;
         let z = a.xz.view().narrow(1, di, di)?;
-        self.ops.scan.record_packed(
-            batch,
-            &PackedScanInputs {
-                u: &a.xc.view(),
-                delta: &a.dt.view(),
-                a: &layer.a,
-                b: &b,
-                c: &cm,
-                d: Some(&layer.d),
-                z: Some(&z),
-                delta_bias: Some(&layer.dt_bias),
-                delta_softplus: true,
-                cu_seqlens: cu,
-                slots,
-            },
-            &a.y.view(),
-            &layer.ssm_pool,
-        )?;
+        if decode {
+            // One token per sequence, so tokens = sequences and a.slots holds one slot per
+            // token: the decode step continues from the pool rows the prefill scan left.
+            self.ops.update.record_views(
+                batch,
+                &StateUpdateViews {
+                    state: &layer.ssm_pool,
+                    x: &a.xc.view(),
+                    dt: &a.dt.view(),
+                    a: &layer.a,
+                    b: &b,
+                    c: &cm,
+                    d: Some(&layer.d),
+                    z: Some(&z),
+                    dt_bias: Some(&layer.dt_bias),
+                    state_batch_indices: Some(&a.slots),
+                    dt_softplus: true,
+                },
+                &a.y.view(),
+            )?;
+        } else {
+            self.ops.scan.record_packed(
+                batch,
+                &PackedScanInputs {
+                    u: &a.xc.view(),
+                    delta: &a.dt.view(),
+                    a: &layer.a,
+                    b: &b,
+                    c: &cm,
+                    d: Some(&layer.d),
+                    z: Some(&z),
+                    delta_bias: Some(&layer.dt_bias),
+                    delta_softplus: true,
+                    cu_seqlens: cu,
+                    slots,
+                },
+                &a.y.view(),
+                &layer.ssm_pool,
+            )?;
+        }
         self.ops.matmul.record_accumulate(
             batch,
             &MatmulDims::linear(tokens, h, di),

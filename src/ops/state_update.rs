@@ -8,6 +8,10 @@
 //!
 //! Layouts (row-major): state (Pool, D, N), updated in place; x, dt, z, out (Bt, D);
 //! B, C (Bt, N) or (Bt, G, N) (channel d uses group d / (D/G)); A (D, N); D, dt_bias (D).
+//! [`StateUpdate::record`] takes whole tensors; [`StateUpdate::record_views`] takes x, dt, B, C,
+//! z and out as strided [`View`]s (any offset and row stride, unit-stride rows; dt one contiguous
+//! block: see [`StateUpdateViews`]), which is how a Mamba model feeds it the column windows of
+//! its packed projections without copies.
 //!
 //! Dtypes, as `mamba_ssm` allows: the activations x, dt, B, C, z and out share x's dtype, f32,
 //! f16 or bf16 (halves are widened on load and out is rounded to nearest even on store; the math
@@ -22,13 +26,15 @@
 //! race; callers must not do that.
 //!
 //! D, dt_bias, the slots and dt are copied into one scratch buffer owned by the op (a few
-//! kilobytes per step) so the kernel stays within 8 storage bindings.
+//! kilobytes per step) so the kernel stays within 8 storage bindings. That copy is one buffer
+//! copy per input, which is why a dt view must be one contiguous block (and, for halves, start
+//! on a whole 4-byte word: an even element offset); a Mamba block's dt is dt_proj's whole output.
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
 use crate::runtime::Batch;
 use crate::runtime::Gpu;
-use crate::runtime::{DType, Tensor};
+use crate::runtime::{DType, Tensor, View};
 use crate::runtime::{Kernel, Shader};
 use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
 use std::sync::{Arc, Mutex};
@@ -71,17 +77,72 @@ pub struct StateUpdateInputs<'a> {
 impl StateUpdateInputs<'_> {
     /// Validate dtypes and shapes; the sizes on success.
     pub fn dims(&self) -> Result<UpdateDims> {
-        let named = [
-            ("state", Some(self.state)),
-            ("x", Some(self.x)),
-            ("dt", Some(self.dt)),
-            ("A", Some(self.a)),
-            ("B", Some(self.b)),
-            ("C", Some(self.c)),
-            ("D", self.d),
-            ("z", self.z),
-            ("dt_bias", self.dt_bias),
-        ];
+        self.with_views(|v| v.dims())
+    }
+
+    /// Call `f` with these inputs as whole-tensor views.
+    fn with_views<T>(&self, f: impl FnOnce(&StateUpdateViews) -> T) -> T {
+        let (x, dt, b, c) = (self.x.view(), self.dt.view(), self.b.view(), self.c.view());
+        let z = self.z.map(Tensor::view);
+        f(&StateUpdateViews {
+            state: self.state,
+            x: &x,
+            dt: &dt,
+            a: self.a,
+            b: &b,
+            c: &c,
+            d: self.d,
+            z: z.as_ref(),
+            dt_bias: self.dt_bias,
+            state_batch_indices: self.state_batch_indices,
+            dt_softplus: self.dt_softplus,
+        })
+    }
+}
+
+/// GPU inputs of the decode step with the activations as strided [`View`]s, so they can be read
+/// straight out of the packed projections that made them (a Mamba block's B and C are column
+/// windows of x_proj's output, z one of in_proj's). `state` is updated in place.
+///
+/// Layout rules (checked by [`StateUpdate::record_views`], which refuses others with
+/// [`Error::Invalid`] naming the view): elements within a row are consecutive (the last
+/// dimension's stride is 1 where it has more than one element); x, z, B and C may have any row
+/// stride (and B, C any group stride) and any offset; out (Bt, D) may have any offset and a row
+/// stride ≥ D (so no element is written twice). dt must be one contiguous block of Bt·D elements
+/// (row stride D, any offset; for half activations an even offset): the op copies it with one
+/// buffer copy into its scratch buffer, which keeps the kernel within 8 storage bindings. Half
+/// views need no alignment otherwise: the kernel addresses halves one element at a time.
+/// out must not overlap any input.
+#[derive(Clone, Copy, Debug)]
+pub struct StateUpdateViews<'a> {
+    /// state (Pool, D, N) f32, f16 or bf16, contiguous, updated in place.
+    pub state: &'a Tensor,
+    /// x (Bt, D).
+    pub x: &'a View,
+    /// dt (Bt, D), one contiguous block.
+    pub dt: &'a View,
+    /// A (D, N), contiguous.
+    pub a: &'a Tensor,
+    /// B (Bt, N) or (Bt, G, N).
+    pub b: &'a View,
+    /// C (Bt, N) or (Bt, G, N).
+    pub c: &'a View,
+    /// Optional skip weight D (D).
+    pub d: Option<&'a Tensor>,
+    /// Optional gate z (Bt, D).
+    pub z: Option<&'a View>,
+    /// Optional dt_bias (D).
+    pub dt_bias: Option<&'a Tensor>,
+    /// Optional state slot per request (Bt) i32; negative (or ≥ Pool) skips the request.
+    pub state_batch_indices: Option<&'a Tensor>,
+    /// Apply softplus to dt + dt_bias.
+    pub dt_softplus: bool,
+}
+
+impl StateUpdateViews<'_> {
+    /// Validate dtypes and shapes (not the strides: [`StateUpdate::record_views`] does); the
+    /// sizes on success.
+    pub fn dims(&self) -> Result<UpdateDims> {
         let act = self.x.dtype();
         if !act.is_float() {
             return Err(Error::DType {
@@ -90,19 +151,30 @@ impl StateUpdateInputs<'_> {
                 got: act.to_string(),
             });
         }
-        for (name, t) in named {
-            let Some(t) = t else { continue };
-            if matches!(name, "x" | "dt" | "B" | "C" | "z") {
-                if t.dtype() != act {
-                    return Err(Error::DType {
-                        name: name.into(),
-                        expected: format!("{act} (x's dtype: the activations share one dtype)"),
-                        got: t.dtype().to_string(),
-                    });
-                }
-            } else if name == "state" {
-                t.dtype().expect_float(name)?;
-            } else {
+        let acts = [
+            ("x", Some(self.x)),
+            ("dt", Some(self.dt)),
+            ("B", Some(self.b)),
+            ("C", Some(self.c)),
+            ("z", self.z),
+        ];
+        for (name, v) in acts {
+            let Some(v) = v else { continue };
+            if v.dtype() != act {
+                return Err(Error::DType {
+                    name: name.into(),
+                    expected: format!("{act} (x's dtype: the activations share one dtype)"),
+                    got: v.dtype().to_string(),
+                });
+            }
+        }
+        self.state.dtype().expect_float("state")?;
+        for (name, t) in [
+            ("A", Some(self.a)),
+            ("D", self.d),
+            ("dt_bias", self.dt_bias),
+        ] {
+            if let Some(t) = t {
                 t.expect_dtype(name, DType::F32)?;
             }
         }
@@ -128,6 +200,38 @@ impl StateUpdateInputs<'_> {
             slots: self.state_batch_indices.map(|t| t.shape()),
         })
     }
+
+    /// The options this input set uses.
+    pub fn options(&self) -> UpdateOptions {
+        UpdateOptions {
+            d: self.d.is_some(),
+            z: self.z.is_some(),
+            dt_bias: self.dt_bias.is_some(),
+            dt_softplus: self.dt_softplus,
+        }
+    }
+}
+
+/// Offset and strides of a view whose elements within a row are consecutive: (offset, row
+/// stride, group stride) for a (Bt, D), (Bt, N) or (Bt, G, N) view (group stride 0 for 2-D).
+/// Error naming the view when its last dimension is not unit-stride.
+fn row_layout(v: &View, name: &str) -> Result<(u32, u32, u32)> {
+    let (off, st) = v.index_u32(name)?;
+    let shape = v.shape();
+    let last = shape.len() - 1;
+    if shape[last] > 1 && st[last] != 1 {
+        return Err(Error::invalid(format!(
+            "view `{name}` of shape {shape:?} has strides {:?}: state_update needs the elements \
+             of a row consecutive (last stride 1)",
+            v.strides()
+        )));
+    }
+    // A dimension of size 1 is never stepped along; its stride is irrelevant and set to 0.
+    let along = |k: usize| if shape[k] > 1 { st[k] } else { 0 };
+    Ok(match last {
+        1 => (off, along(0), 0),
+        _ => (off, along(0), along(1)),
+    })
 }
 
 #[repr(C)]
@@ -145,6 +249,18 @@ struct Uniforms {
     p_bias: u32,
     p_slot: u32,
     p_dt: u32,
+    x_off: u32,
+    x_rs: u32,
+    z_off: u32,
+    z_rs: u32,
+    o_off: u32,
+    o_rs: u32,
+    b_off: u32,
+    b_rs: u32,
+    b_gs: u32,
+    c_off: u32,
+    c_rs: u32,
+    c_gs: u32,
 }
 
 /// What the kernel is passed: its `Uniforms`, then the state pool, x, A, the packed small inputs
@@ -197,13 +313,26 @@ impl StateUpdate {
         })
     }
 
-    /// Record one decode step: `inputs.state` is updated in place and `out` (Bt, D) written.
-    /// Shapes are validated first; on error nothing is recorded.
+    /// Record one decode step on whole tensors: `inputs.state` is updated in place and `out`
+    /// (Bt, D) written. Shapes are validated first; on error nothing is recorded.
     pub fn record(
         &self,
         batch: &mut Batch,
         inputs: &StateUpdateInputs,
         out: &Tensor,
+    ) -> Result<()> {
+        let out = out.view();
+        inputs.with_views(|v| self.record_views(batch, v, &out))
+    }
+
+    /// Record one decode step on strided views (the layout rules are on
+    /// [`StateUpdateViews`]): `inputs.state` is updated in place and the (Bt, D) view `out`
+    /// written. Everything is validated first; on error nothing is recorded.
+    pub fn record_views(
+        &self,
+        batch: &mut Batch,
+        inputs: &StateUpdateViews,
+        out: &View,
     ) -> Result<()> {
         let dims = inputs.dims()?;
         let (bt, dim, n) = (dims.batch, dims.dim, dims.n);
@@ -216,6 +345,38 @@ impl StateUpdate {
             });
         }
         out.expect("out", "(Bt, D)", &[bt, dim], act)?;
+        let (x_off, x_rs, _) = row_layout(inputs.x, "x")?;
+        let (b_off, b_rs, b_gs) = row_layout(inputs.b, "B")?;
+        let (c_off, c_rs, c_gs) = row_layout(inputs.c, "C")?;
+        let (z_off, z_rs, _) = match inputs.z {
+            Some(z) => row_layout(z, "z")?,
+            None => (0, 0, 0),
+        };
+        let (o_off, o_rs, _) = row_layout(out, "out")?;
+        if bt > 1 && (o_rs as usize) < dim {
+            return Err(Error::invalid(format!(
+                "view `out` of shape {:?} with strides {:?} would write an element twice (row \
+                 stride < D = {dim})",
+                out.shape(),
+                out.strides()
+            )));
+        }
+        let (dt_off, _) = inputs.dt.index_u32("dt")?;
+        let dt_block = dim <= 1 || inputs.dt.strides()[1] == 1;
+        let dt_rows = bt <= 1 || inputs.dt.strides()[0] == dim;
+        if !dt_block || !dt_rows || (act.size() == 2 && dt_off % 2 != 0) {
+            return Err(Error::invalid(format!(
+                "view `dt` of shape {:?} with strides {:?} at offset {dt_off}: state_update needs \
+                 dt as one contiguous block (strides [D, 1]{})",
+                inputs.dt.shape(),
+                inputs.dt.strides(),
+                if act.size() == 2 {
+                    ", at an even offset for halves"
+                } else {
+                    ""
+                }
+            )));
+        }
         let gpu = batch.gpu();
         let storage = crate::ops::storage_flags(gpu, "x", act)?.union(crate::ops::storage_flags_b(
             gpu,
@@ -241,6 +402,7 @@ impl StateUpdate {
                 detail: format!("max_storage_buffer_binding_size = {max_bind}"),
             });
         }
+        let dt_start = dt_off as u64 * act.size() as u64;
         // One invocation per row (it loops over the N states): measured on lavapipe (Bt=1 D=2048
         // N=16) 0.3-0.9 ms against 4-5 ms with 16 per row and 1.4 ms with 4, the split rows
         // costing a barrier and a shared-memory sum per workgroup. The shader supports any
@@ -279,7 +441,13 @@ impl StateUpdate {
         }
         // dt's raw bytes (halves two to a word), rounded up to whole words: tensors are padded.
         let dt_bytes = (rows * act.size()).next_multiple_of(4) as u64;
-        batch.copy(inputs.dt, 0, &scratch, (p_dt * 4) as u64, dt_bytes)?;
+        batch.copy(
+            inputs.dt.tensor(),
+            dt_start,
+            &scratch,
+            (p_dt * 4) as u64,
+            dt_bytes,
+        )?;
         let mut flags = 0;
         for (on, bit) in [
             (inputs.d.is_some(), HAS_D),
@@ -305,19 +473,31 @@ impl StateUpdate {
             p_bias: p_bias as u32,
             p_slot: p_slot as u32,
             p_dt: p_dt as u32,
+            x_off,
+            x_rs,
+            z_off,
+            z_rs,
+            o_off,
+            o_rs,
+            b_off,
+            b_rs,
+            b_gs,
+            c_off,
+            c_rs,
+            c_gs,
         };
         batch.dispatch(
             &kernel,
             &uniforms,
             &[
                 inputs.state.into(),
-                inputs.x.into(),
+                inputs.x.tensor().into(),
                 inputs.a.into(),
                 (&scratch).into(),
-                inputs.b.into(),
-                inputs.c.into(),
-                inputs.z.unwrap_or(inputs.x).into(),
-                out.into(),
+                inputs.b.tensor().into(),
+                inputs.c.tensor().into(),
+                inputs.z.unwrap_or(inputs.x).tensor().into(),
+                out.tensor().into(),
             ],
             groups,
         )
