@@ -287,9 +287,19 @@ impl SafeTensors {
     /// safetensors" for one built or parsed without a name) and, when there are few, the
     /// tensors the file does have.
     pub fn get(&self, name: &str) -> Result<&HostTensor> {
-        self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-            context: self.missing_context(),
+        self.tensors.get(name).ok_or_else(|| {
+            if self.ids.contains_key(name) {
+                Error::DType {
+                    name: name.to_string(),
+                    expected: "F32, F16, BF16 or F64".into(),
+                    got: "an integer tensor".into(),
+                }
+            } else {
+                Error::MissingTensor {
+                    name: name.to_string(),
+                    context: self.missing_context(),
+                }
+            }
         })
     }
 

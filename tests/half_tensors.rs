@@ -91,16 +91,28 @@ fn safetensors_halves_load_as_stored_and_upload_raw_words() {
         err.contains("`x`") && err.contains("halves.safetensors"),
         "{err}"
     );
-    let bad = safetensors::serialize(
+    // Integer tensors are token ids: they load as such, and asking for one as floats is a
+    // dtype error naming it; a dtype that is neither is refused naming what is accepted.
+    let ints = safetensors::serialize(
         vec![("i", TensorView::new(Dtype::I32, vec![2], &i32s).unwrap())],
         None,
     )
     .unwrap();
-    let err = SafeTensors::from_bytes(&bad, "ints.safetensors")
+    let st = SafeTensors::from_bytes(&ints, "ints.safetensors").unwrap();
+    assert_eq!(st.get_ids("i").unwrap().data, vec![1, 2]);
+    let err = st.get("i").unwrap_err().to_string();
+    assert!(err.contains("`i`"), "{err}");
+    let bools = [1u8, 0];
+    let bad = safetensors::serialize(
+        vec![("b", TensorView::new(Dtype::BOOL, vec![2], &bools).unwrap())],
+        None,
+    )
+    .unwrap();
+    let err = SafeTensors::from_bytes(&bad, "bools.safetensors")
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("`i`") && err.contains("I32") && err.contains("BF16"),
+        err.contains("`b`") && err.contains("BOOL") && err.contains("BF16"),
         "{err}"
     );
 }
