@@ -97,6 +97,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
             crate::testing::causal_conv1d::place(gpu, Layout::ChannelLast, &[bt, dim, len], None)?;
         let g = gpu.clone();
         cases.push(BenchCase {
+            tokens: None,
             kernel: "causal_conv1d",
             size: format!("Bt={bt} D={dim} L={len} W=4"),
             cost: CausalConv1d::cost(&p.dims, true, true, true),
@@ -126,6 +127,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         let g = gpu.clone();
         let cost = CausalConv1dUpdate::cost(&p.dims, true, true);
         cases.push(BenchCase {
+            tokens: None,
             kernel: "causal_conv1d",
             size: format!("update Bt={bt} D={dim} W=4"),
             cost,
