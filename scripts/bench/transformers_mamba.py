@@ -137,7 +137,9 @@ def main():
     print("| model | case | time | tokens/s |")
     print("|---|---|---:|---:|")
     for name, case, t, tps in rows:
-        unit = f"{t * 1e3:.1f} ms" if "prefill" in case else f"{t * 1e3:.2f} ms/token"
+        # A decode step brings one token to each of Bt sequences: its time is each one's
+        # per-token latency.
+        unit = f"{t * 1e3:.1f} ms" if "prefill" in case else f"{t * 1e3:.2f} ms/step"
         print(f"| {name} | {case} | {unit} | {tps:.1f} |")
 
 
