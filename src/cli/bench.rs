@@ -67,8 +67,18 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
         BenchPlan::full()
     };
     println!(
-        "{:<20} {:<56} {:>10} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8} {:>9}",
-        "kernel", "size", "gpu", "GB/s", "GFLOP/s", "roofline", "bound", "cpu", "speedup", "host"
+        "{:<20} {:<56} {:>10} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8} {:>9} {:>9}",
+        "kernel",
+        "size",
+        "gpu",
+        "GB/s",
+        "GFLOP/s",
+        "roofline",
+        "bound",
+        "cpu",
+        "speedup",
+        "host",
+        "tok/s"
     );
     let mut results = Vec::new();
     let mut failed = 0;
@@ -113,7 +123,7 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
             };
             progress("");
             println!(
-                "{:<20} {:<56} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8} {:>9}",
+                "{:<20} {:<56} {:>10} {:>9.2} {:>9.2} {:>7.0}% {:>7} {:>10} {:>8} {:>9} {:>9}",
                 r.kernel,
                 r.size,
                 human_time(r.gpu_seconds),
@@ -128,6 +138,9 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
                 r.host_overhead_seconds
                     .map(human_time)
                     .unwrap_or_else(|| "-".into()),
+                r.tokens_per_second
+                    .map(|t| format!("{t:.1}"))
+                    .unwrap_or_else(|| "-".into()),
             );
             results.push(r);
         }
@@ -135,7 +148,9 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
     println!(
         "times: median of repeats after warm-up, caches flushed before each repeat ({}); bytes: each input read once, each output \
          written once; FLOPs: FMA = 2, exp/divide/compare = 1; host: wall time per call minus \
-         device time (record, submit, wait, readback)",
+         device time (record, submit, wait, readback); tok/s: tokens per run / time (whole-model \
+         rows, timed by the wall clock of the whole forward call: host recording, device work \
+         and the logits readback)",
         results.first().map(|r| r.timing.as_str()).unwrap_or("none")
     );
     if let Some(path) = &args.json {

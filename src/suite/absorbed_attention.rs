@@ -118,6 +118,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
             }) as CpuRun
         });
         cases.push(BenchCase {
+            tokens: None,
             kernel: "absorbed_attention",
             size: format!(
                 "decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}{}",

@@ -144,6 +144,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
         )?;
         let g = gpu.clone();
         cases.push(BenchCase {
+            tokens: None,
             kernel: "causal_conv1d",
             size: format!("Bt={bt} D={dim} L={len} W=4{}", dtype_suffix(dtype)),
             cost: CausalConv1d::cost(&p.dims, true, true, true, dtype),
@@ -173,6 +174,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
         let g = gpu.clone();
         let cost = CausalConv1dUpdate::cost(&p.dims, true, true, dtype);
         cases.push(BenchCase {
+            tokens: None,
             kernel: "causal_conv1d",
             size: format!("update Bt={bt} D={dim} W=4{}", dtype_suffix(dtype)),
             cost,

@@ -86,6 +86,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
         let y = gpu.empty(&[bt, h, l], dtype)?;
         let g = gpu.clone();
         cases.push(BenchCase {
+            tokens: None,
             kernel: "diagonal_scan",
             size: format!(
                 "Bt={bt} H={h} L={l} N={} {}{}",

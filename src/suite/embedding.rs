@@ -50,6 +50,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
             kernel: "embedding",
             size: format!("vocab={vocab} H={hidden} T={t}{}", dtype_suffix(dtype)),
             cost: Embedding::cost(t, hidden, dtype),
+            tokens: None,
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 Embedding::record(&mut batch, &ids, &table, &out)?;

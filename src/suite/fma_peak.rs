@@ -54,6 +54,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         }) as CpuRun
     });
     Ok(vec![BenchCase {
+        tokens: None,
         kernel: "fma_peak",
         size: format!("n={n} iters={iters}"),
         cost: FmaPeak::cost(n, params),

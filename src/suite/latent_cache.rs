@@ -71,6 +71,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
         let inputs = p.upload(gpu)?;
         let g = gpu.clone();
         cases.push(BenchCase {
+            tokens: None,
             kernel: "latent_cache",
             size: format!(
                 "append T={t} W={w} slots={}{}",

@@ -101,6 +101,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
                 format!(" x{}", dtype_suffix(act))
             };
             cases.push(BenchCase {
+                tokens: None,
                 kernel: "matmul",
                 size: format!("M={m} N={n} K={k}{}{x_label}", dtype_suffix(dtype)),
                 cost: Matmul::cost_as(&dims, false, dtype, act),

@@ -60,6 +60,8 @@ pub struct BenchRecord {
     /// Host time per call outside the GPU's own time (record, submit, wait, timestamp
     /// readback): median of wall time − device time; only with GPU timestamps.
     pub host_overhead_seconds: Option<f64>,
+    /// Tokens per second (tokens per run / median time), for whole-model entries.
+    pub tokens_per_second: Option<f64>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -320,5 +322,6 @@ pub fn measure(
         .to_string(),
         cpu_seconds,
         host_overhead_seconds: timed.host_overhead,
+        tokens_per_second: case.tokens.map(|n| n as f64 / t),
     })
 }

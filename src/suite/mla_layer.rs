@@ -84,6 +84,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
             }));
         }
         cases.push(BenchCase {
+            tokens: None,
             kernel: "mla_layer",
             size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
             cost: forward_cost(&cfg, bt, 1, ctx + 1, DType::F32, DType::F32),

@@ -17,6 +17,7 @@ pub mod diagonal_scan;
 pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
+pub mod mamba_model;
 pub mod matmul;
 pub mod mla_layer;
 pub mod rmsnorm;
@@ -84,6 +85,9 @@ pub struct BenchCase {
     pub size: String,
     /// Bytes and FLOPs one run must move and do.
     pub cost: Cost,
+    /// Tokens one run processes, for whole-model entries (reported as tokens/s); None for
+    /// single kernels.
+    pub tokens: Option<u64>,
     /// Runs the GPU op once.
     pub gpu: GpuRun,
     /// Runs the CPU reference once (None when it would take too long at this size).
@@ -208,6 +212,13 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: diagonal_scan::bench_cases,
         bench_as: Some(diagonal_scan::bench_cases_as),
         cpu: diagonal_scan::cpu_cases,
+    },
+    KernelEntry {
+        name: "mamba_model",
+        check: mamba_model::check_cases,
+        bench: mamba_model::bench_cases,
+        bench_as: Some(mamba_model::bench_cases_as),
+        cpu: mamba_model::cpu_cases,
     },
 ];
 

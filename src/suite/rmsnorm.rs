@@ -67,6 +67,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
         let g = gpu.clone();
         let (x_rows, y_rows, eps) = (p.x_rows, p.y_rows(), p.eps);
         cases.push(BenchCase {
+            tokens: None,
             kernel: "rmsnorm",
             size: format!("rows={rows} d={d}{}", dtype_suffix(dtype)),
             cost: RmsNorm::cost_as(rows, d, dtype, dtype),

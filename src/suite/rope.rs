@@ -77,6 +77,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
         let g = gpu.clone();
         let l = RopeLayout::contiguous(heads, d);
         cases.push(BenchCase {
+            tokens: None,
             kernel: "rope",
             size: format!("T={tokens} H={heads} d={d}{}", dtype_suffix(dtype)),
             cost: Rope::cost_as(tokens, heads, d, dtype),

@@ -110,6 +110,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
         });
         let strategy = op.strategy_for_dtype(&d, dtype);
         cases.push(BenchCase {
+            tokens: None,
             kernel: "selective_scan",
             size: format!(
                 "{} {}{}",

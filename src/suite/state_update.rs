@@ -117,6 +117,7 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
                 format!(" state{}", dtype_suffix(state_dtype))
             };
             cases.push(BenchCase {
+                tokens: None,
                 kernel: "state_update",
                 size: format!("{}{}{state_label}", size_label(&d), dtype_suffix(dtype)),
                 cost: StateUpdate::cost(&d, ALL, dtype, state_dtype),

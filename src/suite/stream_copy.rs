@@ -42,6 +42,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         let g = gpu.clone();
         let mut host_dst: Vec<f32> = vec![0.0; n];
         cases.push(BenchCase {
+            tokens: None,
             kernel: "stream_copy",
             size: format!("{} MiB", (n * 4) >> 20),
             cost: StreamCopy::cost(n),
