@@ -12,6 +12,8 @@ pub struct Args {
     pub quick: bool,
     pub json: Option<PathBuf>,
     pub kernel: Option<String>,
+    /// Only sizes whose label contains this text.
+    pub size: Option<String>,
     /// Storage dtype of the half-capable tensor of each kernel (f32 runs every kernel).
     pub dtype: DType,
 }
@@ -111,6 +113,9 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
             }
         };
         for mut case in cases {
+            if args.size.as_ref().is_some_and(|s| !case.size.contains(s.as_str())) {
+                continue;
+            }
             progress(&format!("measuring {} {}…", case.kernel, case.size));
             let r = match measure(&mut case, &ceilings, &plan, Some(&mut flush)) {
                 Ok(r) => r,

@@ -46,6 +46,9 @@ enum Command {
         /// Only this kernel (name as in `ssm-mla check`).
         #[arg(long)]
         kernel: Option<String>,
+        /// Only the sizes whose label contains this text (e.g. "mamba-130m").
+        #[arg(long)]
+        size: Option<String>,
         /// Store each kernel's half-capable tensor (matmul weights, the latent cache, the decode
         /// step's activations) as this dtype; kernels that store only f32 are skipped.
         #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
@@ -96,6 +99,7 @@ fn main_job() -> ssm_mla::Result<i32> {
             quick: true,
             json: None,
             kernel: None,
+            size: None,
             dtype: ssm_mla::DType::F32,
         },
     )?;
@@ -112,11 +116,13 @@ pub fn main() -> i32 {
             quick,
             json,
             kernel,
+            size,
             dtype,
         }) => bench::run(bench::Args {
             quick,
             json,
             kernel,
+            size,
             dtype: match dtype.as_str() {
                 "f16" => ssm_mla::DType::F16,
                 "bf16" => ssm_mla::DType::BF16,
