@@ -113,7 +113,11 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
             }
         };
         for mut case in cases {
-            if args.size.as_ref().is_some_and(|s| !case.size.contains(s.as_str())) {
+            if args
+                .size
+                .as_ref()
+                .is_some_and(|s| !case.size.contains(s.as_str()))
+            {
                 continue;
             }
             progress(&format!("measuring {} {}…", case.kernel, case.size));
