@@ -372,3 +372,39 @@ fn tables_and_prompts_past_one_binding_are_split() {
     let c = compare(&last[0], &want[8 * 1000..], GPU_TOL);
     assert!(c.passed(), "last row (seed {seed}): {c}");
 }
+
+#[test]
+fn sharded_checkpoints_load_like_single_files() {
+    // The tiny checkpoint split over two shard files with a model.safetensors.index.json, as
+    // transformers writes large models: the same weights come back, and a shard missing from
+    // the directory is an error naming it.
+    let src = data_dir("mamba_tiny_untied");
+    let full = ssm_mla::SafeTensors::read(&src.join("model.safetensors")).unwrap();
+    let dir = std::env::temp_dir().join(format!("ssm-mla-sharded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let names = full.names();
+    let mut map = serde_json::Map::new();
+    for (k, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", k + 1);
+        let tensors: Vec<(&str, &ssm_mla::HostTensor)> =
+            part.iter().map(|&n| (n, full.get(n).unwrap())).collect();
+        ssm_mla::io::write_safetensors(&dir.join(&file), &tensors).unwrap();
+        for &n in part {
+            map.insert(n.to_string(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    let cfg = MambaConfig::from_json(&ck.config, "config.json").unwrap();
+    let (_, single, _) = load("mamba_tiny_untied");
+    assert_eq!(
+        MambaWeights::from_safetensors(&cfg, &ck.tensors).unwrap(),
+        single
+    );
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Checkpoint::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("model-00002-of-00002.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
