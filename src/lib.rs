@@ -31,6 +31,7 @@ pub mod checkpoint;
 pub mod compare;
 mod config_fields;
 pub mod error;
+mod gpu_lm;
 pub mod hippo;
 pub mod io;
 pub mod lm;

@@ -23,14 +23,16 @@
 //! Each piece reads its inputs where the previous one wrote them (views with row strides), so
 //! the packed projections are never split by copies.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::gpu_lm::{
+    forward_in_passes, max_tokens, IoBuffers, LmEnds, Packing, ShapeCache, SlotTable,
+};
 use crate::io::HostTensor;
 use crate::lm::{check_request, CausalLm, SeqInput};
 use crate::mamba::{MambaConfig, MambaWeights};
 use crate::ops::causal_conv1d::{
     Activation, CausalConv1d, CausalConv1dInputs, CausalConv1dUpdate, CausalConv1dUpdateInputs,
 };
-use crate::ops::embedding::{split_rows, Embedding};
 use crate::ops::matmul::{Matmul, MatmulDims};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::ops::selective_scan::{PackedScanInputs, SelectiveScan};
@@ -55,24 +57,15 @@ struct GpuLayer {
     ssm_pool: Tensor,
 }
 
-/// Activation buffers for one (tokens, sequences, rows of logits) shape, reused across calls of
-/// that shape (decode steps all have one).
+/// The block's activation buffers for one call shape (the shared ones are in `io`).
 struct Acts {
-    key: (usize, usize, usize),
-    ids: Tensor,
-    last: Tensor,
-    cu: Tensor,
-    slots: Tensor,
-    h: Tensor,
+    io: IoBuffers,
     xn: Tensor,
     xz: Tensor,
     xc: Tensor,
     xdbl: Tensor,
     dt: Tensor,
     y: Tensor,
-    hl: Tensor,
-    hn: Tensor,
-    logits: Tensor,
 }
 
 /// The ops a forward records, built once.
@@ -90,14 +83,10 @@ pub struct MambaGpuLm {
     gpu: Arc<Gpu>,
     cfg: MambaConfig,
     layers: Vec<GpuLayer>,
-    /// Embedding table and LM head as row chunks that each fit one storage binding (the same
-    /// chunks when tied).
-    embeddings: Vec<(usize, Tensor)>,
-    norm_f: Tensor,
-    head: Vec<(usize, Tensor)>,
+    ends: LmEnds,
     ops: Ops,
-    fresh: Vec<bool>,
-    acts: Vec<Acts>,
+    slots: SlotTable,
+    acts: ShapeCache<Acts>,
 }
 
 fn upload(gpu: &Gpu, t: &HostTensor, dtype: Option<DType>) -> Result<Tensor> {
@@ -117,9 +106,7 @@ impl MambaGpuLm {
         slots: usize,
         weight_dtype: Option<DType>,
     ) -> Result<Self> {
-        if slots == 0 {
-            return Err(Error::invalid("a model needs at least one state slot"));
-        }
+        let slot_table = SlotTable::new(slots)?;
         let (di, n, w) = (cfg.intermediate_size, cfg.state_size, cfg.conv_kernel);
         let f32_of = |t: &HostTensor| t.upload_as(&gpu, DType::F32);
         let mut layers = Vec::with_capacity(weights.layers.len());
@@ -142,12 +129,14 @@ impl MambaGpuLm {
                 ssm_pool: gpu.empty(&[slots, di, n], DType::F32)?,
             });
         }
-        let table_dtype = weight_dtype.unwrap_or(weights.embeddings.dtype());
-        let embeddings = split_rows(&gpu, &weights.embeddings, table_dtype)?;
-        let head = match &weights.lm_head {
-            Some(h) => split_rows(&gpu, h, weight_dtype.unwrap_or(h.dtype()))?,
-            None => embeddings.clone(),
-        };
+        let ends = LmEnds::new(
+            &gpu,
+            &weights.embeddings,
+            weights.lm_head.as_ref(),
+            &weights.norm_f,
+            weight_dtype,
+            cfg.layer_norm_epsilon as f32,
+        )?;
         let ops = Ops {
             matmul: Matmul::new(&gpu)?,
             rmsnorm: RmsNorm::new(&gpu)?,
@@ -157,51 +146,14 @@ impl MambaGpuLm {
             update: StateUpdate::new(&gpu)?,
         };
         Ok(MambaGpuLm {
-            norm_f: f32_of(&weights.norm_f)?,
             gpu,
             cfg,
             layers,
-            embeddings,
-            head,
+            ends,
             ops,
-            fresh: vec![true; slots],
-            acts: Vec::new(),
+            slots: slot_table,
+            acts: ShapeCache::new(),
         })
-    }
-
-    /// The activation buffers for this shape, made on first use (two shapes are kept: the
-    /// prefill's and the decode step's).
-    fn acts(&mut self, tokens: usize, seqs: usize, rows: usize) -> Result<usize> {
-        let key = (tokens, seqs, rows);
-        if let Some(i) = self.acts.iter().position(|a| a.key == key) {
-            return Ok(i);
-        }
-        let c = &self.cfg;
-        let g = &self.gpu;
-        let (h, di) = (c.hidden_size, c.intermediate_size);
-        let f = |shape: &[usize]| g.empty(shape, DType::F32);
-        let acts = Acts {
-            key,
-            ids: g.empty(&[tokens], DType::U32)?,
-            last: g.empty(&[seqs], DType::U32)?,
-            cu: g.empty(&[seqs + 1], DType::I32)?,
-            slots: g.empty(&[seqs], DType::I32)?,
-            h: f(&[tokens, h])?,
-            xn: f(&[tokens, h])?,
-            xz: f(&[tokens, 2 * di])?,
-            xc: f(&[tokens, di])?,
-            xdbl: f(&[tokens, c.x_proj_width()])?,
-            dt: f(&[tokens, di])?,
-            y: f(&[tokens, di])?,
-            hl: f(&[rows, h])?,
-            hn: f(&[rows, h])?,
-            logits: f(&[rows, c.vocab_size])?,
-        };
-        if self.acts.len() == 2 {
-            self.acts.remove(0);
-        }
-        self.acts.push(acts);
-        Ok(self.acts.len() - 1)
     }
 
     /// Record one block over the packed tokens of `a`.
@@ -227,7 +179,7 @@ impl MambaGpuLm {
         let eps = c.layer_norm_epsilon as f32;
         self.ops.rmsnorm.record(
             batch,
-            &a.h,
+            &a.io.h,
             Rows::contiguous(h),
             &layer.norm,
             &a.xn,
@@ -253,7 +205,7 @@ impl MambaGpuLm {
                     weight: &layer.conv,
                     bias: layer.conv_bias.as_ref(),
                     activation: Activation::Silu,
-                    slots: Some(&a.slots),
+                    slots: Some(&a.io.slots),
                 },
                 &a.xc.view(),
             )?;
@@ -265,9 +217,9 @@ impl MambaGpuLm {
                 &CausalConv1dInputs {
                     bias: layer.conv_bias.as_ref(),
                     activation: Activation::Silu,
-                    cu_seqlens: Some(&a.cu),
+                    cu_seqlens: Some(&a.io.cu),
                     state_pool: Some(&layer.conv_pool),
-                    slots: Some(&a.slots),
+                    slots: Some(&a.io.slots),
                     pool_initial: true,
                     ..CausalConv1dInputs::new(&x_cf, &layer.conv)
                 },
@@ -308,7 +260,7 @@ impl MambaGpuLm {
                     d: Some(&layer.d),
                     z: Some(&z),
                     dt_bias: Some(&layer.dt_bias),
-                    state_batch_indices: Some(&a.slots),
+                    state_batch_indices: Some(&a.io.slots),
                     dt_softplus: true,
                 },
                 &a.y.view(),
@@ -339,7 +291,7 @@ impl MambaGpuLm {
             &a.y,
             &layer.out_proj,
             layer.out_proj_bias.as_ref(),
-            &a.h,
+            &a.io.h,
         )
     }
 }
@@ -350,7 +302,7 @@ impl CausalLm for MambaGpuLm {
     }
 
     fn slots(&self) -> usize {
-        self.fresh.len()
+        self.slots.len()
     }
 
     fn eos_token_id(&self) -> Option<u32> {
@@ -358,149 +310,67 @@ impl CausalLm for MambaGpuLm {
     }
 
     fn reset(&mut self, slot: usize) -> Result<()> {
-        let n = self.fresh.len();
-        *self.fresh.get_mut(slot).ok_or_else(|| {
-            Error::invalid(format!("slot {slot} is outside the model's {n} slots"))
-        })? = true;
-        Ok(())
+        self.slots.reset(slot)
     }
 
     fn forward(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
-        check_request(seqs, self.fresh.len(), self.cfg.vocab_size)?;
-        // Passes of at most `max_tokens` tokens keep every activation (and the logits) within
-        // one storage binding; a sequence split across passes continues from its slot, so the
-        // result is the same as one pass.
+        check_request(seqs, self.slots.len(), self.cfg.vocab_size)?;
         let c = &self.cfg;
         let widest = (2 * c.intermediate_size)
             .max(c.x_proj_width())
             .max(if last_only { 0 } else { c.vocab_size });
-        let max_tokens = ((self.gpu.max_binding_bytes() / (4 * widest as u64)) as usize).max(1);
-        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
-        if total <= max_tokens {
-            return self.forward_pass(seqs, last_only);
-        }
-        let mut pos = vec![0usize; seqs.len()];
-        let mut outs = vec![Vec::new(); seqs.len()];
-        while pos.iter().zip(seqs).any(|(p, s)| *p < s.tokens.len()) {
-            let mut budget = max_tokens;
-            let mut pass = Vec::new();
-            let mut which = Vec::new();
-            for (i, s) in seqs.iter().enumerate() {
-                if pos[i] < s.tokens.len() && budget > 0 {
-                    let take = (s.tokens.len() - pos[i]).min(budget);
-                    pass.push(SeqInput {
-                        slot: s.slot,
-                        tokens: &s.tokens[pos[i]..pos[i] + take],
-                    });
-                    which.push(i);
-                    budget -= take;
-                    pos[i] += take;
-                }
-            }
-            for (i, o) in which.into_iter().zip(self.forward_pass(&pass, last_only)?) {
-                if last_only {
-                    outs[i] = o;
-                } else {
-                    outs[i].extend(o);
-                }
-            }
-        }
-        Ok(outs)
+        let max = max_tokens(&self.gpu, widest);
+        forward_in_passes(seqs, max, last_only, |pass| {
+            self.forward_pass(pass, last_only)
+        })
     }
 }
 
 impl MambaGpuLm {
     /// One forward over tokens that fit the device's bindings (see [`CausalLm::forward`]).
     fn forward_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
-        let c = self.cfg.clone();
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cu = vec![0u32];
-        for s in seqs {
-            cu.push(cu[cu.len() - 1] + s.tokens.len() as u32);
-        }
-        let tokens = cu[seqs.len()] as usize;
-        let slots: Vec<u32> = seqs.iter().map(|s| s.slot as u32).collect();
-        let rows = if last_only { seqs.len() } else { tokens };
-        let decode = tokens == seqs.len();
-        let ai = self.acts(tokens, seqs.len(), rows)?;
-        let gpu = self.gpu.clone();
+        let p = Packing::new(seqs, last_only);
+        let (gpu, c) = (self.gpu.clone(), &self.cfg);
+        let (hidden, di, x_w) = (c.hidden_size, c.intermediate_size, c.x_proj_width());
+        let tokens = p.tokens;
+        let ai = self.acts.get(p.shape(), || {
+            let f = |shape: &[usize]| gpu.empty(shape, DType::F32);
+            Ok(Acts {
+                io: IoBuffers::new(&gpu, p.shape(), hidden, c.vocab_size)?,
+                xn: f(&[tokens, hidden])?,
+                xz: f(&[tokens, 2 * di])?,
+                xc: f(&[tokens, di])?,
+                xdbl: f(&[tokens, x_w])?,
+                dt: f(&[tokens, di])?,
+                y: f(&[tokens, di])?,
+            })
+        })?;
+        let a = self.acts.at(ai);
         let mut batch = gpu.batch();
-        let a = &self.acts[ai];
         // Fresh slots start from zero states.
-        let (di, w, n) = (c.intermediate_size, c.conv_kernel, c.state_size);
-        for s in seqs {
-            if self.fresh[s.slot] {
+        let (w, n) = (c.conv_kernel, c.state_size);
+        for &s in &p.slots {
+            let s = s as usize;
+            if self.slots.is_fresh(s) {
                 for l in &self.layers {
-                    batch.write(
-                        &l.conv_pool,
-                        s.slot * di * (w - 1),
-                        &vec![0f32; di * (w - 1)],
-                    )?;
-                    batch.write(&l.ssm_pool, s.slot * di * n, &vec![0f32; di * n])?;
+                    batch.write(&l.conv_pool, s * di * (w - 1), &vec![0f32; di * (w - 1)])?;
+                    batch.write(&l.ssm_pool, s * di * n, &vec![0f32; di * n])?;
                 }
             }
         }
-        let ids: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
-        batch.write(&a.ids, 0, &ids)?;
-        batch.write(&a.cu, 0, &cu.iter().map(|&x| x as i32).collect::<Vec<_>>())?;
-        batch.write(
-            &a.slots,
-            0,
-            &slots.iter().map(|&x| x as i32).collect::<Vec<_>>(),
-        )?;
-        let table: Vec<(usize, &Tensor)> = self.embeddings.iter().map(|(r, t)| (*r, t)).collect();
-        Embedding::record_chunks(&mut batch, &a.ids, &table, &a.h)?;
+        a.io.write(&mut batch, &p)?;
+        self.ends.record_embed(&mut batch, &a.io)?;
         for layer in &self.layers {
-            self.record_block(&mut batch, layer, a, tokens, &cu, &slots, decode)?;
+            self.record_block(&mut batch, layer, a, tokens, &p.cu, &p.slots, p.decode)?;
         }
-        let hidden = c.hidden_size;
-        let final_rows = if last_only {
-            let last: Vec<u32> = cu[1..].iter().map(|&e| e - 1).collect();
-            batch.write(&a.last, 0, &last)?;
-            Embedding::record(&mut batch, &a.last, &a.h, &a.hl)?;
-            &a.hl
-        } else {
-            &a.h
-        };
-        self.ops.rmsnorm.record(
-            &mut batch,
-            final_rows,
-            Rows::contiguous(hidden),
-            &self.norm_f,
-            &a.hn,
-            Rows::contiguous(hidden),
-            rows,
-            c.layer_norm_epsilon as f32,
-        )?;
-        for (n0, chunk) in &self.head {
-            let n = chunk.shape()[0];
-            let dims = MatmulDims {
-                y_off: *n0,
-                y_rs: c.vocab_size,
-                y_gs: rows * c.vocab_size,
-                ..MatmulDims::linear(rows, n, hidden)
-            };
-            self.ops
-                .matmul
-                .record(&mut batch, &dims, &a.hn, chunk, None, &a.logits)?;
-        }
+        self.ends
+            .record_head(&mut batch, &self.ops.matmul, &self.ops.rmsnorm, &p, &a.io)?;
         batch.run()?;
-        for s in seqs {
-            self.fresh[s.slot] = false;
-        }
-        let logits = gpu.read_f32(&self.acts[ai].logits)?;
-        let v = c.vocab_size;
-        let mut out = Vec::with_capacity(seqs.len());
-        for (i, s) in seqs.iter().enumerate() {
-            let (r0, r1) = if last_only {
-                (i, i + 1)
-            } else {
-                (cu[i] as usize, cu[i] as usize + s.tokens.len())
-            };
-            out.push(logits[r0 * v..r1 * v].to_vec());
-        }
-        Ok(out)
+        self.slots.mark_used(&p.slots);
+        let logits = gpu.read_f32(&a.io.logits)?;
+        Ok(p.split_logits(&logits, c.vocab_size))
     }
 }
