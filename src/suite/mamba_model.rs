@@ -2,32 +2,18 @@
 //! CPU reference at tiny dims, and benchmarks at the shapes of mamba-130m and mamba-370m on
 //! random weights.
 //!
-//! Each benchmark run is one [`CausalLm::forward`] call as an application makes it: the host
-//! records the whole batch, submits it, waits, and reads back the logits of each sequence's last
-//! position. Its time is the wall clock of that call (host time: recording, submission, device
-//! work and readback), because the model runs its batch untimed and a forward has far more passes
-//! than the timestamp slots hold; device time alone is not separated here. The model load (weight
-//! generation and upload) and the short prefill before the decode cases happen while the cases
-//! are prepared, outside the timed region.
-//!
-//! Cases per model: prefill (one sequence of L new tokens from an empty state) and decode (one
-//! new token for each of Bt sequences, each after a prefill of [`DECODE_CONTEXT`] tokens; its time
-//! is the per-token latency of every sequence in the step). The decode cases keep stepping
-//! through repeats; a Mamba step costs the same at any position, so no rollback is needed.
+//! The cases and how they are timed are [`super::lm_cases`]'s, shared by every model.
 
-use super::{BenchCase, CheckOutcome, CpuCase, GpuRun};
+use super::{BenchCase, CheckOutcome, CpuCase};
 use crate::compare::Tolerance;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lm::{CausalLm, SeqInput};
 use crate::mamba::{MambaConfig, MambaGpuLm, MambaWeights};
 use crate::ops::Cost;
 use crate::reference::mamba::MambaCpuModel;
 use crate::rng::Rng;
-use crate::runtime::{DType, Gpu, Timing, TimingSource};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-/// Tokens each decode case's sequences are prefilled with before stepping.
-pub const DECODE_CONTEXT: usize = 16;
+use crate::runtime::{DType, Gpu};
+use std::sync::Arc;
 
 /// GPU (f32 math) against the f64 reference on the same (possibly rounded) weights.
 pub const TOLERANCE: Tolerance = Tolerance::new(1e-4, 1e-3);
@@ -80,16 +66,7 @@ pub fn forward_cost(
     Cost { bytes, flops }
 }
 
-/// The shared benchmark model, or an error if a run panicked while holding it.
-fn lock(m: &Mutex<MambaGpuLm>) -> Result<MutexGuard<'_, MambaGpuLm>> {
-    m.lock()
-        .map_err(|_| Error::invalid("the benchmark model's lock was poisoned"))
-}
-
-/// One sequence of `len` random tokens.
-fn random_tokens(rng: &mut Rng, vocab: usize, len: usize) -> Vec<u32> {
-    (0..len).map(|_| rng.below(vocab) as u32).collect()
-}
+use super::lm_cases::random_tokens;
 
 /// Conformance: a tiny random model (f32 and bf16 weights) on the GPU against the CPU
 /// reference, a ragged prefill of two sequences (every position's logits) and then one decode
@@ -194,8 +171,8 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
 }
 
 /// The cases of one model (random weights of `cfg` stored as `dtype`, loaded once and shared by
-/// its cases): a prefill of each length in `prefill`, a decode step of each batch in `decode`.
-/// Also the criterion bench's entry point, at a tiny config.
+/// its cases): a prefill of each length in `prefill`, a decode step of each batch in `decode`
+/// (see [`super::lm_cases`]). Also the criterion bench's entry point, at a tiny config.
 pub fn model_cases(
     gpu: &Arc<Gpu>,
     name: &str,
@@ -206,89 +183,19 @@ pub fn model_cases(
 ) -> Result<Vec<BenchCase>> {
     let mut rng = Rng::new(0x3A3B);
     let slots = 1 + decode.iter().sum::<usize>();
-    let model = {
-        let w = MambaWeights::random(cfg, &mut rng, dtype)?;
-        MambaGpuLm::new(gpu.clone(), cfg.clone(), &w, slots, None)?
-    };
-    let model = Arc::new(Mutex::new(model));
-    let dt = super::dtype_suffix(dtype);
-    let v = cfg.vocab_size;
-    let mut cases = Vec::new();
-    for &len in prefill {
-        let m = model.clone();
-        let prompt = random_tokens(&mut rng, v, len);
-        let run: GpuRun = Box::new(move || {
-            let mut model = lock(&m)?;
-            let start = std::time::Instant::now();
-            model.reset(0)?;
-            let logits = model.forward(
-                &[SeqInput {
-                    slot: 0,
-                    tokens: &prompt,
-                }],
-                true,
-            )?;
-            let seconds = start.elapsed().as_secs_f64();
-            std::hint::black_box(logits);
-            Ok(Timing {
-                seconds,
-                source: TimingSource::WallClock,
-            })
-        });
-        cases.push(BenchCase {
-            kernel: "mamba_model",
-            size: format!("{name} prefill Bt=1 L={len}{dt}"),
-            cost: forward_cost(cfg, dtype, 1, len, 1),
-            tokens: Some(len as u64),
-            gpu: run,
-            cpu: None,
-        });
-    }
-    let mut first_slot = 1;
-    for &bt in decode {
-        let slots: Vec<usize> = (first_slot..first_slot + bt).collect();
-        first_slot += bt;
-        let contexts: Vec<Vec<u32>> = slots
-            .iter()
-            .map(|_| random_tokens(&mut rng, v, DECODE_CONTEXT))
-            .collect();
-        {
-            let mut model = lock(&model)?;
-            let seqs: Vec<SeqInput> = slots
-                .iter()
-                .zip(&contexts)
-                .map(|(&slot, tokens)| SeqInput { slot, tokens })
-                .collect();
-            model.forward(&seqs, true)?;
-        }
-        let m = model.clone();
-        let steps: Vec<[u32; 1]> = slots.iter().map(|_| [rng.below(v) as u32]).collect();
-        let run: GpuRun = Box::new(move || {
-            let mut model = lock(&m)?;
-            let seqs: Vec<SeqInput> = slots
-                .iter()
-                .zip(&steps)
-                .map(|(&slot, tokens)| SeqInput { slot, tokens })
-                .collect();
-            let start = std::time::Instant::now();
-            let logits = model.forward(&seqs, true)?;
-            let seconds = start.elapsed().as_secs_f64();
-            std::hint::black_box(logits);
-            Ok(Timing {
-                seconds,
-                source: TimingSource::WallClock,
-            })
-        });
-        cases.push(BenchCase {
-            kernel: "mamba_model",
-            size: format!("{name} decode Bt={bt} after {DECODE_CONTEXT}{dt}"),
-            cost: forward_cost(cfg, dtype, bt, bt, bt),
-            tokens: Some(bt as u64),
-            gpu: run,
-            cpu: None,
-        });
-    }
-    Ok(cases)
+    let w = MambaWeights::random(cfg, &mut rng, dtype)?;
+    let model = MambaGpuLm::new(gpu.clone(), cfg.clone(), &w, slots, None)?;
+    let cfg = cfg.clone();
+    super::lm_cases::model_cases(
+        "mamba_model",
+        &format!("{name} "),
+        Box::new(model),
+        &super::dtype_suffix(dtype),
+        prefill,
+        decode,
+        &mut rng,
+        move |seqs, tokens, rows| forward_cost(&cfg, dtype, seqs, tokens, rows),
+    )
 }
 
 /// The f64 CPU reference on a tiny random model (16-token prefill), for the no-GPU main job.

@@ -17,6 +17,7 @@ pub mod diagonal_scan;
 pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
+pub mod lm_cases;
 pub mod mamba_model;
 pub mod matmul;
 pub mod mla_layer;
