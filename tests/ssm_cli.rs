@@ -302,3 +302,96 @@ fn bf16_files_keep_their_dtypes() {
     refused("state-update", &bad, "A");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The multi-head (Mamba-2) form through the binary: x (Bt, H, P) selects it; GPU against CPU
+/// with softplus, then with `--dt-limit` (which must change the state); a wrong A shape exits
+/// with code 2 naming `A` and the expected (H).
+#[test]
+fn state_update_heads_gpu_matches_cpu() {
+    let (mut rng, seed) = rng("cli state-update heads");
+    let (bt, h, p, n, g) = (2, 4, 8, 16, 2);
+    let a = HostTensor::new(
+        &[h],
+        rng.normal_vec(h, 0.0, 1.0)
+            .iter()
+            .map(|v| -v.exp())
+            .collect(),
+    )
+    .unwrap();
+    let tensors = [
+        ("state", tensor(&mut rng, &[bt, h, p, n], 0.0, 1.0)),
+        ("x", tensor(&mut rng, &[bt, h, p], 0.0, 1.0)),
+        ("dt", tensor(&mut rng, &[bt, h], 0.0, 1.0)),
+        ("A", a),
+        ("B", tensor(&mut rng, &[bt, g, n], 0.0, 1.0)),
+        ("C", tensor(&mut rng, &[bt, g, n], 0.0, 1.0)),
+        ("D", tensor(&mut rng, &[h, p], 0.0, 1.0)),
+        ("z", tensor(&mut rng, &[bt, h, p], 0.0, 1.0)),
+        ("dt_bias", tensor(&mut rng, &[h], -4.0, 1.0)),
+    ];
+    let d = dir("update-heads");
+    let input = d.join("in.safetensors");
+    let refs: Vec<(&str, &HostTensor)> = tensors.iter().map(|(k, v)| (*k, v)).collect();
+    write_safetensors(&input, &refs).unwrap();
+    let tol = Tolerance::new(1e-5, 1e-4);
+    gpu_vs_cpu(
+        "state-update",
+        "--dt-softplus",
+        &input,
+        &["out", "state"],
+        tol,
+        seed,
+    );
+    let plain = SafeTensors::read(&d.join("state-update-cpu.safetensors")).unwrap();
+    assert_eq!(plain.get("out").unwrap().shape, vec![bt, h, p]);
+    // With a clamp: both devices, compared.
+    let mut outs = Vec::new();
+    for device in ["gpu", "cpu"] {
+        let output = d.join(format!("limit-{device}.safetensors"));
+        let o = run(&[
+            "run",
+            "state-update",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--dt-softplus",
+            "--dt-limit",
+            "0.0",
+            "0.01",
+            "--device",
+            device,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        outs.push(SafeTensors::read(&output).unwrap());
+    }
+    for name in ["out", "state"] {
+        let reference: Vec<f64> = outs[1]
+            .get(name)
+            .unwrap()
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        assert_close(
+            &format!("dt-limit {name}"),
+            &outs[0].get(name).unwrap().data,
+            &reference,
+            tol,
+            seed,
+        );
+    }
+    assert_ne!(
+        outs[1].get("state").unwrap().data,
+        plain.get("state").unwrap().data,
+        "the clamp changes the state"
+    );
+    // A of the Mamba-1 shape (D, N) with a 3-D x: refused, naming A and (H).
+    let mut wrong = refs.clone();
+    let a_dn = HostTensor::new(&[h, n], vec![-0.5; h * n]).unwrap();
+    wrong[3] = ("A", &a_dn);
+    let bad = d.join("bad.safetensors");
+    write_safetensors(&bad, &wrong).unwrap();
+    refused("state-update", &bad, "A");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -23,14 +23,25 @@
 //! and odd row (and group) strides, dt a contiguous block at an offset, in f32, f16 and bf16,
 //! with slots (one skipped); the same tolerances, and every element outside out's window keeps
 //! its NaN poison. Layouts the kernel does not take are typed errors naming the view.
+//!
+//! The multi-head (Mamba-2) form (`record_heads`, `record_heads_tensors`): every option
+//! combination with D as (H) and (H, P) and G ∈ {1, 2, H}; Mamba-2 sizes (H = 24, P = 64,
+//! N = 128), N up to 256, P up to 128, size 1; slots with skipped requests; dt_limit; half
+//! activations and half state pools (two steps); the model's strided layout (x, B, C windows of
+//! the conv output, z and dt windows of in_proj's output, dt at an odd offset); P = 1 against
+//! the channel form; errors naming the tensor and the expected shape. Tolerances as above: one
+//! step reduces over N ≤ 256 in f32.
 
 mod common;
 use common::*;
 use ssm_mla::ops::selective_scan::BcLayout;
-use ssm_mla::ops::state_update::{StateUpdate, StateUpdateInputs, StateUpdateViews, UpdateOptions};
+use ssm_mla::ops::state_update::{
+    StateUpdate, StateUpdateHeadsInputs, StateUpdateHeadsViews, StateUpdateInputs,
+    StateUpdateViews, UpdateOptions,
+};
 use ssm_mla::testing::selective_scan::{self as scan, TOLERANCE as SCAN_TOL};
 use ssm_mla::testing::state_update::{
-    dims, out_tolerance, state_tolerance, Problem, TOLERANCE as STEP_TOL,
+    dims, heads_dims, out_tolerance, state_tolerance, HeadsProblem, Problem, TOLERANCE as STEP_TOL,
 };
 use ssm_mla::{DType, Error, Gpu, Rng, Tensor, View};
 
@@ -808,4 +819,481 @@ fn unsupported_view_layouts_are_refused() {
             );
         }
     }
+}
+
+// ---- The multi-head (Mamba-2) form: `record_heads` / `record_heads_tensors`. ----
+
+/// A multi-head problem: `bits` as [`options`], D of shape (H, P) when `d_hp`.
+#[allow(clippy::too_many_arguments)]
+fn heads(
+    rng: &mut Rng,
+    bt: usize,
+    h: usize,
+    p: usize,
+    n: usize,
+    g: usize,
+    bits: u32,
+    d_hp: bool,
+    pool: Option<usize>,
+) -> HeadsProblem {
+    HeadsProblem::random(rng, heads_dims(bt, h, p, n, g, pool), options(bits), d_hp)
+}
+
+/// The multi-head step on the GPU (whole tensors, out poisoned) against the reference; returns
+/// the largest |gpu − ref| of out and of the state.
+fn check_heads(p: &HeadsProblem, gpu: &Gpu, op: &StateUpdate, what: &str, seed: u64) -> (f64, f64) {
+    let want = p.reference().unwrap();
+    let (out, state) = p.run(gpu, op).unwrap();
+    let state_tol = if p.state_dtype == DType::F32 {
+        STEP_TOL
+    } else {
+        state_tolerance(p.state_dtype)
+    };
+    assert_close(
+        &format!("{what} out"),
+        &out,
+        &want.out,
+        out_tolerance(p.dtype),
+        seed,
+    );
+    assert_close(
+        &format!("{what} state"),
+        &state,
+        &want.state,
+        state_tol,
+        seed,
+    );
+    let max = |a: &[f32], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as f64 - y).abs())
+            .fold(0.0, f64::max)
+    };
+    (max(&out, &want.out), max(&state, &want.state))
+}
+
+/// Every option combination, D as (H) and (H, P), G ∈ {1, 2, H}.
+#[test]
+fn heads_every_option_and_group() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update heads options");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for bits in 0..16u32 {
+            for g in [1, 2, 4] {
+                let d_hp = bits % 2 == 1 && g != 2;
+                let p = heads(&mut rng, 3, 4, 5, 7, g, bits, d_hp, None);
+                check_heads(
+                    &p,
+                    &gpu,
+                    &op,
+                    &format!("{name} bits={bits:04b} G={g} D(H,P)={d_hp}"),
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+/// Mamba-2 shapes (H = 24, P = 64, N = 128; N up to 256, P up to 128), grouped, size 1, slots
+/// into a pool with a skipped request; max errors printed.
+#[test]
+fn heads_sizes_groups_and_slots() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update heads sizes");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for (bt, h, p, n, g, pool, d_hp) in [
+            (1, 1, 1, 1, 1, None, false),
+            (1, 24, 64, 128, 1, None, false),
+            (2, 8, 16, 256, 2, None, true),
+            (2, 4, 128, 16, 4, None, true),
+            (5, 6, 8, 32, 3, Some(9), false),
+            (3, 2, 3, 5, 1, Some(3), true),
+        ] {
+            let pr = heads(&mut rng, bt, h, p, n, g, 15, d_hp, pool);
+            if bt >= 3 && pool.is_some() {
+                assert!(pr.slots.as_ref().unwrap().contains(&-1), "a skipped slot");
+            }
+            let what = format!("{name} Bt={bt} H={h} P={p} N={n} G={g} pool={pool:?}");
+            let (eo, es) = check_heads(&pr, &gpu, &op, &what, seed);
+            println!("{what}: max |err| out {eo:.2e} state {es:.2e}");
+        }
+        // A slot past the pool is skipped like a negative one.
+        let mut pr = heads(&mut rng, 2, 3, 4, 4, 1, 15, false, Some(4));
+        pr.slots = Some(vec![9, 1]);
+        check_heads(&pr, &gpu, &op, &format!("{name} slot past the pool"), seed);
+    }
+}
+
+/// dt_limit clamps after softplus (a window inside dt's range so both bounds bite), and
+/// without softplus a negative dt is clamped by a non-default lower bound.
+#[test]
+fn heads_dt_limit() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update heads dt_limit");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for (bits, limit) in [(15, (0.01, 0.05)), (13, (0.0, 0.02)), (7, (0.0, 0.5))] {
+            let mut pr = heads(&mut rng, 2, 6, 8, 16, 2, bits, false, None);
+            if bits & 8 == 0 {
+                // Without softplus: some dt negative, which only a non-default limit clamps.
+                pr.dt.iter_mut().step_by(2).for_each(|v| *v = -*v);
+            }
+            pr.dt_limit = limit;
+            let mut unclamped = pr.clone();
+            unclamped.dt_limit = (0.0, f32::INFINITY);
+            // The limit must change the result, or this test would prove nothing.
+            assert!(
+                pr.reference().unwrap().state != unclamped.reference().unwrap().state,
+                "dt_limit {limit:?} changes nothing"
+            );
+            check_heads(&pr, &gpu, &op, &format!("{name} dt_limit {limit:?}"), seed);
+        }
+    }
+}
+
+/// Half activations and half state pools, odd sizes (words shared across rows).
+#[test]
+fn heads_half_activations_and_state() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update heads half");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            for state_dtype in [DType::F32, dtype] {
+                for (bt, h, p, n, g, pool) in [
+                    (1, 1, 1, 1, 1, None),
+                    (3, 3, 5, 7, 1, None),
+                    (2, 4, 16, 64, 2, Some(5)),
+                ] {
+                    let pr = heads(&mut rng, bt, h, p, n, g, 15, true, pool)
+                        .with_dtype(dtype)
+                        .with_state_dtype(state_dtype);
+                    let what = format!("{name} {dtype} state {state_dtype} {:?}", pr.dims);
+                    check_heads(&pr, &gpu, &op, &what, seed);
+                    // A second step from the stored state.
+                    let (_, state) = pr.run(&gpu, &op).unwrap();
+                    let mut p2 = pr.clone();
+                    p2.state = state;
+                    check_heads(&p2, &gpu, &op, &format!("{what} step 2"), seed);
+                }
+            }
+        }
+    }
+}
+
+/// The Mamba-2 model's layout through `record_heads`: x, B, C column windows of one conv output
+/// row (x | B | C, row stride conv_dim), z and dt column windows of one in_proj output row
+/// (z | xBC | dt, dt the last H columns, at an odd offset), out a window of a wider NaN tensor;
+/// f32 and halves, slots with a skipped request. Elements outside out's window stay NaN.
+#[test]
+fn heads_strided_views_match_the_reference() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update heads views");
+        let op = StateUpdate::new(&gpu).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for (bt, h, p, n, g, pool) in [
+                (4, 3, 4, 5, 1, Some(6)),
+                (2, 4, 8, 16, 2, None),
+                (1, 5, 3, 7, 5, None),
+            ] {
+                let pr = heads(&mut rng, bt, h, p, n, g, 15, false, pool).with_dtype(dtype);
+                let want = pr.reference().unwrap();
+                let t = pr.upload(&gpu).unwrap();
+                let d_in = h * p;
+                // conv output row: x (d_in) | B (g·n) | C (g·n) | 1 spare column.
+                let conv_dim = d_in + 2 * g * n + 1;
+                let mut conv = vec![f32::NAN; bt * conv_dim];
+                // in_proj output row: z (d_in) | xBC (conv_dim - 1) | dt (h), then 1 spare
+                // column, so dt starts at an odd column when d_in + conv_dim is even.
+                let dt_col = d_in + conv_dim - 1 + usize::from((d_in + conv_dim - 1) % 2 == 0);
+                let proj = dt_col + h + 1;
+                let mut inproj = vec![f32::NAN; bt * proj];
+                for b in 0..bt {
+                    for k in 0..d_in {
+                        conv[b * conv_dim + k] = pr.x[b * d_in + k];
+                        inproj[b * proj + k] = pr.z.as_ref().unwrap()[b * d_in + k];
+                    }
+                    for k in 0..g * n {
+                        conv[b * conv_dim + d_in + k] = pr.b[b * g * n + k];
+                        conv[b * conv_dim + d_in + g * n + k] = pr.c[b * g * n + k];
+                    }
+                    for k in 0..h {
+                        inproj[b * proj + dt_col + k] = pr.dt[b * h + k];
+                    }
+                }
+                let conv_t = gpu.upload_f32_as(&[bt, conv_dim], dtype, &conv).unwrap();
+                let proj_t = gpu.upload_f32_as(&[bt, proj], dtype, &inproj).unwrap();
+                let x = View::as_strided(&conv_t, 0, &[bt, h, p], &[conv_dim, p, 1]).unwrap();
+                let b_v = View::as_strided(&conv_t, d_in, &[bt, g, n], &[conv_dim, n, 1]).unwrap();
+                let c_v = View::as_strided(&conv_t, d_in + g * n, &[bt, g, n], &[conv_dim, n, 1])
+                    .unwrap();
+                let z = View::as_strided(&proj_t, 0, &[bt, h, p], &[proj, p, 1]).unwrap();
+                let dt = View::as_strided(&proj_t, dt_col, &[bt, h], &[proj, 1]).unwrap();
+                let ow = d_in + 3;
+                let out_t = gpu.nan_as(&[bt, ow], dtype).unwrap();
+                let out = View::as_strided(&out_t, 1, &[bt, h, p], &[ow, p, 1]).unwrap();
+                let mut batch = gpu.batch();
+                op.record_heads(
+                    &mut batch,
+                    &StateUpdateHeadsViews {
+                        state: &t.state,
+                        x: &x,
+                        dt: &dt,
+                        a: &t.a,
+                        b: &b_v,
+                        c: &c_v,
+                        d: t.d.as_ref(),
+                        z: Some(&z),
+                        dt_bias: t.dt_bias.as_ref(),
+                        state_batch_indices: t.slots.as_ref(),
+                        dt_softplus: t.dt_softplus,
+                        dt_limit: t.dt_limit,
+                    },
+                    &out,
+                )
+                .unwrap();
+                batch.run().unwrap();
+                let all = gpu.read_f32(&out_t).unwrap();
+                let mut got = Vec::new();
+                for r in 0..bt {
+                    for k in 0..ow {
+                        let v = all[r * ow + k];
+                        if (1..1 + d_in).contains(&k) {
+                            got.push(v);
+                        } else {
+                            assert!(v.is_nan(), "{name} {dtype}: out[{r}, {k}] outside the view");
+                        }
+                    }
+                }
+                let what = format!("{name} {dtype} heads views {:?}", pr.dims);
+                assert_close(
+                    &format!("{what} out"),
+                    &got,
+                    &want.out,
+                    out_tolerance(dtype),
+                    seed,
+                );
+                assert_close(
+                    &format!("{what} state"),
+                    &gpu.read_f32(&t.state).unwrap(),
+                    &want.state,
+                    STEP_TOL,
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+/// Wrong shapes, dtypes, layouts and limits: an error naming the tensor (and, for shapes, the
+/// expected shape), nothing recorded.
+#[test]
+fn heads_errors_name_the_tensor() {
+    let gpu = gpu();
+    let op = StateUpdate::new(&gpu).unwrap();
+    let (bt, h, p, n, g) = (2, 4, 3, 8, 2);
+    let t = |shape: &[usize]| gpu.empty(shape, DType::F32).unwrap();
+    let state = t(&[bt, h, p, n]);
+    let x = t(&[bt, h, p]);
+    let dt = t(&[bt, h]);
+    let a = t(&[h]);
+    let bc = t(&[bt, g, n]);
+    let out = t(&[bt, h, p]);
+    let base = StateUpdateHeadsInputs {
+        state: &state,
+        x: &x,
+        dt: &dt,
+        a: &a,
+        b: &bc,
+        c: &bc,
+        d: None,
+        z: None,
+        dt_bias: None,
+        state_batch_indices: None,
+        dt_softplus: true,
+        dt_limit: (0.0, f32::INFINITY),
+    };
+    op.record_heads_tensors(&mut gpu.batch(), &base, &out)
+        .unwrap();
+    let (x2, a_dn, b3, c_n, d_bad, dt_bh, st3) = (
+        t(&[bt, h * p]),
+        t(&[h, n]),
+        t(&[bt, 3, n]),
+        t(&[bt, g, n + 1]),
+        t(&[h, p + 1]),
+        t(&[bt, h + 1]),
+        t(&[bt, h, p]),
+    );
+    let dt_half = gpu.empty(&[bt, h], DType::BF16).unwrap();
+    let out_bad = t(&[bt, h, p + 1]);
+    let cases: Vec<(&str, &str, StateUpdateHeadsInputs, &Tensor)> = vec![
+        (
+            "x",
+            "(Bt, H, P)",
+            StateUpdateHeadsInputs { x: &x2, ..base },
+            &out,
+        ),
+        (
+            "A",
+            "(H)",
+            StateUpdateHeadsInputs { a: &a_dn, ..base },
+            &out,
+        ),
+        (
+            "B",
+            "(Bt, G, N)",
+            StateUpdateHeadsInputs { b: &b3, ..base },
+            &out,
+        ),
+        ("C", "N", StateUpdateHeadsInputs { c: &c_n, ..base }, &out),
+        (
+            "D",
+            "P",
+            StateUpdateHeadsInputs {
+                d: Some(&d_bad),
+                ..base
+            },
+            &out,
+        ),
+        (
+            "dt",
+            "H",
+            StateUpdateHeadsInputs { dt: &dt_bh, ..base },
+            &out,
+        ),
+        (
+            "dt",
+            "x's dtype",
+            StateUpdateHeadsInputs {
+                dt: &dt_half,
+                ..base
+            },
+            &out,
+        ),
+        (
+            "state",
+            "(Bt, H, P, N)",
+            StateUpdateHeadsInputs {
+                state: &st3,
+                ..base
+            },
+            &out,
+        ),
+        (
+            "dt_bias",
+            "(H)",
+            StateUpdateHeadsInputs {
+                dt_bias: Some(&bc),
+                ..base
+            },
+            &out,
+        ),
+        ("out", "(Bt, H, P)", base, &out_bad),
+        (
+            "dt_limit",
+            "lo ≤ hi",
+            StateUpdateHeadsInputs {
+                dt_limit: (1.0, 0.5),
+                ..base
+            },
+            &out,
+        ),
+    ];
+    for (name, expect, inputs, out) in cases {
+        let mut batch = gpu.batch();
+        let msg = op
+            .record_heads_tensors(&mut batch, &inputs, out)
+            .unwrap_err()
+            .to_string();
+        let named = if name == "dt_limit" {
+            msg.contains("dt_limit")
+        } else {
+            msg.contains(&format!("`{name}`"))
+        };
+        assert!(named, "expected an error naming {name}: {msg}");
+        assert!(
+            msg.contains(expect),
+            "{name}: expected `{expect}` in: {msg}"
+        );
+        assert_eq!(batch.dispatches(), 0, "nothing may be recorded ({msg})");
+    }
+    // Views: a non-unit inner stride of dt, out overlapping itself, out sharing x's buffer.
+    let wide = t(&[bt, 2 * h]);
+    let dt_every_other = View::as_strided(&wide, 0, &[bt, h], &[2 * h, 2]).unwrap();
+    let out_t = t(&[bt * h * p]);
+    let out_overlap = View::as_strided(&out_t, 0, &[bt, h, p], &[p, p, 1]).unwrap();
+    let (xv, dtv, bv, outv) = (x.view(), dt.view(), bc.view(), out.view());
+    let views = StateUpdateHeadsViews {
+        state: &state,
+        x: &xv,
+        dt: &dtv,
+        a: &a,
+        b: &bv,
+        c: &bv,
+        d: None,
+        z: None,
+        dt_bias: None,
+        state_batch_indices: None,
+        dt_softplus: false,
+        dt_limit: (0.0, f32::INFINITY),
+    };
+    let cases: Vec<(&str, StateUpdateHeadsViews, &View)> = vec![
+        (
+            "dt",
+            StateUpdateHeadsViews {
+                dt: &dt_every_other,
+                ..views
+            },
+            &outv,
+        ),
+        ("out", views, &out_overlap),
+        ("out", views, &xv),
+    ];
+    for (name, inputs, out) in cases {
+        let mut batch = gpu.batch();
+        let err = op.record_heads(&mut batch, &inputs, out).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Invalid(_)), "{name}: {msg}");
+        assert!(msg.contains(&format!("`{name}`")), "{name}: {msg}");
+        assert_eq!(batch.dispatches(), 0, "{msg}");
+    }
+}
+
+/// The heads form with P = 1 and A broadcast over n is the Mamba-1 step with D channels: both
+/// entry points give the same out and state on the same inputs.
+#[test]
+fn heads_with_one_channel_per_head_equal_the_channel_form() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng("state_update heads vs channels");
+    let op = StateUpdate::new(&gpu).unwrap();
+    let (bt, h, n, g) = (3, 6, 16, 2);
+    let pr = heads(&mut rng, bt, h, 1, n, g, 15, false, None);
+    let (out_h, state_h) = pr.run(&gpu, &op).unwrap();
+    let mut p1 = Problem::random(&mut rng, dims(bt, h, n, g, g, None), options(15));
+    p1.state = pr.state.clone();
+    p1.x = pr.x.clone();
+    p1.dt = pr.dt.clone();
+    p1.a =
+        pr.a.iter()
+            .flat_map(|&a| std::iter::repeat_n(a, n))
+            .collect();
+    p1.b = pr.b.clone();
+    p1.c = pr.c.clone();
+    p1.d = pr.d.clone();
+    p1.z = pr.z.clone();
+    p1.dt_bias = pr.dt_bias.clone();
+    let (out_1, state_1) = p1.run(&gpu, &op).unwrap();
+    let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert_close(
+        "out heads vs channels",
+        &out_h,
+        &as64(&out_1),
+        STEP_TOL,
+        seed,
+    );
+    assert_close(
+        "state heads vs channels",
+        &state_h,
+        &as64(&state_1),
+        STEP_TOL,
+        seed,
+    );
 }

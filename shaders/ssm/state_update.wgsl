@@ -1,25 +1,36 @@
-// state_update: one-token Mamba-1 decode step (mamba_ssm's selective_state_update), one kernel
-// for every device (no subgroup operations; the reduction over TPR invocations uses shared memory).
+// state_update: the one-token decode step of mamba_ssm's selective_state_update, in its Mamba-1
+// form (per channel) and its multi-head Mamba-2 form, one kernel for every device (no subgroup
+// operations; the reduction over TPR invocations uses shared memory).
 //
-// Math, per request b (state row s = slot[b], or b without slots), channel d, state n:
-//   dt = dt[b,d] + dt_bias[d];  if softplus: dt = softplus(dt)   (= dt for dt > 20)
-//   state[s,d,n] = exp(dt·A[d,n])·state[s,d,n] + dt·B[b,g,n]·x[b,d]      (g = d / (D/G))
-//   out[b,d] = (Σ_n state[s,d,n]·C[b,g,n] + D[d]·x[b,d]) · silu(z[b,d])
+// Channels d = h·P + p: H heads of P channels each. The Mamba-1 form is H = D, P = 1 (a "head"
+// is a channel); the heads form (flag bit HEADS) has P ≥ 1 channels sharing one dt, one A and
+// one B/C group per head. Math, per request b (state row s = slot[b], or b without slots), head
+// h, channel p of the head, state n:
+//   dt = dt[b,h] + dt_bias[h];  if softplus: dt = softplus(dt)   (= dt for dt > 20)
+//   if LIMIT: dt = clamp(dt, lo, hi)                              (heads form only)
+//   state[s,h,p,n] = exp(dt·A)·state[s,h,p,n] + dt·B[b,g,n]·x[b,h,p]   (g = h / (H/G))
+//   out[b,h,p] = (Σ_n state[s,h,p,n]·C[b,g,n] + D·x[b,h,p]) · silu(z[b,h,p])
+// with A = A[h,n] (Mamba-1: A (D, N)) or A[h] for every n (heads: A (H), so exp(dt·A) is one
+// exp per row), D = D[h·d_hs + p·d_ps] (D (D), (H) or (H, P)).
 // A slot < 0 or ≥ Pool skips request b: its state is untouched and out[b, :] = 0.
 //
-// Layouts: state (Pool, D, N) row-major, updated in place; A (D, N) row-major; x, z, out
-// (Bt, D) and B, C (Bt, G, N) (G = 1 for (Bt, N)) are strided views of their buffers: element
-// (b, d) of x at x_off + b·x_rs + d (z, out likewise), element (b, g, n) of B at
-// b_off + b·b_rs + g·b_gs + n (C likewise); rows are unit-stride so a row's states stay
-// consecutive. `pk` packs D (D) at p_d, dt_bias (D) at p_bias, the slots (Bt, i32 bits) at p_slot
-// and dt (Bt, D, row-major) at p_dt (the host copies them there, keeping the kernel within 8
-// storage bindings).
+// Layouts: state (Pool, H, P, N) = (Pool, D, N) row-major, updated in place. x, z, out
+// (Bt, H, P) and B, C (Bt, G, N) (G = 1 for (Bt, N)) are strided views of their buffers:
+// element (b, h, p) of x at x_off + b·x_rs + h·x_hs + p (z, out likewise; Mamba-1 views are
+// (Bt, D) with x_hs = 1), element (b, g, n) of B at b_off + b·b_rs + g·b_gs + n (C likewise);
+// the innermost dimension is unit-stride so a row's states stay consecutive. `pk` packs D at
+// p_d, dt_bias at p_bias, the slots (Bt, i32 bits) at p_slot, and either dt (Mamba-1: (Bt, D)
+// row-major, at word p_dt) or A (heads: (H) f32, at p_dt); the host copies them there, keeping
+// the kernel within 8 storage bindings. Binding 3 (`adt`, raw u32 words) is A (D, N) f32 in the
+// Mamba-1 form and dt's own buffer in the heads form: dt (Bt, H) is read in place at
+// dt_off + b·dt_rs + h, so a column window of a packed projection (any row stride, any offset,
+// halves included) needs no copy. (A (H) is small enough to copy; A (D, N) is not.)
 //
 // Storage dtype (common/storage.wgsl): the activations x, dt, B, C, z and out share one dtype,
 // f32 or (flag F16 or BF16) 16-bit halves, two per u32 word (element i in word i / 2, the low
 // half for even i); A, D and dt_bias are always f32. Loads widen, math is f32, out
-// is rounded on store (half_bits). dt sits in `pk` as its raw words (the host copies its bytes),
-// so `pk` is bound as u32 words and decoded with sget_bits. Stores of half out: rows of a word
+// is rounded on store (half_bits). dt is read from u32 words (in `pk` or `adt`) and decoded with
+// sget_bits. Stores of half out: rows of a word
 // belong to two invocations (one per row), so each invocation writes its own half with two
 // atomics on the word (atomicAnd clears it, atomicOr sets it; disjoint bits commute), as
 // latent_cache does: no word ownership needed, any Bt·D (odd included) works.
@@ -33,16 +44,17 @@
 // (update_row_pairs); only the boundary words of odd-N rows take the per-half atomics.
 // (NATIVE_F16_B changes nothing here: the state is never bound as f16.)
 //
-// Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row, WG/TPR
-// rows per workgroup, linear workgroup index (2-D grid past 65535). Invocation r of a row owns
-// states n = r, r + TPR, ...: it updates them (coalesced along n) and sums its C·state terms; the
-// row's TPR partial sums are written to shared memory and added by the row's first invocation,
-// which writes out.
+// Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row (rows =
+// Bt·H·P), WG/TPR rows per workgroup, linear workgroup index (2-D grid past 65535). Invocation
+// r of a row owns states n = r, r + TPR, ...: it updates them (coalesced along n) and sums its
+// C·state terms; the row's TPR partial sums are written to shared memory and added by the
+// row's first invocation, which writes out.
 // The host uses TPR = 1 (one invocation per row, looping over N, rows independent): on lavapipe
 // that is 5-15x faster than TPR = 16, whose cost was the barrier and shared-memory sum per
 // workgroup (llvmpipe switches between its SIMD fibers at every barrier). Bound: memory (state
-// read and written, A read: ~12 bytes per state update); on lavapipe measured at 15-85% of the
-// copy ceiling, the spread being the noise of a shared machine.
+// read and written: 8 bytes per state update for f32, plus A's 4 in the Mamba-1 form); on
+// lavapipe measured at 15-85% of the copy ceiling, the spread being the noise of a shared
+// machine.
 
 const WG: u32 = 256u;
 
@@ -51,10 +63,12 @@ const HAS_Z: u32 = 2u;
 const HAS_BIAS: u32 = 4u;
 const SOFTPLUS: u32 = 8u;
 const HAS_SLOTS: u32 = 16u;
+const HEADS: u32 = 32u;
+const LIMIT: u32 = 64u;
 
 struct Params {
-    rows: u32,     // Bt · D
-    dim: u32,      // D
+    rows: u32,     // Bt · H · P
+    dim: u32,      // D = H · P
     n: u32,        // N
     tpr: u32,      // invocations per row
     b_groups: u32,
@@ -64,7 +78,7 @@ struct Params {
     p_d: u32,
     p_bias: u32,
     p_slot: u32,
-    p_dt: u32,
+    p_dt: u32,    // Mamba-1: dt's first word in pk; heads: A's first word in pk
     x_off: u32,   // x: offset and row stride, in elements
     x_rs: u32,
     z_off: u32,
@@ -77,24 +91,36 @@ struct Params {
     c_off: u32,
     c_rs: u32,
     c_gs: u32,
+    head_dim: u32, // P (1 in the Mamba-1 form)
+    x_hs: u32,     // head strides of x, z and out (1 in the Mamba-1 form)
+    z_hs: u32,
+    o_hs: u32,
+    dt_off: u32,   // heads: dt (Bt, H) in `adt`: offset and row stride, in elements
+    dt_rs: u32,
+    d_hs: u32,     // D at h·d_hs + p·d_ps
+    d_ps: u32,
+    dt_lo: f32,    // LIMIT: dt clamped to [dt_lo, dt_hi]
+    dt_hi: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if F16_B || BF16_B
-@group(0) @binding(1) var<storage, read_write> state: array<atomic<u32>>; // (Pool, D, N) halves in pairs
+@group(0) @binding(1) var<storage, read_write> state: array<atomic<u32>>; // (Pool, H, P, N) halves in pairs
 #else
-@group(0) @binding(1) var<storage, read_write> state: array<f32>; // (Pool, D, N)
+@group(0) @binding(1) var<storage, read_write> state: array<f32>; // (Pool, H, P, N)
 #endif
-@group(0) @binding(2) var<storage, read> x: array<sword>;         // (Bt, D)
-@group(0) @binding(3) var<storage, read> amat: array<f32>;        // (D, N)
-@group(0) @binding(4) var<storage, read> pk: array<u32>;          // D | dt_bias | slots | dt
+@group(0) @binding(2) var<storage, read> x: array<sword>;         // (Bt, H, P)
+@group(0) @binding(3) var<storage, read> adt: array<u32>;         // A (D, N) f32 | dt (Bt, H) words
+@group(0) @binding(4) var<storage, read> pk: array<u32>;          // D | dt_bias | slots | dt or A
 @group(0) @binding(5) var<storage, read> bmat: array<sword>;      // (Bt, G, N)
 @group(0) @binding(6) var<storage, read> cmat: array<sword>;      // (Bt, G, N)
-@group(0) @binding(7) var<storage, read> zgate: array<sword>;     // (Bt, D)
+@group(0) @binding(7) var<storage, read> zgate: array<sword>;     // (Bt, H, P)
 #if F16 || BF16
-@group(0) @binding(8) var<storage, read_write> out: array<atomic<u32>>; // (Bt, D) halves, in pairs
+@group(0) @binding(8) var<storage, read_write> out: array<atomic<u32>>; // (Bt, H, P) halves, in pairs
 #else
-@group(0) @binding(8) var<storage, read_write> out: array<f32>;   // (Bt, D)
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;   // (Bt, H, P)
 #endif
 
 #include "common/storage"
@@ -135,10 +161,12 @@ struct Row {
     valid: bool, // a real row whose request is not skipped
     real: bool,  // a real row (out is written)
     bi: u32,
-    d: u32,
+    h: u32,      // head (the channel in the Mamba-1 form)
+    p: u32,      // channel within the head (0 in the Mamba-1 form)
     slot: u32,
     xv: f32,
     dt: f32,
+    da: f32,     // heads: exp(dt·A[h]), the same for every n
 }
 
 fn row_info(row: u32) -> Row {
@@ -146,15 +174,19 @@ fn row_info(row: u32) -> Row {
     r.real = row < params.rows;
     r.valid = r.real;
     r.bi = 0u;
-    r.d = 0u;
+    r.h = 0u;
+    r.p = 0u;
     r.slot = 0u;
     r.xv = 0.0;
     r.dt = 0.0;
+    r.da = 0.0;
     if (!r.real) {
         return r;
     }
     r.bi = row / params.dim;
-    r.d = row % params.dim;
+    let d = row % params.dim;
+    r.h = d / params.head_dim;
+    r.p = d % params.head_dim;
     r.slot = r.bi;
     if ((params.flags & HAS_SLOTS) != 0u) {
         let s = bitcast<i32>(pk[params.p_slot + r.bi]);
@@ -164,16 +196,29 @@ fn row_info(row: u32) -> Row {
         }
         r.slot = u32(s);
     }
-    let xi = params.x_off + r.bi * params.x_rs + r.d;
+    let xi = params.x_off + r.bi * params.x_rs + r.h * params.x_hs + r.p;
     r.xv = sget(x[xi / SPW], xi % SPW);
-    var dt = sget_bits(pk[params.p_dt + row / SPW], row % SPW);
+    let heads = (params.flags & HEADS) != 0u;
+    var dt: f32;
+    if (heads) {
+        let ti = params.dt_off + r.bi * params.dt_rs + r.h;
+        dt = sget_bits(adt[ti / SPW], ti % SPW);
+    } else {
+        dt = sget_bits(pk[params.p_dt + row / SPW], row % SPW);
+    }
     if ((params.flags & HAS_BIAS) != 0u) {
-        dt += bitcast<f32>(pk[params.p_bias + r.d]);
+        dt += bitcast<f32>(pk[params.p_bias + r.h]);
     }
     if ((params.flags & SOFTPLUS) != 0u) {
         dt = softplus(dt);
     }
+    if ((params.flags & LIMIT) != 0u) {
+        dt = clamp(dt, params.dt_lo, params.dt_hi);
+    }
     r.dt = dt;
+    if (heads) {
+        r.da = exp(dt * bitcast<f32>(pk[params.p_dt + r.h]));
+    }
     return r;
 }
 
@@ -186,19 +231,28 @@ struct Bases {
 
 fn bases(r: Row) -> Bases {
     let nn = params.n;
-    let gb = r.d / (params.dim / params.b_groups);
-    let gc = r.d / (params.dim / params.c_groups);
+    let heads = params.dim / params.head_dim;
+    let gb = r.h / (heads / params.b_groups);
+    let gc = r.h / (heads / params.c_groups);
     return Bases(
         params.b_off + r.bi * params.b_rs + gb * params.b_gs,
         params.c_off + r.bi * params.c_rs + gc * params.c_gs,
-        (r.slot * params.dim + r.d) * nn,
+        (r.slot * params.dim + r.h * params.head_dim + r.p) * nn,
     );
+}
+
+// The decay exp(dt·A) of state n of row r.
+fn decay(r: Row, n: u32) -> f32 {
+    if ((params.flags & HEADS) != 0u) {
+        return r.da;
+    }
+    return exp(r.dt * bitcast<f32>(adt[r.h * params.n + n]));
 }
 
 // The new state n of row r from its old value.
 fn step(r: Row, o: Bases, n: u32, old: f32) -> f32 {
     let bn = sget(bmat[(o.b + n) / SPW], (o.b + n) % SPW);
-    return exp(r.dt * amat[r.d * params.n + n]) * old + r.dt * bn * r.xv;
+    return decay(r, n) * old + r.dt * bn * r.xv;
 }
 
 fn c_at(o: Bases, n: u32) -> f32 {
@@ -262,18 +316,18 @@ fn finish(r: Row, sum: f32) {
     if (!r.real) {
         return;
     }
-    // r.bi and r.d are set for every real row, skipped ones included.
-    let oi = params.o_off + r.bi * params.o_rs + r.d;
+    // r.bi, r.h and r.p are set for every real row, skipped ones included.
+    let oi = params.o_off + r.bi * params.o_rs + r.h * params.o_hs + r.p;
     if (!r.valid) {
         store_out(oi, 0.0);
         return;
     }
     var o = sum;
     if ((params.flags & HAS_D) != 0u) {
-        o += bitcast<f32>(pk[params.p_d + r.d]) * r.xv;
+        o += bitcast<f32>(pk[params.p_d + r.h * params.d_hs + r.p * params.d_ps]) * r.xv;
     }
     if ((params.flags & HAS_Z) != 0u) {
-        let zi = params.z_off + r.bi * params.z_rs + r.d;
+        let zi = params.z_off + r.bi * params.z_rs + r.h * params.z_hs + r.p;
         let zz = sget(zgate[zi / SPW], zi % SPW);
         o = o * (zz / (1.0 + exp(-zz)));
     }

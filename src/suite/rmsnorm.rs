@@ -4,14 +4,15 @@
 use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
 use crate::ops::rmsnorm::RmsNorm;
+use crate::ops::rmsnorm::Rows;
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
-use crate::testing::rmsnorm::Problem;
+use crate::testing::rmsnorm::{GatedProblem, Problem};
 use std::sync::Arc;
 
 /// Conformance cases (rows, d): width 1, ragged, wider than a workgroup, in f32; then the
 /// ragged and the wide (vec4) sizes with f16 and bf16 rows, the weight in f32 and in the rows'
-/// dtype; y poisoned.
+/// dtype; the gated, grouped form at a Mamba-2 shape; y poisoned.
 pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = RmsNorm::new(gpu)?;
     let mut cases = vec![];
@@ -38,6 +39,37 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             label,
             p.tolerance(),
             &p.run(gpu, &op)?,
+            &p.reference(),
+        ));
+    }
+    // The gated, grouped norm at a Mamba-2 shape (d_inner = 1536, z a column window of an
+    // in_proj row of 3352), one group and eight, both gate orders, f32 and bf16.
+    for (groups, norm_before_gate, dtype) in [
+        (1, false, DType::F32),
+        (8, true, DType::F32),
+        (8, false, DType::BF16),
+    ] {
+        let (rows, d) = (3, 1536);
+        let p = GatedProblem::random(
+            rng,
+            rows,
+            d,
+            Rows::contiguous(d),
+            0,
+            3352,
+            groups,
+            norm_before_gate,
+        )
+        .with_dtype(dtype, dtype);
+        let y = p.run(gpu, &op)?;
+        out.push(CheckOutcome::new(
+            "rmsnorm",
+            format!(
+                "gated rows={rows} d={d} groups={groups} norm_before_gate={norm_before_gate} \
+                 {dtype} y"
+            ),
+            p.base.tolerance(),
+            &p.base.rows_of(&y),
             &p.reference(),
         ));
     }

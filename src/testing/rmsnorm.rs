@@ -1,12 +1,13 @@
 //! RMSNorm fixtures: rows x ~ N(0, 2²) (optionally strided, with values between rows the norm
-//! must skip) and weights ~ U(0.5, 1.5), their upload and the f64 reference.
+//! must skip) and weights ~ U(0.5, 1.5), their upload and the f64 reference; [`GatedProblem`]
+//! adds the gated, grouped form's z (a column window of a wider NaN-filled buffer).
 
 use crate::compare::Tolerance;
 use crate::error::Result;
-use crate::ops::rmsnorm::{RmsNorm, Rows};
-use crate::reference::rmsnorm::rmsnorm;
+use crate::ops::rmsnorm::{Gate, RmsNorm, Rows};
+use crate::reference::rmsnorm::{rmsnorm, rmsnorm_gated, GatedHost};
 use crate::rng::Rng;
-use crate::runtime::{DType, Gpu, Tensor};
+use crate::runtime::{DType, Gpu, Tensor, View};
 
 /// GPU against the f64 reference: |y − ref| ≤ 1e-5 + 1e-4·|ref| (one f32 square-sum per row,
 /// then a scale).
@@ -135,5 +136,111 @@ impl Problem {
         (0..self.rows)
             .flat_map(|r| y[r * stride..r * stride + d].to_vec())
             .collect()
+    }
+}
+
+/// One gated, grouped norm's host inputs (Mamba-2's `MambaRMSNormGated`): x rows at `x_rows`
+/// (as [`Problem`]), z a (rows, d) column window at `z_offset` of rows of `z_stride` elements
+/// (in_proj's output in Mamba-2; the other columns NaN, so a read outside the window shows),
+/// x ~ N(0, 2²), z ~ N(0, 2²), w ~ U(0.5, 1.5).
+#[derive(Clone, Debug)]
+pub struct GatedProblem {
+    /// x, w, rows, eps and dtypes as for the plain norm.
+    pub base: Problem,
+    /// The z buffer (z_offset + rows·z_stride elements).
+    pub z: Vec<f32>,
+    /// Element offset of z's row 0.
+    pub z_offset: usize,
+    /// Elements between z's rows.
+    pub z_stride: usize,
+    /// Elements per group (dividing d).
+    pub group_size: usize,
+    /// Normalise, then gate.
+    pub norm_before_gate: bool,
+}
+
+impl GatedProblem {
+    /// Random inputs: rows of width d at `x_rows`, z at column `z_offset` of rows of `z_stride`
+    /// (≥ z_offset + d), `n_groups` groups per row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn random(
+        rng: &mut Rng,
+        rows: usize,
+        d: usize,
+        x_rows: Rows,
+        z_offset: usize,
+        z_stride: usize,
+        n_groups: usize,
+        norm_before_gate: bool,
+    ) -> Self {
+        let base = Problem::strided(rng, rows, d, x_rows);
+        let vals = rng.normal_vec(rows * d, 0.0, 2.0);
+        let mut z = vec![f32::NAN; z_offset + rows.max(1) * z_stride];
+        for r in 0..rows {
+            z[z_offset + r * z_stride..][..d].copy_from_slice(&vals[r * d..][..d]);
+        }
+        Self {
+            base,
+            z,
+            z_offset,
+            z_stride,
+            group_size: d / n_groups,
+            norm_before_gate,
+        }
+    }
+
+    /// This problem with x, z (and y) stored as `dtype` and w as `w_dtype`, host values rounded.
+    pub fn with_dtype(mut self, dtype: DType, w_dtype: DType) -> Self {
+        self.base = self.base.with_dtype(dtype, w_dtype);
+        self.z.iter_mut().for_each(|v| *v = dtype.round_f32(*v));
+        self
+    }
+
+    /// The f64 reference: (rows, d).
+    pub fn reference(&self) -> Vec<f64> {
+        let b = &self.base;
+        rmsnorm_gated(&GatedHost {
+            x: &b.x,
+            x_rows: (b.x_rows.offset, b.x_rows.stride),
+            z: &self.z,
+            z_rows: (self.z_offset, self.z_stride),
+            w: &b.w,
+            rows: b.rows,
+            group_size: self.group_size,
+            norm_before_gate: self.norm_before_gate,
+            eps: b.eps as f64,
+        })
+    }
+
+    /// Upload, run `op` into a NaN-poisoned y (rows, x's stride) and read all of y back.
+    pub fn run(&self, gpu: &Gpu, op: &RmsNorm) -> Result<Vec<f32>> {
+        let b = &self.base;
+        let (x, w) = b.upload(gpu)?;
+        let z_t = gpu.upload_f32_as(&[self.z.len()], b.dtype, &self.z)?;
+        let z = View::as_strided(
+            &z_t,
+            self.z_offset,
+            &[b.rows, b.width()],
+            &[self.z_stride, 1],
+        )?;
+        let y = gpu.nan_as(&[b.rows, b.x_rows.stride], b.dtype)?;
+        let mut batch = gpu.batch();
+        op.record_gated(
+            &mut batch,
+            &x,
+            b.x_rows,
+            &Gate {
+                z: &z,
+                norm_before_gate: self.norm_before_gate,
+            },
+            &w,
+            self.group_size,
+            &y,
+            b.y_rows(),
+            b.rows,
+            b.eps,
+        )?;
+        batch.run()?;
+        gpu.read_f32(&y)
     }
 }
