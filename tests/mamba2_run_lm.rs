@@ -44,8 +44,32 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// The golden cases of one model: (label, ids shape, ids, logits, decode-from).
-fn cases(name: &str) -> Vec<(String, Vec<usize>, Vec<i64>, Vec<f32>, Option<usize>)> {
+/// One golden run: what it is, the ids (shape and data), the logits it must give, and where
+/// decoding starts (None: one-shot).
+struct Case {
+    label: String,
+    shape: Vec<usize>,
+    ids: Vec<i64>,
+    want: Vec<f32>,
+    from: Option<usize>,
+}
+
+fn case(
+    label: &str,
+    (shape, ids, want): (Vec<usize>, Vec<i64>, Vec<f32>),
+    from: Option<usize>,
+) -> Case {
+    Case {
+        label: label.to_string(),
+        shape,
+        ids,
+        want,
+        from,
+    }
+}
+
+/// The golden cases of one model.
+fn cases(name: &str) -> Vec<Case> {
     let file = SafeTensors::read(&data_dir(name).join("golden.safetensors")).unwrap();
     let get = |ids: &str, logits: &str| {
         let t = file.get_ids(ids).unwrap();
@@ -57,27 +81,34 @@ fn cases(name: &str) -> Vec<(String, Vec<usize>, Vec<i64>, Vec<f32>, Option<usiz
     };
     let mut out = Vec::new();
     for k in 0..3 {
-        let (s, i, l) = get(&format!("input_ids_{k}"), &format!("logits_{k}"));
-        out.push((format!("prompt {k}"), s, i, l, None));
+        let g = get(&format!("input_ids_{k}"), &format!("logits_{k}"));
+        out.push(case(&format!("prompt {k}"), g, None));
     }
-    let (s, i, l) = get("batch_input_ids", "batch_logits");
-    out.push(("batch".into(), s.clone(), i.clone(), l.clone(), None));
-    out.push(("batch decode from 5".into(), s, i, l, Some(5)));
+    let g = get("batch_input_ids", "batch_logits");
+    out.push(case("batch", g.clone(), None));
+    out.push(case("batch decode from 5", g, Some(5)));
     // Decode through the cache: transformers' decoded logits where it recorded them (the tied
     // model); elsewhere the one-shot ones, which decoding must reproduce.
-    let (s, i, l) = if file.get("decode_logits_0").is_ok() {
+    let g = if file.get("decode_logits_0").is_ok() {
         get("input_ids_0", "decode_logits_0")
     } else {
         get("input_ids_0", "logits_0")
     };
-    out.push(("prompt 0 decode from 20".into(), s, i, l, Some(20)));
+    out.push(case("prompt 0 decode from 20", g, Some(20)));
     out
 }
 
 fn check_run(name: &str, device: &str, tol: Tolerance) {
     let d = scratch();
     let model = data_dir(name);
-    for (k, (label, shape, ids, want, from)) in cases(name).into_iter().enumerate() {
+    for (k, c) in cases(name).into_iter().enumerate() {
+        let Case {
+            label,
+            shape,
+            ids,
+            want,
+            from,
+        } = c;
         let input = d.join(format!("{name}-{k}-ids.safetensors"));
         let output = d.join(format!("{name}-{k}-{device}.safetensors"));
         write_id_tensors(
