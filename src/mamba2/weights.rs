@@ -42,7 +42,7 @@ pub struct Mamba2LayerWeights {
     pub dt_bias: HostTensor,
     /// A_log (H).
     pub a_log: HostTensor,
-    /// D (H): the skip y += D[h]·x.
+    /// D (H): the skip y += D·x, one value per head.
     pub d: HostTensor,
     /// The gated RMSNorm's weight (d_inner).
     pub gated_norm: HostTensor,
