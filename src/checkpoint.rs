@@ -34,7 +34,7 @@ impl Checkpoint {
             path: config_path.clone(),
             source,
         })?;
-        let config: Value = serde_json::from_str(&text)
+        let config: Value = crate::config_fields::parse_config_text(&text)
             .map_err(|e| format_err(&config_path, format!("not valid JSON: {e}")))?;
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");

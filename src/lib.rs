@@ -36,6 +36,7 @@ pub mod hippo;
 pub mod io;
 pub mod lm;
 pub mod mamba;
+pub mod mamba2;
 pub mod mla;
 pub mod models;
 pub mod ops;

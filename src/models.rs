@@ -2,17 +2,20 @@
 //! runs. It sits above the models and the CPU references (as `shaders.rs` sits above the ops),
 //! so neither depends on the other: [`load`] picks the architecture from `config.json`'s
 //! `model_type` and builds it on the GPU, or wraps its f64 CPU reference in the same
-//! [`CausalLm`] interface for `Device::Cpu`.
+//! [`CausalLm`] interface for `Device::Cpu` ([`CpuLm`], one piece of slot bookkeeping for every
+//! architecture).
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::lm::{check_request, CausalLm, Device, LoadOptions, SeqInput};
 use crate::mamba::{MambaConfig, MambaGpuLm, MambaWeights};
+use crate::mamba2::{Mamba2Config, Mamba2Weights};
 use crate::reference::mamba::{MambaCpuModel, MambaCpuState};
+use crate::reference::mamba2::{Mamba2CpuModel, Mamba2CpuState};
 use std::path::Path;
 
 /// Model types [`load`] builds.
-pub const SUPPORTED: &[&str] = &["mamba"];
+pub const SUPPORTED: &[&str] = &["mamba", "mamba2"];
 
 /// Read the Hugging Face directory `dir` and build its model on `device`.
 pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn CausalLm>> {
@@ -23,7 +26,10 @@ pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
             let cfg = MambaConfig::from_json(&ck.config, &config_path)?;
             let weights = MambaWeights::from_safetensors(&cfg, &ck.tensors)?;
             match device {
-                Device::Cpu => Ok(Box::new(MambaCpuLm::new(cfg, weights, options.slots))),
+                Device::Cpu => Ok(Box::new(CpuLm::new(
+                    MambaCpu { cfg, weights },
+                    options.slots,
+                ))),
                 Device::Gpu(gpu) => Ok(Box::new(MambaGpuLm::new(
                     gpu.clone(),
                     cfg,
@@ -33,6 +39,24 @@ pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
                 )?)),
             }
         }
+        "mamba2" => {
+            let cfg = Mamba2Config::from_json(&ck.config, &config_path)?;
+            let weights = Mamba2Weights::from_safetensors(&cfg, &ck.tensors)?;
+            match device {
+                Device::Cpu => Ok(Box::new(CpuLm::new(
+                    Mamba2Cpu { cfg, weights },
+                    options.slots,
+                ))),
+                // The GPU Mamba-2 model plugs in here (its SSD prefill and per-head decode
+                // step), as `MambaGpuLm` does above.
+                Device::Gpu(_) => Err(Error::Format {
+                    path: config_path,
+                    message: "the GPU Mamba-2 model is not built yet (model_type \"mamba2\" runs \
+                              with --device cpu for now)"
+                        .into(),
+                }),
+            }
+        }
         other => Err(Error::Format {
             path: config_path,
             message: format!("model_type {other:?} is not supported (supported: {SUPPORTED:?})"),
@@ -40,27 +64,46 @@ pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
     }
 }
 
-/// A Mamba model computed by the f64 CPU reference.
-pub struct MambaCpuLm {
-    cfg: MambaConfig,
-    weights: MambaWeights,
-    states: Vec<Option<MambaCpuState>>,
+/// A CPU reference model fed one token at a time, with one state per sequence: what [`CpuLm`]
+/// needs of an architecture.
+pub trait CpuStepModel {
+    /// One sequence's recurrent state.
+    type State;
+    /// Vocabulary size: the width of each logits row.
+    fn vocab_size(&self) -> usize;
+    /// The end-of-sequence token, if the config names one.
+    fn eos_token_id(&self) -> Option<u32>;
+    /// A fresh state (a sequence before its first token).
+    fn new_state(&self) -> Self::State;
+    /// Feed one token after `state`; returns the logits (vocab) of the next one.
+    fn step(&self, state: &mut Self::State, token: u32) -> Result<Vec<f64>>;
 }
 
-impl MambaCpuLm {
+/// A [`CpuStepModel`] behind [`CausalLm`]: numbered slots, each holding a sequence's state
+/// (created on its first token, dropped by `reset`).
+pub struct CpuLm<M: CpuStepModel> {
+    model: M,
+    states: Vec<Option<M::State>>,
+}
+
+impl<M: CpuStepModel> CpuLm<M> {
     /// The model with `slots` empty state slots.
-    pub fn new(cfg: MambaConfig, weights: MambaWeights, slots: usize) -> Self {
-        MambaCpuLm {
-            cfg,
-            weights,
-            states: vec![None; slots],
+    pub fn new(model: M, slots: usize) -> Self {
+        CpuLm {
+            model,
+            states: (0..slots).map(|_| None).collect(),
         }
+    }
+
+    /// The model inside.
+    pub fn model(&self) -> &M {
+        &self.model
     }
 }
 
-impl CausalLm for MambaCpuLm {
+impl<M: CpuStepModel> CausalLm for CpuLm<M> {
     fn vocab_size(&self) -> usize {
-        self.cfg.vocab_size
+        self.model.vocab_size()
     }
 
     fn slots(&self) -> usize {
@@ -68,7 +111,7 @@ impl CausalLm for MambaCpuLm {
     }
 
     fn eos_token_id(&self) -> Option<u32> {
-        self.cfg.eos_token_id
+        self.model.eos_token_id()
     }
 
     fn reset(&mut self, slot: usize) -> Result<()> {
@@ -80,10 +123,10 @@ impl CausalLm for MambaCpuLm {
     }
 
     fn forward(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
-        check_request(seqs, self.states.len(), self.cfg.vocab_size)?;
-        let model = MambaCpuModel::new(&self.cfg, &self.weights);
+        check_request(seqs, self.states.len(), self.model.vocab_size())?;
         let mut out = Vec::with_capacity(seqs.len());
         for s in seqs {
+            let model = &self.model;
             let state = self.states[s.slot].get_or_insert_with(|| model.new_state());
             let mut logits = Vec::new();
             for (i, &t) in s.tokens.iter().enumerate() {
@@ -97,3 +140,57 @@ impl CausalLm for MambaCpuLm {
         Ok(out)
     }
 }
+
+/// A Mamba-1 model (config and weights) for the CPU reference.
+pub struct MambaCpu {
+    /// The config.
+    pub cfg: MambaConfig,
+    /// The weights.
+    pub weights: MambaWeights,
+}
+
+impl CpuStepModel for MambaCpu {
+    type State = MambaCpuState;
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn eos_token_id(&self) -> Option<u32> {
+        self.cfg.eos_token_id
+    }
+    fn new_state(&self) -> MambaCpuState {
+        MambaCpuModel::new(&self.cfg, &self.weights).new_state()
+    }
+    fn step(&self, state: &mut MambaCpuState, token: u32) -> Result<Vec<f64>> {
+        MambaCpuModel::new(&self.cfg, &self.weights).step(state, token)
+    }
+}
+
+/// A Mamba-2 model (config and weights) for the CPU reference.
+pub struct Mamba2Cpu {
+    /// The config.
+    pub cfg: Mamba2Config,
+    /// The weights.
+    pub weights: Mamba2Weights,
+}
+
+impl CpuStepModel for Mamba2Cpu {
+    type State = Mamba2CpuState;
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn eos_token_id(&self) -> Option<u32> {
+        self.cfg.eos_token_id
+    }
+    fn new_state(&self) -> Mamba2CpuState {
+        Mamba2CpuModel::new(&self.cfg, &self.weights).new_state()
+    }
+    fn step(&self, state: &mut Mamba2CpuState, token: u32) -> Result<Vec<f64>> {
+        Mamba2CpuModel::new(&self.cfg, &self.weights).step(state, token)
+    }
+}
+
+/// A Mamba-1 model computed by the f64 CPU reference.
+pub type MambaCpuLm = CpuLm<MambaCpu>;
+
+/// A Mamba-2 model computed by the f64 CPU reference.
+pub type Mamba2CpuLm = CpuLm<Mamba2Cpu>;

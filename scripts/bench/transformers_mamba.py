@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Whole-model Mamba-1 timings with Hugging Face transformers on the CPU, beside the
+"""Whole-model Mamba-1 and Mamba-2 timings with Hugging Face transformers on the CPU, beside the
 `mamba_model` rows of `ssm-mla bench`.
 
 Same cases as the suite: random weights from `MambaConfig` at the shapes of mamba-130m and
-mamba-370m (f32, or bf16 with --dtype bf16); prefill of one sequence of L = 128 and 512 tokens
+mamba-370m, and from `Mamba2Config` at the shapes of mamba2-130m (f32, or bf16 with --dtype bf16); prefill of one sequence of L = 128 and 512 tokens
 (tokens/s; only the last position's logits, as in generation); decode with the model's cache
 stepping one token at a time for Bt = 1 and 4 after a 16-token prefill (per-token latency).
 Warm-up run first, then the median of the repeats; a markdown table at the end.
@@ -14,10 +14,13 @@ How to run (CI never runs it; it needs a Python environment with torch and trans
     venv/bin/python scripts/bench/transformers_mamba.py            # both models, 2 threads
     venv/bin/python scripts/bench/transformers_mamba.py --quick    # mamba-130m, L = 128 only
     venv/bin/python scripts/bench/transformers_mamba.py --threads 8 --repeats 7
+    venv/bin/python scripts/bench/transformers_mamba.py --models mamba2-130m
+    venv/bin/python scripts/bench/transformers_mamba.py --tiny     # a smoke test of the script
 
 Checked against transformers 5.25 (the cache argument is `cache`, formerly `cache_params`; the
 model returns it as `.cache` when `use_cache=True`). Without the mamba-ssm CUDA kernels,
-transformers runs its sequential PyTorch path: what a CPU user gets.
+transformers runs its sequential PyTorch path (Mamba-1), or its chunked SSD scan in PyTorch for
+prefill and the recurrent step for decode (Mamba-2): what a CPU user gets.
 """
 
 import argparse
@@ -25,31 +28,58 @@ import statistics
 import time
 
 import torch
-from transformers import MambaConfig, MambaForCausalLM
+from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
 SHAPES = {
     # hidden, layers (vocab 50280, state 16, conv 4, expand 2, as state-spaces' checkpoints)
     "mamba-130m": (768, 24),
     "mamba-370m": (1024, 48),
+    # hidden, layers; 24 heads of 64, state 128, one group, conv 4, expand 2, chunk 256,
+    # vocab 50288, as state-spaces/mamba2-130m
+    "mamba2-130m": (768, 24),
 }
 DECODE_CONTEXT = 16
 
 
-def build(name, dtype):
+def build(name, dtype, tiny=False):
     hidden, layers = SHAPES[name]
-    cfg = MambaConfig(
-        vocab_size=50280,
-        hidden_size=hidden,
-        state_size=16,
-        num_hidden_layers=layers,
-        expand=2,
-        conv_kernel=4,
-        use_bias=False,
-        use_conv_bias=True,
-        tie_word_embeddings=True,
-    )
+    vocab = 50288 if name.startswith("mamba2") else 50280
+    if tiny:
+        # The same code paths at toy sizes, to check the script itself in seconds.
+        hidden, layers, vocab = 64, 2, 256
+    if name.startswith("mamba2"):
+        head_dim = 16 if tiny else 64
+        cfg = Mamba2Config(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_heads=2 * hidden // head_dim,
+            head_dim=head_dim,
+            state_size=16 if tiny else 128,
+            n_groups=1,
+            num_hidden_layers=layers,
+            expand=2,
+            conv_kernel=4,
+            chunk_size=32 if tiny else 256,
+            use_bias=False,
+            use_conv_bias=True,
+            tie_word_embeddings=True,
+        )
+        model_class = Mamba2ForCausalLM
+    else:
+        cfg = MambaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            state_size=16,
+            num_hidden_layers=layers,
+            expand=2,
+            conv_kernel=4,
+            use_bias=False,
+            use_conv_bias=True,
+            tie_word_embeddings=True,
+        )
+        model_class = MambaForCausalLM
     torch.manual_seed(0)
-    model = MambaForCausalLM(cfg).to(dtype).eval()
+    model = model_class(cfg).to(dtype).eval()
     return cfg, model
 
 
@@ -106,18 +136,23 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=8, help="decode steps per timed repeat")
     p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
-    p.add_argument("--models", nargs="*", default=list(SHAPES))
+    p.add_argument("--models", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--tiny", action="store_true",
+                   help="toy sizes (hidden 64, 2 layers), 1 repeat: checks the script runs")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dtype = torch.float32 if args.dtype == "f32" else torch.bfloat16
     models = ["mamba-130m"] if args.quick else args.models
     lengths = [128] if args.quick else [128, 512]
     batches = [] if args.quick else [1, 4]
+    if args.tiny:
+        args.repeats, args.steps = 1, 2
     rows = []
     with torch.inference_mode():
         for name in models:
-            cfg, model = build(name, dtype)
+            cfg, model = build(name, dtype, args.tiny)
             params = sum(t.numel() for t in model.parameters())
+            name = f"{name} (tiny)" if args.tiny else name
             print(f"{name}: {params / 1e6:.1f} M parameters, {args.dtype}, {args.threads} threads",
                   flush=True)
             check_decode_matches(model, cfg.vocab_size)

@@ -35,12 +35,13 @@ pub struct MambaCpuModel<'a> {
     w: &'a MambaWeights,
 }
 
-fn wide(t: &HostTensor) -> Vec<f64> {
+/// A stored tensor widened to f64.
+pub(crate) fn wide(t: &HostTensor) -> Vec<f64> {
     t.to_f32().iter().map(|&x| x as f64).collect()
 }
 
 /// y = W·x (+ b), W (out, in) row-major.
-fn linear(w: &HostTensor, b: Option<&HostTensor>, x: &[f64]) -> Vec<f64> {
+pub(crate) fn linear(w: &HostTensor, b: Option<&HostTensor>, x: &[f64]) -> Vec<f64> {
     let (out, inp) = (w.shape[0], w.shape[1]);
     let wv = w.to_f32();
     (0..out)
@@ -52,7 +53,8 @@ fn linear(w: &HostTensor, b: Option<&HostTensor>, x: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn rmsnorm(x: &[f64], w: &HostTensor, eps: f64) -> Vec<f64> {
+/// x / sqrt(mean(x²) + eps) · w.
+pub(crate) fn rmsnorm(x: &[f64], w: &HostTensor, eps: f64) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
     let inv = 1.0 / (ms + eps).sqrt();
     x.iter()

@@ -8,6 +8,7 @@ pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
 pub mod mamba;
+pub mod mamba2;
 pub mod matmul;
 pub mod mla;
 pub mod rmsnorm;
