@@ -1,0 +1,81 @@
+// ssd_chunk_cb, stage 2 of the SSD scan: per (chunk, group) the Q × Q matrix
+// CB[t, s] = Σ_n C[t0 + t, g, n]·B[t0 + s, g, n], the "attention scores" of the dual form.
+//
+// Bindings (ssd_io.wgsl has params, table and the scratch layout): B, C (T, G, N) f32 views;
+// cb (K, G, Q, Q) f32, written for t, s < the chunk's length on and below the diagonal tiles.
+//
+// Work split: one workgroup per (window chunk, group, 32-row tile, 32-column tile) (ssd_tile.wgsl:
+// 16 × 16 invocations, 2 × 2 outputs each), linear workgroup index over a 2-D grid. Tiles wholly
+// above the diagonal (s > t everywhere) return at once: the causal mask discards them, and
+// ssd_chunk_scan reads CB only where s ≤ t. Tiles past the chunk's length return too. N is
+// walked in steps of BK: C rows and B rows staged in workgroup memory, then BK rank-1 updates.
+// Bounds: G·Q²·N/2 FMAs per chunk against 2·Q·G·N reads: compute on a GPU (a matmul of
+// inner size N); on lavapipe, the two barriers per step of BK, each a switch between SIMD
+// fibers, next to 4·BK FMAs per invocation.
+
+#include "ssm/ssd_io"
+#include "ssm/ssd_tile"
+
+@group(0) @binding(2) var<storage, read> bmat: array<f32>;   // (T, G, N) view
+@group(0) @binding(3) var<storage, read> cmat: array<f32>;   // (T, G, N) view
+@group(0) @binding(4) var<storage, read_write> cb: array<f32>; // (K, G, Q, Q)
+
+var<workgroup> wg_len: u32;
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_id) li: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let q = params.q;
+    let qt = (q + TILE - 1u) / TILE;
+    let w = wg.x + wg.y * groups.x;
+    if (w >= params.nk * params.groups * qt * qt) {
+        return;
+    }
+    let ts = w % qt;
+    let tt = (w / qt) % qt;
+    let g = (w / (qt * qt)) % params.groups;
+    let c = w / (qt * qt * params.groups);
+    if (ts > tt) {
+        return;
+    }
+    if (lid == 0u) {
+        wg_len = chunk_len(c);
+    }
+    let len = workgroupUniformLoad(&wg_len);
+    if (tt * TILE >= len) {
+        return;
+    }
+    let t0 = chunk_t0(c);
+    let nn = params.n;
+    var acc = vec4<f32>(0.0);
+    for (var n0 = 0u; n0 < nn; n0 += BK) {
+        for (var i = lid; i < TILE * BK; i += 256u) {
+            let r = i / BK;
+            let k = i % BK;
+            let n = n0 + k;
+            let t = tt * TILE + r;
+            let s = ts * TILE + r;
+            let nc = min(n, nn - 1u);
+            let cv = cmat[c_index(t0 + min(t, len - 1u), g, nc)];
+            let bv = bmat[b_index(t0 + min(s, len - 1u), g, nc)];
+            ta[r * BK + k] = select(0.0, cv, t < len && n < nn);
+            tb[k * TILE + r] = select(0.0, bv, s < len && n < nn);
+        }
+        workgroupBarrier();
+        tile_fma(li.y, li.x, &acc);
+        workgroupBarrier();
+    }
+    let base = (c * params.groups + g) * q;
+    let vals = array<f32, 4>(acc.x, acc.y, acc.z, acc.w);
+    for (var j = 0u; j < 4u; j++) {
+        let t = tt * TILE + li.y + 16u * (j / 2u);
+        let s = ts * TILE + li.x + 16u * (j % 2u);
+        if (t < len && s < len) {
+            cb[(base + t) * q + s] = vals[j];
+        }
+    }
+}

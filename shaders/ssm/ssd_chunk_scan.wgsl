@@ -1,0 +1,138 @@
+// ssd_chunk_scan, stage 5 of the SSD scan: the outputs of one chunk from the state entering it
+// and the chunk's own inputs:
+//   y[t, p] = exp(cum_t)·Σ_n C_t[n]·S_in[p, n]                               (Y_off)
+//           + Σ_{s ≤ t} CB[t, s]·exp(cum_t − cum_s)·dt_s·x[t0 + s, h, p]      (Y_diag)
+//           + D·x[t0 + t, h, p];   if z: y ← y·silu(z)
+// The decay exp(cum_t − cum_s) is formed per (t, s) pair (never as exp(cum_t)·exp(−cum_s),
+// which overflows for long chunks), and only where s ≤ t: `select` masks the rest, since CB
+// above the diagonal and past the chunk's length was never written.
+//
+// Bindings (ssd_io.wgsl has params, table and the scratch layout): x, z, out (T, H, P) f32
+// views; C (T, G, N) f32 view; dtcum (K, H, 2, Q); cb (K, G, Q, Q); states (K, H, P, N)
+// holding the entering states; out written for the chunk's tokens.
+//
+// Work split: one workgroup per (window chunk, head, 32-row tile of the chunk, 32-column tile
+// of P) (ssd_tile.wgsl), linear workgroup index over a 2-D grid; row tiles past the chunk's
+// length return at once. Two reductions through the same staged tiles: over N (C rows, S_in
+// columns), then over s up to the tile's last row (decayed CB, x rows), in steps of BK.
+// Bounds: H·Q·P·(N + Q/2) FMAs per chunk against (2·H·P + G·N)·Q reads: compute on a GPU;
+// on lavapipe, the barriers (two per BK steps) and the exp per staged CB element.
+
+#include "ssm/ssd_io"
+#include "ssm/ssd_tile"
+
+@group(0) @binding(2) var<storage, read> x: array<f32>;        // (T, H, P) view
+@group(0) @binding(3) var<storage, read> cmat: array<f32>;     // (T, G, N) view
+@group(0) @binding(4) var<storage, read> zgate: array<f32>;    // (T, H, P) view (x when absent)
+@group(0) @binding(5) var<storage, read> dtcum: array<f32>;    // (K, H, 2, Q)
+@group(0) @binding(6) var<storage, read> cb: array<f32>;       // (K, G, Q, Q)
+@group(0) @binding(7) var<storage, read> states: array<f32>;   // (K, H, P, N)
+@group(0) @binding(8) var<storage, read_write> out: array<f32>; // (T, H, P) view
+
+var<workgroup> wg_len: u32;
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_id) li: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let q = params.q;
+    let pd = params.head_dim;
+    let nn = params.n;
+    let qt = (q + TILE - 1u) / TILE;
+    let pt_count = (pd + TILE - 1u) / TILE;
+    let w = wg.x + wg.y * groups.x;
+    if (w >= params.nk * params.heads * qt * pt_count) {
+        return;
+    }
+    let pt = w % pt_count;
+    let rt = (w / pt_count) % qt;
+    let h = (w / (pt_count * qt)) % params.heads;
+    let c = w / (pt_count * qt * params.heads);
+    if (lid == 0u) {
+        wg_len = chunk_len(c);
+    }
+    let len = workgroupUniformLoad(&wg_len);
+    if (rt * TILE >= len) {
+        return;
+    }
+    let t0 = chunk_t0(c);
+    let g = h / params.hpg;
+    let base = dtcum_base(c, h);
+    let cum = base + q;
+    let s_base = (c * params.heads + h) * pd;
+
+    // Y_off: C rows of the tile times the entering state, then the decay from the chunk start.
+    var off = vec4<f32>(0.0);
+    for (var n0 = 0u; n0 < nn; n0 += BK) {
+        for (var i = lid; i < TILE * BK; i += 256u) {
+            let r = i / BK;
+            let k = i % BK;
+            let n = n0 + k;
+            let nc = min(n, nn - 1u);
+            let t = rt * TILE + r;
+            let p = pt * TILE + r;
+            let cv = cmat[c_index(t0 + min(t, len - 1u), g, nc)];
+            let sv = states[(s_base + min(p, pd - 1u)) * nn + nc];
+            ta[r * BK + k] = select(0.0, cv, t < len && n < nn);
+            tb[k * TILE + r] = select(0.0, sv, p < pd && n < nn);
+        }
+        workgroupBarrier();
+        tile_fma(li.y, li.x, &off);
+        workgroupBarrier();
+    }
+    let r0 = rt * TILE + li.y;
+    let r1 = r0 + 16u;
+    let e0 = exp(dtcum[cum + min(r0, q - 1u)]);
+    let e1 = exp(dtcum[cum + min(r1, q - 1u)]);
+    var acc = off * vec4<f32>(e0, e0, e1, e1);
+
+    // Y_diag: decayed, causally masked CB times dt-free x rows (dt_s is in the left factor).
+    let s_end = min(len, rt * TILE + TILE);
+    let cb_base = (c * params.groups + g) * q;
+    for (var s0 = 0u; s0 < s_end; s0 += BK) {
+        for (var i = lid; i < TILE * BK; i += 256u) {
+            let r = i / BK;
+            let k = i % BK;
+            let s = s0 + k;
+            let t = rt * TILE + r;
+            let sc = min(s, len - 1u);
+            let tc = min(t, len - 1u);
+            let live = s <= t && t < len && s < len;
+            let decay = exp(select(0.0, dtcum[cum + tc] - dtcum[cum + sc], live));
+            let v = cb[(cb_base + tc) * q + sc] * decay * dtcum[base + sc];
+            ta[r * BK + k] = select(0.0, v, live);
+            let p = pt * TILE + r;
+            let xv = x[x_index(t0 + sc, h, min(p, pd - 1u))];
+            tb[k * TILE + r] = select(0.0, xv, s < len && p < pd);
+        }
+        workgroupBarrier();
+        tile_fma(li.y, li.x, &acc);
+        workgroupBarrier();
+    }
+
+    let vals = array<f32, 4>(acc.x, acc.y, acc.z, acc.w);
+    for (var j = 0u; j < 4u; j++) {
+        let t = rt * TILE + li.y + 16u * (j / 2u);
+        let p = pt * TILE + li.x + 16u * (j % 2u);
+        if (t < len && p < pd) {
+            let tok = t0 + t;
+            let xv = x[x_index(tok, h, p)];
+            var y = vals[j];
+            if ((params.flags & HAS_D) != 0u) {
+                var di = params.p_d + h;
+                if ((params.flags & D_PER_P) != 0u) {
+                    di = params.p_d + h * pd + p;
+                }
+                y += tab_f32(di) * xv;
+            }
+            if ((params.flags & HAS_Z) != 0u) {
+                let zz = zgate[z_index(tok, h, p)];
+                y = y * (zz / (1.0 + exp(-zz)));
+            }
+            out[o_index(tok, h, p)] = y;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+// ssd_chunk_state, stage 3 of the SSD scan: per (chunk, head) the chunk's own final state,
+// as if it had started from zero:
+//   S[p, n] = Σ_{s < len} exp(cum_last − cum_s)·dt_s·x[t0 + s, h, p]·B[t0 + s, g, n],
+// a (P × len)·(len × N) matmul whose left side is x scaled by the decay to the chunk's end
+// (≤ dt_s, so nothing overflows).
+//
+// Bindings (ssd_io.wgsl has params, table and the scratch layout): x (T, H, P) and B (T, G, N)
+// f32 views; dtcum (K, H, 2, Q); states (K, H, P, N) f32, written.
+//
+// Work split: one workgroup per (window chunk, head, 32-row tile of P, 32-column tile of N)
+// (ssd_tile.wgsl), linear workgroup index over a 2-D grid; the chunk's steps walked in steps of
+// BK with the scaled x and B staged in workgroup memory.
+// Bounds: H·P·N·Q FMAs per chunk against (H·P + G·N)·Q reads: compute on a GPU; on lavapipe,
+// the barriers (two per BK steps) and the exp per staged x element (one per 4·BK FMAs).
+
+#include "ssm/ssd_io"
+#include "ssm/ssd_tile"
+
+@group(0) @binding(2) var<storage, read> x: array<f32>;            // (T, H, P) view
+@group(0) @binding(3) var<storage, read> bmat: array<f32>;         // (T, G, N) view
+@group(0) @binding(4) var<storage, read> dtcum: array<f32>;        // (K, H, 2, Q)
+@group(0) @binding(5) var<storage, read_write> states: array<f32>; // (K, H, P, N)
+
+var<workgroup> wg_len: u32;
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_id) li: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let pd = params.head_dim;
+    let nn = params.n;
+    let pt_count = (pd + TILE - 1u) / TILE;
+    let nt_count = (nn + TILE - 1u) / TILE;
+    let w = wg.x + wg.y * groups.x;
+    if (w >= params.nk * params.heads * pt_count * nt_count) {
+        return;
+    }
+    let nt = w % nt_count;
+    let pt = (w / nt_count) % pt_count;
+    let h = (w / (nt_count * pt_count)) % params.heads;
+    let c = w / (nt_count * pt_count * params.heads);
+    if (lid == 0u) {
+        wg_len = chunk_len(c);
+    }
+    let len = workgroupUniformLoad(&wg_len);
+    let t0 = chunk_t0(c);
+    let g = h / params.hpg;
+    let base = dtcum_base(c, h);
+    let q = params.q;
+    let cum_last = dtcum[base + q + q - 1u];
+    var acc = vec4<f32>(0.0);
+    for (var s0 = 0u; s0 < len; s0 += BK) {
+        for (var i = lid; i < TILE * BK; i += 256u) {
+            let r = i / BK;
+            let k = i % BK;
+            let s = s0 + k;
+            let sc = min(s, len - 1u);
+            let p = pt * TILE + r;
+            let n = nt * TILE + r;
+            let wgt = exp(cum_last - dtcum[base + q + sc]) * dtcum[base + sc];
+            let xv = x[x_index(t0 + sc, h, min(p, pd - 1u))];
+            let bv = bmat[b_index(t0 + sc, g, min(n, nn - 1u))];
+            ta[r * BK + k] = select(0.0, wgt * xv, s < len && p < pd);
+            tb[k * TILE + r] = select(0.0, bv, s < len && n < nn);
+        }
+        workgroupBarrier();
+        tile_fma(li.y, li.x, &acc);
+        workgroupBarrier();
+    }
+    let vals = array<f32, 4>(acc.x, acc.y, acc.z, acc.w);
+    for (var j = 0u; j < 4u; j++) {
+        let p = pt * TILE + li.y + 16u * (j / 2u);
+        let n = nt * TILE + li.x + 16u * (j % 2u);
+        if (p < pd && n < nn) {
+            states[((c * params.heads + h) * pd + p) * nn + n] = vals[j];
+        }
+    }
+}
