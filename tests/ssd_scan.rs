@@ -48,22 +48,17 @@ fn recurrent_equals_quadratic_reference() {
         let rec: SsdOutput = p.reference().unwrap();
         for q in chunks {
             let quad = p.reference_quadratic(q).unwrap();
-            let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
-            // Compare in f64: cast the quadratic form through f32 only for the helper's type,
-            // so also compare exactly here.
-            for (a, b) in rec.out.iter().zip(&quad.out) {
-                assert!(
-                    (a - b).abs() <= REF_TOL.atol + REF_TOL.rtol * b.abs(),
-                    "out {a} vs {b} (Q={q}, seed {seed})"
-                );
+            for (what, r, c) in [
+                ("out", &rec.out, &quad.out),
+                ("final_states", &rec.final_states, &quad.final_states),
+            ] {
+                for (a, b) in r.iter().zip(c.iter()) {
+                    assert!(
+                        (a - b).abs() <= REF_TOL.atol + REF_TOL.rtol * b.abs(),
+                        "{what} {a} vs {b} (lens {lens:?}, Q={q}, seed {seed})"
+                    );
+                }
             }
-            for (a, b) in rec.final_states.iter().zip(&quad.final_states) {
-                assert!(
-                    (a - b).abs() <= REF_TOL.atol + REF_TOL.rtol * b.abs(),
-                    "state {a} vs {b} (Q={q}, seed {seed})"
-                );
-            }
-            let _ = f;
         }
     }
 }
@@ -320,6 +315,15 @@ fn windows_equal_one_window() {
     let want = pr.reference().unwrap();
     let (out1, fin1) = pr.run(&gpu, &SsdScan::new(&gpu).unwrap()).unwrap();
     let (out2, fin2) = pr.run(&small, &SsdScan::new(&small).unwrap()).unwrap();
+    // The windows really were cut: more than one window's five dispatches.
+    let t = pr.upload(&small).unwrap();
+    let (o, f) = pr.poisoned_outputs(&small).unwrap();
+    let mut batch = small.batch();
+    SsdScan::new(&small)
+        .unwrap()
+        .record(&mut batch, &t.inputs(), &o, &f)
+        .unwrap();
+    assert!(batch.dispatches() > 5, "{} dispatches", batch.dispatches());
     check("one window out", &out1, &want.out, GPU_TOL, seed);
     check("windows out", &out2, &want.out, GPU_TOL, seed);
     check(
@@ -343,4 +347,128 @@ fn windows_equal_one_window() {
         SELF_TOL,
         seed,
     );
+}
+
+#[test]
+fn errors_name_the_tensor_and_record_nothing() {
+    let (mut rng, _) = common::rng("ssd errors");
+    let gpu = common::gpu();
+    let op = SsdScan::new(&gpu).unwrap();
+    let pr = Problem::random(&mut rng, dims(1, 20, 4, 8, 2, 16), MAMBA2);
+    let t = pr.upload(&gpu).unwrap();
+    let (out, finals) = pr.poisoned_outputs(&gpu).unwrap();
+    let bad_c = gpu.nan_f32(&[1, 20, 2, 17]).unwrap();
+    let bad_a = gpu.nan_f32(&[3]).unwrap();
+    let bad_out = gpu.nan_f32(&[1, 20, 4, 7]).unwrap();
+    let mut batch = gpu.batch();
+    let base = t.inputs();
+    let err = op
+        .record(
+            &mut batch,
+            &ssm_mla::ops::ssd_scan::SsdInputs { c: &bad_c, ..base },
+            &out,
+            &finals,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("`C`"), "{err}");
+    let err = op
+        .record(
+            &mut batch,
+            &ssm_mla::ops::ssd_scan::SsdInputs { a: &bad_a, ..base },
+            &out,
+            &finals,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("`A`"), "{err}");
+    let err = op.record(&mut batch, &base, &bad_out, &finals).unwrap_err();
+    assert!(err.to_string().contains("`out`"), "{err}");
+    let err = op
+        .record(
+            &mut batch,
+            &ssm_mla::ops::ssd_scan::SsdInputs {
+                chunk_size: 40,
+                ..base
+            },
+            &out,
+            &finals,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("chunk_size"), "{err}");
+    let err = op
+        .record(
+            &mut batch,
+            &ssm_mla::ops::ssd_scan::SsdInputs {
+                dt_limit: (0.5, 0.1),
+                ..base
+            },
+            &out,
+            &finals,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("dt_limit"), "{err}");
+    // Packed: duplicate slots, bad cu_seqlens.
+    let x = t.x.reshaped(&[20, 4, 8]).unwrap().view();
+    let dt = t.dt.reshaped(&[20, 4]).unwrap().view();
+    let b = t.b.reshaped(&[20, 2, 16]).unwrap().view();
+    let c = t.c.reshaped(&[20, 2, 16]).unwrap().view();
+    let out_v = out.reshaped(&[20, 4, 8]).unwrap().view();
+    let pool = gpu.nan_f32(&[3, 4, 8, 16]).unwrap();
+    let packed = SsdPackedInputs {
+        x: &x,
+        dt: &dt,
+        a: &t.a,
+        b: &b,
+        c: &c,
+        d: None,
+        z: None,
+        dt_bias: None,
+        dt_softplus: true,
+        dt_limit: (0.0, f32::INFINITY),
+        chunk_size: 16,
+        cu_seqlens: &[0, 5, 20],
+        slots: &[1, 1],
+    };
+    let err = op
+        .record_packed(&mut batch, &packed, &out_v, &pool)
+        .unwrap_err();
+    assert!(err.to_string().contains("slots"), "{err}");
+    let err = op
+        .record_packed(
+            &mut batch,
+            &SsdPackedInputs {
+                slots: &[0, 3],
+                ..packed
+            },
+            &out_v,
+            &pool,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("slots"), "{err}");
+    let err = op
+        .record_packed(
+            &mut batch,
+            &SsdPackedInputs {
+                cu_seqlens: &[0, 5, 19],
+                slots: &[0, 1],
+                ..packed
+            },
+            &out_v,
+            &pool,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("cu_seqlens"), "{err}");
+    // out aliasing x is refused.
+    let err = op
+        .record_packed(
+            &mut batch,
+            &SsdPackedInputs {
+                slots: &[0, 1],
+                ..packed
+            },
+            &x,
+            &pool,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("shares"), "{err}");
+    assert_eq!(batch.dispatches(), 0);
 }
