@@ -10,17 +10,17 @@
 //! - [`ssd_recurrent`]: the recurrence above, token by token.
 //! - [`ssd_quadratic`]: the chunked "attention-like" dual form the GPU runs. Within a chunk of
 //!   Q tokens, with cum_t = Σ_{s≤t} dt_s·A (inclusive, restarting at each chunk):
-//!   Y_diag[t] = Σ_{s≤t} (C_t·B_s)·exp(cum_t − cum_s)·dt_s·x_s; each chunk's own state
+//!   `Y_diag[t] = Σ_{s≤t} (C_t·B_s)·exp(cum_t − cum_s)·dt_s·x_s`; each chunk's own state
 //!   S_c = Σ_s exp(cum_last − cum_s)·dt_s·x_s ⊗ B_s; the states are scanned across chunks,
-//!   H_c = exp(cum_last)·H_{c−1} + S_c, and Y_off[t] = exp(cum_t)·C_t·H_{c−1}.
+//!   H_c = exp(cum_last)·H_{c−1} + S_c, and `Y_off[t] = exp(cum_t)·C_t·H_{c−1}`.
 //!
 //! Only the clamp is conditional: `mamba_ssm` clamps when dt_limit differs from its default
 //! (0, ∞), so that without softplus a negative dt passes through unchanged.
 //!
 //! Layout: token-major packed sequences. x, z, out (T, H, P); dt (T, H); B, C (T, G, N), head h
 //! reads group h / (H/G); A, dt_bias (H); D (H) or (H, P); sequence s is tokens
-//! `cu_seqlens[s] .. cu_seqlens[s+1]`, starting from initial_states[s] (S, H, P, N) and ending in
-//! final_states[s]. The batched (Bt, L, …) layout is the packed one with
+//! `cu_seqlens[s] .. cu_seqlens[s+1]`, starting from `initial_states[s]` (S, H, P, N) and ending in
+//! `final_states[s]`. The batched (Bt, L, …) layout is the packed one with
 //! `cu_seqlens = [0, L, 2L, …, Bt·L]` ([`batched_cu_seqlens`]).
 
 use crate::error::{Error, Result};

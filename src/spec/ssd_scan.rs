@@ -90,7 +90,7 @@ fn spell(lead: &[&str], rest: &[&str]) -> String {
 fn validate(s: &SsdShapes, lead: &[&'static str]) -> Result<(SsdDims, Option<DLayout>)> {
     let k = lead.len();
     let x = named("x", s.x).rank(k + 2, spell(lead, &["H", "P"]))?;
-    if s.x.iter().any(|&v| v == 0) {
+    if s.x.contains(&0) {
         return Err(Error::shape(
             "x",
             format!("{} with every size > 0", spell(lead, &["H", "P"])),

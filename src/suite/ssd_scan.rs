@@ -133,7 +133,7 @@ pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
     let d = dims(1, 256, 8, 64, 1, 64);
     let p = Problem::random(rng, d, MAMBA2);
     vec![CpuCase {
-        size: format!("Bt=1 L=256 H=8 P=64 N=64"),
+        size: "Bt=1 L=256 H=8 P=64 N=64".to_string(),
         cost: SsdScan::cost(&d, MAMBA2, DEFAULT_CHUNK),
         run: Box::new(move || {
             std::hint::black_box(p.reference().ok());
