@@ -5,7 +5,7 @@
 // cb (K, G, Q, Q) f32, written for t, s < the chunk's length on and below the diagonal tiles.
 //
 // Work split: one workgroup per (window chunk, group, 32-row tile, 32-column tile) (ssd_tile.wgsl:
-// 16 × 16 invocations, 2 × 2 outputs each), linear workgroup index over a 2-D grid. Tiles wholly
+// 8 × 8 invocations, 4 × 4 outputs each), linear workgroup index over a 2-D grid. Tiles wholly
 // above the diagonal (s > t everywhere) return at once: the causal mask discards them, and
 // ssd_chunk_scan reads CB only where s ≤ t. Tiles past the chunk's length return too. N is
 // walked in steps of BK: C rows and B rows staged in workgroup memory, then BK rank-1 updates.
@@ -22,7 +22,7 @@
 
 var<workgroup> wg_len: u32;
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(8, 8)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -51,9 +51,9 @@ fn main(
     }
     let t0 = chunk_t0(c);
     let nn = params.n;
-    var acc = vec4<f32>(0.0);
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var n0 = 0u; n0 < nn; n0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 256u) {
+        for (var i = lid; i < TILE * BK; i += 64u) {
             let r = i / BK;
             let k = i % BK;
             let n = n0 + k;
@@ -62,20 +62,22 @@ fn main(
             let nc = min(n, nn - 1u);
             let cv = cmat[c_index(t0 + min(t, len - 1u), g, nc)];
             let bv = bmat[b_index(t0 + min(s, len - 1u), g, nc)];
-            ta[r * BK + k] = select(0.0, cv, t < len && n < nn);
-            tb[k * TILE + r] = select(0.0, bv, s < len && n < nn);
+            put_a(r, k, select(0.0, cv, t < len && n < nn));
+            put_b(k, r, select(0.0, bv, s < len && n < nn));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &acc);
         workgroupBarrier();
     }
     let base = (c * params.groups + g) * q;
-    let vals = array<f32, 4>(acc.x, acc.y, acc.z, acc.w);
-    for (var j = 0u; j < 4u; j++) {
-        let t = tt * TILE + li.y + 16u * (j / 2u);
-        let s = ts * TILE + li.x + 16u * (j % 2u);
-        if (t < len && s < len) {
-            cb[(base + t) * q + s] = vals[j];
+    for (var i = 0u; i < 4u; i++) {
+        let row = acc_row(acc, i);
+        let t = tt * TILE + 4u * li.y + i;
+        for (var j = 0u; j < 4u; j++) {
+            let s = ts * TILE + 4u * li.x + j;
+            if (t < len && s < len) {
+                cb[(base + t) * q + s] = row[j];
+            }
         }
     }
 }

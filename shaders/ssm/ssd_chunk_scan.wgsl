@@ -12,7 +12,8 @@
 // holding the entering states; out written for the chunk's tokens.
 //
 // Work split: one workgroup per (window chunk, head, 32-row tile of the chunk, 32-column tile
-// of P) (ssd_tile.wgsl), linear workgroup index over a 2-D grid; row tiles past the chunk's
+// of P) (ssd_tile.wgsl: 8 × 8 invocations, 4 × 4 outputs each), linear workgroup index over a
+// 2-D grid; row tiles past the chunk's
 // length return at once. Two reductions through the same staged tiles: over N (C rows, S_in
 // columns), then over s up to the tile's last row (decayed CB, x rows), in steps of BK.
 // Bounds: H·Q·P·(N + Q/2) FMAs per chunk against (2·H·P + G·N)·Q reads: compute on a GPU;
@@ -31,7 +32,7 @@
 
 var<workgroup> wg_len: u32;
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(8, 8)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -65,9 +66,9 @@ fn main(
     let s_base = (c * params.heads + h) * pd;
 
     // Y_off: C rows of the tile times the entering state, then the decay from the chunk start.
-    var off = vec4<f32>(0.0);
+    var off = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var n0 = 0u; n0 < nn; n0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 256u) {
+        for (var i = lid; i < TILE * BK; i += 64u) {
             let r = i / BK;
             let k = i % BK;
             let n = n0 + k;
@@ -76,24 +77,26 @@ fn main(
             let p = pt * TILE + r;
             let cv = cmat[c_index(t0 + min(t, len - 1u), g, nc)];
             let sv = states[(s_base + min(p, pd - 1u)) * nn + nc];
-            ta[r * BK + k] = select(0.0, cv, t < len && n < nn);
-            tb[k * TILE + r] = select(0.0, sv, p < pd && n < nn);
+            put_a(r, k, select(0.0, cv, t < len && n < nn));
+            put_b(k, r, select(0.0, sv, p < pd && n < nn));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &off);
         workgroupBarrier();
     }
-    let r0 = rt * TILE + li.y;
-    let r1 = r0 + 16u;
-    let e0 = exp(dtcum[cum + min(r0, q - 1u)]);
-    let e1 = exp(dtcum[cum + min(r1, q - 1u)]);
-    var acc = off * vec4<f32>(e0, e0, e1, e1);
+    let r0 = rt * TILE + 4u * li.y;
+    var acc = Acc(
+        off.r0 * exp(dtcum[cum + min(r0, q - 1u)]),
+        off.r1 * exp(dtcum[cum + min(r0 + 1u, q - 1u)]),
+        off.r2 * exp(dtcum[cum + min(r0 + 2u, q - 1u)]),
+        off.r3 * exp(dtcum[cum + min(r0 + 3u, q - 1u)]),
+    );
 
     // Y_diag: decayed, causally masked CB times dt-free x rows (dt_s is in the left factor).
     let s_end = min(len, rt * TILE + TILE);
     let cb_base = (c * params.groups + g) * q;
     for (var s0 = 0u; s0 < s_end; s0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 256u) {
+        for (var i = lid; i < TILE * BK; i += 64u) {
             let r = i / BK;
             let k = i % BK;
             let s = s0 + k;
@@ -103,36 +106,38 @@ fn main(
             let live = s <= t && t < len && s < len;
             let decay = exp(select(0.0, dtcum[cum + tc] - dtcum[cum + sc], live));
             let v = cb[(cb_base + tc) * q + sc] * decay * dtcum[base + sc];
-            ta[r * BK + k] = select(0.0, v, live);
+            put_a(r, k, select(0.0, v, live));
             let p = pt * TILE + r;
             let xv = x[x_index(t0 + sc, h, min(p, pd - 1u))];
-            tb[k * TILE + r] = select(0.0, xv, s < len && p < pd);
+            put_b(k, r, select(0.0, xv, s < len && p < pd));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &acc);
         workgroupBarrier();
     }
 
-    let vals = array<f32, 4>(acc.x, acc.y, acc.z, acc.w);
-    for (var j = 0u; j < 4u; j++) {
-        let t = rt * TILE + li.y + 16u * (j / 2u);
-        let p = pt * TILE + li.x + 16u * (j % 2u);
-        if (t < len && p < pd) {
-            let tok = t0 + t;
-            let xv = x[x_index(tok, h, p)];
-            var y = vals[j];
-            if ((params.flags & HAS_D) != 0u) {
-                var di = params.p_d + h;
-                if ((params.flags & D_PER_P) != 0u) {
-                    di = params.p_d + h * pd + p;
+    for (var i = 0u; i < 4u; i++) {
+        let row = acc_row(acc, i);
+        let t = rt * TILE + 4u * li.y + i;
+        for (var j = 0u; j < 4u; j++) {
+            let p = pt * TILE + 4u * li.x + j;
+            if (t < len && p < pd) {
+                let tok = t0 + t;
+                let xv = x[x_index(tok, h, p)];
+                var y = row[j];
+                if ((params.flags & HAS_D) != 0u) {
+                    var di = params.p_d + h;
+                    if ((params.flags & D_PER_P) != 0u) {
+                        di = params.p_d + h * pd + p;
+                    }
+                    y += tab_f32(di) * xv;
                 }
-                y += tab_f32(di) * xv;
+                if ((params.flags & HAS_Z) != 0u) {
+                    let zz = zgate[z_index(tok, h, p)];
+                    y = y * (zz / (1.0 + exp(-zz)));
+                }
+                out[o_index(tok, h, p)] = y;
             }
-            if ((params.flags & HAS_Z) != 0u) {
-                let zz = zgate[z_index(tok, h, p)];
-                y = y * (zz / (1.0 + exp(-zz)));
-            }
-            out[o_index(tok, h, p)] = y;
         }
     }
 }

@@ -23,7 +23,7 @@
 
 var<workgroup> wg_len: u32;
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(8, 8)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -51,9 +51,9 @@ fn main(
     let base = dtcum_base(c, h);
     let q = params.q;
     let cum_last = dtcum[base + q + q - 1u];
-    var acc = vec4<f32>(0.0);
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var s0 = 0u; s0 < len; s0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 256u) {
+        for (var i = lid; i < TILE * BK; i += 64u) {
             let r = i / BK;
             let k = i % BK;
             let s = s0 + k;
@@ -63,19 +63,21 @@ fn main(
             let wgt = exp(cum_last - dtcum[base + q + sc]) * dtcum[base + sc];
             let xv = x[x_index(t0 + sc, h, min(p, pd - 1u))];
             let bv = bmat[b_index(t0 + sc, g, min(n, nn - 1u))];
-            ta[r * BK + k] = select(0.0, wgt * xv, s < len && p < pd);
-            tb[k * TILE + r] = select(0.0, bv, s < len && n < nn);
+            put_a(r, k, select(0.0, wgt * xv, s < len && p < pd));
+            put_b(k, r, select(0.0, bv, s < len && n < nn));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &acc);
         workgroupBarrier();
     }
-    let vals = array<f32, 4>(acc.x, acc.y, acc.z, acc.w);
-    for (var j = 0u; j < 4u; j++) {
-        let p = pt * TILE + li.y + 16u * (j / 2u);
-        let n = nt * TILE + li.x + 16u * (j % 2u);
-        if (p < pd && n < nn) {
-            states[((c * params.heads + h) * pd + p) * nn + n] = vals[j];
+    for (var i = 0u; i < 4u; i++) {
+        let row = acc_row(acc, i);
+        let p = pt * TILE + 4u * li.y + i;
+        for (var j = 0u; j < 4u; j++) {
+            let n = nt * TILE + 4u * li.x + j;
+            if (p < pd && n < nn) {
+                states[((c * params.heads + h) * pd + p) * nn + n] = row[j];
+            }
         }
     }
 }
