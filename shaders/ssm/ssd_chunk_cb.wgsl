@@ -22,6 +22,15 @@
 
 var<workgroup> wg_len: u32;
 
+// C and B of chunk-relative token t (clamped into the chunk; the caller masks).
+fn c_at(t0: u32, t: u32, len: u32, g: u32, n: u32) -> f32 {
+    return cmat[c_index(t0 + min(t, len - 1u), g, n)];
+}
+
+fn b_at(t0: u32, t: u32, len: u32, g: u32, n: u32) -> f32 {
+    return bmat[b_index(t0 + min(t, len - 1u), g, n)];
+}
+
 @compute @workgroup_size(8, 8)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -53,17 +62,19 @@ fn main(
     let nn = params.n;
     var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var n0 = 0u; n0 < nn; n0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 64u) {
-            let r = i / BK;
-            let k = i % BK;
+        for (var i = lid; i < 8u * BK; i += 64u) {
+            let k = i / 8u;
+            let rb = i % 8u;
             let n = n0 + k;
-            let t = tt * TILE + r;
-            let s = ts * TILE + r;
             let nc = min(n, nn - 1u);
-            let cv = cmat[c_index(t0 + min(t, len - 1u), g, nc)];
-            let bv = bmat[b_index(t0 + min(s, len - 1u), g, nc)];
-            put_a(r, k, select(0.0, cv, t < len && n < nn));
-            put_b(k, r, select(0.0, bv, s < len && n < nn));
+            let t = tt * TILE + 4u * rb;
+            let s = ts * TILE + 4u * rb;
+            let cv = vec4<f32>(c_at(t0, t, len, g, nc), c_at(t0, t + 1u, len, g, nc),
+                               c_at(t0, t + 2u, len, g, nc), c_at(t0, t + 3u, len, g, nc));
+            let bv = vec4<f32>(b_at(t0, s, len, g, nc), b_at(t0, s + 1u, len, g, nc),
+                               b_at(t0, s + 2u, len, g, nc), b_at(t0, s + 3u, len, g, nc));
+            put_a4(k, rb, select(vec4<f32>(0.0), cv, below4(t, len) & vec4<bool>(n < nn)));
+            put_b4(k, rb, select(vec4<f32>(0.0), bv, below4(s, len) & vec4<bool>(n < nn)));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &acc);

@@ -32,6 +32,27 @@
 
 var<workgroup> wg_len: u32;
 
+// Loads with their index clamped into range (the callers mask with `select`).
+fn c_at(t0: u32, t: u32, len: u32, g: u32, n: u32) -> f32 {
+    return cmat[c_index(t0 + min(t, len - 1u), g, n)];
+}
+
+fn s_at(s_base: u32, p: u32, pd: u32, n: u32) -> f32 {
+    return states[(s_base + min(p, pd - 1u)) * params.n + n];
+}
+
+fn x_at(tok: u32, h: u32, p: u32, pd: u32) -> f32 {
+    return x[x_index(tok, h, min(p, pd - 1u))];
+}
+
+fn cum_at(cum: u32, t: u32, len: u32) -> f32 {
+    return dtcum[cum + min(t, len - 1u)];
+}
+
+fn cb_at(cb_base: u32, t: u32, len: u32, s: u32) -> f32 {
+    return cb[(cb_base + min(t, len - 1u)) * params.q + s];
+}
+
 @compute @workgroup_size(8, 8)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -68,17 +89,20 @@ fn main(
     // Y_off: C rows of the tile times the entering state, then the decay from the chunk start.
     var off = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var n0 = 0u; n0 < nn; n0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 64u) {
-            let r = i / BK;
-            let k = i % BK;
+        for (var i = lid; i < 8u * BK; i += 64u) {
+            let k = i / 8u;
+            let rb = i % 8u;
             let n = n0 + k;
             let nc = min(n, nn - 1u);
-            let t = rt * TILE + r;
-            let p = pt * TILE + r;
-            let cv = cmat[c_index(t0 + min(t, len - 1u), g, nc)];
-            let sv = states[(s_base + min(p, pd - 1u)) * nn + nc];
-            put_a(r, k, select(0.0, cv, t < len && n < nn));
-            put_b(k, r, select(0.0, sv, p < pd && n < nn));
+            let t = rt * TILE + 4u * rb;
+            let p = pt * TILE + 4u * rb;
+            let cv = vec4<f32>(c_at(t0, t, len, g, nc), c_at(t0, t + 1u, len, g, nc),
+                               c_at(t0, t + 2u, len, g, nc), c_at(t0, t + 3u, len, g, nc));
+            let sv = vec4<f32>(s_at(s_base, p, pd, nc), s_at(s_base, p + 1u, pd, nc),
+                               s_at(s_base, p + 2u, pd, nc), s_at(s_base, p + 3u, pd, nc));
+            let nv = vec4<bool>(n < nn);
+            put_a4(k, rb, select(vec4<f32>(0.0), cv, below4(t, len) & nv));
+            put_b4(k, rb, select(vec4<f32>(0.0), sv, below4(p, pd) & nv));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &off);
@@ -96,20 +120,28 @@ fn main(
     let s_end = min(len, rt * TILE + TILE);
     let cb_base = (c * params.groups + g) * q;
     for (var s0 = 0u; s0 < s_end; s0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 64u) {
-            let r = i / BK;
-            let k = i % BK;
+        for (var i = lid; i < 8u * BK; i += 64u) {
+            let k = i / 8u;
+            let rb = i % 8u;
             let s = s0 + k;
-            let t = rt * TILE + r;
             let sc = min(s, len - 1u);
-            let tc = min(t, len - 1u);
-            let live = s <= t && t < len && s < len;
-            let decay = exp(select(0.0, dtcum[cum + tc] - dtcum[cum + sc], live));
-            let v = cb[(cb_base + tc) * q + sc] * decay * dtcum[base + sc];
-            put_a(r, k, select(0.0, v, live));
-            let p = pt * TILE + r;
-            let xv = x[x_index(t0 + sc, h, min(p, pd - 1u))];
-            put_b(k, r, select(0.0, xv, s < len && p < pd));
+            let t = rt * TILE + 4u * rb;
+            // Row t + j is live where s ≤ t + j < len (and s < len): below that the decay's
+            // exponent is positive and CB was never written, so both are masked.
+            let live = (vec4<u32>(s) <= vec4<u32>(t, t + 1u, t + 2u, t + 3u)) & below4(t, len)
+                & vec4<bool>(s < len);
+            let cum_s = dtcum[cum + sc];
+            let cum_t = vec4<f32>(cum_at(cum, t, len), cum_at(cum, t + 1u, len),
+                                  cum_at(cum, t + 2u, len), cum_at(cum, t + 3u, len));
+            let decay = exp(select(vec4<f32>(0.0), cum_t - vec4<f32>(cum_s), live));
+            let cbv = vec4<f32>(cb_at(cb_base, t, len, sc), cb_at(cb_base, t + 1u, len, sc),
+                                cb_at(cb_base, t + 2u, len, sc), cb_at(cb_base, t + 3u, len, sc));
+            put_a4(k, rb, select(vec4<f32>(0.0), cbv * decay * dtcum[base + sc], live));
+            let p = pt * TILE + 4u * rb;
+            let tok = t0 + sc;
+            let xv = vec4<f32>(x_at(tok, h, p, pd), x_at(tok, h, p + 1u, pd),
+                               x_at(tok, h, p + 2u, pd), x_at(tok, h, p + 3u, pd));
+            put_b4(k, rb, select(vec4<f32>(0.0), xv, below4(p, pd) & vec4<bool>(s < len)));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &acc);

@@ -11,7 +11,7 @@
 // (ssd_tile.wgsl), linear workgroup index over a 2-D grid; the chunk's steps walked in steps of
 // BK with the scaled x and B staged in workgroup memory.
 // Bounds: H·P·N·Q FMAs per chunk against (H·P + G·N)·Q reads: compute on a GPU; on lavapipe,
-// the barriers (two per BK steps) and the exp per staged x element (one per 4·BK FMAs).
+// the barriers (two per BK steps) and the staging loads (each element reused 32 times).
 
 #include "ssm/ssd_io"
 #include "ssm/ssd_tile"
@@ -22,6 +22,15 @@
 @group(0) @binding(5) var<storage, read_write> states: array<f32>; // (K, H, P, N)
 
 var<workgroup> wg_len: u32;
+
+// x and B at token tok with the channel clamped below its size (the caller masks).
+fn x_at(tok: u32, h: u32, p: u32, pd: u32) -> f32 {
+    return x[x_index(tok, h, min(p, pd - 1u))];
+}
+
+fn b_at(tok: u32, g: u32, n: u32, nn: u32) -> f32 {
+    return bmat[b_index(tok, g, min(n, nn - 1u))];
+}
 
 @compute @workgroup_size(8, 8)
 fn main(
@@ -53,18 +62,22 @@ fn main(
     let cum_last = dtcum[base + q + q - 1u];
     var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var s0 = 0u; s0 < len; s0 += BK) {
-        for (var i = lid; i < TILE * BK; i += 64u) {
-            let r = i / BK;
-            let k = i % BK;
+        for (var i = lid; i < 8u * BK; i += 64u) {
+            let k = i / 8u;
+            let rb = i % 8u;
             let s = s0 + k;
             let sc = min(s, len - 1u);
-            let p = pt * TILE + r;
-            let n = nt * TILE + r;
+            let live = vec4<bool>(s < len);
             let wgt = exp(cum_last - dtcum[base + q + sc]) * dtcum[base + sc];
-            let xv = x[x_index(t0 + sc, h, min(p, pd - 1u))];
-            let bv = bmat[b_index(t0 + sc, g, min(n, nn - 1u))];
-            put_a(r, k, select(0.0, wgt * xv, s < len && p < pd));
-            put_b(k, r, select(0.0, bv, s < len && n < nn));
+            let p = pt * TILE + 4u * rb;
+            let n = nt * TILE + 4u * rb;
+            let tok = t0 + sc;
+            let xv = vec4<f32>(x_at(tok, h, p, pd), x_at(tok, h, p + 1u, pd),
+                               x_at(tok, h, p + 2u, pd), x_at(tok, h, p + 3u, pd));
+            let bv = vec4<f32>(b_at(tok, g, n, nn), b_at(tok, g, n + 1u, nn),
+                               b_at(tok, g, n + 2u, nn), b_at(tok, g, n + 3u, nn));
+            put_a4(k, rb, select(vec4<f32>(0.0), wgt * xv, live & below4(p, pd)));
+            put_b4(k, rb, select(vec4<f32>(0.0), bv, live & below4(n, nn)));
         }
         workgroupBarrier();
         tile_fma(li.y, li.x, &acc);

@@ -2,8 +2,9 @@
 // ssd_chunk_scan): a workgroup of 8 × 8 invocations, each accumulating a 4 × 4 block (rows
 // 4·ty .. 4·ty + 3, columns 4·tx .. 4·tx + 3) in four vec4 registers, over a reduction walked
 // in steps of BK (override, ≤ 32). The body stages ta (32 rows × BK) and tb (BK × 32 columns)
-// between barriers through put_a / put_b; both are stored k-major as vec4 of 4 rows (ta) or 4
-// columns (tb), so one step of the reduction is two vec4 loads and 16 FMAs. Masked elements are
+// between barriers through put_a4 / put_b4; both are stored k-major as vec4 of 4 rows (ta) or
+// 4 columns (tb), so one step of the reduction is two vec4 loads and 16 FMAs, and staging
+// writes whole vec4s (64 invocations × 4 writes per factor and step of 32). Masked elements are
 // staged as 0 with `select`, so scratch or padding never reaches a sum. 8 KiB of workgroup
 // memory.
 // Why 4 × 4 with vec4 reads: llvmpipe turns every workgroup-memory load into a loop over its
@@ -23,14 +24,19 @@ struct Acc {
     r3: vec4<f32>,
 }
 
-// Stage element (row r, step k) of the left factor.
-fn put_a(r: u32, k: u32, v: f32) {
-    ta[k * 8u + r / 4u][r % 4u] = v;
+// Stage rows 4·rb .. 4·rb + 3 of step k of the left factor.
+fn put_a4(k: u32, rb: u32, v: vec4<f32>) {
+    ta[k * 8u + rb] = v;
 }
 
-// Stage element (step k, column c) of the right factor.
-fn put_b(k: u32, c: u32, v: f32) {
-    tb[k * 8u + c / 4u][c % 4u] = v;
+// Stage columns 4·cb .. 4·cb + 3 of step k of the right factor.
+fn put_b4(k: u32, cb: u32, v: vec4<f32>) {
+    tb[k * 8u + cb] = v;
+}
+
+// Which of 4 consecutive indices from `i` are below `end`.
+fn below4(i: u32, end: u32) -> vec4<bool> {
+    return vec4<bool>(i < end, i + 1u < end, i + 2u < end, i + 3u < end);
 }
 
 // acc += ta[rows, 0..BK] · tb[0..BK, cols] for this invocation's 4 × 4 block.
