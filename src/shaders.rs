@@ -8,7 +8,7 @@
 
 use crate::ops::{absorbed_attention, causal_conv1d, diagonal_scan, embedding, fma_peak};
 use crate::ops::{latent_cache, matmul, rmsnorm};
-use crate::ops::{rope, selective_scan, state_update, stream_copy};
+use crate::ops::{rope, selective_scan, ssd_scan, state_update, stream_copy};
 use crate::shader::Variant;
 
 /// Every variant the ops can build.
@@ -123,6 +123,11 @@ pub const ALL: &[Variant] = &[
     causal_conv1d::HALF[0],
     causal_conv1d::HALF[1],
     causal_conv1d::HALF[2],
+    ssd_scan::CUMSUM,
+    ssd_scan::CB,
+    ssd_scan::STATE,
+    ssd_scan::PASSING,
+    ssd_scan::SCAN,
 ];
 
 /// The fragments bodies pull in with `#include "name"` (they belong to the composer).

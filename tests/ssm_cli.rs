@@ -395,3 +395,90 @@ fn state_update_heads_gpu_matches_cpu() {
     refused("state-update", &bad, "A");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `run ssd`: a bf16 x and z (the rest f32) with every optional tensor, GPU against CPU (out
+/// comes back bf16 on both, final_states f32; tolerance as tests/ssd_scan.rs plus one bf16 ulp
+/// where the two straddle a rounding boundary); a missing tensor and a wrong shape exit with
+/// code 2 and one line naming the tensor; a bad chunk size exits with code 2.
+#[test]
+fn ssd_gpu_matches_cpu() {
+    let (mut rng, seed) = rng("cli ssd");
+    let (bt, l, h, p, g, n) = (2, 37, 4, 8, 2, 16);
+    let a = HostTensor::new(
+        &[h],
+        rng.normal_vec(h, 0.0, 1.0)
+            .iter()
+            .map(|v| -v.exp())
+            .collect(),
+    )
+    .unwrap();
+    let tensors = [
+        (
+            "x",
+            tensor_as(&mut rng, &[bt, l, h, p], 0.0, 1.0, DType::BF16),
+        ),
+        ("dt", tensor(&mut rng, &[bt, l, h], -4.0, 1.0)),
+        ("A", a),
+        ("B", tensor(&mut rng, &[bt, l, g, n], 0.0, 1.0)),
+        ("C", tensor(&mut rng, &[bt, l, g, n], 0.0, 1.0)),
+        ("D", tensor(&mut rng, &[h, p], 0.0, 1.0)),
+        (
+            "z",
+            tensor_as(&mut rng, &[bt, l, h, p], 0.0, 1.0, DType::BF16),
+        ),
+        ("dt_bias", tensor(&mut rng, &[h], 0.0, 0.5)),
+        ("initial_states", tensor(&mut rng, &[bt, h, p, n], 0.0, 1.0)),
+        ("dt_limit", HostTensor::new(&[2], vec![0.0, 0.2]).unwrap()),
+    ];
+    let d = dir("ssd");
+    let input = d.join("in.safetensors");
+    let refs: Vec<(&str, &HostTensor)> = tensors.iter().map(|(k, v)| (*k, v)).collect();
+    write_safetensors(&input, &refs).unwrap();
+    gpu_vs_cpu(
+        "ssd",
+        "--dt-softplus",
+        &input,
+        &["out", "final_states"],
+        BF16_OUT,
+        seed,
+    );
+    assert_eq!(
+        output_dtypes(&input, "ssd", &["out", "final_states"]),
+        vec![DType::BF16, DType::F32]
+    );
+
+    let bad = d.join("bad.safetensors");
+    let out = d.join("x");
+    let run_bad = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "ssd",
+            "--input",
+            bad.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    write_safetensors(&bad, &refs[..4]).unwrap();
+    let o = run_bad(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`C`") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let mut wrong = refs.clone();
+    let short = HostTensor::new(&[bt, l, g, n + 1], vec![0.0; bt * l * g * (n + 1)]).unwrap();
+    wrong[4] = ("C", &short);
+    write_safetensors(&bad, &wrong).unwrap();
+    let o = run_bad(&["--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`C`"));
+    write_safetensors(&bad, &refs).unwrap();
+    let o = run_bad(&["--chunk-size", "40"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("chunk_size"));
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -10,6 +10,7 @@ mod run_hippo;
 mod run_lm;
 mod run_mla;
 mod run_selective_scan;
+mod run_ssd;
 mod run_state_update;
 
 use clap::{Parser, Subcommand};
@@ -75,6 +76,9 @@ enum RunTarget {
     Lm(run_lm::Args),
     /// Mamba-1 selective scan: IN holds u, delta, A, B, C [, D, z, delta_bias, initial_state].
     SelectiveScan(run_selective_scan::Args),
+    /// Mamba-2 SSD chunked scan: IN holds x, dt, A, B, C [, D, z, dt_bias, initial_states,
+    /// dt_limit].
+    Ssd(run_ssd::Args),
     /// One-token decode step: IN holds state, x, dt, A, B, C [, D, z, dt_bias].
     StateUpdate(run_state_update::Args),
     /// Continuous-time HiPPO matrices A (N, N) and B (N) of one measure.
@@ -135,6 +139,7 @@ pub fn main() -> i32 {
             RunTarget::Mla(args) => run_mla::run(args),
             RunTarget::Lm(args) => run_lm::run(args),
             RunTarget::SelectiveScan(args) => run_selective_scan::run(args),
+            RunTarget::Ssd(args) => run_ssd::run(args),
             RunTarget::StateUpdate(args) => run_state_update::run(args),
             RunTarget::Hippo(args) => run_hippo::run(args),
         },

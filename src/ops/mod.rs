@@ -14,6 +14,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod scan_strategy;
 pub mod selective_scan;
+pub mod ssd_scan;
 pub mod state_update;
 pub mod stream_copy;
 

@@ -14,5 +14,6 @@ pub mod mla;
 pub mod rmsnorm;
 pub mod rope;
 pub mod selective_scan;
+pub mod ssd_scan;
 pub mod state_update;
 pub mod stream_copy;

@@ -68,6 +68,8 @@ pub const FRAGMENTS: &[Shader] = &[
     wgsl!("ssm/softplus"),
     wgsl!("ssm/selective_scan_io"),
     wgsl!("ssm/discretise"),
+    wgsl!("ssm/ssd_io"),
+    wgsl!("ssm/ssd_tile"),
 ];
 
 /// The text of fragment `name` (a path under `shaders/` without the extension).

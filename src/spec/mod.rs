@@ -15,6 +15,7 @@ pub mod latent_cache;
 pub mod matmul;
 pub mod mla;
 pub mod selective_scan;
+pub mod ssd_scan;
 pub mod state_update;
 
 use crate::error::{Error, Result};

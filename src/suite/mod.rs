@@ -24,6 +24,7 @@ pub mod mla_layer;
 pub mod rmsnorm;
 pub mod rope;
 pub mod selective_scan;
+pub mod ssd_scan;
 pub mod state_update;
 pub mod stream_copy;
 
@@ -143,6 +144,13 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: selective_scan::bench_cases,
         bench_as: Some(selective_scan::bench_cases_as),
         cpu: selective_scan::cpu_cases,
+    },
+    KernelEntry {
+        name: "ssd_scan",
+        check: ssd_scan::check_cases,
+        bench: ssd_scan::bench_cases,
+        bench_as: None,
+        cpu: ssd_scan::cpu_cases,
     },
     KernelEntry {
         name: "state_update",

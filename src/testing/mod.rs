@@ -19,6 +19,7 @@ pub mod mla;
 pub mod rmsnorm;
 pub mod rope;
 pub mod selective_scan;
+pub mod ssd_scan;
 pub mod state_update;
 pub mod stream_copy;
 
