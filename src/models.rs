@@ -9,7 +9,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::lm::{check_request, CausalLm, Device, LoadOptions, SeqInput};
 use crate::mamba::{MambaConfig, MambaGpuLm, MambaWeights};
-use crate::mamba2::{Mamba2Config, Mamba2Weights};
+use crate::mamba2::{Mamba2Config, Mamba2GpuLm, Mamba2Weights};
 use crate::reference::mamba::{MambaCpuModel, MambaCpuState};
 use crate::reference::mamba2::{Mamba2CpuModel, Mamba2CpuState};
 use std::path::Path;
@@ -47,14 +47,13 @@ pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
                     Mamba2Cpu { cfg, weights },
                     options.slots,
                 ))),
-                // The GPU Mamba-2 model plugs in here (its SSD prefill and per-head decode
-                // step), as `MambaGpuLm` does above.
-                Device::Gpu(_) => Err(Error::Format {
-                    path: config_path,
-                    message: "the GPU Mamba-2 model is not built yet (model_type \"mamba2\" runs \
-                              with --device cpu for now)"
-                        .into(),
-                }),
+                Device::Gpu(gpu) => Ok(Box::new(Mamba2GpuLm::new(
+                    gpu.clone(),
+                    cfg,
+                    &weights,
+                    options.slots,
+                    options.weight_dtype,
+                )?)),
             }
         }
         other => Err(Error::Format {

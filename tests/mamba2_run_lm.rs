@@ -14,7 +14,7 @@ const CPU_TOL: Tolerance = Tolerance::new(5e-5, 2e-4);
 const GPU_TOL: Tolerance = Tolerance::new(1e-4, 1e-3);
 /// Set to true when the GPU Mamba-2 model is registered in `models::load`: the GPU test then
 /// checks its logits instead of the not-yet error.
-const GPU_MODEL_BUILT: bool = false;
+const GPU_MODEL_BUILT: bool = true;
 const VOCAB: usize = 128;
 
 fn data_dir(name: &str) -> PathBuf {
