@@ -18,6 +18,7 @@ pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
 pub mod lm_cases;
+pub mod mamba2_model;
 pub mod mamba_model;
 pub mod matmul;
 pub mod mla_layer;
@@ -228,6 +229,13 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: mamba_model::bench_cases,
         bench_as: Some(mamba_model::bench_cases_as),
         cpu: mamba_model::cpu_cases,
+    },
+    KernelEntry {
+        name: "mamba2_model",
+        check: mamba2_model::check_cases,
+        bench: mamba2_model::bench_cases,
+        bench_as: Some(mamba2_model::bench_cases_as),
+        cpu: mamba2_model::cpu_cases,
     },
 ];
 
