@@ -103,10 +103,23 @@ def make(out_dir, seed, record_decode, **cfg):
     save_file(golden, os.path.join(out_dir, "golden.safetensors"))
 
 
+def tokenizer(out_dir, vocab_size):
+    # A word-level tokenizer over the tiny vocabulary, enough for `generate` to encode a prompt
+    # and decode what the model samples.
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+
+    words = ["<eos>", "<unk>"] + [f"w{i}" for i in range(vocab_size - 2)]
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+
+
 if __name__ == "__main__":
     # 8 heads of 16 in 2 groups, biases on the conv only, tied head, dt unbounded (the defaults).
     make("tests/data/mamba2_tiny_tied", 1, True, num_heads=8, head_dim=16, n_groups=2,
          conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True)
+    tokenizer("tests/data/mamba2_tiny_tied", VOCAB)
     # 4 heads of 32 in 1 group, W = 3, in/out_proj biases, no conv bias, untied head, and a
     # finite dt range that clamps some heads from below and some from above.
     make("tests/data/mamba2_tiny_untied", 2, False, num_heads=4, head_dim=32, n_groups=1,
