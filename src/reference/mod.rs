@@ -10,6 +10,7 @@ pub mod latent_cache;
 pub mod mamba;
 pub mod matmul;
 pub mod mla;
+pub mod moe;
 pub mod rmsnorm;
 pub mod rope;
 pub mod selective_scan;
