@@ -278,3 +278,84 @@ fn errors_name_the_tensor() {
         .to_string()
         .contains("topk_group"));
 }
+
+/// transformers' `DeepseekV2Moe` (group_limited_greedy, scaling 1.5) and `DeepseekV3MoE`
+/// (noaux_tc, bias, norm_topk_prob, scaling 2.5) at hidden 16, I 8, 8 experts top-3 in 4 groups
+/// keeping 2, 2 shared experts, T = 11, as written by `scripts/golden/deepseek_moe.py`: the
+/// reference and the GPU op (f32 weights) both match transformers' float32 y.
+#[test]
+fn golden_transformers_modules() {
+    use ssm_mla::reference::moe::moe;
+    use ssm_mla::spec::moe::MoeHostWeights;
+    use ssm_mla::SafeTensors;
+    let tol = ssm_mla::Tolerance::new(2e-6, 1e-5);
+    for (file, method) in [
+        ("deepseek_v2_moe", TopkMethod::GroupLimitedGreedy),
+        ("deepseek_v3_moe", TopkMethod::NoauxTc),
+    ] {
+        let v3 = method == TopkMethod::NoauxTc;
+        let c = MoeConfig {
+            hidden: 16,
+            experts: 8,
+            top_k: 3,
+            n_group: 4,
+            topk_group: 2,
+            method,
+            scoring: if v3 {
+                Scoring::Sigmoid
+            } else {
+                Scoring::Softmax
+            },
+            norm_topk_prob: v3,
+            routed_scaling_factor: if v3 { 2.5 } else { 1.5 },
+            intermediate: 8,
+            n_shared: 2,
+        };
+        let path = format!(
+            "{}/tests/data/{file}.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let st = SafeTensors::read(std::path::Path::new(&path)).unwrap();
+        let weights = MoeHostWeights::from_safetensors(&c, &st, "").unwrap();
+        let x = st.get("x").unwrap().to_f32().to_vec();
+        let y: Vec<f64> = st
+            .get("y")
+            .unwrap()
+            .to_f32()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let reference = moe(&c, &weights, &x);
+        let r32: Vec<f32> = reference.iter().map(|&v| v as f32).collect();
+        assert_close(
+            &format!("{file}: reference vs transformers"),
+            &r32,
+            &y,
+            tol,
+            0,
+        );
+        let p = Problem {
+            config: c.clone(),
+            weights,
+            tokens: x.len() / 16,
+            x,
+            dtype: DType::F32,
+        };
+        for (name, gpu) in gpus() {
+            let (out, _, _) = p.run(&gpu, &Moe::new(&gpu).unwrap()).unwrap();
+            assert_close(
+                &format!("{name} {file}: GPU vs transformers"),
+                &out,
+                &y,
+                tol,
+                0,
+            );
+            let c = ssm_mla::compare(&out, &y, tol);
+            eprintln!("{name} {file}: GPU vs transformers {c}");
+        }
+        eprintln!(
+            "{file}: reference vs transformers {}",
+            ssm_mla::compare(&r32, &y, tol)
+        );
+    }
+}
