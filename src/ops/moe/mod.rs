@@ -15,7 +15,7 @@
 //!    sizes (V2-Lite: 64 × 1408 × 2048 bf16 = 369 MB per projection, over a 128 MiB binding), so
 //!    [`MoeWeights::upload`] stacks them in ranges that fit and each dispatch is sized for its
 //!    range's worst case (workgroups past its routed rows exit at once);
-//! 4. combine: `moe_combine.wgsl` writes y[t] = Σ_j w_j · o[row of (t, j)], then the shared
+//! 4. combine: `moe_combine.wgsl` writes y\[t\] = Σ_j w_j · o\[row of (t, j)\], then the shared
 //!    expert (a dense SwiGLU over every token: the expert kernel's dense mode and an
 //!    accumulating matmul) is added into y.
 //!
