@@ -7,7 +7,7 @@
 //! checks each variant's WGSL interface against its declaration.
 
 use crate::ops::{absorbed_attention, causal_conv1d, diagonal_scan, embedding, fma_peak};
-use crate::ops::{latent_cache, matmul, rmsnorm};
+use crate::ops::{latent_cache, matmul, moe, rmsnorm};
 use crate::ops::{rope, selective_scan, ssd_scan, state_update, stream_copy};
 use crate::shader::Variant;
 
@@ -128,6 +128,13 @@ pub const ALL: &[Variant] = &[
     ssd_scan::STATE,
     ssd_scan::PASSING,
     ssd_scan::SCAN,
+    moe::ROUTE,
+    moe::PLAN,
+    moe::EXPERT,
+    moe::EXPERT_HALF[0],
+    moe::EXPERT_HALF[1],
+    moe::EXPERT_HALF[2],
+    moe::COMBINE,
 ];
 
 /// The fragments bodies pull in with `#include "name"` (they belong to the composer).

@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod fma_peak;
 pub mod latent_cache;
 pub mod matmul;
+pub mod moe;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scan_strategy;

@@ -11,6 +11,7 @@ pub mod mamba;
 pub mod mamba2;
 pub mod matmul;
 pub mod mla;
+pub mod moe;
 pub mod rmsnorm;
 pub mod rope;
 pub mod selective_scan;

@@ -14,6 +14,7 @@ pub mod fma_peak;
 pub mod latent_cache;
 pub mod matmul;
 pub mod mla;
+pub mod moe;
 pub mod selective_scan;
 pub mod ssd_scan;
 pub mod state_update;

@@ -22,6 +22,7 @@ pub mod mamba2_model;
 pub mod mamba_model;
 pub mod matmul;
 pub mod mla_layer;
+pub mod moe;
 pub mod rmsnorm;
 pub mod rope;
 pub mod selective_scan;
@@ -208,6 +209,13 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: mla_layer::bench_cases,
         bench_as: None,
         cpu: mla_layer::cpu_cases,
+    },
+    KernelEntry {
+        name: "moe",
+        check: moe::check_cases,
+        bench: moe::bench_cases,
+        bench_as: Some(moe::bench_cases_as),
+        cpu: moe::cpu_cases,
     },
     KernelEntry {
         name: "embedding",

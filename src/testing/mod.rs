@@ -16,6 +16,7 @@ pub mod fma_peak;
 pub mod latent_cache;
 pub mod matmul;
 pub mod mla;
+pub mod moe;
 pub mod rmsnorm;
 pub mod rope;
 pub mod selective_scan;
