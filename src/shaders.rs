@@ -128,6 +128,10 @@ pub const ALL: &[Variant] = &[
     ssd_scan::STATE,
     ssd_scan::PASSING,
     ssd_scan::SCAN,
+    ssd_scan::CB_VEC4,
+    ssd_scan::STATE_VEC4,
+    ssd_scan::PASSING_VEC4,
+    ssd_scan::SCAN_VEC4,
 ];
 
 /// The fragments bodies pull in with `#include "name"` (they belong to the composer).
