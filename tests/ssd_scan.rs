@@ -107,6 +107,8 @@ fn gpu_matches_reference_batched() {
             ),
             (1, 40, 2, 128, 1, 24, MAMBA2, 16, None),
             (1, 20, 2, 8, 2, 256, ALL, 16, None),
+            // Multiples of 4 that are not of 8 (the vec4 register tiles' clamped halves).
+            (1, 37, 3, 12, 1, 20, ALL, 16, None),
         ];
         for (bt, l, h, p, g, n, o, q, limit) in cases {
             let mut pr = Problem::random(&mut rng, dims(bt, l, h, p, g, n), o);
@@ -180,12 +182,16 @@ fn scatter(dst: &mut [f32], width: usize, c0: usize, src: &[f32], w: usize) {
     }
 }
 
+/// `aligned`: every view's offset and strides a multiple of 4 (what a model's projections give,
+/// and what the vec4 kernels need); otherwise odd ones (the scalar kernels).
+#[allow(clippy::too_many_arguments)]
 fn packed_case(
     gpu: &Arc<Gpu>,
     op: &SsdScan,
     lens: &[usize],
     g: usize,
     q: usize,
+    aligned: bool,
     seed: u64,
     rng: &mut ssm_mla::Rng,
 ) -> (Vec<f32>, Vec<f32>) {
@@ -206,29 +212,30 @@ fn packed_case(
     // A conv-output-like buffer (T, conv_dim): x | B | C, plus an in_proj-like (T, proj_dim)
     // holding z | dt.
     let (hp, gn) = (h * p, g * n);
-    let conv_dim = hp + 2 * gn + 3;
+    let zo = if aligned { 4 } else { 1 }; // offset of z in proj and of out in its buffer
+    let conv_dim = hp + 2 * gn + 3 + aligned as usize;
     let mut conv = vec![f32::NAN; t * conv_dim];
     scatter(&mut conv, conv_dim, 0, &pr.x, hp);
     scatter(&mut conv, conv_dim, hp, &pr.b, gn);
     scatter(&mut conv, conv_dim, hp + gn, &pr.c, gn);
-    let proj_dim = hp + h + 5;
+    let proj_dim = zo + hp + h + 4;
     let mut proj = vec![f32::NAN; t * proj_dim];
-    scatter(&mut proj, proj_dim, 1, pr.z.as_ref().unwrap(), hp);
-    scatter(&mut proj, proj_dim, 1 + hp, &pr.dt, h);
+    scatter(&mut proj, proj_dim, zo, pr.z.as_ref().unwrap(), hp);
+    scatter(&mut proj, proj_dim, zo + hp, &pr.dt, h);
     let conv_g = gpu.upload_f32(&[t.max(1), conv_dim], &conv).unwrap();
     let proj_g = gpu.upload_f32(&[t.max(1), proj_dim], &proj).unwrap();
     let x = View::as_strided(&conv_g, 0, &[t, h, p], &[conv_dim, p, 1]).unwrap();
     let b = View::as_strided(&conv_g, hp, &[t, g, n], &[conv_dim, n, 1]).unwrap();
     let c = View::as_strided(&conv_g, hp + gn, &[t, g, n], &[conv_dim, n, 1]).unwrap();
-    let z = View::as_strided(&proj_g, 1, &[t, h, p], &[proj_dim, p, 1]).unwrap();
-    let dt = View::as_strided(&proj_g, 1 + hp, &[t, h], &[proj_dim, 1]).unwrap();
+    let z = View::as_strided(&proj_g, zo, &[t, h, p], &[proj_dim, p, 1]).unwrap();
+    let dt = View::as_strided(&proj_g, zo + hp, &[t, h], &[proj_dim, 1]).unwrap();
     let a = gpu.upload_f32(&[h], &pr.a).unwrap();
     let d = gpu.upload_f32(&[h, p], pr.d.as_ref().unwrap()).unwrap();
     let bias = gpu.upload_f32(&[h], pr.dt_bias.as_ref().unwrap()).unwrap();
     // out: a column window of a wider poisoned buffer.
-    let out_w = hp + 2;
+    let out_w = hp + 2 * zo;
     let out_g = gpu.nan_f32(&[t.max(1), out_w]).unwrap();
-    let out = View::as_strided(&out_g, 1, &[t, h, p], &[out_w, p, 1]).unwrap();
+    let out = View::as_strided(&out_g, zo, &[t, h, p], &[out_w, p, 1]).unwrap();
     let pool_g = gpu.upload_f32(&[pool_rows, h, p, n], &pool).unwrap();
     let cu: Vec<u32> = pr.cu_seqlens().iter().map(|&v| v as u32).collect();
     let inputs = SsdPackedInputs {
@@ -253,13 +260,13 @@ fn packed_case(
     let want = pr.reference().unwrap();
     let out_all = gpu.read_f32(&out_g).unwrap();
     let got: Vec<f32> = (0..t)
-        .flat_map(|i| out_all[i * out_w + 1..i * out_w + 1 + hp].to_vec())
+        .flat_map(|i| out_all[i * out_w + zo..i * out_w + zo + hp].to_vec())
         .collect();
-    let what = format!("packed lens {lens:?} G={g} Q={q}");
+    let what = format!("packed lens {lens:?} G={g} Q={q} aligned={aligned}");
     check(&format!("{what} out"), &got, &want.out, GPU_TOL, seed);
     for i in 0..t {
         assert!(
-            out_all[i * out_w].is_nan() && out_all[i * out_w + 1 + hp].is_nan(),
+            out_all[i * out_w + zo - 1].is_nan() && out_all[i * out_w + zo + hp].is_nan(),
             "{what}: wrote outside out"
         );
     }
@@ -292,9 +299,20 @@ fn packed_ragged_views_and_pool() {
     let (mut rng, seed) = common::rng("ssd packed");
     for (_, gpu) in common::gpus() {
         let op = SsdScan::new(&gpu).unwrap();
-        packed_case(&gpu, &op, &[5, 0, 1, 40, 17], 2, 16, seed, &mut rng);
-        packed_case(&gpu, &op, &[1], 4, 32, seed, &mut rng);
-        packed_case(&gpu, &op, &[65, 3], 1, 64, seed, &mut rng);
+        for aligned in [false, true] {
+            packed_case(
+                &gpu,
+                &op,
+                &[5, 0, 1, 40, 17],
+                2,
+                16,
+                aligned,
+                seed,
+                &mut rng,
+            );
+            packed_case(&gpu, &op, &[1], 4, 32, aligned, seed, &mut rng);
+            packed_case(&gpu, &op, &[65, 3], 1, 64, aligned, seed, &mut rng);
+        }
     }
 }
 

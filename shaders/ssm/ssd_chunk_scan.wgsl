@@ -3,25 +3,234 @@
 //   y[t, p] = exp(cum_t)·Σ_n C_t[n]·S_in[p, n]                               (Y_off)
 //           + Σ_{s ≤ t} CB[t, s]·exp(cum_t − cum_s)·dt_s·x[t0 + s, h, p]      (Y_diag)
 //           + D·x[t0 + t, h, p];   if z: y ← y·silu(z)
-// The decay exp(cum_t − cum_s) is formed per (t, s) pair (never as exp(cum_t)·exp(−cum_s),
-// which overflows for long chunks), and only where s ≤ t: `select` masks the rest, since CB
-// above the diagonal and past the chunk's length was never written.
+// The decay exp(cum_t − cum_s) is never formed as exp(cum_t)·exp(−cum_s), which overflows for
+// long chunks; only where s ≤ t: `select` masks the rest, since CB above the diagonal and past
+// the chunk's length was never written.
 //
 // Bindings (ssd_io.wgsl has params, table and the scratch layout): x, z, out (T, H, P) f32
 // views; C (T, G, N) f32 view; dtcum (K, H, 2, Q); cb (K, G, Q, Q); states (K, H, P, N)
 // holding the entering states; out written for the chunk's tokens.
 //
-// Work split: one workgroup per (window chunk, head, 32-row tile of the chunk, 32-column tile
-// of P) (ssd_tile.wgsl: 8 × 8 invocations, 4 × 4 outputs each), linear workgroup index over a
-// 2-D grid; row tiles past the chunk's
-// length return at once. Two reductions through the same staged tiles: over N (C rows, S_in
-// columns), then over s up to the tile's last row (decayed CB, x rows), in steps of BK.
-// Bounds: H·Q·P·(N + Q/2) FMAs per chunk against (2·H·P + G·N)·Q reads: compute on a GPU;
-// on lavapipe, the barriers (two per BK steps) and the exp per staged CB element.
+// VEC4 (register tiles, ssd_tile.wgsl; every binding but the table as vec4): one invocation per
+// (window chunk, head, 8 rows t from r = 8·rb, 8 columns of P: two blocks), WG per workgroup,
+// the column block fastest, so the 8 SIMD lanes of llvmpipe share a row block and walk the same
+// causal range. Y_off: N in steps of 4, 8 vec4 of C and 8 of S_in, all contiguous along n
+// (rank4t, 256 FMAs).
+// Y_diag splits the decay at the block's first row r, a reference inside the block:
+//   exp(cum_t − cum_s) = exp(cum_t − cum_r)·exp(cum_r − cum_s)   for s < r ≤ t,
+// where cum never increases (dt ≥ 0, A ≤ 0), so both factors lie in (0, 1] and neither can
+// overflow. The row factor exp(cum_t − cum_r) is applied once at the end (with
+// exp(cum_t) = exp(cum_t − cum_r)·exp(cum_r) for Y_off, whose sum is scaled by exp(cum_r) ≤ 1
+// first), so a step of 4 tokens s < r costs one vec4 exp of exp(cum_r − cum_s)·dt_s, 8 vec4 of
+// CB, 8 of x and 256 FMAs; the two diagonal steps s ∈ r .. r + 7 keep one exp per (t, s) pair,
+// masked by s ≤ t.
+// Bounds on lavapipe: the 16–18 vec4 loads per step (each a loop over the SIMD lanes).
+//
+// Otherwise (staged tiles): one workgroup per (window chunk, head, 32-row tile of the chunk,
+// 32-column tile of P) (ssd_tile.wgsl: 8 × 8 invocations, 4 × 4 outputs each), linear
+// workgroup index over a 2-D grid; row tiles past the chunk's length return at once. Two
+// reductions through the same staged tiles: over N (C rows, S_in columns), then over s up to
+// the tile's last row (CB decayed per (t, s) pair as it is staged, x rows), in steps of BK.
+// Bounds on a GPU: H·Q·P·(N + Q/2) FMAs per chunk against (2·H·P + G·N)·Q reads: compute,
+// each staged element reused 32 times; the exp per staged CB element.
 
 #include "ssm/ssd_io"
 #include "ssm/ssd_tile"
 
+#if VEC4
+override WG: u32 = 64u;
+
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;        // (T, H, P) view
+@group(0) @binding(3) var<storage, read> cmat: array<vec4<f32>>;     // (T, G, N) view
+@group(0) @binding(4) var<storage, read> zgate: array<vec4<f32>>;    // (T, H, P) view (x when absent)
+@group(0) @binding(5) var<storage, read> dtcum: array<vec4<f32>>;    // (K, H, 2, Q)
+@group(0) @binding(6) var<storage, read> cb: array<vec4<f32>>;       // (K, G, Q, Q)
+@group(0) @binding(7) var<storage, read> states: array<vec4<f32>>;   // (K, H, P, N)
+@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>; // (T, H, P) view
+
+// One step of 4 tokens (tok) of Y_diag for both 4-row halves of the block: the left factor's
+// values for rows 0..3 as a0..a3 and rows 4..7 as a4..a7 (each a vec4 over the 4 tokens),
+// times x[tok_j, h, p .. p + 8] (p1: the second vec4's column, clamped into P).
+fn x_step(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>,
+          a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+          a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
+          tok: vec4<u32>, h: u32, p: u32, p1: u32) {
+    var xa = x[x_index(tok.x, h, p) / 4u];
+    var xb = x[x_index(tok.x, h, p1) / 4u];
+    rank1(acc0, vec4<f32>(a0.x, a1.x, a2.x, a3.x), xa, xb);
+    rank1(acc1, vec4<f32>(a4.x, a5.x, a6.x, a7.x), xa, xb);
+    xa = x[x_index(tok.y, h, p) / 4u];
+    xb = x[x_index(tok.y, h, p1) / 4u];
+    rank1(acc0, vec4<f32>(a0.y, a1.y, a2.y, a3.y), xa, xb);
+    rank1(acc1, vec4<f32>(a4.y, a5.y, a6.y, a7.y), xa, xb);
+    xa = x[x_index(tok.z, h, p) / 4u];
+    xb = x[x_index(tok.z, h, p1) / 4u];
+    rank1(acc0, vec4<f32>(a0.z, a1.z, a2.z, a3.z), xa, xb);
+    rank1(acc1, vec4<f32>(a4.z, a5.z, a6.z, a7.z), xa, xb);
+    xa = x[x_index(tok.w, h, p) / 4u];
+    xb = x[x_index(tok.w, h, p1) / 4u];
+    rank1(acc0, vec4<f32>(a0.w, a1.w, a2.w, a3.w), xa, xb);
+    rank1(acc1, vec4<f32>(a4.w, a5.w, a6.w, a7.w), xa, xb);
+}
+
+// CB row t against tokens sv of a step on the diagonal: CB·exp(cum_t − cum_s)·dt_s where
+// s ≤ t and s < len, else 0 (the exponent is masked first, so a positive one never reaches exp).
+fn pair(cbv: vec4<f32>, cum_t: f32, t: u32, cum_s: vec4<f32>, dts: vec4<f32>, sv: vec4<u32>,
+        len: u32) -> vec4<f32> {
+    let live = (sv <= vec4<u32>(t)) & (sv < vec4<u32>(len));
+    let zero = vec4<f32>(0.0);
+    return select(zero, cbv * exp(select(zero, vec4<f32>(cum_t) - cum_s, live)) * dts, live);
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let q = params.q;
+    let pd = params.head_dim;
+    let nn = params.n;
+    let rb_count = q / 8u;
+    let pb_count = (pd + 7u) / 8u;
+    let e = (wg.x + wg.y * groups.x) * WG + lid;
+    if (e >= params.nk * params.heads * rb_count * pb_count) {
+        return;
+    }
+    let pb = e % pb_count;
+    let rb = (e / pb_count) % rb_count;
+    let h = (e / (pb_count * rb_count)) % params.heads;
+    let c = e / (pb_count * rb_count * params.heads);
+    let len = chunk_len(c);
+    let r = 8u * rb;
+    if (r >= len) {
+        return;
+    }
+    let t0 = chunk_t0(c);
+    let g = h / params.hpg;
+    let p = 8u * pb;
+    let p1 = min(p + 4u, pd - 4u);
+    let q4 = q / 4u;
+    let dt4 = dtcum_base(c, h) / 4u;
+    let cum4 = dt4 + q4;
+    // The block's rows, chunk-relative, clamped into the chunk (rows past it are never stored).
+    let step = vec4<u32>(0u, 1u, 2u, 3u);
+    let ra = min(vec4<u32>(r) + step, vec4<u32>(len - 1u));
+    let rb4 = min(vec4<u32>(r + 4u) + step, vec4<u32>(len - 1u));
+    let ta = ra + vec4<u32>(t0);
+    let tb = rb4 + vec4<u32>(t0);
+
+    // Y_off: C rows times the entering state (rows p of S_in are contiguous along n).
+    let nq = nn / 4u;
+    let s0 = ((c * params.heads + h) * pd + p) * nq;
+    let s1 = ((c * params.heads + h) * pd + p1) * nq;
+    var acc0 = blk_zero();
+    var acc1 = blk_zero();
+    for (var n = 0u; n < nn; n += 4u) {
+        let k = n / 4u;
+        let st0 = states[s0 + k];
+        let st1 = states[s0 + nq + k];
+        let st2 = states[s0 + 2u * nq + k];
+        let st3 = states[s0 + 3u * nq + k];
+        let st4 = states[s1 + k];
+        let st5 = states[s1 + nq + k];
+        let st6 = states[s1 + 2u * nq + k];
+        let st7 = states[s1 + 3u * nq + k];
+        rank4t(&acc0,
+               cmat[c_index(ta.x, g, n) / 4u], cmat[c_index(ta.y, g, n) / 4u],
+               cmat[c_index(ta.z, g, n) / 4u], cmat[c_index(ta.w, g, n) / 4u],
+               st0, st1, st2, st3, st4, st5, st6, st7);
+        rank4t(&acc1,
+               cmat[c_index(tb.x, g, n) / 4u], cmat[c_index(tb.y, g, n) / 4u],
+               cmat[c_index(tb.z, g, n) / 4u], cmat[c_index(tb.w, g, n) / 4u],
+               st0, st1, st2, st3, st4, st5, st6, st7);
+    }
+    // cum of the block's rows (padded past the chunk's length) and of its reference row r.
+    let cum_a = dtcum[cum4 + 2u * rb];
+    let cum_b = dtcum[cum4 + 2u * rb + 1u];
+    let cum_r = cum_a.x;
+    let e_r = vec4<f32>(exp(cum_r));
+    acc0 = blk_scale(acc0, e_r);
+    acc1 = blk_scale(acc1, e_r);
+
+    // Y_diag below the block (s < r): CB scaled per column by exp(cum_r − cum_s)·dt_s.
+    let cb_base = (c * params.groups + g) * q;
+    let c0 = (cb_base + ra.x) * q4;
+    let c1 = (cb_base + ra.y) * q4;
+    let c2 = (cb_base + ra.z) * q4;
+    let c3 = (cb_base + ra.w) * q4;
+    let c4 = (cb_base + rb4.x) * q4;
+    let c5 = (cb_base + rb4.y) * q4;
+    let c6 = (cb_base + rb4.z) * q4;
+    let c7 = (cb_base + rb4.w) * q4;
+    for (var k = 0u; k < 2u * rb; k++) {
+        let f = exp(vec4<f32>(cum_r) - dtcum[cum4 + k]) * dtcum[dt4 + k];
+        x_step(&acc0, &acc1,
+               cb[c0 + k] * f, cb[c1 + k] * f, cb[c2 + k] * f, cb[c3 + k] * f,
+               cb[c4 + k] * f, cb[c5 + k] * f, cb[c6 + k] * f, cb[c7 + k] * f,
+               vec4<u32>(t0 + 4u * k) + step, h, p, p1);
+    }
+    acc0 = blk_scale(acc0, exp(cum_a - vec4<f32>(cum_r)));
+    acc1 = blk_scale(acc1, exp(cum_b - vec4<f32>(cum_r)));
+
+    // The two steps on the diagonal (s = r .. r + 7): one decay per (t, s) pair.
+    let last = t0 + len - 1u;
+    for (var k = 2u * rb; k < 2u * rb + 2u; k++) {
+        let cum_s = dtcum[cum4 + k];
+        let dts = dtcum[dt4 + k];
+        let sv = vec4<u32>(4u * k) + step;
+        x_step(&acc0, &acc1,
+               pair(cb[c0 + k], cum_a.x, r, cum_s, dts, sv, len),
+               pair(cb[c1 + k], cum_a.y, r + 1u, cum_s, dts, sv, len),
+               pair(cb[c2 + k], cum_a.z, r + 2u, cum_s, dts, sv, len),
+               pair(cb[c3 + k], cum_a.w, r + 3u, cum_s, dts, sv, len),
+               pair(cb[c4 + k], cum_b.x, r + 4u, cum_s, dts, sv, len),
+               pair(cb[c5 + k], cum_b.y, r + 5u, cum_s, dts, sv, len),
+               pair(cb[c6 + k], cum_b.z, r + 6u, cum_s, dts, sv, len),
+               pair(cb[c7 + k], cum_b.w, r + 7u, cum_s, dts, sv, len),
+               min(vec4<u32>(t0) + sv, vec4<u32>(last)), h, p, p1);
+    }
+
+    // D, the gate, and the stores.
+    var d0 = vec4<f32>(0.0);
+    var d1 = vec4<f32>(0.0);
+    if ((params.flags & HAS_D) != 0u) {
+        if ((params.flags & D_PER_P) != 0u) {
+            let di = params.p_d + h * pd;
+            d0 = vec4<f32>(tab_f32(di + p), tab_f32(di + p + 1u), tab_f32(di + p + 2u),
+                           tab_f32(di + p + 3u));
+            d1 = vec4<f32>(tab_f32(di + p1), tab_f32(di + p1 + 1u), tab_f32(di + p1 + 2u),
+                           tab_f32(di + p1 + 3u));
+        } else {
+            d0 = vec4<f32>(tab_f32(params.p_d + h));
+            d1 = d0;
+        }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        if (r + i < len) {
+            let tok = t0 + r + i;
+            let j = i % 4u;
+            let hi = i >= 4u;
+            let ya = select(blk_row(acc0, j, false), blk_row(acc1, j, false), hi);
+            store_out(tok, h, p, ya, d0);
+            if (p + 4u < pd) {
+                let yb = select(blk_row(acc0, j, true), blk_row(acc1, j, true), hi);
+                store_out(tok, h, p + 4u, yb, d1);
+            }
+        }
+    }
+}
+
+// out[tok, h, p .. p + 4] = (y + d·x)·silu(z) as the flags ask.
+fn store_out(tok: u32, h: u32, p: u32, y: vec4<f32>, d: vec4<f32>) {
+    var v = fma(d, x[x_index(tok, h, p) / 4u], y);
+    if ((params.flags & HAS_Z) != 0u) {
+        let zz = zgate[z_index(tok, h, p) / 4u];
+        v = v * (zz / (1.0 + exp(-zz)));
+    }
+    out[o_index(tok, h, p) / 4u] = v;
+}
+#else
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // (T, H, P) view
 @group(0) @binding(3) var<storage, read> cmat: array<f32>;     // (T, G, N) view
 @group(0) @binding(4) var<storage, read> zgate: array<f32>;    // (T, H, P) view (x when absent)
@@ -173,3 +382,4 @@ fn main(
         }
     }
 }
+#endif

@@ -7,15 +7,102 @@
 // Bindings (ssd_io.wgsl has params, table and the scratch layout): x (T, H, P) and B (T, G, N)
 // f32 views; dtcum (K, H, 2, Q); states (K, H, P, N) f32, written.
 //
-// Work split: one workgroup per (window chunk, head, 32-row tile of P, 32-column tile of N)
-// (ssd_tile.wgsl), linear workgroup index over a 2-D grid; the chunk's steps walked in steps of
-// BK with the scaled x and B staged in workgroup memory.
-// Bounds: H·P·N·Q FMAs per chunk against (H·P + G·N)·Q reads: compute on a GPU; on lavapipe,
-// the barriers (two per BK steps) and the staging loads (each element reused 32 times).
+// VEC4 (register tiles, ssd_tile.wgsl; x, B, dtcum and states bound as vec4): one invocation
+// per (window chunk, head, 8 rows of P, 8 columns of N: two blocks), WG per workgroup, the
+// column block fastest, so the 8 SIMD lanes of llvmpipe share their x loads' addresses and
+// differ in B's. Each step of 4 tokens loads the weights exp(cum_last − cum_s)·dt_s of 4 tokens
+// at once (one vec4 of cum, one of dt, one vec4 exp), then per token two vec4 of x (scaled by
+// its weight) and two of B for 64 FMAs. Past the chunk's length dt is 0 (ssd_chunk_cumsum pads it), so the
+// last partial step needs no mask: its tokens are clamped into the chunk and weigh 0.
+// Bounds on lavapipe: the 4 vec4 loads per token (each a loop over the SIMD lanes) next to
+// 64 FMAs.
+//
+// Otherwise (staged tiles): one workgroup per (window chunk, head, 32-row tile of P, 32-column
+// tile of N) (ssd_tile.wgsl), linear workgroup index over a 2-D grid; the chunk's steps walked
+// in steps of BK with the scaled x and B staged in workgroup memory.
+// Bounds on a GPU: H·P·N·Q FMAs per chunk against (H·P + G·N)·Q reads: compute, each staged
+// element reused 32 times from workgroup memory.
 
 #include "ssm/ssd_io"
 #include "ssm/ssd_tile"
 
+#if VEC4
+override WG: u32 = 64u;
+
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;            // (T, H, P) view
+@group(0) @binding(3) var<storage, read> bmat: array<vec4<f32>>;         // (T, G, N) view
+@group(0) @binding(4) var<storage, read> dtcum: array<vec4<f32>>;        // (K, H, 2, Q)
+@group(0) @binding(5) var<storage, read_write> states: array<vec4<f32>>; // (K, H, P, N)
+
+// One token's rank-1 updates: x[tok, h, p .. p + 8] scaled by w (p1: the second vec4's row,
+// clamped into P) times B[tok, g, n .. n + 8] (n1 likewise into N).
+fn token(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, tok: u32, h: u32, p: u32, p1: u32,
+         g: u32, n: u32, n1: u32, w: f32) {
+    let b0 = bmat[b_index(tok, g, n) / 4u];
+    let b1 = bmat[b_index(tok, g, n1) / 4u];
+    rank1(acc0, x[x_index(tok, h, p) / 4u] * w, b0, b1);
+    rank1(acc1, x[x_index(tok, h, p1) / 4u] * w, b0, b1);
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let pd = params.head_dim;
+    let nn = params.n;
+    let pb_count = (pd + 7u) / 8u;
+    let nb_count = (nn + 7u) / 8u;
+    let e = (wg.x + wg.y * groups.x) * WG + lid;
+    if (e >= params.nk * params.heads * pb_count * nb_count) {
+        return;
+    }
+    let nb = e % nb_count;
+    let pb = (e / nb_count) % pb_count;
+    let h = (e / (nb_count * pb_count)) % params.heads;
+    let c = e / (nb_count * pb_count * params.heads);
+    let len = chunk_len(c);
+    let t0 = chunk_t0(c);
+    let g = h / params.hpg;
+    let q4 = params.q / 4u;
+    let dt4 = dtcum_base(c, h) / 4u;
+    let cum4 = dt4 + q4;
+    let cum_last = dtcum[cum4 + q4 - 1u].w;
+    let p = 8u * pb;
+    let p1 = min(p + 4u, pd - 4u);
+    let n = 8u * nb;
+    let n1 = min(n + 4u, nn - 4u);
+    var acc0 = blk_zero();
+    var acc1 = blk_zero();
+    let last = t0 + len - 1u;
+    for (var s0 = 0u; s0 < len; s0 += 4u) {
+        let w = exp(vec4<f32>(cum_last) - dtcum[cum4 + s0 / 4u]) * dtcum[dt4 + s0 / 4u];
+        let tok = t0 + s0;
+        token(&acc0, &acc1, tok, h, p, p1, g, n, n1, w.x);
+        token(&acc0, &acc1, min(tok + 1u, last), h, p, p1, g, n, n1, w.y);
+        token(&acc0, &acc1, min(tok + 2u, last), h, p, p1, g, n, n1, w.z);
+        token(&acc0, &acc1, min(tok + 3u, last), h, p, p1, g, n, n1, w.w);
+    }
+    let nq = nn / 4u;
+    let row = (c * params.heads + h) * pd;
+    for (var i = 0u; i < 4u; i++) {
+        store_row(row + p + i, n, blk_row(acc0, i, false), blk_row(acc0, i, true));
+        if (p + 4u < pd) {
+            store_row(row + p + 4u + i, n, blk_row(acc1, i, false), blk_row(acc1, i, true));
+        }
+    }
+}
+
+// Columns n .. n + 8 of state row `row` (the second vec4 only where it lies inside N).
+fn store_row(row: u32, n: u32, a: vec4<f32>, b: vec4<f32>) {
+    let at = row * (params.n / 4u) + n / 4u;
+    states[at] = a;
+    if (n + 4u < params.n) {
+        states[at + 1u] = b;
+    }
+}
+#else
 @group(0) @binding(2) var<storage, read> x: array<f32>;            // (T, H, P) view
 @group(0) @binding(3) var<storage, read> bmat: array<f32>;         // (T, G, N) view
 @group(0) @binding(4) var<storage, read> dtcum: array<f32>;        // (K, H, 2, Q)
@@ -94,3 +181,4 @@ fn main(
         }
     }
 }
+#endif

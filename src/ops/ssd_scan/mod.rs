@@ -41,7 +41,7 @@
 use crate::error::{Error, Result};
 use crate::ops::Cost;
 use crate::runtime::{Batch, DType, Gpu, Kernel, Shader, Tensor, View};
-use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::{Arc, Mutex};
 
 pub use crate::spec::ssd_scan::{
@@ -51,6 +51,7 @@ pub use crate::spec::ssd_scan::{
 
 mod plan;
 mod record;
+mod validate;
 
 /// Stage 1: dt and its cumsum per (chunk, head).
 pub const CUMSUM_SHADER: Shader = wgsl!("ssm/ssd_chunk_cumsum");
@@ -163,6 +164,16 @@ pub const PASSING: Variant = PASSING_SHADER.variant(Flags::NONE, PASSING_INTERFA
 /// Stage 5.
 pub const SCAN: Variant = SCAN_SHADER.variant(Flags::NONE, SCAN_INTERFACE);
 
+const VEC4_FLAGS: Flags = Flags::of(&[Flag::Vec4]);
+/// Stage 2 as register tiles with vec4 loads (CPU devices, aligned layouts).
+pub const CB_VEC4: Variant = CB_SHADER.variant(VEC4_FLAGS, CB_INTERFACE);
+/// Stage 3 as register tiles with vec4 loads.
+pub const STATE_VEC4: Variant = STATE_SHADER.variant(VEC4_FLAGS, STATE_INTERFACE);
+/// Stage 4 on 4 state elements per invocation (N a multiple of 4).
+pub const PASSING_VEC4: Variant = PASSING_SHADER.variant(VEC4_FLAGS, PASSING_INTERFACE);
+/// Stage 5 as register tiles with vec4 loads.
+pub const SCAN_VEC4: Variant = SCAN_SHADER.variant(VEC4_FLAGS, SCAN_INTERFACE);
+
 const HAS_D: u32 = 1;
 const D_PER_P: u32 = 2;
 const HAS_Z: u32 = 4;
@@ -176,6 +187,9 @@ const TILE: usize = 32;
 /// Invocations per workgroup of stage 1 and stage 4.
 const CUMSUM_WG: usize = 64;
 const PASSING_WG: usize = 256;
+/// Invocations per workgroup of the register-tile stages (2, 3 and 5 with `VEC4`), each owning
+/// a 4 × 8 (stage 2) or 8 × 8 (stages 3 and 5) block (`shaders/ssm/ssd_tile.wgsl`).
+const REG_WG: usize = 64;
 
 /// Packed (token-major, ragged) inputs of [`SsdScan::record_packed`], f32; every activation a
 /// strided [`View`] so that x, B, C, z and dt are read straight out of the projections and the
@@ -254,27 +268,56 @@ pub struct SsdOptions {
     pub initial_states: bool,
 }
 
-/// A built SSD scan: the five pipelines and the op-owned scratch buffers.
+/// The pipelines of stages 2, 3 and 5 in one form: staged tiles with scalar loads, or
+/// (`VEC4`) register tiles with vec4 loads.
+#[derive(Clone, Debug)]
+struct Stages {
+    cb: Arc<Kernel>,
+    state: Arc<Kernel>,
+    scan: Arc<Kernel>,
+}
+
+/// A built SSD scan: the pipelines and the op-owned scratch buffers.
 #[derive(Clone, Debug)]
 pub struct SsdScan {
     cumsum: Arc<Kernel>,
-    cb: Arc<Kernel>,
-    state: Arc<Kernel>,
+    /// Staged tiles; the only form for unaligned layouts.
+    staged: Stages,
+    /// Register tiles for aligned layouts on CPU devices (`None` elsewhere).
+    register: Option<Stages>,
+    /// Stage 4 on scalars, and on vec4s for N a multiple of 4 (on any device).
     passing: Arc<Kernel>,
-    scan: Arc<Kernel>,
+    passing_vec4: Arc<Kernel>,
     /// table (u32), dtcum, cb, states.
     scratch: Arc<[Mutex<Option<Tensor>>; 4]>,
 }
 
 impl SsdScan {
-    /// Build (or fetch from the cache) the five pipelines.
+    /// Build (or fetch from the cache) the pipelines: the staged tiles everywhere, and on a CPU
+    /// device (lavapipe, where barriers and staging loads are what cost) the register tiles.
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        let passing = gpu.kernel(&PASSING, &[("WG", PASSING_WG as f64)])?;
+        let passing_vec4 = gpu.kernel(&PASSING_VEC4, &[("WG", PASSING_WG as f64)])?;
+        let register = if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            let wg = [("WG", REG_WG as f64)];
+            Some(Stages {
+                cb: gpu.kernel(&CB_VEC4, &wg)?,
+                state: gpu.kernel(&STATE_VEC4, &wg)?,
+                scan: gpu.kernel(&SCAN_VEC4, &wg)?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             cumsum: gpu.kernel(&CUMSUM, &[("WG", CUMSUM_WG as f64)])?,
-            cb: gpu.kernel(&CB, &[])?,
-            state: gpu.kernel(&STATE, &[])?,
-            passing: gpu.kernel(&PASSING, &[("WG", PASSING_WG as f64)])?,
-            scan: gpu.kernel(&SCAN, &[])?,
+            staged: Stages {
+                cb: gpu.kernel(&CB, &[])?,
+                state: gpu.kernel(&STATE, &[])?,
+                scan: gpu.kernel(&SCAN, &[])?,
+            },
+            register,
+            passing,
+            passing_vec4,
             scratch: Arc::new(Default::default()),
         })
     }
@@ -400,7 +443,7 @@ impl SsdInputs<'_> {
 
 /// Run one batched scan and wait: returns (out (Bt, L, H, P), final_states (Bt, H, P, N)).
 pub fn ssd_scan(gpu: &Gpu, inputs: &SsdInputs) -> Result<(Tensor, Tensor)> {
-    let (dims, _) = SsdDims::from_shapes(&record::shapes_of(inputs))?;
+    let (dims, _) = SsdDims::from_shapes(&validate::shapes_of(inputs))?;
     let op = SsdScan::new(gpu)?;
     let out = gpu.empty(
         &[dims.batch, dims.len, dims.heads, dims.head_dim],

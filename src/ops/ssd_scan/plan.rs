@@ -148,6 +148,8 @@ pub(super) fn chunks_per_window(
     }
     let max_dim = gpu.limits().max_compute_workgroups_per_dimension.max(1) as usize;
     let grid = max_dim * max_dim;
+    // The staged tiles' workgroups per chunk; the register tiles (4 × 8 or 8 × 8 outputs per
+    // invocation, 64 per workgroup) and the vec4 state pass need fewer.
     let (qt, pt, nt) = (q.div_ceil(TILE), p.div_ceil(TILE), n.div_ceil(TILE));
     for per_chunk in [
         g * qt * qt,
