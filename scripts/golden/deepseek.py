@@ -22,13 +22,15 @@ from_pretrained and must give the same logits) and golden.safetensors:
   appended. The script asserts they agree with the one-shot logits and prints the gap.
 
 Both models: hidden 32, 3 layers (layer 0 dense with intermediate 48, layers 1-2 MoE), 4 heads,
-kv_lora_rank 16, qk_nope 8, qk_rope 8, v 8, 8 routed experts of intermediate 16 top-2 in 4 groups
+kv_lora_rank 16, qk_nope 8, qk_rope 8, v 8, 8 routed experts of intermediate 16 in 4 groups
 keeping 2, one shared expert, vocab 128, rope_theta 10000, norms and the V3 expert-score bias
 random.
-- V2: q_lora_rank null (q_proj), group_limited_greedy softmax routing, routed_scaling_factor 1.5,
+- V2: q_lora_rank null (q_proj), top-3 group_limited_greedy softmax routing (with top-2 and 2 kept
+  groups, max-scored groups always hold the two best experts, so the group limit would never
+  bind), routed_scaling_factor 1.5,
   no norm_topk_prob (transformers' V2 router never normalises), tied embeddings, eos 0, plus a
   word-level tokenizer.json.
-- V3: q_lora_rank 24, noaux_tc sigmoid routing with a random e_score_correction_bias,
+- V3: q_lora_rank 24, top-2 noaux_tc sigmoid routing with a random e_score_correction_bias,
   norm_topk_prob, routed_scaling_factor 2.5, untied head, eos [1, 2], and YaRN (factor 4,
   original_max_position_embeddings 4096 with max_position_embeddings 16384, beta 32/1, mscale 1, mscale_all_dim 0.8: the ramp
   interpolates 2 of the 4 frequencies, cos/sin are scaled by mscale/mscale_all_dim's ratio and the
@@ -54,7 +56,7 @@ DECODE_FROM = 5
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
               num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=16, qk_nope_head_dim=8,
               qk_rope_head_dim=8, v_head_dim=8, moe_intermediate_size=16, n_routed_experts=8,
-              num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
+              n_group=4, topk_group=2, n_shared_experts=1,
               first_k_dense_replace=1, rms_norm_eps=1e-6,
               hidden_act="silu", attention_bias=False, pad_token_id=None, bos_token_id=None)
 
@@ -146,12 +148,13 @@ def tokenizer(out_dir, vocab_size):
 
 if __name__ == "__main__":
     v2 = DeepseekV2Config(**COMMON, q_lora_rank=None, topk_method="group_limited_greedy",
+                          num_experts_per_tok=3,
                           routed_scaling_factor=1.5, norm_topk_prob=False,
                           tie_word_embeddings=True, eos_token_id=0, max_position_embeddings=256,
                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     make("tests/data/deepseek_v2_tiny", 11, v2, DeepseekV2ForCausalLM)
     tokenizer("tests/data/deepseek_v2_tiny", VOCAB)
-    v3 = DeepseekV3Config(**COMMON, q_lora_rank=24, routed_scaling_factor=2.5,
+    v3 = DeepseekV3Config(**COMMON, q_lora_rank=24, routed_scaling_factor=2.5, num_experts_per_tok=2,
                           norm_topk_prob=True, tie_word_embeddings=False, eos_token_id=[1, 2],
                           rope_interleave=True, max_position_embeddings=16384,
                           rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,

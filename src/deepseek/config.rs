@@ -376,16 +376,17 @@ impl DeepseekConfig {
     }
 
     /// The tiny V2 of tests/data/deepseek_v2_tiny: hidden 32, 3 layers (layer 0 dense, 48
-    /// wide), 4 heads, kv_lora 16, no query compression, nope/rope/v 8, 8 experts of 16 top-2,
-    /// group_limited_greedy over 4 groups keeping 2, 1 shared expert, scaling 1.5, vocab 128,
-    /// tied head, eos 0.
+    /// wide), 4 heads, kv_lora 16, no query compression, nope/rope/v 8, 8 experts of 16 top-3,
+    /// group_limited_greedy over 4 groups keeping 2 (with top-2 the group limit never binds:
+    /// the two best experts' groups are the two best groups), 1 shared expert, scaling 1.5,
+    /// vocab 128, tied head, eos 0.
     pub fn tiny_v2() -> Self {
         let json = json!({
             "model_type": "deepseek_v2", "vocab_size": 128, "hidden_size": 32,
             "intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
             "kv_lora_rank": 16, "q_lora_rank": null, "qk_nope_head_dim": 8,
             "qk_rope_head_dim": 8, "v_head_dim": 8, "moe_intermediate_size": 16,
-            "n_routed_experts": 8, "num_experts_per_tok": 2, "n_group": 4, "topk_group": 2,
+            "n_routed_experts": 8, "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2,
             "n_shared_experts": 1, "first_k_dense_replace": 1,
             "topk_method": "group_limited_greedy", "routed_scaling_factor": 1.5,
             "tie_word_embeddings": true, "eos_token_id": 0,
@@ -394,7 +395,7 @@ impl DeepseekConfig {
     }
 
     /// The tiny V3 of tests/data/deepseek_v3_tiny: as [`Self::tiny_v2`] but q_lora_rank 24,
-    /// noaux_tc sigmoid routing with norm_topk_prob, scaling 2.5, an untied head, eos 1 and YaRN
+    /// top-2 noaux_tc sigmoid routing with norm_topk_prob, scaling 2.5, an untied head, eos 1 and YaRN
     /// (factor 4 from 4096 positions, mscale 1, mscale_all_dim 0.8).
     pub fn tiny_v3() -> Self {
         let json = json!({
