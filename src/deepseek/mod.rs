@@ -5,6 +5,7 @@
 //! builds from a directory. The GPU model is not built yet.
 
 pub mod config;
+pub mod presets;
 pub mod weights;
 
 pub use config::{DeepseekConfig, DeepseekVersion};
