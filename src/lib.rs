@@ -30,6 +30,7 @@
 pub mod checkpoint;
 pub mod compare;
 mod config_fields;
+pub mod deepseek;
 pub mod error;
 mod gpu_lm;
 pub mod hippo;

@@ -6,16 +6,18 @@
 //! architecture).
 
 use crate::checkpoint::Checkpoint;
+use crate::deepseek::{DeepseekConfig, DeepseekWeights};
 use crate::error::{Error, Result};
 use crate::lm::{check_request, CausalLm, Device, LoadOptions, SeqInput};
 use crate::mamba::{MambaConfig, MambaGpuLm, MambaWeights};
 use crate::mamba2::{Mamba2Config, Mamba2GpuLm, Mamba2Weights};
+use crate::reference::deepseek::{DeepseekCpuModel, DeepseekCpuState};
 use crate::reference::mamba::{MambaCpuModel, MambaCpuState};
 use crate::reference::mamba2::{Mamba2CpuModel, Mamba2CpuState};
 use std::path::Path;
 
 /// Model types [`load`] builds.
-pub const SUPPORTED: &[&str] = &["mamba", "mamba2"];
+pub const SUPPORTED: &[&str] = &["mamba", "mamba2", "deepseek_v2", "deepseek_v3"];
 
 /// Read the Hugging Face directory `dir` and build its model on `device`.
 pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn CausalLm>> {
@@ -56,6 +58,17 @@ pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
                 )?)),
             }
         }
+        "deepseek_v2" | "deepseek_v3" => {
+            let cfg = DeepseekConfig::from_json(&ck.config, &config_path)?;
+            let weights = DeepseekWeights::from_safetensors(&cfg, &ck.tensors)?;
+            match device {
+                Device::Cpu => Ok(Box::new(CpuLm::new(
+                    DeepseekCpu { cfg, weights },
+                    options.slots,
+                ))),
+                Device::Gpu(_) => Err(deepseek_gpu_not_built(&cfg, config_path)),
+            }
+        }
         other => Err(Error::Format {
             path: config_path,
             message: format!("model_type {other:?} is not supported (supported: {SUPPORTED:?})"),
@@ -63,8 +76,21 @@ pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
     }
 }
 
-/// A CPU reference model fed one token at a time, with one state per sequence: what [`CpuLm`]
-/// needs of an architecture.
+/// The GPU DeepSeek model plugs in here (as `Mamba2GpuLm` does above); until then asking for
+/// it is an error that says so and points at the CPU reference.
+fn deepseek_gpu_not_built(cfg: &DeepseekConfig, config_path: String) -> Error {
+    Error::Format {
+        path: config_path,
+        message: format!(
+            "the GPU DeepSeek model is not built yet (model_type {:?} runs with --device cpu \
+             for now)",
+            cfg.version.model_type()
+        ),
+    }
+}
+
+/// A CPU reference model with one state per sequence, fed token by token or a block at a time:
+/// what [`CpuLm`] needs of an architecture.
 pub trait CpuStepModel {
     /// One sequence's recurrent state.
     type State;
@@ -76,6 +102,19 @@ pub trait CpuStepModel {
     fn new_state(&self) -> Self::State;
     /// Feed one token after `state`; returns the logits (vocab) of the next one.
     fn step(&self, state: &mut Self::State, token: u32) -> Result<Vec<f64>>;
+    /// Feed `tokens` after `state`; returns the logits of every position ((tokens, vocab)
+    /// row-major), or with `last_only` of the last one. One [`Self::step`] per token unless
+    /// the architecture can do better (attention takes a prompt as one block).
+    fn feed(&self, state: &mut Self::State, tokens: &[u32], last_only: bool) -> Result<Vec<f64>> {
+        let mut logits = Vec::new();
+        for (i, &t) in tokens.iter().enumerate() {
+            let row = self.step(state, t)?;
+            if !last_only || i + 1 == tokens.len() {
+                logits.extend(row);
+            }
+        }
+        Ok(logits)
+    }
 }
 
 /// A [`CpuStepModel`] behind [`CausalLm`]: numbered slots, each holding a sequence's state
@@ -127,14 +166,8 @@ impl<M: CpuStepModel> CausalLm for CpuLm<M> {
         for s in seqs {
             let model = &self.model;
             let state = self.states[s.slot].get_or_insert_with(|| model.new_state());
-            let mut logits = Vec::new();
-            for (i, &t) in s.tokens.iter().enumerate() {
-                let row = model.step(state, t)?;
-                if !last_only || i + 1 == s.tokens.len() {
-                    logits.extend(row.iter().map(|&x| x as f32));
-                }
-            }
-            out.push(logits);
+            let logits = model.feed(state, s.tokens, last_only)?;
+            out.push(logits.iter().map(|&x| x as f32).collect());
         }
         Ok(out)
     }
@@ -188,8 +221,44 @@ impl CpuStepModel for Mamba2Cpu {
     }
 }
 
+/// A DeepSeek-V2/V3 model (config and weights) for the CPU reference: a prompt is fed as one
+/// block through each layer's latent cache.
+pub struct DeepseekCpu {
+    /// The config.
+    pub cfg: DeepseekConfig,
+    /// The weights.
+    pub weights: DeepseekWeights,
+}
+
+impl CpuStepModel for DeepseekCpu {
+    type State = DeepseekCpuState;
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn eos_token_id(&self) -> Option<u32> {
+        self.cfg.eos_token_id
+    }
+    fn new_state(&self) -> DeepseekCpuState {
+        DeepseekCpuModel::new(&self.cfg, &self.weights).new_state()
+    }
+    fn step(&self, state: &mut DeepseekCpuState, token: u32) -> Result<Vec<f64>> {
+        self.feed(state, &[token], false)
+    }
+    fn feed(
+        &self,
+        state: &mut DeepseekCpuState,
+        tokens: &[u32],
+        last_only: bool,
+    ) -> Result<Vec<f64>> {
+        DeepseekCpuModel::new(&self.cfg, &self.weights).forward(state, tokens, last_only)
+    }
+}
+
 /// A Mamba-1 model computed by the f64 CPU reference.
 pub type MambaCpuLm = CpuLm<MambaCpu>;
 
 /// A Mamba-2 model computed by the f64 CPU reference.
 pub type Mamba2CpuLm = CpuLm<Mamba2Cpu>;
+
+/// A DeepSeek-V2/V3 model computed by the f64 CPU reference.
+pub type DeepseekCpuLm = CpuLm<DeepseekCpu>;

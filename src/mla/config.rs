@@ -72,6 +72,57 @@ pub fn yarn_get_mscale(scale: f64, m: f64) -> f64 {
     }
 }
 
+/// A YaRN object (`rope_scaling`, or transformers' `rope_parameters` with `rope_type` "yarn");
+/// `field` names it in errors. Anything but YaRN, an explicit `attention_factor` and
+/// `truncate: false` are refused: the layer derives the cos/sin factor from the mscales and
+/// truncates the correction range, as DeepSeek's configs expect.
+fn parse_rope_scaling(v: Option<&Value>, source: &str, field: &str) -> Result<Option<Yarn>> {
+    let rs = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(rs)) => rs,
+        Some(v) => {
+            return Err(format_err(
+                source,
+                format!("field `{field}` must be an object or null, got {v}"),
+            ))
+        }
+    };
+    let src = format!("{source} ({field})");
+    let kind = rs
+        .get("type")
+        .or_else(|| rs.get("rope_type"))
+        .and_then(Value::as_str)
+        .unwrap_or("yarn");
+    if kind != "yarn" {
+        return Err(format_err(
+            &src,
+            format!("{field} type {kind:?} is not supported (only \"yarn\")"),
+        ));
+    }
+    if rs.get("attention_factor").is_some_and(|a| !a.is_null()) {
+        return Err(format_err(
+            &src,
+            "`attention_factor` is not supported (it is derived from mscale and mscale_all_dim)",
+        ));
+    }
+    if !get_bool(rs, &src, "truncate", true)? {
+        return Err(format_err(&src, "`truncate: false` is not supported"));
+    }
+    Ok(Some(Yarn {
+        factor: get_f64(rs, &src, "factor", None)?,
+        original_max_position_embeddings: get_f64(
+            rs,
+            &src,
+            "original_max_position_embeddings",
+            None,
+        )?,
+        beta_fast: get_f64(rs, &src, "beta_fast", Some(32.0))?,
+        beta_slow: get_f64(rs, &src, "beta_slow", Some(1.0))?,
+        mscale: get_f64(rs, &src, "mscale", Some(1.0))?,
+        mscale_all_dim: get_f64(rs, &src, "mscale_all_dim", Some(0.0))?,
+    }))
+}
+
 impl MlaConfig {
     /// Read and parse a `config.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -98,39 +149,32 @@ impl MlaConfig {
             None | Some(Value::Null) => None,
             Some(_) => Some(get_usize(obj, source, "q_lora_rank")?),
         };
-        let rope_scaling = match obj.get("rope_scaling") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(rs)) => {
-                let src = format!("{source} (rope_scaling)");
-                let kind = rs
-                    .get("type")
-                    .or_else(|| rs.get("rope_type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("yarn");
-                if kind != "yarn" {
-                    return Err(format_err(
-                        &src,
-                        format!("rope_scaling type {kind:?} is not supported (only \"yarn\")"),
-                    ));
-                }
-                Some(Yarn {
-                    factor: get_f64(rs, &src, "factor", None)?,
-                    original_max_position_embeddings: get_f64(
-                        rs,
-                        &src,
-                        "original_max_position_embeddings",
-                        None,
-                    )?,
-                    beta_fast: get_f64(rs, &src, "beta_fast", Some(32.0))?,
-                    beta_slow: get_f64(rs, &src, "beta_slow", Some(1.0))?,
-                    mscale: get_f64(rs, &src, "mscale", Some(1.0))?,
-                    mscale_all_dim: get_f64(rs, &src, "mscale_all_dim", Some(0.0))?,
-                })
+        // transformers ≥ 5 writes `rope_parameters` (rope_theta, rope_type and the YaRN fields
+        // in one object); older files and DeepSeek's own write `rope_theta` and `rope_scaling`.
+        let (rope_theta, rope_scaling) = match obj.get("rope_parameters") {
+            None | Some(Value::Null) => (
+                get_f64(obj, source, "rope_theta", Some(10000.0))?,
+                parse_rope_scaling(obj.get("rope_scaling"), source, "rope_scaling")?,
+            ),
+            Some(Value::Object(rp)) => {
+                let src = format!("{source} (rope_parameters)");
+                let theta = match rp.get("rope_theta") {
+                    Some(_) => get_f64(rp, &src, "rope_theta", None)?,
+                    None => get_f64(obj, source, "rope_theta", Some(10000.0))?,
+                };
+                let kind = rp.get("rope_type").or_else(|| rp.get("type"));
+                let scaling = match kind.and_then(Value::as_str) {
+                    None | Some("default") => None,
+                    Some(_) => {
+                        parse_rope_scaling(obj.get("rope_parameters"), source, "rope_parameters")?
+                    }
+                };
+                (theta, scaling)
             }
             Some(v) => {
                 return Err(format_err(
                     source,
-                    format!("field `rope_scaling` must be an object or null, got {v}"),
+                    format!("field `rope_parameters` must be an object or null, got {v}"),
                 ))
             }
         };
@@ -142,7 +186,7 @@ impl MlaConfig {
             qk_nope_head_dim: get_usize(obj, source, "qk_nope_head_dim")?,
             qk_rope_head_dim: get_usize(obj, source, "qk_rope_head_dim")?,
             v_head_dim: get_usize(obj, source, "v_head_dim")?,
-            rope_theta: get_f64(obj, source, "rope_theta", Some(10000.0))?,
+            rope_theta,
             rms_norm_eps: get_f64(obj, source, "rms_norm_eps", Some(1e-6))?,
             rope_interleave: get_bool(obj, source, "rope_interleave", true)?,
             rope_scaling,

@@ -33,11 +33,17 @@ pub struct Projected {
     pub latent: Vec<f64>,
 }
 
-/// Query and latent projections of `tokens` rows of `hidden` (T, hidden) at `positions`.
-pub fn project(cfg: &MlaConfig, w: &MlaWeights, hidden: &[f32], positions: &[usize]) -> Projected {
+/// Query and latent projections of `tokens` rows of `hidden` (T, hidden) at `positions`;
+/// `hidden` may be f32 or f64 (a whole model's f64 residual stream feeds it unrounded).
+pub fn project<T: Copy + Into<f64>>(
+    cfg: &MlaConfig,
+    w: &MlaWeights,
+    hidden: &[T],
+    positions: &[usize],
+) -> Projected {
     let t = positions.len();
     let hid = cfg.hidden_size;
-    let x: Vec<f64> = hidden[..t * hid].iter().map(|&v| v as f64).collect();
+    let x: Vec<f64> = hidden[..t * hid].iter().map(|&v| v.into()).collect();
     let mut q = match &w.query {
         QueryWeights::Direct { q_proj } => linear(
             &x,
@@ -198,12 +204,12 @@ pub fn naive(cfg: &MlaConfig, w: &MlaWeights, hidden: &[f32], bt: usize, s: usiz
 /// `caches` (one Vec of rows of d_c + d_R per sequence; the new latents are appended).
 /// `hidden` is (caches.len(), S, hidden); the new tokens sit at positions len..len + S and see
 /// every cached token plus the new ones up to themselves (bottom-right causal). Returns
-/// (caches.len(), S, hidden).
-pub fn absorbed_step(
+/// (caches.len(), S, hidden). `hidden` may be f32 or f64.
+pub fn absorbed_step<T: Copy + Into<f64>>(
     cfg: &MlaConfig,
     w: &MlaWeights,
     caches: &mut [Vec<f64>],
-    hidden: &[f32],
+    hidden: &[T],
     s: usize,
 ) -> Vec<f64> {
     let (h_n, nope, d_r, v_d, d_c) = (

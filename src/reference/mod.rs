@@ -3,6 +3,7 @@
 
 pub mod absorbed_attention;
 pub mod causal_conv1d;
+pub mod deepseek;
 pub mod diagonal_scan;
 pub mod embedding;
 pub mod fma_peak;

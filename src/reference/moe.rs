@@ -51,15 +51,15 @@ pub fn top_k(v: &[f64], k: usize) -> Vec<usize> {
     out
 }
 
-/// Router logits (T, E) = x (T, hidden) · routerᵀ, in f64.
-pub fn router_logits(cfg: &MoeConfig, router: &[f32], x: &[f32]) -> Vec<f64> {
+/// Router logits (T, E) = x (T, hidden) · routerᵀ, in f64 (x f32 or f64).
+pub fn router_logits<T: Copy + Into<f64>>(cfg: &MoeConfig, router: &[f32], x: &[T]) -> Vec<f64> {
     let h = cfg.hidden;
     let t = x.len() / h;
     let mut out = Vec::with_capacity(t * cfg.experts);
     for row in x.chunks(h) {
         for e in 0..cfg.experts {
             let w = &router[e * h..(e + 1) * h];
-            out.push(row.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum());
+            out.push(row.iter().zip(w).map(|(&a, &b)| a.into() * b as f64).sum());
         }
     }
     out
@@ -116,7 +116,7 @@ pub fn route_token(
 }
 
 /// The routing of every token of x (T, hidden).
-pub fn route(cfg: &MoeConfig, weights: &MoeHostWeights, x: &[f32]) -> Routing {
+pub fn route<T: Copy + Into<f64>>(cfg: &MoeConfig, weights: &MoeHostWeights, x: &[T]) -> Routing {
     let logits = router_logits(cfg, &weights.router, x);
     let mut r = Routing {
         experts: Vec::new(),
@@ -136,7 +136,12 @@ fn silu(v: f64) -> f64 {
 }
 
 /// One SwiGLU expert on one row: down(silu(gate·x) ⊙ up·x), intermediate `inter`.
-pub fn swiglu(w: &SwigluWeights, hidden: usize, inter: usize, x: &[f32]) -> Vec<f64> {
+pub fn swiglu<T: Copy + Into<f64>>(
+    w: &SwigluWeights,
+    hidden: usize,
+    inter: usize,
+    x: &[T],
+) -> Vec<f64> {
     let dot = |m: &[f32], r: usize, v: &[f64]| -> f64 {
         m[r * v.len()..(r + 1) * v.len()]
             .iter()
@@ -144,15 +149,15 @@ pub fn swiglu(w: &SwigluWeights, hidden: usize, inter: usize, x: &[f32]) -> Vec<
             .map(|(&a, &b)| a as f64 * b)
             .sum()
     };
-    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let xd: Vec<f64> = x.iter().map(|&v| v.into()).collect();
     let h: Vec<f64> = (0..inter)
         .map(|i| silu(dot(&w.gate, i, &xd)) * dot(&w.up, i, &xd))
         .collect();
     (0..hidden).map(|n| dot(&w.down, n, &h)).collect()
 }
 
-/// The MoE block: y (T, hidden) for x (T, hidden).
-pub fn moe(cfg: &MoeConfig, weights: &MoeHostWeights, x: &[f32]) -> Vec<f64> {
+/// The MoE block: y (T, hidden) for x (T, hidden), f32 or f64.
+pub fn moe<T: Copy + Into<f64>>(cfg: &MoeConfig, weights: &MoeHostWeights, x: &[T]) -> Vec<f64> {
     let (h, k) = (cfg.hidden, cfg.top_k);
     let r = route(cfg, weights, x);
     let mut y = Vec::with_capacity(x.len());

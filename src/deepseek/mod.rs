@@ -1,0 +1,12 @@
+//! DeepSeek-V2/V3 language models (transformers' `DeepseekV2ForCausalLM`,
+//! `DeepseekV3ForCausalLM`): MLA attention, dense SwiGLU MLPs in the first layers and the
+//! mixture of experts after them. Config and weights from a Hugging Face directory; the f64 CPU
+//! model is [`crate::reference::deepseek::DeepseekCpuModel`], which [`crate::models::load`]
+//! builds from a directory. The GPU model is not built yet.
+
+pub mod config;
+pub mod presets;
+pub mod weights;
+
+pub use config::{DeepseekConfig, DeepseekVersion};
+pub use weights::{DeepseekLayerWeights, DeepseekMlp, DeepseekWeights};
