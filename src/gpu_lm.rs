@@ -156,9 +156,24 @@ impl SlotTable {
         Ok(())
     }
 
-    /// Whether `slot` holds nothing yet.
-    pub fn is_fresh(&self, slot: usize) -> bool {
-        self.fresh[slot]
+    /// Record zeros over the rows of every fresh slot among `slots` in each pool: a pool is
+    /// (Slots, …) f32, each slot one row of its size (the tensor's elements / Slots).
+    pub fn record_zero_fresh(
+        &self,
+        batch: &mut Batch,
+        slots: &[u32],
+        pools: &[&Tensor],
+    ) -> Result<()> {
+        for &s in slots {
+            if !self.fresh[s as usize] {
+                continue;
+            }
+            for pool in pools {
+                let row = pool.shape().iter().skip(1).product::<usize>();
+                batch.write(pool, s as usize * row, &vec![0f32; row])?;
+            }
+        }
+        Ok(())
     }
 
     /// Mark the slots of a finished forward as holding state.

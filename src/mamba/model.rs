@@ -351,16 +351,12 @@ impl MambaGpuLm {
         let a = self.acts.at(ai);
         let mut batch = gpu.batch();
         // Fresh slots start from zero states.
-        let (w, n) = (c.conv_kernel, c.state_size);
-        for &s in &p.slots {
-            let s = s as usize;
-            if self.slots.is_fresh(s) {
-                for l in &self.layers {
-                    batch.write(&l.conv_pool, s * di * (w - 1), &vec![0f32; di * (w - 1)])?;
-                    batch.write(&l.ssm_pool, s * di * n, &vec![0f32; di * n])?;
-                }
-            }
-        }
+        let pools: Vec<&Tensor> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.conv_pool, &l.ssm_pool])
+            .collect();
+        self.slots.record_zero_fresh(&mut batch, &p.slots, &pools)?;
         a.io.write(&mut batch, &p)?;
         self.ends.record_embed(&mut batch, &a.io)?;
         for layer in &self.layers {

@@ -349,17 +349,12 @@ impl Mamba2GpuLm {
         let a = self.acts.at(ai);
         let mut batch = gpu.batch();
         // Fresh slots start from zero states.
-        let conv_len = c.conv_dim() * (c.conv_kernel - 1);
-        let ssm_len = c.num_heads * c.head_dim * c.state_size;
-        for &s in &p.slots {
-            let s = s as usize;
-            if self.slots.is_fresh(s) {
-                for l in &self.layers {
-                    batch.write(&l.conv_pool, s * conv_len, &vec![0f32; conv_len])?;
-                    batch.write(&l.ssm_pool, s * ssm_len, &vec![0f32; ssm_len])?;
-                }
-            }
-        }
+        let pools: Vec<&Tensor> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.conv_pool, &l.ssm_pool])
+            .collect();
+        self.slots.record_zero_fresh(&mut batch, &p.slots, &pools)?;
         a.io.write(&mut batch, &p)?;
         self.ends.record_embed(&mut batch, &a.io)?;
         for layer in &self.layers {
