@@ -11,7 +11,7 @@
 mod common;
 use common::*;
 use ssm_mla::ops::moe::{Moe, MoeConfig, MoeWeights, Scoring, TopkMethod};
-use ssm_mla::testing::moe::{Problem, TOLERANCE, WEIGHT_TOLERANCE};
+use ssm_mla::testing::moe::{DenseProblem, Problem, TOLERANCE, WEIGHT_TOLERANCE};
 use ssm_mla::{DType, Gpu, GpuOptions, Rng};
 
 fn cfg(method: TopkMethod, shared: usize) -> MoeConfig {
@@ -211,6 +211,55 @@ fn half_weights_match_reference() {
                 }
             }
         }
+    }
+}
+
+/// The decoder layer's residual add: y starts random and the block is added into it, routed
+/// experts and shared expert alike.
+#[test]
+fn accumulate_adds_into_y() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("moe accumulate");
+        let op = Moe::new(&gpu).unwrap();
+        for c in [
+            cfg(TopkMethod::GroupLimitedGreedy, 2),
+            cfg(TopkMethod::NoauxTc, 0),
+        ] {
+            for t in [1usize, 33] {
+                let p = Problem::random(&mut rng, &c, t);
+                let y0 = rng.normal_vec(t * c.hidden, 0.0, 1.0);
+                let y = p.run_accumulate(&gpu, &op, &y0).unwrap();
+                let want: Vec<f64> = p
+                    .reference()
+                    .iter()
+                    .zip(&y0)
+                    .map(|(a, &b)| a + b as f64)
+                    .collect();
+                let what = format!("{name} accumulate {:?} T={t}", c.method);
+                assert_close(&what, &y, &want, TOLERANCE, seed);
+            }
+        }
+    }
+}
+
+/// DeepSeek's dense MLP layers: y += down(silu(gate·x) ⊙ up·x), ragged T, f32 and half weights.
+#[test]
+fn dense_mlp_adds_into_y() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("moe dense");
+        let op = Moe::new(&gpu).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            for (t, hidden, inter) in [(1usize, 64usize, 96usize), (3, 32, 8), (37, 64, 1028)] {
+                let p = DenseProblem::random(&mut rng, hidden, inter, t, dtype);
+                let y = p.run(&gpu, &op).unwrap();
+                let what = format!("{name} dense {dtype} T={t} hidden={hidden} I={inter}");
+                assert_close(&what, &y, &p.reference(), TOLERANCE, seed);
+            }
+        }
+        // hidden not a multiple of 4 is refused by name.
+        let p = DenseProblem::random(&mut rng, 6, 8, 2, DType::F32);
+        let err = p.run(&gpu, &op).unwrap_err().to_string();
+        assert!(err.contains("hidden"), "{err}");
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::error::Result;
-use crate::ops::moe::{ExpertGroup, Moe, MoeConfig, MoeWeights, Scoring, SharedExpert, TopkMethod};
+use crate::ops::moe::{ExpertGroup, Moe, MoeConfig, MoeWeights, Scoring, SwigluMlp, TopkMethod};
 use crate::reference::moe::{route_token, router_logits};
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
@@ -105,8 +105,8 @@ fn bench_weights(gpu: &Gpu, cfg: &MoeConfig, dtype: DType, rng: &mut Rng) -> Res
     }
     let si = cfg.shared_intermediate();
     let shared = (cfg.n_shared > 0)
-        .then(|| -> Result<SharedExpert> {
-            Ok(SharedExpert {
+        .then(|| -> Result<SwigluMlp> {
+            Ok(SwigluMlp {
                 gate: gpu.upload_f32_as(&[si, h], dtype, &rng.normal_vec(si * h, 0.0, sh))?,
                 up: gpu.upload_f32_as(&[si, h], dtype, &rng.normal_vec(si * h, 0.0, sh))?,
                 down: gpu.upload_f32_as(

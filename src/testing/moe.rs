@@ -4,8 +4,8 @@
 
 use crate::compare::Tolerance;
 use crate::error::Result;
-use crate::ops::moe::{Moe, MoeWeights};
-use crate::reference::moe::{moe, route, Routing};
+use crate::ops::moe::{Moe, MoeWeights, Output, SwigluMlp};
+use crate::reference::moe::{moe, route, swiglu, Routing};
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
 use crate::spec::moe::{MoeConfig, MoeHostWeights, Scoring, SwigluWeights};
@@ -34,7 +34,7 @@ pub struct Problem {
     pub dtype: DType,
 }
 
-fn swiglu(rng: &mut Rng, h: usize, i: usize) -> SwigluWeights {
+fn random_swiglu(rng: &mut Rng, h: usize, i: usize) -> SwigluWeights {
     let sh = 1.0 / (h as f64).sqrt();
     SwigluWeights {
         gate: rng.normal_vec(i * h, 0.0, sh),
@@ -51,8 +51,9 @@ impl Problem {
         let weights = MoeHostWeights {
             router: rng.normal_vec(e * h, 0.0, 1.0 / (h as f64).sqrt()),
             bias: (config.scoring == Scoring::Sigmoid).then(|| rng.normal_vec(e, 0.0, 0.1)),
-            experts: (0..e).map(|_| swiglu(rng, h, i)).collect(),
-            shared: (config.n_shared > 0).then(|| swiglu(rng, h, config.shared_intermediate())),
+            experts: (0..e).map(|_| random_swiglu(rng, h, i)).collect(),
+            shared: (config.n_shared > 0)
+                .then(|| random_swiglu(rng, h, config.shared_intermediate())),
         };
         Self {
             config: config.clone(),
@@ -110,12 +111,110 @@ impl Problem {
         let x = gpu.upload_f32(&shape, &self.x)?;
         let y = gpu.nan_f32(&shape)?;
         let mut batch = gpu.batch();
-        let s = op.record_with_scratch(&mut batch, &x, &w, &y)?;
+        let s = op.record_with_scratch(&mut batch, &x, &w, &y, Output::Write)?;
         batch.run()?;
         Ok((
             gpu.read_f32(&y)?,
             gpu.read_u32(&s.ids)?,
             gpu.read_f32(&s.weights)?,
         ))
+    }
+
+    /// Run the op adding into y = `y0` (T, hidden) ([`Output::Accumulate`]); returns y.
+    pub fn run_accumulate(&self, gpu: &Gpu, op: &Moe, y0: &[f32]) -> Result<Vec<f32>> {
+        let w = self.upload(gpu)?;
+        let shape = [self.tokens, self.config.hidden];
+        let x = gpu.upload_f32(&shape, &self.x)?;
+        let y = gpu.upload_f32(&shape, y0)?;
+        let mut batch = gpu.batch();
+        op.record_accumulate(&mut batch, &x, &w, &y)?;
+        batch.run()?;
+        gpu.read_f32(&y)
+    }
+}
+
+/// A dense SwiGLU MLP problem (DeepSeek's dense layers): x (T, hidden), y0 (T, hidden) that the
+/// op adds into, weights rounded to the storage dtype on the host.
+#[derive(Clone, Debug)]
+pub struct DenseProblem {
+    /// Hidden width.
+    pub hidden: usize,
+    /// Intermediate width.
+    pub intermediate: usize,
+    /// Tokens T.
+    pub tokens: usize,
+    /// The weights as the GPU holds them (rounded to `dtype`).
+    pub weights: SwigluWeights,
+    /// x (T, hidden).
+    pub x: Vec<f32>,
+    /// y before the op (T, hidden).
+    pub y0: Vec<f32>,
+    /// Storage dtype of the weights.
+    pub dtype: DType,
+}
+
+impl DenseProblem {
+    /// Random weights (variance-preserving scale), x and y0 ~ N(0, 1).
+    pub fn random(
+        rng: &mut Rng,
+        hidden: usize,
+        intermediate: usize,
+        tokens: usize,
+        dtype: DType,
+    ) -> Self {
+        let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round_f32(x)).collect();
+        let w = random_swiglu(rng, hidden, intermediate);
+        let weights = SwigluWeights {
+            gate: round(w.gate),
+            up: round(w.up),
+            down: round(w.down),
+        };
+        DenseProblem {
+            hidden,
+            intermediate,
+            tokens,
+            weights,
+            x: rng.normal_vec(tokens * hidden, 0.0, 1.0),
+            y0: rng.normal_vec(tokens * hidden, 0.0, 1.0),
+            dtype,
+        }
+    }
+
+    /// The reference y0 + mlp(x), (T, hidden).
+    pub fn reference(&self) -> Vec<f64> {
+        let h = self.hidden;
+        (0..self.tokens)
+            .flat_map(|t| {
+                let y = swiglu(
+                    &self.weights,
+                    h,
+                    self.intermediate,
+                    &self.x[t * h..(t + 1) * h],
+                );
+                let y0 = &self.y0[t * h..(t + 1) * h];
+                y.into_iter()
+                    .zip(y0)
+                    .map(|(a, &b)| a + b as f64)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Run [`Moe::record_dense`] adding into y0; returns y.
+    pub fn run(&self, gpu: &Gpu, op: &Moe) -> Result<Vec<f32>> {
+        let mlp = SwigluMlp::upload(
+            gpu,
+            &self.weights,
+            self.hidden,
+            self.intermediate,
+            self.dtype,
+        )?;
+        let shape = [self.tokens, self.hidden];
+        let x = gpu.upload_f32(&shape, &self.x)?;
+        let y = gpu.upload_f32(&shape, &self.y0)?;
+        let mut batch = gpu.batch();
+        op.record_dense(&mut batch, &x, &mlp, &y)?;
+        batch.run()?;
+        gpu.read_f32(&y)
     }
 }

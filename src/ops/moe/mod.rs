@@ -27,7 +27,16 @@
 mod weights;
 
 pub use crate::spec::moe::{MoeConfig, MoeHostWeights, Scoring, SwigluWeights, TopkMethod};
-pub use weights::{experts_per_binding, ExpertGroup, MoeWeights, SharedExpert};
+pub use weights::{experts_per_binding, ExpertGroup, MoeWeights, SwigluMlp};
+
+/// Whether an op overwrites its output or adds into it (a residual stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// y = f(x).
+    Write,
+    /// y += f(x).
+    Accumulate,
+}
 
 use crate::error::{Error, Result};
 use crate::ops::matmul::{Matmul, MatmulDims};
@@ -94,6 +103,10 @@ struct CombineUniforms {
     hidden: u32,
     topk: u32,
     row_of: u32,
+    accumulate: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 /// The routing kernel's interface: logits, bias, ids, weights.
@@ -169,6 +182,7 @@ pub struct MoeScratch {
 pub struct Moe {
     matmul: Matmul,
     no_bias: Tensor,
+    no_plan: Tensor,
 }
 
 fn u32_of(what: &str, v: usize) -> Result<u32> {
@@ -184,22 +198,38 @@ impl Moe {
         Ok(Self {
             matmul: Matmul::new(gpu)?,
             no_bias: gpu.upload_f32(&[1], &[0.0])?,
+            no_plan: gpu.upload_u32(&[1], &[0])?,
         })
     }
 
     /// Record y (T, hidden) f32 = the MoE block of `w` on x (T, hidden) f32. Every tensor is
     /// validated before anything is recorded; y must not share x's buffer.
     pub fn record(&self, batch: &mut Batch, x: &Tensor, w: &MoeWeights, y: &Tensor) -> Result<()> {
-        self.record_with_scratch(batch, x, w, y).map(|_| ())
+        self.record_with_scratch(batch, x, w, y, Output::Write)
+            .map(|_| ())
     }
 
-    /// [`Self::record`], returning the scratch tensors (routing and plan) for inspection.
+    /// Record y (T, hidden) += the MoE block of `w` on x: the residual add of a decoder layer.
+    pub fn record_accumulate(
+        &self,
+        batch: &mut Batch,
+        x: &Tensor,
+        w: &MoeWeights,
+        y: &Tensor,
+    ) -> Result<()> {
+        self.record_with_scratch(batch, x, w, y, Output::Accumulate)
+            .map(|_| ())
+    }
+
+    /// [`Self::record`] or [`Self::record_accumulate`] by `output`, returning the scratch
+    /// tensors (routing and plan) for inspection.
     pub fn record_with_scratch(
         &self,
         batch: &mut Batch,
         x: &Tensor,
         w: &MoeWeights,
         y: &Tensor,
+        output: Output,
     ) -> Result<MoeScratch> {
         let cfg = &w.config;
         cfg.validate()?;
@@ -416,6 +446,10 @@ impl Moe {
                 hidden: h as u32,
                 topk: k as u32,
                 row_of: (2 * e_n + 2 + rows) as u32,
+                accumulate: (output == Output::Accumulate) as u32,
+                _pad0: 0,
+                _pad1: 0,
+                _pad2: 0,
             },
             &[
                 (&s.plan).into(),
@@ -426,40 +460,104 @@ impl Moe {
             (t * h).div_ceil(COMBINE_WG) as u32,
         )?;
         if let Some(sh) = &w.shared {
-            let hs = gpu.empty(&[t, si], DType::F32)?;
-            let tiles_n = si.div_ceil(4 * EXPERT_WG);
-            let groups = u32_of("workgroups", t.div_ceil(rm) * tiles_n)?;
-            batch.dispatch(
-                &expert,
-                &ExpertUniforms {
-                    mode: 2,
-                    n: si as u32,
-                    k: h as u32,
-                    e0: 0,
-                    e1: 1,
-                    tiles_n: tiles_n as u32,
-                    groups,
-                    ..base
-                },
-                &[
-                    (&s.plan).into(),
-                    x.into(),
-                    (&sh.gate).into(),
-                    (&sh.up).into(),
-                    (&hs).into(),
-                ],
-                groups,
-            )?;
-            self.matmul.record_accumulate(
-                batch,
-                &MatmulDims::linear(t, h, si),
-                &hs,
-                &sh.down,
-                None,
-                y,
-            )?;
+            self.record_swiglu(batch, x, sh, y, rm, &s.plan)?;
         }
         Ok(s)
+    }
+
+    /// Record y (T, hidden) += down(silu(gate·x) ⊙ up·x) for the dense SwiGLU `mlp` on x
+    /// (T, hidden) f32: DeepSeek's dense layers (the shared experts take the same path inside
+    /// [`Self::record`]). hidden and the intermediate width must be multiples of 4.
+    pub fn record_dense(
+        &self,
+        batch: &mut Batch,
+        x: &Tensor,
+        mlp: &SwigluMlp,
+        y: &Tensor,
+    ) -> Result<()> {
+        let [t, h] = x.shape()[..] else {
+            return Err(Error::shape("x", "(T, hidden)", x.shape()));
+        };
+        x.expect_dtype("x", DType::F32)?;
+        y.expect("y", "(T, hidden) like x", x.shape(), DType::F32)?;
+        if x.buffer() == y.buffer() {
+            return Err(Error::invalid("mlp: y must not share a buffer with x"));
+        }
+        let i = mlp.intermediate();
+        let dtype = mlp.gate.dtype();
+        mlp.gate
+            .expect("mlp.gate_proj", "(I, hidden)", &[i, h], dtype)?;
+        mlp.up
+            .expect("mlp.up_proj", "(I, hidden)", &[i, h], dtype)?;
+        mlp.down
+            .expect("mlp.down_proj", "(hidden, I)", &[h, i], dtype)?;
+        if h % 4 != 0 || i % 4 != 0 {
+            return Err(Error::invalid(format!(
+                "mlp: hidden ({h}) and intermediate ({i}) must be multiples of 4"
+            )));
+        }
+        u32_of("T·max(I, hidden)", t * i.max(h))?;
+        if t == 0 {
+            return Ok(());
+        }
+        let rm = if t >= 4 { 4 } else { 1 };
+        self.record_swiglu(batch, x, mlp, y, rm, &self.no_plan)
+    }
+
+    /// The dense SwiGLU (the expert kernel's dense mode, then an accumulating matmul) of
+    /// checked tensors; `plan` is bound but unread in the dense mode.
+    fn record_swiglu(
+        &self,
+        batch: &mut Batch,
+        x: &Tensor,
+        mlp: &SwigluMlp,
+        y: &Tensor,
+        rm: usize,
+        plan: &Tensor,
+    ) -> Result<()> {
+        let gpu = batch.gpu();
+        let (t, h, si) = (x.shape()[0], x.shape()[1], mlp.intermediate());
+        let storage = storage_flags(gpu, "mlp", mlp.gate.dtype())?;
+        let expert = gpu.kernel(
+            &EXPERT_SHADER.variant(storage, EXPERT_INTERFACE),
+            &[("WG", EXPERT_WG as f64), ("RM", rm as f64)],
+        )?;
+        let hs = gpu.empty(&[t, si], DType::F32)?;
+        let tiles_n = si.div_ceil(4 * EXPERT_WG);
+        let groups = u32_of("workgroups", t.div_ceil(rm) * tiles_n)?;
+        batch.dispatch(
+            &expert,
+            &ExpertUniforms {
+                mode: 2,
+                n: si as u32,
+                k: h as u32,
+                rows: t as u32,
+                topk: 1,
+                n_e: 1,
+                e0: 0,
+                e1: 1,
+                tiles_n: tiles_n as u32,
+                groups,
+                _pad0: 0,
+                _pad1: 0,
+            },
+            &[
+                plan.into(),
+                x.into(),
+                (&mlp.gate).into(),
+                (&mlp.up).into(),
+                (&hs).into(),
+            ],
+            groups,
+        )?;
+        self.matmul.record_accumulate(
+            batch,
+            &MatmulDims::linear(t, h, si),
+            &hs,
+            &mlp.down,
+            None,
+            y,
+        )
     }
 
     /// Bytes (x read, y written, the router and bias, the weights of the `experts_hit` distinct

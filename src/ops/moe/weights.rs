@@ -21,15 +21,50 @@ pub struct ExpertGroup {
     pub down: Tensor,
 }
 
-/// The shared expert (intermediate I·n_shared).
+/// A dense SwiGLU MLP on the GPU, down(silu(gate·x) ⊙ up·x): the shared experts (intermediate
+/// I·n_shared) and DeepSeek's dense layers (intermediate_size) alike.
 #[derive(Clone, Debug)]
-pub struct SharedExpert {
-    /// gate_proj (I·n_shared, hidden).
+pub struct SwigluMlp {
+    /// gate_proj (I, hidden).
     pub gate: Tensor,
-    /// up_proj (I·n_shared, hidden).
+    /// up_proj (I, hidden).
     pub up: Tensor,
-    /// down_proj (hidden, I·n_shared).
+    /// down_proj (hidden, I).
     pub down: Tensor,
+}
+
+impl SwigluMlp {
+    /// Upload `w` (checked to be (I, hidden), (I, hidden), (hidden, I)) stored as `dtype`.
+    pub fn upload(
+        gpu: &Gpu,
+        w: &SwigluWeights,
+        hidden: usize,
+        intermediate: usize,
+        dtype: DType,
+    ) -> Result<Self> {
+        let (h, i) = (hidden, intermediate);
+        for (name, len) in [
+            ("gate_proj", w.gate.len()),
+            ("up_proj", w.up.len()),
+            ("down_proj", w.down.len()),
+        ] {
+            if len != h * i {
+                return Err(Error::invalid(format!(
+                    "mlp.{name}: {len} values, expected {i}×{h} (intermediate × hidden)"
+                )));
+            }
+        }
+        Ok(Self {
+            gate: gpu.upload_f32_as(&[i, h], dtype, &w.gate)?,
+            up: gpu.upload_f32_as(&[i, h], dtype, &w.up)?,
+            down: gpu.upload_f32_as(&[h, i], dtype, &w.down)?,
+        })
+    }
+
+    /// The intermediate width I.
+    pub fn intermediate(&self) -> usize {
+        self.gate.shape()[0]
+    }
 }
 
 /// Everything [`super::Moe::record`] needs besides the activations.
@@ -44,7 +79,7 @@ pub struct MoeWeights {
     /// The routed experts, in expert ranges that each fit one storage binding.
     pub groups: Vec<ExpertGroup>,
     /// shared_experts, when n_shared > 0.
-    pub shared: Option<SharedExpert>,
+    pub shared: Option<SwigluMlp>,
     /// Storage dtype of the expert weights.
     pub dtype: DType,
 }
@@ -95,17 +130,11 @@ impl MoeWeights {
                 down: gpu.upload_f32_as(&[count, h, i], dtype, &stack(ex, |w| &w.down))?,
             });
         }
-        let shared = match &host.shared {
-            Some(s) => {
-                let si = cfg.shared_intermediate();
-                Some(SharedExpert {
-                    gate: gpu.upload_f32_as(&[si, h], dtype, &s.gate)?,
-                    up: gpu.upload_f32_as(&[si, h], dtype, &s.up)?,
-                    down: gpu.upload_f32_as(&[h, si], dtype, &s.down)?,
-                })
-            }
-            None => None,
-        };
+        let shared = host
+            .shared
+            .as_ref()
+            .map(|s| SwigluMlp::upload(gpu, s, h, cfg.shared_intermediate(), dtype))
+            .transpose()?;
         Ok(Self {
             config: cfg.clone(),
             router: gpu.upload_f32(&[cfg.experts, h], &host.router)?,
