@@ -52,6 +52,11 @@ pub struct LoadOptions {
     pub slots: usize,
     /// Store the weights as this dtype on the GPU (None: as the file stores them).
     pub weight_dtype: Option<DType>,
+    /// Tokens each slot's attention cache holds (attention models; the Mamba models' state
+    /// does not grow). None: the model's default (4096 for DeepSeek).
+    pub context: Option<usize>,
+    /// Storage dtype of attention caches on the GPU (F32, F16 or BF16).
+    pub cache_dtype: DType,
 }
 
 impl Default for LoadOptions {
@@ -59,6 +64,8 @@ impl Default for LoadOptions {
         Self {
             slots: 8,
             weight_dtype: None,
+            context: None,
+            cache_dtype: DType::F32,
         }
     }
 }

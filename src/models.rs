@@ -6,7 +6,7 @@
 //! architecture).
 
 use crate::checkpoint::Checkpoint;
-use crate::deepseek::{DeepseekConfig, DeepseekWeights};
+use crate::deepseek::{DeepseekConfig, DeepseekGpuLm, DeepseekWeights};
 use crate::error::{Error, Result};
 use crate::lm::{check_request, CausalLm, Device, LoadOptions, SeqInput};
 use crate::mamba::{MambaConfig, MambaGpuLm, MambaWeights};
@@ -66,26 +66,21 @@ pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dy
                     DeepseekCpu { cfg, weights },
                     options.slots,
                 ))),
-                Device::Gpu(_) => Err(deepseek_gpu_not_built(&cfg, config_path)),
+                Device::Gpu(gpu) => Ok(Box::new(DeepseekGpuLm::new(
+                    gpu.clone(),
+                    cfg,
+                    &weights,
+                    options.slots,
+                    options.context,
+                    options.weight_dtype,
+                    options.cache_dtype,
+                )?)),
             }
         }
         other => Err(Error::Format {
             path: config_path,
             message: format!("model_type {other:?} is not supported (supported: {SUPPORTED:?})"),
         }),
-    }
-}
-
-/// The GPU DeepSeek model plugs in here (as `Mamba2GpuLm` does above); until then asking for
-/// it is an error that says so and points at the CPU reference.
-fn deepseek_gpu_not_built(cfg: &DeepseekConfig, config_path: String) -> Error {
-    Error::Format {
-        path: config_path,
-        message: format!(
-            "the GPU DeepSeek model is not built yet (model_type {:?} runs with --device cpu \
-             for now)",
-            cfg.version.model_type()
-        ),
     }
 }
 

@@ -158,3 +158,23 @@ fn config_errors_name_the_field() {
     let err = DeepseekConfig::from_json(&v, "c").unwrap_err().to_string();
     assert!(err.contains("rope_parameters"), "{err}");
 }
+
+/// What a V2-Lite decode step reads and what a token takes in the caches (the README's
+/// figures): 13.76 M attention parameters per layer, the dense layer's 67.24 M, 6 routed and 2
+/// shared experts of 8.65 M per MoE layer, the head's 209.7 M, at 2 bytes, plus f32 norms and
+/// routers; 27 layers × 576 cached values per token.
+#[test]
+fn v2_lite_decode_bytes_and_cache_size() {
+    let c = DeepseekConfig::deepseek_v2_lite();
+    let attention = 13_762_560u64;
+    let experts = 6 * 8_650_752 + 17_301_504u64;
+    let halves = 27 * attention + 67_239_936 + 26 * experts + 2048 + 102_400 * 2048;
+    let f32s = 27 * (512 + 2 * 2048) + 26 * 64 * 2048 + 2048u64;
+    assert_eq!(
+        c.decode_weight_bytes(ssm_mla::DType::BF16),
+        2 * halves + 4 * f32s
+    );
+    assert_eq!(c.decode_weight_bytes(ssm_mla::DType::BF16), 4_909_942_784);
+    assert_eq!(c.cache_bytes_per_token(ssm_mla::DType::BF16), 31_104);
+    assert_eq!(c.cache_bytes_per_token(ssm_mla::DType::F32), 62_208);
+}

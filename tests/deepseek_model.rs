@@ -94,6 +94,7 @@ fn prefill_then_decode(name: &str, ids: &[u32], from: usize) -> Vec<f64> {
     let options = LoadOptions {
         slots: 2,
         weight_dtype: None,
+        ..Default::default()
     };
     let mut lm = ssm_mla::models::load(&data_dir(name), &Device::Cpu, &options).unwrap();
     assert_eq!(lm.vocab_size(), VOCAB);

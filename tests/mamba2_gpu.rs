@@ -43,6 +43,7 @@ fn load_gpu(name: &str, slots: usize) -> Box<dyn CausalLm> {
     let options = LoadOptions {
         slots,
         weight_dtype: None,
+        ..Default::default()
     };
     ssm_mla::models::load(&data_dir(name), &Device::Gpu(common::gpu()), &options).unwrap()
 }

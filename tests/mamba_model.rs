@@ -156,6 +156,7 @@ fn gpu_model(name: &str, slots: usize) -> Box<dyn ssm_mla::lm::CausalLm> {
     let options = ssm_mla::lm::LoadOptions {
         slots,
         weight_dtype: None,
+        ..Default::default()
     };
     ssm_mla::models::load(&data_dir(name), &device, &options).unwrap()
 }

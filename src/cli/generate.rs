@@ -36,6 +36,9 @@ pub struct Args {
     /// Run on the GPU or the f64 CPU reference.
     #[arg(long, value_enum, default_value = "gpu")]
     pub device: DeviceArg,
+    /// Storage of an attention model's GPU latent cache: f32, f16 or bf16.
+    #[arg(long, default_value = "f32", value_parser = super::run_mla::parse_cache_dtype)]
+    pub cache_dtype: ssm_mla::DType,
 }
 
 fn tokenizer_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
@@ -67,6 +70,8 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let options = LoadOptions {
         slots: 1,
+        context: Some(prompt.len() + args.max_new_tokens),
+        cache_dtype: args.cache_dtype,
         ..Default::default()
     };
     let mut model = models::load(&args.model, &device(args.device)?, &options)?;

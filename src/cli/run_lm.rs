@@ -1,4 +1,5 @@
-//! `ssm-mla run lm --model DIR --input IN --output OUT [--decode-from P] [--device gpu|cpu]`:
+//! `ssm-mla run lm --model DIR --input IN --output OUT [--decode-from P] [--cache-dtype
+//! f32|f16|bf16] [--device gpu|cpu]`:
 //! a whole language model from a Hugging Face directory (its `config.json` `model_type` picks
 //! the architecture). IN holds `input_ids` (Bt, L) int32 or int64; OUT holds `logits`
 //! (Bt, L, vocab) f32. All Bt sequences are fed in one ragged call; with `--decode-from P` the
@@ -31,6 +32,9 @@ pub struct Args {
     /// Run on the GPU or the f64 CPU reference.
     #[arg(long, value_enum, default_value = "gpu")]
     pub device: DeviceArg,
+    /// Storage of an attention model's GPU latent cache: f32, f16 or bf16.
+    #[arg(long, default_value = "f32", value_parser = super::run_mla::parse_cache_dtype)]
+    pub cache_dtype: ssm_mla::DType,
 }
 
 /// Open the device the arguments ask for.
@@ -69,6 +73,8 @@ pub fn run(args: Args) -> Result<i32> {
     }
     let options = LoadOptions {
         slots: bt,
+        context: Some(len),
+        cache_dtype: args.cache_dtype,
         ..Default::default()
     };
     let mut model = models::load(&args.model, &device(args.device)?, &options)?;

@@ -51,7 +51,8 @@ pub struct Args {
     pub cache_dtype: DType,
 }
 
-fn parse_cache_dtype(s: &str) -> std::result::Result<DType, String> {
+/// Parse `--cache-dtype`.
+pub fn parse_cache_dtype(s: &str) -> std::result::Result<DType, String> {
     DType::parse_float(s).ok_or_else(|| format!("expected f32, f16 or bf16, got `{s}`"))
 }
 

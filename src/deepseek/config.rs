@@ -30,6 +30,7 @@
 use crate::config_fields::{format_err, get_bool, get_f64, get_usize, parse_config_text};
 use crate::error::{Error, Result};
 use crate::mla::config::MlaConfig;
+use crate::runtime::DType;
 use crate::spec::moe::{MoeConfig, Scoring, TopkMethod};
 use serde_json::{json, Map, Value};
 use std::path::Path;
@@ -300,6 +301,46 @@ impl DeepseekConfig {
     /// Whether layer `i` has an MoE MLP (else a dense SwiGLU): i ≥ first_k_dense_replace.
     pub fn is_moe_layer(&self, i: usize) -> bool {
         i >= self.first_k_dense_replace
+    }
+
+    /// Bytes of weights one decode step of one sequence reads with the GPU model: every
+    /// attention projection, the dense MLPs, per MoE layer the router (f32), the `top_k`
+    /// routed experts the token picks and the shared experts (not the other routed experts),
+    /// the token's embedding row, the final norm and the head, at `weight_dtype`'s width
+    /// (norms and routers f32). What bounds decode on a memory-bound device.
+    pub fn decode_weight_bytes(&self, weight_dtype: DType) -> u64 {
+        let a = &self.attention;
+        let (h, moe) = (self.hidden_size as u64, self.moe_config());
+        let q = match a.q_lora_rank {
+            Some(r) => r as u64 * h + a.q_dim() as u64 * r as u64,
+            None => a.q_dim() as u64 * h,
+        };
+        let (d_c, heads) = (a.kv_lora_rank as u64, a.num_heads as u64);
+        let attention = q
+            + a.latent_dim() as u64 * h
+            + heads * (a.qk_nope_head_dim + a.v_head_dim) as u64 * d_c
+            + h * heads * a.v_head_dim as u64;
+        let norms = d_c + a.q_lora_rank.unwrap_or(0) as u64 + 2 * h;
+        let swiglu = |i: usize| 3 * i as u64 * h;
+        let moe_layers = (0..self.num_hidden_layers)
+            .filter(|&i| self.is_moe_layer(i))
+            .count() as u64;
+        let layers = self.num_hidden_layers as u64;
+        let per_token_experts =
+            moe.top_k as u64 * swiglu(moe.intermediate) + swiglu(moe.shared_intermediate());
+        let wide = layers * attention
+            + (layers - moe_layers) * swiglu(self.intermediate_size)
+            + moe_layers * per_token_experts
+            + h
+            + self.vocab_size as u64 * h;
+        let f32s = layers * norms + moe_layers * (moe.experts as u64 * h) + h;
+        wide * weight_dtype.size() as u64 + 4 * f32s
+    }
+
+    /// Bytes one token takes in the latent caches of all layers: (d_c + d_R) values per layer
+    /// at `cache_dtype`'s width.
+    pub fn cache_bytes_per_token(&self, cache_dtype: DType) -> u64 {
+        (self.num_hidden_layers * self.attention.latent_dim() * cache_dtype.size()) as u64
     }
 
     /// The MoE block of the MoE layers.

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::io::{write_safetensors, HostTensor, SafeTensors};
 use crate::mla::weights::MlaWeights;
 use crate::rng::Rng;
+use crate::runtime::DType;
 use crate::spec::moe::{MoeHostWeights, Scoring, SwigluWeights};
 use std::path::Path;
 
@@ -237,6 +238,44 @@ impl DeepseekWeights {
             out.push(("lm_head.weight".to_string(), t(&[v, h], head)?));
         }
         Ok(out)
+    }
+
+    /// The same weights with everything the GPU model stores in a weight dtype rounded to
+    /// `dtype` (nearest even): the attention projections, the dense and expert MLPs, the
+    /// embeddings and the head; the norms and the router stay f32. The CPU reference fed the
+    /// result computes with the values a GPU model loaded with that weight dtype holds.
+    pub fn rounded_to(&self, dtype: DType) -> Result<Self> {
+        dtype.expect_float("DeepseekWeights::rounded_to")?;
+        let round = |v: &[f32]| v.iter().map(|&x| dtype.round_f32(x)).collect::<Vec<_>>();
+        let swiglu = |w: &SwigluWeights| SwigluWeights {
+            gate: round(&w.gate),
+            up: round(&w.up),
+            down: round(&w.down),
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let mlp = match &l.mlp {
+                DeepseekMlp::Dense(w) => DeepseekMlp::Dense(swiglu(w)),
+                DeepseekMlp::Moe(m) => DeepseekMlp::Moe(MoeHostWeights {
+                    experts: m.experts.iter().map(swiglu).collect(),
+                    shared: m.shared.as_ref().map(swiglu),
+                    router: m.router.clone(),
+                    bias: m.bias.clone(),
+                }),
+            };
+            layers.push(DeepseekLayerWeights {
+                input_layernorm: l.input_layernorm.clone(),
+                attention: l.attention.rounded_to(dtype)?,
+                post_attention_layernorm: l.post_attention_layernorm.clone(),
+                mlp,
+            });
+        }
+        Ok(DeepseekWeights {
+            embed_tokens: round(&self.embed_tokens),
+            layers,
+            norm: self.norm.clone(),
+            lm_head: self.lm_head.as_deref().map(round),
+        })
     }
 
     /// Check every tensor against `cfg` (for weights built in memory), by writing them under
