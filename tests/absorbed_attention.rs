@@ -33,6 +33,7 @@ fn case(
 ) -> Shape {
     Shape {
         s_q,
+        query_lens: None,
         h,
         d_c,
         d_r,
@@ -159,7 +160,12 @@ fn batch_equals_each_sequence_alone() {
     for b in 0..c.lens.len() {
         let mb = p.dims.max_blocks;
         let alone = Problem {
-            dims: Dims { bt: 1, ..p.dims },
+            dims: Dims {
+                bt: 1,
+                tokens: c.s_q,
+                ..p.dims
+            },
+            query_starts: None,
             q_lat: p.q_lat[b * per_seq..(b + 1) * per_seq].to_vec(),
             q_rope: p.q_rope[b * c.s_q * c.h * c.d_r..(b + 1) * c.s_q * c.h * c.d_r].to_vec(),
             cache: p.cache.clone(),
@@ -245,6 +251,8 @@ fn rejects_bad_inputs_and_records_nothing() {
         seq_lens: &lens,
         scale: 0.1,
         max_seq_len: 16,
+        query_starts: None,
+        max_query_len: 0,
     };
     let expect_err = |inputs: AbsorbedAttentionInputs, o: &ssm_mla::Tensor, needle: &str| {
         let mut batch = gpu.batch();
@@ -372,6 +380,8 @@ fn disagreeing_inputs_are_named_together() {
         seq_lens: &lens,
         scale: 0.1,
         max_seq_len: 16,
+        query_starts: None,
+        max_query_len: 0,
     };
     let message = |inputs: AbsorbedAttentionInputs, o: &ssm_mla::Tensor| {
         let mut batch = gpu.batch();
@@ -417,4 +427,215 @@ fn disagreeing_inputs_are_named_together() {
         message(good, &gpu.nan_f32(&[bt, 2, h, d_c]).unwrap()),
         "tensors `q_lat` (2, 1, 3, 16) and `o_lat` (2, 2, 3, 16) disagree on S_q: 1 vs 2"
     );
+}
+
+/// A packed (ragged) case: sequence b brings `q_lens[b]` query tokens and then holds `lens[b]`
+/// tokens; three spare (NaN) pages.
+fn packed(h: usize, d_c: usize, d_r: usize, bs: usize, q_lens: &[usize], lens: &[usize]) -> Shape {
+    Shape {
+        query_lens: Some(q_lens.to_vec()),
+        ..case(1, h, d_c, d_r, bs, lens.to_vec(), 1)
+    }
+}
+
+/// Ragged query counts packed in one call, with contexts longer than the queries (chunked
+/// prefill next to decode), on both kernels (vec4 widths, DeepSeek's with split-KV, and odd
+/// widths) and both devices; o_lat NaN-poisoned.
+#[test]
+fn packed_ragged_queries_match_cpu() {
+    for c in [
+        packed(3, 32, 8, 16, &[1, 37, 5, 130], &[50, 60, 5, 300]),
+        packed(2, 12, 4, 32, &[3, 1, 6], &[2100, 700, 6]),
+        packed(16, 512, 64, 64, &[1, 9, 3], &[700, 40, 3]),
+        packed(5, 7, 2, 5, &[4, 1, 2], &[9, 13, 2]),
+    ] {
+        for (name, gpu) in gpus() {
+            let (mut rng, seed) = rng("absorbed_attention packed");
+            let p = Problem::random(&mut rng, &c);
+            let op = AbsorbedAttention::new(&gpu).unwrap();
+            let (out, n) = p.run(&gpu, &op).unwrap();
+            assert_close(
+                &format!(
+                    "packed {name} H={} d_c={} d_R={} q_lens={:?} lens={:?} splits={n}",
+                    c.h, c.d_c, c.d_r, c.query_lens, c.lens
+                ),
+                &out,
+                &p.reference(),
+                TOL,
+                seed,
+            );
+        }
+    }
+}
+
+/// The uniform form is the packed form with query_starts[b] = b·S_q: the same plan and the
+/// same bits.
+#[test]
+fn uniform_equals_packed_with_even_starts() {
+    let gpu = gpu();
+    let (mut rng, _) = rng("absorbed_attention uniform vs packed");
+    let op = AbsorbedAttention::new(&gpu).unwrap();
+    for c in [
+        case(4, 3, 32, 8, 8, vec![4, 30, 600], 1),
+        case(1, 16, 512, 64, 64, vec![300, 2], 1),
+    ] {
+        let uniform = Problem::random(&mut rng, &c);
+        let starts = uniform.starts();
+        let as_packed = Problem {
+            query_starts: Some(starts),
+            q_lat: uniform.q_lat.clone(),
+            q_rope: uniform.q_rope.clone(),
+            cache: uniform.cache.clone(),
+            block_table: uniform.block_table.clone(),
+            seq_lens: uniform.seq_lens.clone(),
+            ..uniform
+        };
+        let (a, _) = uniform.run(&gpu, &op).unwrap();
+        let (b, _) = as_packed.run(&gpu, &op).unwrap();
+        assert_eq!(a, b, "S_q={} H={} lens={:?}", c.s_q, c.h, c.lens);
+    }
+}
+
+/// Size 1 (one sequence, one token, one key) and half caches, packed.
+#[test]
+fn packed_size_one_and_half_caches() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("absorbed_attention packed half");
+        let op = AbsorbedAttention::new(&gpu).unwrap();
+        let one = Problem::random(&mut rng, &packed(1, 16, 4, 1, &[1], &[1]));
+        let (out, _) = one.run(&gpu, &op).unwrap();
+        assert_close(&format!("{name} size 1"), &out, &one.reference(), TOL, seed);
+        for dtype in [DType::F16, DType::BF16] {
+            for c in [
+                packed(16, 512, 64, 64, &[2, 1], &[300, 3]),
+                packed(3, 7, 2, 5, &[1, 5], &[9, 5]),
+            ] {
+                let p = Problem::random(&mut rng, &c).with_cache_dtype(dtype);
+                let (out, _) = p.run(&gpu, &op).unwrap();
+                assert_close(
+                    &format!(
+                        "{name} {dtype} packed d_c={} q_lens={:?}",
+                        c.d_c, c.query_lens
+                    ),
+                    &out,
+                    &p.reference(),
+                    HALF_CACHE_TOLERANCE,
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_rejects_bad_inputs_and_records_nothing() {
+    let gpu = gpu();
+    let op = AbsorbedAttention::new(&gpu).unwrap();
+    let (bt, t, h, d_c, d_r) = (2, 5, 3, 16, 4);
+    let cache = LatentCache::new(&gpu, 4, 8, d_c, d_r).unwrap();
+    let q_lat = gpu.nan_f32(&[t, h, d_c]).unwrap();
+    let q_rope = gpu.nan_f32(&[t, h, d_r]).unwrap();
+    let table = gpu.upload_u32(&[bt, 2], &[0, 1, 2, 3]).unwrap();
+    let lens = gpu.upload_u32(&[bt], &[5, 16]).unwrap();
+    let starts = gpu.upload_u32(&[bt + 1], &[0, 1, 5]).unwrap();
+    let o = gpu.nan_f32(&[t, h, d_c]).unwrap();
+    let good = AbsorbedAttentionInputs {
+        q_lat: &q_lat,
+        q_rope: &q_rope,
+        cache: &cache,
+        block_table: &table,
+        seq_lens: &lens,
+        scale: 0.1,
+        max_seq_len: 16,
+        query_starts: Some(&starts),
+        max_query_len: 4,
+    };
+    let expect_err = |inputs: AbsorbedAttentionInputs, o: &ssm_mla::Tensor, needle: &str| {
+        let mut batch = gpu.batch();
+        let err = op.record(&mut batch, &inputs, o).unwrap_err();
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+        assert_eq!(batch.dispatches(), 0, "nothing may be recorded on error");
+        err
+    };
+    let short = gpu.upload_u32(&[bt], &[0, 5]).unwrap();
+    let e = expect_err(
+        AbsorbedAttentionInputs {
+            query_starts: Some(&short),
+            ..good
+        },
+        &o,
+        "query_starts",
+    );
+    assert!(e.to_string().contains("(Bt + 1) = [3]"), "{e}");
+    let starts_f32 = gpu.upload_f32(&[bt + 1], &[0.0, 1.0, 5.0]).unwrap();
+    let e = expect_err(
+        AbsorbedAttentionInputs {
+            query_starts: Some(&starts_f32),
+            ..good
+        },
+        &o,
+        "query_starts",
+    );
+    assert!(matches!(e, Error::DType { .. }), "{e}");
+    // T disagrees between q_lat and o_lat, and between q_lat and q_rope.
+    expect_err(good, &gpu.nan_f32(&[t + 1, h, d_c]).unwrap(), "o_lat");
+    let rope6 = gpu.nan_f32(&[t + 1, h, d_r]).unwrap();
+    expect_err(
+        AbsorbedAttentionInputs {
+            q_rope: &rope6,
+            ..good
+        },
+        &o,
+        "q_rope",
+    );
+    // The uniform layout with query_starts.
+    let q4 = gpu.nan_f32(&[bt, 1, h, d_c]).unwrap();
+    let e = expect_err(AbsorbedAttentionInputs { q_lat: &q4, ..good }, &o, "q_lat");
+    assert!(e.to_string().contains("(T, H, d_c)"), "{e}");
+    for bad in [0, t + 1] {
+        expect_err(
+            AbsorbedAttentionInputs {
+                max_query_len: bad,
+                ..good
+            },
+            &o,
+            "max_query_len",
+        );
+    }
+    expect_err(
+        AbsorbedAttentionInputs {
+            max_seq_len: 3,
+            ..good
+        },
+        &o,
+        "max_query_len",
+    );
+    let lens3 = gpu.upload_u32(&[bt + 1], &[1, 2, 3]).unwrap();
+    expect_err(
+        AbsorbedAttentionInputs {
+            seq_lens: &lens3,
+            ..good
+        },
+        &o,
+        "seq_lens",
+    );
+    let mut batch = gpu.batch();
+    op.record(&mut batch, &good, &o).unwrap();
+    assert!(batch.dispatches() >= 1);
+}
+
+#[test]
+fn packed_cost_sums_the_sequences() {
+    use ssm_mla::ops::absorbed_attention::{cost, cost_packed};
+    let one = cost(1, 4, 16, 100, 512, 64, 64, DType::F32);
+    let two = cost_packed(&[(4, 100), (4, 100)], 16, 512, 64, 64, DType::F32);
+    let even = cost(2, 4, 16, 100, 512, 64, 64, DType::F32);
+    assert_eq!(two.flops, 2 * one.flops);
+    assert_eq!(two.flops, even.flops);
+    // The same bytes as the uniform form plus the Bt + 1 offsets.
+    assert_eq!(two.bytes, even.bytes + 4 * 3);
+    let ragged = cost_packed(&[(1, 1024), (128, 1024)], 16, 512, 64, 64, DType::F32);
+    let parts = cost(1, 1, 16, 1024, 512, 64, 64, DType::F32).flops
+        + cost(1, 128, 16, 1024, 512, 64, 64, DType::F32).flops;
+    assert_eq!(ragged.flops, parts);
 }

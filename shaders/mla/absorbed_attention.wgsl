@@ -1,21 +1,32 @@
 // absorbed_attention: MLA attention on the paged latent cache (DeepSeek-V2/V3, absorbed form).
 //
-// For sequence b, query token i < S_q and head h ("row" r = i * H + h of the sequence):
-//   s_j  = scale * (q_lat[b,i,h,:] . c_j + q_rope[b,i,h,:] . k_rope_j)
-//   o_lat[b,i,h,:] = sum_j softmax_j(s) * c_j       over keys j < lim(i) = seq_len - S_q + i + 1
-// (bottom-right causal; lim is clamped to [0, max_blocks * block_size]; a row with no key gets 0).
+// Query tokens are packed: sequence b owns the n_b = q1 - q0 query tokens q0 .. q1, with
+// (q0, q1) = (query_starts[b], query_starts[b + 1]) when params.packed is set (ragged calls) and
+// (b * S_q, (b + 1) * S_q) otherwise (every sequence brings S_q tokens; query_starts is then not
+// read). For query token i < n_b of sequence b and head h ("row" r = i * H + h of the sequence,
+// packed row q0 * H + r):
+//   s_j  = scale * (q_lat[q0+i,h,:] . c_j + q_rope[q0+i,h,:] . k_rope_j)
+//   o_lat[q0+i,h,:] = sum_j softmax_j(s) * c_j      over keys j < lim(i) = seq_len - n_b + i + 1
+// (bottom-right causal per sequence; lim is clamped to [0, max_blocks * block_size]; a row with
+// no key gets 0). q0 and q1 are clamped to [0, T], so bad starts cannot address past the rows.
 // Cache row j of sequence b lives at slot block_table[b, j / bs] * bs + j % bs, W = d_c + d_R
 // floats [c | k_rope]. Only keys j < k1 (the group's last causal limit) of slots the block table
 // names are read; a key row is used only where its block id is < num_blocks (else it is a masked
 // key and never read), so NaN in other pages or slots cannot reach the result.
 //
-// Layouts (f32 unless noted, row-major): q_lat (Bt, S_q, H, d_c); q_rope (Bt, S_q, H, d_R);
-// cache (num_blocks, bs, W); block_table (Bt, MB) u32; seq_lens (Bt) u32; o_lat like q_lat;
-// scratch: partial accumulators (n_split, Bt, R, d_c), (m, l) pairs (n_split, Bt, R, 2) (only
-// with n_split > 1), then from params.work_base a work area per workgroup.
+// Layouts (f32 unless noted, row-major), T = params.tokens query tokens in all (Bt * S_q when
+// not packed): q_lat (T, H, d_c); q_rope (T, H, d_R); cache (num_blocks, bs, W); block_table
+// (Bt, MB) u32; seq_lens (Bt) u32; query_starts (Bt + 1) u32; o_lat like q_lat; scratch: partial
+// accumulators (n_split, T * H, d_c), (m, l) pairs (n_split, T * H, 2) (only with n_split > 1),
+// then from params.work_base a work area per workgroup.
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
-// ((b * groups + g) * n_split + s). The cache is one "KV head" shared by every row, so each key
+// ((b * groups + g) * n_split + s), with groups = ceil(S_q * H / G) sized for the longest
+// sequence (S_q = the host's max_query_len when packed). A workgroup whose group starts past its
+// sequence's n_b * H rows returns at once; the test reads only the workgroup id and read-only
+// bindings, so it is uniform and comes before any barrier. Rows of a sequence past S_q * H
+// (a max_query_len that is too small) are not computed. The cache is one "KV head" shared by
+// every row, so each key
 // row a workgroup loads is used for all G rows (heads x query tokens). Per tile of keys the
 // workgroup runs three phases, each with the mapping that keeps its inner loop in registers:
 // S (scores), M (online softmax, invocation = row: running max m and sum l in f32, rescale
@@ -95,19 +106,20 @@ struct Params {
     groups: u32,
     scale: f32,
     work_base: u32,
+    packed: u32,   // 1: sequence b's query tokens are query_starts[b] .. query_starts[b + 1]
+    tokens: u32,   // T, query tokens in all
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q_lat: array<elem>;        // (Bt, S_q, H, d_c)
-@group(0) @binding(2) var<storage, read> q_rope: array<elem>;       // (Bt, S_q, H, d_R)
+@group(0) @binding(1) var<storage, read> q_lat: array<elem>;        // (T, H, d_c)
+@group(0) @binding(2) var<storage, read> q_rope: array<elem>;       // (T, H, d_R)
 @group(0) @binding(3) var<storage, read> cache: array<celem>;       // (num_blocks, bs, d_c + d_R)
 @group(0) @binding(4) var<storage, read> block_table: array<u32>;   // (Bt, MB)
 @group(0) @binding(5) var<storage, read> seq_lens: array<u32>;      // (Bt)
-@group(0) @binding(6) var<storage, read_write> o_lat: array<elem>;  // (Bt, S_q, H, d_c)
+@group(0) @binding(6) var<storage, read_write> o_lat: array<elem>;  // (T, H, d_c)
 @group(0) @binding(7) var<storage, read_write> scratch: array<elem>; // partials | (m, l) | work
+@group(0) @binding(8) var<storage, read> query_starts: array<u32>;  // (Bt + 1), when packed
 
 var<workgroup> range_s: vec2<u32>;
 
@@ -118,10 +130,20 @@ fn cache_at(i: u32) -> f32 {
 }
 #endif
 
-// Number of keys row r (of the sequence) may see, clamped to [0, cap].
-fn row_limit(r: u32, seq_len: u32, cap: u32) -> u32 {
+// The packed query tokens (first, count) of sequence b.
+fn query_range(b: u32) -> vec2<u32> {
+    if (params.packed == 0u) {
+        return vec2<u32>(b * params.s_q, params.s_q);
+    }
+    let q0 = min(query_starts[b], params.tokens);
+    let q1 = clamp(query_starts[b + 1u], q0, params.tokens);
+    return vec2<u32>(q0, q1 - q0);
+}
+
+// Number of keys row r (of a sequence of n_q query tokens) may see, clamped to [0, cap].
+fn row_limit(r: u32, n_q: u32, seq_len: u32, cap: u32) -> u32 {
     let i = r / params.h;
-    let lim = i32(seq_len) - i32(params.s_q) + i32(i) + 1;
+    let lim = i32(seq_len) - i32(n_q) + i32(i) + 1;
     return u32(clamp(lim, 0, i32(cap)));
 }
 
@@ -139,8 +161,16 @@ fn main(
     let rest = wid / params.n_split;
     let grp = rest % params.groups;
     let b = rest / params.groups;
-    let rows = params.s_q * params.h;
+    let qr = query_range(b);
+    let n_q = qr.y;
+    let rows = n_q * params.h;
     let row0 = grp * G;
+    if (row0 >= rows) {
+        return;
+    }
+    // Packed index of the sequence's row 0, and rows of all sequences.
+    let qbase = qr.x * params.h;
+    let all_rows = params.tokens * params.h;
     let bs = params.block_size;
     let cap = params.max_blocks * bs;
     let seq_len = seq_lens[b];
@@ -148,7 +178,7 @@ fn main(
     // The key range of this workgroup, computed by one invocation and made uniform.
     if (lid == 0u) {
         let last_row = min(row0 + G, rows) - 1u;
-        let kend = row_limit(last_row, seq_len, cap);
+        let kend = row_limit(last_row, n_q, seq_len, cap);
         let k0 = s * params.split_len;
         var k1 = min(k0 + params.split_len, kend);
         if (s == params.n_split - 1u) {
@@ -214,7 +244,7 @@ fn main(
                     cv[k] = sget4(cache[base[k] + d4]);
                 }
                 for (var hh = 0u; hh < G; hh++) {
-                    let q = q_lat[(b * rows + min(row0 + hh, rows - 1u)) * dc4 + d4];
+                    let q = q_lat[(qbase + min(row0 + hh, rows - 1u)) * dc4 + d4];
                     for (var k = 0u; k < JB; k++) {
                         sc[hh * JB + k] += dot(q, cv[k]);
                     }
@@ -226,7 +256,7 @@ fn main(
                     cv[k] = sget4(cache[base[k] + dc4 + d4]);
                 }
                 for (var hh = 0u; hh < G; hh++) {
-                    let q = q_rope[(b * rows + min(row0 + hh, rows - 1u)) * dr4 + d4];
+                    let q = q_rope[(qbase + min(row0 + hh, rows - 1u)) * dr4 + d4];
                     for (var k = 0u; k < JB; k++) {
                         sc[hh * JB + k] += dot(q, cv[k]);
                     }
@@ -234,7 +264,7 @@ fn main(
             }
         }
         for (var hh = 0u; hh < G; hh++) {
-            let lim = row_limit(min(row0 + hh, rows - 1u), seq_len, cap);
+            let lim = row_limit(min(row0 + hh, rows - 1u), n_q, seq_len, cap);
             var v: vec4<f32>;
             for (var k = 0u; k < JB; k++) {
                 let jj = j0 + lid * JB + k;
@@ -311,13 +341,13 @@ fn main(
         storageBarrier();
     }
 
-    let part_base = (s * params.bt + b) * rows;
+    let part_base = s * all_rows + qbase;
     if (lid < G) {
         let o = l_at * 4u + lid;
         scratch[o / 4u][o % 4u] = l;
         let my_row = row0 + lid;
         if (params.n_split > 1u && my_row < rows) {
-            let ml = params.n_split * params.bt * rows * params.d_c + 2u * (part_base + my_row);
+            let ml = params.n_split * all_rows * params.d_c + 2u * (part_base + my_row);
             scratch[ml / 4u][ml % 4u] = m;
             scratch[ml / 4u][ml % 4u + 1u] = l;
         }
@@ -334,7 +364,7 @@ fn main(
                 let col = cb + k * npl;
                 if (col < dc4) {
                     if (params.n_split == 1u) {
-                        o_lat[(b * rows + r) * dc4 + col] = acc[hh * DB + k] * inv;
+                        o_lat[(qbase + r) * dc4 + col] = acc[hh * DB + k] * inv;
                     } else {
                         scratch[(part_base + r) * dc4 + col] = acc[hh * DB + k];
                     }
@@ -368,21 +398,21 @@ fn main(
                 for (var d = 0u; d < params.d_c; d++) {
                     let c = cache_at(base + d);
                     for (var hh = 0u; hh < G; hh++) {
-                        let qr = b * rows + min(row0 + hh, rows - 1u);
-                        sc[hh] = fma(q_lat[qr * params.d_c + d], c, sc[hh]);
+                        let q = qbase + min(row0 + hh, rows - 1u);
+                        sc[hh] = fma(q_lat[q * params.d_c + d], c, sc[hh]);
                     }
                 }
                 for (var d = 0u; d < params.d_r; d++) {
                     let c = cache_at(base + params.d_c + d);
                     for (var hh = 0u; hh < G; hh++) {
-                        let qr = b * rows + min(row0 + hh, rows - 1u);
-                        sc[hh] = fma(q_rope[qr * params.d_r + d], c, sc[hh]);
+                        let q = qbase + min(row0 + hh, rows - 1u);
+                        sc[hh] = fma(q_rope[q * params.d_r + d], c, sc[hh]);
                     }
                 }
             }
         }
         for (var hh = 0u; hh < G; hh++) {
-            let lim = row_limit(min(row0 + hh, rows - 1u), seq_len, cap);
+            let lim = row_limit(min(row0 + hh, rows - 1u), n_q, seq_len, cap);
             let ok = key_ok && jj < lim;
             scratch[work + hh * TK + lid] = select(NEG_BIG, sc[hh] * params.scale, ok);
         }
@@ -440,14 +470,14 @@ fn main(
         scratch[work + 16u * TK + 16u + lid] = l;
         let my_row = row0 + lid;
         if (params.n_split > 1u && my_row < rows) {
-            let part_base = (s * params.bt + b) * rows;
-            let ml = params.n_split * params.bt * rows * params.d_c + 2u * (part_base + my_row);
+            let part_base = s * all_rows + qbase;
+            let ml = params.n_split * all_rows * params.d_c + 2u * (part_base + my_row);
             scratch[ml] = m;
             scratch[ml + 1u] = l;
         }
     }
     storageBarrier();
-    let part_base = (s * params.bt + b) * rows;
+    let part_base = s * all_rows + qbase;
     for (var hh = 0u; hh < G; hh++) {
         let r = row0 + hh;
         if (r < rows) {
@@ -457,7 +487,7 @@ fn main(
                 let col = lid + k * WG;
                 if (col < params.d_c) {
                     if (params.n_split == 1u) {
-                        o_lat[(b * rows + r) * params.d_c + col] = acc[k * G + hh] * inv;
+                        o_lat[(qbase + r) * params.d_c + col] = acc[k * G + hh] * inv;
                     } else {
                         scratch[(part_base + r) * params.d_c + col] = acc[k * G + hh];
                     }

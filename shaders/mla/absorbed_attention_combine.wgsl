@@ -1,21 +1,23 @@
 // absorbed_attention_combine: merge the split-KV partial results of absorbed_attention.wgsl.
 //
-// Split s of row (b, r) left an unnormalised accumulator acc_s = sum_{j in split} e^(s_j - m_s) c_j
-// and its running max m_s and sum l_s = sum_{j in split} e^(s_j - m_s). With M = max over splits
-// with l_s > 0 of m_s and w_s = e^(m_s - M) (log-sum-exp weights):
-//   o_lat[b, r, :] = sum_s w_s acc_s / sum_s w_s l_s        (0 when no split saw a key)
+// Split s of query row r (packed: token t, head h, r = t * H + h) left an unnormalised
+// accumulator acc_s = sum_{j in split} e^(s_j - m_s) c_j and its running max m_s and sum
+// l_s = sum_{j in split} e^(s_j - m_s). With M = max over splits with l_s > 0 of m_s and
+// w_s = e^(m_s - M) (log-sum-exp weights):
+//   o_lat[r, :] = sum_s w_s acc_s / sum_s w_s l_s        (0 when no split saw a key)
 // Empty splits (l_s = 0) contribute nothing and are skipped, so their m_s never matters.
 //
-// Layouts: scratch = partial accumulators (n_split, Bt, R, d_c) f32 followed by (m, l) pairs
-// (n_split, Bt, R, 2); o_lat (Bt, R, d_c) with R = S_q * H rows per sequence.
-// Work split: one workgroup per (b, r) row (linear index b * R + r); every invocation computes M
+// Layouts: scratch = partial accumulators (n_split, R, d_c) f32 followed by (m, l) pairs
+// (n_split, R, 2); o_lat (R, d_c) with R = T * H query rows of all sequences (ragged or not:
+// rows are indexed by packed token, so sequences of different lengths need no padding).
+// Work split: one workgroup per row r; every invocation computes M
 // and the weights itself (n_split is small) and then owns columns lid, lid + WG, ... What bounds
 // it: memory, n_split partial rows read per output row.
 
 override WG: u32 = 256u;
 
 struct Params {
-    n_rows: u32,   // Bt * R
+    n_rows: u32,   // R = T * H
     d_c: u32,
     n_split: u32,
     _pad: u32,
@@ -23,7 +25,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> scratch: array<f32>;     // partials | (m, l) pairs
-@group(0) @binding(2) var<storage, read_write> o_lat: array<f32>; // (Bt, R, d_c)
+@group(0) @binding(2) var<storage, read_write> o_lat: array<f32>; // (R, d_c)
 
 @compute @workgroup_size(WG)
 fn main(

@@ -1,24 +1,29 @@
 //! The MLA layer on the GPU ([`MlaLayer`]), decoding through a paged latent cache. Its CPU
 //! counterpart is [`crate::reference::mla::MlaCpuLayer`].
 //!
-//! One forward call takes hidden states (n, S, hidden) for n sequences of a cache and appends S
-//! tokens to each (prefill: S > 1 from an empty cache; decode: S = 1; any mix of sequences of
-//! different lengths). For T = n·S token rows the GPU records, in one submission:
+//! One forward call ([`MlaLayer::record_packed`]) takes packed hidden states (T, hidden) for n
+//! sequences of a cache, each bringing its own number of new tokens ([`MlaSeq`]): a prompt, a
+//! chunk of a prompt over what earlier chunks cached (chunked prefill), one token (decode), or
+//! any mix of these in one step. [`MlaLayer::record`] is the uniform case, (n, S, hidden) with
+//! S tokens each. For the T token rows the GPU records, in one submission:
 //!
 //! ```text
 //! q      = q_b_proj(rmsnorm(q_a_proj(h)))  or q_proj(h)        matmul, rmsnorm, matmul (T, H·(nope+d_R))
 //! kv     = kv_a_proj_with_mqa(h)                               matmul (T, d_c + d_R)
 //! latent = [rmsnorm(kv[:, :d_c]) | rope(kv[:, d_c:], pos)]     rmsnorm, rope   (T, d_c + d_R)
-//! q_rope = rope(q[:, h, nope:], pos)                           rope            (n, S, H, d_R)
-//! q_lat  = W_UK[h]ᵀ q_nope[h]  per head                        matmul, G = H   (n, S, H, d_c)
+//! q_rope = rope(q[:, h, nope:], pos)                           rope            (T, H, d_R)
+//! q_lat  = W_UK[h]ᵀ q_nope[h]  per head                        matmul, G = H   (T, H, d_c)
 //! cache[slots] = latent                                        latent_cache append
-//! o_lat  = absorbed attention over the cache (bottom-right causal)             (n, S, H, d_c)
+//! o_lat  = absorbed attention over the cache (packed queries,  bottom-right causal per
+//!          sequence)                                                           (T, H, d_c)
 //! attn   = W_UV[h] o_lat[h]  per head                          matmul, G = H   (T, H·v)
-//! out    = o_proj(attn)                                        matmul          (n, S, hidden)
+//! out    = o_proj(attn)   (or out += o_proj(attn))             matmul          (T, hidden)
 //! ```
-//! The weights are uploaded once; intermediates are GPU tensors kept per (n, S) and reused;
-//! per call only the small index tensors (positions, slots, block table, lengths) are written, in
-//! stream order ([`Batch::write`]), into tensors allocated once per shape.
+//! The weights are uploaded once; intermediates are GPU tensors kept per T and reused;
+//! per call only the small index tensors (positions, slots, block table, lengths, query
+//! offsets) are written, in stream order ([`Batch::write`]), into tensors allocated once per
+//! shape. Layers of one model run one after another, so they can share these intermediates
+//! ([`MlaLayer::share_scratch`]).
 //! The cache is paged: [`MlaCache`] hands out pages of `block_size` tokens from a free list as
 //! sequences grow.
 
@@ -32,7 +37,8 @@ use crate::ops::rope::{Rope, RopeLayout, RopeTables};
 use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
-use crate::spec::mla::{check_run, check_seqs, run_in_chunks};
+pub use crate::spec::mla::MlaSeq;
+use crate::spec::mla::{check_packed, check_run, run_in_chunks};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -69,7 +75,7 @@ enum GpuQuery {
     },
 }
 
-/// Intermediates of one (n, S) shape.
+/// Intermediates of one call of T tokens.
 #[derive(Debug)]
 struct Scratch {
     q_a: Option<(Tensor, Tensor)>,
@@ -82,14 +88,22 @@ struct Scratch {
     attn: Tensor,
 }
 
-/// Per-call index tensors of one (n, S, pages) shape, refilled with [`Batch::write`].
+/// Per-call index tensors of one (T, n, pages) shape, refilled with [`Batch::write`].
 #[derive(Debug)]
 struct Indices {
     positions: Tensor,
     slots: Tensor,
     block_table: Tensor,
     seq_lens: Tensor,
+    query_starts: Tensor,
 }
+
+/// What an intermediate's shapes depend on: T and the config's widths (q_lora rank or 0, query
+/// width, latent width, heads, d_c, H·v), so layers of different configs may share one map.
+type ScratchKey = (usize, [usize; 6]);
+
+type ScratchMap = Arc<Mutex<HashMap<ScratchKey, Arc<Scratch>>>>;
+type IndexMap = Arc<Mutex<HashMap<(usize, usize, usize), Arc<Indices>>>>;
 
 /// A paged latent cache for `num_seqs` sequences on the GPU, with the host-side page allocator.
 #[derive(Debug)]
@@ -107,6 +121,58 @@ struct SeqPages {
 }
 
 impl MlaCache {
+    /// A cache for `num_seqs` sequences of up to `max_tokens` tokens each, in pages of
+    /// `block_size` tokens, for layers of `cfg`, stored as `cache_dtype` (F32, F16 or BF16).
+    /// A model keeps one per layer; [`MlaLayer::new_cache_with_dtype`] is the same.
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &MlaConfig,
+        num_seqs: usize,
+        max_tokens: usize,
+        block_size: usize,
+        cache_dtype: DType,
+    ) -> Result<Self> {
+        if num_seqs == 0 || max_tokens == 0 || block_size == 0 {
+            return Err(Error::invalid(format!(
+                "an MLA cache needs num_seqs, max_tokens and block_size > 0 (got {num_seqs}, {max_tokens}, {block_size})"
+            )));
+        }
+        let num_blocks = num_seqs * max_tokens.div_ceil(block_size);
+        let cache = LatentCache::with_dtype(
+            gpu,
+            num_blocks,
+            block_size,
+            cfg.kv_lora_rank,
+            cfg.qk_rope_head_dim,
+            cache_dtype,
+        )?;
+        Ok(Self {
+            cache,
+            free: (0..num_blocks as u32).rev().collect(),
+            seqs: vec![SeqPages::default(); num_seqs],
+        })
+    }
+
+    /// Pages not held by any sequence.
+    pub fn free_blocks(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Tokens per page.
+    pub fn block_size(&self) -> usize {
+        self.cache.block_size
+    }
+
+    /// Pages that appending `seqs` would take from the free list (beyond the pages the
+    /// sequences already hold); ids out of range count nothing.
+    pub fn blocks_needed(&self, seqs: &[MlaSeq]) -> usize {
+        let bs = self.cache.block_size;
+        seqs.iter()
+            .filter_map(|q| self.seqs.get(q.seq).map(|p| (p, q.tokens)))
+            .map(|(p, n)| (p.len + n).div_ceil(bs).saturating_sub(p.pages.len()))
+            .sum()
+    }
+
     /// Tokens held by sequence `seq`.
     pub fn seq_len(&self, seq: usize) -> usize {
         self.seqs.get(seq).map_or(0, |s| s.len)
@@ -148,9 +214,9 @@ pub struct MlaLayer {
     rmsnorm: RmsNorm,
     rope: Rope,
     append: LatentCacheAppend,
-    attention: AbsorbedAttention,
-    scratch: Mutex<HashMap<(usize, usize), Arc<Scratch>>>,
-    indices: Mutex<HashMap<(usize, usize, usize), Arc<Indices>>>,
+    attention: Arc<AbsorbedAttention>,
+    scratch: ScratchMap,
+    indices: IndexMap,
 }
 
 impl std::fmt::Debug for MlaLayer {
@@ -202,9 +268,9 @@ impl MlaLayer {
             rmsnorm: RmsNorm::new(g)?,
             rope: Rope::new(g)?,
             append: LatentCacheAppend::new(g)?,
-            attention: AbsorbedAttention::new(g)?,
-            scratch: Mutex::new(HashMap::new()),
-            indices: Mutex::new(HashMap::new()),
+            attention: Arc::new(AbsorbedAttention::new(g)?),
+            scratch: Arc::default(),
+            indices: Arc::default(),
             cfg: cfg.clone(),
             gpu,
         })
@@ -237,51 +303,66 @@ impl MlaLayer {
         block_size: usize,
         cache_dtype: DType,
     ) -> Result<MlaCache> {
-        if num_seqs == 0 || max_tokens == 0 || block_size == 0 {
-            return Err(Error::invalid(format!(
-                "an MLA cache needs num_seqs, max_tokens and block_size > 0 (got {num_seqs}, {max_tokens}, {block_size})"
-            )));
-        }
-        let num_blocks = num_seqs * max_tokens.div_ceil(block_size);
-        let cache = LatentCache::with_dtype(
+        MlaCache::new(
             &self.gpu,
-            num_blocks,
+            &self.cfg,
+            num_seqs,
+            max_tokens,
             block_size,
-            self.cfg.kv_lora_rank,
-            self.cfg.qk_rope_head_dim,
             cache_dtype,
-        )?;
-        Ok(MlaCache {
-            cache,
-            free: (0..num_blocks as u32).rev().collect(),
-            seqs: vec![SeqPages::default(); num_seqs],
-        })
+        )
     }
 
-    fn indices(&self, n: usize, s: usize, pages: usize) -> Result<Arc<Indices>> {
+    /// Make this layer use `other`'s intermediates (activation buffers, per-call index tensors
+    /// and the attention op with its split-KV scratch) instead of its own, so a model of many
+    /// layers keeps one set: the layers of a model run one after another in a batch, and every
+    /// index tensor is rewritten in stream order before the dispatches that read it.
+    /// Intermediates are keyed by T and the config's widths, so layers of different shapes may
+    /// share safely. Layers on different [`Gpu`]s share nothing (the call changes nothing).
+    pub fn share_scratch(&mut self, other: &MlaLayer) {
+        if self.gpu.id() != other.gpu.id() {
+            return;
+        }
+        self.scratch = other.scratch.clone();
+        self.indices = other.indices.clone();
+        self.attention = other.attention.clone();
+    }
+
+    fn indices(&self, t: usize, n: usize, pages: usize) -> Result<Arc<Indices>> {
         let mut map = self.indices.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(idx) = map.get(&(n, s, pages)) {
+        if let Some(idx) = map.get(&(t, n, pages)) {
             return Ok(idx.clone());
         }
         let g = &*self.gpu;
         let idx = Arc::new(Indices {
-            positions: g.empty(&[n * s], DType::U32)?,
-            slots: g.empty(&[n * s], DType::U32)?,
+            positions: g.empty(&[t], DType::U32)?,
+            slots: g.empty(&[t], DType::U32)?,
             block_table: g.empty(&[n, pages], DType::U32)?,
             seq_lens: g.empty(&[n], DType::U32)?,
+            query_starts: g.empty(&[n + 1], DType::U32)?,
         });
-        map.insert((n, s, pages), idx.clone());
+        map.insert((t, n, pages), idx.clone());
         Ok(idx)
     }
 
-    fn scratch(&self, n: usize, s: usize) -> Result<Arc<Scratch>> {
+    fn scratch(&self, t: usize) -> Result<Arc<Scratch>> {
+        let c = &self.cfg;
+        let key = (
+            t,
+            [
+                c.q_lora_rank.unwrap_or(0),
+                c.q_dim(),
+                c.latent_dim(),
+                c.num_heads,
+                c.kv_lora_rank,
+                c.num_heads * c.v_head_dim,
+            ],
+        );
         let mut map = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sc) = map.get(&(n, s)) {
+        if let Some(sc) = map.get(&key) {
             return Ok(sc.clone());
         }
-        let c = &self.cfg;
         let g = &*self.gpu;
-        let t = n * s;
         let f32_ = DType::F32;
         let sc = Arc::new(Scratch {
             q_a: match c.q_lora_rank {
@@ -291,12 +372,12 @@ impl MlaLayer {
             q: g.empty(&[t, c.q_dim()], f32_)?,
             kv: g.empty(&[t, c.latent_dim()], f32_)?,
             latent: g.empty(&[t, c.latent_dim()], f32_)?,
-            q_rope: g.empty(&[n, s, c.num_heads, c.qk_rope_head_dim], f32_)?,
-            q_lat: g.empty(&[n, s, c.num_heads, c.kv_lora_rank], f32_)?,
-            o_lat: g.empty(&[n, s, c.num_heads, c.kv_lora_rank], f32_)?,
+            q_rope: g.empty(&[t, c.num_heads, c.qk_rope_head_dim], f32_)?,
+            q_lat: g.empty(&[t, c.num_heads, c.kv_lora_rank], f32_)?,
+            o_lat: g.empty(&[t, c.num_heads, c.kv_lora_rank], f32_)?,
             attn: g.empty(&[t, c.num_heads * c.v_head_dim], f32_)?,
         });
-        map.insert((n, s), sc.clone());
+        map.insert(key, sc.clone());
         Ok(sc)
     }
 
@@ -320,10 +401,9 @@ impl MlaLayer {
 
     /// Record one forward of S new tokens for each sequence in `seqs` (indices into `cache`):
     /// `hidden` and `out` are (n, S, hidden) with n = seqs.len(). The new tokens take positions
-    /// len..len + S of their sequence and attend to everything before them. Shapes, sequence
-    /// ids and cache capacity are validated before anything is recorded; on any error the
-    /// cache's pages and lengths are unchanged (a device-limit error from an op may leave part
-    /// of the layer recorded in `batch`, which should then be dropped).
+    /// len..len + S of their sequence and attend to everything before them. This is
+    /// [`MlaLayer::record_packed`] with S tokens for each sequence (and its validation: on any
+    /// error the cache's pages and lengths are unchanged).
     pub fn record(
         &self,
         batch: &mut Batch,
@@ -363,38 +443,83 @@ impl MlaLayer {
             &[n, s, c.hidden_size],
             DType::F32,
         )?;
+        let packed: Vec<MlaSeq> = seqs.iter().map(|&seq| MlaSeq { seq, tokens: s }).collect();
+        let rows = [n * s, c.hidden_size];
+        self.record_packed(
+            batch,
+            cache,
+            &packed,
+            &hidden.reshaped(&rows)?,
+            &out.reshaped(&rows)?,
+            false,
+        )
+    }
+
+    /// Record one forward of packed sequences: `hidden` and `out` are (T, hidden) f32,
+    /// T = Σ tokens, sequences packed in the order of `seqs`. Each sequence's new tokens take
+    /// positions len..len + tokens and attend to its whole cache (bottom-right causal), so
+    /// chunked prefill (a prompt fed in several calls) and decode (one token) are the same
+    /// call, and prefilling and decoding sequences mix in one step. With `accumulate`,
+    /// out += o_proj(attn) (a residual add; `out` must then not be `hidden`); else
+    /// out = o_proj(attn). Shapes, sequence ids (distinct, in range, ≥ 1 token each) and cache
+    /// capacity are validated before anything is recorded; on any error the cache's pages and
+    /// lengths are unchanged (a device-limit error from an op may leave part of the layer
+    /// recorded in `batch`, which should then be dropped).
+    pub fn record_packed(
+        &self,
+        batch: &mut Batch,
+        cache: &mut MlaCache,
+        seqs: &[MlaSeq],
+        hidden: &Tensor,
+        out: &Tensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let t = check_packed(seqs, cache.seqs.len())?;
+        let n = seqs.len();
+        hidden.expect(
+            "hidden_states",
+            &format!("(T, hidden) with T = Σ tokens = {t}"),
+            &[t, c.hidden_size],
+            DType::F32,
+        )?;
+        out.expect(
+            "out",
+            "(T, hidden) like hidden_states",
+            &[t, c.hidden_size],
+            DType::F32,
+        )?;
+        if accumulate && out.buffer() == hidden.buffer() {
+            return Err(Error::invalid(
+                "record_packed with accumulate: `out` must not be `hidden_states` (out += \
+                 o_proj(attn) reads and writes out)",
+            ));
+        }
         if cache.cache.d_c != c.kv_lora_rank || cache.cache.d_r != c.qk_rope_head_dim {
             return Err(Error::invalid("the cache was made for another config"));
         }
-        check_seqs(seqs, cache.seqs.len())?;
         let bs = cache.cache.block_size;
-        let needed: usize = seqs
-            .iter()
-            .map(|&q| (cache.seqs[q].len + s).div_ceil(bs) - cache.seqs[q].pages.len())
-            .sum();
+        let needed = cache.blocks_needed(seqs);
         if needed > cache.free.len() {
             return Err(Error::CacheFull {
-                what: format!(
-                    "appending {s} tokens to {}",
-                    match seqs {
-                        [q] => format!("sequence {q}"),
-                        _ => format!("{n} sequences"),
-                    }
-                ),
+                what: match seqs {
+                    [q] => format!("appending {} tokens to sequence {}", q.tokens, q.seq),
+                    _ => format!("appending {t} tokens to {n} sequences"),
+                },
                 needed_blocks: needed,
                 free_blocks: cache.free.len(),
                 num_blocks: cache.cache.num_blocks,
                 block_size: bs,
             });
         }
-        let t = n * s;
-        let sc = self.scratch(n, s)?;
+        let sc = self.scratch(t)?;
         // Host-side indices for this call; the allocation is committed at the end.
         let mut free = cache.free.clone();
         let mut tables = Vec::with_capacity(n);
-        for &q in seqs {
-            let mut p = cache.seqs[q].pages.clone();
-            while p.len() * bs < cache.seqs[q].len + s {
+        for q in seqs {
+            let held = &cache.seqs[q.seq];
+            let mut p = held.pages.clone();
+            while p.len() * bs < held.len + q.tokens {
                 p.push(free.pop().expect("capacity checked"));
             }
             tables.push(p);
@@ -406,21 +531,26 @@ impl MlaLayer {
         let mut slots = Vec::with_capacity(t);
         let mut block_table = vec![u32::MAX; n * max_blocks];
         let mut lens = Vec::with_capacity(n);
-        for (b, &q) in seqs.iter().enumerate() {
-            let start = cache.seqs[q].len;
-            positions.extend((start..start + s).map(|p| p as u32));
-            slots.extend(slots_for(&tables[b], bs, start, s)?);
+        let mut starts = Vec::with_capacity(n + 1);
+        starts.push(0u32);
+        for (b, q) in seqs.iter().enumerate() {
+            let start = cache.seqs[q.seq].len;
+            positions.extend((start..start + q.tokens).map(|p| p as u32));
+            slots.extend(slots_for(&tables[b], bs, start, q.tokens)?);
             block_table[b * max_blocks..b * max_blocks + tables[b].len()]
                 .copy_from_slice(&tables[b]);
-            lens.push((start + s) as u32);
+            lens.push((start + q.tokens) as u32);
+            starts.push(starts[b] + q.tokens as u32);
         }
         let max_len = *lens.iter().max().expect("n ≥ 1") as usize;
-        // Index tensors are allocated once per (n, S, pages) and refilled in stream order.
-        let idx = self.indices(n, s, max_blocks)?;
+        let max_query = seqs.iter().map(|q| q.tokens).max().expect("n ≥ 1");
+        // Index tensors are allocated once per (T, n, pages) and refilled in stream order.
+        let idx = self.indices(t, n, max_blocks)?;
         batch.write(&idx.positions, 0, &positions)?;
         batch.write(&idx.slots, 0, &slots)?;
         batch.write(&idx.block_table, 0, &block_table)?;
         batch.write(&idx.seq_lens, 0, &lens)?;
+        batch.write(&idx.query_starts, 0, &starts)?;
         let (positions, slots, block_table, seq_lens) =
             (&idx.positions, &idx.slots, &idx.block_table, &idx.seq_lens);
 
@@ -532,6 +662,8 @@ impl MlaLayer {
                 seq_lens,
                 scale: c.softmax_scale() as f32,
                 max_seq_len: max_len,
+                query_starts: Some(&idx.query_starts),
+                max_query_len: max_query,
             },
             &sc.o_lat,
         )?;
@@ -554,13 +686,25 @@ impl MlaLayer {
         };
         self.matmul
             .record(batch, &absorb_o, &sc.o_lat, &self.kv_b, None, &sc.attn)?;
-        self.linear(batch, &self.o_proj, &sc.attn, out, t)?;
+        if accumulate {
+            let o = &self.o_proj;
+            self.matmul.record_accumulate(
+                batch,
+                &MatmulDims::linear(t, o.out_features, o.in_features),
+                &sc.attn,
+                &o.weight,
+                o.bias.as_ref(),
+                out,
+            )?;
+        } else {
+            self.linear(batch, &self.o_proj, &sc.attn, out, t)?;
+        }
 
         // Commit the page allocation and lengths.
         cache.free = free;
-        for (b, &q) in seqs.iter().enumerate() {
-            cache.seqs[q].pages = std::mem::take(&mut tables[b]);
-            cache.seqs[q].len += s;
+        for (b, q) in seqs.iter().enumerate() {
+            cache.seqs[q.seq].pages = std::mem::take(&mut tables[b]);
+            cache.seqs[q.seq].len += q.tokens;
         }
         Ok(())
     }

@@ -12,5 +12,5 @@ pub mod weights;
 
 /// The layer on the CPU (the absorbed-form reference with a latent cache).
 pub use config::{MlaConfig, Yarn};
-pub use layer::{MlaCache, MlaLayer};
+pub use layer::{MlaCache, MlaLayer, MlaSeq};
 pub use weights::{Linear, MlaWeights, QueryWeights};

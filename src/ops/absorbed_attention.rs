@@ -7,6 +7,16 @@
 //! (Bt, S_q, H, d_c), q_rope (Bt, S_q, H, d_R), block_table (Bt, max_blocks) u32, seq_lens (Bt)
 //! u32; the cache is (num_blocks, block_size, d_c + d_R).
 //!
+//! # Packed (ragged) queries
+//! With [`AbsorbedAttentionInputs::query_starts`] ((Bt + 1) u32 cumulative offsets) sequences
+//! bring different numbers of query tokens q_len_b = query_starts\[b + 1\] − query_starts\[b\],
+//! packed in order: q_lat and o_lat are (T, H, d_c), q_rope (T, H, d_R), T = Σ_b q_len_b, and
+//! query i of sequence b sees keys `j < seq_len_b − q_len_b + i + 1`. Chunked prefill (a chunk
+//! of a prompt over what earlier chunks cached), decode (q_len 1) and a mix of both are the same
+//! call. The uniform form is the case query_starts\[b\] = b·S_q; one kernel body runs both, told
+//! apart by a bit of its uniform block. The grid is sized by the host's bound `max_query_len`:
+//! workgroups whose row group lies past a shorter sequence's rows return at once.
+//!
 //! # Tiling
 //! The cache is a single "KV head" shared by all heads, so the kernel treats the S_q·H query
 //! rows of a sequence alike ("rows", r = i·H + h) and gives each workgroup a group of G of them
@@ -91,9 +101,9 @@ const MAX_SPLITS: usize = 64;
 /// Inputs of one absorbed-attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AbsorbedAttentionInputs<'a> {
-    /// (Bt, S_q, H, d_c): W_UKᵀ q_nope per head.
+    /// (Bt, S_q, H, d_c), or (T, H, d_c) packed: W_UKᵀ q_nope per head.
     pub q_lat: &'a Tensor,
-    /// (Bt, S_q, H, d_R): rotated.
+    /// (Bt, S_q, H, d_R), or (T, H, d_R) packed: rotated.
     pub q_rope: &'a Tensor,
     /// The paged latent cache (the S_q new tokens already appended).
     pub cache: &'a LatentCache,
@@ -109,6 +119,16 @@ pub struct AbsorbedAttentionInputs<'a> {
     /// block table must be able to hold it). On the GPU, lengths beyond max_blocks·block_size
     /// are clamped to it.
     pub max_seq_len: usize,
+    /// `None`: every sequence brings S_q query tokens (q_lat (Bt, S_q, H, d_c)). `Some`: (Bt + 1)
+    /// u32 cumulative query-token offsets; sequence b's tokens are the packed rows
+    /// query_starts\[b\] .. query_starts\[b + 1\] of q_lat (T, H, d_c), q_rope and o_lat. The
+    /// offsets must be non-decreasing, start at 0 and end at T (they live on the GPU and are
+    /// not checked; on the GPU they are clamped to [0, T]).
+    pub query_starts: Option<&'a Tensor>,
+    /// With `query_starts`: a host-side bound on every sequence's query tokens (their maximum),
+    /// 1 ≤ it ≤ T, used to size the grid like `max_seq_len`; rows of a sequence past it are not
+    /// computed. Ignored without `query_starts`.
+    pub max_query_len: usize,
 }
 
 pub use crate::spec::absorbed_attention::{AttentionShapes, Dims};
@@ -125,7 +145,7 @@ pub struct Plan {
     /// Output columns per invocation in the PV phase: scalar kernel NPC = ⌈d_c / 256⌉, vec4
     /// kernel DB = ⌈d_c / 256⌉ vec4 blocks.
     pub out_cols: usize,
-    /// Row groups per sequence, ⌈S_q·H / G⌉.
+    /// Row groups per sequence, ⌈S_q·H / G⌉ (S_q: the longest sequence's query tokens).
     pub groups: usize,
     /// KV splits per (sequence, row group).
     pub n_split: usize,
@@ -212,11 +232,14 @@ struct Uniforms {
     groups: u32,
     scale: f32,
     work_base: u32,
-    _pad: [u32; 3],
+    packed: u32,
+    tokens: u32,
+    _pad: u32,
 }
 
 /// What the attention kernels are passed: their `Uniforms`, then the queries, the cache, its
-/// block table and sequence lengths, o_lat and the scratch buffer.
+/// block table and sequence lengths, o_lat, the scratch buffer and the packed query offsets
+/// (bound to `seq_lens` again, and not read, in the uniform form).
 pub const INTERFACE: KernelInterface = KernelInterface {
     params: std::mem::size_of::<Uniforms>(),
     bindings: &[
@@ -227,6 +250,7 @@ pub const INTERFACE: KernelInterface = KernelInterface {
         ("seq_lens", Access::Read),
         ("o_lat", Access::ReadWrite),
         ("scratch", Access::ReadWrite),
+        ("query_starts", Access::Read),
     ],
 };
 
@@ -325,8 +349,8 @@ impl AbsorbedAttention {
         Ok(t)
     }
 
-    /// Validate the inputs and return (Bt, S_q, H, max_blocks).
-    fn validate(inputs: &AbsorbedAttentionInputs, o_lat: &Tensor) -> Result<[usize; 4]> {
+    /// Validate the inputs and return their sizes (S_q: `max_query_len` in the packed form).
+    fn validate(inputs: &AbsorbedAttentionInputs, o_lat: &Tensor) -> Result<Dims> {
         let c = inputs.cache;
         let (d_c, d_r) = (c.d_c, c.d_r);
         c.data.expect(
@@ -350,6 +374,9 @@ impl AbsorbedAttention {
         ] {
             t.expect_dtype(name, dtype)?;
         }
+        if let Some(starts) = inputs.query_starts {
+            starts.expect_dtype("query_starts", DType::U32)?;
+        }
         let dims = Dims::from_shapes(&AttentionShapes {
             q_lat: inputs.q_lat.shape(),
             q_rope: inputs.q_rope.shape(),
@@ -358,8 +385,10 @@ impl AbsorbedAttention {
             block_table: inputs.block_table.shape(),
             seq_lens: inputs.seq_lens.shape(),
             o_lat: o_lat.shape(),
+            query_starts: inputs.query_starts.map(|t| t.shape()),
+            max_query_len: inputs.max_query_len,
         })?;
-        let (bt, s_q, h, max_blocks) = (dims.bt, dims.s_q, dims.h, dims.max_blocks);
+        let (s_q, max_blocks) = (dims.s_q, dims.max_blocks);
         let bt_shape = inputs.block_table.shape();
         let cap = max_blocks * c.block_size;
         if inputs.max_seq_len > cap {
@@ -374,9 +403,14 @@ impl AbsorbedAttention {
             ));
         }
         if inputs.max_seq_len < s_q {
+            let what = if inputs.query_starts.is_some() {
+                "max_query_len"
+            } else {
+                "S_q"
+            };
             return Err(Error::invalid(format!(
-                "max_seq_len = {} is less than S_q = {s_q}: the new tokens must already be in \
-                 the cache",
+                "max_seq_len = {} is less than {what} = {s_q}: the new tokens must already be \
+                 in the cache",
                 inputs.max_seq_len
             )));
         }
@@ -386,16 +420,16 @@ impl AbsorbedAttention {
                 inputs.scale
             )));
         }
-        Ok([bt, s_q, h, max_blocks])
+        Ok(dims)
     }
 
     /// The tiling and split count this op uses for `inputs` (validated as in [`Self::record`]).
     pub fn plan_for(&self, inputs: &AbsorbedAttentionInputs, o_lat: &Tensor) -> Result<Plan> {
-        let [bt, s_q, h, _] = Self::validate(inputs, o_lat)?;
+        let d = Self::validate(inputs, o_lat)?;
         plan(
-            bt,
-            s_q,
-            h,
+            d.bt,
+            d.s_q,
+            d.h,
             inputs.cache.d_c,
             inputs.cache.d_r,
             inputs.max_seq_len,
@@ -404,29 +438,32 @@ impl AbsorbedAttention {
 
     /// o_lat (Bt, S_q, H, d_c) = Σ_j softmax_j(scale·(q_lat·c_j + q_rope·k_rope_j)) c_j over the
     /// keys j ≤ seq_len − S_q + i for query i (bottom-right causal); split-KV inside as needed.
-    /// A query that sees no key (seq_len < S_q on the GPU) gets zeros.
+    /// In the packed form (`query_starts`) o_lat is (T, H, d_c) and S_q is each sequence's own
+    /// query count. A query that sees no key (seq_len < S_q on the GPU) gets zeros.
     pub fn record(
         &self,
         batch: &mut Batch,
         inputs: &AbsorbedAttentionInputs,
         o_lat: &Tensor,
     ) -> Result<()> {
-        let [bt, s_q, h, max_blocks] = Self::validate(inputs, o_lat)?;
+        let dims = Self::validate(inputs, o_lat)?;
+        let (bt, s_q, h, max_blocks) = (dims.bt, dims.s_q, dims.h, dims.max_blocks);
         let c = inputs.cache;
         let p = plan(bt, s_q, h, c.d_c, c.d_r, inputs.max_seq_len)?;
         let gpu = batch.gpu();
         let storage = crate::ops::storage_flags(gpu, "cache.data", c.dtype())?;
         let kernel = self.kernel(gpu, &p, storage)?;
-        let rows = s_q * h;
+        // Query rows of all sequences (partials and the combine are indexed by packed row).
+        let rows = dims.tokens * h;
         let too_big = |what: &str| Error::Limit {
             what: format!("absorbed attention {what}"),
             detail: "more than 2^32 elements".into(),
         };
-        if bt * rows * c.d_c > u32::MAX as usize {
+        if rows * c.d_c > u32::MAX as usize {
             return Err(too_big("queries"));
         }
         let work_base = if p.n_split > 1 {
-            (p.n_split * bt * rows * (c.d_c + 2)).next_multiple_of(4)
+            (p.n_split * rows * (c.d_c + 2)).next_multiple_of(4)
         } else {
             0
         };
@@ -451,11 +488,13 @@ impl AbsorbedAttention {
             groups: p.groups as u32,
             scale: inputs.scale,
             work_base: work_base as u32,
-            _pad: [0; 3],
+            packed: inputs.query_starts.is_some() as u32,
+            tokens: dims.tokens as u32,
+            _pad: 0,
         };
         let scratch_binding = Binding::range(&scratch, 0, 4 * scratch_floats as u64);
         // Check the combine's grid before recording anything, so nothing is recorded on error.
-        gpu.grid((bt * rows) as u32)?;
+        gpu.grid(rows as u32)?;
         batch.dispatch(
             &kernel,
             &uniforms,
@@ -467,12 +506,13 @@ impl AbsorbedAttention {
                 inputs.seq_lens.into(),
                 o_lat.into(),
                 scratch_binding.clone(),
+                inputs.query_starts.unwrap_or(inputs.seq_lens).into(),
             ],
             workgroups,
         )?;
         if p.n_split > 1 {
             let combine = CombineUniforms {
-                n_rows: (bt * rows) as u32,
+                n_rows: rows as u32,
                 d_c: c.d_c as u32,
                 n_split: p.n_split as u32,
                 _pad: 0,
@@ -481,7 +521,7 @@ impl AbsorbedAttention {
                 &self.combine,
                 &combine,
                 &[scratch_binding, o_lat.into()],
-                (bt * rows) as u32,
+                rows as u32,
             )?;
         }
         Ok(())
@@ -504,16 +544,54 @@ pub fn cost(
     block_size: usize,
     cache_dtype: DType,
 ) -> Cost {
+    let seqs = vec![(s_q, ctx); bt];
+    cost_of(&seqs, h, d_c, d_r, block_size, cache_dtype, 0)
+}
+
+/// [`cost`] of a packed call: sequence b brings `seqs[b].0` query tokens and then holds
+/// `seqs[b].1` tokens (the new ones included). Counted as [`cost`] does, per sequence, plus the
+/// Bt + 1 query offsets.
+pub fn cost_packed(
+    seqs: &[(usize, usize)],
+    h: usize,
+    d_c: usize,
+    d_r: usize,
+    block_size: usize,
+    cache_dtype: DType,
+) -> Cost {
+    cost_of(seqs, h, d_c, d_r, block_size, cache_dtype, seqs.len() + 1)
+}
+
+fn cost_of(
+    seqs: &[(usize, usize)],
+    h: usize,
+    d_c: usize,
+    d_r: usize,
+    block_size: usize,
+    cache_dtype: DType,
+    extra_words: usize,
+) -> Cost {
     let w = d_c + d_r;
-    let rows = bt * s_q * h;
-    let pairs: usize = bt
-        * h
-        * (0..s_q)
-            .map(|i| (ctx + i + 1).saturating_sub(s_q))
-            .sum::<usize>();
-    let words = rows * (2 * d_c + d_r) + bt * ctx.div_ceil(block_size) + bt;
+    let tokens: usize = seqs.iter().map(|&(q, _)| q).sum();
+    let keys: usize = seqs.iter().map(|&(_, ctx)| ctx).sum();
+    let rows = tokens * h;
+    let pairs: usize = h * seqs
+        .iter()
+        .map(|&(q, ctx)| {
+            (0..q)
+                .map(|i| (ctx + i + 1).saturating_sub(q))
+                .sum::<usize>()
+        })
+        .sum::<usize>();
+    let words = rows * (2 * d_c + d_r)
+        + seqs
+            .iter()
+            .map(|&(_, ctx)| ctx.div_ceil(block_size))
+            .sum::<usize>()
+        + seqs.len()
+        + extra_words;
     Cost {
-        bytes: (4 * words + cache_dtype.size() * bt * ctx * w) as u64,
+        bytes: (4 * words + cache_dtype.size() * keys * w) as u64,
         flops: (pairs * (2 * w + 2 * d_c + 3) + rows * d_c) as u64,
     }
 }

@@ -1,11 +1,14 @@
 //! CPU reference of `absorbed_attention`: MLA attention in the absorbed form on a paged latent
 //! cache, in f64 with straightforward loops (no online softmax, no splitting).
 //!
-//! For sequence b, query token i < S_q, head h:
-//! s_j = scale·(q_lat\[b,i,h\]·c_j + q_rope\[b,i,h\]·k_rope_j) for keys j < seq_len_b − S_q + i + 1
-//! (bottom-right causal, clamped to [0, max_blocks·block_size]); o_lat\[b,i,h\] = Σ_j softmax(s)_j c_j,
-//! or zeros when the query sees no key. Key j is cache row
-//! `block_table[b, j / block_size]·block_size + j % block_size` of width d_c + d_R = [c | k_rope].
+//! Query tokens are packed: sequence b's are rows query_starts\[b\] .. query_starts\[b + 1\]
+//! (q_len_b of them); the uniform form (Bt, S_q, …) is the case query_starts\[b\] = b·S_q.
+//! For query token i < q_len_b of sequence b and head h:
+//! s_j = scale·(q_lat\[row, h\]·c_j + q_rope\[row, h\]·k_rope_j) for keys
+//! j < seq_len_b − q_len_b + i + 1 (bottom-right causal, clamped to [0, max_blocks·block_size]);
+//! o_lat\[row, h\] = Σ_j softmax(s)_j c_j, or zeros when the query sees no key. Key j is cache
+//! row `block_table[b, j / block_size]·block_size + j % block_size` of width d_c + d_R =
+//! [c | k_rope].
 
 pub use crate::spec::absorbed_attention::Dims;
 
@@ -21,22 +24,52 @@ pub fn absorbed_attention(
     seq_lens: &[u32],
     scale: f32,
 ) -> Vec<f64> {
+    let starts: Vec<u32> = (0..=dims.bt).map(|b| (b * dims.s_q) as u32).collect();
+    absorbed_attention_packed(
+        dims,
+        &starts,
+        q_lat,
+        q_rope,
+        cache,
+        block_table,
+        seq_lens,
+        scale,
+    )
+}
+
+/// The packed form: o_lat (T, H, d_c) from q_lat (T, H, d_c) and q_rope (T, H, d_R) whose rows
+/// query_starts\[b\] .. query_starts\[b + 1\] belong to sequence b (T = `dims.tokens`), and the
+/// cache, block_table and seq_lens as in [`absorbed_attention`].
+#[allow(clippy::too_many_arguments)]
+pub fn absorbed_attention_packed(
+    dims: Dims,
+    query_starts: &[u32],
+    q_lat: &[f32],
+    q_rope: &[f32],
+    cache: &[f32],
+    block_table: &[u32],
+    seq_lens: &[u32],
+    scale: f32,
+) -> Vec<f64> {
     let Dims {
         bt,
-        s_q,
+        tokens,
         h,
         d_c,
         d_r,
         block_size,
         max_blocks,
+        ..
     } = dims;
     let w = d_c + d_r;
     let num_blocks = cache.len() / (block_size * w);
     let cap = (max_blocks * block_size) as i64;
-    let mut out = vec![0.0f64; bt * s_q * h * d_c];
+    let mut out = vec![0.0f64; tokens * h * d_c];
     for b in 0..bt {
-        for i in 0..s_q {
-            let visible = (seq_lens[b] as i64 - s_q as i64 + i as i64 + 1).clamp(0, cap) as usize;
+        let first = query_starts[b] as usize;
+        let q_len = query_starts[b + 1] as usize - first;
+        for i in 0..q_len {
+            let visible = (seq_lens[b] as i64 - q_len as i64 + i as i64 + 1).clamp(0, cap) as usize;
             // The cache rows this query sees (skipping pages the table does not hold).
             let rows: Vec<&[f32]> = (0..visible)
                 .filter_map(|j| {
@@ -48,7 +81,7 @@ pub fn absorbed_attention(
                 })
                 .collect();
             for hh in 0..h {
-                let q = (b * s_q + i) * h + hh;
+                let q = (first + i) * h + hh;
                 let ql = &q_lat[q * d_c..(q + 1) * d_c];
                 let qr = &q_rope[q * d_r..(q + 1) * d_r];
                 let scores: Vec<f64> = rows

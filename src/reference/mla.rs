@@ -20,7 +20,7 @@ use crate::mla::weights::{MlaWeights, QueryWeights};
 use crate::reference::matmul::linear;
 use crate::reference::rmsnorm::rmsnorm_row;
 use crate::reference::rope::rope_vec;
-use crate::spec::mla::{check_run, check_seqs, run_in_chunks};
+use crate::spec::mla::{check_packed, check_run, check_seqs, run_in_chunks, MlaSeq};
 
 /// The per-token projections of T tokens.
 #[derive(Clone, Debug)]
@@ -323,13 +323,38 @@ impl MlaCpuLayer {
                 &[hidden.len()],
             ));
         }
-        let mut taken: Vec<Vec<f64>> = seqs
-            .iter()
-            .map(|&q| std::mem::take(&mut self.caches[q]))
-            .collect();
-        let out = absorbed_step(&self.cfg, &self.weights, &mut taken, hidden, s);
-        for (&q, c) in seqs.iter().zip(taken) {
-            self.caches[q] = c;
+        let packed: Vec<MlaSeq> = seqs.iter().map(|&seq| MlaSeq { seq, tokens: s }).collect();
+        self.forward_packed(&packed, hidden)
+    }
+
+    /// One forward of packed sequences, the counterpart of
+    /// [`crate::mla::MlaLayer::record_packed`]: `hidden` is (T, hidden) row-major with
+    /// T = Σ tokens, sequences in the order of `seqs`; each sequence's tokens are appended at
+    /// positions len..len + tokens and see its whole cache (bottom-right causal). Returns
+    /// (T, hidden). Sequences are independent, so this is [`absorbed_step`] once per sequence.
+    pub fn forward_packed(&mut self, seqs: &[MlaSeq], hidden: &[f32]) -> Result<Vec<f64>> {
+        let t = check_packed(seqs, self.caches.len())?;
+        let hid = self.cfg.hidden_size;
+        if hidden.len() != t * hid {
+            return Err(Error::shape(
+                "hidden_states",
+                format!("(T, hidden) = [{t}, {hid}] with T = Σ tokens"),
+                &[hidden.len()],
+            ));
+        }
+        let mut out = Vec::with_capacity(t * hid);
+        let mut row = 0;
+        for q in seqs {
+            let part = &hidden[row * hid..(row + q.tokens) * hid];
+            let cache = std::slice::from_mut(&mut self.caches[q.seq]);
+            out.extend(absorbed_step(
+                &self.cfg,
+                &self.weights,
+                cache,
+                part,
+                q.tokens,
+            ));
+            row += q.tokens;
         }
         Ok(out)
     }

@@ -3,6 +3,35 @@
 
 use crate::error::{Error, Result};
 
+/// One sequence's part of a packed MLA call: its index in the cache and how many new tokens it
+/// brings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlaSeq {
+    /// The sequence's index in the cache.
+    pub seq: usize,
+    /// New tokens (≥ 1): its rows of the packed hidden states, at positions len..len + tokens.
+    pub tokens: usize,
+}
+
+/// Check a packed call's sequences (at least one, each bringing ≥ 1 token, ids distinct and
+/// below `num_seqs`) and return T, the total of their tokens.
+pub fn check_packed(seqs: &[MlaSeq], num_seqs: usize) -> Result<usize> {
+    if seqs.is_empty() {
+        return Err(Error::invalid(
+            "a packed MLA call needs at least one sequence",
+        ));
+    }
+    if let Some(s) = seqs.iter().find(|s| s.tokens == 0) {
+        return Err(Error::invalid(format!(
+            "sequence {} brings no tokens (each listed sequence needs ≥ 1)",
+            s.seq
+        )));
+    }
+    let ids: Vec<usize> = seqs.iter().map(|s| s.seq).collect();
+    check_seqs(&ids, num_seqs)?;
+    Ok(seqs.iter().map(|s| s.tokens).sum())
+}
+
 /// Error unless every sequence id in `seqs` is below `num_seqs` and none is listed twice.
 pub fn check_seqs(seqs: &[usize], num_seqs: usize) -> Result<()> {
     for (i, &s) in seqs.iter().enumerate() {

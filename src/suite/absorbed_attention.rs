@@ -1,9 +1,11 @@
-//! `absorbed_attention` in the suite: decode and prefill on NaN-fenced paged caches against the
-//! f64 reference, and decode benchmarks at DeepSeek widths.
+//! `absorbed_attention` in the suite: decode, prefill and packed ragged calls on NaN-fenced
+//! paged caches against the f64 reference, and decode, prefill and ragged benchmarks at
+//! DeepSeek widths.
 
 use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase, CpuRun};
 use crate::error::Result;
-use crate::ops::absorbed_attention::{cost, AbsorbedAttention};
+use crate::ops::absorbed_attention::{cost, cost_packed, AbsorbedAttention};
+use crate::ops::Cost;
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu};
 use crate::testing::absorbed_attention::{Problem, Shape, HALF_CACHE_TOLERANCE, TOLERANCE};
@@ -12,6 +14,7 @@ use std::sync::Arc;
 fn shape(s_q: usize, h: usize, d_c: usize, d_r: usize, block_size: usize, lens: &[usize]) -> Shape {
     Shape {
         s_q,
+        query_lens: None,
         h,
         d_c,
         d_r,
@@ -45,6 +48,27 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             &p.reference(),
         ));
     }
+    // Packed ragged queries: chunked prefill beside decode, at DeepSeek widths.
+    let s = Shape {
+        query_lens: Some(vec![1, 9, 3]),
+        ..shape(1, 16, 512, 64, 64, &[700, 40, 3])
+    };
+    let p = Problem::random(rng, &s);
+    let (got, splits) = p.run(gpu, &op)?;
+    out.push(CheckOutcome::new(
+        "absorbed_attention",
+        format!(
+            "packed q_lens={:?} H={} d_c={} d_R={} lens={:?} splits={splits} o_lat",
+            s.query_lens.as_deref().unwrap_or_default(),
+            s.h,
+            s.d_c,
+            s.d_r,
+            s.lens
+        ),
+        TOLERANCE,
+        &got,
+        &p.reference(),
+    ));
     // Half caches: DeepSeek widths (vec4 kernel) and odd widths (scalar kernel).
     for dtype in [DType::F16, DType::BF16] {
         for s in [
@@ -93,10 +117,56 @@ pub fn bench_sizes(gpu: &Gpu, quick: bool) -> Vec<(usize, usize, usize)> {
         .collect()
 }
 
-/// Benchmark cases: decode at the sizes of [`bench_sizes`]; the CPU reference runs only where it
-/// takes well under a second.
+/// The prefill and packed benchmark shapes at DeepSeek widths (H = 16, d_c 512, d_R 64, pages
+/// of 64), as (label, query tokens per sequence, context per sequence): one sequence of S_q new
+/// tokens over a context of S_q (bottom-right causal, a fresh prompt), and a ragged packed call
+/// of decoding and prefilling sequences over longer contexts (chunked prefill). The quick set is
+/// lavapipe-sized.
+pub fn prefill_sizes(quick: bool) -> Vec<(&'static str, Vec<usize>, Vec<usize>)> {
+    if quick {
+        vec![
+            ("prefill", vec![128], vec![128]),
+            ("ragged", vec![1, 1, 32, 96], vec![256; 4]),
+        ]
+    } else {
+        vec![
+            ("prefill", vec![128], vec![128]),
+            ("prefill", vec![512], vec![512]),
+            ("ragged", vec![1, 1, 128, 384], vec![1024; 4]),
+        ]
+    }
+}
+
+/// Benchmark cases: decode at the sizes of [`bench_sizes`], then prefill and packed ragged calls
+/// at the sizes of [`prefill_sizes`]; the CPU reference runs only where it takes well under a
+/// second.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     bench_cases_as(gpu, quick, DType::F32)
+}
+
+/// One bench case of `problem` (uploaded once, o_lat poisoned once).
+fn bench_case(gpu: &Arc<Gpu>, p: Problem, cost: Cost, size: String) -> Result<BenchCase> {
+    let op = AbsorbedAttention::new(gpu)?;
+    let t = p.upload(gpu)?;
+    let o_lat = p.poisoned_output(gpu)?;
+    let g = gpu.clone();
+    let cpu: Option<CpuRun> = (cost.flops < 2_000_000_000).then(|| {
+        Box::new(move || {
+            std::hint::black_box(p.reference());
+        }) as CpuRun
+    });
+    Ok(BenchCase {
+        tokens: None,
+        kernel: "absorbed_attention",
+        size,
+        cost,
+        gpu: Box::new(move || {
+            let mut batch = g.batch();
+            op.record(&mut batch, &t.inputs(), &o_lat)?;
+            batch.run_timed()
+        }),
+        cpu,
+    })
 }
 
 /// [`bench_cases`] with the kernel's half-capable tensor stored as `dtype` (bytes counted at
@@ -105,35 +175,38 @@ pub fn bench_cases_as(gpu: &Arc<Gpu>, quick: bool, dtype: DType) -> Result<Vec<B
     let mut rng = Rng::new(0xA77E);
     let mut cases = Vec::new();
     for (bt, h, ctx) in bench_sizes(gpu, quick) {
-        let op = AbsorbedAttention::new(gpu)?;
         let s = Shape::decode(bt, h, ctx);
         let p = Problem::random(&mut rng, &s).with_cache_dtype(dtype);
-        let t = p.upload(gpu)?;
-        let o_lat = p.poisoned_output(gpu)?;
         let cost = cost(bt, 1, h, ctx, s.d_c, s.d_r, s.block_size, dtype);
-        let g = gpu.clone();
-        let cpu: Option<CpuRun> = (cost.flops < 2_000_000_000).then(|| {
-            Box::new(move || {
-                std::hint::black_box(p.reference());
-            }) as CpuRun
-        });
-        cases.push(BenchCase {
-            tokens: None,
-            kernel: "absorbed_attention",
-            size: format!(
-                "decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}{}",
-                s.d_c,
-                s.d_r,
-                dtype_suffix(dtype)
-            ),
-            cost,
-            gpu: Box::new(move || {
-                let mut batch = g.batch();
-                op.record(&mut batch, &t.inputs(), &o_lat)?;
-                batch.run_timed()
-            }),
-            cpu,
-        });
+        let size = format!(
+            "decode Bt={bt} H={h} ctx={ctx} d_c={} d_R={}{}",
+            s.d_c,
+            s.d_r,
+            dtype_suffix(dtype)
+        );
+        cases.push(bench_case(gpu, p, cost, size)?);
+    }
+    let h = 16;
+    for (label, q_lens, lens) in prefill_sizes(quick) {
+        let s = Shape {
+            s_q: q_lens[0],
+            query_lens: (q_lens.len() > 1).then(|| q_lens.clone()),
+            ..Shape::decode(lens.len(), h, 1)
+        };
+        let s = Shape { lens, ..s };
+        let p = Problem::random(&mut rng, &s).with_cache_dtype(dtype);
+        let seqs: Vec<(usize, usize)> = q_lens.iter().copied().zip(s.lens.clone()).collect();
+        let (cost, size) = if s.query_lens.is_some() {
+            let c = cost_packed(&seqs, h, s.d_c, s.d_r, s.block_size, dtype);
+            let size = format!("{label} q_lens={q_lens:?} H={h} ctx={:?}", s.lens);
+            (c, size)
+        } else {
+            let (s_q, ctx) = seqs[0];
+            let c = cost(1, s_q, h, ctx, s.d_c, s.d_r, s.block_size, dtype);
+            (c, format!("{label} S_q={s_q} H={h} ctx={ctx}"))
+        };
+        let size = format!("{size} d_c={} d_R={}{}", s.d_c, s.d_r, dtype_suffix(dtype));
+        cases.push(bench_case(gpu, p, cost, size)?);
     }
     Ok(cases)
 }

@@ -1,15 +1,15 @@
 //! Absorbed-attention fixtures: a random paged latent cache in which only the sequences' keys
 //! hold values (rows ~ N(0, 1)) and everything else is NaN — spare pages, the tail of each
 //! sequence's last page, block-table entries past a sequence's pages (NaN pages or invalid ids)
-//! — so a kernel that reads outside the sequences produces NaN; queries ~ N(0, 1); the upload
-//! and the f64 reference.
+//! — so a kernel that reads outside the sequences produces NaN; queries ~ N(0, 1), S_q per
+//! sequence or a ragged count each (the packed form); the upload and the f64 reference.
 
 use super::permutation;
 use crate::compare::Tolerance;
 use crate::error::Result;
 use crate::ops::absorbed_attention::{AbsorbedAttention, AbsorbedAttentionInputs, Dims};
 use crate::ops::latent_cache::LatentCache;
-use crate::reference::absorbed_attention::absorbed_attention;
+use crate::reference::absorbed_attention::absorbed_attention_packed;
 use crate::rng::Rng;
 use crate::runtime::{DType, Gpu, Tensor};
 
@@ -26,8 +26,11 @@ pub const HALF_CACHE_TOLERANCE: Tolerance = TOLERANCE;
 /// The sizes of a random problem.
 #[derive(Clone, Debug)]
 pub struct Shape {
-    /// New query tokens per sequence S_q.
+    /// New query tokens per sequence S_q (ignored with `query_lens`).
     pub s_q: usize,
+    /// The packed form: each sequence's own count of new query tokens (≥ 1, one per sequence
+    /// of `lens`); `None` for S_q each.
+    pub query_lens: Option<Vec<usize>>,
     /// Heads H.
     pub h: usize,
     /// Latent width d_c.
@@ -50,6 +53,7 @@ impl Shape {
     pub fn decode(bt: usize, h: usize, ctx: usize) -> Self {
         Self {
             s_q: 1,
+            query_lens: None,
             h,
             d_c: 512,
             d_r: 64,
@@ -66,9 +70,11 @@ impl Shape {
 pub struct Problem {
     /// Sizes.
     pub dims: Dims,
-    /// q_lat (Bt, S_q, H, d_c).
+    /// The packed form's (Bt + 1) query offsets; `None` for the uniform form.
+    pub query_starts: Option<Vec<u32>>,
+    /// q_lat (Bt, S_q, H, d_c), or (T, H, d_c) packed.
     pub q_lat: Vec<f32>,
-    /// q_rope (Bt, S_q, H, d_R).
+    /// q_rope (Bt, S_q, H, d_R), or (T, H, d_R) packed.
     pub q_rope: Vec<f32>,
     /// The cache's pages (num_blocks, block_size, d_c + d_R).
     pub cache: Vec<f32>,
@@ -117,17 +123,32 @@ impl Problem {
                 cache[slot * w..(slot + 1) * w].copy_from_slice(&row);
             }
         }
-        let n_q = bt * shape.s_q * shape.h;
+        let query_starts = shape.query_lens.as_ref().map(|q| {
+            assert_eq!(q.len(), bt, "one query count per sequence");
+            std::iter::once(0)
+                .chain(q.iter().scan(0, |acc, &n| {
+                    *acc += n as u32;
+                    Some(*acc)
+                }))
+                .collect::<Vec<u32>>()
+        });
+        let (s_q, tokens) = match &shape.query_lens {
+            Some(q) => (q.iter().copied().max().unwrap_or(1), q.iter().sum()),
+            None => (shape.s_q, bt * shape.s_q),
+        };
+        let n_q = tokens * shape.h;
         Self {
             dims: Dims {
                 bt,
-                s_q: shape.s_q,
+                s_q,
+                tokens,
                 h: shape.h,
                 d_c: shape.d_c,
                 d_r: shape.d_r,
                 block_size: bs,
                 max_blocks,
             },
+            query_starts,
             q_lat: rng.normal_vec(n_q * shape.d_c, 0.0, 1.0),
             q_rope: rng.normal_vec(n_q * shape.d_r, 0.0, 1.0),
             cache,
@@ -154,10 +175,29 @@ impl Problem {
         self.seq_lens.iter().copied().max().unwrap_or(1) as usize
     }
 
-    /// The f64 reference: o_lat (Bt, S_q, H, d_c).
+    /// The query tensors' shape: (Bt, S_q, H, width), or (T, H, width) packed.
+    pub fn query_shape(&self, width: usize) -> Vec<usize> {
+        let d = &self.dims;
+        match self.query_starts {
+            Some(_) => vec![d.tokens, d.h, width],
+            None => vec![d.bt, d.s_q, d.h, width],
+        }
+    }
+
+    /// The query offsets (Bt + 1): the packed form's, or b·S_q.
+    pub fn starts(&self) -> Vec<u32> {
+        let d = &self.dims;
+        match &self.query_starts {
+            Some(q) => q.clone(),
+            None => (0..=d.bt).map(|b| (b * d.s_q) as u32).collect(),
+        }
+    }
+
+    /// The f64 reference: o_lat (Bt, S_q, H, d_c), or (T, H, d_c) packed.
     pub fn reference(&self) -> Vec<f64> {
-        absorbed_attention(
+        absorbed_attention_packed(
             self.dims,
+            &self.starts(),
             &self.q_lat,
             &self.q_rope,
             &self.cache,
@@ -188,9 +228,15 @@ impl Problem {
                 .collect();
             gpu.write(&cache.data, &words)?;
         }
+        let query_starts = match &self.query_starts {
+            Some(q) => Some(gpu.upload_u32(&[d.bt + 1], q)?),
+            None => None,
+        };
         Ok(GpuInputs {
-            q_lat: gpu.upload_f32(&[d.bt, d.s_q, d.h, d.d_c], &self.q_lat)?,
-            q_rope: gpu.upload_f32(&[d.bt, d.s_q, d.h, d.d_r], &self.q_rope)?,
+            q_lat: gpu.upload_f32(&self.query_shape(d.d_c), &self.q_lat)?,
+            q_rope: gpu.upload_f32(&self.query_shape(d.d_r), &self.q_rope)?,
+            query_starts,
+            max_query_len: d.s_q,
             cache,
             block_table: gpu.upload_u32(&[d.bt, d.max_blocks], &self.block_table)?,
             seq_lens: gpu.upload_u32(&[d.bt], &self.seq_lens)?,
@@ -201,8 +247,7 @@ impl Problem {
 
     /// A NaN-poisoned o_lat.
     pub fn poisoned_output(&self, gpu: &Gpu) -> Result<Tensor> {
-        let d = &self.dims;
-        gpu.nan_f32(&[d.bt, d.s_q, d.h, d.d_c])
+        gpu.nan_f32(&self.query_shape(self.dims.d_c))
     }
 
     /// Upload, run `op` once into a poisoned o_lat and read it back, with the split-KV count
@@ -225,6 +270,10 @@ pub struct GpuInputs {
     pub q_lat: Tensor,
     /// q_rope.
     pub q_rope: Tensor,
+    /// The packed form's query offsets (u32).
+    pub query_starts: Option<Tensor>,
+    /// The longest sequence's query tokens.
+    pub max_query_len: usize,
     /// The paged cache.
     pub cache: LatentCache,
     /// block_table (u32).
@@ -248,6 +297,8 @@ impl GpuInputs {
             seq_lens: &self.seq_lens,
             scale: self.scale,
             max_seq_len: self.max_seq_len,
+            query_starts: self.query_starts.as_ref(),
+            max_query_len: self.max_query_len,
         }
     }
 }
