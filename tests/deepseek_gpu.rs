@@ -32,7 +32,7 @@ fn seqs<'a>(parts: &'a [(usize, &'a [u32])]) -> Vec<SeqInput<'a>> {
 }
 
 fn tokens(rng: &mut Rng, vocab: usize, n: usize) -> Vec<u32> {
-    (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
 }
 
 /// The reference logits of every position of `ids` fed from an empty cache.

@@ -1,7 +1,7 @@
 //! `ssm-mla run lm` and `generate` on the tiny DeepSeek-V2/V3 checkpoints of tests/data (made
 //! by scripts/golden/deepseek.py): on the CPU the logits equal transformers' for each prompt,
 //! one-shot, batched and with --decode-from (tolerance atol 1e-4 + rtol 1e-4, justified in
-//! tests/deepseek_model.rs); on the GPU the same cases (f32 cache, and a bf16 cache with a
+//! tests/deepseek_model.rs); on the GPU the same cases (f32 cache, and an f16 cache with a
 //! looser tolerance), and greedy `generate` giving the CPU's words.
 
 use ssm_mla::io::{write_id_tensors, IdTensor, SafeTensors};
@@ -12,9 +12,11 @@ use std::process::Command;
 const CPU_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
 /// GPU (f32 math) vs transformers: both f32, with sums in other orders; twice the CPU's.
 const GPU_TOL: Tolerance = Tolerance::new(2e-4, 2e-4);
-/// A bf16 latent cache rounds each cached row to 8 significant bits (relative 2⁻⁹), which
-/// moves scores and outputs by ~1e-3 of their size over the tiny models' 2 layers.
-const GPU_BF16_CACHE_TOL: Tolerance = Tolerance::new(1e-2, 2e-2);
+/// An f16 latent cache rounds each cached value to 11 significant bits (2⁻¹² relative), which
+/// moves scores and outputs by ~1e-3 of their size over the tiny models' 3 layers. (A bf16
+/// cache, 8 bits, moved V2's logits by up to 0.56 here: a near-tied router choice flips on one
+/// token, so it is not held to transformers' logits.)
+const GPU_HALF_CACHE_TOL: Tolerance = Tolerance::new(1e-2, 2e-2);
 const MODELS: [&str; 2] = ["deepseek_v2_tiny", "deepseek_v3_tiny"];
 const VOCAB: usize = 128;
 
@@ -157,8 +159,8 @@ fn gpu_logits_match_transformers_one_shot_batched_and_decoding() {
         check_run(name, &["--device", "gpu"], GPU_TOL);
         check_run(
             name,
-            &["--device", "gpu", "--cache-dtype", "bf16"],
-            GPU_BF16_CACHE_TOL,
+            &["--device", "gpu", "--cache-dtype", "f16"],
+            GPU_HALF_CACHE_TOL,
         );
     }
 }
