@@ -639,3 +639,14 @@ fn packed_cost_sums_the_sequences() {
         + cost(1, 128, 16, 1024, 512, 64, 64, DType::F32).flops;
     assert_eq!(ragged.flops, parts);
 }
+
+/// A ragged call's scratch grows with its tokens, not with (sequences × the longest prompt): one
+/// 1000-token prompt beside seven one-token steps needs about what the prompt alone needs.
+#[test]
+fn ragged_scratch_follows_the_tokens() {
+    use ssm_mla::ops::absorbed_attention::scratch_bytes;
+    let alone = scratch_bytes(1, 1000, 1000, 16, 512, 64, 2048).unwrap();
+    let mixed = scratch_bytes(8, 1007, 1000, 16, 512, 64, 2048).unwrap();
+    assert!(mixed < alone + alone / 50, "{mixed} vs {alone}");
+    assert!(alone < 100 << 20, "{alone}");
+}

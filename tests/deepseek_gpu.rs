@@ -242,21 +242,22 @@ fn context_overflow_leaves_the_caches_as_they_were() {
 
 #[test]
 fn tables_and_prompts_past_one_binding_are_split() {
-    // 16 KiB bindings: the (1000, 32) f32 embedding table and head go up in row chunks, and a
-    // 40-token forward with every row's logits runs in passes that continue from the caches.
+    // 1 MiB bindings (one attention work area is 64 KiB): the (10000, 32) f32 embedding table
+    // and head go up in row chunks, and a 40-token forward with every row's logits (40 KB a
+    // token) runs in passes that continue from the caches.
     let options = ssm_mla::GpuOptions {
-        max_storage_binding: Some(16 * 1024),
+        max_storage_binding: Some(1 << 20),
         ..Default::default()
     };
     let gpu = std::sync::Arc::new(ssm_mla::Gpu::with_options(&options).unwrap());
     let (mut rng, seed) = common::rng("deepseek small bindings");
     let mut cfg = DeepseekConfig::tiny_v3();
-    cfg.vocab_size = 1000;
+    cfg.vocab_size = 10000;
     let w = DeepseekWeights::random(&cfg, &mut rng);
     let mut model =
         DeepseekGpuLm::new(gpu, cfg.clone(), &w, 2, Some(48), None, DType::F32).unwrap();
-    let a = tokens(&mut rng, 1000, 40);
-    let b = tokens(&mut rng, 1000, 3);
+    let a = tokens(&mut rng, 10000, 40);
+    let b = tokens(&mut rng, 10000, 3);
     let out = model
         .forward(&seqs(&[(0, &a[..]), (1, &b[..])]), false)
         .unwrap();

@@ -18,7 +18,12 @@
 // not packed): q_lat (T, H, d_c); q_rope (T, H, d_R); cache (num_blocks, bs, W); block_table
 // (Bt, MB) u32; seq_lens (Bt) u32; query_starts (Bt + 1) u32; o_lat like q_lat; scratch: partial
 // accumulators (n_split, T * H, d_c), (m, l) pairs (n_split, T * H, 2) (only with n_split > 1),
-// then from params.work_base a work area per workgroup.
+// then from params.work_base a work area per working workgroup: slot
+// ((q0 * H) / G + b + grp) * n_split + s for sequence b's row group grp, q0 its first packed
+// token. Sequence b's groups never reach the next sequence's first slot (its ⌈n_b·H/G⌉ groups
+// end at most one slot past (q0 + n_b)·H / G), so (T·H / G + Bt) · n_split slots cover a call
+// however its tokens are spread: a ragged call with one long prompt beside many one-token
+// decodes does not pay a work area for every (sequence, longest-prompt group) workgroup.
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
 // ((b * groups + g) * n_split + s), with groups = ceil(S_q * H / G) sized for the longest
@@ -140,6 +145,11 @@ fn query_range(b: u32) -> vec2<u32> {
     return vec2<u32>(q0, q1 - q0);
 }
 
+// The work-area slot of sequence b's row group grp and split s (q0: its first packed token).
+fn work_slot(q0: u32, b: u32, grp: u32, s: u32) -> u32 {
+    return ((q0 * params.h) / G + b + grp) * params.n_split + s;
+}
+
 // Number of keys row r (of a sequence of n_q query tokens) may see, clamped to [0, cap].
 fn row_limit(r: u32, n_q: u32, seq_len: u32, cap: u32) -> u32 {
     let i = r / params.h;
@@ -200,7 +210,7 @@ fn main(
     let dr4 = params.d_r / 4u;
     let w4 = dc4 + dr4;
     // Work area (vec4 indices): scores [16][tk], p [tk][16], alpha [16], l [16] (floats).
-    let work = params.work_base / 4u + wid * (8u * tk + 8u);
+    let work = params.work_base / 4u + work_slot(qr.x, b, grp, s) * (8u * tk + 8u);
     let p_at = work + 4u * tk;
     let alpha_at = work + 8u * tk;
     let l_at = alpha_at + 4u;
@@ -375,7 +385,7 @@ fn main(
 }
 #else
     let w = params.d_c + params.d_r;
-    let work = params.work_base + wid * WORK;
+    let work = params.work_base + work_slot(qr.x, b, grp, s) * WORK;
     var acc: array<f32, 32>;
     for (var a = 0u; a < 32u; a++) {
         acc[a] = 0.0;

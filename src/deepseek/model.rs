@@ -25,6 +25,7 @@ use crate::gpu_lm::{forward_in_passes, max_tokens, IoBuffers, LmEnds, Packing, S
 use crate::io::HostTensor;
 use crate::lm::{check_request, CausalLm, SeqInput};
 use crate::mla::layer::{MlaCache, MlaLayer, MlaSeq};
+use crate::ops::absorbed_attention::scratch_bytes;
 use crate::ops::moe::{Moe, MoeWeights, SwigluMlp};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::runtime::{Batch, DType, Gpu, Tensor};
@@ -37,8 +38,8 @@ pub const BLOCK_SIZE: usize = 16;
 pub const DEFAULT_CONTEXT: usize = 4096;
 
 enum GpuMlp {
-    Dense(SwigluMlp),
-    Moe(MoeWeights),
+    Dense(Box<SwigluMlp>),
+    Moe(Box<MoeWeights>),
 }
 
 struct GpuLayer {
@@ -116,10 +117,16 @@ impl DeepseekGpuLm {
             let attention =
                 MlaLayer::new(gpu.clone(), &cfg.attention, &l.attention.rounded_to(wd)?)?;
             let mlp = match &l.mlp {
-                DeepseekMlp::Dense(w) => {
-                    GpuMlp::Dense(SwigluMlp::upload(&gpu, w, h, cfg.intermediate_size, wd)?)
+                DeepseekMlp::Dense(w) => GpuMlp::Dense(Box::new(SwigluMlp::upload(
+                    &gpu,
+                    w,
+                    h,
+                    cfg.intermediate_size,
+                    wd,
+                )?)),
+                DeepseekMlp::Moe(w) => {
+                    GpuMlp::Moe(Box::new(MoeWeights::upload(&gpu, &moe_cfg, w, wd)?))
                 }
-                DeepseekMlp::Moe(w) => GpuMlp::Moe(MoeWeights::upload(&gpu, &moe_cfg, w, wd)?),
             };
             layers.push(GpuLayer {
                 input_norm: gpu.upload_f32(&[h], &l.input_layernorm)?,
@@ -199,6 +206,27 @@ impl DeepseekGpuLm {
         .into_iter()
         .max()
         .unwrap_or(1)
+    }
+
+    /// Tokens one pass over `n` sequences may take: its widest activation and the attention's
+    /// scratch (a work area per row group) must each fit one storage binding. The scratch is
+    /// checked at both ends of how the tokens may be spread over the sequences: evenly, and one
+    /// long prompt beside one-token steps.
+    fn pass_tokens(&self, n: usize, last_only: bool) -> Result<usize> {
+        let a = &self.cfg.attention;
+        let limit = self.gpu.max_binding_bytes();
+        let scratch = |t: usize| -> Result<u64> {
+            let bt = n.min(t).max(1);
+            let (h, d_c, d_r) = (a.num_heads, a.kv_lora_rank, a.qk_rope_head_dim);
+            let even = scratch_bytes(bt, t, t.div_ceil(bt), h, d_c, d_r, self.context)?;
+            let skewed = scratch_bytes(bt, t, t + 1 - bt, h, d_c, d_r, self.context)?;
+            Ok(even.max(skewed))
+        };
+        let mut t = max_tokens(&self.gpu, self.widest(last_only));
+        while t > 1 && scratch(t)? > limit {
+            t = t * 3 / 4;
+        }
+        Ok(t)
     }
 
     /// Record one layer over the packed tokens.
@@ -328,7 +356,7 @@ impl CausalLm for DeepseekGpuLm {
 
     fn forward(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
         check_request(seqs, self.slots(), self.cfg.vocab_size)?;
-        let max = max_tokens(&self.gpu, self.widest(last_only));
+        let max = self.pass_tokens(seqs.len(), last_only)?;
         forward_in_passes(seqs, max, last_only, |pass| {
             self.forward_pass(pass, last_only)
         })

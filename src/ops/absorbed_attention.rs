@@ -158,6 +158,41 @@ impl Plan {
     pub fn workgroups(&self, bt: usize) -> usize {
         bt * self.groups * self.n_split
     }
+
+    /// Floats of the split-KV partials (before the work areas) for `tokens` query tokens of
+    /// H = `h` heads and latent width `d_c`: none without a split.
+    pub fn partial_floats(&self, tokens: usize, h: usize, d_c: usize) -> usize {
+        if self.n_split > 1 {
+            (self.n_split * tokens * h * (d_c + 2)).next_multiple_of(4)
+        } else {
+            0
+        }
+    }
+
+    /// Floats of the whole scratch buffer of a call of Bt sequences and `tokens` query tokens:
+    /// the partials, then one work area per slot, (T·H / G + Bt) · n_split slots (see the
+    /// shader: workgroups past a sequence's rows take none).
+    pub fn scratch_floats(&self, bt: usize, tokens: usize, h: usize, d_c: usize) -> usize {
+        let work = if self.vec4 { WORK4 } else { WORK };
+        let slots = (tokens * h / self.rows_per_group + bt) * self.n_split;
+        self.partial_floats(tokens, h, d_c) + slots * work
+    }
+}
+
+/// Bytes of the scratch buffer one call needs (Bt sequences, `tokens` query tokens in all, the
+/// longest bringing `max_query_len`, contexts up to `max_seq_len`): what must fit one storage
+/// binding, so a caller can size its calls before recording them.
+pub fn scratch_bytes(
+    bt: usize,
+    tokens: usize,
+    max_query_len: usize,
+    h: usize,
+    d_c: usize,
+    d_r: usize,
+    max_seq_len: usize,
+) -> Result<u64> {
+    let p = plan(bt, max_query_len, h, d_c, d_r, max_seq_len)?;
+    Ok(4 * p.scratch_floats(bt, tokens, h, d_c) as u64)
 }
 
 /// Choose the tiling and split count for Bt sequences of S_q new tokens, H heads, widths d_c and
@@ -462,13 +497,8 @@ impl AbsorbedAttention {
         if rows * c.d_c > u32::MAX as usize {
             return Err(too_big("queries"));
         }
-        let work_base = if p.n_split > 1 {
-            (p.n_split * rows * (c.d_c + 2)).next_multiple_of(4)
-        } else {
-            0
-        };
-        let work = if p.vec4 { WORK4 } else { WORK };
-        let scratch_floats = work_base + p.workgroups(bt) * work;
+        let work_base = p.partial_floats(dims.tokens, h, c.d_c);
+        let scratch_floats = p.scratch_floats(bt, dims.tokens, h, c.d_c);
         if scratch_floats > u32::MAX as usize {
             return Err(too_big("split-KV scratch"));
         }
