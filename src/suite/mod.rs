@@ -13,6 +13,7 @@
 
 pub mod absorbed_attention;
 pub mod causal_conv1d;
+pub mod deepseek_layer;
 pub mod diagonal_scan;
 pub mod embedding;
 pub mod fma_peak;
@@ -216,6 +217,13 @@ pub const KERNELS: &[KernelEntry] = &[
         bench: moe::bench_cases,
         bench_as: Some(moe::bench_cases_as),
         cpu: moe::cpu_cases,
+    },
+    KernelEntry {
+        name: "deepseek_layer",
+        check: deepseek_layer::check_cases,
+        bench: deepseek_layer::bench_cases,
+        bench_as: None,
+        cpu: deepseek_layer::cpu_cases,
     },
     KernelEntry {
         name: "embedding",

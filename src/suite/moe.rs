@@ -74,7 +74,12 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
 
 /// Weights at `cfg`'s real size without 64 distinct host experts (2.2 GB of f32): four random
 /// templates repeated over the experts, uploaded range by range; returns them and the router.
-fn bench_weights(gpu: &Gpu, cfg: &MoeConfig, dtype: DType, rng: &mut Rng) -> Result<MoeWeights> {
+pub(crate) fn bench_weights(
+    gpu: &Gpu,
+    cfg: &MoeConfig,
+    dtype: DType,
+    rng: &mut Rng,
+) -> Result<MoeWeights> {
     let (h, i) = (cfg.hidden, cfg.intermediate);
     let sh = 1.0 / (h as f64).sqrt();
     let templates: Vec<[Vec<f32>; 3]> = (0..4)

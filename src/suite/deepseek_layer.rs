@@ -1,0 +1,262 @@
+//! A whole DeepSeek decoder layer in the suite. Check: the GPU model (`DeepseekGpuLm`, the tiny
+//! V2 and V3 shapes: a dense layer and MoE layers) against the f64 reference on a ragged call
+//! and the decode step after it. Bench: one MoE decoder layer at DeepSeek-V2-Lite dims (hidden
+//! 2048, 16 heads, d_c 512, 64 experts of 1408 top-6 plus 2 shared, bf16 weights and latent
+//! cache), recorded as the model records it:
+//! ```text
+//! xn = rmsnorm(h);  h += MLA(xn) over the paged cache;  xn = rmsnorm(h);  h += MoE(xn)
+//! ```
+//! for a decode step of Bt sequences after a context (the context is written by the attention
+//! alone beforehand: only the cache matters to the timed step) and for the prefill of one
+//! prompt. Each run first restores h, so every run routes the same tokens to the same experts.
+//! On CPU devices (lavapipe) the 512- and 4096-token prefills and the 32K context are left out:
+//! the experts of a 512-token prefill alone take minutes there, and writing 32K of context
+//! hours; `scripts/bench/transformers_deepseek_layer.py` times transformers' layer at the same
+//! cases on the CPU.
+
+use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
+use crate::compare::Tolerance;
+use crate::deepseek::{DeepseekConfig, DeepseekGpuLm, DeepseekWeights};
+use crate::error::Result;
+use crate::lm::{CausalLm, SeqInput};
+use crate::mla::layer::{forward_cost, MlaCache, MlaLayer, MlaSeq};
+use crate::mla::MlaWeights;
+use crate::ops::moe::{Moe, MoeWeights};
+use crate::ops::rmsnorm::{RmsNorm, Rows};
+use crate::ops::Cost;
+use crate::reference::deepseek::DeepseekCpuModel;
+use crate::rng::Rng;
+use crate::runtime::{Batch, DType, Gpu, Tensor};
+use std::sync::Arc;
+
+/// GPU model against the f64 reference (f32 math over 3 blocks; see tests/deepseek_gpu.rs).
+const TOLERANCE: Tolerance = Tolerance::new(1e-4, 1e-3);
+
+/// Conformance: per tiny config, a ragged call (23 and 5 tokens) and a decode step after it.
+pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+    let mut out = Vec::new();
+    for (name, cfg) in [
+        ("V2", DeepseekConfig::tiny_v2()),
+        ("V3", DeepseekConfig::tiny_v3()),
+    ] {
+        let w = DeepseekWeights::random(&cfg, rng);
+        let v = cfg.vocab_size;
+        let mut model =
+            DeepseekGpuLm::new(gpu.clone(), cfg.clone(), &w, 2, Some(32), None, DType::F32)?;
+        let prompts: Vec<Vec<u32>> = [23usize, 5]
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.below(v) as u32).collect())
+            .collect();
+        let seqs: Vec<SeqInput> = prompts
+            .iter()
+            .enumerate()
+            .map(|(slot, p)| SeqInput { slot, tokens: p })
+            .collect();
+        let got = model.forward(&seqs, false)?;
+        let next = [3u32, 4];
+        let step: Vec<SeqInput> = next
+            .iter()
+            .enumerate()
+            .map(|(slot, t)| SeqInput {
+                slot,
+                tokens: std::slice::from_ref(t),
+            })
+            .collect();
+        let decoded = model.forward(&step, true)?;
+        let cpu = DeepseekCpuModel::new(&cfg, &w);
+        for (k, p) in prompts.iter().enumerate() {
+            let mut state = cpu.new_state();
+            let want = cpu.forward(&mut state, p, false)?;
+            out.push(CheckOutcome::new(
+                "deepseek_layer",
+                format!("tiny {name} model ragged L={} logits", p.len()),
+                TOLERANCE,
+                &got[k],
+                &want,
+            ));
+            let want = cpu.forward(&mut state, &next[k..k + 1], true)?;
+            out.push(CheckOutcome::new(
+                "deepseek_layer",
+                format!("tiny {name} model decode after L={} logits", p.len()),
+                TOLERANCE,
+                &decoded[k],
+                &want,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// One MoE decoder layer on the GPU, as `DeepseekGpuLm` records it.
+struct DecoderLayer {
+    attention: MlaLayer,
+    moe: Moe,
+    moe_weights: MoeWeights,
+    rmsnorm: RmsNorm,
+    norms: [Tensor; 2],
+    hidden: usize,
+    eps: f32,
+}
+
+impl DecoderLayer {
+    fn record(
+        &self,
+        batch: &mut Batch,
+        cache: &mut MlaCache,
+        seqs: &[MlaSeq],
+        h: &Tensor,
+        xn: &Tensor,
+    ) -> Result<()> {
+        let t = h.shape()[0];
+        let rows = Rows::contiguous(self.hidden);
+        self.rmsnorm
+            .record(batch, h, rows, &self.norms[0], xn, rows, t, self.eps)?;
+        self.attention
+            .record_packed(batch, cache, seqs, xn, h, true)?;
+        self.rmsnorm
+            .record(batch, h, rows, &self.norms[1], xn, rows, t, self.eps)?;
+        self.moe.record_accumulate(batch, xn, &self.moe_weights, h)
+    }
+}
+
+/// Decode steps after a context and single-prompt prefills (see the module docs); quick: one
+/// decode step after 128 tokens and a 16-token prefill.
+pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
+    let cfg = DeepseekConfig::deepseek_v2_lite();
+    let (a, moe_cfg) = (cfg.attention.clone(), cfg.moe_config());
+    let wd = DType::BF16;
+    let cd = DType::BF16;
+    let mut rng = Rng::new(0xD5EE);
+    let mla_w = MlaWeights::random(&a, &mut rng).rounded_to(wd)?;
+    let hid = cfg.hidden_size;
+    let layer = Arc::new(DecoderLayer {
+        attention: MlaLayer::new(gpu.clone(), &a, &mla_w)?,
+        moe: Moe::new(gpu)?,
+        moe_weights: super::moe::bench_weights(gpu, &moe_cfg, wd, &mut rng)?,
+        rmsnorm: RmsNorm::new(gpu)?,
+        norms: [
+            gpu.upload_f32(&[hid], &rng.uniform_vec(hid, 0.5, 1.5))?,
+            gpu.upload_f32(&[hid], &rng.uniform_vec(hid, 0.5, 1.5))?,
+        ],
+        hidden: hid,
+        eps: cfg.rms_norm_eps as f32,
+    });
+    let on_cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    // (sequences, new tokens each, context before them)
+    let mut shapes: Vec<(usize, usize, usize)> = if quick {
+        vec![(1, 1, 128), (1, 16, 0)]
+    } else {
+        vec![(1, 1, 1024), (8, 1, 1024), (1, 1, 4096), (1, 128, 0)]
+    };
+    if !quick && !on_cpu {
+        shapes.extend([(8, 1, 4096), (1, 1, 32768), (1, 512, 0), (1, 4096, 0)]);
+    }
+    let mut cases = Vec::new();
+    for (bt, s, ctx) in shapes {
+        let mut cache = MlaCache::new(gpu, &a, bt, ctx + s, 64, cd)?;
+        let mut done = 0;
+        while done < ctx {
+            let n = (ctx - done).min(256);
+            let part: Vec<MlaSeq> = (0..bt).map(|seq| MlaSeq { seq, tokens: n }).collect();
+            let x = gpu.upload_f32(&[bt * n, hid], &rng.normal_vec(bt * n * hid, 0.0, 1.0))?;
+            let y = gpu.empty(&[bt * n, hid], DType::F32)?;
+            let mut batch = gpu.batch();
+            layer
+                .attention
+                .record_packed(&mut batch, &mut cache, &part, &x, &y, false)?;
+            batch.run()?;
+            done += n;
+        }
+        let t = bt * s;
+        let h0 = rng.normal_vec(t * hid, 0.0, 1.0);
+        let h = gpu.upload_f32(&[t, hid], &h0)?;
+        let xn = gpu.empty(&[t, hid], DType::F32)?;
+        let seqs: Vec<MlaSeq> = (0..bt).map(|seq| MlaSeq { seq, tokens: s }).collect();
+        // One run to learn how many distinct experts these tokens reach (for the byte count).
+        let hit = {
+            let mut batch = gpu.batch();
+            batch.write(&h, 0, &h0)?;
+            let rows = Rows::contiguous(hid);
+            let l = &layer;
+            l.rmsnorm
+                .record(&mut batch, &h, rows, &l.norms[0], &xn, rows, t, l.eps)?;
+            l.attention
+                .record_packed(&mut batch, &mut cache, &seqs, &xn, &h, true)?;
+            l.rmsnorm
+                .record(&mut batch, &h, rows, &l.norms[1], &xn, rows, t, l.eps)?;
+            let y = gpu.empty(&[t, hid], DType::F32)?;
+            let s = l.moe.record_with_scratch(
+                &mut batch,
+                &xn,
+                &l.moe_weights,
+                &y,
+                crate::ops::moe::Output::Write,
+            )?;
+            batch.run()?;
+            for q in 0..bt {
+                cache.truncate(q, ctx);
+            }
+            let mut seen = vec![false; moe_cfg.experts];
+            gpu.read_u32(&s.ids)?
+                .iter()
+                .for_each(|&e| seen[e as usize] = true);
+            seen.iter().filter(|&&b| b).count()
+        };
+        let attn = forward_cost(&a, bt, s, ctx + s, wd, cd);
+        let experts = Moe::cost(&moe_cfg, t, hit, wd);
+        let cost = Cost {
+            bytes: attn.bytes + experts.bytes,
+            flops: attn.flops + experts.flops,
+        };
+        let size = if s == 1 {
+            format!(
+                "V2-Lite decode Bt={bt} ctx={ctx} hit={hit}{}",
+                dtype_suffix(wd)
+            )
+        } else {
+            format!(
+                "V2-Lite prefill Bt={bt} L={s} hit={hit}{}",
+                dtype_suffix(wd)
+            )
+        };
+        let (g, l) = (gpu.clone(), layer.clone());
+        cases.push(BenchCase {
+            kernel: "deepseek_layer",
+            size,
+            cost,
+            tokens: Some(t as u64),
+            gpu: Box::new(move || {
+                let mut batch = g.batch();
+                batch.write(&h, 0, &h0)?;
+                l.record(&mut batch, &mut cache, &seqs, &h, &xn)?;
+                let timing = batch.run_timed();
+                for q in 0..bt {
+                    cache.truncate(q, ctx);
+                }
+                timing
+            }),
+            cpu: None,
+        });
+    }
+    Ok(cases)
+}
+
+/// The f64 reference of the tiny V3 model on a 12-token prompt, for the no-GPU main job.
+pub fn cpu_cases(rng: &mut Rng) -> Vec<CpuCase> {
+    let cfg = DeepseekConfig::tiny_v3();
+    let w = DeepseekWeights::random(&cfg, rng);
+    let prompt: Vec<u32> = (0..12).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+    let cost = forward_cost(&cfg.attention, 1, 12, 12, DType::F32, DType::F32);
+    vec![CpuCase {
+        size: "tiny V3 model L=12".to_string(),
+        cost,
+        run: Box::new(move || {
+            let cpu = DeepseekCpuModel::new(&cfg, &w);
+            let mut state = cpu.new_state();
+            std::hint::black_box(
+                cpu.forward(&mut state, &prompt, false)
+                    .expect("valid tokens"),
+            );
+        }),
+    }]
+}
