@@ -16,38 +16,25 @@
 //! a wrong expert moves logits by O(0.1-10). A router decision that flips between f32 and f64
 //! would also fail it: none does on these inputs (the measured errors are printed per test).
 
+mod common;
+use common::*;
+
 use ssm_mla::checkpoint::Checkpoint;
 use ssm_mla::deepseek::{DeepseekConfig, DeepseekVersion, DeepseekWeights};
 use ssm_mla::lm::{Device, LoadOptions, SeqInput};
 use ssm_mla::reference::deepseek::DeepseekCpuModel;
 use ssm_mla::spec::moe::TopkMethod;
 use ssm_mla::{compare, Rng, SafeTensors, Tolerance};
-use std::path::{Path, PathBuf};
 
 const TRANSFORMERS_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
 const MODELS: [&str; 2] = ["deepseek_v2_tiny", "deepseek_v3_tiny"];
 const VOCAB: usize = 128;
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 fn load(name: &str) -> (DeepseekConfig, DeepseekWeights, Checkpoint) {
     let ck = Checkpoint::open(&data_dir(name)).unwrap();
     let cfg = DeepseekConfig::from_json(&ck.config, name).unwrap();
     let w = DeepseekWeights::from_safetensors(&cfg, &ck.tensors).unwrap();
     (cfg, w, ck)
-}
-
-fn golden_file(name: &str) -> SafeTensors {
-    SafeTensors::read(&data_dir(name).join("golden.safetensors")).unwrap()
-}
-
-fn ids_of(file: &SafeTensors, key: &str) -> (Vec<usize>, Vec<u32>) {
-    let t = file.get_ids(key).unwrap();
-    (t.shape.clone(), t.data.iter().map(|&x| x as u32).collect())
 }
 
 fn check(what: &str, got: &[f64], want: &[f32], tol: Tolerance) {

@@ -4,10 +4,11 @@
 //! tests/deepseek_model.rs); on the GPU the same cases (f32 cache, and an f16 cache with a
 //! looser tolerance), and greedy `generate` giving the CPU's words.
 
+mod common;
+use common::*;
+
 use ssm_mla::io::{write_id_tensors, IdTensor, SafeTensors};
 use ssm_mla::{compare, Tolerance};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const CPU_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
 /// GPU (f32 math) vs transformers: both f32, with sums in other orders; twice the CPU's.
@@ -19,33 +20,6 @@ const GPU_TOL: Tolerance = Tolerance::new(2e-4, 2e-4);
 const GPU_HALF_CACHE_TOL: Tolerance = Tolerance::new(1e-2, 2e-2);
 const MODELS: [&str; 2] = ["deepseek_v2_tiny", "deepseek_v3_tiny"];
 const VOCAB: usize = 128;
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-fn scratch() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ssm-mla-test-deepseek-run-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ssm-mla"))
-        .args(args)
-        .env(
-            "XDG_RUNTIME_DIR",
-            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
-        )
-        .output()
-        .unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// One golden run: what it is, the ids (shape and data), the logits it must give, and where
 /// decoding starts (None: one-shot).
@@ -99,7 +73,7 @@ fn cases(name: &str) -> Vec<Case> {
 
 fn check_run(name: &str, flags: &[&str], tol: Tolerance) {
     let device = flags.join("");
-    let d = scratch();
+    let d = scratch("deepseek-run");
     let model = data_dir(name);
     for (k, c) in cases(name).into_iter().enumerate() {
         let Case {
@@ -121,17 +95,17 @@ fn check_run(name: &str, flags: &[&str], tol: Tolerance) {
             "run",
             "lm",
             "--model",
-            p(&model),
+            path_arg(&model),
             "--input",
-            p(&input),
+            path_arg(&input),
             "--output",
-            p(&output),
+            path_arg(&output),
         ];
         args.extend(flags);
         if let Some(f) = &from {
             args.extend(["--decode-from", f.as_str()]);
         }
-        let out = run(&args);
+        let out = run_cli(&args);
         assert!(
             out.status.success(),
             "{name} {label} {device}: {}",
@@ -170,10 +144,10 @@ fn gpu_logits_match_transformers_one_shot_batched_and_decoding() {
 #[test]
 fn generate_greedy_on_the_cpu() {
     let model = data_dir("deepseek_v2_tiny");
-    let out = run(&[
+    let out = run_cli(&[
         "generate",
         "--model",
-        p(&model),
+        path_arg(&model),
         "--prompt",
         "w3 w7 w1 w40",
         "--max-new-tokens",
@@ -203,10 +177,10 @@ fn generate_greedy_on_the_cpu() {
 fn generate_greedy_gpu_equals_cpu() {
     let model = data_dir("deepseek_v2_tiny");
     let words = |device: &str| {
-        let out = run(&[
+        let out = run_cli(&[
             "generate",
             "--model",
-            p(&model),
+            path_arg(&model),
             "--prompt",
             "w3 w7 w1 w40",
             "--max-new-tokens",

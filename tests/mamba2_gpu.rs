@@ -10,21 +10,15 @@
 //! rtol 1e-3 (as for Mamba-1) fails any misplaced weight, head-to-group map, state or slot.
 
 mod common;
+use common::*;
 
 use ssm_mla::lm::{CausalLm, Device, LoadOptions, SeqInput};
 use ssm_mla::mamba2::{Mamba2Config, Mamba2GpuLm, Mamba2Weights};
 use ssm_mla::reference::mamba2::Mamba2CpuModel;
 use ssm_mla::{compare, DType, SafeTensors, Tolerance};
-use std::path::{Path, PathBuf};
 
 const GPU_TOL: Tolerance = Tolerance::new(1e-4, 1e-3);
 const VOCAB: usize = 128;
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 /// Each golden prompt k: its ids and transformers' logits (L, vocab).
 fn prompts(name: &str) -> Vec<(Vec<u32>, Vec<f32>)> {

@@ -13,23 +13,17 @@
 //! errors are O(0.1–10) (`every_parameter_reaches_the_logits`).
 
 mod common;
+use common::*;
 
 use ssm_mla::checkpoint::Checkpoint;
 use ssm_mla::lm::{Device, LoadOptions, SeqInput};
 use ssm_mla::mamba2::{InProjSplit, Mamba2Config, Mamba2Weights};
 use ssm_mla::reference::mamba2::Mamba2CpuModel;
 use ssm_mla::{compare, SafeTensors, Tolerance};
-use std::path::{Path, PathBuf};
 
 const TRANSFORMERS_TOL: Tolerance = Tolerance::new(5e-5, 2e-4);
 const MODELS: [&str; 2] = ["mamba2_tiny_tied", "mamba2_tiny_untied"];
 const VOCAB: usize = 128;
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 fn load(name: &str) -> (Mamba2Config, Mamba2Weights, Checkpoint) {
     let ck = Checkpoint::open(&data_dir(name)).unwrap();
@@ -37,15 +31,6 @@ fn load(name: &str) -> (Mamba2Config, Mamba2Weights, Checkpoint) {
     let cfg = Mamba2Config::from_json(&ck.config, name).unwrap();
     let w = Mamba2Weights::from_safetensors(&cfg, &ck.tensors).unwrap();
     (cfg, w, ck)
-}
-
-fn golden_file(name: &str) -> SafeTensors {
-    SafeTensors::read(&data_dir(name).join("golden.safetensors")).unwrap()
-}
-
-fn ids_of(file: &SafeTensors, key: &str) -> (Vec<usize>, Vec<u32>) {
-    let t = file.get_ids(key).unwrap();
-    (t.shape.clone(), t.data.iter().map(|&x| x as u32).collect())
 }
 
 /// Each golden prompt k: input_ids_k (1, L) and logits_k (1, L, vocab).

@@ -3,10 +3,11 @@
 //! one-shot, batched and with --decode-from (tolerance atol 5e-5 + rtol 2e-4, justified in
 //! tests/mamba2_model.rs); on the GPU, until its Mamba-2 model exists, a clear one-line error.
 
+mod common;
+use common::*;
+
 use ssm_mla::io::{write_id_tensors, IdTensor, SafeTensors};
 use ssm_mla::{compare, Tolerance};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const CPU_TOL: Tolerance = Tolerance::new(5e-5, 2e-4);
 /// GPU (f32 math) vs transformers, as for Mamba-1: f32 sums of ≤ 328 terms per dot product and
@@ -16,33 +17,6 @@ const GPU_TOL: Tolerance = Tolerance::new(1e-4, 1e-3);
 /// checks its logits instead of the not-yet error.
 const GPU_MODEL_BUILT: bool = true;
 const VOCAB: usize = 128;
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-fn scratch() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ssm-mla-test-mamba2-run-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ssm-mla"))
-        .args(args)
-        .env(
-            "XDG_RUNTIME_DIR",
-            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
-        )
-        .output()
-        .unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// One golden run: what it is, the ids (shape and data), the logits it must give, and where
 /// decoding starts (None: one-shot).
@@ -99,7 +73,7 @@ fn cases(name: &str) -> Vec<Case> {
 }
 
 fn check_run(name: &str, device: &str, tol: Tolerance) {
-    let d = scratch();
+    let d = scratch("mamba2-run");
     let model = data_dir(name);
     for (k, c) in cases(name).into_iter().enumerate() {
         let Case {
@@ -121,18 +95,18 @@ fn check_run(name: &str, device: &str, tol: Tolerance) {
             "run",
             "lm",
             "--model",
-            p(&model),
+            path_arg(&model),
             "--input",
-            p(&input),
+            path_arg(&input),
             "--output",
-            p(&output),
+            path_arg(&output),
             "--device",
             device,
         ];
         if let Some(f) = &from {
             args.extend(["--decode-from", f.as_str()]);
         }
-        let out = run(&args);
+        let out = run_cli(&args);
         assert!(
             out.status.success(),
             "{name} {label} {device}: {}",
@@ -162,7 +136,7 @@ fn gpu_run() {
         }
         return;
     }
-    let d = scratch();
+    let d = scratch("mamba2-run");
     let input = d.join("gpu-ids.safetensors");
     let output = d.join("gpu-out.safetensors");
     write_id_tensors(
@@ -171,15 +145,15 @@ fn gpu_run() {
     )
     .unwrap();
     let model = data_dir("mamba2_tiny_tied");
-    let out = run(&[
+    let out = run_cli(&[
         "run",
         "lm",
         "--model",
-        p(&model),
+        path_arg(&model),
         "--input",
-        p(&input),
+        path_arg(&input),
         "--output",
-        p(&output),
+        path_arg(&output),
         "--device",
         "gpu",
     ]);
@@ -197,10 +171,10 @@ fn gpu_run() {
 fn generate_greedy_agrees_on_gpu_and_cpu() {
     let model = data_dir("mamba2_tiny_tied");
     let text = |device: &str| {
-        let out = run(&[
+        let out = run_cli(&[
             "generate",
             "--model",
-            p(&model),
+            path_arg(&model),
             "--prompt",
             "w3 w7 w1 w40",
             "--max-new-tokens",

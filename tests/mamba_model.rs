@@ -9,20 +9,14 @@
 //! are O(0.1–1)).
 
 mod common;
+use common::*;
 
 use ssm_mla::checkpoint::Checkpoint;
 use ssm_mla::mamba::{MambaConfig, MambaWeights};
 use ssm_mla::reference::mamba::MambaCpuModel;
 use ssm_mla::{compare, Tolerance};
-use std::path::{Path, PathBuf};
 
 const TRANSFORMERS_TOL: Tolerance = Tolerance::new(2e-5, 1e-4);
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 fn load(name: &str) -> (MambaConfig, MambaWeights, Checkpoint) {
     let ck = Checkpoint::open(&data_dir(name)).unwrap();

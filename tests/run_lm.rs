@@ -6,40 +6,12 @@
 //! and a 16-state recurrence per step, ~1e-6 relative each, over 2 blocks).
 
 mod common;
+use common::*;
 use ssm_mla::io::{write_id_tensors, IdTensor, SafeTensors};
 use ssm_mla::{compare, Tolerance};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const CPU_TOL: Tolerance = Tolerance::new(2e-5, 1e-4);
 const GPU_TOL: Tolerance = Tolerance::new(1e-4, 1e-3);
-
-fn data_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-fn scratch() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ssm-mla-test-run-lm-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ssm-mla"))
-        .args(args)
-        .env(
-            "XDG_RUNTIME_DIR",
-            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
-        )
-        .output()
-        .unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// The golden prompts of one model padded into one (Bt, L) batch is not what transformers ran
 /// (no padding there), so each prompt is run as its own file: (ids, logits).
@@ -55,7 +27,7 @@ fn golden(name: &str) -> Vec<(Vec<i64>, Vec<f32>)> {
 }
 
 fn check_run(model: &str, device: &str, extra: &[&str], tol: Tolerance) {
-    let d = scratch();
+    let d = scratch("run-lm");
     let model_dir = data_dir(model);
     for (k, (ids, want)) in golden(model).iter().enumerate() {
         let input = d.join(format!("{model}-{k}-ids.safetensors"));
@@ -69,11 +41,11 @@ fn check_run(model: &str, device: &str, extra: &[&str], tol: Tolerance) {
             "run",
             "lm",
             "--model",
-            p(&model_dir),
+            path_arg(&model_dir),
             "--input",
-            p(&input),
+            path_arg(&input),
             "--output",
-            p(&output),
+            path_arg(&output),
             "--device",
             device,
         ];
@@ -86,7 +58,7 @@ fn check_run(model: &str, device: &str, extra: &[&str], tol: Tolerance) {
             from = n.to_string();
             args.extend(["--decode-from", from.as_str()]);
         }
-        let out = run(&args);
+        let out = run_cli(&args);
         assert!(
             out.status.success(),
             "{model} prompt {k} {device} {extra:?}: {}",
@@ -120,7 +92,7 @@ fn gpu_logits_match_transformers_one_shot_and_decoding() {
 #[test]
 fn batched_prompts_decode_together() {
     // Two prompts of one length in one (2, L) file: prefilled together, decoded together.
-    let d = scratch();
+    let d = scratch("run-lm");
     let model = data_dir("mamba_tiny_untied");
     let prompts = golden("mamba_tiny_untied");
     let (a, la) = (&prompts[1].0, &prompts[1].1);
@@ -138,16 +110,16 @@ fn batched_prompts_decode_together() {
             "run",
             "lm",
             "--model",
-            p(&model),
+            path_arg(&model),
             "--input",
-            p(&input),
+            path_arg(&input),
             "--output",
-            p(out),
+            path_arg(out),
         ];
         if let Some(e) = extra {
             args.extend(["--decode-from", e]);
         }
-        let o = run(&args);
+        let o = run_cli(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let one = SafeTensors::read(&one_shot).unwrap();
@@ -166,7 +138,7 @@ fn batched_prompts_decode_together() {
 
 #[test]
 fn bad_models_and_inputs_exit_2_with_one_line() {
-    let d = scratch();
+    let d = scratch("run-lm");
     let input = d.join("bad-ids.safetensors");
     let t = IdTensor::new(&[1, 3], vec![1, 2, 3]).unwrap();
     write_id_tensors(&input, &[("input_ids", &t)]).unwrap();
@@ -182,22 +154,22 @@ fn bad_models_and_inputs_exit_2_with_one_line() {
     .unwrap();
     let nowhere = d.join("nowhere");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--model", p(&bad_dir)], "gpt2"),
-        (vec!["--model", p(&nowhere)], "nowhere"),
+        (vec!["--model", path_arg(&bad_dir)], "gpt2"),
+        (vec!["--model", path_arg(&nowhere)], "nowhere"),
     ];
     for (args, needle) in cases {
         let mut all = vec![
             "run",
             "lm",
             "--input",
-            p(&input),
+            path_arg(&input),
             "--output",
-            p(&output),
+            path_arg(&output),
             "--device",
             "cpu",
         ];
         all.extend(args);
-        let out = run(&all);
+        let out = run_cli(&all);
         assert_eq!(out.status.code(), Some(2), "{all:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -228,15 +200,15 @@ fn bad_models_and_inputs_exit_2_with_one_line() {
         let refs: Vec<(&str, &ssm_mla::HostTensor)> =
             kept.iter().map(|(n, t)| (n.as_str(), t)).collect();
         ssm_mla::io::write_safetensors(&dir.join("model.safetensors"), &refs).unwrap();
-        let out = run(&[
+        let out = run_cli(&[
             "run",
             "lm",
             "--model",
-            p(&dir),
+            path_arg(&dir),
             "--input",
-            p(&input),
+            path_arg(&input),
             "--output",
-            p(&output),
+            path_arg(&output),
             "--device",
             "cpu",
         ]);
@@ -249,15 +221,15 @@ fn bad_models_and_inputs_exit_2_with_one_line() {
     let big = IdTensor::new(&[1, 2], vec![1, 64]).unwrap();
     write_id_tensors(&input, &[("input_ids", &big)]).unwrap();
     let model = data_dir("mamba_tiny_tied");
-    let out = run(&[
+    let out = run_cli(&[
         "run",
         "lm",
         "--model",
-        p(&model),
+        path_arg(&model),
         "--input",
-        p(&input),
+        path_arg(&input),
         "--output",
-        p(&output),
+        path_arg(&output),
         "--device",
         "cpu",
     ]);
@@ -267,7 +239,7 @@ fn bad_models_and_inputs_exit_2_with_one_line() {
 
 #[test]
 fn int32_input_ids_are_accepted() {
-    let d = scratch();
+    let d = scratch("run-lm");
     let (ids, want) = &golden("mamba_tiny_tied")[0];
     let bytes: Vec<u8> = ids.iter().flat_map(|&t| (t as i32).to_le_bytes()).collect();
     let view =
@@ -281,15 +253,15 @@ fn int32_input_ids_are_accepted() {
     .unwrap();
     let output = d.join("ids-i32-out.safetensors");
     let model = data_dir("mamba_tiny_tied");
-    let out = run(&[
+    let out = run_cli(&[
         "run",
         "lm",
         "--model",
-        p(&model),
+        path_arg(&model),
         "--input",
-        p(&input),
+        path_arg(&input),
         "--output",
-        p(&output),
+        path_arg(&output),
         "--device",
         "cpu",
     ]);
@@ -310,7 +282,7 @@ fn generate_streams_text_and_reports_rates() {
     let args = [
         "generate",
         "--model",
-        p(&model),
+        path_arg(&model),
         "--prompt",
         "w3 w7 w1",
         "--max-new-tokens",
@@ -320,7 +292,7 @@ fn generate_streams_text_and_reports_rates() {
         "--device",
         "cpu",
     ];
-    let out = run(&args);
+    let out = run_cli(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -333,17 +305,17 @@ fn generate_streams_text_and_reports_rates() {
         "{text}"
     );
     // Greedy decoding is deterministic: the same command gives the same text.
-    let again = run(&args);
+    let again = run_cli(&args);
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).lines().next(),
         text.lines().next()
     );
     // Sampling with a seed is reproducible too.
     let sampled = |seed: &str| {
-        let out = run(&[
+        let out = run_cli(&[
             "generate",
             "--model",
-            p(&model),
+            path_arg(&model),
             "--prompt",
             "w3",
             "--max-new-tokens",
@@ -370,10 +342,10 @@ fn generate_streams_text_and_reports_rates() {
     };
     assert_eq!(sampled("5"), sampled("5"));
     // No tokenizer: exit 2.
-    let out = run(&[
+    let out = run_cli(&[
         "generate",
         "--model",
-        p(&data_dir("mamba_tiny_untied")),
+        path_arg(&data_dir("mamba_tiny_untied")),
         "--prompt",
         "w1",
         "--device",

@@ -1,8 +1,11 @@
 //! Shared test helpers: the GPU (never skipped: no adapter is a failure that says how to get
-//! one), seeded randomness with the seed printed on failure, and the tolerance assertion.
+//! one), seeded randomness with the seed printed on failure, the tolerance assertion, and the
+//! pieces the model tests share (tests/data, scratch directories, running the CLI).
 #![allow(dead_code)]
 
-use ssm_mla::{compare, Gpu, GpuOptions, Rng, Tolerance};
+use ssm_mla::{compare, Gpu, GpuOptions, Rng, SafeTensors, Tolerance};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
 /// The default adapter, shared by the tests of one binary. Panics (fails the test) with the
@@ -59,4 +62,46 @@ pub fn assert_close(what: &str, out: &[f32], reference: &[f64], tol: Tolerance, 
         tol.atol,
         tol.rtol
     );
+}
+
+/// A directory (or file) under tests/data: the golden checkpoints and their files.
+pub fn data_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// The golden.safetensors of the checkpoint `name` under tests/data.
+pub fn golden_file(name: &str) -> SafeTensors {
+    SafeTensors::read(&data_dir(name).join("golden.safetensors")).unwrap()
+}
+
+/// An id tensor of `file` as (shape, u32 ids).
+pub fn ids_of(file: &SafeTensors, key: &str) -> (Vec<usize>, Vec<u32>) {
+    let t = file.get_ids(key).unwrap();
+    (t.shape.clone(), t.data.iter().map(|&x| x as u32).collect())
+}
+
+/// A scratch directory for one test binary's files, named by `tag` and the process id.
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ssm-mla-test-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run the `ssm-mla` binary with `args` (lavapipe's runtime directory set if unset).
+pub fn run_cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ssm-mla"))
+        .args(args)
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+        )
+        .output()
+        .unwrap()
+}
+
+/// A path as a command-line argument.
+pub fn path_arg(path: &Path) -> &str {
+    path.to_str().unwrap()
 }
