@@ -3,7 +3,7 @@
 //! named tensors in their stored dtypes. The config's `model_type` says which model to build.
 
 use crate::error::{Error, Result};
-use crate::io::SafeTensors;
+use crate::io::{write_safetensors, HostTensor, SafeTensors};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -90,4 +90,18 @@ impl Checkpoint {
             .and_then(Value::as_str)
             .ok_or_else(|| format_err(&self.dir.join("config.json"), "no `model_type` string"))
     }
+}
+
+/// Write a Hugging Face directory `dir` (created if missing): `config.json` and one
+/// `model.safetensors` holding `tensors` under their names, which [`Checkpoint::open`] reads back.
+pub fn write_dir(dir: &Path, config: &Value, tensors: &[(String, HostTensor)]) -> Result<()> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_string()).map_err(io_err(&config_path))?;
+    let refs: Vec<(&str, &HostTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_safetensors(&dir.join("model.safetensors"), &refs)
 }

@@ -23,7 +23,7 @@
 
 use crate::deepseek::config::DeepseekConfig;
 use crate::error::{Error, Result};
-use crate::io::{write_safetensors, HostTensor, SafeTensors};
+use crate::io::{HostTensor, SafeTensors};
 use crate::mla::weights::MlaWeights;
 use crate::rng::Rng;
 use crate::runtime::DType;
@@ -297,17 +297,6 @@ impl DeepseekWeights {
 
     /// Write a Hugging Face directory: `config.json` (from `cfg`) and `model.safetensors`.
     pub fn write_dir(&self, cfg: &DeepseekConfig, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let config = dir.join("config.json");
-        std::fs::write(&config, cfg.to_json().to_string()).map_err(|source| Error::Io {
-            path: config,
-            source,
-        })?;
-        let named = self.named_tensors(cfg)?;
-        let refs: Vec<(&str, &HostTensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        write_safetensors(&dir.join("model.safetensors"), &refs)
+        crate::checkpoint::write_dir(dir, &cfg.to_json(), &self.named_tensors(cfg)?)
     }
 }

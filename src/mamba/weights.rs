@@ -18,7 +18,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::io::{write_safetensors, HostTensor, SafeTensors};
+use crate::io::{HostTensor, SafeTensors};
 use crate::mamba::config::MambaConfig;
 use crate::rng::Rng;
 use crate::runtime::DType;
@@ -261,17 +261,6 @@ impl MambaWeights {
 
     /// Write a Hugging Face directory: `config.json` (from `cfg`) and `model.safetensors`.
     pub fn write_dir(&self, cfg: &MambaConfig, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let config = dir.join("config.json");
-        std::fs::write(&config, cfg.to_json().to_string()).map_err(|source| Error::Io {
-            path: config,
-            source,
-        })?;
-        let named = self.named_tensors();
-        let refs: Vec<(&str, &HostTensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        write_safetensors(&dir.join("model.safetensors"), &refs)
+        crate::checkpoint::write_dir(dir, &cfg.to_json(), &self.named_tensors())
     }
 }
