@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod layer;
+pub mod presets;
 pub mod weights;
 
 /// The layer on the CPU (the absorbed-form reference with a latent cache).
