@@ -27,12 +27,12 @@ markdown table at the end.
 How to run (CI never runs it; it needs a Python environment with torch and transformers):
 
     python -m venv venv && venv/bin/pip install torch transformers
-    venv/bin/python scripts/bench/transformers_deepseek_layer.py             # all cases, 2 threads
-    venv/bin/python scripts/bench/transformers_deepseek_layer.py --quick     # prefill 128, decode 1024 Bt=1
-    venv/bin/python scripts/bench/transformers_deepseek_layer.py --skip-4k   # no 4096 context
-    venv/bin/python scripts/bench/transformers_deepseek_layer.py --long      # adds prefill L = 4096
+    venv/bin/python scripts/bench/transformers_deepseek_layer.py            # all cases
+    venv/bin/python scripts/bench/transformers_deepseek_layer.py --quick    # 2 cases only
+    venv/bin/python scripts/bench/transformers_deepseek_layer.py --skip-4k  # no 4096 context
+    venv/bin/python scripts/bench/transformers_deepseek_layer.py --long     # + prefill 4096
     venv/bin/python scripts/bench/transformers_deepseek_layer.py --threads 8 --repeats 7
-    venv/bin/python scripts/bench/transformers_deepseek_layer.py --tiny      # a smoke test of the script
+    venv/bin/python scripts/bench/transformers_deepseek_layer.py --tiny     # a smoke test
 
 Checked against transformers 5.25: the YaRN settings go in `rope_parameters` (with `rope_type`
 and `rope_theta`); the rotary module returns complex `freqs_cis`, passed as
