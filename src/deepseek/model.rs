@@ -26,6 +26,7 @@ use crate::io::HostTensor;
 use crate::lm::{check_request, CausalLm, SeqInput};
 use crate::mla::layer::{MlaCache, MlaLayer, MlaSeq};
 use crate::ops::absorbed_attention::scratch_bytes;
+use crate::ops::matmul::Matmul;
 use crate::ops::moe::{Moe, MoeWeights, SwigluMlp};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::runtime::{Batch, DType, Gpu, Tensor};
@@ -65,7 +66,7 @@ pub struct DeepseekGpuLm {
     ends: LmEnds,
     rmsnorm: RmsNorm,
     moe: Moe,
-    matmul: crate::ops::matmul::Matmul,
+    matmul: Matmul,
     acts: ShapeCache<Acts>,
 }
 
@@ -165,7 +166,7 @@ impl DeepseekGpuLm {
         Ok(DeepseekGpuLm {
             rmsnorm: RmsNorm::new(&gpu)?,
             moe: Moe::new(&gpu)?,
-            matmul: crate::ops::matmul::Matmul::new(&gpu)?,
+            matmul: Matmul::new(&gpu)?,
             gpu,
             cfg,
             layers,
