@@ -58,7 +58,7 @@ fn half_caches_match_cpu_on_the_same_rounded_cache() {
                 case(1, 1, 1, 0, 1, vec![1], 0),
             ] {
                 let p = Problem::random(&mut rng, &c).with_cache_dtype(dtype);
-                let (out, n) = p.run(&gpu, &op).unwrap();
+                let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
                 assert_close(
                     &format!(
                         "{name} {dtype} S_q={} H={} d_c={} d_R={} lens={:?} splits={n}",
@@ -81,7 +81,7 @@ fn check(test: &str, c: &Shape) -> usize {
         let (mut rng, seed) = rng(test);
         let p = Problem::random(&mut rng, c);
         let op = AbsorbedAttention::new(&gpu).unwrap();
-        let (out, n) = p.run(&gpu, &op).unwrap();
+        let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
         splits = n;
         assert_close(
             &format!(
@@ -154,7 +154,7 @@ fn batch_equals_each_sequence_alone() {
     let c = case(1, 5, 32, 8, 8, vec![300, 1, 57, 900], 1);
     let p = Problem::random(&mut rng, &c);
     let op = AbsorbedAttention::new(&gpu).unwrap();
-    let (together, _) = p.run(&gpu, &op).unwrap();
+    let (together, _) = pollster::block_on(p.run(&gpu, &op)).unwrap();
     let per_seq = c.s_q * c.h * c.d_c;
     for b in 0..c.lens.len() {
         let mb = p.dims.max_blocks;
@@ -169,7 +169,7 @@ fn batch_equals_each_sequence_alone() {
             scale: p.scale,
             cache_dtype: p.cache_dtype,
         };
-        let (out, _) = alone.run(&gpu, &op).unwrap();
+        let (out, _) = pollster::block_on(alone.run(&gpu, &op)).unwrap();
         let batched: Vec<f64> = together[b * per_seq..(b + 1) * per_seq]
             .iter()
             .map(|&x| x as f64)
@@ -204,9 +204,9 @@ fn nan_outside_the_sequences_changes_nothing() {
         ..with_nan
     };
     let op = AbsorbedAttention::new(&gpu).unwrap();
-    let (a, _) = with_zero.run(&gpu, &op).unwrap();
+    let (a, _) = pollster::block_on(with_zero.run(&gpu, &op)).unwrap();
     with_zero.cache = with_nan.cache.clone();
-    let (b, _) = with_zero.run(&gpu, &op).unwrap();
+    let (b, _) = pollster::block_on(with_zero.run(&gpu, &op)).unwrap();
     assert!(a.iter().all(|x| x.is_finite()), "seed {seed}");
     assert_eq!(
         a, b,
