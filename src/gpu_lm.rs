@@ -78,19 +78,28 @@ impl Packing {
     }
 }
 
-/// Run `pass` over `seqs` in passes of at most `max_tokens` new tokens (so every activation
+/// A GPU model's one forward over tokens that fit the device's bindings, recorded and
+/// submitted: the packing and the logits tensor it fills. The readback is the caller's, so one
+/// loop ([`forward_in_passes`]) serves the blocking and the awaited forward alike.
+pub(crate) trait RecordPass {
+    /// The model's device.
+    fn pass_gpu(&self) -> &Gpu;
+    /// Vocabulary size (the logits' row width).
+    fn pass_vocab(&self) -> usize;
+    /// Record and submit one pass over non-empty `seqs`.
+    fn record_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<(Packing, Tensor)>;
+}
+
+/// Run `model` over `seqs` in passes of at most `max_tokens` new tokens (so every activation
 /// fits one storage binding) and join the results. A sequence split across passes continues
-/// from its slot, so the result equals one pass.
-pub(crate) fn forward_in_passes(
-    seqs: &[SeqInput],
+/// from its slot, so the result equals one pass. Awaited: each pass's logits are read back
+/// before the next pass reuses the activation buffers.
+pub(crate) async fn forward_in_passes<M: RecordPass>(
+    model: &mut M,
+    seqs: &[SeqInput<'_>],
     max_tokens: usize,
     last_only: bool,
-    mut pass: impl FnMut(&[SeqInput]) -> Result<Vec<Vec<f32>>>,
 ) -> Result<Vec<Vec<f32>>> {
-    let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
-    if total <= max_tokens {
-        return pass(seqs);
-    }
     let mut pos = vec![0usize; seqs.len()];
     let mut outs = vec![Vec::new(); seqs.len()];
     while pos.iter().zip(seqs).any(|(p, s)| *p < s.tokens.len()) {
@@ -109,7 +118,10 @@ pub(crate) fn forward_in_passes(
                 pos[i] += take;
             }
         }
-        for (i, o) in which.into_iter().zip(pass(&part)?) {
+        let (packing, logits) = model.record_pass(&part, last_only)?;
+        let logits = model.pass_gpu().read_f32_async(&logits).await?;
+        let split = packing.split_logits(&logits, model.pass_vocab());
+        for (i, o) in which.into_iter().zip(split) {
             if last_only {
                 outs[i] = o;
             } else {

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+mod clock;
 pub mod compare;
 mod config_fields;
 pub mod deepseek;
@@ -49,6 +50,8 @@ pub mod shaders;
 pub mod spec;
 pub mod suite;
 pub mod testing;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use compare::{compare, Comparison, Tolerance};
 pub use error::{Error, Result};

@@ -59,7 +59,7 @@ fn half_caches_match_cpu_on_the_same_rounded_cache() {
                 case(1, 1, 1, 0, 1, vec![1], 0),
             ] {
                 let p = Problem::random(&mut rng, &c).with_cache_dtype(dtype);
-                let (out, n) = p.run(&gpu, &op).unwrap();
+                let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
                 assert_close(
                     &format!(
                         "{name} {dtype} S_q={} H={} d_c={} d_R={} lens={:?} splits={n}",
@@ -82,7 +82,7 @@ fn check(test: &str, c: &Shape) -> usize {
         let (mut rng, seed) = rng(test);
         let p = Problem::random(&mut rng, c);
         let op = AbsorbedAttention::new(&gpu).unwrap();
-        let (out, n) = p.run(&gpu, &op).unwrap();
+        let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
         splits = n;
         assert_close(
             &format!(
@@ -155,7 +155,7 @@ fn batch_equals_each_sequence_alone() {
     let c = case(1, 5, 32, 8, 8, vec![300, 1, 57, 900], 1);
     let p = Problem::random(&mut rng, &c);
     let op = AbsorbedAttention::new(&gpu).unwrap();
-    let (together, _) = p.run(&gpu, &op).unwrap();
+    let (together, _) = pollster::block_on(p.run(&gpu, &op)).unwrap();
     let per_seq = c.s_q * c.h * c.d_c;
     for b in 0..c.lens.len() {
         let mb = p.dims.max_blocks;
@@ -175,7 +175,7 @@ fn batch_equals_each_sequence_alone() {
             scale: p.scale,
             cache_dtype: p.cache_dtype,
         };
-        let (out, _) = alone.run(&gpu, &op).unwrap();
+        let (out, _) = pollster::block_on(alone.run(&gpu, &op)).unwrap();
         let batched: Vec<f64> = together[b * per_seq..(b + 1) * per_seq]
             .iter()
             .map(|&x| x as f64)
@@ -210,9 +210,9 @@ fn nan_outside_the_sequences_changes_nothing() {
         ..with_nan
     };
     let op = AbsorbedAttention::new(&gpu).unwrap();
-    let (a, _) = with_zero.run(&gpu, &op).unwrap();
+    let (a, _) = pollster::block_on(with_zero.run(&gpu, &op)).unwrap();
     with_zero.cache = with_nan.cache.clone();
-    let (b, _) = with_zero.run(&gpu, &op).unwrap();
+    let (b, _) = pollster::block_on(with_zero.run(&gpu, &op)).unwrap();
     assert!(a.iter().all(|x| x.is_finite()), "seed {seed}");
     assert_eq!(
         a, b,
@@ -453,7 +453,7 @@ fn packed_ragged_queries_match_cpu() {
             let (mut rng, seed) = rng("absorbed_attention packed");
             let p = Problem::random(&mut rng, &c);
             let op = AbsorbedAttention::new(&gpu).unwrap();
-            let (out, n) = p.run(&gpu, &op).unwrap();
+            let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
             assert_close(
                 &format!(
                     "packed {name} H={} d_c={} d_R={} q_lens={:?} lens={:?} splits={n}",
@@ -490,8 +490,8 @@ fn uniform_equals_packed_with_even_starts() {
             seq_lens: uniform.seq_lens.clone(),
             ..uniform
         };
-        let (a, _) = uniform.run(&gpu, &op).unwrap();
-        let (b, _) = as_packed.run(&gpu, &op).unwrap();
+        let (a, _) = pollster::block_on(uniform.run(&gpu, &op)).unwrap();
+        let (b, _) = pollster::block_on(as_packed.run(&gpu, &op)).unwrap();
         assert_eq!(a, b, "S_q={} H={} lens={:?}", c.s_q, c.h, c.lens);
     }
 }
@@ -503,7 +503,7 @@ fn packed_size_one_and_half_caches() {
         let (mut rng, seed) = rng("absorbed_attention packed half");
         let op = AbsorbedAttention::new(&gpu).unwrap();
         let one = Problem::random(&mut rng, &packed(1, 16, 4, 1, &[1], &[1]));
-        let (out, _) = one.run(&gpu, &op).unwrap();
+        let (out, _) = pollster::block_on(one.run(&gpu, &op)).unwrap();
         assert_close(&format!("{name} size 1"), &out, &one.reference(), TOL, seed);
         for dtype in [DType::F16, DType::BF16] {
             for c in [
@@ -511,7 +511,7 @@ fn packed_size_one_and_half_caches() {
                 packed(3, 7, 2, 5, &[1, 5], &[9, 5]),
             ] {
                 let p = Problem::random(&mut rng, &c).with_cache_dtype(dtype);
-                let (out, _) = p.run(&gpu, &op).unwrap();
+                let (out, _) = pollster::block_on(p.run(&gpu, &op)).unwrap();
                 assert_close(
                     &format!(
                         "{name} {dtype} packed d_c={} q_lens={:?}",

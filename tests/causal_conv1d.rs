@@ -31,7 +31,7 @@ fn options(bits: usize) -> Options {
 
 fn check_prefill(p: &Problem, gpu: &Gpu, what: &str, seed: u64) -> Outputs {
     let want = p.reference().unwrap();
-    let got = p.run(gpu, &CausalConv1d::new(gpu).unwrap()).unwrap();
+    let got = pollster::block_on(p.run(gpu, &CausalConv1d::new(gpu).unwrap())).unwrap();
     let tol = y_tolerance(p.dtype);
     assert_close(&format!("{what} y"), &got.y, &want.y, tol, seed);
     assert_eq!(got.stray, 0, "{what}: y written outside its view");
@@ -217,7 +217,7 @@ fn decode_step_with_slots() {
         problems.push(past);
         for (i, p) in problems.iter().enumerate() {
             let want = p.reference().unwrap();
-            let got = p.run(&gpu, &op).unwrap();
+            let got = pollster::block_on(p.run(&gpu, &op)).unwrap();
             let what = format!("{name} case {i} {:?} {:?}", p.dims, p.slots);
             assert_close(&format!("{what} y"), &got.y, &want.y, TOLERANCE, seed);
             assert_eq!(got.stray, 0, "{what}: y written outside its view");
@@ -647,7 +647,7 @@ fn half_x_and_y() {
                 .with_layouts(win, Layout::ChannelFirst)
                 .with_dtype(dtype);
             let want = p.reference().unwrap();
-            let got = p.run(&gpu, &step).unwrap();
+            let got = pollster::block_on(p.run(&gpu, &step)).unwrap();
             let what = format!("{name} {dtype} update");
             assert_close(
                 &format!("{what} y"),

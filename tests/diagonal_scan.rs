@@ -47,7 +47,7 @@ fn run_case(
     if strategy != ScanStrategy::Auto {
         assert_eq!(op.strategy_for(p.dims()), strategy);
     }
-    p.run(gpu, &op, method).unwrap()
+    pollster::block_on(p.run(gpu, &op, method)).unwrap()
 }
 
 #[test]
@@ -396,7 +396,7 @@ fn half_u_and_y_every_strategy() {
                     } else {
                         assert_eq!(strategy, op.strategy());
                     }
-                    let out = p.run(&gpu, op, method).unwrap();
+                    let out = pollster::block_on(p.run(&gpu, op, method)).unwrap();
                     assert_close(
                         &format!(
                             "{name} {dtype} {} Bt={bt} H={h} L={l} N={n} {method}",

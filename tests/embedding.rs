@@ -16,7 +16,7 @@ fn gathers_rows_of_every_table_dtype() {
             for (vocab, hidden, t) in [(50, 24, 7), (3, 5, 1), (130, 33, 300)] {
                 let p = Problem::random(&mut rng, vocab, hidden, t, dtype);
                 let want = p.reference();
-                let got = p.run(&gpu).unwrap();
+                let got = pollster::block_on(p.run(&gpu)).unwrap();
                 common::assert_close(
                     &format!("{name} {dtype} vocab={vocab} H={hidden} T={t}"),
                     &got,

@@ -39,7 +39,7 @@ fn append_matches_cpu() {
             assert_eq!(dedup.len(), in_range.len(), "test slots must be distinct");
             assert_close(
                 &format!("{name} blocks={num_blocks} bs={bs} W={} T={t}", p.width()),
-                &p.run(&gpu, &op).unwrap(),
+                &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                 &p.reference(),
                 EXACT,
                 seed,
@@ -66,7 +66,7 @@ fn append_into_a_half_cache_matches_cpu() {
                 let w = p.width();
                 assert_close(
                     &format!("{name} {dtype} blocks={num_blocks} bs={bs} W={w} T={t}"),
-                    &p.run(&gpu, &op).unwrap(),
+                    &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                     &p.reference(),
                     half_tolerance(dtype),
                     seed,

@@ -41,7 +41,7 @@ fn half_activations_match_reference() {
                         .with_x_dtype(act);
                     assert_close(
                         &format!("{name} x {act} w {w_dtype} M={m} N={n} K={k} bias={with_bias}"),
-                        &p.run(&gpu, &op).unwrap(),
+                        &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                         &p.reference(),
                         p.tolerance(),
                         seed,
@@ -80,7 +80,7 @@ fn half_activations_match_reference() {
                 .with_x_dtype(act);
                 assert_close(
                     &format!("{name} {act} absorb q T={t} H={h} nope={nope} d_c={d_c}"),
-                    &p.run(&gpu, &op).unwrap(),
+                    &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                     &p.reference(),
                     p.tolerance(),
                     seed,
@@ -167,7 +167,7 @@ fn half_weights_match_reference_on_the_same_rounded_weights() {
                     .with_w_dtype(dtype);
                 assert_close(
                     &format!("{name} {dtype} absorb o T={t} H={h} d_c={d_c}"),
-                    &p.run(&gpu, &op).unwrap(),
+                    &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                     &p.reference(),
                     HALF_W_TOLERANCE,
                     seed,
@@ -253,7 +253,7 @@ fn strided_head_products_match_reference() {
             let p = Problem::strided(&mut rng, dims, &[t, h, qk], &kv_b, &[t, h, d_c], false);
             assert_close(
                 &format!("{name} q_lat T={t} H={h}"),
-                &p.run(&gpu, &op).unwrap(),
+                &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                 &p.reference(),
                 TOL,
                 seed,
@@ -282,7 +282,7 @@ fn strided_head_products_match_reference() {
             };
             assert_close(
                 &format!("{name} o T={t} H={h}"),
-                &p.run(&gpu, &op).unwrap(),
+                &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                 &p.reference(),
                 TOL,
                 seed,

@@ -49,7 +49,7 @@ fn by_expert<W: Copy>(ids: &[usize], w: &[W], k: usize) -> (Vec<usize>, Vec<W>) 
 
 /// Run `p` and compare y, the chosen experts and their weights with the reference.
 fn check(name: &str, gpu: &Gpu, op: &Moe, p: &Problem, seed: u64) {
-    let (y, ids, w) = p.run(gpu, op).unwrap();
+    let (y, ids, w) = pollster::block_on(p.run(gpu, op)).unwrap();
     let r = p.routing();
     let k = p.config.top_k;
     let ids: Vec<usize> = ids.iter().map(|&e| e as usize).collect();
@@ -138,7 +138,7 @@ fn experts_without_tokens() {
         for (e, b) in bias.iter_mut().enumerate() {
             *b = if [1, 2, 9, 10].contains(&e) { 5.0 } else { 0.0 };
         }
-        let (_, ids, _) = p.run(&gpu, &op).unwrap();
+        let (_, ids, _) = pollster::block_on(p.run(&gpu, &op)).unwrap();
         let mut hit = ids.clone();
         hit.sort();
         hit.dedup();
@@ -391,7 +391,7 @@ fn golden_transformers_modules() {
             dtype: DType::F32,
         };
         for (name, gpu) in gpus() {
-            let (out, _, _) = p.run(&gpu, &Moe::new(&gpu).unwrap()).unwrap();
+            let (out, _, _) = pollster::block_on(p.run(&gpu, &Moe::new(&gpu).unwrap())).unwrap();
             assert_close(
                 &format!("{name} {file}: GPU vs transformers"),
                 &out,

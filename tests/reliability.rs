@@ -38,7 +38,7 @@ fn problem(
 /// Run on the GPU with poisoned outputs; (out, last_state).
 fn run(p: &Problem, gpu: &Gpu, strategy: ScanStrategy) -> (Vec<f32>, Vec<f32>) {
     let op = SelectiveScan::with_strategy(gpu, strategy).unwrap();
-    p.run(gpu, &op).unwrap()
+    pollster::block_on(p.run(gpu, &op)).unwrap()
 }
 
 fn layout() -> impl Strategy<Value = (bool, usize)> {

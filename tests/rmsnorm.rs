@@ -43,7 +43,7 @@ fn half_rows_match_reference() {
                         stride: d + extra,
                     };
                     let p = Problem::strided(&mut rng, rows, d, x_rows).with_dtype(dtype, w_dtype);
-                    let out = p.run(&gpu, &op).unwrap();
+                    let out = pollster::block_on(p.run(&gpu, &op)).unwrap();
                     assert_close(
                         &format!("{name} {dtype} w {w_dtype} rows={rows} d={d} x_off={x_off}"),
                         &p.rows_of(&out),
@@ -126,7 +126,7 @@ fn matches_reference_contiguous_and_strided() {
                     eps,
                     ..Problem::strided(&mut rng, rows, d, x_rows)
                 };
-                let out = p.run(&gpu, &op).unwrap();
+                let out = pollster::block_on(p.run(&gpu, &op)).unwrap();
                 assert_close(
                     &format!("{name} rows={rows} d={d} x_off={x_off}"),
                     &p.rows_of(&out),
@@ -205,7 +205,7 @@ fn gated_grouped_matches_reference() {
                             norm_before_gate,
                         )
                         .with_dtype(dtype, dtype);
-                        let out = p.run(&gpu, &op).unwrap();
+                        let out = pollster::block_on(p.run(&gpu, &op)).unwrap();
                         let what = format!(
                             "{name} {dtype} rows={rows} d={d} groups={groups} \
                              norm_before_gate={norm_before_gate} x_off={x_off} z_off={z_off}"

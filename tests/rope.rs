@@ -39,7 +39,7 @@ fn half_matches_reference() {
                         .with_dtype(dtype);
                     assert_close(
                         &format!("{name} {dtype} T={tokens} H={heads} d={d} interleave={interleave} nope={nope}"),
-                        &p.run(&gpu, &op).unwrap(),
+                        &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                         &p.reference(),
                         p.tolerance(),
                         seed,
@@ -110,7 +110,7 @@ fn matches_reference_plain_and_yarn() {
                     &format!(
                         "{name} T={tokens} H={heads} d={d} interleave={interleave} nope={nope}"
                     ),
-                    &p.run(&gpu, &op).unwrap(),
+                    &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                     &p.reference(),
                     TOL,
                     seed,

@@ -63,7 +63,7 @@ fn run_gpu(
     if strategy != ScanStrategy::Auto {
         assert_eq!(op.strategy_for(&p.dims), strategy);
     }
-    p.run(gpu, &op)
+    pollster::block_on(p.run(gpu, &op))
 }
 
 /// Both strategies against the reference.
@@ -577,7 +577,7 @@ fn half_inputs_every_strategy() {
                     } else {
                         assert_eq!(strategy, op.strategy());
                     }
-                    let (out, last) = p.run(&gpu, op).unwrap();
+                    let (out, last) = pollster::block_on(p.run(&gpu, op)).unwrap();
                     let what = format!(
                         "{name} {dtype} B/C half={bc_half} {:?} {:?}",
                         op.strategy(),

@@ -117,7 +117,7 @@ fn gpu_matches_reference_batched() {
                 pr.dt_limit = lim;
             }
             let want = pr.reference().unwrap();
-            let (out, finals) = pr.run(&gpu, &op).unwrap();
+            let (out, finals) = pollster::block_on(pr.run(&gpu, &op)).unwrap();
             let what = format!("{name} Bt={bt} L={l} H={h} P={p} G={g} N={n} Q={q}");
             let a = check(&format!("{what} out"), &out, &want.out, GPU_TOL, seed);
             let b = check(
@@ -146,7 +146,7 @@ fn chunk_sizes_agree() {
     let mut runs = Vec::new();
     for q in [16, 64, 256] {
         pr.chunk_size = q;
-        let (out, finals) = pr.run(&gpu, &op).unwrap();
+        let (out, finals) = pollster::block_on(pr.run(&gpu, &op)).unwrap();
         check(&format!("Q={q} out"), &out, &want.out, GPU_TOL, seed);
         check(
             &format!("Q={q} final_states"),
@@ -331,8 +331,8 @@ fn windows_equal_one_window() {
     let mut pr = Problem::random(&mut rng, dims(2, 70, 2, 8, 1, 16), ALL);
     pr.chunk_size = 16;
     let want = pr.reference().unwrap();
-    let (out1, fin1) = pr.run(&gpu, &SsdScan::new(&gpu).unwrap()).unwrap();
-    let (out2, fin2) = pr.run(&small, &SsdScan::new(&small).unwrap()).unwrap();
+    let (out1, fin1) = pollster::block_on(pr.run(&gpu, &SsdScan::new(&gpu).unwrap())).unwrap();
+    let (out2, fin2) = pollster::block_on(pr.run(&small, &SsdScan::new(&small).unwrap())).unwrap();
     // The windows really were cut: more than one window's five dispatches.
     let t = pr.upload(&small).unwrap();
     let (o, f) = pr.poisoned_outputs(&small).unwrap();

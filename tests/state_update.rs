@@ -72,7 +72,7 @@ fn make(
 /// The step on the GPU (out poisoned) against the reference: out and the state pool.
 fn check(p: &Problem, gpu: &Gpu, what: &str, seed: u64) {
     let want = p.reference().unwrap();
-    let (out, state) = p.run(gpu, &StateUpdate::new(gpu).unwrap()).unwrap();
+    let (out, state) = pollster::block_on(p.run(gpu, &StateUpdate::new(gpu).unwrap())).unwrap();
     assert_close(&format!("{what} out"), &out, &want.out, STEP_TOL, seed);
     assert_close(
         &format!("{what} state"),
@@ -426,7 +426,7 @@ fn half_activations() {
             for (i, p) in problems.into_iter().enumerate() {
                 let p = p.with_dtype(dtype);
                 let want = p.reference().unwrap();
-                let (out, state) = p.run(&gpu, &op).unwrap();
+                let (out, state) = pollster::block_on(p.run(&gpu, &op)).unwrap();
                 let what = format!("{name} {dtype} case {i} {:?}", p.dims);
                 assert_close(
                     &format!("{what} out"),
@@ -552,7 +552,7 @@ fn half_state_pool() {
                         .with_dtype(act)
                         .with_state_dtype(state_dtype);
                     let want = p.reference().unwrap();
-                    let (out, state) = p.run(&gpu, &op).unwrap();
+                    let (out, state) = pollster::block_on(p.run(&gpu, &op)).unwrap();
                     let what = format!("{name} state {state_dtype} x {act} Bt={bt} D={dim} N={n}");
                     assert_close(
                         &format!("{what} out"),
@@ -573,7 +573,7 @@ fn half_state_pool() {
                     let mut p2 = p.clone();
                     p2.state = state;
                     let want2 = p2.reference().unwrap();
-                    let (out2, state2) = p2.run(&gpu, &op).unwrap();
+                    let (out2, state2) = pollster::block_on(p2.run(&gpu, &op)).unwrap();
                     assert_close(
                         &format!("{what} step 2 out"),
                         &out2,
@@ -843,7 +843,7 @@ fn heads(
 /// the largest |gpu − ref| of out and of the state.
 fn check_heads(p: &HeadsProblem, gpu: &Gpu, op: &StateUpdate, what: &str, seed: u64) -> (f64, f64) {
     let want = p.reference().unwrap();
-    let (out, state) = p.run(gpu, op).unwrap();
+    let (out, state) = pollster::block_on(p.run(gpu, op)).unwrap();
     let state_tol = if p.state_dtype == DType::F32 {
         STEP_TOL
     } else {
@@ -969,7 +969,7 @@ fn heads_half_activations_and_state() {
                     let what = format!("{name} {dtype} state {state_dtype} {:?}", pr.dims);
                     check_heads(&pr, &gpu, &op, &what, seed);
                     // A second step from the stored state.
-                    let (_, state) = pr.run(&gpu, &op).unwrap();
+                    let (_, state) = pollster::block_on(pr.run(&gpu, &op)).unwrap();
                     let mut p2 = pr.clone();
                     p2.state = state;
                     check_heads(&p2, &gpu, &op, &format!("{what} step 2"), seed);
@@ -1266,7 +1266,7 @@ fn heads_with_one_channel_per_head_equal_the_channel_form() {
     let op = StateUpdate::new(&gpu).unwrap();
     let (bt, h, n, g) = (3, 6, 16, 2);
     let pr = heads(&mut rng, bt, h, 1, n, g, 15, false, None);
-    let (out_h, state_h) = pr.run(&gpu, &op).unwrap();
+    let (out_h, state_h) = pollster::block_on(pr.run(&gpu, &op)).unwrap();
     let mut p1 = Problem::random(&mut rng, dims(bt, h, n, g, g, None), options(15));
     p1.state = pr.state.clone();
     p1.x = pr.x.clone();
@@ -1280,7 +1280,7 @@ fn heads_with_one_channel_per_head_equal_the_channel_form() {
     p1.d = pr.d.clone();
     p1.z = pr.z.clone();
     p1.dt_bias = pr.dt_bias.clone();
-    let (out_1, state_1) = p1.run(&gpu, &op).unwrap();
+    let (out_1, state_1) = pollster::block_on(p1.run(&gpu, &op)).unwrap();
     let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
     assert_close(
         "out heads vs channels",

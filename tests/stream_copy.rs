@@ -16,7 +16,7 @@ fn copies_every_length_exactly() {
             let op = StreamCopy::new(&gpu).unwrap();
             assert_close(
                 &format!("{name} n={n}"),
-                &p.run(&gpu, &op).unwrap(),
+                &pollster::block_on(p.run(&gpu, &op)).unwrap(),
                 &p.reference(),
                 EXACT,
                 seed,

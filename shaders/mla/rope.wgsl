@@ -85,6 +85,7 @@ struct Params {
 #endif
 
 #include "common/storage"
+#include "common/trig"
 
 // High 32 bits of the 64-bit product a·b (per component).
 fn mul_hi(a: u32, b: word) -> word {
@@ -140,8 +141,10 @@ fn rotate(idx: u32) {
     let af = params.attn_factor;
     if (params.interleave == 1u) {
         let ang = angles(pos, turns[q]);
-        let c = cos(ang) * af;
-        let s = sin(ang) * af;
+        let cs0 = cos_sin(ang.x);
+        let cs1 = cos_sin(ang.y);
+        let c = vec2<f32>(cs0.x, cs1.x) * af;
+        let s = vec2<f32>(cs0.y, cs1.y) * af;
         for (var h = h0; h < h1; h++) {
             let xb = (xt + h * params.x_hs) / 4u;
             let yb = (yt + h * params.y_hs) / 4u;
@@ -156,9 +159,12 @@ fn rotate(idx: u32) {
     } else {
         let ang01 = angles(pos, turns[2u * q]);
         let ang23 = angles(pos, turns[2u * q + 1u]);
-        let ang = vec4<f32>(ang01, ang23);
-        let c = cos(ang) * af;
-        let s = sin(ang) * af;
+        let cs0 = cos_sin(ang01.x);
+        let cs1 = cos_sin(ang01.y);
+        let cs2 = cos_sin(ang23.x);
+        let cs3 = cos_sin(ang23.y);
+        let c = vec4<f32>(cs0.x, cs1.x, cs2.x, cs3.x) * af;
+        let s = vec4<f32>(cs0.y, cs1.y, cs2.y, cs3.y) * af;
         for (var h = h0; h < h1; h++) {
             let xb = (xt + h * params.x_hs) / 4u;
             let yb = (yt + h * params.y_hs) / 4u;
@@ -201,8 +207,9 @@ fn rotate(idx: u32) {
     let f = turns[i];
     let frac = pos * f.x + mul_hi(pos, f.y);
     let angle = f32(bitcast<i32>(frac)) * (6.283185307179586 / 4294967296.0);
-    let c = cos(angle) * params.attn_factor;
-    let s = sin(angle) * params.attn_factor;
+    let cs = cos_sin(angle);
+    let c = cs.x * params.attn_factor;
+    let s = cs.y * params.attn_factor;
     let xb = params.x_off + t * params.x_ts + h * params.x_hs;
     let yb = params.y_off + t * params.y_ts + h * params.y_hs;
     let a = load_x(xb + ia);

@@ -41,6 +41,7 @@ struct Params {
 #endif
 
 #include "common/storage"
+#include "common/trig"
 
 // u[i], widened to f32.
 fn load_u(i: u32) -> f32 {
@@ -109,8 +110,9 @@ fn expm1_over_z(z: vec2<f32>) -> vec2<f32> {
         let z2 = cmul(z, z);
         return vec2<f32>(1.0, 0.0) + 0.5 * z + z2 / 6.0 + cmul(z2, z) / 24.0 + cmul(z2, z2) / 120.0;
     }
-    let half_sin = sin(0.5 * z.y);
-    let num = vec2<f32>(expm1_real(z.x) * cos(z.y) - 2.0 * half_sin * half_sin, exp(z.x) * sin(z.y));
+    let half_sin = cos_sin(0.5 * z.y).y;
+    let cs = cos_sin(z.y);
+    let num = vec2<f32>(expm1_real(z.x) * cs.x - 2.0 * half_sin * half_sin, exp(z.x) * cs.y);
     return cdiv(num, z);
 }
 
@@ -137,7 +139,7 @@ fn discretise_mode(h: u32, m: u32) -> vec4<f32> {
             g = step * abar;
         }
         default: {
-            abar = exp(z.x) * vec2<f32>(cos(z.y), sin(z.y));
+            abar = exp(z.x) * cos_sin(z.y);
             g = step * expm1_over_z(z);
         }
     }

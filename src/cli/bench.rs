@@ -53,7 +53,7 @@ pub fn run(args: Args) -> Result<i32> {
 pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
     println!("adapter: {}", gpu.describe());
     progress("measuring ceilings…");
-    let ceilings = measure_ceilings(gpu, args.quick)?;
+    let ceilings = pollster::block_on(measure_ceilings(gpu, args.quick))?;
     progress("");
     println!(
         "ceilings: copy {:.1} GB/s ({}), FMA {:.1} GFLOP/s ({}), timed by {}",
@@ -121,7 +121,13 @@ pub fn run_on(gpu: &Arc<Gpu>, args: &Args) -> Result<i32> {
                 continue;
             }
             progress(&format!("measuring {} {}…", case.kernel, case.size));
-            let r = match measure(&mut case, &ceilings, &plan, Some(&mut flush)) {
+            let r = match pollster::block_on(measure(
+                gpu,
+                &mut case,
+                &ceilings,
+                &plan,
+                Some(&mut flush),
+            )) {
                 Ok(r) => r,
                 Err(e) => {
                     progress("");

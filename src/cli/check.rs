@@ -46,7 +46,7 @@ pub fn run_on(gpu: &Arc<Gpu>, seed: Option<u64>) -> Result<i32> {
     );
     let mut failed = 0;
     for kernel in KERNELS {
-        let outcomes = match (kernel.check)(gpu, &mut rng) {
+        let outcomes = match pollster::block_on((kernel.check)(gpu, &mut rng)) {
             Ok(o) => o,
             Err(e) => {
                 failed += 1;

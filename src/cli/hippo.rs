@@ -7,11 +7,9 @@
 //! with a font embedded in the binary (DejaVu Sans), so no system fonts or font libraries are
 //! needed; the PNG is written to a temporary file and renamed into place.
 
-use ssm_mla::hippo::{
-    discretise, legs_online, reconstruct, simulate, transition, Discretisation, Measure,
-};
+use ssm_mla::hippo::demo::{reconstruction, Demo, MAX_N};
+use ssm_mla::hippo::Measure;
 use ssm_mla::{Error, Result};
-use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `hippo`.
@@ -27,64 +25,6 @@ pub struct Args {
     /// reconstructions here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-}
-
-/// Largest N the demo accepts (dense f64 matrices, thousands of steps).
-const MAX_N: usize = 128;
-
-/// The reconstructed stretch: times (oldest first) and the signal there.
-struct Demo {
-    times: Vec<f64>,
-    signal: Vec<f64>,
-}
-
-fn base(t: f64) -> f64 {
-    (2.0 * PI * 0.9 * t).sin() + 0.6 * (2.0 * PI * 1.7 * t + 0.4).cos() + 0.3 * (5.1 * t).sin()
-}
-
-/// The signal each measure is shown on, how long it is fed, and the lag range reconstructed.
-fn setup(measure: Measure) -> (fn(f64) -> f64, f64, f64, usize) {
-    match measure {
-        // (signal, time fed, lags shown, steps per unit time)
-        Measure::LegT => (
-            |t| base(t) + 0.5 * (2.0 * PI * 3.3 * t + 0.2).sin(),
-            3.0,
-            1.0,
-            4000,
-        ),
-        Measure::FouT => (
-            |t| (1.5 * (2.0 * PI * t).cos()).exp() + 0.3 * (2.0 * PI * t).sin() - 1.5,
-            12.0,
-            1.0,
-            4000,
-        ),
-        Measure::LagT => (|t| base(t) * (1.0 - (-t * t).exp()), 3.0, 1.0, 1000),
-        Measure::LegS => (|x| base(1.6 * x), 1.0, 1.0, 1000),
-    }
-}
-
-fn reconstruction(measure: Measure, n: usize) -> Result<(Demo, Vec<f64>)> {
-    let (f, t_end, shown, per_unit) = setup(measure);
-    let steps = (t_end * per_unit as f64).round() as usize;
-    let dt = t_end / steps as f64;
-    let u: Vec<f64> = (0..steps).map(|k| f((k as f64 + 0.5) * dt)).collect();
-    let state = if measure == Measure::LegS {
-        legs_online(n, &u, Discretisation::Zoh)?
-    } else {
-        let (a, b) = transition(measure, n)?;
-        let (ad, bd) = discretise(&a, &b, dt, Discretisation::Zoh)?;
-        simulate(&ad, &bd, &u)
-            .pop()
-            .ok_or_else(|| Error::invalid("empty signal"))?
-    };
-    let points = 400;
-    // Oldest first: lag `shown` down to 0 (LegS: lags are fractions of the history).
-    let lags: Vec<f64> = (0..=points)
-        .map(|i| shown * (points - i) as f64 / points as f64)
-        .collect();
-    let times: Vec<f64> = lags.iter().map(|&s| t_end - s).collect();
-    let signal = times.iter().map(|&t| f(t)).collect();
-    Ok((Demo { times, signal }, reconstruct(measure, &state, &lags)))
 }
 
 /// Run the demo; bad arguments are an `Err` (exit code 2).

@@ -21,7 +21,9 @@
 
 use crate::deepseek::{DeepseekConfig, DeepseekMlp, DeepseekWeights};
 use crate::error::{Error, Result};
-use crate::gpu_lm::{forward_in_passes, max_tokens, IoBuffers, LmEnds, Packing, ShapeCache};
+use crate::gpu_lm::{
+    forward_in_passes, max_tokens, IoBuffers, LmEnds, Packing, RecordPass, ShapeCache,
+};
 use crate::io::HostTensor;
 use crate::lm::{check_request, CausalLm, SeqInput};
 use crate::mla::layer::{MlaCache, MlaLayer, MlaSeq};
@@ -29,6 +31,7 @@ use crate::ops::absorbed_attention::scratch_bytes;
 use crate::ops::matmul::Matmul;
 use crate::ops::moe::{Moe, MoeWeights, SwigluMlp};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
+use crate::runtime::tensor::blocking;
 use crate::runtime::{Batch, DType, Gpu, Tensor};
 use std::sync::Arc;
 
@@ -256,11 +259,9 @@ impl DeepseekGpuLm {
         }
     }
 
-    /// One forward over tokens that fit the device's bindings (see [`CausalLm::forward`]).
-    fn forward_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
-        if seqs.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Record and submit one forward over tokens that fit the device's bindings (see
+    /// [`CausalLm::forward`]); returns the packing and the logits tensor it fills.
+    fn forward_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<(Packing, Tensor)> {
         for s in seqs {
             let have = self.slot_len(s.slot);
             if have + s.tokens.len() > self.context {
@@ -303,18 +304,19 @@ impl DeepseekGpuLm {
             }
         }
         self.caches = caches;
-        let logits = result?;
-        Ok(p.split_logits(&logits, vocab))
+        result?;
+        let logits = self.acts.at(ai).io.logits.clone();
+        Ok((p, logits))
     }
 
-    /// Record every layer (advancing `caches`), submit and read the logits back.
+    /// Record every layer (advancing `caches`) and submit.
     fn record_and_run(
         &self,
         caches: &mut [MlaCache],
         p: &Packing,
         ai: usize,
         seqs: &[MlaSeq],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<()> {
         let a = self.acts.at(ai);
         let mut batch = self.gpu.batch();
         a.io.write(&mut batch, p)?;
@@ -324,8 +326,7 @@ impl DeepseekGpuLm {
         }
         self.ends
             .record_head(&mut batch, &self.matmul, &self.rmsnorm, p, &a.io)?;
-        batch.run()?;
-        self.gpu.read_f32(&a.io.logits)
+        batch.run()
     }
 }
 
@@ -356,10 +357,34 @@ impl CausalLm for DeepseekGpuLm {
     }
 
     fn forward(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
+        blocking(self.forward_async(seqs, last_only), "CausalLm::forward")
+    }
+}
+
+impl DeepseekGpuLm {
+    /// [`CausalLm::forward`] awaited: the forward every target shares (the trait's blocking
+    /// `forward` wraps it), and the only one in a browser.
+    pub async fn forward_async(
+        &mut self,
+        seqs: &[SeqInput<'_>],
+        last_only: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         check_request(seqs, self.slots(), self.cfg.vocab_size)?;
         let max = self.pass_tokens(seqs.len(), last_only)?;
-        forward_in_passes(seqs, max, last_only, |pass| {
-            self.forward_pass(pass, last_only)
-        })
+        forward_in_passes(self, seqs, max, last_only).await
+    }
+}
+
+impl RecordPass for DeepseekGpuLm {
+    fn pass_gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn pass_vocab(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn record_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<(Packing, Tensor)> {
+        self.forward_pass(seqs, last_only)
     }
 }

@@ -47,6 +47,7 @@
 //! appendix on Fourier bases), obtained with the recipe of HiPPO Appendix D; the form above is
 //! self-contained and checked by `tests/hippo.rs`.
 
+pub mod demo;
 pub mod diagonal;
 
 use crate::error::{Error, Result};

@@ -25,7 +25,7 @@
 
 use crate::error::Result;
 use crate::gpu_lm::{
-    forward_in_passes, max_tokens, IoBuffers, LmEnds, Packing, ShapeCache, SlotTable,
+    forward_in_passes, max_tokens, IoBuffers, LmEnds, Packing, RecordPass, ShapeCache, SlotTable,
 };
 use crate::io::HostTensor;
 use crate::lm::{check_request, CausalLm, SeqInput};
@@ -37,6 +37,7 @@ use crate::ops::matmul::{Matmul, MatmulDims};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::ops::selective_scan::{PackedScanInputs, SelectiveScan};
 use crate::ops::state_update::{StateUpdate, StateUpdateViews};
+use crate::runtime::tensor::blocking;
 use crate::runtime::{Batch, DType, Gpu, Tensor, View};
 use std::sync::Arc;
 
@@ -314,24 +315,38 @@ impl CausalLm for MambaGpuLm {
     }
 
     fn forward(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
+        blocking(self.forward_async(seqs, last_only), "CausalLm::forward")
+    }
+}
+
+impl MambaGpuLm {
+    /// [`CausalLm::forward`] awaited: the forward every target shares (the trait's blocking
+    /// `forward` wraps it), and the only one in a browser.
+    pub async fn forward_async(
+        &mut self,
+        seqs: &[SeqInput<'_>],
+        last_only: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         check_request(seqs, self.slots.len(), self.cfg.vocab_size)?;
         let c = &self.cfg;
         let widest = (2 * c.intermediate_size)
             .max(c.x_proj_width())
             .max(if last_only { 0 } else { c.vocab_size });
         let max = max_tokens(&self.gpu, widest);
-        forward_in_passes(seqs, max, last_only, |pass| {
-            self.forward_pass(pass, last_only)
-        })
+        forward_in_passes(self, seqs, max, last_only).await
     }
 }
 
-impl MambaGpuLm {
-    /// One forward over tokens that fit the device's bindings (see [`CausalLm::forward`]).
-    fn forward_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<Vec<Vec<f32>>> {
-        if seqs.is_empty() {
-            return Ok(Vec::new());
-        }
+impl RecordPass for MambaGpuLm {
+    fn pass_gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn pass_vocab(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn record_pass(&mut self, seqs: &[SeqInput], last_only: bool) -> Result<(Packing, Tensor)> {
         let p = Packing::new(seqs, last_only);
         let (gpu, c) = (self.gpu.clone(), &self.cfg);
         let (hidden, di, x_w) = (c.hidden_size, c.intermediate_size, c.x_proj_width());
@@ -366,7 +381,6 @@ impl MambaGpuLm {
             .record_head(&mut batch, &self.ops.matmul, &self.ops.rmsnorm, &p, &a.io)?;
         batch.run()?;
         self.slots.mark_used(&p.slots);
-        let logits = gpu.read_f32(&a.io.logits)?;
-        Ok(p.split_logits(&logits, c.vocab_size))
+        Ok((p, a.io.logits.clone()))
     }
 }

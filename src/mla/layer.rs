@@ -37,8 +37,8 @@ use crate::ops::rope::{Rope, RopeLayout, RopeTables};
 use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
+use crate::spec::mla::check_packed;
 pub use crate::spec::mla::MlaSeq;
-use crate::spec::mla::{check_packed, check_run, run_in_chunks};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -741,14 +741,29 @@ impl MlaLayer {
         decode_from: Option<usize>,
         cache_dtype: DType,
     ) -> Result<Vec<f32>> {
+        let run = self.run_host_with_cache_dtype_async(hidden, bt, s, decode_from, cache_dtype);
+        crate::runtime::tensor::blocking(run, "MlaLayer::run_host")
+    }
+
+    /// [`MlaLayer::run_host_with_cache_dtype`] awaited (the only way in a browser).
+    pub async fn run_host_with_cache_dtype_async(
+        &self,
+        hidden: &[f32],
+        bt: usize,
+        s: usize,
+        decode_from: Option<usize>,
+        cache_dtype: DType,
+    ) -> Result<Vec<f32>> {
         let hid = self.cfg.hidden_size;
-        check_run(hidden.len(), bt, s, hid, decode_from)?;
+        let mut chunks = crate::spec::mla::Chunks::new(hidden, bt, s, hid, decode_from)?;
         let mut cache = self.new_cache_with_dtype(bt, s, 16, cache_dtype)?;
         let seqs: Vec<usize> = (0..bt).collect();
-        run_in_chunks(hidden, bt, s, hid, decode_from, |part, len| {
-            let x = self.gpu.upload_f32(&[bt, len, hid], part)?;
-            self.gpu.read_f32(&self.forward(&mut cache, &seqs, &x)?)
-        })
+        while let Some((part, len)) = chunks.next_part() {
+            let x = self.gpu.upload_f32(&[bt, len, hid], &part)?;
+            let y = self.forward(&mut cache, &seqs, &x)?;
+            chunks.put(&self.gpu.read_f32_async(&y).await?);
+        }
+        Ok(chunks.out)
     }
 }
 

@@ -299,6 +299,9 @@ fn items_u32(items: usize) -> Result<u32> {
 #[derive(Clone, Debug)]
 pub struct CausalConv1d {
     kernel: Arc<Kernel>,
+    /// Bound as `states` when no states are written: WebGPU refuses one buffer bound twice
+    /// where either binding is writable, so y cannot stand in.
+    spare_states: Tensor,
 }
 
 impl CausalConv1d {
@@ -306,6 +309,7 @@ impl CausalConv1d {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
             kernel: gpu.kernel(&KERNEL, &[])?,
+            spare_states: gpu.empty(&[4], DType::F32)?,
         })
     }
 
@@ -411,8 +415,8 @@ impl CausalConv1d {
                 init.unwrap_or(w).into(),
                 inputs.cu_seqlens.unwrap_or(w).into(),
                 inputs.slots.unwrap_or(w).into(),
-                // Without states, y stands in (both read-write; mode 0 never writes states).
-                states.unwrap_or(y.tensor()).into(),
+                // Without states, a spare buffer stands in (mode 0 never writes states).
+                states.unwrap_or(&self.spare_states).into(),
                 y.tensor().into(),
             ]
         };

@@ -19,6 +19,7 @@
 use crate::error::{Error, Result};
 use crate::runtime::pipelines::PipelineCache;
 use crate::runtime::pools::{BufferKind, Pools};
+use crate::runtime::signal;
 use crate::runtime::timing::TimestampSlots;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,7 @@ fn instance_from_env() -> wgpu::Instance {
 }
 
 /// Every adapter the environment's backends offer (honours `WGPU_BACKEND`).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
     let instance = instance_from_env();
     let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
@@ -81,11 +83,20 @@ pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
 }
 
 /// The adapter the environment asks for: `WGPU_ADAPTER_NAME` if set, else the default one.
+/// Blocks; [`adapter_from_env_async`] is the same without blocking.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn adapter_from_env() -> Result<wgpu::Adapter> {
+    pollster::block_on(adapter_from_env_async())
+}
+
+/// The adapter the environment asks for, awaited: `WGPU_ADAPTER_NAME` if set, else the default
+/// one. In a browser there is no environment and the one backend is WebGPU: this is the
+/// adapter `navigator.gpu.requestAdapter()` gives.
+pub async fn adapter_from_env_async() -> Result<wgpu::Adapter> {
     let instance = instance_from_env();
     if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let adapters = instance.enumerate_adapters(backends).await;
         let needle = wanted.to_lowercase();
         let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
         return adapters
@@ -111,28 +122,52 @@ pub fn adapter_from_env() -> Result<wgpu::Adapter> {
         compatible_surface: None,
         apply_limit_buckets: false,
     };
-    pollster::block_on(instance.request_adapter(&options)).map_err(|e| Error::NoAdapter {
-        detail: format!(
-            "backends {:?}: {e}",
-            wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())
-        ),
-    })
+    instance
+        .request_adapter(&options)
+        .await
+        .map_err(|e| Error::NoAdapter {
+            detail: format!(
+                "backends {:?}: {e}",
+                wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())
+            ),
+        })
 }
 
 impl Gpu {
     /// The default adapter from the environment, with all useful features and the adapter's limits.
+    /// Blocks until the device exists; [`Gpu::new_async`] is the same without blocking.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
         Self::with_options(&GpuOptions::default())
     }
 
     /// Like [`Gpu::new`], withholding the features and limits that `options` names.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(options: &GpuOptions) -> Result<Self> {
-        let adapter = adapter_from_env()?;
-        Self::from_adapter(&adapter, options)
+        pollster::block_on(Self::with_options_async(options))
     }
 
-    /// Create the device on a given adapter.
+    /// Create the device on a given adapter (blocks; see [`Gpu::from_adapter_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_adapter(adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Self> {
+        pollster::block_on(Self::from_adapter_async(adapter, options))
+    }
+
+    /// [`Gpu::new`] awaited: the only way in a browser, where nothing may block.
+    pub async fn new_async() -> Result<Self> {
+        Self::with_options_async(&GpuOptions::default()).await
+    }
+
+    /// [`Gpu::with_options`] awaited.
+    pub async fn with_options_async(options: &GpuOptions) -> Result<Self> {
+        let adapter = adapter_from_env_async().await?;
+        Self::from_adapter_async(&adapter, options).await
+    }
+
+    /// Create the device on a given adapter, awaited. Features are those of
+    /// [`wanted_features`] the adapter grants (a browser's WebGPU offers f16 and timestamps at
+    /// most, never wgpu's subgroups), limits the adapter's own, less what `options` withholds.
+    pub async fn from_adapter_async(adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Self> {
         let info = adapter.get_info();
         let mut features = adapter.features() & wanted_features();
         if options.disable_subgroups {
@@ -160,12 +195,13 @@ impl Gpu {
             ..Default::default()
         };
         let (device, queue) =
-            pollster::block_on(adapter.request_device(&descriptor)).map_err(|e| {
-                Error::RequestDevice {
+            adapter
+                .request_device(&descriptor)
+                .await
+                .map_err(|e| Error::RequestDevice {
                     adapter: info.name.clone(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
         Ok(Self::adopt(device, queue, info, true))
     }
 
@@ -286,13 +322,52 @@ impl Gpu {
 
     /// Run `f` inside validation and out-of-memory error scopes; a captured error (or one that
     /// reached the uncaptured handler, or a lost device) becomes an [`Error`] naming `context`.
+    ///
+    /// In a browser the scopes' verdicts arrive later through the event loop and nothing may
+    /// wait for them here: the verdicts are collected in the background and an error among them
+    /// is returned by the next awaited call ([`Gpu::scoped_async`], so every readback).
     pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.scoped_async(context, f))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.check_lost(context)?;
+            let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let value = f();
+            let (validation, oom) = (validation.pop(), oom.pop());
+            let sink = self.uncaptured.clone();
+            let what = context.to_string();
+            wasm_bindgen_futures::spawn_local(async move {
+                let message = match (validation.await, oom.await) {
+                    (Some(e), _) => Some(format!("{what}: {e}")),
+                    (None, Some(_)) => Some(format!("{what}: out of GPU memory")),
+                    (None, None) => None,
+                };
+                if let Some(message) = message {
+                    let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert(message);
+                }
+            });
+            self.take_uncaptured(context)?;
+            value
+        }
+    }
+
+    /// [`Gpu::scoped`] with the scopes' verdicts awaited: `f` runs synchronously, then the
+    /// validation and out-of-memory scopes are popped and any captured error is returned.
+    /// Natively the verdicts are ready at once; in a browser this is where errors of earlier,
+    /// unawaited calls surface too.
+    pub async fn scoped_async<T>(&self, context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.check_lost(context)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let value = f();
-        let validation_error = pollster::block_on(validation.pop());
-        let oom_error = pollster::block_on(oom.pop());
+        let (validation, oom) = (validation.pop(), oom.pop());
+        let validation_error = validation.await;
+        let oom_error = oom.await;
         if let Some(e) = validation_error {
             return Err(Error::Gpu {
                 context: context.to_string(),
@@ -304,19 +379,25 @@ impl Gpu {
                 context: context.to_string(),
             });
         }
+        self.take_uncaptured(context)?;
+        self.check_lost(context)?;
+        value
+    }
+
+    /// An error that reached the uncaptured handler since the last check, as an [`Error::Gpu`].
+    fn take_uncaptured(&self, context: &str) -> Result<()> {
         let uncaptured = self
             .uncaptured
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(message) = uncaptured {
-            return Err(Error::Gpu {
+        match uncaptured {
+            Some(message) => Err(Error::Gpu {
                 context: context.to_string(),
                 message,
-            });
+            }),
+            None => Ok(()),
         }
-        self.check_lost(context)?;
-        value
     }
 
     fn check_lost(&self, context: &str) -> Result<()> {
@@ -329,7 +410,8 @@ impl Gpu {
         }
     }
 
-    /// Block until all submitted work is done.
+    /// Block until all submitted work is done. In a browser the device advances on its own and
+    /// nothing may block: this returns at once there, and [`Gpu::wait_async`] waits.
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -338,6 +420,18 @@ impl Gpu {
                 context: "waiting for the GPU".into(),
                 message: e.to_string(),
             })
+    }
+
+    /// Wait until all submitted work is done, without blocking: natively this polls the device
+    /// like [`Gpu::wait`]; in a browser it awaits the queue's `onSubmittedWorkDone`.
+    pub async fn wait_async(&self) -> Result<()> {
+        let (tx, rx) = signal::channel();
+        self.queue.on_submitted_work_done(move || tx.send(()));
+        self.wait()?;
+        rx.await.ok_or_else(|| Error::Device {
+            context: "waiting for the GPU".into(),
+            message: "the queue dropped its completion callback".into(),
+        })
     }
 
     /// Bind groups and uniform buffers created so far (a steady-state loop adds none).

@@ -19,6 +19,7 @@ mod binding;
 pub mod context;
 pub mod pipelines;
 pub(crate) mod pools;
+pub(crate) mod signal;
 mod submit;
 pub mod tensor;
 pub mod timing;
@@ -26,7 +27,9 @@ pub mod view;
 
 pub use batch::Batch;
 pub use binding::Binding;
-pub use context::{adapter_from_env, describe_adapter, enumerate_adapters, wanted_features};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::{adapter_from_env, enumerate_adapters};
+pub use context::{adapter_from_env_async, describe_adapter, wanted_features};
 pub use context::{Gpu, GpuOptions};
 pub use pipelines::{Kernel, Shader};
 pub use pools::ResourceCounters;

@@ -131,11 +131,20 @@ impl Batch<'_> {
         })
     }
 
-    /// Submit and wait until the GPU has finished.
+    /// Submit and wait until the GPU has finished. In a browser this cannot wait and only
+    /// submits (work runs in order, so a later readback sees it): await [`Batch::run_async`]
+    /// to know it finished.
     pub fn run(self) -> Result<()> {
         let gpu = self.gpu;
         self.submit()?;
         gpu.wait()
+    }
+
+    /// Submit and await the GPU's completion without blocking.
+    pub async fn run_async(self) -> Result<()> {
+        let gpu = self.gpu;
+        self.submit()?;
+        gpu.wait_async().await
     }
 }
 /// Give a submission's uniform and upload buffers back to the pools once the GPU is done.

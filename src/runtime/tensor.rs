@@ -18,6 +18,7 @@
 
 use crate::error::{Error, Result};
 use crate::runtime::pools::BufferKind;
+use crate::runtime::signal;
 use crate::runtime::Gpu;
 
 /// Element type of a tensor.
@@ -417,12 +418,18 @@ impl Gpu {
     }
 
     /// Read a tensor back to the host (waits for all submitted work). The tensor must be this
-    /// context's and `T` its dtype's host type.
+    /// context's and `T` its dtype's host type. Blocks: in a browser use [`Gpu::read_async`].
     pub fn read<T: Element>(&self, tensor: &Tensor) -> Result<Vec<T>> {
-        self.read_as(tensor, "Gpu::read")
+        blocking(self.read_as(tensor, "Gpu::read"), "Gpu::read")
     }
 
-    fn read_as<T: Element>(&self, tensor: &Tensor, op: &str) -> Result<Vec<T>> {
+    /// [`Gpu::read`] awaited: the readback path every target shares (the blocking readers wrap
+    /// it), and the only one in a browser, where a buffer maps from the event loop.
+    pub async fn read_async<T: Element>(&self, tensor: &Tensor) -> Result<Vec<T>> {
+        self.read_as(tensor, "Gpu::read_async").await
+    }
+
+    async fn read_as<T: Element>(&self, tensor: &Tensor, op: &str) -> Result<Vec<T>> {
         self.check_owner(tensor.gpu, || {
             format!("tensor of shape {:?} given to {op}", tensor.shape)
         })?;
@@ -438,63 +445,108 @@ impl Gpu {
         }
         // Copies move multiples of 4 bytes; an odd count of halves reads one padding half more.
         let bytes = payload.next_multiple_of(4);
-        self.scoped("reading a tensor back", || {
-            let staging = self.pools.take(self.device(), BufferKind::Staging, bytes);
-            let mut encoder =
-                self.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("readback"),
-                    });
-            encoder.copy_buffer_to_buffer(&tensor.buffer, 0, &staging, 0, bytes);
-            self.queue().submit([encoder.finish()]);
-            let slice = staging.slice(..bytes);
-            let (tx, rx) = std::sync::mpsc::channel();
-            slice.map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-            self.wait()?;
-            rx.recv()
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-                .map_err(|message| Error::Device {
-                    context: "mapping a readback buffer".into(),
-                    message,
-                })?;
-            let view = slice.get_mapped_range().map_err(|e| Error::Device {
-                context: "mapping a readback buffer".into(),
-                message: e.to_string(),
-            })?;
-            let out: Vec<T> = bytemuck::pod_collect_to_vec(&view[..payload as usize]);
-            drop(view);
-            staging.unmap();
-            // Only a buffer known to be unmapped goes back to the pool.
-            self.pools.give_back(BufferKind::Staging, staging);
-            Ok(out)
-        })
+        let map_error = |message: String| Error::Device {
+            context: "mapping a readback buffer".into(),
+            message,
+        };
+        let (staging, mapped) = self
+            .scoped_async("reading a tensor back", || {
+                let staging = self.pools.take(self.device(), BufferKind::Staging, bytes);
+                let mut encoder =
+                    self.device()
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("readback"),
+                        });
+                encoder.copy_buffer_to_buffer(&tensor.buffer, 0, &staging, 0, bytes);
+                self.queue().submit([encoder.finish()]);
+                let (tx, rx) = signal::channel();
+                staging
+                    .slice(..bytes)
+                    .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+                Ok((staging, rx))
+            })
+            .await?;
+        // Natively the poll runs the map callback; in a browser it returns at once and the
+        // mapping resolves from the event loop while this task awaits it.
+        self.wait()?;
+        mapped
+            .await
+            .ok_or_else(|| map_error("the map callback was dropped".into()))?
+            .map_err(|e| map_error(e.to_string()))?;
+        let out: Vec<T> = {
+            let view = staging
+                .slice(..bytes)
+                .get_mapped_range()
+                .map_err(|e| map_error(e.to_string()))?;
+            bytemuck::pod_collect_to_vec(&view[..payload as usize])
+        };
+        staging.unmap();
+        // Only a buffer known to be unmapped goes back to the pool.
+        self.pools.give_back(BufferKind::Staging, staging);
+        Ok(out)
     }
 
     /// Read a float tensor back as f32: an f32 tensor bit for bit, an F16 or BF16 tensor
     /// widened exactly from its half words (read those with `read::<u16>`). [`Error::DType`]
-    /// for an integer dtype.
+    /// for an integer dtype. Blocks: in a browser use [`Gpu::read_f32_async`].
     pub fn read_f32(&self, tensor: &Tensor) -> Result<Vec<f32>> {
+        blocking(self.read_f32_async(tensor), "Gpu::read_f32")
+    }
+
+    /// [`Gpu::read_f32`] awaited.
+    pub async fn read_f32_async(&self, tensor: &Tensor) -> Result<Vec<f32>> {
         if tensor.dtype.is_half() {
-            let words: Vec<u16> = self.read_as(tensor, "read_f32")?;
+            let words: Vec<u16> = self.read_as(tensor, "read_f32").await?;
             let dtype = tensor.dtype;
             return Ok(words
                 .into_iter()
                 .map(|w| dtype.half_to_f32(w).expect("a half dtype"))
                 .collect());
         }
-        self.read_as(tensor, "read_f32")
+        self.read_as(tensor, "read_f32").await
     }
 
-    /// Read a u32 tensor back ([`Error::DType`] for any other dtype).
+    /// Read a u32 tensor back ([`Error::DType`] for any other dtype). Blocks.
     pub fn read_u32(&self, tensor: &Tensor) -> Result<Vec<u32>> {
-        self.read_as(tensor, "read_u32")
+        blocking(self.read_as(tensor, "read_u32"), "Gpu::read_u32")
     }
 
-    /// Read an i32 tensor back ([`Error::DType`] for any other dtype).
+    /// [`Gpu::read_u32`] awaited.
+    pub async fn read_u32_async(&self, tensor: &Tensor) -> Result<Vec<u32>> {
+        self.read_as(tensor, "read_u32").await
+    }
+
+    /// Read an i32 tensor back ([`Error::DType`] for any other dtype). Blocks.
     pub fn read_i32(&self, tensor: &Tensor) -> Result<Vec<i32>> {
-        self.read_as(tensor, "read_i32")
+        blocking(self.read_as(tensor, "read_i32"), "Gpu::read_i32")
+    }
+
+    /// [`Gpu::read_i32`] awaited.
+    pub async fn read_i32_async(&self, tensor: &Tensor) -> Result<Vec<i32>> {
+        self.read_as(tensor, "read_i32").await
+    }
+}
+
+/// Run an awaited GPU call to completion on the calling thread: natively by blocking (the
+/// device is polled inside, so it always finishes); in a browser, where blocking would hang
+/// the page, an error that names the awaited twin to call instead.
+pub(crate) fn blocking<T>(
+    call: impl std::future::Future<Output = Result<T>>,
+    name: &str,
+) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = name;
+        pollster::block_on(call)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        drop(call);
+        Err(Error::Device {
+            context: name.to_string(),
+            message: format!(
+                "a browser cannot block for the GPU: await {name}_async (or the call's async twin)"
+            ),
+        })
     }
 }

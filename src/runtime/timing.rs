@@ -4,10 +4,15 @@
 //! `TIMESTAMP_QUERY` and reports the span from the first pass's start to the last pass's end;
 //! otherwise it reports wall-clock time around submit-and-wait. [`Timing::source`] says which,
 //! so a table never mixes device time with host time unknowingly.
+//!
+//! [`Batch::run_timed_async`] is the one implementation; [`Batch::run_timed`] blocks on it
+//! natively. A browser cannot block, so there `run_timed` only submits and reports the
+//! submission's host time: await `run_timed_async`, or time around [`crate::Gpu::wait_async`].
 
+use crate::clock::Instant;
 use crate::error::{Error, Result};
+use crate::runtime::signal;
 use crate::runtime::Batch;
-use std::time::Instant;
 
 /// Where a time came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,20 +53,45 @@ const MAX_TIMED_PASSES: u32 = 64;
 impl Batch<'_> {
     /// Submit, wait and report how long the GPU took (see the module docs for the source).
     pub fn run_timed(self) -> Result<Timing> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.run_timed_async())
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let start = Instant::now();
+            self.submit()?;
+            Ok(Timing {
+                seconds: start.elapsed().as_secs_f64(),
+                source: TimingSource::WallClock,
+            })
+        }
+    }
+
+    /// [`Batch::run_timed`] awaited: GPU timestamps where granted, else the wall clock around
+    /// submitting and awaiting completion.
+    pub async fn run_timed_async(self) -> Result<Timing> {
         let gpu = self.gpu;
         let passes = self.passes();
         if !gpu.has_timestamps() || passes == 0 || passes > MAX_TIMED_PASSES {
             let start = Instant::now();
-            self.run()?;
+            self.submit()?;
+            gpu.wait_async().await?;
             return Ok(Timing {
                 seconds: start.elapsed().as_secs_f64(),
                 source: TimingSource::WallClock,
             });
         }
-        let mut slots = gpu.timestamps.lock().unwrap_or_else(|p| p.into_inner());
-        let slots = match &mut *slots {
+        // The slots are taken out of the context for the awaited part (a lock is not held
+        // across an await) and put back after; a concurrent timed run makes its own.
+        let taken = gpu
+            .timestamps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let slots = match taken {
             Some(s) => s,
-            empty => empty.insert(gpu.scoped("creating timestamp queries", || {
+            None => gpu.scoped("creating timestamp queries", || {
                 let device = gpu.device();
                 let bytes = 8 * 2 * MAX_TIMED_PASSES as u64;
                 Ok(TimestampSlots {
@@ -83,7 +113,7 @@ impl Batch<'_> {
                         mapped_at_creation: false,
                     }),
                 })
-            })?),
+            })?,
         };
         let count = 2 * passes;
         let bytes = 8 * count as u64;
@@ -101,12 +131,12 @@ impl Batch<'_> {
             super::submit::recycle(gpu, uniforms, uploads);
             Ok(())
         })?;
-        let slice = slots.readback.slice(..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = signal::channel();
         gpu.scoped("reading timestamps", || {
-            slice.map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
+            slots
+                .readback
+                .slice(..bytes)
+                .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
             Ok(())
         })?;
         gpu.wait()?;
@@ -114,16 +144,19 @@ impl Batch<'_> {
             context: "reading timestamps".into(),
             message,
         };
-        rx.recv()
-            .map_err(|e| map_error(e.to_string()))?
+        rx.await
+            .ok_or_else(|| map_error("the map callback was dropped".into()))?
             .map_err(|e| map_error(e.to_string()))?;
         let ticks: Vec<u64> = {
-            let view = slice
+            let view = slots
+                .readback
+                .slice(..bytes)
                 .get_mapped_range()
                 .map_err(|e| map_error(e.to_string()))?;
             bytemuck::pod_collect_to_vec(&view)
         };
         slots.readback.unmap();
+        *gpu.timestamps.lock().unwrap_or_else(|p| p.into_inner()) = Some(slots);
         let first = ticks[0];
         let last = ticks[count as usize - 1];
         let ns = last.saturating_sub(first) as f64 * gpu.queue().get_timestamp_period() as f64;

@@ -65,6 +65,7 @@ pub(crate) use wgsl;
 pub const FRAGMENTS: &[Shader] = &[
     wgsl!("common/elementwise"),
     wgsl!("common/storage"),
+    wgsl!("common/trig"),
     wgsl!("ssm/softplus"),
     wgsl!("ssm/selective_scan_io"),
     wgsl!("ssm/discretise"),

@@ -76,7 +76,7 @@ pub fn check_run(
 /// Run (Bt, S, hidden) `hidden` through a cached layer as a prefill of the first `decode_from`
 /// tokens (all S when `None`) followed by one-token decode steps, and reassemble the outputs
 /// into (Bt, S, hidden). `step(part, len)` feeds (Bt, len, hidden) rows and returns the layer's
-/// (Bt, len, hidden) output; the GPU and CPU layers both run through this one loop, so their
+/// (Bt, len, hidden) output; the GPU and CPU layers both run through [`Chunks`], so their
 /// `run_host` results line up token for token.
 pub fn run_in_chunks<T: Copy + Into<f64>>(
     hidden: &[f32],
@@ -86,20 +86,70 @@ pub fn run_in_chunks<T: Copy + Into<f64>>(
     decode_from: Option<usize>,
     mut step: impl FnMut(&[f32], usize) -> Result<Vec<T>>,
 ) -> Result<Vec<f32>> {
-    check_run(hidden.len(), bt, s, hid, decode_from)?;
-    let p = decode_from.unwrap_or(s);
-    let mut chunks = vec![(0, p)];
-    chunks.extend((p..s).map(|i| (i, i + 1)));
-    let mut out = vec![0.0f32; bt * s * hid];
-    for (a, b) in chunks {
-        let len = b - a;
-        let mut part = Vec::with_capacity(bt * len * hid);
-        for q in 0..bt {
-            part.extend_from_slice(&hidden[(q * s + a) * hid..(q * s + b) * hid]);
-        }
+    let mut chunks = Chunks::new(hidden, bt, s, hid, decode_from)?;
+    while let Some((part, len)) = chunks.next_part() {
         let y = step(&part, len)?;
-        for q in 0..bt {
-            for (o, &v) in out[(q * s + a) * hid..(q * s + b) * hid]
+        chunks.put(&y);
+    }
+    Ok(chunks.out)
+}
+
+/// The loop of [`run_in_chunks`] turned inside out, for callers that await each step: take a
+/// part with [`Chunks::next_part`], put its output back with [`Chunks::put`], and read the
+/// reassembled (Bt, S, hidden) from [`Chunks::out`] when no part is left.
+pub struct Chunks<'a> {
+    hidden: &'a [f32],
+    bt: usize,
+    s: usize,
+    hid: usize,
+    ranges: std::vec::IntoIter<(usize, usize)>,
+    current: (usize, usize),
+    /// The outputs put back so far, (Bt, S, hidden).
+    pub out: Vec<f32>,
+}
+
+impl<'a> Chunks<'a> {
+    /// Validate the run (see [`check_run`]) and plan its chunks: the prefill, then one token each.
+    pub fn new(
+        hidden: &'a [f32],
+        bt: usize,
+        s: usize,
+        hid: usize,
+        decode_from: Option<usize>,
+    ) -> Result<Self> {
+        check_run(hidden.len(), bt, s, hid, decode_from)?;
+        let p = decode_from.unwrap_or(s);
+        let mut ranges = vec![(0, p)];
+        ranges.extend((p..s).map(|i| (i, i + 1)));
+        Ok(Self {
+            hidden,
+            bt,
+            s,
+            hid,
+            ranges: ranges.into_iter(),
+            current: (0, 0),
+            out: vec![0.0f32; bt * s * hid],
+        })
+    }
+
+    /// The next chunk's (Bt, len, hidden) input rows and its length, or None when done.
+    pub fn next_part(&mut self) -> Option<(Vec<f32>, usize)> {
+        let (a, b) = self.ranges.next()?;
+        self.current = (a, b);
+        let (s, hid) = (self.s, self.hid);
+        let mut part = Vec::with_capacity(self.bt * (b - a) * hid);
+        for q in 0..self.bt {
+            part.extend_from_slice(&self.hidden[(q * s + a) * hid..(q * s + b) * hid]);
+        }
+        Some((part, b - a))
+    }
+
+    /// Put the last part's (Bt, len, hidden) output `y` in its place.
+    pub fn put<T: Copy + Into<f64>>(&mut self, y: &[T]) {
+        let ((a, b), s, hid) = (self.current, self.s, self.hid);
+        let len = b - a;
+        for q in 0..self.bt {
+            for (o, &v) in self.out[(q * s + a) * hid..(q * s + b) * hid]
                 .iter_mut()
                 .zip(&y[q * len * hid..(q + 1) * len * hid])
             {
@@ -107,5 +157,4 @@ pub fn run_in_chunks<T: Copy + Into<f64>>(
             }
         }
     }
-    Ok(out)
 }

@@ -27,7 +27,7 @@ fn shape(s_q: usize, h: usize, d_c: usize, d_r: usize, block_size: usize, lens: 
 
 /// Conformance cases: DeepSeek widths decode over a ragged batch with split-KV, bottom-right
 /// causal prefill with H = 5, a size-1 context; o_lat poisoned.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = AbsorbedAttention::new(gpu)?;
     let mut out = Vec::new();
     for s in [
@@ -36,7 +36,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         shape(1, 3, 64, 16, 4, &[1]),
     ] {
         let p = Problem::random(rng, &s);
-        let (got, splits) = p.run(gpu, &op)?;
+        let (got, splits) = p.run(gpu, &op).await?;
         out.push(CheckOutcome::new(
             "absorbed_attention",
             format!(
@@ -54,7 +54,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         ..shape(1, 16, 512, 64, 64, &[700, 40, 3])
     };
     let p = Problem::random(rng, &s);
-    let (got, splits) = p.run(gpu, &op)?;
+    let (got, splits) = p.run(gpu, &op).await?;
     out.push(CheckOutcome::new(
         "absorbed_attention",
         format!(
@@ -76,7 +76,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             shape(2, 3, 7, 2, 5, &[9]),
         ] {
             let p = Problem::random(rng, &s).with_cache_dtype(dtype);
-            let (got, splits) = p.run(gpu, &op)?;
+            let (got, splits) = p.run(gpu, &op).await?;
             out.push(CheckOutcome::new(
                 "absorbed_attention",
                 format!(

@@ -41,7 +41,7 @@ fn outcome_tol(
 /// larger than a workgroup), packed sequences into a pool (one of length 1, one shorter than
 /// W − 1, a skipped slot; also with f16 and bf16 x and y), and the decode step with slots; y
 /// poisoned, y and states compared.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = CausalConv1d::new(gpu)?;
     let mut out = Vec::new();
     let last = Layout::ChannelLast;
@@ -66,7 +66,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     ];
     for (label, p) in cases {
         let want = p.reference()?;
-        let got = p.run(gpu, &op)?;
+        let got = p.run(gpu, &op).await?;
         out.push(outcome(format!("{label} y"), &got.y, &want.y, got.stray));
         if !got.states.is_empty() {
             out.push(outcome(
@@ -83,7 +83,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             .with_layouts(last, last)
             .with_dtype(dtype);
         let want = p.reference()?;
-        let got = p.run(gpu, &op)?;
+        let got = p.run(gpu, &op).await?;
         out.push(outcome_tol(
             format!("{label} y"),
             &got.y,
@@ -101,7 +101,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let step = CausalConv1dUpdate::new(gpu)?;
     let p = UpdateProblem::random(rng, 5, 33, 4, ALL, Some(8), &[3]);
     let want = p.reference()?;
-    let got = p.run(gpu, &step)?;
+    let got = p.run(gpu, &step).await?;
     let label = "update Bt=5 D=33 W=4 pool=8";
     out.push(outcome(format!("{label} y"), &got.y, &want.y, got.stray));
     out.push(outcome(

@@ -18,7 +18,7 @@ use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::compare::Tolerance;
 use crate::deepseek::{DeepseekConfig, DeepseekGpuLm, DeepseekWeights};
 use crate::error::Result;
-use crate::lm::{CausalLm, SeqInput};
+use crate::lm::SeqInput;
 use crate::mla::layer::{forward_cost, MlaCache, MlaLayer, MlaSeq};
 use crate::mla::MlaWeights;
 use crate::ops::moe::{Moe, MoeWeights};
@@ -33,7 +33,7 @@ use std::sync::Arc;
 const TOLERANCE: Tolerance = Tolerance::new(1e-4, 1e-3);
 
 /// Conformance: per tiny config, a ragged call (23 and 5 tokens) and a decode step after it.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let mut out = Vec::new();
     for (name, cfg) in [
         ("V2", DeepseekConfig::tiny_v2()),
@@ -52,7 +52,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             .enumerate()
             .map(|(slot, p)| SeqInput { slot, tokens: p })
             .collect();
-        let got = model.forward(&seqs, false)?;
+        let got = model.forward_async(&seqs, false).await?;
         let next = [3u32, 4];
         let step: Vec<SeqInput> = next
             .iter()
@@ -62,7 +62,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                 tokens: std::slice::from_ref(t),
             })
             .collect();
-        let decoded = model.forward(&step, true)?;
+        let decoded = model.forward_async(&step, true).await?;
         let cpu = DeepseekCpuModel::new(&cfg, &w);
         for (k, p) in prompts.iter().enumerate() {
             let mut state = cpu.new_state();

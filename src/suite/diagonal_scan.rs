@@ -22,7 +22,7 @@ fn dims(batch: usize, channels: usize, len: usize, modes: usize) -> Dims {
 
 /// Conformance cases: size 1, ragged, several chunks long, N past one block of 16 modes; ZOH
 /// and bilinear; both strategies; y poisoned; each with f32, f16 and bf16 u and y.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     use Discretisation::{Bilinear, Zoh};
     use ScanStrategy::{ChunkedParallel, RowSequential};
     let chunk = (WG * T) as usize;
@@ -48,7 +48,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                     dtype_suffix(dtype)
                 ),
                 y_tolerance(dtype),
-                &p.run(gpu, &op, method)?,
+                &p.run(gpu, &op, method).await?,
                 &p.reference(method)?,
             ));
         }

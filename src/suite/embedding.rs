@@ -11,7 +11,7 @@ use crate::testing::embedding::Problem;
 use std::sync::Arc;
 
 /// Conformance cases: (vocab, hidden, tokens) with every table dtype, output poisoned.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let mut out = Vec::new();
     for (vocab, hidden, tokens) in [(3usize, 5usize, 1usize), (50, 24, 7), (130, 33, 300)] {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
@@ -23,7 +23,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                     dtype_suffix(dtype)
                 ),
                 Tolerance::new(0.0, 0.0),
-                &p.run(gpu)?,
+                &p.run(gpu).await?,
                 &p.reference(),
             ));
         }

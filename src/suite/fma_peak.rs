@@ -10,7 +10,7 @@ use crate::testing::fma_peak::{Problem, TOLERANCE};
 use std::sync::Arc;
 
 /// Conformance cases: one element, and a ragged count with more steps; out poisoned.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = FmaPeak::new(gpu)?;
     let mut out = Vec::new();
     for (n, iters) in [(1usize, 8u32), (300, 104)] {
@@ -24,7 +24,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             "fma_peak",
             format!("n={n} iters={iters} out"),
             TOLERANCE,
-            &p.run(gpu, &op)?,
+            &p.run(gpu, &op).await?,
             &p.reference(),
         ));
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// Conformance cases: appends at DeepSeek width and a ragged one, with some rows skipped; the
 /// whole cache is compared exactly.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = LatentCacheAppend::new(gpu)?;
     let mut out = Vec::new();
     for (num_blocks, bs, d_c, d_r, t) in [
@@ -24,7 +24,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             "latent_cache",
             format!("blocks={num_blocks} bs={bs} W={} T={t} cache", p.width()),
             TOLERANCE,
-            &p.run(gpu, &op)?,
+            &p.run(gpu, &op).await?,
             &p.reference(),
         ));
     }
@@ -41,7 +41,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                     p.width()
                 ),
                 half_tolerance(dtype),
-                &p.run(gpu, &op)?,
+                &p.run(gpu, &op).await?,
                 &p.reference(),
             ));
         }

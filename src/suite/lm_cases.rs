@@ -42,7 +42,7 @@ pub fn random_tokens(rng: &mut Rng, vocab: usize, len: usize) -> Vec<u32> {
 /// Time one forward of `seqs` (last rows only) by the wall clock.
 fn timed_forward(model: &Shared, seqs: &[SeqInput]) -> Result<Timing> {
     let mut model = lock(model)?;
-    let start = std::time::Instant::now();
+    let start = crate::clock::Instant::now();
     let logits = model.forward(seqs, true)?;
     let seconds = start.elapsed().as_secs_f64();
     std::hint::black_box(logits);

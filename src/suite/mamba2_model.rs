@@ -6,7 +6,7 @@
 use super::{BenchCase, CheckOutcome, CpuCase};
 use crate::compare::Tolerance;
 use crate::error::Result;
-use crate::lm::{CausalLm, SeqInput};
+use crate::lm::SeqInput;
 use crate::mamba2::{Mamba2Config, Mamba2GpuLm, Mamba2Weights};
 use crate::ops::ssd_scan::{DLayout, SsdDims, SsdOptions, SsdScan};
 use crate::ops::Cost;
@@ -89,7 +89,7 @@ pub fn forward_cost(cfg: &Mamba2Config, weight_dtype: DType, lens: &[usize], row
 /// Conformance: a tiny random model (f32 and bf16 weights; two groups, biases, a finite dt
 /// limit) on the GPU against the CPU reference: a ragged prefill of two sequences (one longer
 /// than two SSD chunks; every position's logits) and then one decode step of both (last rows).
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let cfg = Mamba2Config {
         num_heads: 6,
         head_dim: 8,
@@ -106,33 +106,37 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         let mut model = Mamba2GpuLm::new(gpu.clone(), cfg.clone(), &w, 2, None)?;
         let a = random_tokens(rng, cfg.vocab_size, 35);
         let b = random_tokens(rng, cfg.vocab_size, 2);
-        let got = model.forward(
-            &[
-                SeqInput {
-                    slot: 0,
-                    tokens: &a,
-                },
-                SeqInput {
-                    slot: 1,
-                    tokens: &b,
-                },
-            ],
-            false,
-        )?;
+        let got = model
+            .forward_async(
+                &[
+                    SeqInput {
+                        slot: 0,
+                        tokens: &a,
+                    },
+                    SeqInput {
+                        slot: 1,
+                        tokens: &b,
+                    },
+                ],
+                false,
+            )
+            .await?;
         let next = random_tokens(rng, cfg.vocab_size, 2);
-        let step = model.forward(
-            &[
-                SeqInput {
-                    slot: 0,
-                    tokens: &next[..1],
-                },
-                SeqInput {
-                    slot: 1,
-                    tokens: &next[1..],
-                },
-            ],
-            true,
-        )?;
+        let step = model
+            .forward_async(
+                &[
+                    SeqInput {
+                        slot: 0,
+                        tokens: &next[..1],
+                    },
+                    SeqInput {
+                        slot: 1,
+                        tokens: &next[1..],
+                    },
+                ],
+                true,
+            )
+            .await?;
         let v = cfg.vocab_size;
         let dt = super::dtype_suffix(dtype);
         for (i, ids) in [&a, &b].into_iter().enumerate() {

@@ -7,7 +7,7 @@
 use super::{BenchCase, CheckOutcome, CpuCase};
 use crate::compare::Tolerance;
 use crate::error::Result;
-use crate::lm::{CausalLm, SeqInput};
+use crate::lm::SeqInput;
 use crate::mamba::{MambaConfig, MambaGpuLm, MambaWeights};
 use crate::ops::Cost;
 use crate::reference::mamba::MambaCpuModel;
@@ -71,7 +71,7 @@ use super::lm_cases::random_tokens;
 /// Conformance: a tiny random model (f32 and bf16 weights) on the GPU against the CPU
 /// reference, a ragged prefill of two sequences (every position's logits) and then one decode
 /// step of both (last rows).
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let cfg = MambaConfig {
         intermediate_size: 84,
         ..MambaConfig::tiny(61, 40, 2)
@@ -83,33 +83,37 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         let mut model = MambaGpuLm::new(gpu.clone(), cfg.clone(), &w, 2, None)?;
         let a = random_tokens(rng, cfg.vocab_size, 7);
         let b = random_tokens(rng, cfg.vocab_size, 2);
-        let got = model.forward(
-            &[
-                SeqInput {
-                    slot: 0,
-                    tokens: &a,
-                },
-                SeqInput {
-                    slot: 1,
-                    tokens: &b,
-                },
-            ],
-            false,
-        )?;
+        let got = model
+            .forward_async(
+                &[
+                    SeqInput {
+                        slot: 0,
+                        tokens: &a,
+                    },
+                    SeqInput {
+                        slot: 1,
+                        tokens: &b,
+                    },
+                ],
+                false,
+            )
+            .await?;
         let next = random_tokens(rng, cfg.vocab_size, 2);
-        let step = model.forward(
-            &[
-                SeqInput {
-                    slot: 0,
-                    tokens: &next[..1],
-                },
-                SeqInput {
-                    slot: 1,
-                    tokens: &next[1..],
-                },
-            ],
-            true,
-        )?;
+        let step = model
+            .forward_async(
+                &[
+                    SeqInput {
+                        slot: 0,
+                        tokens: &next[..1],
+                    },
+                    SeqInput {
+                        slot: 1,
+                        tokens: &next[1..],
+                    },
+                ],
+                true,
+            )
+            .await?;
         let v = cfg.vocab_size;
         let dt = super::dtype_suffix(dtype);
         for (i, ids) in [&a, &b].into_iter().enumerate() {

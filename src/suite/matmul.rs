@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// ragged K; y poisoned. Then half weights (f16, bf16) on a vec4-aligned decode product and a
 /// ragged one with an odd count of halves; then half activations (x and y) with half weights of
 /// the same dtype, vec4-aligned and ragged.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = Matmul::new(gpu)?;
     let mut out = Vec::new();
     for (m, n, k, bias) in [
@@ -26,7 +26,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             "matmul",
             format!("M={m} N={n} K={k}{} y", if bias { " bias" } else { "" }),
             TOLERANCE,
-            &p.run(gpu, &op)?,
+            &p.run(gpu, &op).await?,
             &p.reference(),
         ));
     }
@@ -40,7 +40,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                     if bias { " bias" } else { "" }
                 ),
                 HALF_W_TOLERANCE,
-                &p.run(gpu, &op)?,
+                &p.run(gpu, &op).await?,
                 &p.reference(),
             ));
         }
@@ -55,7 +55,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                     if bias { " bias" } else { "" }
                 ),
                 p.tolerance(),
-                &p.run(gpu, &op)?,
+                &p.run(gpu, &op).await?,
                 &p.reference(),
             ));
         }

@@ -2,6 +2,7 @@
 //! the measurement of one benchmark case against the ceilings.
 
 use super::BenchCase;
+use crate::clock::Instant;
 use crate::error::Result;
 use crate::ops::fma_peak::{FmaPeak, FmaPeakParams};
 use crate::ops::stream_copy::StreamCopy;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 /// The adapter's measured ceilings, the roofline the kernels are judged against: the best of several shapes of the streaming-copy
 /// and FMA kernels (each shape's fastest repeat), measured in the same run as the kernels they
 /// judge.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Ceilings {
     /// Streaming bandwidth, GB/s (10⁹ bytes: read + write).
     pub copy_gbps: f64,
@@ -126,15 +127,48 @@ struct Timed {
     host_overhead: Option<f64>,
 }
 
-fn timed_median(
+/// Natively a run's [`Timing`] is complete when the run returns. In a browser a run only
+/// submits (`Batch::run_timed` cannot block there): it is awaited here and timed by the wall
+/// clock from `wall`, its start.
+async fn finish(gpu: &Gpu, timing: Timing, wall: Instant) -> Result<Timing> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (gpu, wall);
+        Ok(timing)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = timing;
+        gpu.wait_async().await?;
+        Ok(Timing {
+            seconds: wall.elapsed().as_secs_f64(),
+            source: TimingSource::WallClock,
+        })
+    }
+}
+
+/// Natively a flush has finished when it returns; in a browser it is awaited here, so that it
+/// is not timed with the next run.
+async fn settle(gpu: &Gpu) -> Result<()> {
+    #[cfg(target_arch = "wasm32")]
+    gpu.wait_async().await?;
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = gpu;
+    Ok(())
+}
+
+async fn timed_median(
+    gpu: &Gpu,
     run: &mut dyn FnMut() -> Result<Timing>,
     plan: &BenchPlan,
     mut between: Option<&mut CacheFlush>,
 ) -> Result<Timed> {
     for _ in 0..plan.warmup {
-        run()?;
+        let wall = Instant::now();
+        let t = run()?;
+        finish(gpu, t, wall).await?;
     }
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let mut times = Vec::new();
     let mut overheads = Vec::new();
     let mut source = TimingSource::WallClock;
@@ -143,9 +177,11 @@ fn timed_median(
     {
         if let Some(flush) = between.as_deref_mut() {
             flush.run()?;
+            settle(gpu).await?;
         }
-        let wall = std::time::Instant::now();
+        let wall = Instant::now();
         let t = run()?;
+        let t = finish(gpu, t, wall).await?;
         overheads.push((wall.elapsed().as_secs_f64() - t.seconds).max(0.0));
         source = t.source;
         times.push(t.seconds);
@@ -162,7 +198,8 @@ fn timed_median(
 }
 
 /// Measure the copy and FMA ceilings, trying several kernel shapes and keeping the best.
-pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
+/// Awaited (natively, block on it): in a browser each run is awaited.
+pub async fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
     let plan = BenchPlan {
         cpu: false,
         min_repeats: 5,
@@ -191,7 +228,7 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
             batch.run_timed()
         };
         // A ceiling is what the device can do: the fastest repeat, not the median.
-        let timed = timed_median(&mut run, &plan, None)?;
+        let timed = timed_median(gpu, &mut run, &plan, None).await?;
         let (t, source) = (timed.min, timed.source);
         let gbps = StreamCopy::cost(n).bytes as f64 / t / 1e9;
         if gbps > best_copy.0 {
@@ -217,7 +254,7 @@ pub fn measure_ceilings(gpu: &Arc<Gpu>, quick: bool) -> Result<Ceilings> {
             op.record(&mut batch, &seed, &out, params)?;
             batch.run_timed()
         };
-        let t = timed_median(&mut run, &plan, None)?.min;
+        let t = timed_median(gpu, &mut run, &plan, None).await?.min;
         let gflops = FmaPeak::cost(elements, params).flops as f64 / t / 1e9;
         if gflops > best_fma.0 {
             best_fma = (gflops, format!("wg={wg} 8×vec4 chains"));
@@ -272,14 +309,16 @@ impl CacheFlush {
 }
 
 /// Run one case per `plan` and judge it against `ceilings`; `flush` (if any) evicts caches
-/// before every timed repeat of the GPU run and of the CPU reference.
-pub fn measure(
+/// before every timed repeat of the GPU run and of the CPU reference. Awaited (natively, block
+/// on it): in a browser each run of `case` on `gpu` is awaited.
+pub async fn measure(
+    gpu: &Gpu,
     case: &mut BenchCase,
     ceilings: &Ceilings,
     plan: &BenchPlan,
     mut flush: Option<&mut CacheFlush>,
 ) -> Result<BenchRecord> {
-    let timed = timed_median(&mut case.gpu, plan, flush.as_deref_mut())?;
+    let timed = timed_median(gpu, &mut case.gpu, plan, flush.as_deref_mut()).await?;
     let (t, t_min, repeats, source) = (timed.median, timed.min, timed.repeats, timed.source);
     let mem_floor = case.cost.bytes as f64 / (ceilings.copy_gbps * 1e9);
     let flop_floor = case.cost.flops as f64 / (ceilings.fma_gflops * 1e9);
@@ -287,13 +326,13 @@ pub fn measure(
     let cpu_seconds = match (&mut case.cpu, plan.cpu) {
         (Some(cpu), true) => {
             let mut times = Vec::new();
-            let start = std::time::Instant::now();
+            let start = Instant::now();
             let mut scratch = Vec::new();
             while times.len() < 3 && (times.is_empty() || start.elapsed() < plan.budget) {
                 if let Some(flush) = flush.as_deref_mut() {
                     flush.run_host(&mut scratch);
                 }
-                let t0 = std::time::Instant::now();
+                let t0 = Instant::now();
                 cpu();
                 times.push(t0.elapsed().as_secs_f64());
             }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// Conformance cases: one-shot and prefill + decode, at small dims (H = 3, with and without
 /// q_lora, YaRN).
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let mut out = Vec::new();
     for (q_lora, bt, s) in [(None, 1usize, 1usize), (Some(24), 2, 9)] {
         let p = Problem::random(rng, &small_config(3, q_lora, true, false), bt, s);
@@ -28,7 +28,9 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                     decode_from.map_or(String::new(), |p| format!(" decode-from {p}"))
                 ),
                 TOLERANCE,
-                &layer.run_host(&p.hidden, bt, s, decode_from)?,
+                &layer
+                    .run_host_with_cache_dtype_async(&p.hidden, bt, s, decode_from, DType::F32)
+                    .await?,
                 &want,
             ));
         }

@@ -41,6 +41,8 @@ use crate::ops::Cost;
 use crate::rng::Rng;
 use crate::runtime::Timing;
 use crate::runtime::{DType, Gpu};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// The result of one conformance case.
@@ -109,12 +111,29 @@ pub struct CpuCase {
     pub run: CpuRun,
 }
 
+/// What a kernel's `check` returns: its conformance cases, awaited. Natively block on it
+/// (`pollster::block_on`); in a browser await it, since readback resolves from the event loop.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<CheckOutcome>>> + 'a>>;
+
+/// A kernel's `check_cases` as a plain function pointer (an `async fn` has an unnameable type).
+pub type CheckFn = for<'a> fn(&'a Arc<Gpu>, &'a mut Rng) -> CheckFuture<'a>;
+
+/// Wrap a suite module's `async fn check_cases` into a [`CheckFn`].
+macro_rules! check_fn {
+    ($module:ident) => {{
+        fn check<'a>(gpu: &'a Arc<Gpu>, rng: &'a mut Rng) -> CheckFuture<'a> {
+            Box::pin($module::check_cases(gpu, rng))
+        }
+        check
+    }};
+}
+
 /// A kernel's entry in the suite.
 pub struct KernelEntry {
     /// Kernel name.
     pub name: &'static str,
-    /// Conformance cases.
-    pub check: fn(&Arc<Gpu>, &mut Rng) -> Result<Vec<CheckOutcome>>,
+    /// Conformance cases (awaited: see [`CheckFuture`]).
+    pub check: CheckFn,
     /// Benchmark cases; `quick` asks for the smallest sizes only.
     pub bench: fn(&Arc<Gpu>, bool) -> Result<Vec<BenchCase>>,
     /// Benchmark cases with the kernel's half-capable tensor stored as the given dtype (`None`
@@ -129,126 +148,126 @@ pub struct KernelEntry {
 pub const KERNELS: &[KernelEntry] = &[
     KernelEntry {
         name: "stream_copy",
-        check: stream_copy::check_cases,
+        check: check_fn!(stream_copy),
         bench: stream_copy::bench_cases,
         bench_as: None,
         cpu: stream_copy::cpu_cases,
     },
     KernelEntry {
         name: "fma_peak",
-        check: fma_peak::check_cases,
+        check: check_fn!(fma_peak),
         bench: fma_peak::bench_cases,
         bench_as: None,
         cpu: fma_peak::cpu_cases,
     },
     KernelEntry {
         name: "selective_scan",
-        check: selective_scan::check_cases,
+        check: check_fn!(selective_scan),
         bench: selective_scan::bench_cases,
         bench_as: Some(selective_scan::bench_cases_as),
         cpu: selective_scan::cpu_cases,
     },
     KernelEntry {
         name: "ssd_scan",
-        check: ssd_scan::check_cases,
+        check: check_fn!(ssd_scan),
         bench: ssd_scan::bench_cases,
         bench_as: None,
         cpu: ssd_scan::cpu_cases,
     },
     KernelEntry {
         name: "state_update",
-        check: state_update::check_cases,
+        check: check_fn!(state_update),
         bench: state_update::bench_cases,
         bench_as: Some(state_update::bench_cases_as),
         cpu: state_update::cpu_cases,
     },
     KernelEntry {
         name: "causal_conv1d",
-        check: causal_conv1d::check_cases,
+        check: check_fn!(causal_conv1d),
         bench: causal_conv1d::bench_cases,
         bench_as: Some(causal_conv1d::bench_cases_as),
         cpu: causal_conv1d::cpu_cases,
     },
     KernelEntry {
         name: "latent_cache",
-        check: latent_cache::check_cases,
+        check: check_fn!(latent_cache),
         bench: latent_cache::bench_cases,
         bench_as: Some(latent_cache::bench_cases_as),
         cpu: latent_cache::cpu_cases,
     },
     KernelEntry {
         name: "absorbed_attention",
-        check: absorbed_attention::check_cases,
+        check: check_fn!(absorbed_attention),
         bench: absorbed_attention::bench_cases,
         bench_as: Some(absorbed_attention::bench_cases_as),
         cpu: absorbed_attention::cpu_cases,
     },
     KernelEntry {
         name: "matmul",
-        check: matmul::check_cases,
+        check: check_fn!(matmul),
         bench: matmul::bench_cases,
         bench_as: Some(matmul::bench_cases_as),
         cpu: matmul::cpu_cases,
     },
     KernelEntry {
         name: "rmsnorm",
-        check: rmsnorm::check_cases,
+        check: check_fn!(rmsnorm),
         bench: rmsnorm::bench_cases,
         bench_as: Some(rmsnorm::bench_cases_as),
         cpu: rmsnorm::cpu_cases,
     },
     KernelEntry {
         name: "rope",
-        check: rope::check_cases,
+        check: check_fn!(rope),
         bench: rope::bench_cases,
         bench_as: Some(rope::bench_cases_as),
         cpu: rope::cpu_cases,
     },
     KernelEntry {
         name: "mla_layer",
-        check: mla_layer::check_cases,
+        check: check_fn!(mla_layer),
         bench: mla_layer::bench_cases,
         bench_as: None,
         cpu: mla_layer::cpu_cases,
     },
     KernelEntry {
         name: "moe",
-        check: moe::check_cases,
+        check: check_fn!(moe),
         bench: moe::bench_cases,
         bench_as: Some(moe::bench_cases_as),
         cpu: moe::cpu_cases,
     },
     KernelEntry {
         name: "deepseek_layer",
-        check: deepseek_layer::check_cases,
+        check: check_fn!(deepseek_layer),
         bench: deepseek_layer::bench_cases,
         bench_as: None,
         cpu: deepseek_layer::cpu_cases,
     },
     KernelEntry {
         name: "embedding",
-        check: embedding::check_cases,
+        check: check_fn!(embedding),
         bench: embedding::bench_cases,
         bench_as: Some(embedding::bench_cases_as),
         cpu: embedding::cpu_cases,
     },
     KernelEntry {
         name: "diagonal_scan",
-        check: diagonal_scan::check_cases,
+        check: check_fn!(diagonal_scan),
         bench: diagonal_scan::bench_cases,
         bench_as: Some(diagonal_scan::bench_cases_as),
         cpu: diagonal_scan::cpu_cases,
     },
     KernelEntry {
         name: "mamba_model",
-        check: mamba_model::check_cases,
+        check: check_fn!(mamba_model),
         bench: mamba_model::bench_cases,
         bench_as: Some(mamba_model::bench_cases_as),
         cpu: mamba_model::cpu_cases,
     },
     KernelEntry {
         name: "mamba2_model",
-        check: mamba2_model::check_cases,
+        check: check_fn!(mamba2_model),
         bench: mamba2_model::bench_cases,
         bench_as: Some(mamba2_model::bench_cases_as),
         cpu: mamba2_model::cpu_cases,

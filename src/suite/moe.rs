@@ -39,7 +39,7 @@ fn small(v3: bool) -> MoeConfig {
 
 /// Conformance: V2 group-limited and V3 at T = 1 and 33 (f32 weights), then bf16 weights; y
 /// poisoned.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = Moe::new(gpu)?;
     let mut out = Vec::new();
     for (v3, t, dtype) in [
@@ -50,7 +50,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         (true, 7, DType::BF16),
     ] {
         let p = Problem::random(rng, &small(v3), t).with_dtype(dtype);
-        let (y, _, _) = p.run(gpu, &op)?;
+        let (y, _, _) = p.run(gpu, &op).await?;
         out.push(CheckOutcome::new(
             "moe",
             format!(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// Conformance cases (rows, d): width 1, ragged, wider than a workgroup, in f32; then the
 /// ragged and the wide (vec4) sizes with f16 and bf16 rows, the weight in f32 and in the rows'
 /// dtype; the gated, grouped form at a Mamba-2 shape; y poisoned.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = RmsNorm::new(gpu)?;
     let mut cases = vec![];
     for (rows, d) in [(1usize, 1usize), (5, 33), (3, 1536)] {
@@ -38,7 +38,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             "rmsnorm",
             label,
             p.tolerance(),
-            &p.run(gpu, &op)?,
+            &p.run(gpu, &op).await?,
             &p.reference(),
         ));
     }
@@ -61,7 +61,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             norm_before_gate,
         )
         .with_dtype(dtype, dtype);
-        let y = p.run(gpu, &op)?;
+        let y = p.run(gpu, &op).await?;
         out.push(CheckOutcome::new(
             "rmsnorm",
             format!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// Conformance cases (T, H, d, interleave): the smallest, half-split, many tokens and heads,
 /// each with x and y in f32, f16 and bf16; y poisoned.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = Rope::new(gpu)?;
     let mut out = Vec::new();
     for (tokens, heads, d, interleave) in [
@@ -37,7 +37,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                     dtype_suffix(dtype)
                 ),
                 p.tolerance(),
-                &p.run(gpu, &op)?,
+                &p.run(gpu, &op).await?,
                 &p.reference(),
             ));
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// Conformance cases: all options at a ragged size, grouped B with constant C past one chunk
 /// (chunked parallel strategy), and size 1 (both row-sequential); each with f32, then f16 and
 /// bf16 u, delta, z and out (B and C halves too at the ragged size, f32 past one chunk).
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let cases = [
         (
             dims(2, 3, 7, 16, BcLayout::Grouped(1), BcLayout::Grouped(1)),
@@ -36,7 +36,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let p = Problem::random(rng, d, opts).with_dtype(dtype, i != 1);
             let want = p.reference()?;
-            let (out, last) = p.run(gpu, &op)?;
+            let (out, last) = p.run(gpu, &op).await?;
             let label = format!(
                 "Bt={} D={} L={} N={} {}{}",
                 d.batch,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// Conformance cases: every option at a ragged size (L < Q, D per channel, G = 2); Mamba-2's
 /// options at L = 2·Q + 1 with N = 128; size 1 with no options.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let cases = [
         (dims(2, 13, 4, 8, 2, 16), ALL, 16),
         (dims(1, 129, 2, 16, 1, 128), MAMBA2, 64),
@@ -25,7 +25,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
         let mut p = Problem::random(rng, d, opts);
         p.chunk_size = q;
         let want = p.reference()?;
-        let (out, finals) = p.run(gpu, &op)?;
+        let (out, finals) = p.run(gpu, &op).await?;
         let label = format!(
             "Bt={} L={} H={} P={} G={} N={} Q={q}",
             d.batch, d.len, d.heads, d.head_dim, d.groups, d.n

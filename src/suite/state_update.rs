@@ -29,7 +29,7 @@ fn size_label(d: &UpdateDims) -> String {
 /// Conformance cases: a ragged size, groups with slots into a larger pool and a padded
 /// request, size 1, each with f32, f16 and bf16 activations, then with the state pool in the
 /// activations' half dtype too; out poisoned, out and the state pool compared.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = StateUpdate::new(gpu)?;
     let mut outcomes = Vec::new();
     for d in [
@@ -48,7 +48,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
                 .with_dtype(dtype)
                 .with_state_dtype(state_dtype);
             let want = p.reference()?;
-            let (out, state) = p.run(gpu, &op)?;
+            let (out, state) = p.run(gpu, &op).await?;
             let label = match (dtype, state_dtype) {
                 (DType::F32, _) => size_label(&d),
                 (_, DType::F32) => format!("{} {dtype}", size_label(&d)),
@@ -73,7 +73,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             }
         }
     }
-    outcomes.extend(heads_check_cases(gpu, rng, &op)?);
+    outcomes.extend(heads_check_cases(gpu, rng, &op).await?);
     Ok(outcomes)
 }
 
@@ -96,7 +96,11 @@ fn heads_label(d: &HeadsDims) -> String {
 /// The multi-head form: the Mamba-2-130m decode shape (H = 24, P = 64, N = 128, G = 1, D per
 /// head) and a grouped one with slots and D per channel, in f32 and with bf16 activations and
 /// state; out poisoned, out and the state pool compared.
-fn heads_check_cases(gpu: &Arc<Gpu>, rng: &mut Rng, op: &StateUpdate) -> Result<Vec<CheckOutcome>> {
+async fn heads_check_cases(
+    gpu: &Arc<Gpu>,
+    rng: &mut Rng,
+    op: &StateUpdate,
+) -> Result<Vec<CheckOutcome>> {
     let mut outcomes = Vec::new();
     for (d, d_hp) in [
         (heads_dims(2, 24, 64, 128, 1, None), false),
@@ -107,7 +111,7 @@ fn heads_check_cases(gpu: &Arc<Gpu>, rng: &mut Rng, op: &StateUpdate) -> Result<
                 .with_dtype(dtype)
                 .with_state_dtype(dtype);
             let want = p.reference()?;
-            let (out, state) = p.run(gpu, op)?;
+            let (out, state) = p.run(gpu, op).await?;
             let label = match dtype {
                 DType::F32 => heads_label(&d),
                 _ => format!("{} {dtype} state {dtype}", heads_label(&d)),

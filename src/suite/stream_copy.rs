@@ -9,7 +9,7 @@ use crate::testing::stream_copy::{Problem, TOLERANCE};
 use std::sync::Arc;
 
 /// Conformance cases: length 1, ragged, and past one workgroup's block; dst poisoned.
-pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
+pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
     let op = StreamCopy::new(gpu)?;
     let mut out = Vec::new();
     for n in [1usize, 1021, 1024 * 4 * 3 + 5] {
@@ -18,7 +18,7 @@ pub fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutcome>> {
             "stream_copy",
             format!("n={n} dst"),
             TOLERANCE,
-            &p.run(gpu, &op)?,
+            &p.run(gpu, &op).await?,
             &p.reference(),
         ));
     }

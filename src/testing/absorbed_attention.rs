@@ -252,14 +252,14 @@ impl Problem {
 
     /// Upload, run `op` once into a poisoned o_lat and read it back, with the split-KV count
     /// the op used.
-    pub fn run(&self, gpu: &Gpu, op: &AbsorbedAttention) -> Result<(Vec<f32>, usize)> {
+    pub async fn run(&self, gpu: &Gpu, op: &AbsorbedAttention) -> Result<(Vec<f32>, usize)> {
         let t = self.upload(gpu)?;
         let o_lat = self.poisoned_output(gpu)?;
         let splits = op.plan_for(&t.inputs(), &o_lat)?.n_split;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &o_lat)?;
         batch.run()?;
-        Ok((gpu.read_f32(&o_lat)?, splits))
+        Ok((gpu.read_f32_async(&o_lat).await?, splits))
     }
 }
 

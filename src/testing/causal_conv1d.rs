@@ -369,7 +369,7 @@ impl Problem {
     }
 
     /// Upload, run `op` once with y poisoned in its layout, read back.
-    pub fn run(&self, gpu: &Gpu, op: &CausalConv1d) -> Result<Outputs> {
+    pub async fn run(&self, gpu: &Gpu, op: &CausalConv1d) -> Result<Outputs> {
         let t = self.upload(gpu)?;
         let d = &self.dims;
         let (y_t, y) = place(
@@ -382,9 +382,9 @@ impl Problem {
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &y)?;
         batch.run()?;
-        let (y_got, stray) = gather(&y, &gpu.read_f32(&y_t)?);
+        let (y_got, stray) = gather(&y, &gpu.read_f32_async(&y_t).await?);
         let states = match t.final_states.as_ref().or(t.state_pool.as_ref()) {
-            Some(s) => gpu.read_f32(s)?,
+            Some(s) => gpu.read_f32_async(s).await?,
             None => Vec::new(),
         };
         Ok(Outputs {
@@ -548,7 +548,7 @@ impl UpdateProblem {
     }
 
     /// Upload, run `op` once with y poisoned in its layout, read back y and the pool.
-    pub fn run(&self, gpu: &Gpu, op: &CausalConv1dUpdate) -> Result<Outputs> {
+    pub async fn run(&self, gpu: &Gpu, op: &CausalConv1dUpdate) -> Result<Outputs> {
         let d = &self.dims;
         let (_, x) = place(
             gpu,
@@ -584,10 +584,10 @@ impl UpdateProblem {
             &y,
         )?;
         batch.run()?;
-        let (y_got, stray) = gather(&y, &gpu.read_f32(&y_t)?);
+        let (y_got, stray) = gather(&y, &gpu.read_f32_async(&y_t).await?);
         Ok(Outputs {
             y: y_got,
-            states: gpu.read_f32(&state)?,
+            states: gpu.read_f32_async(&state).await?,
             stray,
         })
     }

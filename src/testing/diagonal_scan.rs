@@ -93,13 +93,18 @@ impl Problem {
 
     /// Upload, run `op` once with `method` (y NaN-poisoned, of [`Problem::dtype`]) and read y
     /// back, widened.
-    pub fn run(&self, gpu: &Gpu, op: &DiagonalScan, method: Discretisation) -> Result<Vec<f32>> {
+    pub async fn run(
+        &self,
+        gpu: &Gpu,
+        op: &DiagonalScan,
+        method: Discretisation,
+    ) -> Result<Vec<f32>> {
         let t = self.upload(gpu)?;
         let y = gpu.nan_as(t.u.shape(), self.dtype)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.u, &t.ssm, &y, method)?;
         batch.run()?;
-        gpu.read_f32(&y)
+        gpu.read_f32_async(&y).await
     }
 }
 

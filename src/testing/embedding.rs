@@ -47,11 +47,11 @@ impl Problem {
     }
 
     /// Run on the GPU and read the output back.
-    pub fn run(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let (ids, table, out) = self.upload(gpu)?;
         let mut batch = gpu.batch();
         Embedding::record(&mut batch, &ids, &table, &out)?;
         batch.run()?;
-        gpu.read_f32(&out)
+        gpu.read_f32_async(&out).await
     }
 }

@@ -39,12 +39,12 @@ impl Problem {
     }
 
     /// Upload, run `op` into a NaN-poisoned out and read it back.
-    pub fn run(&self, gpu: &Gpu, op: &FmaPeak) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu, op: &FmaPeak) -> Result<Vec<f32>> {
         let seeds = self.upload(gpu)?;
         let out = gpu.nan_f32(&[self.seeds.len()])?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &seeds, &out, self.params)?;
         batch.run()?;
-        gpu.read_f32(&out)
+        gpu.read_f32_async(&out).await
     }
 }

@@ -144,12 +144,12 @@ impl Problem {
     }
 
     /// Upload, append with `op` and read the whole cache back.
-    pub fn run(&self, gpu: &Gpu, op: &LatentCacheAppend) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu, op: &LatentCacheAppend) -> Result<Vec<f32>> {
         let t = self.upload(gpu)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.cache, &t.latent, &t.slots)?;
         batch.run()?;
-        gpu.read_f32(&t.cache.data)
+        gpu.read_f32_async(&t.cache.data).await
     }
 }
 

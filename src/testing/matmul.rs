@@ -148,13 +148,13 @@ impl Problem {
 
     /// Upload, record the product with `dims` into a NaN-poisoned y (of x's dtype) and read it
     /// back (widened).
-    pub fn run(&self, gpu: &Gpu, op: &Matmul) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu, op: &Matmul) -> Result<Vec<f32>> {
         let t = self.upload(gpu)?;
         let y = gpu.nan_as(&self.y_shape, self.x_dtype)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &self.dims, &t.x, &t.w, t.bias.as_ref(), &y)?;
         batch.run()?;
-        gpu.read_f32(&y)
+        gpu.read_f32_async(&y).await
     }
 }
 

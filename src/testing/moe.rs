@@ -105,7 +105,7 @@ impl Problem {
     }
 
     /// Run the op into a NaN-poisoned y: (y, chosen ids (T, k), their weights (T, k)).
-    pub fn run(&self, gpu: &Gpu, op: &Moe) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
+    pub async fn run(&self, gpu: &Gpu, op: &Moe) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
         let w = self.upload(gpu)?;
         let shape = [self.tokens, self.config.hidden];
         let x = gpu.upload_f32(&shape, &self.x)?;
@@ -114,9 +114,9 @@ impl Problem {
         let s = op.record_with_scratch(&mut batch, &x, &w, &y, Output::Write)?;
         batch.run()?;
         Ok((
-            gpu.read_f32(&y)?,
-            gpu.read_u32(&s.ids)?,
-            gpu.read_f32(&s.weights)?,
+            gpu.read_f32_async(&y).await?,
+            gpu.read_u32_async(&s.ids).await?,
+            gpu.read_f32_async(&s.weights).await?,
         ))
     }
 

@@ -112,7 +112,7 @@ impl Problem {
 
     /// Upload, run `op` into a NaN-poisoned y (rows, stride) of x's dtype and read all of y back
     /// (widened to f32).
-    pub fn run(&self, gpu: &Gpu, op: &RmsNorm) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu, op: &RmsNorm) -> Result<Vec<f32>> {
         let (x, w) = self.upload(gpu)?;
         let y = gpu.nan_as(&[self.rows, self.x_rows.stride], self.dtype)?;
         let mut batch = gpu.batch();
@@ -127,7 +127,7 @@ impl Problem {
             self.eps,
         )?;
         batch.run()?;
-        gpu.read_f32(&y)
+        gpu.read_f32_async(&y).await
     }
 
     /// The (rows, d) values of a y read back by [`Problem::run`].
@@ -213,7 +213,7 @@ impl GatedProblem {
     }
 
     /// Upload, run `op` into a NaN-poisoned y (rows, x's stride) and read all of y back.
-    pub fn run(&self, gpu: &Gpu, op: &RmsNorm) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu, op: &RmsNorm) -> Result<Vec<f32>> {
         let b = &self.base;
         let (x, w) = b.upload(gpu)?;
         let z_t = gpu.upload_f32_as(&[self.z.len()], b.dtype, &self.z)?;
@@ -241,6 +241,6 @@ impl GatedProblem {
             b.eps,
         )?;
         batch.run()?;
-        gpu.read_f32(&y)
+        gpu.read_f32_async(&y).await
     }
 }

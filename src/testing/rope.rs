@@ -157,7 +157,7 @@ impl Problem {
     }
 
     /// Upload, run `op` into a NaN-poisoned contiguous y of x's dtype and read it back (widened).
-    pub fn run(&self, gpu: &Gpu, op: &Rope) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu, op: &Rope) -> Result<Vec<f32>> {
         let t = self.upload(gpu)?;
         let d = self.freqs.width();
         let y = gpu.nan_as(&[self.tokens, self.heads, d], self.dtype)?;
@@ -174,7 +174,7 @@ impl Problem {
             self.heads,
         )?;
         batch.run()?;
-        gpu.read_f32(&y)
+        gpu.read_f32_async(&y).await
     }
 }
 

@@ -277,13 +277,16 @@ impl Problem {
     }
 
     /// Upload, run `op` once into poisoned outputs and read back (out widened, last_state).
-    pub fn run(&self, gpu: &Gpu, op: &SelectiveScan) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub async fn run(&self, gpu: &Gpu, op: &SelectiveScan) -> Result<(Vec<f32>, Vec<f32>)> {
         let t = self.upload(gpu)?;
         let (out, last) = self.poisoned_outputs(gpu)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &out, &last)?;
         batch.run()?;
-        Ok((gpu.read_f32(&out)?, gpu.read_f32(&last)?))
+        Ok((
+            gpu.read_f32_async(&out).await?,
+            gpu.read_f32_async(&last).await?,
+        ))
     }
 }
 

@@ -237,13 +237,16 @@ impl Problem {
     }
 
     /// Upload, run the batched `op` once into poisoned outputs and read back (out, final_states).
-    pub fn run(&self, gpu: &Gpu, op: &SsdScan) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub async fn run(&self, gpu: &Gpu, op: &SsdScan) -> Result<(Vec<f32>, Vec<f32>)> {
         let t = self.upload(gpu)?;
         let (out, finals) = self.poisoned_outputs(gpu)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &out, &finals)?;
         batch.run()?;
-        Ok((gpu.read_f32(&out)?, gpu.read_f32(&finals)?))
+        Ok((
+            gpu.read_f32_async(&out).await?,
+            gpu.read_f32_async(&finals).await?,
+        ))
     }
 }
 

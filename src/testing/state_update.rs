@@ -243,13 +243,16 @@ impl Problem {
 
     /// Upload, run `op` once (out NaN-poisoned, of [`Problem::dtype`]) and read back (out and
     /// the state pool, widened).
-    pub fn run(&self, gpu: &Gpu, op: &StateUpdate) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub async fn run(&self, gpu: &Gpu, op: &StateUpdate) -> Result<(Vec<f32>, Vec<f32>)> {
         let t = self.upload(gpu)?;
         let out = gpu.nan_as(&[self.dims.batch, self.dims.dim], self.dtype)?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &t.inputs(), &out)?;
         batch.run()?;
-        Ok((gpu.read_f32(&out)?, gpu.read_f32(&t.state)?))
+        Ok((
+            gpu.read_f32_async(&out).await?,
+            gpu.read_f32_async(&t.state).await?,
+        ))
     }
 }
 
@@ -498,14 +501,17 @@ impl HeadsProblem {
 
     /// Upload, run `op` once on whole tensors (out NaN-poisoned, of [`HeadsProblem::dtype`])
     /// and read back out (Bt, H, P) and the state pool, widened.
-    pub fn run(&self, gpu: &Gpu, op: &StateUpdate) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub async fn run(&self, gpu: &Gpu, op: &StateUpdate) -> Result<(Vec<f32>, Vec<f32>)> {
         let t = self.upload(gpu)?;
         let s = &self.dims;
         let out = gpu.nan_as(&[s.batch, s.heads, s.head_dim], self.dtype)?;
         let mut batch = gpu.batch();
         op.record_heads_tensors(&mut batch, &t.inputs(), &out)?;
         batch.run()?;
-        Ok((gpu.read_f32(&out)?, gpu.read_f32(&t.state)?))
+        Ok((
+            gpu.read_f32_async(&out).await?,
+            gpu.read_f32_async(&t.state).await?,
+        ))
     }
 }
 

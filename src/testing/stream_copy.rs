@@ -36,12 +36,12 @@ impl Problem {
     }
 
     /// Upload, copy with `op` into a NaN-poisoned dst and read it back.
-    pub fn run(&self, gpu: &Gpu, op: &StreamCopy) -> Result<Vec<f32>> {
+    pub async fn run(&self, gpu: &Gpu, op: &StreamCopy) -> Result<Vec<f32>> {
         let src = self.upload(gpu)?;
         let dst = gpu.nan_f32(&[self.data.len()])?;
         let mut batch = gpu.batch();
         op.record(&mut batch, &src, &dst)?;
         batch.run()?;
-        gpu.read_f32(&dst)
+        gpu.read_f32_async(&dst).await
     }
 }
