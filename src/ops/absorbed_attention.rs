@@ -161,9 +161,11 @@ impl Plan {
 
     /// Floats of the split-KV partials (before the work areas) for `tokens` query tokens of
     /// H = `h` heads and latent width `d_c`: none without a split.
-    pub fn partial_floats(&self, tokens: usize, h: usize, d_c: usize) -> usize {
+    /// Counted in u64: a caller sizing its calls asks about sizes a 32-bit usize (wasm32)
+    /// cannot hold.
+    pub fn partial_floats(&self, tokens: usize, h: usize, d_c: usize) -> u64 {
         if self.n_split > 1 {
-            (self.n_split * tokens * h * (d_c + 2)).next_multiple_of(4)
+            (self.n_split as u64 * tokens as u64 * h as u64 * (d_c as u64 + 2)).next_multiple_of(4)
         } else {
             0
         }
@@ -172,9 +174,10 @@ impl Plan {
     /// Floats of the whole scratch buffer of a call of Bt sequences and `tokens` query tokens:
     /// the partials, then one work area per slot, (T·H / G + Bt) · n_split slots (see the
     /// shader: workgroups past a sequence's rows take none).
-    pub fn scratch_floats(&self, bt: usize, tokens: usize, h: usize, d_c: usize) -> usize {
-        let work = if self.vec4 { WORK4 } else { WORK };
-        let slots = (tokens * h / self.rows_per_group + bt) * self.n_split;
+    pub fn scratch_floats(&self, bt: usize, tokens: usize, h: usize, d_c: usize) -> u64 {
+        let work = if self.vec4 { WORK4 } else { WORK } as u64;
+        let groups = tokens as u64 * h as u64 / self.rows_per_group as u64;
+        let slots = (groups + bt as u64) * self.n_split as u64;
         self.partial_floats(tokens, h, d_c) + slots * work
     }
 }
@@ -192,7 +195,7 @@ pub fn scratch_bytes(
     max_seq_len: usize,
 ) -> Result<u64> {
     let p = plan(bt, max_query_len, h, d_c, d_r, max_seq_len)?;
-    Ok(4 * p.scratch_floats(bt, tokens, h, d_c) as u64)
+    Ok(4 * p.scratch_floats(bt, tokens, h, d_c))
 }
 
 /// Choose the tiling and split count for Bt sequences of S_q new tokens, H heads, widths d_c and
@@ -494,14 +497,15 @@ impl AbsorbedAttention {
             what: format!("absorbed attention {what}"),
             detail: "more than 2^32 elements".into(),
         };
-        if rows * c.d_c > u32::MAX as usize {
+        if rows as u64 * c.d_c as u64 > u32::MAX as u64 {
             return Err(too_big("queries"));
         }
         let work_base = p.partial_floats(dims.tokens, h, c.d_c);
         let scratch_floats = p.scratch_floats(bt, dims.tokens, h, c.d_c);
-        if scratch_floats > u32::MAX as usize {
+        if scratch_floats > u32::MAX as u64 {
             return Err(too_big("split-KV scratch"));
         }
+        let scratch_floats = scratch_floats as usize;
         let workgroups = u32::try_from(p.workgroups(bt)).map_err(|_| too_big("workgroups"))?;
         let scratch = self.scratch(gpu, scratch_floats)?;
         let uniforms = Uniforms {
