@@ -57,6 +57,10 @@ fn respond(mut stream: TcpStream, root: &Path) {
 fn webdriver(port: u16, method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
     let body = body.to_string();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chromedriver");
+    // A page busy in a long task answers late; never wait forever on one call.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
@@ -64,23 +68,45 @@ fn webdriver(port: u16, method: &str, path: &str, body: &serde_json::Value) -> s
         body.len()
     )
     .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).to_string();
-    let (head, mut payload) = response
-        .split_once("\r\n\r\n")
-        .map(|(h, b)| (h.to_string(), b.to_string()))
-        .expect("an HTTP response");
-    if head.to_lowercase().contains("transfer-encoding: chunked") {
+    // chromedriver keeps the connection open whatever the request asks (read_to_end would
+    // wait forever), so read the head, then exactly Content-Length bytes (or chunks to the last).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let body_start = loop {
+        let n = stream.read(&mut buf).expect("a chromedriver response");
+        assert!(n > 0, "chromedriver closed the connection");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..body_start]).to_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let done = |raw: &[u8]| match length {
+        Some(len) => raw.len() >= body_start + len,
+        None => raw.ends_with(b"0\r\n\r\n"),
+    };
+    while !done(&raw) {
+        let n = stream.read(&mut buf).expect("a chromedriver response");
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let mut payload = String::from_utf8_lossy(&raw[body_start..]).to_string();
+    if length.is_none() {
         let mut joined = String::new();
         let mut rest = payload.as_str();
         while let Some((size, tail)) = rest.split_once("\r\n") {
             let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
+            if size == 0 || tail.len() < size {
                 break;
             }
             joined.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
+            rest = tail[size..].trim_start_matches("\r\n");
         }
         payload = joined;
     }

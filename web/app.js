@@ -261,8 +261,17 @@ async function main() {
     return;
   }
   const a = JSON.parse(gpu.adapter());
-  $("adapter").textContent = `${a.name || "(unnamed)"} — vendor ${a.vendor || "?"}, ${a.driver || ""} ` +
-    `${a.driver_info || ""} (${a.backend}, ${a.device_type}); optional features: ` +
+  // The browser names its adapter in GPUAdapterInfo (wgpu's web backend leaves the name empty).
+  try {
+    const info = (await navigator.gpu.requestAdapter())?.info;
+    if (info) {
+      a.name = a.name || [info.vendor, info.architecture, info.device, info.description].filter((x) => x).join(" ");
+      a.vendor = info.vendor;
+      a.is_fallback = info.isFallbackAdapter;
+    }
+  } catch (e) { /* the name is cosmetic */ }
+  $("adapter").textContent = `${a.name || "(unnamed)"}${a.is_fallback ? " (fallback adapter)" : ""} ` +
+    `(${a.backend}, ${a.device_type}); optional features: ` +
     `${a.features.length ? a.features.join(", ") : "none"}; largest storage binding ${(a.max_storage_binding / 2 ** 20).toFixed(0)} MiB`;
   window.adapterInfo = a;
   const seed = Number(new URLSearchParams(location.search).get("seed") || 1);
