@@ -156,7 +156,8 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         let mut cache = MlaCache::new(gpu, &a, bt, ctx + s, 64, cd)?;
         let mut done = 0;
         while done < ctx {
-            let n = (ctx - done).min(256);
+            // At most 1024 tokens a call: the attention's work areas of a call must fit a binding.
+            let n = (ctx - done).min(256).min(1024 / bt);
             let part: Vec<MlaSeq> = (0..bt).map(|seq| MlaSeq { seq, tokens: n }).collect();
             let x = gpu.upload_f32(&[bt * n, hid], &rng.normal_vec(bt * n * hid, 0.0, 1.0))?;
             let y = gpu.empty(&[bt * n, hid], DType::F32)?;
