@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::lm::SeqInput;
 use crate::mla::layer::{forward_cost, MlaCache, MlaLayer, MlaSeq};
 use crate::mla::MlaWeights;
-use crate::ops::moe::{Moe, MoeWeights};
+use crate::ops::moe::{Moe, MoeScratch, MoeWeights, Output};
 use crate::ops::rmsnorm::{RmsNorm, Rows};
 use crate::ops::Cost;
 use crate::reference::deepseek::DeepseekCpuModel;
@@ -99,6 +99,8 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// Record the layer over `h` (T, hidden), adding into it; returns the MoE's routing
+    /// scratch (which experts the tokens reached).
     fn record(
         &self,
         batch: &mut Batch,
@@ -106,7 +108,7 @@ impl DecoderLayer {
         seqs: &[MlaSeq],
         h: &Tensor,
         xn: &Tensor,
-    ) -> Result<()> {
+    ) -> Result<MoeScratch> {
         let t = h.shape()[0];
         let rows = Rows::contiguous(self.hidden);
         self.rmsnorm
@@ -115,7 +117,8 @@ impl DecoderLayer {
             .record_packed(batch, cache, seqs, xn, h, true)?;
         self.rmsnorm
             .record(batch, h, rows, &self.norms[1], xn, rows, t, self.eps)?;
-        self.moe.record_accumulate(batch, xn, &self.moe_weights, h)
+        self.moe
+            .record_with_scratch(batch, xn, &self.moe_weights, h, Output::Accumulate)
     }
 }
 
@@ -177,28 +180,13 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         let hit = {
             let mut batch = gpu.batch();
             batch.write(&h, 0, &h0)?;
-            let rows = Rows::contiguous(hid);
-            let l = &layer;
-            l.rmsnorm
-                .record(&mut batch, &h, rows, &l.norms[0], &xn, rows, t, l.eps)?;
-            l.attention
-                .record_packed(&mut batch, &mut cache, &seqs, &xn, &h, true)?;
-            l.rmsnorm
-                .record(&mut batch, &h, rows, &l.norms[1], &xn, rows, t, l.eps)?;
-            let y = gpu.empty(&[t, hid], DType::F32)?;
-            let s = l.moe.record_with_scratch(
-                &mut batch,
-                &xn,
-                &l.moe_weights,
-                &y,
-                crate::ops::moe::Output::Write,
-            )?;
+            let routing = layer.record(&mut batch, &mut cache, &seqs, &h, &xn)?;
             batch.run()?;
             for q in 0..bt {
                 cache.truncate(q, ctx);
             }
             let mut seen = vec![false; moe_cfg.experts];
-            gpu.read_u32(&s.ids)?
+            gpu.read_u32(&routing.ids)?
                 .iter()
                 .for_each(|&e| seen[e as usize] = true);
             seen.iter().filter(|&&b| b).count()
