@@ -144,25 +144,7 @@ fn gpu_logits_match_transformers_one_shot_batched_and_decoding() {
 #[test]
 fn generate_greedy_on_the_cpu() {
     let model = data_dir("deepseek_v2_tiny");
-    let out = run_cli(&[
-        "generate",
-        "--model",
-        path_arg(&model),
-        "--prompt",
-        "w3 w7 w1 w40",
-        "--max-new-tokens",
-        "6",
-        "--temperature",
-        "0",
-        "--device",
-        "cpu",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = generate_greedy(&model, "w3 w7 w1 w40", 6, "cpu");
     assert!(text.starts_with("w3 w7 w1 w40"), "{text}");
     assert!(
         text.contains("prefill: 4 tokens") && text.contains("tokens/s"),
@@ -177,25 +159,7 @@ fn generate_greedy_on_the_cpu() {
 fn generate_greedy_gpu_equals_cpu() {
     let model = data_dir("deepseek_v2_tiny");
     let words = |device: &str| {
-        let out = run_cli(&[
-            "generate",
-            "--model",
-            path_arg(&model),
-            "--prompt",
-            "w3 w7 w1 w40",
-            "--max-new-tokens",
-            "6",
-            "--temperature",
-            "0",
-            "--device",
-            device,
-        ]);
-        assert!(
-            out.status.success(),
-            "{device}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let text = generate_greedy(&model, "w3 w7 w1 w40", 6, device);
         text.lines().next().unwrap_or("").to_string()
     };
     assert_eq!(words("gpu"), words("cpu"));

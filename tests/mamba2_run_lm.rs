@@ -170,27 +170,7 @@ fn gpu_run() {
 #[test]
 fn generate_greedy_agrees_on_gpu_and_cpu() {
     let model = data_dir("mamba2_tiny_tied");
-    let text = |device: &str| {
-        let out = run_cli(&[
-            "generate",
-            "--model",
-            path_arg(&model),
-            "--prompt",
-            "w3 w7 w1 w40",
-            "--max-new-tokens",
-            "8",
-            "--temperature",
-            "0",
-            "--device",
-            device,
-        ]);
-        assert!(
-            out.status.success(),
-            "{device}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let text = |device: &str| generate_greedy(&model, "w3 w7 w1 w40", 8, device);
     let cpu = text("cpu");
     let gpu = text("gpu");
     assert!(cpu.starts_with("w3 w7 w1 w40"), "{cpu}");

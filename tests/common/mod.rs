@@ -105,3 +105,28 @@ pub fn run_cli(args: &[&str]) -> Output {
 pub fn path_arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// `ssm-mla generate` with greedy decoding of `max_new` tokens after `prompt` on `device`
+/// (`cpu` or `gpu`); asserts it succeeded and returns its standard output.
+pub fn generate_greedy(model: &Path, prompt: &str, max_new: usize, device: &str) -> String {
+    let max_new = max_new.to_string();
+    let out = run_cli(&[
+        "generate",
+        "--model",
+        path_arg(model),
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        &max_new,
+        "--temperature",
+        "0",
+        "--device",
+        device,
+    ]);
+    assert!(
+        out.status.success(),
+        "{device}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
