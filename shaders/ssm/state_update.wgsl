@@ -44,17 +44,25 @@
 // (update_row_pairs); only the boundary words of odd-N rows take the per-half atomics.
 // (NATIVE_F16_B changes nothing here: the state is never bound as f16.)
 //
+// Flag VEC4 (f32 state, N % 4 = 0): the state pool and `adt` are bound as vec4 arrays, and a row
+// is updated 4 states per step (one vec4 load and store of state, one vec4 of A).
+//
 // Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row (rows =
-// Bt·H·P), WG/TPR rows per workgroup, linear workgroup index (2-D grid past 65535). Invocation
+// Bt·H·P), WG/TPR rows of one request per workgroup: the grid is (⌈D·TPR/WG⌉, Bt), so the
+// request index is the workgroup's y and everything addressed by it alone (B, C, the slot, dt
+// of a head) is at an address uniform across the workgroup. Invocation
 // r of a row owns states n = r, r + TPR, ...: it updates them (coalesced along n) and sums its
 // C·state terms; the row's TPR partial sums are written to shared memory and added by the
 // row's first invocation, which writes out.
 // The host uses TPR = 1 (one invocation per row, looping over N, rows independent): on lavapipe
 // that is 5-15x faster than TPR = 16, whose cost was the barrier and shared-memory sum per
 // workgroup (llvmpipe switches between its SIMD fibers at every barrier). Bound: memory (state
-// read and written: 8 bytes per state update for f32, plus A's 4 in the Mamba-1 form); on
-// lavapipe measured at 15-85% of the copy ceiling, the spread being the noise of a shared
-// machine.
+// read and written: 8 bytes per state update for f32, plus A's 4 in the Mamba-1 form). On a
+// GPU neighbouring invocations' rows are N states apart, so each state load is a strided access
+// served from the cache lines the neighbours share; VEC4 makes them 16-byte loads. On lavapipe
+// a load whose address differs across the SIMD lanes is a loop over the lanes, so the cost is
+// load instructions: VEC4 makes the state and A four times fewer, and the uniform B and C
+// addresses (same request across the workgroup) let the compiler load them once.
 
 const WG: u32 = 256u;
 
@@ -106,13 +114,21 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if VEC4
+@group(0) @binding(1) var<storage, read_write> state: array<vec4<f32>>; // (Pool, H, P, N), N % 4 = 0
+#else
 #if F16_B || BF16_B
 @group(0) @binding(1) var<storage, read_write> state: array<atomic<u32>>; // (Pool, H, P, N) halves in pairs
 #else
 @group(0) @binding(1) var<storage, read_write> state: array<f32>; // (Pool, H, P, N)
 #endif
+#endif
 @group(0) @binding(2) var<storage, read> x: array<sword>;         // (Bt, H, P)
+#if VEC4
+@group(0) @binding(3) var<storage, read> adt: array<vec4<u32>>;   // A (D, N) f32 | dt (Bt, H) words
+#else
 @group(0) @binding(3) var<storage, read> adt: array<u32>;         // A (D, N) f32 | dt (Bt, H) words
+#endif
 @group(0) @binding(4) var<storage, read> pk: array<u32>;          // D | dt_bias | slots | dt or A
 @group(0) @binding(5) var<storage, read> bmat: array<sword>;      // (Bt, G, N)
 @group(0) @binding(6) var<storage, read> cmat: array<sword>;      // (Bt, G, N)
@@ -135,21 +151,38 @@ fn store_out(i: u32, v: f32) {
 #endif
 }
 
+// Word i of `adt` (A's f32 bits, or dt's raw words).
+fn adt_word(i: u32) -> u32 {
+#if VEC4
+    return adt[i / 4u][i % 4u];
+#else
+    return adt[i];
+#endif
+}
+
 fn load_state(i: u32) -> f32 {
+#if VEC4
+    return state[i / 4u][i % 4u];
+#else
 #if F16_B || BF16_B
     return sget_bits_b(atomicLoad(&state[i / 2u]), i & 1u);
 #else
     return state[i];
 #endif
+#endif
 }
 
 fn store_state(i: u32, v: f32) {
+#if VEC4
+    state[i / 4u][i % 4u] = v;
+#else
 #if F16_B || BF16_B
     let shift = (i & 1u) * 16u;
     atomicAnd(&state[i / 2u], ~(0xffffu << shift));
     atomicOr(&state[i / 2u], half_bits_b(v) << shift);
 #else
     state[i] = v;
+#endif
 #endif
 }
 
@@ -169,9 +202,10 @@ struct Row {
     da: f32,     // heads: exp(dt·A[h]), the same for every n
 }
 
-fn row_info(row: u32) -> Row {
+// Row d of request bi (row = bi·D + d); real iff d < D.
+fn row_info(bi: u32, d: u32) -> Row {
     var r: Row;
-    r.real = row < params.rows;
+    r.real = d < params.dim;
     r.valid = r.real;
     r.bi = 0u;
     r.h = 0u;
@@ -183,8 +217,8 @@ fn row_info(row: u32) -> Row {
     if (!r.real) {
         return r;
     }
-    r.bi = row / params.dim;
-    let d = row % params.dim;
+    r.bi = bi;
+    let row = bi * params.dim + d;
     r.h = d / params.head_dim;
     r.p = d % params.head_dim;
     r.slot = r.bi;
@@ -202,7 +236,7 @@ fn row_info(row: u32) -> Row {
     var dt: f32;
     if (heads) {
         let ti = params.dt_off + r.bi * params.dt_rs + r.h;
-        dt = sget_bits(adt[ti / SPW], ti % SPW);
+        dt = sget_bits(adt_word(ti / SPW), ti % SPW);
     } else {
         dt = sget_bits(pk[params.p_dt + row / SPW], row % SPW);
     }
@@ -246,13 +280,16 @@ fn decay(r: Row, n: u32) -> f32 {
     if ((params.flags & HEADS) != 0u) {
         return r.da;
     }
-    return exp(r.dt * bitcast<f32>(adt[r.h * params.n + n]));
+    return exp(r.dt * bitcast<f32>(adt_word(r.h * params.n + n)));
 }
 
 // The new state n of row r from its old value.
 fn step(r: Row, o: Bases, n: u32, old: f32) -> f32 {
-    let bn = sget(bmat[(o.b + n) / SPW], (o.b + n) % SPW);
-    return decay(r, n) * old + r.dt * bn * r.xv;
+    return decay(r, n) * old + r.dt * b_at(o, n) * r.xv;
+}
+
+fn b_at(o: Bases, n: u32) -> f32 {
+    return sget(bmat[(o.b + n) / SPW], (o.b + n) % SPW);
 }
 
 fn c_at(o: Bases, n: u32) -> f32 {
@@ -266,6 +303,11 @@ fn update(r: Row, lane_r: u32) -> f32 {
         return part;
     }
     let o = bases(r);
+#if VEC4
+    if (params.tpr == 1u) {
+        return update_row_vec4(r, o);
+    }
+#endif
 #if F16_B || BF16_B
     if (params.tpr == 1u) {
         return update_row_pairs(r, o);
@@ -312,6 +354,30 @@ fn update_row_pairs(r: Row, o: Bases) -> f32 {
 }
 #endif
 
+#if VEC4
+// A whole f32 state row owned by this invocation (TPR = 1; N % 4 = 0, so the row and, in the
+// Mamba-1 form, its row of A start on a vec4): one vec4 load and store of state and one of A
+// per 4 states. The C sum is taken 4 states at a time (dot), then across the row.
+fn update_row_vec4(r: Row, o: Bases) -> f32 {
+    let heads = (params.flags & HEADS) != 0u;
+    let dbx = r.dt * r.xv;
+    var part = 0.0;
+    for (var n = 0u; n < params.n; n += 4u) {
+        var da = vec4<f32>(r.da);
+        if (!heads) {
+            da = exp(r.dt * bitcast<vec4<f32>>(adt[(r.h * params.n + n) / 4u]));
+        }
+        let bv = vec4<f32>(b_at(o, n), b_at(o, n + 1u), b_at(o, n + 2u), b_at(o, n + 3u));
+        let cv = vec4<f32>(c_at(o, n), c_at(o, n + 1u), c_at(o, n + 2u), c_at(o, n + 3u));
+        let si = (o.s + n) / 4u;
+        let h = da * state[si] + dbx * bv;
+        state[si] = h;
+        part += dot(h, cv);
+    }
+    return part;
+}
+#endif
+
 fn finish(r: Row, sum: f32) {
     if (!r.real) {
         return;
@@ -337,19 +403,16 @@ fn finish(r: Row, sum: f32) {
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let tpr = params.tpr;
     let per_wg = WG / tpr;
-    let block = wg.x + wg.y * groups.x;
-    if (block * per_wg >= params.rows) {
+    if (wg.x * per_wg >= params.dim) {
         return;
     }
     let v = lid;
-    let row = block * per_wg + v / tpr;
     let lane_r = v % tpr;
-    let r = row_info(row);
+    let r = row_info(wg.y, wg.x * per_wg + v / tpr);
     s_part[v] = update(r, lane_r);
     workgroupBarrier();
     if (lane_r == 0u) {

@@ -4,7 +4,7 @@
 use super::{row_layout, StateUpdate, INTERFACE, SHADER, WG};
 use crate::error::{Error, Result};
 use crate::runtime::{Batch, DType, Tensor, View};
-use crate::shader::Flags;
+use crate::shader::{Flag, Flags};
 use crate::spec::state_update::check_dt_limit;
 
 #[repr(C)]
@@ -152,6 +152,13 @@ impl StateUpdate {
             "state",
             s.state.dtype(),
         )?);
+        // An f32 state whose rows start on 16 bytes (N % 4 = 0) is read and written as vec4.
+        let vec4 = s.state.dtype() == DType::F32 && n % 4 == 0;
+        let storage = if vec4 {
+            storage.with(Flag::Vec4)
+        } else {
+            storage
+        };
         let kernel = if storage == Flags::NONE {
             self.kernel.clone()
         } else {
@@ -195,11 +202,15 @@ impl StateUpdate {
                 }
             }
         };
-        let groups = u32::try_from(rows.div_ceil(per_wg)).map_err(|_| Error::Limit {
-            what: format!("{rows} rows"),
-            detail: "more than 2^32 workgroups".into(),
-        })?;
-        gpu.grid(groups)?;
+        // Workgroups of one request each: (⌈D / rows per workgroup⌉, Bt).
+        let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        let grid = [dim.div_ceil(per_wg), bt];
+        if grid.iter().any(|&g| g > max_groups) {
+            return Err(Error::Limit {
+                what: format!("a grid of {grid:?} workgroups (D = {dim}, Bt = {bt})"),
+                detail: format!("max_compute_workgroups_per_dimension = {max_groups}"),
+            });
+        }
         if let Some(d) = s.d {
             batch.copy(d, 0, &scratch, (p_d * 4) as u64, (d_len * 4) as u64)?;
         }
@@ -280,7 +291,7 @@ impl StateUpdate {
             _pad0: 0,
             _pad1: 0,
         };
-        batch.dispatch(
+        batch.dispatch_grid(
             &kernel,
             &uniforms,
             &[
@@ -293,7 +304,7 @@ impl StateUpdate {
                 z_view.tensor().into(),
                 s.out.tensor().into(),
             ],
-            groups,
+            [grid[0] as u32, grid[1] as u32, 1],
         )
     }
 }

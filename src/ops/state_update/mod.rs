@@ -51,7 +51,7 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor, View};
 use crate::runtime::{Kernel, Shader};
-use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::{Arc, Mutex};
 
 /// The WGSL kernel (one for every device: the host runs one invocation per row, so no
@@ -96,6 +96,13 @@ pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// The kernel with half activations, in [`crate::ops::HALF_STORAGE`] order: f16 in u32 words,
 /// native f16, bf16.
 pub const HALF: [Variant; 3] = crate::ops::half_variants(KERNEL);
+
+/// The kernel for an f32 state pool with N a multiple of 4 (state and A read as vec4), f32
+/// activations; what the host runs whenever the shapes allow.
+pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
+
+/// [`VEC4`] with half activations, in [`crate::ops::HALF_STORAGE`] order.
+pub const HALF_VEC4: [Variant; 3] = crate::ops::half_variants(VEC4);
 
 /// The kernel with a half state pool (the second stored role), with each activation dtype a
 /// device pairs it with ([`crate::ops::half_b_variants`]).
