@@ -78,6 +78,10 @@ pub const ALL: &[Variant] = &[
     absorbed_attention::VEC4_HALF[2],
     absorbed_attention::COMBINE,
     selective_scan::ROWS,
+    selective_scan::ROWS_SHARED,
+    selective_scan::ROWS_SHARED_HALF[0],
+    selective_scan::ROWS_SHARED_HALF[1],
+    selective_scan::ROWS_SHARED_HALF[2],
     selective_scan::CHUNKED,
     selective_scan::CHUNKED_SUBGROUP,
     selective_scan::ROWS_HALF[0],
@@ -142,6 +146,10 @@ pub const ALL: &[Variant] = &[
     moe::EXPERT_HALF[0],
     moe::EXPERT_HALF[1],
     moe::EXPERT_HALF[2],
+    moe::EXPERT_BROADCAST,
+    moe::EXPERT_BROADCAST_HALF[0],
+    moe::EXPERT_BROADCAST_HALF[1],
+    moe::EXPERT_BROADCAST_HALF[2],
     moe::COMBINE,
 ];
 

@@ -24,9 +24,18 @@
 // path). Rows past the expert's end are clamped for loading and never stored. K and N are
 // multiples of 4 (checked on the host). Bound: the expert weights, read once per row tile;
 // with RM = 4 a weight vec4 serves 4 rows.
+//
+// Flag SUBGROUP (the host composes it on CPU adapters whose subgroups hold at least 8
+// invocations, with RM = 8): lane l of each subgroup loads the x vec4 of row l % 8 of the tile
+// and every lane takes the 8 rows' vec4s by subgroupBroadcast, so a K step costs one x load
+// per lane instead of RM. Every lane stays active to the end (columns past N are clamped for
+// loading, never stored), as the broadcasts need. Why only on CPUs: on llvmpipe each storage
+// load instruction is a loop over the SIMD lanes, so load instructions, not bytes, set the time,
+// and a tile of 8 rows costs the loads of a 1-row tile (1 + 8 vec4 per K step) while a GPU
+// serves the same x vec4 to the whole workgroup from its cache already.
 
 override WG: u32 = 64u;
-override RM: u32 = 4u; // 1 or 4
+override RM: u32 = 4u; // 1 or 4; 8 with SUBGROUP
 
 #include "common/storage"
 
@@ -82,8 +91,19 @@ fn store(r: u32, end: u32, col: u32, v: vec4<f32>) {
     }
 }
 
+// The 4 output columns col .. col + 3 of rows row0 .. row0 + RM − 1 (< end) of expert e.
+struct Tile {
+    e: u32,
+    row0: u32,
+    end: u32,
+    col: u32,
+}
+
 @compute @workgroup_size(WG)
 fn main(
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -94,9 +114,11 @@ fn main(
     }
     let rt = lin / params.tiles_n;
     let col = ((lin % params.tiles_n) * WG + lid) * 4u;
+#if !SUBGROUP
     if (col >= params.n) {
         return;
     }
+#endif
     var e = params.e0;
     var row0: u32;
     var end: u32;
@@ -127,12 +149,28 @@ fn main(
     if (row0 >= end) {
         return;
     }
+#if SUBGROUP
+    products_broadcast(Tile(e, row0, end, col), lane);
+#else
+    products(Tile(e, row0, end, col));
+#endif
+}
+
+// vec4 index of row 0 of output column t.col's weights (clamped to the last column quad).
+fn w_base(t: Tile) -> u32 {
+    let col = min(t.col, params.n - 4u);
+    return ((t.e - params.e0) * params.n + col) * (params.k / 4u);
+}
+
+#if !SUBGROUP
+// RM = 1 or 4 rows, each x vec4 loaded by every invocation.
+fn products(t: Tile) {
     let k4s = params.k / 4u;
-    let x0 = x_row(row0);
-    let x1 = x_row(min(row0 + 1u, end - 1u));
-    let x2 = x_row(min(row0 + 2u, end - 1u));
-    let x3 = x_row(min(row0 + 3u, end - 1u));
-    let w0 = ((e - params.e0) * params.n + col) * k4s;
+    let x0 = x_row(t.row0);
+    let x1 = x_row(min(t.row0 + 1u, t.end - 1u));
+    let x2 = x_row(min(t.row0 + 2u, t.end - 1u));
+    let x3 = x_row(min(t.row0 + 3u, t.end - 1u));
+    let w0 = w_base(t);
     let w1 = w0 + k4s;
     let w2 = w1 + k4s;
     let w3 = w2 + k4s;
@@ -177,10 +215,92 @@ fn main(
         g2 = silu_mul(g2, u2);
         g3 = silu_mul(g3, u3);
     }
-    store(row0, end, col, g0);
+    store(t.row0, t.end, t.col, g0);
     if (RM > 1u) {
-        store(row0 + 1u, end, col, g1);
-        store(row0 + 2u, end, col, g2);
-        store(row0 + 3u, end, col, g3);
+        store(t.row0 + 1u, t.end, t.col, g1);
+        store(t.row0 + 2u, t.end, t.col, g2);
+        store(t.row0 + 3u, t.end, t.col, g3);
     }
 }
+#else
+// RM = 8 rows: lane l loads row l % 8's x vec4, the subgroup shares the 8 by broadcast.
+fn products_broadcast(t: Tile, lane: u32) {
+    let k4s = params.k / 4u;
+    let xl = x_row(min(t.row0 + lane % 8u, t.end - 1u));
+    let w0 = w_base(t);
+    let w1 = w0 + k4s;
+    let w2 = w1 + k4s;
+    let w3 = w2 + k4s;
+    let two = params.mode != 1u;
+
+    var g0 = vec4<f32>(0.0);
+    var g1 = vec4<f32>(0.0);
+    var g2 = vec4<f32>(0.0);
+    var g3 = vec4<f32>(0.0);
+    var g4 = vec4<f32>(0.0);
+    var g5 = vec4<f32>(0.0);
+    var g6 = vec4<f32>(0.0);
+    var g7 = vec4<f32>(0.0);
+    var u0 = vec4<f32>(0.0);
+    var u1 = vec4<f32>(0.0);
+    var u2 = vec4<f32>(0.0);
+    var u3 = vec4<f32>(0.0);
+    var u4 = vec4<f32>(0.0);
+    var u5 = vec4<f32>(0.0);
+    var u6 = vec4<f32>(0.0);
+    var u7 = vec4<f32>(0.0);
+    for (var q = 0u; q < k4s; q++) {
+        let ga = transpose(mat4x4<f32>(
+            sget4(wa[w0 + q]), sget4(wa[w1 + q]), sget4(wa[w2 + q]), sget4(wa[w3 + q])));
+        let mine = x[xl + q];
+        let v0 = subgroupBroadcast(mine, 0u);
+        let v1 = subgroupBroadcast(mine, 1u);
+        let v2 = subgroupBroadcast(mine, 2u);
+        let v3 = subgroupBroadcast(mine, 3u);
+        let v4 = subgroupBroadcast(mine, 4u);
+        let v5 = subgroupBroadcast(mine, 5u);
+        let v6 = subgroupBroadcast(mine, 6u);
+        let v7 = subgroupBroadcast(mine, 7u);
+        g0 = mac(g0, ga, v0);
+        g1 = mac(g1, ga, v1);
+        g2 = mac(g2, ga, v2);
+        g3 = mac(g3, ga, v3);
+        g4 = mac(g4, ga, v4);
+        g5 = mac(g5, ga, v5);
+        g6 = mac(g6, ga, v6);
+        g7 = mac(g7, ga, v7);
+        if (two) {
+            let ub = transpose(mat4x4<f32>(
+                sget4(wb[w0 + q]), sget4(wb[w1 + q]), sget4(wb[w2 + q]), sget4(wb[w3 + q])));
+            u0 = mac(u0, ub, v0);
+            u1 = mac(u1, ub, v1);
+            u2 = mac(u2, ub, v2);
+            u3 = mac(u3, ub, v3);
+            u4 = mac(u4, ub, v4);
+            u5 = mac(u5, ub, v5);
+            u6 = mac(u6, ub, v6);
+            u7 = mac(u7, ub, v7);
+        }
+    }
+    if (two) {
+        g0 = silu_mul(g0, u0);
+        g1 = silu_mul(g1, u1);
+        g2 = silu_mul(g2, u2);
+        g3 = silu_mul(g3, u3);
+        g4 = silu_mul(g4, u4);
+        g5 = silu_mul(g5, u5);
+        g6 = silu_mul(g6, u6);
+        g7 = silu_mul(g7, u7);
+    }
+    if (t.col < params.n) {
+        store(t.row0, t.end, t.col, g0);
+        store(t.row0 + 1u, t.end, t.col, g1);
+        store(t.row0 + 2u, t.end, t.col, g2);
+        store(t.row0 + 3u, t.end, t.col, g3);
+        store(t.row0 + 4u, t.end, t.col, g4);
+        store(t.row0 + 5u, t.end, t.col, g5);
+        store(t.row0 + 6u, t.end, t.col, g6);
+        store(t.row0 + 7u, t.end, t.col, g7);
+    }
+}
+#endif

@@ -41,8 +41,9 @@ pub enum Output {
 use crate::error::{Error, Result};
 use crate::ops::matmul::{Matmul, MatmulDims};
 use crate::ops::{storage_flags, Cost};
-use crate::runtime::{Batch, DType, Gpu, Shader, Tensor};
-use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
+use crate::runtime::{Batch, DType, Gpu, Kernel, Shader, Tensor};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
+use std::sync::Arc;
 
 /// The routing body.
 pub const ROUTE_SHADER: Shader = wgsl!("lm/moe_route");
@@ -157,6 +158,11 @@ pub const PLAN: Variant = PLAN_SHADER.variant(Flags::NONE, PLAN_INTERFACE);
 pub const EXPERT: Variant = EXPERT_SHADER.variant(Flags::NONE, EXPERT_INTERFACE);
 /// The expert kernel with half weights, in [`crate::ops::HALF_STORAGE`] order.
 pub const EXPERT_HALF: [Variant; 3] = crate::ops::half_variants(EXPERT);
+/// The expert kernel's 8-row tiles sharing x by subgroup broadcast (CPU adapters), f32 weights.
+pub const EXPERT_BROADCAST: Variant =
+    EXPERT_SHADER.variant(Flags::of(&[Flag::Subgroup]), EXPERT_INTERFACE);
+/// [`EXPERT_BROADCAST`] with half weights, in [`crate::ops::HALF_STORAGE`] order.
+pub const EXPERT_BROADCAST_HALF: [Variant; 3] = crate::ops::half_variants(EXPERT_BROADCAST);
 /// The combine kernel.
 pub const COMBINE: Variant = COMBINE_SHADER.variant(Flags::NONE, COMBINE_INTERFACE);
 
@@ -183,6 +189,40 @@ pub struct Moe {
     matmul: Matmul,
     no_bias: Tensor,
     no_plan: Tensor,
+}
+
+/// Rows per tile of the expert kernel for `rows` routed rows over `experts` experts (a tile
+/// never spans two experts), and whether its tiles share x by subgroup broadcast.
+///
+/// On a CPU adapter with subgroups of at least 8 (llvmpipe), an 8-row broadcast tile costs the
+/// load instructions of a 1-row tile, so it pays once experts average 2 rows. Elsewhere a
+/// 4-row tile once they average 4 rows (each weight vec4 then serves 4 rows), else 1 row, so
+/// decode reads each weight once per routed row with no padded rows.
+fn expert_tile(gpu: &Gpu, rows: usize, experts: usize) -> (usize, bool) {
+    let info = gpu.adapter_info();
+    let broadcast = info.device_type == wgpu::DeviceType::Cpu
+        && gpu.has_subgroups()
+        && info.subgroup_min_size >= 8;
+    if broadcast && rows >= 2 * experts {
+        (8, true)
+    } else if rows >= 4 * experts {
+        (4, false)
+    } else {
+        (1, false)
+    }
+}
+
+/// The expert kernel for `storage` flags, tiles of `rm` rows.
+fn expert_kernel(gpu: &Gpu, storage: Flags, (rm, broadcast): (usize, bool)) -> Result<Arc<Kernel>> {
+    let flags = if broadcast {
+        storage.with(Flag::Subgroup)
+    } else {
+        storage
+    };
+    gpu.kernel(
+        &EXPERT_SHADER.variant(flags, EXPERT_INTERFACE),
+        &[("WG", EXPERT_WG as f64), ("RM", rm as f64)],
+    )
 }
 
 fn u32_of(what: &str, v: usize) -> Result<u32> {
@@ -363,8 +403,9 @@ impl Moe {
             t.div_ceil(ROUTE_WG) as u32,
         )?;
 
-        // 2. Grouping. Four rows per tile once experts average four rows or more.
-        let rm = if rows >= 4 * e_n { 4 } else { 1 };
+        // 2. Grouping into tiles of rm rows.
+        let tiling = expert_tile(gpu, rows, e_n);
+        let rm = tiling.0;
         let plan = gpu.kernel(&PLAN, &[])?;
         batch.dispatch(
             &plan,
@@ -379,10 +420,7 @@ impl Moe {
         )?;
 
         // 3. Experts: gate/up then down, one dispatch each per expert range.
-        let expert = gpu.kernel(
-            &EXPERT_SHADER.variant(storage, EXPERT_INTERFACE),
-            &[("WG", EXPERT_WG as f64), ("RM", rm as f64)],
-        )?;
+        let expert = expert_kernel(gpu, storage, tiling)?;
         let hbuf = gpu.empty(&[rows, i], DType::F32)?;
         let obuf = gpu.empty(&[rows, h], DType::F32)?;
         let base = ExpertUniforms {
@@ -460,7 +498,7 @@ impl Moe {
             (t * h).div_ceil(COMBINE_WG) as u32,
         )?;
         if let Some(sh) = &w.shared {
-            self.record_swiglu(batch, x, sh, y, rm, &s.plan)?;
+            self.record_swiglu(batch, x, sh, y, &s.plan)?;
         }
         Ok(s)
     }
@@ -500,8 +538,7 @@ impl Moe {
         if t == 0 {
             return Ok(());
         }
-        let rm = if t >= 4 { 4 } else { 1 };
-        self.record_swiglu(batch, x, mlp, y, rm, &self.no_plan)
+        self.record_swiglu(batch, x, mlp, y, &self.no_plan)
     }
 
     /// The dense SwiGLU (the expert kernel's dense mode, then an accumulating matmul) of
@@ -512,16 +549,14 @@ impl Moe {
         x: &Tensor,
         mlp: &SwigluMlp,
         y: &Tensor,
-        rm: usize,
         plan: &Tensor,
     ) -> Result<()> {
         let gpu = batch.gpu();
         let (t, h, si) = (x.shape()[0], x.shape()[1], mlp.intermediate());
         let storage = storage_flags(gpu, "mlp", mlp.gate.dtype())?;
-        let expert = gpu.kernel(
-            &EXPERT_SHADER.variant(storage, EXPERT_INTERFACE),
-            &[("WG", EXPERT_WG as f64), ("RM", rm as f64)],
-        )?;
+        let tiling = expert_tile(gpu, t, 1);
+        let rm = tiling.0;
+        let expert = expert_kernel(gpu, storage, tiling)?;
         let hs = gpu.empty(&[t, si], DType::F32)?;
         let tiles_n = si.div_ceil(4 * EXPERT_WG);
         let groups = u32_of("workgroups", t.div_ceil(rm) * tiles_n)?;

@@ -55,7 +55,7 @@ use crate::runtime::{Kernel, Shader};
 use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::{Arc, Mutex};
 
-/// The row-sequential WGSL body (one for every device; it needs no subgroup operations).
+/// The row-sequential WGSL body (subgroup shuffles of B_t and C_t under `SUBGROUP`).
 pub const SHADER: Shader = wgsl!("ssm/selective_scan");
 
 /// The chunked parallel-in-time WGSL body.
@@ -215,6 +215,13 @@ pub const INTERFACE: KernelInterface = KernelInterface {
 /// The row-sequential kernel.
 pub const ROWS: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 
+/// The row-sequential kernel whose subgroups share B_t and C_t by shuffles (CPU adapters with
+/// subgroups of at least 8 invocations).
+pub const ROWS_SHARED: Variant = SHADER.variant(Flags::of(&[Flag::Subgroup]), INTERFACE);
+
+/// [`ROWS_SHARED`] with half activations, in [`crate::ops::HALF_STORAGE`] order.
+pub const ROWS_SHARED_HALF: [Variant; 3] = crate::ops::half_variants(ROWS_SHARED);
+
 /// The chunked kernel with a shared-memory workgroup scan.
 pub const CHUNKED: Variant = CHUNKED_SHADER.variant(Flags::NONE, INTERFACE);
 
@@ -254,6 +261,7 @@ pub struct SelectiveScan {
     kernel_small: Arc<Kernel>,
     chunked: Arc<Kernel>,
     chunked_subgroups: bool,
+    rows_flags: Flags,
     strategy: ScanStrategy,
     device: wgpu::DeviceType,
     scratch: Arc<Mutex<Option<Tensor>>>,
@@ -305,11 +313,24 @@ impl SelectiveScan {
         } else {
             &CHUNKED
         };
+        // The row kernel shares B_t and C_t across a subgroup by shuffles on CPU adapters
+        // (llvmpipe: each storage load is a loop over the SIMD lanes, so the NS loads per step
+        // set the time); a GPU serves those same-address loads from cache as they are.
+        let info = gpu.adapter_info();
+        let rows = if info.device_type == wgpu::DeviceType::Cpu
+            && gpu.has_subgroups()
+            && info.subgroup_min_size >= 8
+        {
+            &ROWS_SHARED
+        } else {
+            &ROWS
+        };
         Ok(Self {
-            kernel: gpu.kernel(&ROWS, &[("WG", 64.0)])?,
-            kernel_small: gpu.kernel(&ROWS, &[("WG", 16.0)])?,
+            kernel: gpu.kernel(rows, &[("WG", 64.0)])?,
+            kernel_small: gpu.kernel(rows, &[("WG", 16.0)])?,
             chunked: gpu.kernel(chunked, &[])?,
             chunked_subgroups,
+            rows_flags: rows.flags,
             strategy,
             device: gpu.adapter_info().device_type,
             scratch: Arc::new(Mutex::new(None)),
@@ -337,10 +358,15 @@ impl SelectiveScan {
         self.strategy_for(dims)
     }
 
-    /// Whether the chunked strategy runs its subgroup variant on this device (the
-    /// row-sequential kernel needs no subgroup operations).
+    /// Whether the chunked strategy runs its subgroup variant on this device.
     pub fn uses_subgroups(&self) -> bool {
         self.chunked_subgroups
+    }
+
+    /// Whether the row-sequential kernel shares B_t and C_t across subgroups on this device
+    /// ([`ROWS_SHARED`]: CPU adapters with subgroups of at least 8 invocations).
+    pub fn rows_share_bc(&self) -> bool {
+        self.rows_flags.contains(Flag::Subgroup)
     }
 
     /// Bytes that must move and FLOPs of one scan. FLOPs per (row, step, state): exp, two

@@ -109,7 +109,8 @@ impl SelectiveScan {
                     (true, 64) => self.kernel.clone(),
                     (true, _) => self.kernel_small.clone(),
                     (false, _) => {
-                        gpu.kernel(&SHADER.variant(storage, INTERFACE), &[("WG", w as f64)])?
+                        let v = SHADER.variant(self.rows_flags.union(storage), INTERFACE);
+                        gpu.kernel(&v, &[("WG", w as f64)])?
                     }
                 };
                 (k, w)
