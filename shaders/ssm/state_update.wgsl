@@ -1,6 +1,6 @@
 // state_update: the one-token decode step of mamba_ssm's selective_state_update, in its Mamba-1
-// form (per channel) and its multi-head Mamba-2 form, one kernel for every device (no subgroup
-// operations; the reduction over TPR invocations uses shared memory).
+// form (per channel) and its multi-head Mamba-2 form, one body for every device (the reduction
+// over TPR invocations uses shared memory; subgroup broadcasts only under flag SUBGROUP).
 //
 // Channels d = h·P + p: H heads of P channels each. The Mamba-1 form is H = D, P = 1 (a "head"
 // is a channel); the heads form (flag bit HEADS) has P ≥ 1 channels sharing one dt, one A and
@@ -46,6 +46,10 @@
 //
 // Flag VEC4 (f32 state, N % 4 = 0): the state pool and `adt` are bound as vec4 arrays, and a row
 // is updated 4 states per step (one vec4 load and store of state, one vec4 of A).
+// Flag SUBGROUP (with VEC4, composed by the host on CPU adapters whose subgroups hold at least
+// 8 invocations): where a subgroup's rows all read the same B and C (one request, one group),
+// lane l loads states n + l % 8 of B and C and the subgroup shares them by broadcast, so 8
+// states cost 2 load instructions of B and C instead of 16.
 //
 // Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row (rows =
 // Bt·H·P), WG/TPR rows of one request per workgroup: the grid is (⌈D·TPR/WG⌉, Bt), so the
@@ -355,24 +359,57 @@ fn update_row_pairs(r: Row, o: Bases) -> f32 {
 #endif
 
 #if VEC4
+// States n .. n + 3 of row r (n % 4 = 0) from B and C at those states: updated (stored only
+// for a valid row) and their C·state terms summed.
+fn step4(r: Row, o: Bases, n: u32, bv: vec4<f32>, cv: vec4<f32>) -> f32 {
+    var da = vec4<f32>(r.da);
+    if ((params.flags & HEADS) == 0u) {
+        da = exp(r.dt * bitcast<vec4<f32>>(adt[(r.h * params.n + n) / 4u]));
+    }
+    let si = (o.s + n) / 4u;
+    let h = da * state[si] + (r.dt * r.xv) * bv;
+    if (r.valid) {
+        state[si] = h;
+    }
+    return dot(h, cv);
+}
+
 // A whole f32 state row owned by this invocation (TPR = 1; N % 4 = 0, so the row and, in the
 // Mamba-1 form, its row of A start on a vec4): one vec4 load and store of state and one of A
 // per 4 states. The C sum is taken 4 states at a time (dot), then across the row.
 fn update_row_vec4(r: Row, o: Bases) -> f32 {
-    let heads = (params.flags & HEADS) != 0u;
-    let dbx = r.dt * r.xv;
     var part = 0.0;
     for (var n = 0u; n < params.n; n += 4u) {
-        var da = vec4<f32>(r.da);
-        if (!heads) {
-            da = exp(r.dt * bitcast<vec4<f32>>(adt[(r.h * params.n + n) / 4u]));
-        }
         let bv = vec4<f32>(b_at(o, n), b_at(o, n + 1u), b_at(o, n + 2u), b_at(o, n + 3u));
         let cv = vec4<f32>(c_at(o, n), c_at(o, n + 1u), c_at(o, n + 2u), c_at(o, n + 3u));
-        let si = (o.s + n) / 4u;
-        let h = da * state[si] + dbx * bv;
-        state[si] = h;
-        part += dot(h, cv);
+        part += step4(r, o, n, bv, cv);
+    }
+    return part;
+}
+#endif
+
+#if SUBGROUP
+// update_row_vec4 for a subgroup whose rows all read the same B and C: per 8 states, lane l
+// loads state n + l % 8 of B and of C and the subgroup shares them by broadcast. Every lane of
+// the subgroup runs it (invalid rows compute, store nothing).
+fn update_row_shared(r: Row, o: Bases, lane: u32) -> f32 {
+    var part = 0.0;
+    for (var n = 0u; n < params.n; n += 8u) {
+        let nl = min(n + lane % 8u, params.n - 1u);
+        let bl = b_at(o, nl);
+        let cl = c_at(o, nl);
+        let b0 = vec4<f32>(subgroupBroadcast(bl, 0u), subgroupBroadcast(bl, 1u),
+            subgroupBroadcast(bl, 2u), subgroupBroadcast(bl, 3u));
+        let c0 = vec4<f32>(subgroupBroadcast(cl, 0u), subgroupBroadcast(cl, 1u),
+            subgroupBroadcast(cl, 2u), subgroupBroadcast(cl, 3u));
+        let b1 = vec4<f32>(subgroupBroadcast(bl, 4u), subgroupBroadcast(bl, 5u),
+            subgroupBroadcast(bl, 6u), subgroupBroadcast(bl, 7u));
+        let c1 = vec4<f32>(subgroupBroadcast(cl, 4u), subgroupBroadcast(cl, 5u),
+            subgroupBroadcast(cl, 6u), subgroupBroadcast(cl, 7u));
+        part += step4(r, o, n, b0, c0);
+        if (n + 4u < params.n) {
+            part += step4(r, o, n + 4u, b1, c1);
+        }
     }
     return part;
 }
@@ -402,6 +439,9 @@ fn finish(r: Row, sum: f32) {
 
 @compute @workgroup_size(WG)
 fn main(
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
@@ -413,7 +453,20 @@ fn main(
     let v = lid;
     let lane_r = v % tpr;
     let r = row_info(wg.y, wg.x * per_wg + v / tpr);
+#if SUBGROUP
+    // Rows of one request and one B/C group share B and C (checked over the subgroup: rows
+    // past D or of a skipped request have other bases and send their subgroup the plain way).
+    let o = bases(r);
+    let same_bc = subgroupAll(o.b == subgroupBroadcastFirst(o.b)
+        && o.c == subgroupBroadcastFirst(o.c));
+    if (tpr == 1u && same_bc) {
+        s_part[v] = update_row_shared(r, o, lane);
+    } else {
+        s_part[v] = update(r, lane_r);
+    }
+#else
     s_part[v] = update(r, lane_r);
+#endif
     workgroupBarrier();
     if (lane_r == 0u) {
         var sum = 0.0;

@@ -104,6 +104,14 @@ pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 /// [`VEC4`] with half activations, in [`crate::ops::HALF_STORAGE`] order.
 pub const HALF_VEC4: [Variant; 3] = crate::ops::half_variants(VEC4);
 
+/// [`VEC4`] whose subgroups share B and C by broadcast: what CPU adapters with subgroups of at
+/// least 8 invocations run.
+pub const VEC4_SHARED: Variant =
+    SHADER.variant(Flags::of(&[Flag::Vec4, Flag::Subgroup]), INTERFACE);
+
+/// [`VEC4_SHARED`] with half activations, in [`crate::ops::HALF_STORAGE`] order.
+pub const HALF_VEC4_SHARED: [Variant; 3] = crate::ops::half_variants(VEC4_SHARED);
+
 /// The kernel with a half state pool (the second stored role), with each activation dtype a
 /// device pairs it with ([`crate::ops::half_b_variants`]).
 pub const HALF_STATE: [Variant; 10] = crate::ops::half_b_variants(KERNEL);
