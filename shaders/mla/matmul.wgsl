@@ -345,43 +345,47 @@ fn tile(linear: u32, lane: u32) {
         }
     }
 
-    store(g, m0, 0u, n0, a0); store(g, m0, 0u, n1, b0);
-    store(g, m0, 1u, n0, a1); store(g, m0, 1u, n1, b1);
-    store(g, m0, 2u, n0, a2); store(g, m0, 2u, n1, b2);
-    store(g, m0, 3u, n0, a3); store(g, m0, 3u, n1, b3);
-    if (RM > 4u) {
-        store(g, m0, 4u, n0, a4); store(g, m0, 4u, n1, b4);
-        store(g, m0, 5u, n0, a5); store(g, m0, 5u, n1, b5);
-        store(g, m0, 6u, n0, a6); store(g, m0, 6u, n1, b6);
-        store(g, m0, 7u, n0, a7); store(g, m0, 7u, n1, b7);
-    }
-    if (RM > 8u) {
-        store(g, m0, 8u, n0, a8); store(g, m0, 8u, n1, b8);
-        store(g, m0, 9u, n0, a9); store(g, m0, 9u, n1, b9);
-        store(g, m0, 10u, n0, a10); store(g, m0, 10u, n1, b10);
-        store(g, m0, 11u, n0, a11); store(g, m0, 11u, n1, b11);
-        store(g, m0, 12u, n0, a12); store(g, m0, 12u, n1, b12);
-        store(g, m0, 13u, n0, a13); store(g, m0, 13u, n1, b13);
-        store(g, m0, 14u, n0, a14); store(g, m0, 14u, n1, b14);
-        store(g, m0, 15u, n0, a15); store(g, m0, 15u, n1, b15);
-    }
-    if (RM > 16u) {
-        store(g, m0, 16u, n0, a16); store(g, m0, 16u, n1, b16);
-        store(g, m0, 17u, n0, a17); store(g, m0, 17u, n1, b17);
-        store(g, m0, 18u, n0, a18); store(g, m0, 18u, n1, b18);
-        store(g, m0, 19u, n0, a19); store(g, m0, 19u, n1, b19);
-        store(g, m0, 20u, n0, a20); store(g, m0, 20u, n1, b20);
-        store(g, m0, 21u, n0, a21); store(g, m0, 21u, n1, b21);
-        store(g, m0, 22u, n0, a22); store(g, m0, 22u, n1, b22);
-        store(g, m0, 23u, n0, a23); store(g, m0, 23u, n1, b23);
-        store(g, m0, 24u, n0, a24); store(g, m0, 24u, n1, b24);
-        store(g, m0, 25u, n0, a25); store(g, m0, 25u, n1, b25);
-        store(g, m0, 26u, n0, a26); store(g, m0, 26u, n1, b26);
-        store(g, m0, 27u, n0, a27); store(g, m0, 27u, n1, b27);
-        store(g, m0, 28u, n0, a28); store(g, m0, 28u, n1, b28);
-        store(g, m0, 29u, n0, a29); store(g, m0, 29u, n1, b29);
-        store(g, m0, 30u, n0, a30); store(g, m0, 30u, n1, b30);
-        store(g, m0, 31u, n0, a31); store(g, m0, 31u, n1, b31);
+    // The stores, one row per trip through one copy of the store code (the unrolled form made
+    // the body markedly slower to build; this runs once per tile).
+    for (var r = 0u; r < RM; r++) {
+        var va: vec4<f32>;
+        var vb: vec4<f32>;
+        switch r {
+            case 0u: { va = a0; vb = b0; }
+            case 1u: { va = a1; vb = b1; }
+            case 2u: { va = a2; vb = b2; }
+            case 3u: { va = a3; vb = b3; }
+            case 4u: { va = a4; vb = b4; }
+            case 5u: { va = a5; vb = b5; }
+            case 6u: { va = a6; vb = b6; }
+            case 7u: { va = a7; vb = b7; }
+            case 8u: { va = a8; vb = b8; }
+            case 9u: { va = a9; vb = b9; }
+            case 10u: { va = a10; vb = b10; }
+            case 11u: { va = a11; vb = b11; }
+            case 12u: { va = a12; vb = b12; }
+            case 13u: { va = a13; vb = b13; }
+            case 14u: { va = a14; vb = b14; }
+            case 15u: { va = a15; vb = b15; }
+            case 16u: { va = a16; vb = b16; }
+            case 17u: { va = a17; vb = b17; }
+            case 18u: { va = a18; vb = b18; }
+            case 19u: { va = a19; vb = b19; }
+            case 20u: { va = a20; vb = b20; }
+            case 21u: { va = a21; vb = b21; }
+            case 22u: { va = a22; vb = b22; }
+            case 23u: { va = a23; vb = b23; }
+            case 24u: { va = a24; vb = b24; }
+            case 25u: { va = a25; vb = b25; }
+            case 26u: { va = a26; vb = b26; }
+            case 27u: { va = a27; vb = b27; }
+            case 28u: { va = a28; vb = b28; }
+            case 29u: { va = a29; vb = b29; }
+            case 30u: { va = a30; vb = b30; }
+            default: { va = a31; vb = b31; }
+        }
+        store(g, m0, r, n0, va);
+        store(g, m0, r, n1, vb);
     }
 }
 #else
