@@ -122,10 +122,10 @@ pub const VEC4_SUBGROUP_HALF: [Variant; 3] = crate::ops::half_variants(VEC4_SUBG
 /// [`VEC4_SUBGROUP`] with half activations, as [`TILED_ACT`].
 pub const VEC4_SUBGROUP_ACT: [Variant; 10] = crate::ops::half_b_variants(VEC4_SUBGROUP);
 
-/// The smallest M that takes the 32-row [`VEC4_SUBGROUP`] tile where the device allows it. The
-/// tile is faster from M = 32 on, but its pipeline takes lavapipe seconds to build per variant
-/// (dtypes, layout), which only long prefills repay; below it the plain tile runs.
-pub const SUBGROUP_MIN_M: usize = 128;
+/// The smallest M that takes the 32-row [`VEC4_SUBGROUP`] tile where the device allows it (one
+/// row tile; below it most of the tile's rows would be clamped copies); smaller M above the
+/// decode bound runs the plain tile.
+pub const SUBGROUP_MIN_M: usize = 32;
 
 /// The largest M that takes the 4-row [`VEC4_SUBGROUP`] tile (decode).
 pub const SUBGROUP_MAX_DECODE_M: usize = 4;
