@@ -15,7 +15,7 @@
 
 mod common;
 use common::*;
-use ssm_mla::ops::matmul::{Matmul, MatmulDims};
+use ssm_mla::ops::matmul::{Matmul, MatmulDims, SUBGROUP_MIN_M};
 use ssm_mla::testing::matmul::{Problem, HALF_W_TOLERANCE, TOLERANCE as TOL};
 use ssm_mla::DType;
 
@@ -352,4 +352,144 @@ fn disagreeing_inputs_are_named_together() {
         "tensors `w` (4, 3) and `bias` (5) disagree on N: 4 vs 5"
     );
     assert_eq!(batch.dispatches(), 0);
+}
+
+/// The prefill tile (`VEC4_SUBGROUP` with 32 rows: M ≥ `SUBGROUP_MIN_M`, W [N, K], on a CPU
+/// device with 8-wide subgroups) and, on the device without subgroups, the plain vec4 kernel on
+/// the same cases: M just below and above the threshold, M, N and K ragged against every tile
+/// (32 rows, 64 columns per workgroup, K a multiple of 4 only), N < 4, bias, half weights with
+/// half activations (f16, bf16), and the per-head absorb products with G > 1 (W [K, N], which
+/// keeps the plain tile, and [N, K] slices of kv_b_proj); y poisoned. The 4-row decode tile runs
+/// in the other tests' M ≤ 4 cases.
+#[test]
+fn prefill_tile_matches_reference() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("matmul prefill tile");
+        let op = Matmul::new(&gpu).unwrap();
+        let lo = SUBGROUP_MIN_M;
+        for (m, n, k, with_bias, w_dtype, act) in [
+            (lo - 1, 70, 36, true, DType::F32, DType::F32),
+            (lo, 3, 4, false, DType::F32, DType::F32),
+            (lo + 1, 130, 44, true, DType::F32, DType::F32),
+            (lo + 19, 101, 68, false, DType::F32, DType::F32),
+            (lo + 6, 13, 20, true, DType::F16, DType::F16),
+            (lo + 1, 200, 12, false, DType::BF16, DType::BF16),
+        ] {
+            let p = Problem::linear(&mut rng, m, n, k, with_bias)
+                .with_w_dtype(w_dtype)
+                .with_x_dtype(act);
+            assert_close(
+                &format!("{name} x {act} w {w_dtype} M={m} N={n} K={k} bias={with_bias}"),
+                &pollster::block_on(p.run(&gpu, &op)).unwrap(),
+                &p.reference(),
+                p.tolerance(),
+                seed,
+            );
+        }
+        let (t, h, nope, v, d_c) = (lo + 5, 3usize, 12usize, 8usize, 20usize);
+        let kv_b = [h * (nope + v), d_c];
+        // q_lat[t, h, c] = Σ_e q_nope[t, h, e] · kv_b[h·(nope+v) + e, c] (W = [K, N] per head).
+        let dims = MatmulDims {
+            g: h,
+            m: t,
+            n: d_c,
+            k: nope,
+            x_off: 0,
+            x_gs: nope + v,
+            x_rs: h * (nope + v),
+            w_off: 0,
+            w_gs: (nope + v) * d_c,
+            w_rs: d_c,
+            w_trans: false,
+            y_off: 0,
+            y_gs: d_c,
+            y_rs: h * d_c,
+        };
+        let p = Problem::strided(
+            &mut rng,
+            dims,
+            &[t, h * (nope + v)],
+            &kv_b,
+            &[t, h * d_c],
+            true,
+        );
+        assert_close(
+            &format!("{name} absorb q T={t} H={h}"),
+            &pollster::block_on(p.run(&gpu, &op)).unwrap(),
+            &p.reference(),
+            TOL,
+            seed,
+        );
+        // o[t, h, e] = Σ_c o_lat[t, h, c] · kv_b[h·(nope+v) + nope + e, c] (W = [N, K]).
+        let dims = MatmulDims {
+            g: h,
+            m: t,
+            n: v,
+            k: d_c,
+            x_off: 0,
+            x_gs: d_c,
+            x_rs: h * d_c,
+            w_off: nope * d_c,
+            w_gs: (nope + v) * d_c,
+            w_rs: d_c,
+            w_trans: true,
+            y_off: 0,
+            y_gs: v,
+            y_rs: h * v,
+        };
+        let p = Problem::strided(&mut rng, dims, &[t, h * d_c], &kv_b, &[t, h * v], false);
+        assert_close(
+            &format!("{name} absorb o T={t} H={h}"),
+            &pollster::block_on(p.run(&gpu, &op)).unwrap(),
+            &p.reference(),
+            TOL,
+            seed,
+        );
+    }
+}
+
+/// `record_accumulate` adds the product (and bias) to what y holds, on the decode, plain and
+/// prefill tiles and the tiled fallback (K = 7), with f32 and bf16 activations and weights (y's
+/// starting values rounded to its dtype on the host).
+#[test]
+fn accumulate_adds_to_y() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("matmul accumulate");
+        let op = Matmul::new(&gpu).unwrap();
+        for (m, n, k, act) in [
+            (3usize, 70usize, 36usize, DType::F32),
+            (5, 70, 36, DType::F32),
+            (SUBGROUP_MIN_M + 3, 70, 36, DType::F32),
+            (SUBGROUP_MIN_M + 3, 70, 36, DType::BF16),
+            (9, 13, 7, DType::F32),
+        ] {
+            let p = Problem::linear(&mut rng, m, n, k, true)
+                .with_w_dtype(act)
+                .with_x_dtype(act);
+            let y0: Vec<f32> = rng
+                .normal_vec(m * n, 0.0, 1.0)
+                .into_iter()
+                .map(|v| act.round_f32(v))
+                .collect();
+            let t = p.upload(&gpu).unwrap();
+            let y = gpu.upload_f32_as(&[m, n], act, &y0).unwrap();
+            let mut batch = gpu.batch();
+            op.record_accumulate(&mut batch, &p.dims, &t.x, &t.w, t.bias.as_ref(), &y)
+                .unwrap();
+            batch.run().unwrap();
+            let expected: Vec<f64> = p
+                .reference()
+                .iter()
+                .zip(&y0)
+                .map(|(r, &v)| r + v as f64)
+                .collect();
+            assert_close(
+                &format!("{name} accumulate x {act} M={m} N={n} K={k}"),
+                &gpu.read_f32(&y).unwrap(),
+                &expected,
+                p.tolerance(),
+                seed,
+            );
+        }
+    }
 }

@@ -28,6 +28,26 @@
 // decode (M ≤ 8) memory, each vec4 of W loaded once; prefill (large M) the RM + 4·NV = 16 vec4
 // load instructions per 256 FMAs (per lane), not the FMAs.
 //
+// Flag SUBGROUP (with VEC4), for a CPU device whose subgroups are its 8 SIMD lanes (the host
+// composes it only there, with W_TRANS, RM = 32 for prefill and RM = 4 for decode): a workgroup
+// is one subgroup of 8 lanes and owns RM rows (from the workgroup index alone) × 64 columns,
+// lane l of column tile t owning the 8 columns (8t + l)·8 ..; tiles enumerated over
+// (g, row tile, column tile) with the column fastest. Per vec4 step of K each lane loads
+// max(RM/8, 1) vec4 of x (rows m0 + l + 8j: one row per lane and group of 8 rows) and the 8 vec4
+// of w of its own columns, takes every row's x from the lane that loaded it by subgroupBroadcast
+// with a constant lane (a register extract on a CPU), and does 32·RM FMAs into 2·RM named vec4
+// accumulators. No lane returns early (lanes past the last column compute clamped columns and
+// store nothing), so every broadcast reads a live lane.
+// Why (lavapipe): a load costs a loop over the 8 lanes whether or not the lanes' addresses agree
+// (the compiler cannot prove the shared x rows uniform), so sharing x by broadcasts turns RM
+// load instructions per step into RM/8, and with RM = 32 each lane loop over w serves 32 rows
+// instead of 8. What bounds it there: the 8 w loads per step, each gathering 8 lanes' columns
+// from 64 rows of W far apart in memory (the gathers, not the FMAs, set the time), and the
+// 8·RM accumulator floats per lane, which live in memory rather than in the CPU's 16 vector
+// registers. The RM = 32 body is large (its pipeline is slow to build), so only M ≥ the host's
+// threshold composes it. On a GPU it would gain nothing (x loads shared by a subgroup are
+// already one transaction) and hold too many registers, so GPUs never get it.
+//
 // Storage dtypes (common/storage.wgsl): w may be f32, f16 or bf16 (the first role: flags F16,
 // BF16, NATIVE_F16); the activations x and y share the second role's dtype, f32, f16 or bf16
 // (flags F16_B, BF16_B, NATIVE_F16_B), independently of w. Loads widen to f32 (VEC4: a squad of
@@ -52,8 +72,8 @@
 
 #if VEC4
 override WG: u32 = 64u;
-override RM: u32 = 4u; // 1, 2, 4 or 8
-override NV: u32 = 2u; // 1 or 2
+override RM: u32 = 4u; // 1, 2, 4 or 8; SUBGROUP: 4, 8, 16 or 32
+override NV: u32 = 2u; // 1 or 2; SUBGROUP: 2
 override W_TRANS: u32 = 1u;
 alias elem = squad_b;  // of x
 alias welem = squad;   // of w
@@ -136,7 +156,11 @@ fn store_y(i: u32, v: f32) {
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lid: u32,
+#else
     @builtin(local_invocation_index) lid: u32,
+#endif
 ) {
     let linear = wg.x + wg.y * nwg.x;
     if (linear >= params.groups) {
@@ -204,6 +228,167 @@ fn store1(base: u32, n: u32, v: f32) {
     }
 }
 
+#if SUBGROUP
+// The output tile of workgroup `linear` (one subgroup): RM rows × 8 lanes' 8 columns.
+fn tile(linear: u32, lane: u32) {
+    let wtn = (params.tiles_n + 7u) / 8u;
+    let wtm = params.tiles_m;
+    let g = linear / (wtm * wtn);
+    let rem = linear % (wtm * wtn);
+    let m0 = (rem / wtn) * RM;
+    // Lanes past the last column block compute clamped columns and store nothing; all lanes
+    // stay active for the broadcasts.
+    let n0 = ((rem % wtn) * 8u + lane) * 8u;
+    let n1 = n0 + 4u;
+    let k4s = params.k / 4u;
+    // This lane's x rows: m0 + lane + 8·j.
+    let xr0 = x_row(g, m0, lane + 0u);
+    let xr1 = x_row(g, m0, lane + 8u);
+    let xr2 = x_row(g, m0, lane + 16u);
+    let xr3 = x_row(g, m0, lane + 24u);
+    // W_TRANS: the rows of the 8 columns; else the vec4 index of w(g, n0.., k = 0) per quad.
+    let wr0 = w_row(g, n0, 0u);
+    let wr1 = w_row(g, n0, 1u);
+    let wr2 = w_row(g, n0, 2u);
+    let wr3 = w_row(g, n0, 3u);
+    let wr4 = w_row(g, n0, 4u);
+    let wr5 = w_row(g, n0, 5u);
+    let wr6 = w_row(g, n0, 6u);
+    let wr7 = w_row(g, n0, 7u);
+    let q0 = (params.w_off + g * params.w_gs + min(n0, params.n - 4u)) / 4u;
+    let q1 = (params.w_off + g * params.w_gs + min(n1, params.n - 4u)) / 4u;
+    var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0); var b8 = vec4<f32>(0.0);
+    var a9 = vec4<f32>(0.0); var b9 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0); var b10 = vec4<f32>(0.0);
+    var a11 = vec4<f32>(0.0); var b11 = vec4<f32>(0.0);
+    var a12 = vec4<f32>(0.0); var b12 = vec4<f32>(0.0);
+    var a13 = vec4<f32>(0.0); var b13 = vec4<f32>(0.0);
+    var a14 = vec4<f32>(0.0); var b14 = vec4<f32>(0.0);
+    var a15 = vec4<f32>(0.0); var b15 = vec4<f32>(0.0);
+    var a16 = vec4<f32>(0.0); var b16 = vec4<f32>(0.0);
+    var a17 = vec4<f32>(0.0); var b17 = vec4<f32>(0.0);
+    var a18 = vec4<f32>(0.0); var b18 = vec4<f32>(0.0);
+    var a19 = vec4<f32>(0.0); var b19 = vec4<f32>(0.0);
+    var a20 = vec4<f32>(0.0); var b20 = vec4<f32>(0.0);
+    var a21 = vec4<f32>(0.0); var b21 = vec4<f32>(0.0);
+    var a22 = vec4<f32>(0.0); var b22 = vec4<f32>(0.0);
+    var a23 = vec4<f32>(0.0); var b23 = vec4<f32>(0.0);
+    var a24 = vec4<f32>(0.0); var b24 = vec4<f32>(0.0);
+    var a25 = vec4<f32>(0.0); var b25 = vec4<f32>(0.0);
+    var a26 = vec4<f32>(0.0); var b26 = vec4<f32>(0.0);
+    var a27 = vec4<f32>(0.0); var b27 = vec4<f32>(0.0);
+    var a28 = vec4<f32>(0.0); var b28 = vec4<f32>(0.0);
+    var a29 = vec4<f32>(0.0); var b29 = vec4<f32>(0.0);
+    var a30 = vec4<f32>(0.0); var b30 = vec4<f32>(0.0);
+    var a31 = vec4<f32>(0.0); var b31 = vec4<f32>(0.0);
+
+    for (var k4 = 0u; k4 < k4s; k4++) {
+        var wa: mat4x4<f32>;
+        var wb: mat4x4<f32>;
+        if (W_TRANS == 1u) {
+            wa = transpose(mat4x4<f32>(wq(wr0 + k4), wq(wr1 + k4), wq(wr2 + k4), wq(wr3 + k4)));
+            wb = transpose(mat4x4<f32>(wq(wr4 + k4), wq(wr5 + k4), wq(wr6 + k4), wq(wr7 + k4)));
+        } else {
+            wa = mat4x4<f32>(w_quad(q0, k4, 0u), w_quad(q0, k4, 1u), w_quad(q0, k4, 2u), w_quad(q0, k4, 3u));
+            wb = mat4x4<f32>(w_quad(q1, k4, 0u), w_quad(q1, k4, 1u), w_quad(q1, k4, 2u), w_quad(q1, k4, 3u));
+        }
+        // One x load per lane and row group; row m0 + 8·j + i is broadcast from lane i.
+        let x0 = x_quad(xr0 + k4);
+        { let v = subgroupBroadcast(x0, 0u); a0 = mac(a0, wa, v); b0 = mac(b0, wb, v); }
+        { let v = subgroupBroadcast(x0, 1u); a1 = mac(a1, wa, v); b1 = mac(b1, wb, v); }
+        { let v = subgroupBroadcast(x0, 2u); a2 = mac(a2, wa, v); b2 = mac(b2, wb, v); }
+        { let v = subgroupBroadcast(x0, 3u); a3 = mac(a3, wa, v); b3 = mac(b3, wb, v); }
+        if (RM > 4u) {
+            { let v = subgroupBroadcast(x0, 4u); a4 = mac(a4, wa, v); b4 = mac(b4, wb, v); }
+            { let v = subgroupBroadcast(x0, 5u); a5 = mac(a5, wa, v); b5 = mac(b5, wb, v); }
+            { let v = subgroupBroadcast(x0, 6u); a6 = mac(a6, wa, v); b6 = mac(b6, wb, v); }
+            { let v = subgroupBroadcast(x0, 7u); a7 = mac(a7, wa, v); b7 = mac(b7, wb, v); }
+        }
+        if (RM > 8u) {
+            let x1 = x_quad(xr1 + k4);
+            { let v = subgroupBroadcast(x1, 0u); a8 = mac(a8, wa, v); b8 = mac(b8, wb, v); }
+            { let v = subgroupBroadcast(x1, 1u); a9 = mac(a9, wa, v); b9 = mac(b9, wb, v); }
+            { let v = subgroupBroadcast(x1, 2u); a10 = mac(a10, wa, v); b10 = mac(b10, wb, v); }
+            { let v = subgroupBroadcast(x1, 3u); a11 = mac(a11, wa, v); b11 = mac(b11, wb, v); }
+            { let v = subgroupBroadcast(x1, 4u); a12 = mac(a12, wa, v); b12 = mac(b12, wb, v); }
+            { let v = subgroupBroadcast(x1, 5u); a13 = mac(a13, wa, v); b13 = mac(b13, wb, v); }
+            { let v = subgroupBroadcast(x1, 6u); a14 = mac(a14, wa, v); b14 = mac(b14, wb, v); }
+            { let v = subgroupBroadcast(x1, 7u); a15 = mac(a15, wa, v); b15 = mac(b15, wb, v); }
+        }
+        if (RM > 16u) {
+            let x2 = x_quad(xr2 + k4);
+            let x3 = x_quad(xr3 + k4);
+            { let v = subgroupBroadcast(x2, 0u); a16 = mac(a16, wa, v); b16 = mac(b16, wb, v); }
+            { let v = subgroupBroadcast(x2, 1u); a17 = mac(a17, wa, v); b17 = mac(b17, wb, v); }
+            { let v = subgroupBroadcast(x2, 2u); a18 = mac(a18, wa, v); b18 = mac(b18, wb, v); }
+            { let v = subgroupBroadcast(x2, 3u); a19 = mac(a19, wa, v); b19 = mac(b19, wb, v); }
+            { let v = subgroupBroadcast(x2, 4u); a20 = mac(a20, wa, v); b20 = mac(b20, wb, v); }
+            { let v = subgroupBroadcast(x2, 5u); a21 = mac(a21, wa, v); b21 = mac(b21, wb, v); }
+            { let v = subgroupBroadcast(x2, 6u); a22 = mac(a22, wa, v); b22 = mac(b22, wb, v); }
+            { let v = subgroupBroadcast(x2, 7u); a23 = mac(a23, wa, v); b23 = mac(b23, wb, v); }
+            { let v = subgroupBroadcast(x3, 0u); a24 = mac(a24, wa, v); b24 = mac(b24, wb, v); }
+            { let v = subgroupBroadcast(x3, 1u); a25 = mac(a25, wa, v); b25 = mac(b25, wb, v); }
+            { let v = subgroupBroadcast(x3, 2u); a26 = mac(a26, wa, v); b26 = mac(b26, wb, v); }
+            { let v = subgroupBroadcast(x3, 3u); a27 = mac(a27, wa, v); b27 = mac(b27, wb, v); }
+            { let v = subgroupBroadcast(x3, 4u); a28 = mac(a28, wa, v); b28 = mac(b28, wb, v); }
+            { let v = subgroupBroadcast(x3, 5u); a29 = mac(a29, wa, v); b29 = mac(b29, wb, v); }
+            { let v = subgroupBroadcast(x3, 6u); a30 = mac(a30, wa, v); b30 = mac(b30, wb, v); }
+            { let v = subgroupBroadcast(x3, 7u); a31 = mac(a31, wa, v); b31 = mac(b31, wb, v); }
+        }
+    }
+
+    // The stores, one row per trip through one copy of the store code (the unrolled form made
+    // the body markedly slower to build; this runs once per tile).
+    for (var r = 0u; r < RM; r++) {
+        var va: vec4<f32>;
+        var vb: vec4<f32>;
+        switch r {
+            case 0u: { va = a0; vb = b0; }
+            case 1u: { va = a1; vb = b1; }
+            case 2u: { va = a2; vb = b2; }
+            case 3u: { va = a3; vb = b3; }
+            case 4u: { va = a4; vb = b4; }
+            case 5u: { va = a5; vb = b5; }
+            case 6u: { va = a6; vb = b6; }
+            case 7u: { va = a7; vb = b7; }
+            case 8u: { va = a8; vb = b8; }
+            case 9u: { va = a9; vb = b9; }
+            case 10u: { va = a10; vb = b10; }
+            case 11u: { va = a11; vb = b11; }
+            case 12u: { va = a12; vb = b12; }
+            case 13u: { va = a13; vb = b13; }
+            case 14u: { va = a14; vb = b14; }
+            case 15u: { va = a15; vb = b15; }
+            case 16u: { va = a16; vb = b16; }
+            case 17u: { va = a17; vb = b17; }
+            case 18u: { va = a18; vb = b18; }
+            case 19u: { va = a19; vb = b19; }
+            case 20u: { va = a20; vb = b20; }
+            case 21u: { va = a21; vb = b21; }
+            case 22u: { va = a22; vb = b22; }
+            case 23u: { va = a23; vb = b23; }
+            case 24u: { va = a24; vb = b24; }
+            case 25u: { va = a25; vb = b25; }
+            case 26u: { va = a26; vb = b26; }
+            case 27u: { va = a27; vb = b27; }
+            case 28u: { va = a28; vb = b28; }
+            case 29u: { va = a29; vb = b29; }
+            case 30u: { va = a30; vb = b30; }
+            default: { va = a31; vb = b31; }
+        }
+        store(g, m0, r, n0, va);
+        store(g, m0, r, n1, vb);
+    }
+}
+#else
 // The output tile of workgroup `linear`: rb × cb blocks of RM rows × 4·NV columns.
 fn tile(linear: u32, lid: u32) {
     let cb = params.cb;
@@ -332,6 +517,7 @@ fn tile(linear: u32, lid: u32) {
         }
     }
 }
+#endif
 #else
 // x[g, m, k] as f32.
 fn x_at(g: u32, m: u32, k: u32) -> f32 {

@@ -18,6 +18,17 @@
 //! decode projections from ~2% to 60–100% of the memory roofline and M = 64…256 from 4–8% to
 //! ~35–65% of the FMA ceiling (the remaining gap: 16 vec4 load instructions per 256 FMAs).
 //!
+//! Subgroup tile for CPU devices ([`VEC4_SUBGROUP`]): on a device of type CPU whose subgroups
+//! are exactly 8 lanes (Mesa's lavapipe), `Linear`-layout products (W [N, K]) with
+//! M ≥ [`SUBGROUP_MIN_M`] run a tile of 32 rows × 8 columns per invocation, and those with
+//! M ≤ [`SUBGROUP_MAX_DECODE_M`] one of 4 rows × 8 columns, in a workgroup of one subgroup: each
+//! lane loads one of every 8 rows of x and the other lanes take it by `subgroupBroadcast`, so x
+//! costs one load instruction per lane and 8 rows instead of one per row, and with 32 rows the
+//! lane loop of each w load serves 32 rows instead of 8. The 32-row body is several times the
+//! plain tile's and slow to build on lavapipe, so M between the two bounds keeps the plain
+//! tile (and so does every device without subgroups, and every GPU, where x loads shared by a
+//! subgroup are already one transaction).
+//!
 //! Weights may be stored as f32, f16 or bf16 (`w`'s dtype picks the storage flags, see
 //! [`crate::ops::storage_flags`]); the activations x, and y with x's dtype, may independently be
 //! f32, f16 or bf16 (the kernel's second stored role, [`crate::ops::storage_flags_b`]); bias is
@@ -85,6 +96,12 @@ pub const TILED: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// The vec4 fast path, used when every operand is vec4-aligned.
 pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 
+/// The vec4 path's tile for a CPU device with 8-wide subgroups (lavapipe): each invocation of a
+/// one-subgroup workgroup computes 32 (prefill) or 4 (decode) rows × 8 columns, every x row
+/// loaded by one lane and broadcast to the others.
+pub const VEC4_SUBGROUP: Variant =
+    SHADER.variant(Flags::of(&[Flag::Vec4, Flag::Subgroup]), INTERFACE);
+
 /// [`TILED`] with half weights: f16 in u32 words, native f16, bf16 ([`crate::ops::HALF_STORAGE`]).
 pub const TILED_HALF: [Variant; 3] = crate::ops::half_variants(TILED);
 
@@ -98,6 +115,42 @@ pub const TILED_ACT: [Variant; 10] = crate::ops::half_b_variants(TILED);
 
 /// [`VEC4`] with half activations, as [`TILED_ACT`].
 pub const VEC4_ACT: [Variant; 10] = crate::ops::half_b_variants(VEC4);
+
+/// [`VEC4_SUBGROUP`] with half weights, as [`TILED_HALF`].
+pub const VEC4_SUBGROUP_HALF: [Variant; 3] = crate::ops::half_variants(VEC4_SUBGROUP);
+
+/// [`VEC4_SUBGROUP`] with half activations, as [`TILED_ACT`].
+pub const VEC4_SUBGROUP_ACT: [Variant; 10] = crate::ops::half_b_variants(VEC4_SUBGROUP);
+
+/// The smallest M that takes the 32-row [`VEC4_SUBGROUP`] tile where the device allows it (one
+/// row tile; below it most of the tile's rows would be clamped copies); smaller M above the
+/// decode bound runs the plain tile.
+pub const SUBGROUP_MIN_M: usize = 32;
+
+/// The largest M that takes the 4-row [`VEC4_SUBGROUP`] tile (decode).
+pub const SUBGROUP_MAX_DECODE_M: usize = 4;
+
+/// Rows per invocation of the [`VEC4_SUBGROUP`] tile for `d` on `gpu`, or None where the plain
+/// vec4 tile runs: only a CPU device (its SIMD lanes make every load a loop over the lanes, so
+/// sharing x by broadcasts pays) with subgroups of exactly 8 invocations (the tile's workgroup
+/// is one subgroup), W as [N, K] (the projections; the shape it was tuned on), and M ≥
+/// [`SUBGROUP_MIN_M`] (32 rows) or M ≤ [`SUBGROUP_MAX_DECODE_M`] (4 rows).
+fn subgroup_rows(gpu: &Gpu, d: &MatmulDims) -> Option<u32> {
+    let info = gpu.adapter_info();
+    let device = gpu.has_subgroups()
+        && info.device_type == wgpu::DeviceType::Cpu
+        && info.subgroup_min_size == 8
+        && info.subgroup_max_size == 8;
+    if !device || !d.w_trans {
+        None
+    } else if d.m >= SUBGROUP_MIN_M {
+        Some(32)
+    } else if d.m <= SUBGROUP_MAX_DECODE_M {
+        Some(4)
+    } else {
+        None
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Tile {
@@ -305,7 +358,19 @@ impl Matmul {
             return Ok(());
         }
         if let Some(rm) = vec4_rows(d) {
-            return self.record_vec4(batch, d, rm, storage, x, w, bias, y, flags);
+            let sub = subgroup_rows(batch.gpu(), d);
+            return self.record_vec4(
+                batch,
+                d,
+                sub.unwrap_or(rm),
+                sub.is_some(),
+                storage,
+                x,
+                w,
+                bias,
+                y,
+                flags,
+            );
         }
         let (tile, kernel) = if d.m <= 4 {
             &self.kernels[0]
@@ -361,13 +426,15 @@ impl Matmul {
         )
     }
 
-    /// The vec4 path: one invocation per block of `rm` rows × 4·NV columns, K walked in vec4s.
+    /// The vec4 path: one invocation per block of `rm` rows × 4·NV columns, K walked in vec4s
+    /// (`subgroup`: the [`VEC4_SUBGROUP`] tile, workgroups of one subgroup).
     #[allow(clippy::too_many_arguments)]
     fn record_vec4(
         &self,
         batch: &mut Batch,
         d: &MatmulDims,
         rm: u32,
+        subgroup: bool,
         storage: Flags,
         x: &Tensor,
         w: &Tensor,
@@ -375,11 +442,18 @@ impl Matmul {
         y: &Tensor,
         flags: u32,
     ) -> Result<()> {
-        let nv: u32 = if d.n > 4 { 2 } else { 1 };
+        let nv: u32 = if subgroup || d.n > 4 { 2 } else { 1 };
         let tiles_m = (d.m as u32).div_ceil(rm);
         let tiles_n = to_u32("N", d.n)?.div_ceil(4 * nv);
         let items = (d.g as u64) * tiles_m as u64 * tiles_n as u64;
-        let wg: u32 = if items >= 1024 { 64 } else { 16 };
+        // The subgroup tile's workgroup is one subgroup of 8 lanes on the same rows.
+        let wg: u32 = if subgroup {
+            8
+        } else if items >= 1024 {
+            64
+        } else {
+            16
+        };
         // Column blocks per workgroup: all of them for a single row block (decode), else 8 so
         // that a workgroup covers wg/8 row blocks of the same columns (w reused from cache).
         let cb: u32 = if tiles_m == 1 { wg } else { 8 };
@@ -389,8 +463,9 @@ impl Matmul {
             what: format!("matmul of {items} output blocks"),
             detail: "more than 2^32 workgroups".into(),
         })?;
+        let base = if subgroup { VEC4_SUBGROUP } else { VEC4 };
         let kernel = batch.gpu().kernel(
-            &SHADER.variant(VEC4.flags.union(storage), INTERFACE),
+            &SHADER.variant(base.flags.union(storage), INTERFACE),
             &[
                 ("WG", wg as f64),
                 ("RM", rm as f64),
