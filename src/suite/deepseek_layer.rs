@@ -9,10 +9,11 @@
 //! for a decode step of Bt sequences after a context (the context is written by the attention
 //! alone beforehand: only the cache matters to the timed step) and for the prefill of one
 //! prompt. Each run first restores h, so every run routes the same tokens to the same experts.
-//! On CPU devices (lavapipe) the 512- and 4096-token prefills and the 32K context are left out:
-//! the experts of a 512-token prefill alone take minutes there, and writing 32K of context
-//! hours; `scripts/bench/transformers_deepseek_layer.py` times transformers' layer at the same
-//! cases on the CPU.
+//! Prefills: one prompt of 128 and of 512 tokens, and a ragged batch of two prompts (96 and 32
+//! tokens, as the transformers script's ragged case) in one call. On CPU devices (lavapipe) the 4096-token prefill and the 32K
+//! context are left out: writing 32K of context takes hours there;
+//! `scripts/bench/transformers_deepseek_layer.py` times transformers' layer at the same cases
+//! on the CPU.
 
 use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::compare::Tolerance;
@@ -145,17 +146,26 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         eps: cfg.rms_norm_eps as f32,
     });
     let on_cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
-    // (sequences, new tokens each, context before them)
-    let mut shapes: Vec<(usize, usize, usize)> = if quick {
-        vec![(1, 1, 128), (1, 16, 0)]
+    // (new tokens of each sequence, context before them); several lengths: a ragged prefill.
+    let mut shapes: Vec<(Vec<usize>, usize)> = if quick {
+        vec![(vec![1], 128), (vec![16], 0)]
     } else {
-        vec![(1, 1, 1024), (8, 1, 1024), (1, 1, 4096), (1, 128, 0)]
+        vec![
+            (vec![1], 1024),
+            (vec![1; 8], 1024),
+            (vec![1], 4096),
+            (vec![128], 0),
+            (vec![512], 0),
+            (vec![96, 32], 0),
+        ]
     };
     if !quick && !on_cpu {
-        shapes.extend([(8, 1, 4096), (1, 1, 32768), (1, 512, 0), (1, 4096, 0)]);
+        shapes.extend([(vec![1; 8], 4096), (vec![1], 32768), (vec![4096], 0)]);
     }
     let mut cases = Vec::new();
-    for (bt, s, ctx) in shapes {
+    for (lens, ctx) in shapes {
+        let bt = lens.len();
+        let s = lens.iter().copied().max().unwrap_or(0);
         let mut cache = MlaCache::new(gpu, &a, bt, ctx + s, 64, cd)?;
         let mut done = 0;
         while done < ctx {
@@ -171,11 +181,15 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
             batch.run()?;
             done += n;
         }
-        let t = bt * s;
+        let t: usize = lens.iter().sum();
         let h0 = rng.normal_vec(t * hid, 0.0, 1.0);
         let h = gpu.upload_f32(&[t, hid], &h0)?;
         let xn = gpu.empty(&[t, hid], DType::F32)?;
-        let seqs: Vec<MlaSeq> = (0..bt).map(|seq| MlaSeq { seq, tokens: s }).collect();
+        let seqs: Vec<MlaSeq> = lens
+            .iter()
+            .enumerate()
+            .map(|(seq, &tokens)| MlaSeq { seq, tokens })
+            .collect();
         // One run to learn how many distinct experts these tokens reach (for the byte count).
         let hit = {
             let mut batch = gpu.batch();
@@ -191,7 +205,25 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
                 .for_each(|&e| seen[e as usize] = true);
             seen.iter().filter(|&&b| b).count()
         };
-        let attn = forward_cost(&a, bt, s, ctx + s, wd, cd);
+        let attn = if lens.iter().all(|&l| l == s) {
+            forward_cost(&a, bt, s, ctx + s, wd, cd)
+        } else {
+            // Ragged: each sequence's tokens and attention, the weights read once per call.
+            let weights = forward_cost(&a, 1, 0, 0, wd, cd).bytes;
+            lens.iter().fold(
+                Cost {
+                    bytes: weights,
+                    flops: 0,
+                },
+                |c, &l| {
+                    let one = forward_cost(&a, 1, l, ctx + l, wd, cd);
+                    Cost {
+                        bytes: c.bytes + one.bytes - weights,
+                        flops: c.flops + one.flops,
+                    }
+                },
+            )
+        };
         let experts = Moe::cost(&moe_cfg, t, hit, wd);
         let cost = Cost {
             bytes: attn.bytes + experts.bytes,
@@ -202,9 +234,16 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
                 "V2-Lite decode Bt={bt} ctx={ctx} hit={hit}{}",
                 dtype_suffix(wd)
             )
-        } else {
+        } else if bt == 1 || lens.iter().all(|&l| l == s) {
             format!(
                 "V2-Lite prefill Bt={bt} L={s} hit={hit}{}",
+                dtype_suffix(wd)
+            )
+        } else {
+            let ls: Vec<String> = lens.iter().map(|l| l.to_string()).collect();
+            format!(
+                "V2-Lite ragged prefill L={} hit={hit}{}",
+                ls.join("+"),
                 dtype_suffix(wd)
             )
         };
