@@ -692,6 +692,8 @@ fn subgroup_kernel_matches_cpu_and_is_used_on_cpu_devices() {
                 let t = p.upload(&gpu).unwrap();
                 let o = p.poisoned_output(&gpu).unwrap();
                 let plan = op.plan_for(&t.inputs(), &o).unwrap();
+                // Half caches keep the tiled kernels (see the op's docs).
+                let expect = expect && dtype == DType::F32;
                 assert_eq!(plan.subgroup, expect, "{name} {c:?}: {plan:?}");
                 let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
                 let tol = if dtype == DType::F32 {
