@@ -650,3 +650,114 @@ fn ragged_scratch_follows_the_tokens() {
     assert!(mixed < alone + alone / 50, "{mixed} vs {alone}");
     assert!(alone < 100 << 20, "{alone}");
 }
+
+/// Whether `gpu` runs the SUBGROUP kernel where it applies: a CPU device offering subgroups of
+/// one fixed size, 8 (lavapipe); the device with optional features withheld never does.
+fn runs_subgroup_kernel(gpu: &ssm_mla::Gpu) -> bool {
+    let info = gpu.adapter_info();
+    gpu.has_subgroups()
+        && info.device_type == wgpu::DeviceType::Cpu
+        && info.subgroup_min_size == 8
+        && info.subgroup_max_size == 8
+}
+
+/// The SUBGROUP kernel (lanes owning cache columns, every row of a group sharing each key row
+/// load) against the reference on both devices, and the plan each device takes: ragged context
+/// lengths that are multiples of no split, context 1, several paged sequences, H = 1 and
+/// H > 8 (a partial row group), prefill, packed queries, DeepSeek widths, narrower widths (lanes
+/// with no columns), f32 and half caches; o_lat poisoned by `run`. On the device without
+/// subgroups the same cases run the tiled fallback.
+#[test]
+fn subgroup_kernel_matches_cpu_and_is_used_on_cpu_devices() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("absorbed_attention subgroup");
+        let op = AbsorbedAttention::new(&gpu).unwrap();
+        let expect = runs_subgroup_kernel(&gpu);
+        let shapes = [
+            case(1, 16, 512, 64, 64, vec![1000, 3, 129], 1),
+            case(1, 16, 512, 64, 64, vec![1], 0),
+            case(1, 1, 512, 64, 16, vec![77, 1, 300], 2),
+            case(1, 20, 64, 16, 8, vec![45, 200], 1),
+            case(1, 128, 32, 8, 4, vec![19], 0),
+            case(3, 5, 512, 64, 16, vec![40, 3], 0),
+            case(2, 3, 12, 4, 5, vec![9, 2], 1),
+            packed(16, 512, 64, 64, &[1, 9, 3], &[700, 40, 3]),
+        ];
+        for (i, c) in shapes.iter().enumerate() {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                if dtype != DType::F32 && i % 3 != 0 {
+                    continue;
+                }
+                let p = Problem::random(&mut rng, c).with_cache_dtype(dtype);
+                let t = p.upload(&gpu).unwrap();
+                let o = p.poisoned_output(&gpu).unwrap();
+                let plan = op.plan_for(&t.inputs(), &o).unwrap();
+                // Half caches keep the tiled kernels (see the op's docs).
+                let expect = expect && dtype == DType::F32;
+                assert_eq!(plan.subgroup, expect, "{name} {c:?}: {plan:?}");
+                let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
+                let tol = if dtype == DType::F32 {
+                    TOL
+                } else {
+                    HALF_CACHE_TOLERANCE
+                };
+                assert_close(
+                    &format!(
+                        "subgroup {name} {dtype} S_q={} q_lens={:?} H={} d_c={} d_R={} lens={:?} \
+                         splits={n}",
+                        c.s_q, c.query_lens, c.h, c.d_c, c.d_r, c.lens
+                    ),
+                    &out,
+                    &p.reference(),
+                    tol,
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+/// Contexts past the SUBGROUP kernel's most keys per workgroup (4096, well under llvmpipe's
+/// 65535 iterations of a loop) are split however few workgroups the call has, and the widths
+/// it does not hold (d_c > 512, d_R > 64, not multiples of 4) take the tiled kernels.
+#[test]
+fn subgroup_plan_bounds_keys_per_workgroup_and_falls_back() {
+    use ssm_mla::ops::absorbed_attention::plan_subgroup;
+    let p = plan_subgroup(1, 1, 16, 512, 64, 32 * 1024, 1)
+        .unwrap()
+        .unwrap();
+    assert!(p.subgroup && p.split_len <= 4096, "{p:?}");
+    assert!(p.n_split * p.split_len >= 32 * 1024, "{p:?}");
+    let wide = plan_subgroup(8, 1, 128, 512, 64, 32 * 1024, 8)
+        .unwrap()
+        .unwrap();
+    assert!(
+        wide.split_len <= 4096 && wide.rows_per_group == 16,
+        "{wide:?}"
+    );
+    let short = plan_subgroup(1, 1, 1, 64, 16, 1, 1).unwrap().unwrap();
+    assert_eq!((short.n_split, short.rows_per_group), (1, 1), "{short:?}");
+    for (d_c, d_r) in [(1024, 64), (512, 128), (510, 64), (512, 62)] {
+        assert!(plan_subgroup(1, 1, 16, d_c, d_r, 1000, 1)
+            .unwrap()
+            .is_none());
+    }
+    // A long context on the device: more than 4096 keys in one sequence, narrow widths.
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("absorbed_attention subgroup long");
+        let op = AbsorbedAttention::new(&gpu).unwrap();
+        let c = case(1, 3, 16, 8, 32, vec![9001, 5], 1);
+        let p = Problem::random(&mut rng, &c);
+        let (out, n) = pollster::block_on(p.run(&gpu, &op)).unwrap();
+        if runs_subgroup_kernel(&gpu) {
+            assert!(n >= 3, "{name}: {n} splits for 9001 keys");
+        }
+        assert_close(
+            &format!("subgroup long {name} splits={n}"),
+            &out,
+            &p.reference(),
+            TOL,
+            seed,
+        );
+    }
+}

@@ -77,12 +77,35 @@
 // Work area: WORK floats per workgroup, scores / probabilities [G][TK], alpha [16], l [16].
 // What bounds it: loads, as above, but here each inner step does 1 cache load + G query loads
 // for G FMAs (~7x slower than VEC4 at DeepSeek sizes). It could be register blocked the same way.
+//
+// Flag SUBGROUP (with VEC4; the host picks it on CPU devices whose subgroups are all 8 lanes, for
+// f32 caches with d_c <= 512 and d_R <= 64): a workgroup is one subgroup of SG = 8 lanes, no workgroup memory,
+// no barriers, no work area. Lane t owns vec4 columns t + 8 k of every row: k < 16 of the latent
+// part, k < 2 of the rope part (columns past d_c / d_R read as zero and are never written).
+// Each of the G rows keeps, in private variables indexed only by constants (one named RowState
+// per row, loops of constant trip count), its 18 query vec4s, its 16 accumulator vec4s and its
+// running (m, l). Per key j of the split, one iteration:
+//   cv = the lane's 18 vec4s of cache row j (loaded once for all G rows);
+//   per row: s = subgroupAdd(sum_k q_k . cv_k) * scale, masked to -3e38 past the row's causal
+//   limit or for a bad block id; m' = max(m, s), alpha = exp(m - m'), p = exp(s - m');
+//   l = l alpha + p; acc_k = acc_k alpha + p cv_k.
+// Outputs as in the tiled kernels (o_lat with one split, else the partial and (m, l)).
+// What bounds it. On lavapipe a load whose address differs between lanes is a loop over the 8
+// lanes per component, so the cost floor is the cache row's 144 vec4 lane-loads per key, shared
+// here by all G rows (each element of the row is loaded exactly once per workgroup, against
+// twice per row group in the tiled kernels); the rest is register FMAs, a subgroup sum and two
+// exps per row and key. A private array indexed by a value the compiler cannot fold is a loop
+// over lanes too, hence one variable per row and constant-bound inner loops. llvmpipe stops a
+// loop after 65535 iterations, so the host bounds the keys of a split (one iteration each). On a
+// GPU this mapping would waste the machine (8-lane workgroups, all 16 rows' state in registers),
+// so GPUs keep the tiled kernels.
 
 #if VEC4
 override G: u32 = 16u;   // rows per workgroup, power of two <= 16, G * JB <= 128, G * DB <= 64
 override JB: u32 = 4u;   // keys per invocation in phase S (TK = 64 * JB <= 512)
 override DB: u32 = 2u;   // vec4 output column blocks per invocation in phase P
 const WG: u32 = 64u;
+const SG: u32 = 8u;      // SUBGROUP: lanes per workgroup, one subgroup of 8 (its fixed size)
 alias elem = vec4<f32>; // of q_lat, q_rope, o_lat and scratch
 alias celem = squad;    // of the cache: 4 elements of its storage dtype
 #else
@@ -157,6 +180,350 @@ fn row_limit(r: u32, n_q: u32, seq_len: u32, cap: u32) -> u32 {
     return u32(clamp(lim, 0, i32(cap)));
 }
 
+#if SUBGROUP
+// The state of one query row in the SUBGROUP kernel: its query and accumulator columns owned by
+// this lane (vec4 column lane + 8 k: k < 16 of the latent part, k = 16, 17 of the rope part),
+// its running max and sum, and its causal limit.
+struct RowState {
+    q: array<vec4<f32>, 18>,
+    acc: array<vec4<f32>, 16>,
+    m: f32,
+    l: f32,
+    lim: u32,
+}
+
+// Vec4 column col of a query row at vec4 index base (a part of n vec4s); zero past the part.
+fn qlat_col(base: u32, col: u32, n: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), q_lat[base + min(col, max(n, 1u) - 1u)], col < n);
+}
+
+fn qrope_col(base: u32, col: u32, n: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), q_rope[base + min(col, max(n, 1u) - 1u)], col < n);
+}
+
+// Load row r's query columns of this lane (zero past d_c and d_R) and reset its softmax state.
+// Every index into the row's arrays is a literal (here and below): one index the compiler cannot
+// fold would keep the whole array in memory, and each access would become a loop over lanes.
+fn row_init(st: ptr<function, RowState>, q_row: u32, lane: u32, lim: u32) {
+    let dc4 = params.d_c / 4u;
+    let dr4 = params.d_r / 4u;
+    let qc = q_row * dc4;
+    let qr = q_row * dr4;
+    (*st).q[0] = qlat_col(qc, lane + 0u, dc4);
+    (*st).q[1] = qlat_col(qc, lane + 8u, dc4);
+    (*st).q[2] = qlat_col(qc, lane + 16u, dc4);
+    (*st).q[3] = qlat_col(qc, lane + 24u, dc4);
+    (*st).q[4] = qlat_col(qc, lane + 32u, dc4);
+    (*st).q[5] = qlat_col(qc, lane + 40u, dc4);
+    (*st).q[6] = qlat_col(qc, lane + 48u, dc4);
+    (*st).q[7] = qlat_col(qc, lane + 56u, dc4);
+    (*st).q[8] = qlat_col(qc, lane + 64u, dc4);
+    (*st).q[9] = qlat_col(qc, lane + 72u, dc4);
+    (*st).q[10] = qlat_col(qc, lane + 80u, dc4);
+    (*st).q[11] = qlat_col(qc, lane + 88u, dc4);
+    (*st).q[12] = qlat_col(qc, lane + 96u, dc4);
+    (*st).q[13] = qlat_col(qc, lane + 104u, dc4);
+    (*st).q[14] = qlat_col(qc, lane + 112u, dc4);
+    (*st).q[15] = qlat_col(qc, lane + 120u, dc4);
+    (*st).q[16] = qrope_col(qr, lane + 0u, dr4);
+    (*st).q[17] = qrope_col(qr, lane + 8u, dr4);
+    (*st).acc[0] = vec4<f32>(0.0);
+    (*st).acc[1] = vec4<f32>(0.0);
+    (*st).acc[2] = vec4<f32>(0.0);
+    (*st).acc[3] = vec4<f32>(0.0);
+    (*st).acc[4] = vec4<f32>(0.0);
+    (*st).acc[5] = vec4<f32>(0.0);
+    (*st).acc[6] = vec4<f32>(0.0);
+    (*st).acc[7] = vec4<f32>(0.0);
+    (*st).acc[8] = vec4<f32>(0.0);
+    (*st).acc[9] = vec4<f32>(0.0);
+    (*st).acc[10] = vec4<f32>(0.0);
+    (*st).acc[11] = vec4<f32>(0.0);
+    (*st).acc[12] = vec4<f32>(0.0);
+    (*st).acc[13] = vec4<f32>(0.0);
+    (*st).acc[14] = vec4<f32>(0.0);
+    (*st).acc[15] = vec4<f32>(0.0);
+    (*st).m = NEG_BIG;
+    (*st).l = 0.0;
+    (*st).lim = lim;
+}
+
+// Vec4 column col of the key row at vec4 index base (a part of n vec4s) as f32; zero past the
+// part or for a bad block id (then base is 0 and the row read is discarded).
+fn cache_col(base: u32, col: u32, n: u32, valid: bool) -> vec4<f32> {
+    let c = sget4(cache[base + min(col, max(n, 1u) - 1u)]);
+    return select(vec4<f32>(0.0), c, valid && col < n);
+}
+
+// One key for one row: the score (this lane's partial dot, summed over the subgroup), the online
+// softmax update and acc = acc * alpha + p * c on this lane's columns.
+fn row_key(st: ptr<function, RowState>, cv: ptr<function, array<vec4<f32>, 18>>, j: u32, valid: bool) {
+    // Written out, not looped: an index the compiler does not fold costs a loop over lanes.
+    var part = (*st).q[0] * (*cv)[0];
+    part = fma((*st).q[1], (*cv)[1], part);
+    part = fma((*st).q[2], (*cv)[2], part);
+    part = fma((*st).q[3], (*cv)[3], part);
+    part = fma((*st).q[4], (*cv)[4], part);
+    part = fma((*st).q[5], (*cv)[5], part);
+    part = fma((*st).q[6], (*cv)[6], part);
+    part = fma((*st).q[7], (*cv)[7], part);
+    part = fma((*st).q[8], (*cv)[8], part);
+    part = fma((*st).q[9], (*cv)[9], part);
+    part = fma((*st).q[10], (*cv)[10], part);
+    part = fma((*st).q[11], (*cv)[11], part);
+    part = fma((*st).q[12], (*cv)[12], part);
+    part = fma((*st).q[13], (*cv)[13], part);
+    part = fma((*st).q[14], (*cv)[14], part);
+    part = fma((*st).q[15], (*cv)[15], part);
+    part = fma((*st).q[16], (*cv)[16], part);
+    part = fma((*st).q[17], (*cv)[17], part);
+    let s = subgroupAdd(part.x + part.y + part.z + part.w) * params.scale;
+    let ok = valid && j < (*st).lim;
+    let sv = select(NEG_BIG, s, ok);
+    let m_new = max((*st).m, sv);
+    let alpha = exp((*st).m - m_new);
+    let p = select(0.0, exp(sv - m_new), ok);
+    (*st).l = (*st).l * alpha + p;
+    (*st).m = m_new;
+    let pv = vec4<f32>(p);
+    (*st).acc[0] = fma(pv, (*cv)[0], (*st).acc[0] * alpha);
+    (*st).acc[1] = fma(pv, (*cv)[1], (*st).acc[1] * alpha);
+    (*st).acc[2] = fma(pv, (*cv)[2], (*st).acc[2] * alpha);
+    (*st).acc[3] = fma(pv, (*cv)[3], (*st).acc[3] * alpha);
+    (*st).acc[4] = fma(pv, (*cv)[4], (*st).acc[4] * alpha);
+    (*st).acc[5] = fma(pv, (*cv)[5], (*st).acc[5] * alpha);
+    (*st).acc[6] = fma(pv, (*cv)[6], (*st).acc[6] * alpha);
+    (*st).acc[7] = fma(pv, (*cv)[7], (*st).acc[7] * alpha);
+    (*st).acc[8] = fma(pv, (*cv)[8], (*st).acc[8] * alpha);
+    (*st).acc[9] = fma(pv, (*cv)[9], (*st).acc[9] * alpha);
+    (*st).acc[10] = fma(pv, (*cv)[10], (*st).acc[10] * alpha);
+    (*st).acc[11] = fma(pv, (*cv)[11], (*st).acc[11] * alpha);
+    (*st).acc[12] = fma(pv, (*cv)[12], (*st).acc[12] * alpha);
+    (*st).acc[13] = fma(pv, (*cv)[13], (*st).acc[13] * alpha);
+    (*st).acc[14] = fma(pv, (*cv)[14], (*st).acc[14] * alpha);
+    (*st).acc[15] = fma(pv, (*cv)[15], (*st).acc[15] * alpha);
+}
+
+// Store vec4 column col (< n) of a row at vec4 index at: o_lat, normalised, with one split;
+// else the unnormalised partial in scratch.
+fn out_col(at: u32, col: u32, n: u32, one: bool, acc: vec4<f32>, inv: f32) {
+    if (col < n) {
+        if (one) {
+            o_lat[at + col] = acc * inv;
+        } else {
+            scratch[at + col] = acc;
+        }
+    }
+}
+
+// Write row r's result: o_lat normalised (one split) or the unnormalised partial and (m, l).
+fn row_out(st: ptr<function, RowState>, r: u32, rows: u32, lane: u32, qbase: u32, part_base: u32) {
+    if (r >= rows) {
+        return;
+    }
+    let dc4 = params.d_c / 4u;
+    let l = (*st).l;
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let one = params.n_split == 1u;
+    let at = select((part_base + r) * dc4, (qbase + r) * dc4, one);
+    out_col(at, lane + 0u, dc4, one, (*st).acc[0], inv);
+    out_col(at, lane + 8u, dc4, one, (*st).acc[1], inv);
+    out_col(at, lane + 16u, dc4, one, (*st).acc[2], inv);
+    out_col(at, lane + 24u, dc4, one, (*st).acc[3], inv);
+    out_col(at, lane + 32u, dc4, one, (*st).acc[4], inv);
+    out_col(at, lane + 40u, dc4, one, (*st).acc[5], inv);
+    out_col(at, lane + 48u, dc4, one, (*st).acc[6], inv);
+    out_col(at, lane + 56u, dc4, one, (*st).acc[7], inv);
+    out_col(at, lane + 64u, dc4, one, (*st).acc[8], inv);
+    out_col(at, lane + 72u, dc4, one, (*st).acc[9], inv);
+    out_col(at, lane + 80u, dc4, one, (*st).acc[10], inv);
+    out_col(at, lane + 88u, dc4, one, (*st).acc[11], inv);
+    out_col(at, lane + 96u, dc4, one, (*st).acc[12], inv);
+    out_col(at, lane + 104u, dc4, one, (*st).acc[13], inv);
+    out_col(at, lane + 112u, dc4, one, (*st).acc[14], inv);
+    out_col(at, lane + 120u, dc4, one, (*st).acc[15], inv);
+    if (params.n_split > 1u && lane == 0u) {
+        let all_rows = params.tokens * params.h;
+        let ml = params.n_split * all_rows * params.d_c + 2u * (part_base + r);
+        scratch[ml / 4u][ml % 4u] = (*st).m;
+        scratch[ml / 4u][ml % 4u + 1u] = l;
+    }
+}
+
+
+@compute @workgroup_size(SG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let wid = wg.x + wg.y * groups.x;
+    if (wid >= params.bt * params.groups * params.n_split) {
+        return;
+    }
+    let s = wid % params.n_split;
+    let rest = wid / params.n_split;
+    let grp = rest % params.groups;
+    let b = rest / params.groups;
+    let qr = query_range(b);
+    let n_q = qr.y;
+    let rows = n_q * params.h;
+    let row0 = grp * G;
+    if (row0 >= rows) {
+        return;
+    }
+    let qbase = qr.x * params.h;
+    let bs = params.block_size;
+    let cap = params.max_blocks * bs;
+    let seq_len = seq_lens[b];
+    let last_row = min(row0 + G, rows) - 1u;
+    let kend = row_limit(last_row, n_q, seq_len, cap);
+    let k0 = s * params.split_len;
+    var k1 = min(k0 + params.split_len, kend);
+    if (s == params.n_split - 1u) {
+        k1 = kend;
+    }
+    let dc4 = params.d_c / 4u;
+    let dr4 = params.d_r / 4u;
+    let w4 = dc4 + dr4;
+
+    // Rows row0 + n (n < G; past the sequence's rows: a copy of its last row, never written).
+    var st0: RowState;
+    var st1: RowState;
+    var st2: RowState;
+    var st3: RowState;
+    var st4: RowState;
+    var st5: RowState;
+    var st6: RowState;
+    var st7: RowState;
+    var st8: RowState;
+    var st9: RowState;
+    var st10: RowState;
+    var st11: RowState;
+    var st12: RowState;
+    var st13: RowState;
+    var st14: RowState;
+    var st15: RowState;
+    // G is an override constant: the rows past it are removed when the pipeline is built.
+    let rl = min(row0, rows - 1u);
+    row_init(&st0, qbase + rl, lane, row_limit(rl, n_q, seq_len, cap));
+    if (G > 1u) {
+        let r = min(row0 + 1u, rows - 1u);
+        row_init(&st1, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+    }
+    if (G > 2u) {
+        var r = min(row0 + 2u, rows - 1u);
+        row_init(&st2, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 3u, rows - 1u);
+        row_init(&st3, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+    }
+    if (G > 4u) {
+        var r = min(row0 + 4u, rows - 1u);
+        row_init(&st4, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 5u, rows - 1u);
+        row_init(&st5, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 6u, rows - 1u);
+        row_init(&st6, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 7u, rows - 1u);
+        row_init(&st7, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+    }
+    if (G > 8u) {
+        var r = min(row0 + 8u, rows - 1u);
+        row_init(&st8, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 9u, rows - 1u);
+        row_init(&st9, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 10u, rows - 1u);
+        row_init(&st10, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 11u, rows - 1u);
+        row_init(&st11, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 12u, rows - 1u);
+        row_init(&st12, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 13u, rows - 1u);
+        row_init(&st13, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 14u, rows - 1u);
+        row_init(&st14, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+        r = min(row0 + 15u, rows - 1u);
+        row_init(&st15, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
+    }
+
+    // One iteration per key (at most split_len, which the host keeps far below llvmpipe's loop
+    // limit): the lane's 18 vec4 columns of the key row, loaded once for all G rows.
+    for (var j = k0; j < k1; j++) {
+        let blk = block_table[b * params.max_blocks + j / bs];
+        let valid = blk < params.num_blocks;
+        let base = select(0u, (blk * bs + j % bs) * w4, valid);
+        var cv: array<vec4<f32>, 18>;
+        cv[0] = cache_col(base, lane + 0u, dc4, valid);
+        cv[1] = cache_col(base, lane + 8u, dc4, valid);
+        cv[2] = cache_col(base, lane + 16u, dc4, valid);
+        cv[3] = cache_col(base, lane + 24u, dc4, valid);
+        cv[4] = cache_col(base, lane + 32u, dc4, valid);
+        cv[5] = cache_col(base, lane + 40u, dc4, valid);
+        cv[6] = cache_col(base, lane + 48u, dc4, valid);
+        cv[7] = cache_col(base, lane + 56u, dc4, valid);
+        cv[8] = cache_col(base, lane + 64u, dc4, valid);
+        cv[9] = cache_col(base, lane + 72u, dc4, valid);
+        cv[10] = cache_col(base, lane + 80u, dc4, valid);
+        cv[11] = cache_col(base, lane + 88u, dc4, valid);
+        cv[12] = cache_col(base, lane + 96u, dc4, valid);
+        cv[13] = cache_col(base, lane + 104u, dc4, valid);
+        cv[14] = cache_col(base, lane + 112u, dc4, valid);
+        cv[15] = cache_col(base, lane + 120u, dc4, valid);
+        cv[16] = cache_col(base + dc4, lane + 0u, dr4, valid);
+        cv[17] = cache_col(base + dc4, lane + 8u, dr4, valid);
+        row_key(&st0, &cv, j, valid);
+        if (G > 1u) {
+            row_key(&st1, &cv, j, valid);
+        }
+        if (G > 2u) {
+            row_key(&st2, &cv, j, valid);
+            row_key(&st3, &cv, j, valid);
+        }
+        if (G > 4u) {
+            row_key(&st4, &cv, j, valid);
+            row_key(&st5, &cv, j, valid);
+            row_key(&st6, &cv, j, valid);
+            row_key(&st7, &cv, j, valid);
+        }
+        if (G > 8u) {
+            row_key(&st8, &cv, j, valid);
+            row_key(&st9, &cv, j, valid);
+            row_key(&st10, &cv, j, valid);
+            row_key(&st11, &cv, j, valid);
+            row_key(&st12, &cv, j, valid);
+            row_key(&st13, &cv, j, valid);
+            row_key(&st14, &cv, j, valid);
+            row_key(&st15, &cv, j, valid);
+        }
+    }
+
+    let part_base = s * params.tokens * params.h + qbase;
+    row_out(&st0, row0, rows, lane, qbase, part_base);
+    if (G > 1u) {
+        row_out(&st1, row0 + 1u, rows, lane, qbase, part_base);
+    }
+    if (G > 2u) {
+        row_out(&st2, row0 + 2u, rows, lane, qbase, part_base);
+        row_out(&st3, row0 + 3u, rows, lane, qbase, part_base);
+    }
+    if (G > 4u) {
+        row_out(&st4, row0 + 4u, rows, lane, qbase, part_base);
+        row_out(&st5, row0 + 5u, rows, lane, qbase, part_base);
+        row_out(&st6, row0 + 6u, rows, lane, qbase, part_base);
+        row_out(&st7, row0 + 7u, rows, lane, qbase, part_base);
+    }
+    if (G > 8u) {
+        row_out(&st8, row0 + 8u, rows, lane, qbase, part_base);
+        row_out(&st9, row0 + 9u, rows, lane, qbase, part_base);
+        row_out(&st10, row0 + 10u, rows, lane, qbase, part_base);
+        row_out(&st11, row0 + 11u, rows, lane, qbase, part_base);
+        row_out(&st12, row0 + 12u, rows, lane, qbase, part_base);
+        row_out(&st13, row0 + 13u, rows, lane, qbase, part_base);
+        row_out(&st14, row0 + 14u, rows, lane, qbase, part_base);
+        row_out(&st15, row0 + 15u, rows, lane, qbase, part_base);
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -507,3 +874,4 @@ fn main(
     }
 #endif
 }
+#endif

@@ -35,6 +35,21 @@
 //! workgroup serves all heads; H = 128: 8 workgroups that run concurrently on the same keys, so
 //! on a GPU with a shared L2 most of those reads hit in L2.
 //!
+//! # The SUBGROUP kernel (CPU devices)
+//! On a CPU device (llvmpipe) whose subgroups are all 8 lanes, f32 caches of aligned widths up
+//! to d_c = 512, d_R = 64 run `absorbed_attention.wgsl` with `VEC4` and `SUBGROUP` ([`plan_subgroup`]): a
+//! workgroup is one subgroup; lane t owns vec4 columns t + 8k of every cache row, so a key row
+//! is loaded once, one vec4 per lane per column block, for all G = 16 rows of the group; each
+//! row's query and accumulator columns stay in private variables indexed only by literals, its
+//! score is the lane partials summed by `subgroupAdd`, and the online softmax runs per key.
+//! No workgroup memory, barriers or work areas. Keys are split only until every CPU thread has a
+//! workgroup (and at most 4096 keys per workgroup, under llvmpipe's per-loop iteration limit):
+//! on a CPU device each extra split costs a workgroup start and combine work for nothing. GPUs
+//! keep the tiled kernels (8-lane workgroups holding 16 rows' state would starve a GPU).
+//! Half caches keep the tiled kernels for now: with an f16 cache the SUBGROUP kernel failed
+//! `tests/deepseek_gpu.rs` (prefill then decode of the tiny V3 model) although the half-cache
+//! conformance cases here pass; its half variants stay registered and compiled by the tests.
+//!
 //! # Split-KV
 //! With few sequences and heads there are too few workgroups to fill a GPU, so the keys of each
 //! sequence are split into `n_split` ranges processed by separate workgroups
@@ -58,6 +73,8 @@
 //! blocking (many FMAs per loaded vec4) and the small, constant-bound inner loops. Measured
 //! (decode, Bt = 1, 1K context, lavapipe on a shared 2-core machine): H = 16 went from
 //! ~150 ms (3% of roofline) to ~40–50 ms (8–9%); phase S alone takes ~13 ms, phase P the rest.
+//! The SUBGROUP kernel, which replaced them on CPU devices, takes ~3.8 ms there (39 ms for the
+//! tiled kernels in the same session), ~11.5 GFLOP/s at every decode size.
 
 use crate::error::{Error, Result};
 use crate::ops::latent_cache::LatentCache;
@@ -97,6 +114,22 @@ const TARGET_WORKGROUPS: usize = 256;
 /// Fewest keys per split, so each split amortises its partial write and combine.
 const MIN_KEYS_PER_SPLIT: usize = 256;
 const MAX_SPLITS: usize = 64;
+/// Lanes of the SUBGROUP kernel's workgroup: one subgroup of this fixed size.
+const SG_LANES: u32 = 8;
+/// Widest latent and rope parts the SUBGROUP kernel holds (16 and 2 vec4 columns per lane).
+const SG_MAX_D_C: usize = 512;
+const SG_MAX_D_R: usize = 64;
+/// Most keys one SUBGROUP workgroup walks (one loop iteration each): far below llvmpipe's limit
+/// of 65535 iterations of a loop per invocation.
+const SG_MAX_KEYS_PER_SPLIT: usize = 4096;
+/// Fewest keys per split of the SUBGROUP kernel.
+const SG_MIN_KEYS_PER_SPLIT: usize = 64;
+
+/// Threads a CPU device runs workgroups on: llvmpipe starts one per CPU of this machine (4
+/// where the count is unknown, as in a browser).
+fn cpu_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get())
+}
 
 /// Inputs of one absorbed-attention call.
 #[derive(Clone, Copy, Debug)]
@@ -138,19 +171,24 @@ pub use crate::spec::absorbed_attention::{AttentionShapes, Dims};
 pub struct Plan {
     /// Query rows (heads × query tokens) per workgroup, G.
     pub rows_per_group: usize,
-    /// Keys per tile, TK (one per invocation in the score phase).
+    /// Keys per tile, TK (one per invocation in the score phase); 1 for the SUBGROUP kernel,
+    /// which walks keys one at a time.
     pub keys_per_tile: usize,
     /// Whether the register-blocked vec4 kernel runs (d_c and d_R multiples of 4).
     pub vec4: bool,
     /// Output columns per invocation in the PV phase: scalar kernel NPC = ⌈d_c / 256⌉, vec4
-    /// kernel DB = ⌈d_c / 256⌉ vec4 blocks.
+    /// kernel DB = ⌈d_c / 256⌉ vec4 blocks; 0 for the SUBGROUP kernel (16 per lane, fixed).
     pub out_cols: usize,
     /// Row groups per sequence, ⌈S_q·H / G⌉ (S_q: the longest sequence's query tokens).
     pub groups: usize,
     /// KV splits per (sequence, row group).
     pub n_split: usize,
-    /// Keys per split (a multiple of TK; the last split also takes everything past the end).
+    /// Keys per split (a multiple of TK for the tiled kernels; the last split also takes
+    /// everything past the end).
     pub split_len: usize,
+    /// Whether the SUBGROUP kernel runs ([`plan_subgroup`]): one subgroup per workgroup, no
+    /// tiles and no work areas.
+    pub subgroup: bool,
 }
 
 impl Plan {
@@ -175,6 +213,9 @@ impl Plan {
     /// the partials, then one work area per slot, (T·H / G + Bt) · n_split slots (see the
     /// shader: workgroups past a sequence's rows take none).
     pub fn scratch_floats(&self, bt: usize, tokens: usize, h: usize, d_c: usize) -> u64 {
+        if self.subgroup {
+            return self.partial_floats(tokens, h, d_c);
+        }
         let work = if self.vec4 { WORK4 } else { WORK } as u64;
         let groups = tokens as u64 * h as u64 / self.rows_per_group as u64;
         let slots = (groups + bt as u64) * self.n_split as u64;
@@ -243,7 +284,54 @@ pub fn plan(
         groups,
         n_split,
         split_len,
+        subgroup: false,
     })
+}
+
+/// The plan of the SUBGROUP kernel (CPU devices with a fixed subgroup size of 8, see
+/// [`AbsorbedAttention`]) for the call [`plan`] is asked about, `tokens` query tokens in all; `None`
+/// where it does not apply: widths that are not multiples of 4 or wider than d_c = 512,
+/// d_R = 64, or a split scratch larger than the tiled plan's (so [`scratch_bytes`] stays a bound
+/// for either kernel). Rows per workgroup G = 16 (fewer when a sequence has fewer rows); keys
+/// split only as far as needed to give each of the device's threads (one per CPU) a workgroup,
+/// and so that no workgroup walks more than 4096 keys: every split costs a workgroup start (its
+/// queries loaded into the lanes) and a share of the combine, which on a CPU device buys nothing
+/// once every thread is busy.
+pub fn plan_subgroup(
+    bt: usize,
+    s_q: usize,
+    h: usize,
+    d_c: usize,
+    d_r: usize,
+    max_seq_len: usize,
+    tokens: usize,
+) -> Result<Option<Plan>> {
+    let tiled = plan(bt, s_q, h, d_c, d_r, max_seq_len)?;
+    if !tiled.vec4 || d_c > SG_MAX_D_C || d_r > SG_MAX_D_R {
+        return Ok(None);
+    }
+    let rows = (s_q * h).max(1);
+    let rows_per_group = MAX_ROWS_PER_GROUP.min(rows.next_power_of_two());
+    let groups = rows.div_ceil(rows_per_group);
+    let ctx = max_seq_len.max(1);
+    let wanted = cpu_threads().div_ceil((bt * groups).max(1));
+    let n_split = wanted
+        .min(ctx.div_ceil(SG_MIN_KEYS_PER_SPLIT))
+        .max(ctx.div_ceil(SG_MAX_KEYS_PER_SPLIT))
+        .max(1);
+    let split_len = ctx.div_ceil(n_split);
+    let p = Plan {
+        rows_per_group,
+        keys_per_tile: 1,
+        vec4: true,
+        out_cols: 0,
+        groups,
+        n_split: ctx.div_ceil(split_len),
+        split_len,
+        subgroup: true,
+    };
+    let fits = p.scratch_floats(bt, tokens, h, d_c) <= tiled.scratch_floats(bt, tokens, h, d_c);
+    Ok(fits.then_some(p))
 }
 
 fn prev_pow2(n: usize) -> usize {
@@ -305,6 +393,14 @@ pub const SCALAR_HALF: [Variant; 3] = crate::ops::half_variants(SCALAR);
 /// [`VEC4`] reading a half cache, as [`SCALAR_HALF`].
 pub const VEC4_HALF: [Variant; 3] = crate::ops::half_variants(VEC4);
 
+/// The SUBGROUP kernel for aligned widths up to d_c = 512, d_R = 64 on CPU devices: one
+/// subgroup of 8 lanes per workgroup, each lane owning vec4 columns of the cache rows.
+pub const VEC4_SUBGROUP: Variant =
+    SHADER.variant(Flags::of(&[Flag::Vec4, Flag::Subgroup]), INTERFACE);
+
+/// [`VEC4_SUBGROUP`] reading a half cache, as [`SCALAR_HALF`].
+pub const VEC4_SUBGROUP_HALF: [Variant; 3] = crate::ops::half_variants(VEC4_SUBGROUP);
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CombineUniforms {
@@ -323,13 +419,17 @@ pub const COMBINE_INTERFACE: KernelInterface = KernelInterface {
 /// The split-KV combine kernel.
 pub const COMBINE: Variant = COMBINE_SHADER.variant(Flags::NONE, COMBINE_INTERFACE);
 
-/// Specialisation of the attention kernel: (vec4 variant, G, NPC or DB).
-type KernelKey = (bool, usize, usize, Flags);
+/// Specialisation of the attention kernel: (vec4 variant, subgroup variant, G, NPC or DB,
+/// storage flags).
+type KernelKey = (bool, bool, usize, usize, Flags);
 
 /// The absorbed-attention op: attention kernels per tiling (built on first use and kept), the
 /// combine kernel, and a scratch buffer for split-KV partials that grows as needed and is reused.
 pub struct AbsorbedAttention {
     gpu_kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    /// Whether the SUBGROUP kernel may run: a CPU device (llvmpipe) with subgroups of one
+    /// fixed size, 8. GPUs keep the tiled kernels.
+    subgroup: bool,
     combine: Arc<Kernel>,
     scratch: Mutex<Option<Tensor>>,
 }
@@ -344,8 +444,14 @@ impl AbsorbedAttention {
     /// Build the combine pipeline and the attention pipeline for DeepSeek sizes (d_c = 512);
     /// other tilings are built on first use.
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        let info = gpu.adapter_info();
+        let subgroup = gpu.has_subgroups()
+            && info.device_type == wgpu::DeviceType::Cpu
+            && info.subgroup_min_size == SG_LANES
+            && info.subgroup_max_size == SG_LANES;
         let op = Self {
             gpu_kernels: Mutex::new(HashMap::new()),
+            subgroup,
             combine: gpu.kernel(&COMBINE, &[("WG", WG as f64)])?,
             scratch: Mutex::new(None),
         };
@@ -354,13 +460,18 @@ impl AbsorbedAttention {
     }
 
     fn kernel(&self, gpu: &Gpu, p: &Plan, storage: Flags) -> Result<Arc<Kernel>> {
-        let key = (p.vec4, p.rows_per_group, p.out_cols, storage);
+        let key = (p.vec4, p.subgroup, p.rows_per_group, p.out_cols, storage);
         let mut kernels = self.gpu_kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = kernels.get(&key) {
             return Ok(k.clone());
         }
         let g = p.rows_per_group as f64;
-        let k = if p.vec4 {
+        let k = if p.subgroup {
+            gpu.kernel(
+                &SHADER.variant(VEC4_SUBGROUP.flags.union(storage), INTERFACE),
+                &[("G", g)],
+            )?
+        } else if p.vec4 {
             gpu.kernel(
                 &SHADER.variant(VEC4.flags.union(storage), INTERFACE),
                 &[("G", g), ("JB", JB as f64), ("DB", p.out_cols as f64)],
@@ -464,14 +575,19 @@ impl AbsorbedAttention {
     /// The tiling and split count this op uses for `inputs` (validated as in [`Self::record`]).
     pub fn plan_for(&self, inputs: &AbsorbedAttentionInputs, o_lat: &Tensor) -> Result<Plan> {
         let d = Self::validate(inputs, o_lat)?;
-        plan(
-            d.bt,
-            d.s_q,
-            d.h,
-            inputs.cache.d_c,
-            inputs.cache.d_r,
-            inputs.max_seq_len,
-        )
+        self.plan_dims(&d, inputs)
+    }
+
+    /// The SUBGROUP plan where this device runs it and it applies, else the tiled [`plan`].
+    fn plan_dims(&self, d: &Dims, inputs: &AbsorbedAttentionInputs) -> Result<Plan> {
+        let (d_c, d_r) = (inputs.cache.d_c, inputs.cache.d_r);
+        let ctx = inputs.max_seq_len;
+        if self.subgroup && inputs.cache.dtype() == DType::F32 {
+            if let Some(p) = plan_subgroup(d.bt, d.s_q, d.h, d_c, d_r, ctx, d.tokens)? {
+                return Ok(p);
+            }
+        }
+        plan(d.bt, d.s_q, d.h, d_c, d_r, ctx)
     }
 
     /// o_lat (Bt, S_q, H, d_c) = Σ_j softmax_j(scale·(q_lat·c_j + q_rope·k_rope_j)) c_j over the
@@ -487,7 +603,7 @@ impl AbsorbedAttention {
         let dims = Self::validate(inputs, o_lat)?;
         let (bt, s_q, h, max_blocks) = (dims.bt, dims.s_q, dims.h, dims.max_blocks);
         let c = inputs.cache;
-        let p = plan(bt, s_q, h, c.d_c, c.d_r, inputs.max_seq_len)?;
+        let p = self.plan_dims(&dims, inputs)?;
         let gpu = batch.gpu();
         let storage = crate::ops::storage_flags(gpu, "cache.data", c.dtype())?;
         let kernel = self.kernel(gpu, &p, storage)?;
