@@ -125,6 +125,16 @@ pub fn storage_flags_b(gpu: &Gpu, name: &str, dtype: DType) -> Result<Flags> {
     })
 }
 
+/// Whether kernels may share loaded values across subgroups of at least 8 invocations by
+/// broadcast or shuffle (the `SUBGROUP` variants of `selective_scan`, `state_update` and the MoE
+/// experts): on CPU adapters with subgroups only. On llvmpipe each storage load instruction is
+/// a loop over the SIMD lanes, so one load shared by the subgroup saves 7; a GPU serves those
+/// same-address loads from cache already.
+pub(crate) fn shares_loads_by_subgroup(gpu: &Gpu) -> bool {
+    let info = gpu.adapter_info();
+    info.device_type == wgpu::DeviceType::Cpu && gpu.has_subgroups() && info.subgroup_min_size >= 8
+}
+
 /// The storage flags for a stored tensor of `dtype` on `gpu`: none for f32, `F16` (plus
 /// `NATIVE_F16` where the device has `SHADER_F16`) for f16, `BF16` for bf16. `name` names the
 /// tensor in the error for a dtype that is not a float.

@@ -199,11 +199,7 @@ pub struct Moe {
 /// 4-row tile once they average 4 rows (each weight vec4 then serves 4 rows), else 1 row, so
 /// decode reads each weight once per routed row with no padded rows.
 fn expert_tile(gpu: &Gpu, rows: usize, experts: usize) -> (usize, bool) {
-    let info = gpu.adapter_info();
-    let broadcast = info.device_type == wgpu::DeviceType::Cpu
-        && gpu.has_subgroups()
-        && info.subgroup_min_size >= 8;
-    if broadcast && rows >= 2 * experts {
+    if crate::ops::shares_loads_by_subgroup(gpu) && rows >= 2 * experts {
         (8, true)
     } else if rows >= 4 * experts {
         (4, false)

@@ -313,14 +313,8 @@ impl SelectiveScan {
         } else {
             &CHUNKED
         };
-        // The row kernel shares B_t and C_t across a subgroup by shuffles on CPU adapters
-        // (llvmpipe: each storage load is a loop over the SIMD lanes, so the NS loads per step
-        // set the time); a GPU serves those same-address loads from cache as they are.
-        let info = gpu.adapter_info();
-        let rows = if info.device_type == wgpu::DeviceType::Cpu
-            && gpu.has_subgroups()
-            && info.subgroup_min_size >= 8
-        {
+        // The row kernel shares B_t and C_t across a subgroup by shuffles where that pays.
+        let rows = if crate::ops::shares_loads_by_subgroup(gpu) {
             &ROWS_SHARED
         } else {
             &ROWS

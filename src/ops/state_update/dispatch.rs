@@ -154,13 +154,8 @@ impl StateUpdate {
         )?);
         // An f32 state whose rows start on 16 bytes (N % 4 = 0) is read and written as vec4.
         let vec4 = s.state.dtype() == DType::F32 && n % 4 == 0;
-        // On a CPU adapter (llvmpipe: each storage load is a loop over the SIMD lanes) the vec4
-        // kernel's subgroups also share B and C by broadcast.
-        let info = gpu.adapter_info();
-        let share_bc = info.device_type == wgpu::DeviceType::Cpu
-            && gpu.has_subgroups()
-            && info.subgroup_min_size >= 8;
-        let storage = match (vec4, share_bc) {
+        // Where that pays, the vec4 kernel's subgroups also share B and C by broadcast.
+        let storage = match (vec4, crate::ops::shares_loads_by_subgroup(gpu)) {
             (true, true) => storage.with(Flag::Vec4).with(Flag::Subgroup),
             (true, false) => storage.with(Flag::Vec4),
             _ => storage,
