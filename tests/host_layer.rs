@@ -54,10 +54,7 @@ fn readback_reuses_staging_buffers() {
 #[test]
 fn invalid_shader_is_an_error_not_a_panic() {
     let gpu = gpu();
-    let bad = Shader {
-        name: "test/not_wgsl",
-        source: "this is not WGSL",
-    };
+    let bad = Shader::external("test/not_wgsl", "this is not WGSL");
     match gpu.kernel(&bad, &[]) {
         Err(Error::Gpu { context, .. }) => assert!(context.contains("test/not_wgsl"), "{context}"),
         other => panic!("expected a GPU validation error, got {other:?}"),

@@ -196,10 +196,7 @@ fn an_adopted_device_keeps_the_apps_error_handler() {
     }));
     let gpu = Gpu::from_device(device.clone(), queue.clone());
     // The crate's own errors come back as errors and never reach the app's handler.
-    let bad = Shader {
-        name: "test/not_wgsl",
-        source: "this is not WGSL",
-    };
+    let bad = Shader::external("test/not_wgsl", "this is not WGSL");
     assert!(matches!(gpu.kernel(&bad, &[]), Err(Error::Gpu { .. })));
     let ids = gpu.upload_u32(&[1], &[1]).unwrap();
     assert!(gpu.read_f32(&ids).is_err());

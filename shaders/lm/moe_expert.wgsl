@@ -134,7 +134,8 @@ fn main(
         // The expert whose tiles hold `tile`: tile_off[lo] ≤ tile < tile_off[hi].
         var lo = params.e0;
         var hi = params.e1;
-        while (hi - lo > 1u) {
+        // A for loop with a count, not a while: any u32 range halves to one within 32 steps.
+        for (var halving = 0u; halving < 32u && hi - lo > 1u; halving++) {
             let mid = (lo + hi) / 2u;
             if (plan[toff + mid] <= tile) {
                 lo = mid;

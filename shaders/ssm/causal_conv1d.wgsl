@@ -138,7 +138,8 @@ fn sequence_of(t: u32) -> u32 {
     if (i32(t) < cu_seqlens[0]) {
         return params.seqs;
     }
-    while (hi - lo > 1u) {
+    // A for loop with a count, not a while: any u32 range halves to one within 32 steps.
+    for (var halving = 0u; halving < 32u && hi - lo > 1u; halving++) {
         let mid = (lo + hi) / 2u;
         if (cu_seqlens[mid] <= i32(t)) {
             lo = mid;

@@ -15,7 +15,7 @@
 // Work split: one invocation per row (b, h), WG rows per workgroup (override; the host picks 64,
 // or 16 when that leaves fewer than 16 workgroups), linear workgroup index wg.x + wg.y·groups.x.
 // The invocation discretises NB = 16 modes at a time into registers (Λ̄, B̄, 2·C̃ and the state x
-// as constant-indexed, unrolled arrays), then walks t = 0..L−1: read u_t, update the NB states,
+// as four vec4 quads of modes in named struct fields), then walks t = 0..L−1: read u_t, update the NB states,
 // sum 2·Re(C̃·x), write y_t. N > NB: passes over blocks of NB modes; later passes read y back and
 // add to it, the first one adds D·u (f32 y only: with half y the host runs N > NB on the chunked
 // kernel, so that y is rounded once). Modes past N in the last block get Λ̄ = B̄ = C̃ = 0 (their
@@ -28,7 +28,53 @@
 // rows and long L the chunked parallel-in-time kernel is used instead. Latency: L dependent steps.
 
 override WG: u32 = 64u;  // rows (invocations) per workgroup
-const NB: u32 = 16u;     // complex modes per pass held in registers
+const NB: u32 = 16u;     // complex modes per pass held in registers (four ModeQuads)
+
+// Four modes in registers, one per vec4 component: named fields, never an indexed array, so no
+// index clamps or scratch memory come between them and the SIMD registers.
+struct ModeQuad {
+    ar: vec4<f32>,  // Λ̄
+    ai: vec4<f32>,
+    br: vec4<f32>,  // B̄
+    bi: vec4<f32>,
+    cr: vec4<f32>,  // 2·C̃
+    ci: vec4<f32>,
+    xr: vec4<f32>,  // state
+    xi: vec4<f32>,
+}
+
+// Modes first .. first + 3 of channel h, discretised; modes past N get Λ̄ = B̄ = C̃ = 0.
+fn quad(h: u32, first: u32) -> ModeQuad {
+    var q: ModeQuad;
+    for (var j = 0u; j < 4u; j++) {
+        var ab = vec4<f32>(0.0);
+        var c = vec2<f32>(0.0);
+        if (first + j < params.modes) {
+            ab = discretise_mode(h, first + j);
+            c = 2.0 * c_tilde[h * params.modes + first + j];
+        }
+        q.ar[j] = ab.x;
+        q.ai[j] = ab.y;
+        q.br[j] = ab.z;
+        q.bi[j] = ab.w;
+        q.cr[j] = c.x;
+        q.ci[j] = c.y;
+    }
+    q.xr = vec4<f32>(0.0);
+    q.xi = vec4<f32>(0.0);
+    return q;
+}
+
+// One step of four modes: x ← Λ̄·x + B̄·u; returns Σ 2·Re(C̃·x).
+fn advance(q: ptr<function, ModeQuad>, uu: f32) -> f32 {
+    let xr = (*q).xr;
+    let xi = (*q).xi;
+    let r = fma((*q).ar, xr, fma(-(*q).ai, xi, (*q).br * uu));
+    let i = fma((*q).ar, xi, fma((*q).ai, xr, (*q).bi * uu));
+    (*q).xr = r;
+    (*q).xi = i;
+    return dot((*q).cr, r) - dot((*q).ci, i);
+}
 
 #include "ssm/discretise"
 
@@ -48,31 +94,11 @@ fn main(
     let base = row * len;
     let skip = d_skip[h];
     for (var n0 = 0u; n0 < nn; n0 += NB) {
-        var ar: array<f32, NB>;  // Λ̄
-        var ai: array<f32, NB>;
-        var br: array<f32, NB>;  // B̄
-        var bi: array<f32, NB>;
-        var cr: array<f32, NB>;  // 2·C̃
-        var ci: array<f32, NB>;
-        var xr: array<f32, NB>;  // state
-        var xi: array<f32, NB>;
+        var q0 = quad(h, n0);
+        var q1 = quad(h, n0 + 4u);
+        var q2 = quad(h, n0 + 8u);
+        var q3 = quad(h, n0 + 12u);
         var pending = 0.0; // half y: the even element of a word, stored with the odd one
-        for (var j = 0u; j < NB; j++) {
-            var ab = vec4<f32>(0.0);
-            var c = vec2<f32>(0.0);
-            if (n0 + j < nn) {
-                ab = discretise_mode(h, n0 + j);
-                c = 2.0 * c_tilde[h * nn + n0 + j];
-            }
-            ar[j] = ab.x;
-            ai[j] = ab.y;
-            br[j] = ab.z;
-            bi[j] = ab.w;
-            cr[j] = c.x;
-            ci[j] = c.y;
-            xr[j] = 0.0;
-            xi[j] = 0.0;
-        }
         for (var t = 0u; t < len; t++) {
             let uu = load_u(base + t);
             var acc: f32;
@@ -81,13 +107,7 @@ fn main(
             } else {
                 acc = load_y(base + t);
             }
-            for (var j = 0u; j < NB; j++) {
-                let r = ar[j] * xr[j] - ai[j] * xi[j] + br[j] * uu;
-                let i = ar[j] * xi[j] + ai[j] * xr[j] + bi[j] * uu;
-                xr[j] = r;
-                xi[j] = i;
-                acc += cr[j] * r - ci[j] * i;
-            }
+            acc += (advance(&q0, uu) + advance(&q1, uu)) + (advance(&q2, uu) + advance(&q3, uu));
             store_y_step(base + t, t, len, acc, &pending);
         }
     }

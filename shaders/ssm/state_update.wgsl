@@ -317,7 +317,8 @@ fn update(r: Row, lane_r: u32) -> f32 {
         return update_row_pairs(r, o);
     }
 #endif
-    for (var n = lane_r; n < params.n; n += params.tpr) {
+    let stride = max(params.tpr, 1u);
+    for (var n = lane_r; n < params.n; n += stride) {
         let h = step(r, o, n, load_state(o.s + n));
         store_state(o.s + n, h);
         part += h * c_at(o, n);

@@ -36,13 +36,17 @@ pub use interface::{Access, KernelInterface};
 use crate::error::{Error, Result};
 use std::fmt;
 
-/// A WGSL shader body (or fragment) embedded in the crate.
+/// A WGSL shader body (or fragment): one of the crate's own, embedded from `shaders/`, or an
+/// app's ([`Shader::external`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shader {
     /// Path under `shaders/` without the extension, e.g. `"ssm/selective_scan"`.
     pub name: &'static str,
     /// The WGSL text, directives included.
     pub source: &'static str,
+    /// Whether this is a body of the crate's `shaders/` (made by `wgsl!`). Only those are built
+    /// without wgpu's loop bounding: their loops are known to end (`tests/shader_loops.rs`).
+    pub(crate) embedded: bool,
 }
 
 /// The [`Shader`] of `shaders/<name>.wgsl`, embedded at build time.
@@ -56,6 +60,7 @@ macro_rules! wgsl {
                 $name,
                 ".wgsl"
             )),
+            embedded: true,
         }
     };
 }
@@ -79,6 +84,16 @@ pub fn fragment(name: &str) -> Option<&'static str> {
 }
 
 impl Shader {
+    /// A body from outside the crate (an app's own kernel, say). The runtime builds it with all
+    /// of wgpu's runtime checks, loop bounding included.
+    pub const fn external(name: &'static str, source: &'static str) -> Shader {
+        Shader {
+            name,
+            source,
+            embedded: false,
+        }
+    }
+
     /// This body composed with `flags`, promising the host interface `interface`.
     pub const fn variant(self, flags: Flags, interface: KernelInterface) -> Variant {
         Variant {

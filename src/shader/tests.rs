@@ -28,10 +28,7 @@ fn fragments(name: &str) -> Option<&'static str> {
 }
 
 fn run(source: &'static str, flags: &[Flag]) -> Result<String> {
-    let shader = Shader {
-        name: "t/body",
-        source,
-    };
+    let shader = Shader::external("t/body", source);
     compose(&shader, Flags::of(flags), &fragments)
 }
 
