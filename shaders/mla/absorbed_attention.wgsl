@@ -79,7 +79,7 @@
 // for G FMAs (~7x slower than VEC4 at DeepSeek sizes). It could be register blocked the same way.
 //
 // Flag SUBGROUP (with VEC4; the host picks it on CPU devices whose subgroups are all 8 lanes, for
-// f32 caches with d_c <= 512 and d_R <= 64): a workgroup is one subgroup of SG = 8 lanes, no workgroup memory,
+// caches of any storage dtype with d_c <= 512 and d_R <= 64): a workgroup is one subgroup of SG = 8 lanes, no workgroup memory,
 // no barriers, no work area. Lane t owns vec4 columns t + 8 k of every row: k < 16 of the latent
 // part, k < 2 of the rope part (columns past d_c / d_R read as zero and are never written).
 // Each of the G rows keeps, in private variables indexed only by constants (one named RowState

@@ -36,7 +36,7 @@
 //! on a GPU with a shared L2 most of those reads hit in L2.
 //!
 //! # The SUBGROUP kernel (CPU devices)
-//! On a CPU device (llvmpipe) whose subgroups are all 8 lanes, f32 caches of aligned widths up
+//! On a CPU device (llvmpipe) whose subgroups are all 8 lanes, caches of aligned widths up
 //! to d_c = 512, d_R = 64 run `absorbed_attention.wgsl` with `VEC4` and `SUBGROUP` ([`plan_subgroup`]): a
 //! workgroup is one subgroup; lane t owns vec4 columns t + 8k of every cache row, so a key row
 //! is loaded once, one vec4 per lane per column block, for all G = 16 rows of the group; each
@@ -46,9 +46,7 @@
 //! workgroup (and at most 4096 keys per workgroup, under llvmpipe's per-loop iteration limit):
 //! on a CPU device each extra split costs a workgroup start and combine work for nothing. GPUs
 //! keep the tiled kernels (8-lane workgroups holding 16 rows' state would starve a GPU).
-//! Half caches keep the tiled kernels for now: with an f16 cache the SUBGROUP kernel failed
-//! `tests/deepseek_gpu.rs` (prefill then decode of the tiny V3 model) although the half-cache
-//! conformance cases here pass; its half variants stay registered and compiled by the tests.
+//! Half caches (f16, bf16) run the same kernel, widening each vec4 of the row on load.
 //!
 //! # Split-KV
 //! With few sequences and heads there are too few workgroups to fill a GPU, so the keys of each
@@ -582,7 +580,7 @@ impl AbsorbedAttention {
     fn plan_dims(&self, d: &Dims, inputs: &AbsorbedAttentionInputs) -> Result<Plan> {
         let (d_c, d_r) = (inputs.cache.d_c, inputs.cache.d_r);
         let ctx = inputs.max_seq_len;
-        if self.subgroup && inputs.cache.dtype() == DType::F32 {
+        if self.subgroup {
             if let Some(p) = plan_subgroup(d.bt, d.s_q, d.h, d_c, d_r, ctx, d.tokens)? {
                 return Ok(p);
             }
