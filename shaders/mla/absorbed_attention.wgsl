@@ -78,25 +78,28 @@
 // What bounds it: loads, as above, but here each inner step does 1 cache load + G query loads
 // for G FMAs (~7x slower than VEC4 at DeepSeek sizes). It could be register blocked the same way.
 //
-// Flag SUBGROUP (with VEC4; the host picks it on CPU devices whose subgroups are all 8 lanes, for
-// caches of any storage dtype with d_c <= 512 and d_R <= 64): a workgroup is one subgroup of SG = 8 lanes, no workgroup memory,
-// no barriers, no work area. Lane t owns vec4 columns t + 8 k of every row: k < 16 of the latent
+// Flag SUBGROUP (with VEC4; the host picks it on CPU devices whose subgroups are all 8 lanes,
+// for caches of any storage dtype with d_c <= 512 and d_R <= 64): a workgroup is one subgroup
+// of SG = 8 lanes, no workgroup memory, no barriers, no work area. Lane t owns vec4 columns t + 8 k of every row: k < 16 of the latent
 // part, k < 2 of the rope part (columns past d_c / d_R read as zero and are never written).
 // Each of the G rows keeps, in private variables indexed only by constants (one named RowState
 // per row, loops of constant trip count), its 18 query vec4s, its 16 accumulator vec4s and its
-// running (m, l). Per key j of the split, one iteration:
-//   cv = the lane's 18 vec4s of cache row j (loaded once for all G rows);
-//   per row: s = subgroupAdd(sum_k q_k . cv_k) * scale, masked to -3e38 past the row's causal
-//   limit or for a bad block id; m' = max(m, s), alpha = exp(m - m'), p = exp(s - m');
-//   l = l alpha + p; acc_k = acc_k alpha + p cv_k.
+// running (m, l). Per pair of keys (j, j + 1) of the split, one iteration:
+//   cv, cw = the lane's 18 vec4s of cache rows j and j + 1 (loaded once for all G rows);
+//   per row: both scores s = subgroupAdd(sum_k q_k . c_k) * scale (one vec2 sum), masked to
+//   -3e38 past the row's causal limit, past the split or for a bad block id; m' = max(m, sa, sb),
+//   alpha = exp(m - m'), p = exp(s - m'); l = l alpha + pa + pb; acc_k = acc_k alpha + pa cv_k
+//   + pb cw_k (one rescale of the accumulators per pair instead of one per key).
 // Outputs as in the tiled kernels (o_lat with one split, else the partial and (m, l)).
 // What bounds it. On lavapipe a load whose address differs between lanes is a loop over the 8
 // lanes per component, so the cost floor is the cache row's 144 vec4 lane-loads per key, shared
 // here by all G rows (each element of the row is loaded exactly once per workgroup, against
-// twice per row group in the tiled kernels); the rest is register FMAs, a subgroup sum and two
-// exps per row and key. A private array indexed by a value the compiler cannot fold is a loop
-// over lanes too, hence one variable per row and constant-bound inner loops. llvmpipe stops a
-// loop after 65535 iterations, so the host bounds the keys of a split (one iteration each). On a
+// twice per row group in the tiled kernels); the rest is register FMAs, a subgroup sum and
+// 1.5 exps per row and key. At G = 16 the key loads still take about a third of a decode step,
+// which is why G is as large as the rows' state allows. A private array indexed by a value the
+// compiler cannot fold is a loop over lanes too, hence one variable per row and constant-bound
+// inner loops. llvmpipe stops a loop after 65535 iterations, so the host bounds the keys of a
+// split (one iteration per pair). On a
 // GPU this mapping would waste the machine (8-lane workgroups, all 16 rows' state in registers),
 // so GPUs keep the tiled kernels.
 
@@ -192,6 +195,12 @@ struct RowState {
     lim: u32,
 }
 
+// A key row's columns owned by this lane, and whether the key may be used at all.
+struct KeyRow {
+    c: array<vec4<f32>, 18>,
+    valid: bool,
+}
+
 // Vec4 column col of a query row at vec4 index base (a part of n vec4s); zero past the part.
 fn qlat_col(base: u32, col: u32, n: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), q_lat[base + min(col, max(n, 1u) - 1u)], col < n);
@@ -255,9 +264,8 @@ fn cache_col(base: u32, col: u32, n: u32, valid: bool) -> vec4<f32> {
     return select(vec4<f32>(0.0), c, valid && col < n);
 }
 
-// One key for one row: the score (this lane's partial dot, summed over the subgroup), the online
-// softmax update and acc = acc * alpha + p * c on this lane's columns.
-fn row_key(st: ptr<function, RowState>, cv: ptr<function, array<vec4<f32>, 18>>, j: u32, valid: bool) {
+// This lane's partial of the score of key row cv for row st: Σ_k q_k · cv_k over its columns.
+fn lane_dot(st: ptr<function, RowState>, cv: ptr<function, array<vec4<f32>, 18>>) -> f32 {
     // Written out, not looped: an index the compiler does not fold costs a loop over lanes.
     var part = (*st).q[0] * (*cv)[0];
     part = fma((*st).q[1], (*cv)[1], part);
@@ -277,31 +285,81 @@ fn row_key(st: ptr<function, RowState>, cv: ptr<function, array<vec4<f32>, 18>>,
     part = fma((*st).q[15], (*cv)[15], part);
     part = fma((*st).q[16], (*cv)[16], part);
     part = fma((*st).q[17], (*cv)[17], part);
-    let s = subgroupAdd(part.x + part.y + part.z + part.w) * params.scale;
-    let ok = valid && j < (*st).lim;
-    let sv = select(NEG_BIG, s, ok);
-    let m_new = max((*st).m, sv);
+    return part.x + part.y + part.z + part.w;
+}
+
+// Keys j (row cv) and j + 1 (row cw) for one row: both scores (lane partials summed over the
+// subgroup), one online-softmax update for the pair and acc = acc * alpha + pa * c + pb * cw on
+// this lane's columns. A pair shares one rescale of the 16 accumulators and one exp for alpha.
+fn row_keys(
+    st: ptr<function, RowState>,
+    cv: ptr<function, array<vec4<f32>, 18>>,
+    cw: ptr<function, array<vec4<f32>, 18>>,
+    j: u32,
+    valid_a: bool,
+    valid_b: bool,
+) {
+    let sums = subgroupAdd(vec2<f32>(lane_dot(st, cv), lane_dot(st, cw))) * params.scale;
+    let ok_a = valid_a && j < (*st).lim;
+    let ok_b = valid_b && j + 1u < (*st).lim;
+    let sa = select(NEG_BIG, sums.x, ok_a);
+    let sb = select(NEG_BIG, sums.y, ok_b);
+    let m_new = max((*st).m, max(sa, sb));
     let alpha = exp((*st).m - m_new);
-    let p = select(0.0, exp(sv - m_new), ok);
-    (*st).l = (*st).l * alpha + p;
+    let pa = select(0.0, exp(sa - m_new), ok_a);
+    let pb = select(0.0, exp(sb - m_new), ok_b);
+    (*st).l = (*st).l * alpha + pa + pb;
     (*st).m = m_new;
-    let pv = vec4<f32>(p);
-    (*st).acc[0] = fma(pv, (*cv)[0], (*st).acc[0] * alpha);
-    (*st).acc[1] = fma(pv, (*cv)[1], (*st).acc[1] * alpha);
-    (*st).acc[2] = fma(pv, (*cv)[2], (*st).acc[2] * alpha);
-    (*st).acc[3] = fma(pv, (*cv)[3], (*st).acc[3] * alpha);
-    (*st).acc[4] = fma(pv, (*cv)[4], (*st).acc[4] * alpha);
-    (*st).acc[5] = fma(pv, (*cv)[5], (*st).acc[5] * alpha);
-    (*st).acc[6] = fma(pv, (*cv)[6], (*st).acc[6] * alpha);
-    (*st).acc[7] = fma(pv, (*cv)[7], (*st).acc[7] * alpha);
-    (*st).acc[8] = fma(pv, (*cv)[8], (*st).acc[8] * alpha);
-    (*st).acc[9] = fma(pv, (*cv)[9], (*st).acc[9] * alpha);
-    (*st).acc[10] = fma(pv, (*cv)[10], (*st).acc[10] * alpha);
-    (*st).acc[11] = fma(pv, (*cv)[11], (*st).acc[11] * alpha);
-    (*st).acc[12] = fma(pv, (*cv)[12], (*st).acc[12] * alpha);
-    (*st).acc[13] = fma(pv, (*cv)[13], (*st).acc[13] * alpha);
-    (*st).acc[14] = fma(pv, (*cv)[14], (*st).acc[14] * alpha);
-    (*st).acc[15] = fma(pv, (*cv)[15], (*st).acc[15] * alpha);
+    let va = vec4<f32>(pa);
+    let vb = vec4<f32>(pb);
+    (*st).acc[0] = fma(vb, (*cw)[0], fma(va, (*cv)[0], (*st).acc[0] * alpha));
+    (*st).acc[1] = fma(vb, (*cw)[1], fma(va, (*cv)[1], (*st).acc[1] * alpha));
+    (*st).acc[2] = fma(vb, (*cw)[2], fma(va, (*cv)[2], (*st).acc[2] * alpha));
+    (*st).acc[3] = fma(vb, (*cw)[3], fma(va, (*cv)[3], (*st).acc[3] * alpha));
+    (*st).acc[4] = fma(vb, (*cw)[4], fma(va, (*cv)[4], (*st).acc[4] * alpha));
+    (*st).acc[5] = fma(vb, (*cw)[5], fma(va, (*cv)[5], (*st).acc[5] * alpha));
+    (*st).acc[6] = fma(vb, (*cw)[6], fma(va, (*cv)[6], (*st).acc[6] * alpha));
+    (*st).acc[7] = fma(vb, (*cw)[7], fma(va, (*cv)[7], (*st).acc[7] * alpha));
+    (*st).acc[8] = fma(vb, (*cw)[8], fma(va, (*cv)[8], (*st).acc[8] * alpha));
+    (*st).acc[9] = fma(vb, (*cw)[9], fma(va, (*cv)[9], (*st).acc[9] * alpha));
+    (*st).acc[10] = fma(vb, (*cw)[10], fma(va, (*cv)[10], (*st).acc[10] * alpha));
+    (*st).acc[11] = fma(vb, (*cw)[11], fma(va, (*cv)[11], (*st).acc[11] * alpha));
+    (*st).acc[12] = fma(vb, (*cw)[12], fma(va, (*cv)[12], (*st).acc[12] * alpha));
+    (*st).acc[13] = fma(vb, (*cw)[13], fma(va, (*cv)[13], (*st).acc[13] * alpha));
+    (*st).acc[14] = fma(vb, (*cw)[14], fma(va, (*cv)[14], (*st).acc[14] * alpha));
+    (*st).acc[15] = fma(vb, (*cw)[15], fma(va, (*cv)[15], (*st).acc[15] * alpha));
+}
+
+// The lane's 18 vec4 columns of key j's row of sequence b (zeros where `valid` is false: a bad
+// block id or a key past the split, whose row is then never read).
+fn key_row(b: u32, j: u32, in_split: bool, lane: u32) -> KeyRow {
+    let dc4 = params.d_c / 4u;
+    let dr4 = params.d_r / 4u;
+    let bs = params.block_size;
+    let blk = block_table[b * params.max_blocks + j / bs];
+    var k: KeyRow;
+    k.valid = in_split && blk < params.num_blocks;
+    let valid = k.valid;
+    let base = select(0u, (blk * bs + j % bs) * (dc4 + dr4), valid);
+    k.c[0] = cache_col(base, lane + 0u, dc4, valid);
+    k.c[1] = cache_col(base, lane + 8u, dc4, valid);
+    k.c[2] = cache_col(base, lane + 16u, dc4, valid);
+    k.c[3] = cache_col(base, lane + 24u, dc4, valid);
+    k.c[4] = cache_col(base, lane + 32u, dc4, valid);
+    k.c[5] = cache_col(base, lane + 40u, dc4, valid);
+    k.c[6] = cache_col(base, lane + 48u, dc4, valid);
+    k.c[7] = cache_col(base, lane + 56u, dc4, valid);
+    k.c[8] = cache_col(base, lane + 64u, dc4, valid);
+    k.c[9] = cache_col(base, lane + 72u, dc4, valid);
+    k.c[10] = cache_col(base, lane + 80u, dc4, valid);
+    k.c[11] = cache_col(base, lane + 88u, dc4, valid);
+    k.c[12] = cache_col(base, lane + 96u, dc4, valid);
+    k.c[13] = cache_col(base, lane + 104u, dc4, valid);
+    k.c[14] = cache_col(base, lane + 112u, dc4, valid);
+    k.c[15] = cache_col(base, lane + 120u, dc4, valid);
+    k.c[16] = cache_col(base + dc4, lane + 0u, dr4, valid);
+    k.c[17] = cache_col(base + dc4, lane + 8u, dr4, valid);
+    return k;
 }
 
 // Store vec4 column col (< n) of a row at vec4 index at: o_lat, normalised, with one split;
@@ -383,9 +441,6 @@ fn main(
     if (s == params.n_split - 1u) {
         k1 = kend;
     }
-    let dc4 = params.d_c / 4u;
-    let dr4 = params.d_r / 4u;
-    let w4 = dc4 + dr4;
 
     // Rows row0 + n (n < G; past the sequence's rows: a copy of its last row, never written).
     var st0: RowState;
@@ -446,54 +501,41 @@ fn main(
         row_init(&st15, qbase + r, lane, row_limit(r, n_q, seq_len, cap));
     }
 
-    // One iteration per key (at most split_len, which the host keeps far below llvmpipe's loop
-    // limit): the lane's 18 vec4 columns of the key row, loaded once for all G rows.
-    for (var j = k0; j < k1; j++) {
-        let blk = block_table[b * params.max_blocks + j / bs];
-        let valid = blk < params.num_blocks;
-        let base = select(0u, (blk * bs + j % bs) * w4, valid);
-        var cv: array<vec4<f32>, 18>;
-        cv[0] = cache_col(base, lane + 0u, dc4, valid);
-        cv[1] = cache_col(base, lane + 8u, dc4, valid);
-        cv[2] = cache_col(base, lane + 16u, dc4, valid);
-        cv[3] = cache_col(base, lane + 24u, dc4, valid);
-        cv[4] = cache_col(base, lane + 32u, dc4, valid);
-        cv[5] = cache_col(base, lane + 40u, dc4, valid);
-        cv[6] = cache_col(base, lane + 48u, dc4, valid);
-        cv[7] = cache_col(base, lane + 56u, dc4, valid);
-        cv[8] = cache_col(base, lane + 64u, dc4, valid);
-        cv[9] = cache_col(base, lane + 72u, dc4, valid);
-        cv[10] = cache_col(base, lane + 80u, dc4, valid);
-        cv[11] = cache_col(base, lane + 88u, dc4, valid);
-        cv[12] = cache_col(base, lane + 96u, dc4, valid);
-        cv[13] = cache_col(base, lane + 104u, dc4, valid);
-        cv[14] = cache_col(base, lane + 112u, dc4, valid);
-        cv[15] = cache_col(base, lane + 120u, dc4, valid);
-        cv[16] = cache_col(base + dc4, lane + 0u, dr4, valid);
-        cv[17] = cache_col(base + dc4, lane + 8u, dr4, valid);
-        row_key(&st0, &cv, j, valid);
+    // One iteration per pair of keys (a split has at most split_len keys, which the host keeps
+    // far below llvmpipe's loop limit): the lane's 18 vec4 columns of both key rows, loaded once
+    // for all G rows. The second key of the last pair may lie past the split: it is masked, and
+    // its block-table entry is read at the split's last key instead.
+    for (var j = k0; j < k1; j += 2u) {
+        let ka = key_row(b, j, true, lane);
+        let kb = key_row(b, min(j + 1u, k1 - 1u), j + 1u < k1, lane);
+        let va = ka.valid;
+        let vb = kb.valid;
+        // Whole variables: a function's pointer argument may not point into a struct.
+        var ca = ka.c;
+        var cb = kb.c;
+        row_keys(&st0, &ca, &cb, j, va, vb);
         if (G > 1u) {
-            row_key(&st1, &cv, j, valid);
+            row_keys(&st1, &ca, &cb, j, va, vb);
         }
         if (G > 2u) {
-            row_key(&st2, &cv, j, valid);
-            row_key(&st3, &cv, j, valid);
+            row_keys(&st2, &ca, &cb, j, va, vb);
+            row_keys(&st3, &ca, &cb, j, va, vb);
         }
         if (G > 4u) {
-            row_key(&st4, &cv, j, valid);
-            row_key(&st5, &cv, j, valid);
-            row_key(&st6, &cv, j, valid);
-            row_key(&st7, &cv, j, valid);
+            row_keys(&st4, &ca, &cb, j, va, vb);
+            row_keys(&st5, &ca, &cb, j, va, vb);
+            row_keys(&st6, &ca, &cb, j, va, vb);
+            row_keys(&st7, &ca, &cb, j, va, vb);
         }
         if (G > 8u) {
-            row_key(&st8, &cv, j, valid);
-            row_key(&st9, &cv, j, valid);
-            row_key(&st10, &cv, j, valid);
-            row_key(&st11, &cv, j, valid);
-            row_key(&st12, &cv, j, valid);
-            row_key(&st13, &cv, j, valid);
-            row_key(&st14, &cv, j, valid);
-            row_key(&st15, &cv, j, valid);
+            row_keys(&st8, &ca, &cb, j, va, vb);
+            row_keys(&st9, &ca, &cb, j, va, vb);
+            row_keys(&st10, &ca, &cb, j, va, vb);
+            row_keys(&st11, &ca, &cb, j, va, vb);
+            row_keys(&st12, &ca, &cb, j, va, vb);
+            row_keys(&st13, &ca, &cb, j, va, vb);
+            row_keys(&st14, &ca, &cb, j, va, vb);
+            row_keys(&st15, &ca, &cb, j, va, vb);
         }
     }
 
