@@ -47,15 +47,11 @@
 // registers. The RM = 32 body is large (its pipeline is slow to build), so only M ≥ the host's
 // threshold composes it. On a GPU it would gain nothing (x loads shared by a subgroup are
 // already one transaction) and hold too many registers, so GPUs never get it.
-// Tried for decode and not kept (lavapipe, M = 4, f32 W [N, K]): (a) the 8 lanes splitting K
-// instead of the columns (lane l loads vec4 k0 + l of each of 8 or 16 columns, adjacent lanes
-// reading adjacent 16 bytes of one W row, partial dots reduced by subgroupAdd): 16 columns
-// measured 5.4–5.6 ms vs 5.7 ms at N=576 K=2048, 19.1 vs 18.0 ms at N=2048 K=2048, equal at
-// K=512; 8 columns 10–25% slower. Walking 16 W rows instead of 64 buys nothing: the lane loop
-// (one iteration per lane and 4-byte component) costs the same whatever the addresses.
-// (b) lanes as rows, the columns' W loads at a subgroup-uniform address: ~6× slower (34 vs
-// 5.7 ms), so inside the K loop Mesa 22.3.6 evidently runs the lane loop for those too. Decode
-// time is set by W's bytes through that loop; half weights halve them.
+// Tried for decode and not kept (lavapipe, M = 4): the 8 lanes splitting K instead of the
+// columns (adjacent lanes reading adjacent 16 bytes of one W row, partial dots summed by
+// subgroupAdd) was no faster, and lanes as rows with W loaded at a subgroup-uniform address was
+// several times slower. The lane loop runs once per lane and 4-byte component whatever the
+// addresses, so decode time is W's bytes through that loop; half weights halve them.
 //
 // Storage dtypes (common/storage.wgsl): w may be f32, f16 or bf16 (the first role: flags F16,
 // BF16, NATIVE_F16); the activations x and y share the second role's dtype, f32, f16 or bf16
