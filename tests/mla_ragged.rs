@@ -347,3 +347,54 @@ fn packed_errors_leave_the_cache_unchanged() {
     );
     assert_eq!((cache.seq_len(0), cache.seq_len(1)), (4, 4));
 }
+
+/// (g) `record_append_latent`: the latent rows a prefill wrote, read back and appended as they
+/// are to a fresh cache, give the next decode step the same output, bit for bit; and its
+/// errors (wrong width, a full cache) record nothing and leave the cache unchanged.
+#[test]
+fn appended_latent_rows_serve_like_prefilled_ones() {
+    let gpu = gpu();
+    let cfg = small_config(3, None, false, false);
+    let w = MlaWeights::random(&cfg, &mut Rng::new(5));
+    let mut rng = Rng::new(6);
+    let hid = cfg.hidden_size;
+    let width = cfg.latent_dim();
+    let layer = MlaLayer::new(gpu.clone(), &cfg, &w).unwrap();
+    // 11 prompt tokens over pages of 4: the last page is partly filled.
+    let prompt = rng.normal_vec(11 * hid, 0.0, 1.0);
+    let step = rng.normal_vec(hid, 0.0, 1.0);
+    let mut prefilled = layer.new_cache(1, 16, 4).unwrap();
+    run_packed(&gpu, &layer, &mut prefilled, &seqs(&[(0, 11)]), &prompt);
+    // A fresh cache hands out pages 0, 1, 2, … in order, so the prompt's rows are slots 0..11.
+    let data = gpu.read_f32(&prefilled.cache.data).unwrap();
+    let rows = gpu.upload_f32(&[11, width], &data[..11 * width]).unwrap();
+    let mut appended = layer.new_cache(1, 16, 4).unwrap();
+    let mut batch = gpu.batch();
+    layer
+        .record_append_latent(&mut batch, &mut appended, &seqs(&[(0, 11)]), &rows)
+        .unwrap();
+    batch.run().unwrap();
+    assert_eq!(appended.seq_len(0), 11);
+    let a = run_packed(&gpu, &layer, &mut prefilled, &seqs(&[(0, 1)]), &step);
+    let b = run_packed(&gpu, &layer, &mut appended, &seqs(&[(0, 1)]), &step);
+    assert!(a.iter().all(|v| v.is_finite()));
+    assert_eq!(
+        a, b,
+        "decode after appended rows differs from decode after the prefill"
+    );
+
+    // Errors: a row width other than d_c + d_R, more tokens than free pages.
+    let before = (appended.seq_len(0), appended.free_blocks());
+    for (tokens, w, needle) in [(2, width - 1, "latent"), (8, width, "free pages")] {
+        let bad = gpu
+            .upload_f32(&[tokens, w], &vec![0.5; tokens * w])
+            .unwrap();
+        let mut batch = gpu.batch();
+        let e = layer
+            .record_append_latent(&mut batch, &mut appended, &seqs(&[(0, tokens)]), &bad)
+            .unwrap_err();
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+        assert_eq!(batch.dispatches(), 0, "nothing recorded on error");
+        assert_eq!((appended.seq_len(0), appended.free_blocks()), before);
+    }
+}

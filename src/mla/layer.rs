@@ -114,6 +114,12 @@ pub struct MlaCache {
     seqs: Vec<SeqPages>,
 }
 
+/// A call's pages before it commits: the free list after taking them and each sequence's table.
+struct PagePlan {
+    free: Vec<u32>,
+    tables: Vec<Vec<u32>>,
+}
+
 #[derive(Clone, Debug, Default)]
 struct SeqPages {
     pages: Vec<u32>,
@@ -181,6 +187,47 @@ impl MlaCache {
     /// Number of sequences.
     pub fn num_seqs(&self) -> usize {
         self.seqs.len()
+    }
+
+    /// The pages `seqs` (T tokens in all) would hold after appending them, taking new pages
+    /// from a copy of the free list; [`Error::CacheFull`] when too few are free.
+    fn plan_pages(&self, seqs: &[MlaSeq], t: usize) -> Result<PagePlan> {
+        let bs = self.cache.block_size;
+        let needed = self.blocks_needed(seqs);
+        if needed > self.free.len() {
+            return Err(Error::CacheFull {
+                what: match seqs {
+                    [q] => format!("appending {} tokens to sequence {}", q.tokens, q.seq),
+                    _ => format!("appending {t} tokens to {} sequences", seqs.len()),
+                },
+                needed_blocks: needed,
+                free_blocks: self.free.len(),
+                num_blocks: self.cache.num_blocks,
+                block_size: bs,
+            });
+        }
+        let mut free = self.free.clone();
+        let mut tables = Vec::with_capacity(seqs.len());
+        for q in seqs {
+            let held = &self.seqs[q.seq];
+            let mut p = held.pages.clone();
+            while p.len() * bs < held.len + q.tokens {
+                p.push(free.pop().expect("capacity checked"));
+            }
+            tables.push(p);
+        }
+        Ok(PagePlan { free, tables })
+    }
+
+    /// Make `plan` (from [`Self::plan_pages`] for `seqs`) the allocation, and the sequences
+    /// longer by their tokens: once everything that could fail has been recorded.
+    fn commit(&mut self, seqs: &[MlaSeq], plan: PagePlan) {
+        let PagePlan { free, mut tables } = plan;
+        self.free = free;
+        for (b, q) in seqs.iter().enumerate() {
+            self.seqs[q.seq].pages = std::mem::take(&mut tables[b]);
+            self.seqs[q.seq].len += q.tokens;
+        }
     }
 
     /// Keep only the first `len` tokens of sequence `seq` (its pages stay allocated), e.g. to
@@ -499,31 +546,8 @@ impl MlaLayer {
             return Err(Error::invalid("the cache was made for another config"));
         }
         let bs = cache.cache.block_size;
-        let needed = cache.blocks_needed(seqs);
-        if needed > cache.free.len() {
-            return Err(Error::CacheFull {
-                what: match seqs {
-                    [q] => format!("appending {} tokens to sequence {}", q.tokens, q.seq),
-                    _ => format!("appending {t} tokens to {n} sequences"),
-                },
-                needed_blocks: needed,
-                free_blocks: cache.free.len(),
-                num_blocks: cache.cache.num_blocks,
-                block_size: bs,
-            });
-        }
+        let PagePlan { free, tables } = cache.plan_pages(seqs, t)?;
         let sc = self.scratch(t)?;
-        // Host-side indices for this call; the allocation is committed at the end.
-        let mut free = cache.free.clone();
-        let mut tables = Vec::with_capacity(n);
-        for q in seqs {
-            let held = &cache.seqs[q.seq];
-            let mut p = held.pages.clone();
-            while p.len() * bs < held.len + q.tokens {
-                p.push(free.pop().expect("capacity checked"));
-            }
-            tables.push(p);
-        }
         // The block table has room for every page of the cache, so its shape (and the tensor that
         // holds it) stays the same as sequences grow; unused entries are u32::MAX (masked).
         let max_blocks = cache.cache.num_blocks;
@@ -700,12 +724,49 @@ impl MlaLayer {
             self.linear(batch, &self.o_proj, &sc.attn, out, t)?;
         }
 
-        // Commit the page allocation and lengths.
-        cache.free = free;
-        for (b, q) in seqs.iter().enumerate() {
-            cache.seqs[q.seq].pages = std::mem::take(&mut tables[b]);
-            cache.seqs[q.seq].len += q.tokens;
+        cache.commit(seqs, PagePlan { free, tables });
+        Ok(())
+    }
+
+    /// Append latent rows as they are, `latent` (T, d_c + d_R) f32 packed like `seqs` (each
+    /// row `[c | k_rope]`, normalised and rotated: what [`MlaLayer::record_packed`] writes for a
+    /// token), to the sequences' ends in `cache`: to restore a cache saved elsewhere, or to
+    /// give a benchmark a long context without running the attention over it. Errors as
+    /// `record_packed` (bad sequences, a full cache) leave the cache as it was.
+    pub fn record_append_latent(
+        &self,
+        batch: &mut Batch,
+        cache: &mut MlaCache,
+        seqs: &[MlaSeq],
+        latent: &Tensor,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let t = check_packed(seqs, cache.seqs.len())?;
+        if cache.cache.d_c != c.kv_lora_rank || cache.cache.d_r != c.qk_rope_head_dim {
+            return Err(Error::invalid("the cache was made for another config"));
         }
+        latent.expect(
+            "latent",
+            &format!("(T, d_c + d_R) with T = Σ tokens = {t}"),
+            &[t, c.latent_dim()],
+            DType::F32,
+        )?;
+        let plan = cache.plan_pages(seqs, t)?;
+        let bs = cache.cache.block_size;
+        let mut slots = Vec::with_capacity(t);
+        for (b, q) in seqs.iter().enumerate() {
+            slots.extend(slots_for(
+                &plan.tables[b],
+                bs,
+                cache.seqs[q.seq].len,
+                q.tokens,
+            )?);
+        }
+        let idx = self.indices(t, seqs.len(), cache.cache.num_blocks)?;
+        batch.write(&idx.slots, 0, &slots)?;
+        self.append
+            .record(batch, &cache.cache, latent, &idx.slots)?;
+        cache.commit(seqs, plan);
         Ok(())
     }
 
