@@ -13,18 +13,9 @@
 //! The bounds the conditions compare with are element counts of bindings (at most 2^27
 //! elements), so an increasing variable never wraps past them.
 
-use std::path::{Path, PathBuf};
-
-fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            wgsl_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "wgsl") {
-            out.push(path);
-        }
-    }
-}
+mod common;
+use common::wgsl_files;
+use std::path::Path;
 
 /// The text without `//` comments.
 fn code(text: &str) -> String {

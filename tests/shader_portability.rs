@@ -5,22 +5,13 @@
 //! also checked by it. The test also walks `shaders/`, so that every `.wgsl` file there is a
 //! registered body or fragment and matches what the crate embedded.
 
+mod common;
+use common::wgsl_files;
 use naga::back::pipeline_constants::process_overrides;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use ssm_mla::shaders::{ALL, FRAGMENTS};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            wgsl_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "wgsl") {
-            out.push(path);
-        }
-    }
-}
+use std::path::Path;
 
 fn validator() -> Validator {
     Validator::new(

@@ -171,6 +171,37 @@ fn query_range(b: u32) -> vec2<u32> {
     return vec2<u32>(q0, q1 - q0);
 }
 
+// What workgroup wid works on, from the linear index ((b * groups + grp) * n_split + s) the
+// host's plan enumerates: sequence b, its row group grp (rows row0 .. row0 + G of the
+// sequence's rows = n_q * H), key split s, and the sequence's packed query range qr. A
+// workgroup past the grid gets row0 >= rows, like one whose group starts past its sequence's
+// rows: both return at once.
+struct Work {
+    s: u32,
+    grp: u32,
+    b: u32,
+    qr: vec2<u32>,
+    rows: u32,
+    row0: u32,
+}
+
+fn work_of(wid: u32) -> Work {
+    var w: Work;
+    if (wid >= params.bt * params.groups * params.n_split) {
+        w.rows = 0u;
+        w.row0 = 0u;
+        return w;
+    }
+    w.s = wid % params.n_split;
+    let rest = wid / params.n_split;
+    w.grp = rest % params.groups;
+    w.b = rest / params.groups;
+    w.qr = query_range(w.b);
+    w.rows = w.qr.y * params.h;
+    w.row0 = w.grp * G;
+    return w;
+}
+
 // The work-area slot of sequence b's row group grp and split s (q0: its first packed token).
 fn work_slot(q0: u32, b: u32, grp: u32, s: u32) -> u32 {
     return ((q0 * params.h) / G + b + grp) * params.n_split + s;
@@ -415,21 +446,17 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let wid = wg.x + wg.y * groups.x;
-    if (wid >= params.bt * params.groups * params.n_split) {
+    let item = work_of(wg.x + wg.y * groups.x);
+    if (item.row0 >= item.rows) {
         return;
     }
-    let s = wid % params.n_split;
-    let rest = wid / params.n_split;
-    let grp = rest % params.groups;
-    let b = rest / params.groups;
-    let qr = query_range(b);
+    let s = item.s;
+    let grp = item.grp;
+    let b = item.b;
+    let qr = item.qr;
     let n_q = qr.y;
-    let rows = n_q * params.h;
-    let row0 = grp * G;
-    if (row0 >= rows) {
-        return;
-    }
+    let rows = item.rows;
+    let row0 = item.row0;
     let qbase = qr.x * params.h;
     let bs = params.block_size;
     let cap = params.max_blocks * bs;
@@ -572,21 +599,17 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let wid = wg.x + wg.y * groups.x;
-    if (wid >= params.bt * params.groups * params.n_split) {
+    let item = work_of(wg.x + wg.y * groups.x);
+    if (item.row0 >= item.rows) {
         return;
     }
-    let s = wid % params.n_split;
-    let rest = wid / params.n_split;
-    let grp = rest % params.groups;
-    let b = rest / params.groups;
-    let qr = query_range(b);
+    let s = item.s;
+    let grp = item.grp;
+    let b = item.b;
+    let qr = item.qr;
     let n_q = qr.y;
-    let rows = n_q * params.h;
-    let row0 = grp * G;
-    if (row0 >= rows) {
-        return;
-    }
+    let rows = item.rows;
+    let row0 = item.row0;
     // Packed index of the sequence's row 0, and rows of all sequences.
     let qbase = qr.x * params.h;
     let all_rows = params.tokens * params.h;

@@ -130,3 +130,15 @@ pub fn generate_greedy(model: &Path, prompt: &str, max_new: usize, device: &str)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Every `.wgsl` file under `dir`, recursively, appended to `out`.
+pub fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            wgsl_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "wgsl") {
+            out.push(path);
+        }
+    }
+}
