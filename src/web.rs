@@ -143,6 +143,7 @@ impl WebGpu {
                 min_repeats: 3,
                 max_repeats: 5,
                 budget: std::time::Duration::from_millis(500),
+                long_run: std::time::Duration::from_secs(30),
             };
             let mut flush = CacheFlush::new(&gpu).map_err(js_error)?;
             let mut records = Vec::new();

@@ -15,7 +15,7 @@ attention. Cases:
 - ragged prefill of two sequences of 96 and 32 tokens: transformers has no ragged batch, so the
   two run one after the other, each from an empty cache, and the row is the sum of both;
 - decode of one new token per sequence after a context of 1024 and 4096 tokens, Bt = 1 and 8
-  (per-step latency). The context goes into the layer's `DynamicCache` by an untimed prefill,
+  (per-step latency), and Bt = 1 after 32768 with --ctx-32k. The context goes into the layer's `DynamicCache` by an untimed prefill,
   in chunks of --fill-chunk tokens (one 4096-token chunk at Bt = 8 would need a 8.6 GB score
   matrix); after each timed repeat the cache is cropped back to the context.
 
@@ -31,6 +31,7 @@ How to run (CI never runs it; it needs a Python environment with torch and trans
     venv/bin/python scripts/bench/transformers_deepseek_layer.py --quick    # 2 cases only
     venv/bin/python scripts/bench/transformers_deepseek_layer.py --skip-4k  # no 4096 context
     venv/bin/python scripts/bench/transformers_deepseek_layer.py --long     # + prefill 4096
+    venv/bin/python scripts/bench/transformers_deepseek_layer.py --ctx-32k  # + decode after 32K
     venv/bin/python scripts/bench/transformers_deepseek_layer.py --threads 8 --repeats 7
     venv/bin/python scripts/bench/transformers_deepseek_layer.py --tiny     # a smoke test
 
@@ -61,6 +62,7 @@ from transformers.models.deepseek_v2.modeling_deepseek_v2 import (
 # Case lengths; --tiny divides them all by TINY_DIV.
 PREFILL = [128, 512]
 LONG_PREFILL = 4096
+LONG_CONTEXT = 32768
 RAGGED = (96, 32)
 CONTEXTS = [1024, 4096]
 BATCHES = [1, 8]
@@ -247,6 +249,7 @@ def main():
     p.add_argument("--quick", action="store_true",
                    help="prefill L=128 and decode Bt=1 after 1024 only")
     p.add_argument("--long", action="store_true", help="add prefill L=4096")
+    p.add_argument("--ctx-32k", action="store_true", help="add decode Bt=1 after 32768")
     p.add_argument("--skip-4k", action="store_true",
                    help="leave out the 4096-token cases (decode after 4096, and --long)")
     p.add_argument("--threads", type=int, default=2)
@@ -277,6 +280,8 @@ def main():
             prefills.append(LONG_PREFILL // div)
         ragged = tuple(n // div for n in RAGGED)
         decodes = [(c // div, bt) for c in CONTEXTS for bt in BATCHES]
+        if args.ctx_32k:
+            decodes.append((LONG_CONTEXT // div, 1))
     if args.skip_4k:
         prefills = [n for n in prefills if n < big]
         decodes = [(c, bt) for c, bt in decodes if c < big]

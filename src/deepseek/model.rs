@@ -190,47 +190,9 @@ impl DeepseekGpuLm {
         self.caches.first().map_or(0, |c| c.seq_len(slot))
     }
 
-    /// The widest activation row per packed token (f32 values), which bounds the tokens of one
-    /// pass: the queries, the latent queries and outputs, the attention output, the MoE's
-    /// gathered rows, the hidden state and, unless `last_only`, a logits row.
-    fn widest(&self, last_only: bool) -> usize {
-        let (c, a) = (&self.cfg, &self.cfg.attention);
-        let moe = c.moe_config();
-        [
-            a.q_dim(),
-            a.latent_dim(),
-            a.num_heads * a.kv_lora_rank,
-            a.num_heads * a.v_head_dim,
-            moe.top_k * moe.hidden.max(moe.intermediate),
-            c.intermediate_size,
-            moe.shared_intermediate(),
-            c.hidden_size,
-            if last_only { 0 } else { c.vocab_size },
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(1)
-    }
-
-    /// Tokens one pass over `n` sequences may take: its widest activation and the attention's
-    /// scratch (a work area per row group) must each fit one storage binding. The scratch is
-    /// checked at both ends of how the tokens may be spread over the sequences: evenly, and one
-    /// long prompt beside one-token steps.
+    /// Tokens one pass over `n` sequences may take (see [`pass_tokens`]).
     fn pass_tokens(&self, n: usize, last_only: bool) -> Result<usize> {
-        let a = &self.cfg.attention;
-        let limit = self.gpu.max_binding_bytes();
-        let scratch = |t: usize| -> Result<u64> {
-            let bt = n.min(t).max(1);
-            let (h, d_c, d_r) = (a.num_heads, a.kv_lora_rank, a.qk_rope_head_dim);
-            let even = scratch_bytes(bt, t, t.div_ceil(bt), h, d_c, d_r, self.context)?;
-            let skewed = scratch_bytes(bt, t, t + 1 - bt, h, d_c, d_r, self.context)?;
-            Ok(even.max(skewed))
-        };
-        let mut t = max_tokens(&self.gpu, self.widest(last_only));
-        while t > 1 && scratch(t)? > limit {
-            t = t * 3 / 4;
-        }
-        Ok(t)
+        pass_tokens(&self.gpu, &self.cfg, self.context, n, last_only)
     }
 
     /// Record one layer over the packed tokens.
@@ -373,6 +335,55 @@ impl DeepseekGpuLm {
         let max = self.pass_tokens(seqs.len(), last_only)?;
         forward_in_passes(self, seqs, max, last_only).await
     }
+}
+
+/// The widest activation row per packed token (f32 values), which bounds the tokens of one
+/// pass: the queries, the latent queries and outputs, the attention output, the MoE's gathered
+/// rows, the hidden state and, unless `last_only`, a logits row.
+fn widest(cfg: &DeepseekConfig, last_only: bool) -> usize {
+    let a = &cfg.attention;
+    let moe = cfg.moe_config();
+    [
+        a.q_dim(),
+        a.latent_dim(),
+        a.num_heads * a.kv_lora_rank,
+        a.num_heads * a.v_head_dim,
+        moe.top_k * moe.hidden.max(moe.intermediate),
+        cfg.intermediate_size,
+        moe.shared_intermediate(),
+        cfg.hidden_size,
+        if last_only { 0 } else { cfg.vocab_size },
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1)
+}
+
+/// Tokens one pass over `n` sequences with contexts up to `context` may take on `gpu`: its
+/// widest activation and the attention's scratch (a work area per row group) must each fit one
+/// storage binding. The scratch is checked at both ends of how the tokens may be spread over
+/// the sequences: evenly, and one long prompt beside one-token steps.
+pub(crate) fn pass_tokens(
+    gpu: &Gpu,
+    cfg: &DeepseekConfig,
+    context: usize,
+    n: usize,
+    last_only: bool,
+) -> Result<usize> {
+    let a = &cfg.attention;
+    let limit = gpu.max_binding_bytes();
+    let scratch = |t: usize| -> Result<u64> {
+        let bt = n.min(t).max(1);
+        let (h, d_c, d_r) = (a.num_heads, a.kv_lora_rank, a.qk_rope_head_dim);
+        let even = scratch_bytes(bt, t, t.div_ceil(bt), h, d_c, d_r, context)?;
+        let skewed = scratch_bytes(bt, t, t + 1 - bt, h, d_c, d_r, context)?;
+        Ok(even.max(skewed))
+    };
+    let mut t = max_tokens(gpu, widest(cfg, last_only));
+    while t > 1 && scratch(t)? > limit {
+        t = t * 3 / 4;
+    }
+    Ok(t)
 }
 
 impl RecordPass for DeepseekGpuLm {

@@ -9,13 +9,14 @@
 //! for a decode step of Bt sequences after a context (random latent rows appended to the cache
 //! beforehand: only the cache matters to the timed step) and for the prefill of one prompt. Each run first restores h, so every run routes the same tokens to the same experts.
 //! Prefills: one prompt of 128 and of 512 tokens, and a ragged batch of two prompts (96 and 32
-//! tokens, as the transformers script's ragged case) in one call. On CPU devices (lavapipe) the
-//! 4096-token prefill is left out (minutes a run, seven runs a row);
+//! tokens, as the transformers script's ragged case) in one call, and one of 4096 tokens (on a
+//! CPU device minutes a run: `BenchPlan::long_run` times it once after one warm-up).
 //! `scripts/bench/transformers_deepseek_layer.py` times transformers' layer at the same cases
 //! on the CPU.
 
 use super::{dtype_suffix, BenchCase, CheckOutcome, CpuCase};
 use crate::compare::Tolerance;
+use crate::deepseek::model::pass_tokens;
 use crate::deepseek::{DeepseekConfig, DeepseekGpuLm, DeepseekWeights};
 use crate::error::Result;
 use crate::lm::SeqInput;
@@ -98,7 +99,76 @@ struct DecoderLayer {
     eps: f32,
 }
 
+/// One pass of a bench case: its sequences' tokens, packed (T_p, hidden) into `h` (rewritten
+/// from `h0` before every run, so each run routes the same tokens), and the normed rows `xn`.
+struct Pass {
+    seqs: Vec<MlaSeq>,
+    h0: Vec<f32>,
+    h: Tensor,
+    xn: Tensor,
+}
+
+/// Split sequences of `lens` new tokens (their rows packed in order in `h0`) into passes of at
+/// most `max` tokens, each sequence's tokens in order (a later pass continues a sequence where
+/// the earlier one stopped, as a chunked prefill does).
+fn split_passes(
+    gpu: &Gpu,
+    lens: &[usize],
+    h0: &[f32],
+    hidden: usize,
+    max: usize,
+) -> Result<Vec<Pass>> {
+    let starts: Vec<usize> = lens
+        .iter()
+        .scan(0, |acc, &l| {
+            let s = *acc;
+            *acc += l;
+            Some(s)
+        })
+        .collect();
+    let mut done = vec![0usize; lens.len()];
+    let mut passes = Vec::new();
+    while done.iter().zip(lens).any(|(d, l)| d < l) {
+        let (mut seqs, mut rows) = (Vec::new(), Vec::new());
+        let mut room = max.max(1);
+        for (seq, &len) in lens.iter().enumerate() {
+            let n = (len - done[seq]).min(room);
+            if n == 0 {
+                continue;
+            }
+            let first = starts[seq] + done[seq];
+            rows.extend_from_slice(&h0[first * hidden..(first + n) * hidden]);
+            seqs.push(MlaSeq { seq, tokens: n });
+            done[seq] += n;
+            room -= n;
+        }
+        let t = rows.len() / hidden;
+        passes.push(Pass {
+            seqs,
+            h: gpu.upload_f32(&[t, hidden], &rows)?,
+            xn: gpu.empty(&[t, hidden], DType::F32)?,
+            h0: rows,
+        });
+    }
+    Ok(passes)
+}
+
 impl DecoderLayer {
+    /// Record every pass (h restored first), returning each pass's MoE routing scratch.
+    fn record_passes(
+        &self,
+        batch: &mut Batch,
+        cache: &mut MlaCache,
+        passes: &[Pass],
+    ) -> Result<Vec<MoeScratch>> {
+        let mut routings = Vec::with_capacity(passes.len());
+        for p in passes {
+            batch.write(&p.h, 0, &p.h0)?;
+            routings.push(self.record(batch, cache, &p.seqs, &p.h, &p.xn)?);
+        }
+        Ok(routings)
+    }
+
     /// Record the layer over `h` (T, hidden), adding into it; returns the MoE's routing
     /// scratch (which experts the tokens reached).
     fn record(
@@ -144,9 +214,8 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         hidden: hid,
         eps: cfg.rms_norm_eps as f32,
     });
-    let on_cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
     // (new tokens of each sequence, context before them); several lengths: a ragged prefill.
-    let mut shapes: Vec<(Vec<usize>, usize)> = if quick {
+    let shapes: Vec<(Vec<usize>, usize)> = if quick {
         vec![(vec![1], 128), (vec![16], 0)]
     } else {
         vec![
@@ -158,16 +227,18 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
             (vec![128], 0),
             (vec![512], 0),
             (vec![96, 32], 0),
+            (vec![4096], 0),
         ]
     };
-    if !quick && !on_cpu {
-        shapes.push((vec![4096], 0));
-    }
     let mut cases = Vec::new();
     for (lens, ctx) in shapes {
         let bt = lens.len();
         let s = lens.iter().copied().max().unwrap_or(0);
         let mut cache = MlaCache::new(gpu, &a, bt, ctx + s, 64, cd)?;
+        // As the model does: a call whose activations or attention scratch would not fit one
+        // storage binding runs in passes (the 4096-token prefill: two, the second attending to
+        // what the first wrote), all recorded into the one timed batch.
+        let pass = pass_tokens(gpu, &cfg, ctx + s, bt, true)?;
         // The context: random latent rows appended as they are (only the cache's size matters to
         // the timed step, and running the attention over 32K tokens of context would take
         // hours on a CPU device), at most 4096 rows a call to keep each upload small.
@@ -187,26 +258,21 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         }
         let t: usize = lens.iter().sum();
         let h0 = rng.normal_vec(t * hid, 0.0, 1.0);
-        let h = gpu.upload_f32(&[t, hid], &h0)?;
-        let xn = gpu.empty(&[t, hid], DType::F32)?;
-        let seqs: Vec<MlaSeq> = lens
-            .iter()
-            .enumerate()
-            .map(|(seq, &tokens)| MlaSeq { seq, tokens })
-            .collect();
+        let passes = split_passes(gpu, &lens, &h0, hid, pass)?;
         // One run to learn how many distinct experts these tokens reach (for the byte count).
         let hit = {
             let mut batch = gpu.batch();
-            batch.write(&h, 0, &h0)?;
-            let routing = layer.record(&mut batch, &mut cache, &seqs, &h, &xn)?;
+            let routings = layer.record_passes(&mut batch, &mut cache, &passes)?;
             batch.run()?;
             for q in 0..bt {
                 cache.truncate(q, ctx);
             }
             let mut seen = vec![false; moe_cfg.experts];
-            gpu.read_u32(&routing.ids)?
-                .iter()
-                .for_each(|&e| seen[e as usize] = true);
+            for routing in routings {
+                gpu.read_u32(&routing.ids)?
+                    .iter()
+                    .for_each(|&e| seen[e as usize] = true);
+            }
             seen.iter().filter(|&&b| b).count()
         };
         let attn = if lens.iter().all(|&l| l == s) {
@@ -259,8 +325,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
             tokens: Some(t as u64),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
-                batch.write(&h, 0, &h0)?;
-                l.record(&mut batch, &mut cache, &seqs, &h, &xn)?;
+                l.record_passes(&mut batch, &mut cache, &passes)?;
                 let timing = batch.run_timed();
                 for q in 0..bt {
                     cache.truncate(q, ctx);

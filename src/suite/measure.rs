@@ -89,6 +89,10 @@ pub struct BenchPlan {
     pub min_repeats: usize,
     /// Stop adding repeats once this much wall time was spent on one case.
     pub budget: std::time::Duration,
+    /// A case whose first warm-up run takes longer than this is run once more, timed, and
+    /// reported from that one run: a minutes-long case (a 4096-token prefill on a CPU device)
+    /// then costs two runs instead of `warmup + min_repeats`.
+    pub long_run: std::time::Duration,
     /// Run the CPU reference.
     pub cpu: bool,
 }
@@ -101,6 +105,7 @@ impl BenchPlan {
             max_repeats: 7,
             min_repeats: 3,
             budget: std::time::Duration::from_millis(1500),
+            long_run: std::time::Duration::from_secs(30),
             cpu: true,
         }
     }
@@ -112,6 +117,7 @@ impl BenchPlan {
             max_repeats: 25,
             min_repeats: 5,
             budget: std::time::Duration::from_secs(5),
+            long_run: std::time::Duration::from_secs(60),
             cpu: true,
         }
     }
@@ -163,17 +169,22 @@ async fn timed_median(
     plan: &BenchPlan,
     mut between: Option<&mut CacheFlush>,
 ) -> Result<Timed> {
+    let mut min_repeats = plan.min_repeats;
     for _ in 0..plan.warmup {
         let wall = Instant::now();
         let t = run()?;
         finish(gpu, t, wall).await?;
+        if wall.elapsed() > plan.long_run {
+            min_repeats = 1;
+            break;
+        }
     }
     let start = Instant::now();
     let mut times = Vec::new();
     let mut overheads = Vec::new();
     let mut source = TimingSource::WallClock;
     while times.len() < plan.max_repeats
-        && (times.len() < plan.min_repeats || start.elapsed() < plan.budget)
+        && (times.len() < min_repeats || start.elapsed() < plan.budget)
     {
         if let Some(flush) = between.as_deref_mut() {
             flush.run()?;

@@ -1,5 +1,5 @@
 //! The MLA layer in the suite: the GPU layer (absorbed, through the paged cache) against the
-//! CPU naive form, and decode-step benchmarks.
+//! CPU naive form, and decode-step and prefill benchmarks.
 
 use super::{BenchCase, CheckOutcome, CpuCase, CpuRun};
 use crate::error::Result;
@@ -38,22 +38,32 @@ pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutco
     Ok(out)
 }
 
-/// Benchmark cases: one decode step (one token for each of Bt sequences after a context of
-/// `ctx` tokens), the cache truncated back after each run. Quick: small dims; otherwise
-/// V2-Lite's attention dims (hidden 2048, H 16, no q_lora, d_c 512) at contexts 1K and 4K.
+/// Benchmark cases: a decode step (one token for each of Bt sequences after a context of `ctx`
+/// tokens) and prefills (S new tokens for each of Bt sequences from an empty cache, reported in
+/// tokens/s), the cache truncated back after each run. Quick: small dims; otherwise V2-Lite's
+/// attention dims (hidden 2048, H 16, no q_lora, d_c 512), decode after 1K and 4K, prefill of
+/// 128 and 512 tokens and of 4 × 128.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     let cfg = bench_config(!quick);
-    let sizes: &[(usize, usize)] = if quick {
-        &[(1, 128), (4, 128)]
+    // (Bt, new tokens per sequence, context before them)
+    let sizes: &[(usize, usize, usize)] = if quick {
+        &[(1, 1, 128), (4, 1, 128), (1, 32, 0)]
     } else {
-        &[(1, 1024), (4, 1024), (1, 4096)]
+        &[
+            (1, 1, 1024),
+            (4, 1, 1024),
+            (1, 1, 4096),
+            (1, 128, 0),
+            (1, 512, 0),
+            (4, 128, 0),
+        ]
     };
     let mut rng = Rng::new(0xB3AC);
     let w = MlaWeights::random(&cfg, &mut rng);
     let mut cases = Vec::new();
-    for &(bt, ctx) in sizes {
+    for &(bt, s, ctx) in sizes {
         let layer = Arc::new(MlaLayer::new(gpu.clone(), &cfg, &w)?);
-        let mut cache = layer.new_cache(bt, ctx + 1, 64)?;
+        let mut cache = layer.new_cache(bt, ctx + s, 64)?;
         let seqs: Vec<usize> = (0..bt).collect();
         let hid = cfg.hidden_size;
         // Prefill the context in chunks (bounded intermediates).
@@ -64,20 +74,22 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
             layer.forward(&mut cache, &seqs, &x)?;
             done += n;
         }
-        let step_host = rng.normal_vec(bt * hid, 0.0, 1.0);
-        let step = gpu.upload_f32(&[bt, 1, hid], &step_host)?;
-        let out = gpu.empty(&[bt, 1, hid], DType::F32)?;
+        let step_host = rng.normal_vec(bt * s * hid, 0.0, 1.0);
+        let step = gpu.upload_f32(&[bt, s, hid], &step_host)?;
+        let out = gpu.empty(&[bt, s, hid], DType::F32)?;
         let g = gpu.clone();
         let l = layer.clone();
         let mut cpu: Option<CpuRun> = None;
         if quick {
             let mut cpu_layer = MlaCpuLayer::new(&cfg, &w, bt)?;
-            let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
-            cpu_layer.forward(&seqs, &ctx_h, ctx)?;
+            if ctx > 0 {
+                let ctx_h = rng.normal_vec(bt * ctx * hid, 0.0, 1.0);
+                cpu_layer.forward(&seqs, &ctx_h, ctx)?;
+            }
             let seqs = seqs.clone();
             cpu = Some(Box::new(move || {
                 let y = cpu_layer
-                    .forward(&seqs, &step_host, 1)
+                    .forward(&seqs, &step_host, s)
                     .expect("valid shapes");
                 std::hint::black_box(y);
                 for q in 0..seqs.len() {
@@ -85,11 +97,16 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
                 }
             }));
         }
+        let (size, tokens) = if s == 1 {
+            (format!("decode Bt={bt} ctx={ctx}"), None)
+        } else {
+            (format!("prefill Bt={bt} S={s}"), Some((bt * s) as u64))
+        };
         cases.push(BenchCase {
-            tokens: None,
+            tokens,
             kernel: "mla_layer",
-            size: format!("decode Bt={bt} ctx={ctx} hidden={hid} H={}", cfg.num_heads),
-            cost: forward_cost(&cfg, bt, 1, ctx + 1, DType::F32, DType::F32),
+            size: format!("{size} hidden={hid} H={}", cfg.num_heads),
+            cost: forward_cost(&cfg, bt, s, ctx + s, DType::F32, DType::F32),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
                 l.record(&mut batch, &mut cache, &seqs, &step, &out)?;
