@@ -100,24 +100,17 @@ pub(crate) async fn forward_in_passes<M: RecordPass>(
     max_tokens: usize,
     last_only: bool,
 ) -> Result<Vec<Vec<f32>>> {
-    let mut pos = vec![0usize; seqs.len()];
+    let lens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
     let mut outs = vec![Vec::new(); seqs.len()];
-    while pos.iter().zip(seqs).any(|(p, s)| *p < s.tokens.len()) {
-        let mut budget = max_tokens.max(1);
-        let mut part = Vec::new();
-        let mut which = Vec::new();
-        for (i, s) in seqs.iter().enumerate() {
-            if pos[i] < s.tokens.len() && budget > 0 {
-                let take = (s.tokens.len() - pos[i]).min(budget);
-                part.push(SeqInput {
-                    slot: s.slot,
-                    tokens: &s.tokens[pos[i]..pos[i] + take],
-                });
-                which.push(i);
-                budget -= take;
-                pos[i] += take;
-            }
-        }
+    for pass in split_passes(&lens, max_tokens) {
+        let part: Vec<SeqInput> = pass
+            .iter()
+            .map(|c| SeqInput {
+                slot: seqs[c.seq].slot,
+                tokens: &seqs[c.seq].tokens[c.start..c.start + c.len],
+            })
+            .collect();
+        let which: Vec<usize> = pass.iter().map(|c| c.seq).collect();
         let (packing, logits) = model.record_pass(&part, last_only)?;
         let logits = model.pass_gpu().read_f32_async(&logits).await?;
         let split = packing.split_logits(&logits, model.pass_vocab());
@@ -130,6 +123,40 @@ pub(crate) async fn forward_in_passes<M: RecordPass>(
         }
     }
     Ok(outs)
+}
+
+/// Tokens `start .. start + len` of sequence `seq`: its share of one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PassChunk {
+    pub seq: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Split sequences of `lens` tokens into passes of at most `max` tokens (at least one), taking
+/// the sequences in order and each one's tokens in order: a sequence cut by a pass's end goes
+/// on in the next pass, as a chunked prefill does.
+pub(crate) fn split_passes(lens: &[usize], max: usize) -> Vec<Vec<PassChunk>> {
+    let mut pos = vec![0usize; lens.len()];
+    let mut passes = Vec::new();
+    while pos.iter().zip(lens).any(|(p, l)| p < l) {
+        let mut budget = max.max(1);
+        let mut pass = Vec::new();
+        for (seq, &l) in lens.iter().enumerate() {
+            if pos[seq] < l && budget > 0 {
+                let len = (l - pos[seq]).min(budget);
+                pass.push(PassChunk {
+                    seq,
+                    start: pos[seq],
+                    len,
+                });
+                budget -= len;
+                pos[seq] += len;
+            }
+        }
+        passes.push(pass);
+    }
+    passes
 }
 
 /// The largest number of tokens whose widest activation row (`widest` f32 values) fits one
@@ -369,5 +396,55 @@ impl LmEnds {
             matmul.record(batch, &dims, &io.hn, chunk, None, &io.logits)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_passes, PassChunk};
+
+    fn chunk(seq: usize, start: usize, len: usize) -> PassChunk {
+        PassChunk { seq, start, len }
+    }
+
+    #[test]
+    fn passes_cut_sequences_in_order_and_go_on_where_they_stopped() {
+        assert_eq!(
+            split_passes(&[5, 0, 3, 1], 4),
+            vec![
+                vec![chunk(0, 0, 4)],
+                vec![chunk(0, 4, 1), chunk(2, 0, 3)],
+                vec![chunk(3, 0, 1)],
+            ]
+        );
+        assert_eq!(split_passes(&[7], 3).len(), 3);
+        assert_eq!(
+            split_passes(&[2, 2], 0),
+            vec![
+                vec![chunk(0, 0, 1)],
+                vec![chunk(0, 1, 1)],
+                vec![chunk(1, 0, 1)],
+                vec![chunk(1, 1, 1)]
+            ]
+        );
+        assert!(split_passes(&[0, 0], 4).is_empty());
+    }
+
+    #[test]
+    fn every_token_lands_in_exactly_one_pass_of_at_most_max() {
+        let lens = [13, 1, 0, 29, 4, 8];
+        for max in 1..40 {
+            let passes = split_passes(&lens, max);
+            let mut next = vec![0; lens.len()];
+            for pass in &passes {
+                assert!(pass.iter().map(|c| c.len).sum::<usize>() <= max);
+                for c in pass {
+                    assert!(c.len > 0);
+                    assert_eq!(c.start, next[c.seq], "sequence {} out of order", c.seq);
+                    next[c.seq] += c.len;
+                }
+            }
+            assert_eq!(next, lens);
+        }
     }
 }

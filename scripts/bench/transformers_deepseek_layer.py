@@ -15,9 +15,10 @@ attention. Cases:
 - ragged prefill of two sequences of 96 and 32 tokens: transformers has no ragged batch, so the
   two run one after the other, each from an empty cache, and the row is the sum of both;
 - decode of one new token per sequence after a context of 1024 and 4096 tokens, Bt = 1 and 8
-  (per-step latency), and Bt = 1 after 32768 with --ctx-32k. The context goes into the layer's `DynamicCache` by an untimed prefill,
-  in chunks of --fill-chunk tokens (one 4096-token chunk at Bt = 8 would need a 8.6 GB score
-  matrix); after each timed repeat the cache is cropped back to the context.
+  (per-step latency), and Bt = 1 after 32768 with --ctx-32k. The context goes into the layer's
+  `DynamicCache` by an untimed prefill, in chunks of --fill-chunk tokens (one 4096-token chunk
+  at Bt = 8 would need a 8.6 GB score matrix); after each timed repeat the cache is cropped back
+  to the context.
 
 Only the layer's forward is timed. The causal mask (`create_causal_mask`) and the rotary table
 (`DeepseekV2RotaryEmbedding`) are built before each timed call, as `DeepseekV2Model` builds them

@@ -19,6 +19,7 @@ use crate::compare::Tolerance;
 use crate::deepseek::model::pass_tokens;
 use crate::deepseek::{DeepseekConfig, DeepseekGpuLm, DeepseekWeights};
 use crate::error::Result;
+use crate::gpu_lm::split_passes;
 use crate::lm::SeqInput;
 use crate::mla::layer::{forward_cost, MlaCache, MlaLayer, MlaSeq};
 use crate::mla::MlaWeights;
@@ -108,49 +109,43 @@ struct Pass {
     xn: Tensor,
 }
 
-/// Split sequences of `lens` new tokens (their rows packed in order in `h0`) into passes of at
-/// most `max` tokens, each sequence's tokens in order (a later pass continues a sequence where
-/// the earlier one stopped, as a chunked prefill does).
-fn split_passes(
+/// The passes of a case (split as the model splits a call, [`split_passes`]): sequences of
+/// `lens` new tokens, their rows packed in order in `h0`.
+fn passes_of(
     gpu: &Gpu,
     lens: &[usize],
     h0: &[f32],
     hidden: usize,
     max: usize,
 ) -> Result<Vec<Pass>> {
-    let starts: Vec<usize> = lens
-        .iter()
-        .scan(0, |acc, &l| {
-            let s = *acc;
-            *acc += l;
-            Some(s)
-        })
-        .collect();
-    let mut done = vec![0usize; lens.len()];
-    let mut passes = Vec::new();
-    while done.iter().zip(lens).any(|(d, l)| d < l) {
-        let (mut seqs, mut rows) = (Vec::new(), Vec::new());
-        let mut room = max.max(1);
-        for (seq, &len) in lens.iter().enumerate() {
-            let n = (len - done[seq]).min(room);
-            if n == 0 {
-                continue;
+    let mut starts = Vec::with_capacity(lens.len());
+    lens.iter().fold(0, |start, &l| {
+        starts.push(start);
+        start + l
+    });
+    split_passes(lens, max)
+        .into_iter()
+        .map(|chunks| {
+            let mut rows = Vec::new();
+            for c in &chunks {
+                let first = starts[c.seq] + c.start;
+                rows.extend_from_slice(&h0[first * hidden..(first + c.len) * hidden]);
             }
-            let first = starts[seq] + done[seq];
-            rows.extend_from_slice(&h0[first * hidden..(first + n) * hidden]);
-            seqs.push(MlaSeq { seq, tokens: n });
-            done[seq] += n;
-            room -= n;
-        }
-        let t = rows.len() / hidden;
-        passes.push(Pass {
-            seqs,
-            h: gpu.upload_f32(&[t, hidden], &rows)?,
-            xn: gpu.empty(&[t, hidden], DType::F32)?,
-            h0: rows,
-        });
-    }
-    Ok(passes)
+            let t = rows.len() / hidden;
+            Ok(Pass {
+                seqs: chunks
+                    .iter()
+                    .map(|c| MlaSeq {
+                        seq: c.seq,
+                        tokens: c.len,
+                    })
+                    .collect(),
+                h: gpu.upload_f32(&[t, hidden], &rows)?,
+                xn: gpu.empty(&[t, hidden], DType::F32)?,
+                h0: rows,
+            })
+        })
+        .collect()
 }
 
 impl DecoderLayer {
@@ -258,7 +253,7 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         }
         let t: usize = lens.iter().sum();
         let h0 = rng.normal_vec(t * hid, 0.0, 1.0);
-        let passes = split_passes(gpu, &lens, &h0, hid, pass)?;
+        let passes = passes_of(gpu, &lens, &h0, hid, pass)?;
         // One run to learn how many distinct experts these tokens reach (for the byte count).
         let hit = {
             let mut batch = gpu.batch();
