@@ -80,28 +80,34 @@
 //
 // Flag SUBGROUP (with VEC4; the host picks it on CPU devices whose subgroups are all 8 lanes,
 // for caches of any storage dtype with d_c <= 512 and d_R <= 64): a workgroup is one subgroup
-// of SG = 8 lanes, no workgroup memory, no barriers, no work area. Lane t owns vec4 columns t + 8 k of every row: k < 16 of the latent
-// part, k < 2 of the rope part (columns past d_c / d_R read as zero and are never written).
-// Each of the G rows keeps, in private variables indexed only by constants (one named RowState
-// per row, loops of constant trip count), its 18 query vec4s, its 16 accumulator vec4s and its
-// running (m, l). Per pair of keys (j, j + 1) of the split, one iteration:
+// of SG = 8 lanes, no workgroup memory, no barriers, no work area. Lane t owns vec4 columns
+// t + 8 k of every row: k < 16 of the latent part, k < 2 of the rope part (columns past d_c /
+// d_R read as zero and are never written). Each of the G rows keeps, in private variables
+// indexed only by constants (one named RowState per row, loops of constant trip count), its 18
+// query vec4s, its 16 accumulator vec4s and its running (m, l). Per pair of keys (j, j + 1) of
+// the split, one iteration:
 //   cv, cw = the lane's 18 vec4s of cache rows j and j + 1 (loaded once for all G rows);
-//   per row: both scores s = subgroupAdd(sum_k q_k . c_k) * scale (one vec2 sum), masked to
-//   -3e38 past the row's causal limit, past the split or for a bad block id; m' = max(m, sa, sb),
+//   per row: both scores s = (the 8 lanes' sum of sum_k q_k . c_k) * scale (one vec2
+//   butterfly of subgroupShuffleXor over lane distances 1, 2, 4), masked to -3e38 past the
+//   row's causal limit, past the split or for a bad block id; m' = max(m, sa, sb),
 //   alpha = exp(m - m'), p = exp(s - m'); l = l alpha + pa + pb; acc_k = acc_k alpha + pa cv_k
 //   + pb cw_k (one rescale of the accumulators per pair instead of one per key).
 // Outputs as in the tiled kernels (o_lat with one split, else the partial and (m, l)).
 // What bounds it. On lavapipe a load whose address differs between lanes is a loop over the 8
 // lanes per component, so the cost floor is the cache row's 144 vec4 lane-loads per key, shared
 // here by all G rows (each element of the row is loaded exactly once per workgroup, against
-// twice per row group in the tiled kernels); the rest is register FMAs, a subgroup sum and
-// 1.5 exps per row and key. At G = 16 the key loads still take about a third of a decode step,
-// which is why G is as large as the rows' state allows. A private array indexed by a value the
-// compiler cannot fold is a loop over lanes too, hence one variable per row and constant-bound
-// inner loops. llvmpipe stops a loop after 65535 iterations, so the host bounds the keys of a
-// split (one iteration per pair). On a
-// GPU this mapping would waste the machine (8-lane workgroups, all 16 rows' state in registers),
-// so GPUs keep the tiled kernels.
+// twice per row group in the tiled kernels); the rest is each row's multiply-adds on operands
+// that live on the stack (G rows of state are far more than the registers), the lane sum and
+// 1.5 exps per row and key. The lane sum is a butterfly, not subgroupAdd: llvmpipe runs
+// subgroupAdd as a scalar loop over the lanes, per component, with an exec-mask test per lane,
+// and three shuffles and adds cost a fraction of that. Every lane ends with the same bits (each
+// step adds the same two values, in either order), so all lanes agree on m and l. G stays 16:
+// more rows per group would share each key load further, but llvmpipe's build time of the
+// unrolled kernel grows faster than G. A private array indexed by a value the compiler cannot
+// fold is a loop over lanes too, hence one variable per row and constant-bound inner loops.
+// llvmpipe stops a loop after 65535 iterations, so the host bounds the keys of a split (one
+// iteration per pair). On a GPU this mapping would waste the machine (8-lane workgroups, all 16
+// rows' state in registers), so GPUs keep the tiled kernels.
 
 #if VEC4
 override G: u32 = 16u;   // rows per workgroup, power of two <= 16, G * JB <= 128, G * DB <= 64
@@ -330,7 +336,12 @@ fn row_keys(
     valid_a: bool,
     valid_b: bool,
 ) {
-    let sums = subgroupAdd(vec2<f32>(lane_dot(st, cv), lane_dot(st, cw))) * params.scale;
+    // The lanes' partials summed by a butterfly (see the header: not subgroupAdd).
+    var part = vec2<f32>(lane_dot(st, cv), lane_dot(st, cw));
+    part += subgroupShuffleXor(part, 1u);
+    part += subgroupShuffleXor(part, 2u);
+    part += subgroupShuffleXor(part, 4u);
+    let sums = part * params.scale;
     let ok_a = valid_a && j < (*st).lim;
     let ok_b = valid_b && j + 1u < (*st).lim;
     let sa = select(NEG_BIG, sums.x, ok_a);

@@ -41,7 +41,8 @@
 //! workgroup is one subgroup; lane t owns vec4 columns t + 8k of every cache row, so a key row
 //! is loaded once, one vec4 per lane per column block, for all G = 16 rows of the group; each
 //! row's query and accumulator columns stay in private variables indexed only by literals, its
-//! score is the lane partials summed by `subgroupAdd`, and the online softmax runs per key.
+//! score is the lane partials summed by a butterfly of `subgroupShuffleXor`, and the online
+//! softmax runs per pair of keys.
 //! No workgroup memory, barriers or work areas. Keys are split only until every CPU thread has a
 //! workgroup (and at most 4096 keys per workgroup, under llvmpipe's per-loop iteration limit):
 //! on a CPU device each extra split costs a workgroup start and combine work for nothing. GPUs
