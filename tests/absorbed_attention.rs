@@ -726,6 +726,10 @@ fn subgroup_plan_bounds_keys_per_workgroup_and_falls_back() {
         .unwrap();
     assert!(p.subgroup && p.split_len <= 4096, "{p:?}");
     assert!(p.n_split * p.split_len >= 32 * 1024, "{p:?}");
+    // The grid is padded so each of the device's threads takes a whole chunk of it.
+    assert!(p.interleave >= 1, "{p:?}");
+    assert_eq!(p.workgroups(1) % p.interleave, 0, "{p:?}");
+    assert!(p.workgroups(1) >= p.groups * p.n_split, "{p:?}");
     let wide = plan_subgroup(8, 1, 128, 512, 64, 32 * 1024, 8)
         .unwrap()
         .unwrap();

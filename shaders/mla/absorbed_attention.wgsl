@@ -26,7 +26,8 @@
 // decodes does not pay a work area for every (sequence, longest-prompt group) workgroup.
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
-// ((b * groups + g) * n_split + s), with groups = ceil(S_q * H / G) sized for the longest
+// ((b * groups + g) * n_split + s) (the grid position's work item, work_index: interleaved over
+// a CPU device's threads, identity on GPUs), with groups = ceil(S_q * H / G) sized for the longest
 // sequence (S_q = the host's max_query_len when packed). A workgroup whose group starts past its
 // sequence's n_b * H rows returns at once; the test reads only the workgroup id and read-only
 // bindings, so it is uniform and comes before any barrier. Rows of a sequence past S_q * H
@@ -145,7 +146,7 @@ struct Params {
     work_base: u32,
     packed: u32,   // 1: sequence b's query tokens are query_starts[b] .. query_starts[b + 1]
     tokens: u32,   // T, query tokens in all
-    _pad0: u32,
+    interleave: u32, // K: the device's threads take the grid in K contiguous chunks
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -189,6 +190,22 @@ struct Work {
     qr: vec2<u32>,
     rows: u32,
     row0: u32,
+}
+
+// The work item grid position p (of `total`) runs. A CPU device hands each of its K threads one
+// contiguous K-th of the grid, so position p of chunk p / chunk runs item (p % chunk) * K +
+// p / chunk: each thread takes every K-th item, and early and late row groups (short and long
+// causal rows, or a ragged call's small and large sequences) spread over all threads. A
+// bijection of [0, total): positions past chunk * K (none when the host pads the grid to a
+// multiple of K) keep their own index. K = 1 (GPUs, which schedule workgroups dynamically) is
+// the identity.
+fn work_index(p: u32, total: u32) -> u32 {
+    let k = max(params.interleave, 1u);
+    let chunk = total / k;
+    if (k == 1u || p >= chunk * k) {
+        return p;
+    }
+    return (p % chunk) * k + p / chunk;
 }
 
 fn work_of(wid: u32) -> Work {
@@ -457,7 +474,7 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let item = work_of(wg.x + wg.y * groups.x);
+    let item = work_of(work_index(wg.x + wg.y * groups.x, groups.x * groups.y));
     if (item.row0 >= item.rows) {
         return;
     }
@@ -610,7 +627,7 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let item = work_of(wg.x + wg.y * groups.x);
+    let item = work_of(work_index(wg.x + wg.y * groups.x, groups.x * groups.y));
     if (item.row0 >= item.rows) {
         return;
     }

@@ -45,7 +45,10 @@
 //! softmax runs per pair of keys.
 //! No workgroup memory, barriers or work areas. Keys are split only until every CPU thread has a
 //! workgroup (and at most 4096 keys per workgroup, under llvmpipe's per-loop iteration limit):
-//! on a CPU device each extra split costs a workgroup start and combine work for nothing. GPUs
+//! on a CPU device each extra split costs a workgroup start and combine work for nothing. The
+//! device's threads each take one contiguous share of the grid, so grid positions are
+//! interleaved over them ([`Plan::interleave`]): a causal prefill's short and long rows, and a
+//! ragged call's small and large sequences, are spread over every thread. GPUs
 //! keep the tiled kernels (8-lane workgroups holding 16 rows' state would starve a GPU).
 //! Half caches (f16, bf16) run the same kernel, widening each vec4 of the row on load.
 //!
@@ -188,12 +191,19 @@ pub struct Plan {
     /// Whether the SUBGROUP kernel runs ([`plan_subgroup`]): one subgroup per workgroup, no
     /// tiles and no work areas.
     pub subgroup: bool,
+    /// Chunks the device's threads take the grid in, K (1: grid order is work order). A CPU
+    /// device (llvmpipe) hands each of its K threads one contiguous K-th of the grid, so
+    /// grid position p runs work item (p mod ⌈N/K⌉)·K + p div ⌈N/K⌉ (N padded to a multiple
+    /// of K, the padding returning at once): every thread takes every K-th item. Without it a
+    /// causal prefill gives one thread the early, short rows and another the long ones, and a
+    /// ragged call can leave all its prompt work to one thread.
+    pub interleave: usize,
 }
 
 impl Plan {
-    /// Workgroups of the attention kernel.
+    /// Workgroups of the attention kernel (a multiple of [`Plan::interleave`]).
     pub fn workgroups(&self, bt: usize) -> usize {
-        bt * self.groups * self.n_split
+        (bt * self.groups * self.n_split).next_multiple_of(self.interleave.max(1))
     }
 
     /// Floats of the split-KV partials (before the work areas) for `tokens` query tokens of
@@ -284,6 +294,7 @@ pub fn plan(
         n_split,
         split_len,
         subgroup: false,
+        interleave: 1,
     })
 }
 
@@ -328,6 +339,7 @@ pub fn plan_subgroup(
         n_split: ctx.div_ceil(split_len),
         split_len,
         subgroup: true,
+        interleave: cpu_threads(),
     };
     let fits = p.scratch_floats(bt, tokens, h, d_c) <= tiled.scratch_floats(bt, tokens, h, d_c);
     Ok(fits.then_some(p))
@@ -359,7 +371,7 @@ struct Uniforms {
     work_base: u32,
     packed: u32,
     tokens: u32,
-    _pad: u32,
+    interleave: u32,
 }
 
 /// What the attention kernels are passed: their `Uniforms`, then the queries, the cache, its
@@ -639,7 +651,7 @@ impl AbsorbedAttention {
             work_base: work_base as u32,
             packed: inputs.query_starts.is_some() as u32,
             tokens: dims.tokens as u32,
-            _pad: 0,
+            interleave: p.interleave.max(1) as u32,
         };
         let scratch_binding = Binding::range(&scratch, 0, 4 * scratch_floats as u64);
         // Check the combine's grid before recording anything, so nothing is recorded on error.
