@@ -38,6 +38,7 @@ override WG: u32 = 64u;
 override RM: u32 = 4u; // 1 or 4; 8 with SUBGROUP
 
 #include "common/storage"
+#include "common/grid"
 
 struct Params {
     mode: u32,    // 0 SwiGLU gathered, 1 down, 2 SwiGLU dense
@@ -49,8 +50,8 @@ struct Params {
     e0: u32,      // first expert of this dispatch's weights
     e1: u32,      // one past the last
     tiles_n: u32, // column tiles
-    groups: u32,  // workgroups of this dispatch
-    _pad0: u32,
+    groups: u32,  // workgroups of this dispatch (the grid may be padded past it)
+    interleave: u32, // K: the device's threads take the grid in K contiguous chunks (common/grid)
     _pad1: u32,
 }
 
@@ -108,7 +109,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let lin = wg.x + wg.y * nwg.x;
+    // Tiles past the routed rows (the grid is sized for the worst case) exit at once: spread
+    // them, and the real ones, over a CPU device's threads.
+    let lin = interleaved_item(wg.x + wg.y * nwg.x, nwg.x * nwg.y, params.interleave);
     if (lin >= params.groups) {
         return;
     }

@@ -26,8 +26,8 @@
 // decodes does not pay a work area for every (sequence, longest-prompt group) workgroup.
 //
 // Work split: workgroup = (sequence b, group of G consecutive rows, KV split s), linear index
-// ((b * groups + g) * n_split + s) (the grid position's work item, work_index: interleaved over
-// a CPU device's threads, identity on GPUs), with groups = ceil(S_q * H / G) sized for the longest
+// ((b * groups + g) * n_split + s) (the grid position's work item: interleaved over a CPU
+// device's threads by common/grid, identity on GPUs), with groups = ceil(S_q * H / G) sized for the longest
 // sequence (S_q = the host's max_query_len when packed). A workgroup whose group starts past its
 // sequence's n_b * H rows returns at once; the test reads only the workgroup id and read-only
 // bindings, so it is uniform and comes before any barrier. Rows of a sequence past S_q * H
@@ -128,6 +128,7 @@ alias elem = f32;
 alias celem = sword;
 #endif
 #include "common/storage"
+#include "common/grid"
 const NEG_BIG: f32 = -3.0e38;
 
 struct Params {
@@ -190,22 +191,6 @@ struct Work {
     qr: vec2<u32>,
     rows: u32,
     row0: u32,
-}
-
-// The work item grid position p (of `total`) runs. A CPU device hands each of its K threads one
-// contiguous K-th of the grid, so position p of chunk p / chunk runs item (p % chunk) * K +
-// p / chunk: each thread takes every K-th item, and early and late row groups (short and long
-// causal rows, or a ragged call's small and large sequences) spread over all threads. A
-// bijection of [0, total): positions past chunk * K (none when the host pads the grid to a
-// multiple of K) keep their own index. K = 1 (GPUs, which schedule workgroups dynamically) is
-// the identity.
-fn work_index(p: u32, total: u32) -> u32 {
-    let k = max(params.interleave, 1u);
-    let chunk = total / k;
-    if (k == 1u || p >= chunk * k) {
-        return p;
-    }
-    return (p % chunk) * k + p / chunk;
 }
 
 fn work_of(wid: u32) -> Work {
@@ -474,7 +459,7 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let item = work_of(work_index(wg.x + wg.y * groups.x, groups.x * groups.y));
+    let item = work_of(interleaved_item(wg.x + wg.y * groups.x, groups.x * groups.y, params.interleave));
     if (item.row0 >= item.rows) {
         return;
     }
@@ -627,7 +612,7 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let item = work_of(work_index(wg.x + wg.y * groups.x, groups.x * groups.y));
+    let item = work_of(interleaved_item(wg.x + wg.y * groups.x, groups.x * groups.y, params.interleave));
     if (item.row0 >= item.rows) {
         return;
     }

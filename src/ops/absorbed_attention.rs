@@ -127,12 +127,6 @@ const SG_MAX_KEYS_PER_SPLIT: usize = 4096;
 /// Fewest keys per split of the SUBGROUP kernel.
 const SG_MIN_KEYS_PER_SPLIT: usize = 64;
 
-/// Threads a CPU device runs workgroups on: llvmpipe starts one per CPU of this machine (4
-/// where the count is unknown, as in a browser).
-fn cpu_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get())
-}
-
 /// Inputs of one absorbed-attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AbsorbedAttentionInputs<'a> {
@@ -324,7 +318,7 @@ pub fn plan_subgroup(
     let rows_per_group = MAX_ROWS_PER_GROUP.min(rows.next_power_of_two());
     let groups = rows.div_ceil(rows_per_group);
     let ctx = max_seq_len.max(1);
-    let wanted = cpu_threads().div_ceil((bt * groups).max(1));
+    let wanted = crate::ops::cpu_threads().div_ceil((bt * groups).max(1));
     let n_split = wanted
         .min(ctx.div_ceil(SG_MIN_KEYS_PER_SPLIT))
         .max(ctx.div_ceil(SG_MAX_KEYS_PER_SPLIT))
@@ -339,7 +333,7 @@ pub fn plan_subgroup(
         n_split: ctx.div_ceil(split_len),
         split_len,
         subgroup: true,
-        interleave: cpu_threads(),
+        interleave: crate::ops::cpu_threads(),
     };
     let fits = p.scratch_floats(bt, tokens, h, d_c) <= tiled.scratch_floats(bt, tokens, h, d_c);
     Ok(fits.then_some(p))

@@ -135,6 +135,22 @@ pub(crate) fn shares_loads_by_subgroup(gpu: &Gpu) -> bool {
     info.device_type == wgpu::DeviceType::Cpu && gpu.has_subgroups() && info.subgroup_min_size >= 8
 }
 
+/// Threads a CPU device runs workgroups on: llvmpipe starts one per CPU of this machine (4
+/// where the count is unknown, as in a browser).
+pub(crate) fn cpu_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get())
+}
+
+/// K for `common/grid`'s interleave: the contiguous shares a CPU device splits a dispatch's
+/// workgroups into (one per thread); 1 on a GPU, which schedules workgroups dynamically.
+pub(crate) fn grid_shares(gpu: &Gpu) -> usize {
+    if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        cpu_threads()
+    } else {
+        1
+    }
+}
+
 /// The storage flags for a stored tensor of `dtype` on `gpu`: none for f32, `F16` (plus
 /// `NATIVE_F16` where the device has `SHADER_F16`) for f16, `BF16` for bf16. `name` names the
 /// tensor in the error for a dtype that is not a float.

@@ -69,6 +69,7 @@ pub(crate) use wgsl;
 /// The fragments bodies pull in with `#include "name"`.
 pub const FRAGMENTS: &[Shader] = &[
     wgsl!("common/elementwise"),
+    wgsl!("common/grid"),
     wgsl!("common/storage"),
     wgsl!("common/trig"),
     wgsl!("ssm/softplus"),

@@ -14,7 +14,9 @@
 //!    range ([`ExpertGroup`]): all experts' stacked weights exceed a storage binding at real
 //!    sizes (V2-Lite: 64 × 1408 × 2048 bf16 = 369 MB per projection, over a 128 MiB binding), so
 //!    [`MoeWeights::upload`] stacks them in ranges that fit and each dispatch is sized for its
-//!    range's worst case (workgroups past its routed rows exit at once);
+//!    range's worst case (workgroups past its routed rows exit at once; on a CPU device the grid
+//!    is interleaved over its threads, `common/grid`, so that idle tail and the real tiles are
+//!    spread over every thread instead of the tail landing on one);
 //! 4. combine: `moe_combine.wgsl` writes y\[t\] = Σ_j w_j · o\[row of (t, j)\], then the shared
 //!    expert (a dense SwiGLU over every token: the expert kernel's dense mode and an
 //!    accumulating matmul) is added into y.
@@ -93,7 +95,7 @@ struct ExpertUniforms {
     e1: u32,
     tiles_n: u32,
     groups: u32,
-    _pad0: u32,
+    interleave: u32,
     _pad1: u32,
 }
 
@@ -430,9 +432,12 @@ impl Moe {
             e1: 0,
             tiles_n: 0,
             groups: 0,
-            _pad0: 0,
+            interleave: 1,
             _pad1: 0,
         };
+        // The grid is sized for the worst case, so its tail exits at once: interleaved over a
+        // CPU device's threads (common/grid), the tail and the real tiles spread over them all.
+        let shares = crate::ops::grid_shares(gpu);
         for (mode, n, kk) in [(0u32, i, h), (1, h, i)] {
             let tiles_n = n.div_ceil(4 * EXPERT_WG);
             for g in &w.groups {
@@ -442,6 +447,7 @@ impl Moe {
                     .min(g.count * t.div_ceil(rm))
                     .min(rows);
                 let groups = u32_of("workgroups", tiles * tiles_n)?;
+                let padded = u32_of("workgroups", (tiles * tiles_n).next_multiple_of(shares))?;
                 let (x_in, out, wa, wb) = if mode == 0 {
                     (x, &hbuf, &g.gate, &g.up)
                 } else {
@@ -457,6 +463,7 @@ impl Moe {
                         e1: (g.first + g.count) as u32,
                         tiles_n: tiles_n as u32,
                         groups,
+                        interleave: shares as u32,
                         ..base
                     },
                     &[
@@ -466,7 +473,7 @@ impl Moe {
                         wb.into(),
                         out.into(),
                     ],
-                    groups,
+                    padded,
                 )?;
             }
         }
@@ -569,7 +576,7 @@ impl Moe {
                 e1: 1,
                 tiles_n: tiles_n as u32,
                 groups,
-                _pad0: 0,
+                interleave: 1,
                 _pad1: 0,
             },
             &[
