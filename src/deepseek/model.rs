@@ -190,11 +190,6 @@ impl DeepseekGpuLm {
         self.caches.first().map_or(0, |c| c.seq_len(slot))
     }
 
-    /// Tokens one pass over `n` sequences may take (see [`pass_tokens`]).
-    fn pass_tokens(&self, n: usize, last_only: bool) -> Result<usize> {
-        pass_tokens(&self.gpu, &self.cfg, self.context, n, last_only)
-    }
-
     /// Record one layer over the packed tokens.
     fn record_layer(
         &self,
@@ -332,7 +327,7 @@ impl DeepseekGpuLm {
         last_only: bool,
     ) -> Result<Vec<Vec<f32>>> {
         check_request(seqs, self.slots(), self.cfg.vocab_size)?;
-        let max = self.pass_tokens(seqs.len(), last_only)?;
+        let max = pass_tokens(&self.gpu, &self.cfg, self.context, seqs.len(), last_only)?;
         forward_in_passes(self, seqs, max, last_only).await
     }
 }

@@ -186,9 +186,10 @@ pub struct Plan {
     /// tiles and no work areas.
     pub subgroup: bool,
     /// Chunks the device's threads take the grid in, K (1: grid order is work order). A CPU
-    /// device (llvmpipe) hands each of its K threads one contiguous K-th of the grid, so
-    /// grid position p runs work item (p mod ⌈N/K⌉)·K + p div ⌈N/K⌉ (N padded to a multiple
-    /// of K, the padding returning at once): every thread takes every K-th item. Without it a
+    /// device (llvmpipe) hands each of its K threads one contiguous K-th of the grid, so the
+    /// grid is padded to a multiple of K (the padding returns at once) and position p runs
+    /// work item (p mod c)·K + p div c, c = padded grid / K (`common/grid`): every thread takes
+    /// every K-th item. Without it a
     /// causal prefill gives one thread the early, short rows and another the long ones, and a
     /// ragged call can leave all its prompt work to one thread.
     pub interleave: usize,

@@ -118,11 +118,15 @@ fn passes_of(
     hidden: usize,
     max: usize,
 ) -> Result<Vec<Pass>> {
-    let mut starts = Vec::with_capacity(lens.len());
-    lens.iter().fold(0, |start, &l| {
-        starts.push(start);
-        start + l
-    });
+    // Where each sequence's rows start in h0.
+    let starts: Vec<usize> = lens
+        .iter()
+        .scan(0, |next, &l| {
+            let start = *next;
+            *next += l;
+            Some(start)
+        })
+        .collect();
     split_passes(lens, max)
         .into_iter()
         .map(|chunks| {
