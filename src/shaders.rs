@@ -97,6 +97,7 @@ pub const ALL: &[Variant] = &[
     absorbed_attention::COMBINE,
     selective_scan::ROWS,
     selective_scan::ROWS_SHARED,
+    selective_scan::ROWS_SHARED_VEC4,
     selective_scan::ROWS_SHARED_HALF[0],
     selective_scan::ROWS_SHARED_HALF[1],
     selective_scan::ROWS_SHARED_HALF[2],

@@ -148,6 +148,48 @@ fn ragged_lengths_state_sizes_and_groups() {
 }
 
 #[test]
+fn rows_of_four_step_accesses() {
+    // Rows of L % 4 = 0 steps, which CPU adapters run 4 steps per access (VEC4): subgroups that
+    // share B_t and C_t (one pass; three passes, where later passes read out back), a subgroup
+    // with dead lanes, constant B and C, and subgroups whose rows span requests (each state's
+    // B_t and C_t loaded per lane).
+    use BcLayout::{Constant, Grouped};
+    let cases: &[(usize, usize, usize, usize, BcLayout, BcLayout)] = &[
+        (1, 16, 64, 16, Grouped(1), Grouped(1)),
+        (2, 24, 36, 40, Grouped(3), Grouped(3)),
+        (1, 5, 8, 16, Grouped(1), Constant),
+        (1, 8, 12, 7, Constant, Constant),
+        (3, 7, 4, 3, Grouped(1), Grouped(1)),
+    ];
+    for (name, gpu) in gpus() {
+        let op = SelectiveScan::with_strategy(&gpu, ScanStrategy::RowSequential).unwrap();
+        eprintln!(
+            "{name}: rows share B_t/C_t = {}, 4 steps per access = {}",
+            op.rows_share_bc(),
+            op.rows_read_vec4(64)
+        );
+        assert_eq!(
+            op.rows_read_vec4(64),
+            op.rows_share_bc(),
+            "{name}: VEC4 where rows share"
+        );
+        assert!(!op.rows_read_vec4(62), "{name}: VEC4 needs L % 4 = 0");
+        let (mut rng, seed) = rng("selective_scan vec4 rows");
+        for &(bt, dim, l, n, bl, cl) in cases {
+            for o in [ScanOptions::default(), ALL] {
+                let data = make(&mut rng, bt, dim, l, n, bl, cl, o);
+                check(
+                    &data,
+                    &gpu,
+                    &format!("{name} Bt={bt} D={dim} L={l} N={n} B {bl:?} C {cl:?} {o:?}"),
+                    seed,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn two_halves_equal_one_scan() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("selective_scan halves");

@@ -30,10 +30,14 @@
 // took ~100 ms; an invocation per (row, state) with T-step chunks staged in shared memory and a
 // shared-memory sum over n ~25 ms, half of it in barriers (llvmpipe runs a workgroup as SIMD
 // fibers and switches between them at every barrier); this barrier-free version ~5 ms.
-// What bounds it on llvmpipe: load instructions, then compute. Per state update an exp (a
-// ~10-instruction polynomial, counted as 1 FLOP), 3 multiplies/FMAs and, without SUBGROUP, two
-// loads of B_t, C_t (each a loop over the SIMD lanes), against 8 counted FLOPs, so the FLOP
-// roofline is out of reach on a CPU device by a factor of ~3-4.
+// What bounds it on llvmpipe: storage accesses, then compute. Each access is a loop over the
+// SIMD lanes whatever the addresses, and so is each one in a branch no lane takes (llvmpipe
+// runs both sides of a branch under a lane mask), so the body keeps only the accesses a step
+// needs: with SUBGROUP the shared and per-state ways of reading B_t, C_t are separate inlined
+// copies (scan_pass's constant `share`), and with VEC4 a row is read 4 steps per access.
+// Per state update an exp (a ~10-instruction polynomial, counted as 1 FLOP) and 3
+// multiplies/FMAs against 8 counted FLOPs, so the FLOP roofline is out of reach on a CPU
+// device by a factor of ~3-4.
 // On GPUs: B_t/C_t reads are broadcasts (rows of a group share them), u/delta/z/out reads are
 // stride-L across lanes (each line reused over the next 15 steps from cache); occupancy needs
 // Bt·D ≳ 10⁴ rows. For few rows and long L the op switches to the chunked parallel-in-time scan
@@ -49,12 +53,208 @@
 // subgroup whole for the shuffles. Why only on CPUs: on llvmpipe a storage load instruction is
 // a loop over the SIMD lanes whatever the addresses, so these loads set the time; on a GPU the
 // same-address loads are one broadcast from cache already.
+// Flag VEC4 (with SUBGROUP, f32, L % 4 = 0; selective_scan_io.wgsl binds the row-major tensors
+// as vec4s): each iteration runs 4 steps from one 16-byte access per tensor (u, delta, z, out,
+// and this lane's two states of B and C), 4x fewer accesses than a step at a time.
 
 override WG: u32 = 64u;
 
 #include "ssm/selective_scan_io"
 
 const NS: u32 = 16u; // states per pass held in registers
+
+// What a pass holds over its steps: its NS states and A, and B, C where they are constant.
+struct Pass {
+    n0: u32,             // first state
+    x: array<f32, NS>,   // x_t[n0 + j]
+    a: array<f32, NS>,   // A[d, n0 + j]
+    bc: array<f32, NS>,  // constant B[d, n0 + j] (0 when variable)
+    cc: array<f32, NS>,  // constant C[d, n0 + j]
+}
+
+// dt_t from delta[b, d, t].
+fn dt_of(delta_t: f32, bias: f32) -> f32 {
+    var dv = delta_t + bias;
+    if ((params.flags & SOFTPLUS) != 0u) {
+        dv = softplus(dv);
+    }
+    return dv;
+}
+
+// Step t of the pass's states: x ← exp(dt·A)·x + dt·u·B_t, returning Σ_j C_t[j]·x[j]. With
+// `share`, `bl` and `cl` are this lane's B_t and C_t at states n0 + l % 8 and n0 + 8 + l % 8,
+// and the subgroup hands each state's value around by shuffles; without, each state's B_t and
+// C_t is loaded here.
+fn scan_step(p: RowPlan, t: u32, dv: f32, du: f32, bl: vec2<f32>, cl: vec2<f32>,
+    k: ptr<function, Pass>, share: bool) -> f32 {
+    let nn = params.n;
+    let b_var = (params.flags & B_VARIABLE) != 0u;
+    let c_var = (params.flags & C_VARIABLE) != 0u;
+    let n0 = (*k).n0;
+    var y = 0.0;
+    for (var j = 0u; j < NS; j++) {
+        let nv = n0 + j < nn;
+        let jj = n0 + select(0u, j, nv);
+        var bt = (*k).bc[j];
+        var ct = (*k).cc[j];
+        if (share) {
+#if SUBGROUP
+            if (b_var) {
+                bt = subgroupShuffle(select(bl.x, bl.y, j >= 8u), j % 8u);
+            }
+            if (c_var) {
+                ct = subgroupShuffle(select(cl.x, cl.y, j >= 8u), j % 8u);
+            }
+#endif
+        } else {
+            if (b_var) {
+                bt = load_b(p.b0 + jj * p.bn + t * p.bt);
+            }
+            if (c_var) {
+                ct = load_c(p.c0 + jj * p.cn + t * p.ct);
+            }
+        }
+        (*k).x[j] = exp(dv * (*k).a[j]) * (*k).x[j] + du * bt;
+        y += select(0.0, ct * (*k).x[j], nv);
+    }
+    return y;
+}
+
+// out at one step from the pass's Σ C·x: plus the earlier passes' sum `prev`, and in the last
+// pass D·u and the gate silu(z).
+fn out_value(y: f32, prev: f32, uu: f32, zz: f32, skip: f32, last: bool) -> f32 {
+    var o = y + prev;
+    if (last) {
+        o += skip * uu;
+        if ((params.flags & HAS_Z) != 0u) {
+            o = o * (zz / (1.0 + exp(-zz)));
+        }
+    }
+    return o;
+}
+
+#if VEC4
+// Step t + s of a VEC4 iteration, from the iteration's vec4s: its out value.
+fn quad_step(p: RowPlan, t: u32, s: u32, u4: vec4<f32>, dl4: vec4<f32>, bl4: mat2x4<f32>,
+    cl4: mat2x4<f32>, prev4: vec4<f32>, z4: vec4<f32>, bias: f32, skip: f32, last: bool,
+    k: ptr<function, Pass>, share: bool) -> f32 {
+    let dv = dt_of(dl4[s], bias);
+    let y = scan_step(p, t + s, dv, dv * u4[s], vec2<f32>(bl4[0][s], bl4[1][s]),
+        vec2<f32>(cl4[0][s], cl4[1][s]), k, share);
+    return out_value(y, prev4[s], u4[s], z4[s], skip, last);
+}
+#endif
+
+// One pass over the row's L steps for its NS states from n0. `share` is a constant at each call
+// site (true only under SUBGROUP, for a subgroup whose lanes all read the same B_t and C_t), so
+// the compiler drops the other branch from each inlined copy: on llvmpipe a load in a branch no
+// lane takes still costs its loop over the SIMD lanes, and the shared copy's step would
+// otherwise carry 32 such per-state loads of B_t and C_t beside its 4 useful ones.
+fn scan_pass(p: RowPlan, d: u32, n0: u32, real: bool, lane: u32, share: bool) {
+    let nn = params.n;
+    let flags = params.flags;
+    let b_var = (flags & B_VARIABLE) != 0u;
+    let c_var = (flags & C_VARIABLE) != 0u;
+    let has_z = (flags & HAS_Z) != 0u;
+    let len = p.len;
+    let skip = skip_of(d);
+    let bias = bias_of(d);
+    let last = n0 + NS >= nn;
+    var k: Pass;
+    k.n0 = n0;
+    for (var j = 0u; j < NS; j++) {
+        let n = min(n0 + j, nn - 1u);
+        k.a[j] = chan[d * nn + n];
+        k.x[j] = 0.0;
+        if ((flags & HAS_INIT) != 0u) {
+            k.x[j] = state[p.s0 + n];
+        }
+        k.bc[j] = 0.0;
+        if (!b_var) {
+            k.bc[j] = load_b(d * nn + n);
+        }
+        k.cc[j] = 0.0;
+        if (!c_var) {
+            k.cc[j] = load_c(d * nn + n);
+        }
+    }
+    // Share: where this lane's two states of B_t and C_t are (states past N read state n0).
+    let l8 = lane % 8u;
+    let b_lo = p.b0 + (n0 + select(0u, l8, n0 + l8 < nn)) * p.bn;
+    let b_hi = p.b0 + (n0 + select(0u, l8 + 8u, n0 + l8 + 8u < nn)) * p.bn;
+    let c_lo = p.c0 + (n0 + select(0u, l8, n0 + l8 < nn)) * p.cn;
+    let c_hi = p.c0 + (n0 + select(0u, l8 + 8u, n0 + l8 + 8u < nn)) * p.cn;
+#if VEC4
+    // Four steps per iteration, every row-major tensor read (and out written) 16 bytes at a
+    // time: ut = dt = zt = ot = bt = ct = 1 and rows start on a vec4.
+    for (var t = 0u; t < len; t += 4u) {
+        let u4 = load_u4(p.u0 + t);
+        let dl4 = load_delta4(p.d0 + t);
+        var bl4 = mat2x4<f32>();
+        var cl4 = mat2x4<f32>();
+        if (share && b_var) {
+            bl4 = mat2x4<f32>(load_b4(b_lo + t), load_b4(b_hi + t));
+        }
+        if (share && c_var) {
+            cl4 = mat2x4<f32>(load_c4(c_lo + t), load_c4(c_hi + t));
+        }
+        var prev4 = vec4<f32>();
+        if (n0 > 0u) {
+            prev4 = load_out4(p.o0 + t);
+        }
+        var z4 = vec4<f32>();
+        if (last && has_z) {
+            z4 = load_z4(p.z0 + t);
+        }
+        // The four steps as four calls with constant s, so that each component index is a
+        // constant once inlined (a loop over s kept them dynamic).
+        let o4 = vec4<f32>(
+            quad_step(p, t, 0u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
+            quad_step(p, t, 1u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
+            quad_step(p, t, 2u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
+            quad_step(p, t, 3u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
+        );
+        if (real) {
+            store_out4(p.o0 + t, o4);
+        }
+    }
+#else
+    var pending = 0.0; // half out: the even element of a word, stored with the odd one
+    for (var t = 0u; t < len; t++) {
+        let uu = load_u(p.u0 + t * p.ut);
+        let dv = dt_of(load_delta(p.d0 + t * p.dt), bias);
+        var bl = vec2<f32>();
+        var cl = vec2<f32>();
+        if (share && b_var) {
+            bl = vec2<f32>(load_b(b_lo + t * p.bt), load_b(b_hi + t * p.bt));
+        }
+        if (share && c_var) {
+            cl = vec2<f32>(load_c(c_lo + t * p.ct), load_c(c_hi + t * p.ct));
+        }
+        let y = scan_step(p, t, dv, dv * uu, bl, cl, &k, share);
+        var prev = 0.0;
+        if (n0 > 0u) {
+            prev = load_out(p.o0 + t * p.ot);
+        }
+        var zz = 0.0;
+        if (last && has_z) {
+            zz = load_z(p.z0 + t * p.zt);
+        }
+        let o = out_value(y, prev, uu, zz, skip, last);
+        // Half out is never PACKED (the host takes only f32 there), so ot = 1 whenever
+        // store_out_step pairs consecutive steps into one word.
+        if (real) {
+            store_out_step(p.o0 + t * p.ot, t, len, o, &pending);
+        }
+    }
+#endif
+    for (var j = 0u; j < NS; j++) {
+        if (real && n0 + j < nn) {
+            state[p.s0 + n0 + j] = k.x[j];
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(
 #if SUBGROUP
@@ -80,14 +280,10 @@ fn main(
         return;
     }
     let real = true;
+    let lane = 0u;
     let row = params.row0 + w;
 #endif
-    let nn = params.n;
-    let flags = params.flags;
-    let dim = params.dim;
-    let b_var = (flags & B_VARIABLE) != 0u;
-    let c_var = (flags & C_VARIABLE) != 0u;
-    let d = row % dim;
+    let d = row % params.dim;
     let p = row_plan(row);
 #if SUBGROUP
     // Shared B_t / C_t: the whole subgroup on the same start and length (dead rows included,
@@ -96,114 +292,19 @@ fn main(
         && p.c0 == subgroupBroadcastFirst(p.c0)
         && p.len == subgroupBroadcastFirst(p.len)
         && subgroupAll(p.live) == subgroupAny(p.live));
-    let share_b = uniform_bc && b_var;
-    let share_c = uniform_bc && c_var;
-    let l8 = lane % 8u;
 #endif
     if (!p.live) {
         return;
     }
-    let len = p.len;
-    let skip = skip_of(d);
-    let bias = bias_of(d);
-    for (var n0 = 0u; n0 < nn; n0 += NS) {
-        let last = n0 + NS >= nn;
-        var a: array<f32, NS>;
-        var x: array<f32, NS>;
-        var bc: array<f32, NS>;
-        var cc: array<f32, NS>;
-        for (var j = 0u; j < NS; j++) {
-            let n = min(n0 + j, nn - 1u);
-            a[j] = chan[d * nn + n];
-            x[j] = 0.0;
-            if ((flags & HAS_INIT) != 0u) {
-                x[j] = state[p.s0 + n];
-            }
-            bc[j] = 0.0;
-            if (!b_var) {
-                bc[j] = load_b(d * nn + n);
-            }
-            cc[j] = 0.0;
-            if (!c_var) {
-                cc[j] = load_c(d * nn + n);
-            }
+    for (var n0 = 0u; n0 < params.n; n0 += NS) {
+#if SUBGROUP
+        if (uniform_bc) {
+            scan_pass(p, d, n0, real, lane, true);
+        } else {
+            scan_pass(p, d, n0, real, lane, false);
         }
-        let b_base = p.b0 + n0 * p.bn;
-        let c_base = p.c0 + n0 * p.cn;
-        var pending = 0.0; // half out: the even element of a word, stored with the odd one
-        for (var t = 0u; t < len; t++) {
-            let uu = load_u(p.u0 + t * p.ut);
-            var dv = load_delta(p.d0 + t * p.dt) + bias;
-            if ((flags & SOFTPLUS) != 0u) {
-                dv = softplus(dv);
-            }
-            let du = dv * uu;
-            var y = 0.0;
-#if SUBGROUP
-            // This lane's two states of B_t and C_t (states past N read state n0).
-            var b_lo = 0.0;
-            var b_hi = 0.0;
-            var c_lo = 0.0;
-            var c_hi = 0.0;
-            let j_lo = select(0u, l8, n0 + l8 < nn);
-            let j_hi = select(0u, l8 + 8u, n0 + l8 + 8u < nn);
-            if (share_b) {
-                b_lo = load_b(b_base + j_lo * p.bn + t * p.bt);
-                b_hi = load_b(b_base + j_hi * p.bn + t * p.bt);
-            }
-            if (share_c) {
-                c_lo = load_c(c_base + j_lo * p.cn + t * p.ct);
-                c_hi = load_c(c_base + j_hi * p.cn + t * p.ct);
-            }
-#endif
-            for (var j = 0u; j < NS; j++) {
-                let nv = n0 + j < nn;
-                let jj = select(0u, j, nv);
-                var bt = bc[j];
-                var ct = cc[j];
-#if SUBGROUP
-                if (share_b) {
-                    bt = subgroupShuffle(select(b_lo, b_hi, j >= 8u), j % 8u);
-                } else if (b_var) {
-                    bt = load_b(b_base + jj * p.bn + t * p.bt);
-                }
-                if (share_c) {
-                    ct = subgroupShuffle(select(c_lo, c_hi, j >= 8u), j % 8u);
-                } else if (c_var) {
-                    ct = load_c(c_base + jj * p.cn + t * p.ct);
-                }
 #else
-                if (b_var) {
-                    bt = load_b(b_base + jj * p.bn + t * p.bt);
-                }
-                if (c_var) {
-                    ct = load_c(c_base + jj * p.cn + t * p.ct);
-                }
+        scan_pass(p, d, n0, real, lane, false);
 #endif
-                x[j] = exp(dv * a[j]) * x[j] + du * bt;
-                y += select(0.0, ct * x[j], nv);
-            }
-            var o = y;
-            if (n0 > 0u) {
-                o += load_out(p.o0 + t * p.ot);
-            }
-            if (last) {
-                o += skip * uu;
-                if ((flags & HAS_Z) != 0u) {
-                    let zz = load_z(p.z0 + t * p.zt);
-                    o = o * (zz / (1.0 + exp(-zz)));
-                }
-            }
-            // Half out is never PACKED (the host takes only f32 there), so ot = 1 whenever
-            // store_out_step pairs consecutive steps into one word.
-            if (real) {
-                store_out_step(p.o0 + t * p.ot, t, len, o, &pending);
-            }
-        }
-        for (var j = 0u; j < NS; j++) {
-            if (real && n0 + j < nn) {
-                state[p.s0 + n0 + j] = x[j];
-            }
-        }
     }
 }

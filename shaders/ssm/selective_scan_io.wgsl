@@ -61,6 +61,17 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if VEC4
+// Flag VEC4 (row kernel, f32, rows of L % 4 = 0 steps, windows on whole vec4s): the activations,
+// B and C are bound as 16-byte elements, so that 4 consecutive steps of a row cost one access.
+@group(0) @binding(1) var<storage, read> u: array<vec4<f32>>;      // (Bt, D, L)
+@group(0) @binding(2) var<storage, read> delta: array<vec4<f32>>;  // (Bt, D, L)
+@group(0) @binding(3) var<storage, read> chan: array<f32>;
+@group(0) @binding(4) var<storage, read> bmat: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> cmat: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> zgate: array<vec4<f32>>;  // (Bt, D, L)
+@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>; // (Bt, D, L)
+#else
 @group(0) @binding(1) var<storage, read> u: array<sword>;           // (Bt, D, L)
 @group(0) @binding(2) var<storage, read> delta: array<sword>;       // (Bt, D, L)
 // chan: A (D, N) at 0, D (D) at p_d, delta_bias (D) at p_bias.
@@ -74,6 +85,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> out: array<atomic<u32>>; // (Bt, D, L) halves, in pairs
 #else
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;     // (Bt, D, L)
+#endif
 #endif
 // state (Bt, D, N): initial_state on entry (with HAS_INIT; the host copies it there), last_state
 // on exit.
@@ -158,6 +170,40 @@ fn row_plan(row: u32) -> RowPlan {
 }
 
 // Loads of u's dtype (widened to f32).
+#if VEC4
+fn load_u(i: u32) -> f32 {
+    return u[i / 4u][i % 4u];
+}
+fn load_delta(i: u32) -> f32 {
+    return delta[i / 4u][i % 4u];
+}
+fn load_z(i: u32) -> f32 {
+    return zgate[i / 4u][i % 4u];
+}
+
+// VEC4: elements i .. i + 3 (i % 4 = 0) in one access.
+fn load_u4(i: u32) -> vec4<f32> {
+    return u[i / 4u];
+}
+fn load_delta4(i: u32) -> vec4<f32> {
+    return delta[i / 4u];
+}
+fn load_z4(i: u32) -> vec4<f32> {
+    return zgate[i / 4u];
+}
+fn load_b4(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(bmat[i / 4u]);
+}
+fn load_c4(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(cmat[i / 4u]);
+}
+fn load_out4(i: u32) -> vec4<f32> {
+    return out[i / 4u];
+}
+fn store_out4(i: u32, v: vec4<f32>) {
+    out[i / 4u] = v;
+}
+#else
 fn load_u(i: u32) -> f32 {
     return sget(u[i / SPW], i % SPW);
 }
@@ -167,19 +213,28 @@ fn load_delta(i: u32) -> f32 {
 fn load_z(i: u32) -> f32 {
     return sget(zgate[i / SPW], i % SPW);
 }
+#endif
 
 // Element i of B or C: a half of u's dtype with B_HALF / C_HALF, else f32 bits.
 fn load_b(i: u32) -> f32 {
+#if VEC4
+    return bitcast<f32>(bmat[i / 4u][i % 4u]);
+#else
     if (SPW == 2u && (params.flags & B_HALF) != 0u) {
         return sget_bits(bmat[i / 2u], i % 2u);
     }
     return bitcast<f32>(bmat[i]);
+#endif
 }
 fn load_c(i: u32) -> f32 {
+#if VEC4
+    return bitcast<f32>(cmat[i / 4u][i % 4u]);
+#else
     if (SPW == 2u && (params.flags & C_HALF) != 0u) {
         return sget_bits(cmat[i / 2u], i % 2u);
     }
     return bitcast<f32>(cmat[i]);
+#endif
 }
 
 // out[i] = v, rounded to u's dtype.
@@ -189,7 +244,11 @@ fn store_out(i: u32, v: f32) {
     atomicAnd(&out[i / 2u], ~(0xffffu << shift));
     atomicOr(&out[i / 2u], half_bits(v) << shift);
 #else
+#if VEC4
+    out[i / 4u][i % 4u] = v;
+#else
     out[i] = v;
+#endif
 #endif
 }
 
@@ -220,7 +279,11 @@ fn load_out(i: u32) -> f32 {
 #if F16 || BF16
     return sget_bits(atomicLoad(&out[i / 2u]), i % 2u);
 #else
+#if VEC4
+    return out[i / 4u][i % 4u];
+#else
     return out[i];
+#endif
 #endif
 }
 

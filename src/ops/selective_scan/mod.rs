@@ -219,6 +219,11 @@ pub const ROWS: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// subgroups of at least 8 invocations).
 pub const ROWS_SHARED: Variant = SHADER.variant(Flags::of(&[Flag::Subgroup]), INTERFACE);
 
+/// [`ROWS_SHARED`] reading and writing 4 steps of a row per access (f32, L % 4 = 0): what CPU
+/// adapters run on such rows.
+pub const ROWS_SHARED_VEC4: Variant =
+    SHADER.variant(Flags::of(&[Flag::Subgroup, Flag::Vec4]), INTERFACE);
+
 /// [`ROWS_SHARED`] with half activations, in [`crate::ops::HALF_STORAGE`] order.
 pub const ROWS_SHARED_HALF: [Variant; 3] = crate::ops::half_variants(ROWS_SHARED);
 
@@ -262,6 +267,7 @@ pub struct SelectiveScan {
     chunked: Arc<Kernel>,
     chunked_subgroups: bool,
     rows_flags: Flags,
+    rows_vec4: bool,
     strategy: ScanStrategy,
     device: wgpu::DeviceType,
     scratch: Arc<Mutex<Option<Tensor>>>,
@@ -325,6 +331,10 @@ impl SelectiveScan {
             chunked: gpu.kernel(chunked, &[])?,
             chunked_subgroups,
             rows_flags: rows.flags,
+            // Every row and binding window on a vec4: windows start at multiples of the offset
+            // alignment.
+            rows_vec4: rows.flags.contains(Flag::Subgroup)
+                && gpu.limits().min_storage_buffer_offset_alignment % 16 == 0,
             strategy,
             device: gpu.adapter_info().device_type,
             scratch: Arc::new(Mutex::new(None)),
@@ -361,6 +371,13 @@ impl SelectiveScan {
     /// ([`ROWS_SHARED`]: CPU adapters with subgroups of at least 8 invocations).
     pub fn rows_share_bc(&self) -> bool {
         self.rows_flags.contains(Flag::Subgroup)
+    }
+
+    /// Whether the row-sequential kernel runs f32 rows of `len` steps as [`ROWS_SHARED_VEC4`]:
+    /// on the devices where it shares B_t and C_t (CPUs, where every storage access is a loop
+    /// over the SIMD lanes, so that 4 steps per access cut the accesses 4×), for L % 4 = 0.
+    pub fn rows_read_vec4(&self, len: usize) -> bool {
+        self.rows_vec4 && len % 4 == 0
     }
 
     /// Bytes that must move and FLOPs of one scan. FLOPs per (row, step, state): exp, two

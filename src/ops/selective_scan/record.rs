@@ -106,6 +106,9 @@ impl SelectiveScan {
             _ => {
                 let w = rows_per_workgroup(rows);
                 let k = match (storage == Flags::NONE, w) {
+                    (true, _) if self.rows_read_vec4(len) => {
+                        gpu.kernel(&ROWS_SHARED_VEC4, &[("WG", w as f64)])?
+                    }
                     (true, 64) => self.kernel.clone(),
                     (true, _) => self.kernel_small.clone(),
                     (false, _) => {
