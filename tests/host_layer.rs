@@ -279,3 +279,70 @@ fn batch_writes_land_in_stream_order() {
     assert_eq!(gpu.read_f32(&first).unwrap(), vec![1.0, 2.0, 3.0]);
     assert_eq!(gpu.read_f32(&second).unwrap(), vec![1.0, 20.0, 3.0]);
 }
+
+#[test]
+fn the_quotient_fragment_divides_exactly() {
+    // `common/divide`'s f32 division with one correction, which kernels use for run-time
+    // divisors, against integer division: every n below 2^12 by divisors 1..64 and ranging
+    // divisors, and samples up to its bound of 2^21 (quotients next to integers included).
+    // Where division is correctly rounded (lavapipe) the correction never fires; it covers
+    // GPUs, whose f32 division WGSL allows 2.5 ulp.
+    const SOURCE: &str = "#include \"common/divide\"
+struct Params { count: u32, _a: u32, _b: u32, _c: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> pairs: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * groups.x) * 64u + lid;
+    if (i < params.count) {
+        out[i] = quotient(pairs[i].x, pairs[i].y);
+    }
+}
+";
+    let gpu = gpu();
+    let kernel = gpu
+        .kernel(&Shader::external("test/quotient", SOURCE), &[])
+        .unwrap();
+    let (mut rng, seed) = rng("quotient");
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    for d in (1..=64).chain([100, 255, 256, 1000, 4095, 4096]) {
+        pairs.extend((0..1 << 12).map(|n| (n, d)));
+    }
+    for _ in 0..20_000 {
+        let d = 1 + rng.below(1 << 12) as u32;
+        let q = rng.below((1 << 21) / d as usize) as u32;
+        for n in [q * d, (q * d).saturating_sub(1), q * d + d - 1] {
+            if n < 1 << 21 {
+                pairs.push((n, d));
+            }
+        }
+        pairs.push((rng.below(1 << 21) as u32, 1 + rng.below(1 << 21) as u32));
+    }
+    let flat: Vec<u32> = pairs.iter().flat_map(|&(n, d)| [n, d]).collect();
+    let input = gpu
+        .upload(&[pairs.len(), 2], ssm_mla::DType::U32, &flat)
+        .unwrap();
+    let out = gpu
+        .upload(
+            &[pairs.len()],
+            ssm_mla::DType::U32,
+            &vec![u32::MAX; pairs.len()],
+        )
+        .unwrap();
+    let mut batch = gpu.batch();
+    batch
+        .dispatch(
+            &kernel,
+            &[pairs.len() as u32, 0, 0, 0],
+            &[(&input).into(), (&out).into()],
+            pairs.len().div_ceil(64) as u32,
+        )
+        .unwrap();
+    batch.run().unwrap();
+    let got: Vec<u32> = gpu.read(&out).unwrap();
+    for (&(n, d), &q) in pairs.iter().zip(&got) {
+        assert_eq!(q, n / d, "quotient({n}, {d}) (seed {seed})");
+    }
+}

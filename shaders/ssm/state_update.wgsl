@@ -1,6 +1,6 @@
 // state_update: the one-token decode step of mamba_ssm's selective_state_update, in its Mamba-1
-// form (per channel) and its multi-head Mamba-2 form, one body for every device (the reduction
-// over TPR invocations uses shared memory; subgroup broadcasts only under flag SUBGROUP).
+// form (per channel) and its multi-head Mamba-2 form, one body for every device (subgroup
+// broadcasts only under flag SUBGROUP).
 //
 // Channels d = h·P + p: H heads of P channels each. The Mamba-1 form is H = D, P = 1 (a "head"
 // is a channel); the heads form (flag bit HEADS) has P ≥ 1 channels sharing one dt, one A and
@@ -39,8 +39,8 @@
 // rounded (half_bits_b). A state row of N halves shares its first or last word with the
 // neighbouring row when N is odd, and that row belongs to another invocation, so the half state
 // is bound as atomic words: each element is read by atomicLoad and written by atomicAnd/atomicOr
-// on its own 16 bits (disjoint bits commute), which works for any N. With TPR = 1 (what the
-// host runs) an invocation owns its row's inner words and reads and writes each once
+// on its own 16 bits (disjoint bits commute), which works for any N. An invocation owns
+// its row's inner words and reads and writes each once
 // (update_row_pairs); only the boundary words of odd-N rows take the per-half atomics.
 // (NATIVE_F16_B changes nothing here: the state is never bound as f16.)
 //
@@ -51,22 +51,22 @@
 // lane l loads states n + l % 8 of B and C and the subgroup shares them by broadcast, so 8
 // states cost 2 load instructions of B and C instead of 16.
 //
-// Work split: TPR (a power of two ≤ 32, ≥ N where possible) invocations per (b, d) row (rows =
-// Bt·H·P), WG/TPR rows of one request per workgroup: the grid is (⌈D·TPR/WG⌉, Bt), so the
-// request index is the workgroup's y and everything addressed by it alone (B, C, the slot, dt
-// of a head) is at an address uniform across the workgroup. Invocation
-// r of a row owns states n = r, r + TPR, ...: it updates them (coalesced along n) and sums its
-// C·state terms; the row's TPR partial sums are written to shared memory and added by the
-// row's first invocation, which writes out.
-// The host uses TPR = 1 (one invocation per row, looping over N, rows independent): on lavapipe
-// that is 5-15x faster than TPR = 16, whose cost was the barrier and shared-memory sum per
-// workgroup (llvmpipe switches between its SIMD fibers at every barrier). Bound: memory (state
-// read and written: 8 bytes per state update for f32, plus A's 4 in the Mamba-1 form). On a
-// GPU neighbouring invocations' rows are N states apart, so each state load is a strided access
-// served from the cache lines the neighbours share; VEC4 makes them 16-byte loads. On lavapipe
-// a load whose address differs across the SIMD lanes is a loop over the lanes, so the cost is
-// load instructions: VEC4 makes the state and A four times fewer, and the uniform B and C
-// addresses (same request across the workgroup) let the compiler load them once.
+// Work split: one invocation per (b, d) row (rows = Bt·H·P), looping over its N states; WG rows
+// of one request per workgroup: the grid is (⌈D/WG⌉, Bt), so the request index is the
+// workgroup's y and everything addressed by it alone (B, C, the slot, dt of a head) is the same
+// across the workgroup. Rows are independent: no shared memory, no barrier (an earlier split of
+// a row over 16 invocations, summed in shared memory, was 5-15x slower on lavapipe, which
+// switches between its SIMD fibers at every barrier). Index arithmetic divides by run-time
+// values through f32 (common/divide): llvmpipe turns an integer division into one scalar
+// divide per lane, and the per-row ones cost ~8% of the step there.
+// Bound: memory (state read and written: 8 bytes per state update for f32, plus A's 4 in the
+// Mamba-1 form). On a GPU neighbouring invocations' rows are N states apart, so each state load
+// is a strided access served from the cache lines the neighbours share; VEC4 makes them
+// 16-byte loads. On lavapipe every storage access is a loop over the SIMD lanes whatever the
+// addresses, and so is one in a branch no lane takes (both sides of a branch run under a lane
+// mask), so the cost is accesses, each component a few instructions per lane: VEC4 makes the
+// state and A accesses four times fewer, SUBGROUP shares B and C, and the subgroups that share
+// them keep the fallback with the fewest accesses beside them.
 
 const WG: u32 = 256u;
 
@@ -82,7 +82,7 @@ struct Params {
     rows: u32,     // Bt · H · P
     dim: u32,      // D = H · P
     n: u32,        // N
-    tpr: u32,      // invocations per row
+    _pad2: u32,
     b_groups: u32,
     c_groups: u32,
     pool: u32,     // rows of the state pool
@@ -144,6 +144,7 @@ struct Params {
 #endif
 
 #include "common/storage"
+#include "common/divide"
 
 fn store_out(i: u32, v: f32) {
 #if F16 || BF16
@@ -190,8 +191,6 @@ fn store_state(i: u32, v: f32) {
 #endif
 }
 
-var<workgroup> s_part: array<f32, WG>;
-
 #include "ssm/softplus"
 
 struct Row {
@@ -223,8 +222,8 @@ fn row_info(bi: u32, d: u32) -> Row {
     }
     r.bi = bi;
     let row = bi * params.dim + d;
-    r.h = d / params.head_dim;
-    r.p = d % params.head_dim;
+    r.h = quotient(d, params.head_dim);
+    r.p = d - r.h * params.head_dim;
     r.slot = r.bi;
     if ((params.flags & HAS_SLOTS) != 0u) {
         let s = bitcast<i32>(pk[params.p_slot + r.bi]);
@@ -269,9 +268,9 @@ struct Bases {
 
 fn bases(r: Row) -> Bases {
     let nn = params.n;
-    let heads = params.dim / params.head_dim;
-    let gb = r.h / (heads / params.b_groups);
-    let gc = r.h / (heads / params.c_groups);
+    let heads = quotient(params.dim, params.head_dim);
+    let gb = quotient(r.h, quotient(heads, params.b_groups));
+    let gc = quotient(r.h, quotient(heads, params.c_groups));
     return Bases(
         params.b_off + r.bi * params.b_rs + gb * params.b_gs,
         params.c_off + r.bi * params.c_rs + gc * params.c_gs,
@@ -300,34 +299,39 @@ fn c_at(o: Bases, n: u32) -> f32 {
     return sget(cmat[(o.c + n) / SPW], (o.c + n) % SPW);
 }
 
-// This invocation's share of Σ_n C·state, after updating its states.
-fn update(r: Row, lane_r: u32) -> f32 {
-    var part = 0.0;
+// Σ_n C·state over row r, after updating its states (0 for a row that is not valid).
+fn update(r: Row) -> f32 {
     if (!r.valid) {
-        return part;
+        return 0.0;
     }
     let o = bases(r);
 #if VEC4
-    if (params.tpr == 1u) {
-        return update_row_vec4(r, o);
-    }
-#endif
+    return update_row_vec4(r, o);
+#else
 #if F16_B || BF16_B
-    if (params.tpr == 1u) {
-        return update_row_pairs(r, o);
-    }
+    return update_row_pairs(r, o);
+#else
+    return update_row_scalar(r, o);
 #endif
-    let stride = max(params.tpr, 1u);
-    for (var n = lane_r; n < params.n; n += stride) {
+#endif
+}
+
+// One state at a time (any dtype and N). A valid row's states are stored; invalid rows compute
+// and store nothing.
+fn update_row_scalar(r: Row, o: Bases) -> f32 {
+    var part = 0.0;
+    for (var n = 0u; n < params.n; n++) {
         let h = step(r, o, n, load_state(o.s + n));
-        store_state(o.s + n, h);
+        if (r.valid) {
+            store_state(o.s + n, h);
+        }
         part += h * c_at(o, n);
     }
     return part;
 }
 
 #if F16_B || BF16_B
-// A whole half state row owned by this invocation (TPR = 1): the words wholly inside the row
+// A whole half state row owned by this invocation: the words wholly inside the row
 // belong to it alone, so each is read once and written once (atomicStore of both halves); only
 // a first element at an odd index and a last one at an even index share their word with the
 // neighbouring row (odd N) and go through the per-half atomics. Same order of the C sum.
@@ -375,7 +379,7 @@ fn step4(r: Row, o: Bases, n: u32, bv: vec4<f32>, cv: vec4<f32>) -> f32 {
     return dot(h, cv);
 }
 
-// A whole f32 state row owned by this invocation (TPR = 1; N % 4 = 0, so the row and, in the
+// A whole f32 state row owned by this invocation (N % 4 = 0, so the row and, in the
 // Mamba-1 form, its row of A start on a vec4): one vec4 load and store of state and one of A
 // per 4 states. The C sum is taken 4 states at a time (dot), then across the row.
 fn update_row_vec4(r: Row, o: Bases) -> f32 {
@@ -446,34 +450,26 @@ fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let tpr = params.tpr;
-    let per_wg = WG / tpr;
-    if (wg.x * per_wg >= params.dim) {
+    if (wg.x * WG >= params.dim) {
         return;
     }
-    let v = lid;
-    let lane_r = v % tpr;
-    let r = row_info(wg.y, wg.x * per_wg + v / tpr);
+    let r = row_info(wg.y, wg.x * WG + lid);
 #if SUBGROUP
     // Rows of one request and one B/C group share B and C (checked over the subgroup: rows
-    // past D or of a skipped request have other bases and send their subgroup the plain way).
+    // past D or of a skipped request have other bases and send their subgroup the plain way,
+    // the one-state-at-a-time loop: llvmpipe runs a branch no lane takes once under an empty
+    // lane mask, its loads included, and that loop has the fewest).
     let o = bases(r);
     let same_bc = subgroupAll(o.b == subgroupBroadcastFirst(o.b)
         && o.c == subgroupBroadcastFirst(o.c));
-    if (tpr == 1u && same_bc) {
-        s_part[v] = update_row_shared(r, o, lane);
+    var sum = 0.0;
+    if (same_bc) {
+        sum = update_row_shared(r, o, lane);
     } else {
-        s_part[v] = update(r, lane_r);
+        sum = update_row_scalar(r, o);
     }
 #else
-    s_part[v] = update(r, lane_r);
+    let sum = update(r);
 #endif
-    workgroupBarrier();
-    if (lane_r == 0u) {
-        var sum = 0.0;
-        for (var i = 0u; i < tpr; i++) {
-            sum += s_part[v + i];
-        }
-        finish(r, sum);
-    }
+    finish(r, sum);
 }

@@ -68,6 +68,7 @@ pub(crate) use wgsl;
 
 /// The fragments bodies pull in with `#include "name"`.
 pub const FRAGMENTS: &[Shader] = &[
+    wgsl!("common/divide"),
     wgsl!("common/elementwise"),
     wgsl!("common/grid"),
     wgsl!("common/storage"),

@@ -13,7 +13,7 @@ pub(super) struct Uniforms {
     rows: u32,
     dim: u32,
     n: u32,
-    tpr: u32,
+    _pad2: u32,
     b_groups: u32,
     c_groups: u32,
     pool: u32,
@@ -172,6 +172,13 @@ impl StateUpdate {
                 detail: "the kernel indexes with 32-bit integers".into(),
             });
         }
+        // Row indices are divided in f32 (common/divide), exact below 2^21.
+        if dim >= 1 << 21 {
+            return Err(Error::Limit {
+                what: format!("D = {dim} channels"),
+                detail: "the kernel's index arithmetic is exact below 2^21".into(),
+            });
+        }
         let max_bind = gpu.max_binding_bytes();
         if s.state.size_bytes() > max_bind {
             return Err(Error::Limit {
@@ -179,12 +186,9 @@ impl StateUpdate {
                 detail: format!("max_storage_buffer_binding_size = {max_bind}"),
             });
         }
-        // One invocation per row (it loops over the N states): measured on lavapipe (Bt=1 D=2048
-        // N=16) 0.3-0.9 ms against 4-5 ms with 16 per row and 1.4 ms with 4, the split rows
-        // costing a barrier and a shared-memory sum per workgroup. The shader supports any
-        // power of two ≤ 32 (more invocations per row suit a GPU when Bt·D is small).
-        let tpr = 1;
-        let per_wg = WG / tpr;
+        // One invocation per row, looping over its N states: on lavapipe (Bt=1 D=2048 N=16)
+        // 0.3-0.9 ms against 4-5 ms with 16 per row and 1.4 ms with 4, whose split rows cost a
+        // barrier and a shared-memory sum per workgroup.
         // The scratch: D (D, H or H·P) | dt_bias (D or H) | slots (Bt) | dt (Bt·D) or A (H).
         let d_len = s.d.map_or(0, Tensor::len);
         let p_d = 0;
@@ -205,7 +209,7 @@ impl StateUpdate {
         };
         // Workgroups of one request each: (⌈D / rows per workgroup⌉, Bt).
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        let grid = [dim.div_ceil(per_wg), bt];
+        let grid = [dim.div_ceil(WG), bt];
         if grid.iter().any(|&g| g > max_groups) {
             return Err(Error::Limit {
                 what: format!("a grid of {grid:?} workgroups (D = {dim}, Bt = {bt})"),
@@ -258,7 +262,7 @@ impl StateUpdate {
             rows: rows as u32,
             dim: dim as u32,
             n: n as u32,
-            tpr: tpr as u32,
+            _pad2: 0,
             b_groups: s.b_groups as u32,
             c_groups: s.c_groups as u32,
             pool: s.pool as u32,
