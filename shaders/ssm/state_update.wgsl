@@ -424,12 +424,9 @@ fn finish(r: Row, sum: f32) {
     if (!r.real) {
         return;
     }
-    // r.bi, r.h and r.p are set for every real row, skipped ones included.
+    // r.bi, r.h and r.p are set for every real row, skipped ones included. A skipped row's out
+    // is 0, written by the same store (one store in the body, not one per case).
     let oi = params.o_off + r.bi * params.o_rs + r.h * params.o_hs + r.p;
-    if (!r.valid) {
-        store_out(oi, 0.0);
-        return;
-    }
     var o = sum;
     if ((params.flags & HAS_D) != 0u) {
         o += bitcast<f32>(pk[params.p_d + r.h * params.d_hs + r.p * params.d_ps]) * r.xv;
@@ -439,7 +436,7 @@ fn finish(r: Row, sum: f32) {
         let zz = sget(zgate[zi / SPW], zi % SPW);
         o = o * (zz / (1.0 + exp(-zz)));
     }
-    store_out(oi, o);
+    store_out(oi, select(0.0, o, r.valid));
 }
 
 @compute @workgroup_size(WG)
