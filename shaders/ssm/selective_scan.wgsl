@@ -206,14 +206,13 @@ fn scan_pass(p: RowPlan, d: u32, n0: u32, real: bool, lane: u32, share: bool) {
         if (last && has_z) {
             z4 = load_z4(p.z0 + t);
         }
-        // The four steps as four calls with constant s, so that each component index is a
-        // constant once inlined (a loop over s kept them dynamic).
-        let o4 = vec4<f32>(
-            quad_step(p, t, 0u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
-            quad_step(p, t, 1u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
-            quad_step(p, t, 2u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
-            quad_step(p, t, 3u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share),
-        );
+        // The four steps in order, as four calls with a constant s, so that each component
+        // index is a constant once inlined (a loop over s kept them dynamic).
+        let o0 = quad_step(p, t, 0u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
+        let o1 = quad_step(p, t, 1u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
+        let o2 = quad_step(p, t, 2u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
+        let o3 = quad_step(p, t, 3u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
+        let o4 = vec4<f32>(o0, o1, o2, o3);
         if (real) {
             store_out4(p.o0 + t, o4);
         }
