@@ -137,6 +137,7 @@ pub const ALL: &[Variant] = &[
     diagonal_scan::CHUNKED,
     diagonal_scan::CHUNKED_SUBGROUP,
     diagonal_scan::ROWS,
+    diagonal_scan::ROWS_VEC4,
     embedding::KERNEL,
     embedding::HALF[0],
     embedding::HALF[1],

@@ -56,7 +56,18 @@ fn matches_the_sequential_recurrence() {
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("diagonal_scan");
         let op = DiagonalScan::new(&gpu).unwrap();
-        eprintln!("{name}: subgroup scan = {}", op.uses_subgroups());
+        eprintln!(
+            "{name}: subgroup scan = {}, rows 4 steps per access = {}",
+            op.uses_subgroups(),
+            op.rows_read_vec4(8)
+        );
+        let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        assert_eq!(
+            op.rows_read_vec4(8),
+            cpu,
+            "{name}: VEC4 rows on CPU devices"
+        );
+        assert!(!op.rows_read_vec4(6), "{name}: VEC4 rows need L % 4 = 0");
         for (bt, h, l, n, method) in [
             (1usize, 1usize, 1usize, 1usize, Discretisation::Zoh),
             (1, 1, 1, 5, Discretisation::Bilinear),
@@ -71,6 +82,11 @@ fn matches_the_sequential_recurrence() {
             (1, 1, 300, 7, Discretisation::BackwardEuler),
             (2, 3, 50, 17, Discretisation::Bilinear),
             (1, 2, 90, 40, Discretisation::Zoh),
+            // L % 4 = 0: CPU devices read these rows 4 steps per access, over one, two and
+            // three passes of modes.
+            (1, 1, 8, 1, Discretisation::Zoh),
+            (2, 3, 52, 17, Discretisation::Bilinear),
+            (1, 2, 4, 40, Discretisation::Zoh),
         ] {
             let mut p = Problem::random(&mut rng, dims(bt, h, l, n));
             if method == Discretisation::ForwardEuler {

@@ -21,11 +21,18 @@
 // kernel, so that y is rounded once). Modes past N in the last block get Λ̄ = B̄ = C̃ = 0 (their
 // state stays 0 and adds nothing).
 //
-// What bounds it: on a CPU device (lavapipe) compute, ~12 FLOPs per (step, mode) of scalar f32
-// across 8-lane SIMD (one row per lane) with no barrier or shared-memory traffic; the u/y accesses
-// are per-lane gathers (stride L across lanes). On a GPU the same stride-L pattern is served from
-// cache (each line reused over the next 15 steps), and occupancy needs Bt·H ≳ 10⁴ rows; with few
-// rows and long L the chunked parallel-in-time kernel is used instead. Latency: L dependent steps.
+// Flag VEC4 (composed on CPU devices for f32 rows of L % 4 = 0; discretise.wgsl binds u and y
+// as vec4s): each iteration runs 4 steps from one 16-byte read of u and one write of y.
+//
+// What bounds it: on a CPU device (lavapipe) the complex multiply-adds, ~12 FLOPs per (step,
+// mode) of scalar f32 across 8-lane SIMD (one row per lane), and the accesses of u and y: each
+// is a loop over the SIMD lanes (stride L across lanes), as is one in a branch no lane takes,
+// since llvmpipe runs both sides of a branch under a lane mask. Hence the first pass (D·u) and
+// the later ones (y read back) are separate inlined copies (scan_pass's constant `first`), and
+// VEC4 takes 4 steps per access: 1.3–1.8× together on lavapipe. On a GPU the stride-L pattern is
+// served from cache (each line reused over the next 15 steps), and occupancy needs Bt·H ≳ 10⁴
+// rows; with few rows and long L the chunked parallel-in-time kernel is used instead. Latency:
+// L dependent steps.
 
 override WG: u32 = 64u;  // rows (invocations) per workgroup
 const NB: u32 = 16u;     // complex modes per pass held in registers (four ModeQuads)
@@ -65,18 +72,73 @@ fn quad(h: u32, first: u32) -> ModeQuad {
     return q;
 }
 
-// One step of four modes: x ← Λ̄·x + B̄·u; returns Σ 2·Re(C̃·x).
-fn advance(q: ptr<function, ModeQuad>, uu: f32) -> f32 {
-    let xr = (*q).xr;
-    let xi = (*q).xi;
-    let r = fma((*q).ar, xr, fma(-(*q).ai, xi, (*q).br * uu));
-    let i = fma((*q).ar, xi, fma((*q).ai, xr, (*q).bi * uu));
-    (*q).xr = r;
-    (*q).xi = i;
-    return dot((*q).cr, r) - dot((*q).ci, i);
+// One step of four modes: x ← Λ̄·x + B̄·u.
+fn advanced(q: ModeQuad, uu: f32) -> ModeQuad {
+    var n = q;
+    n.xr = fma(q.ar, q.xr, fma(-q.ai, q.xi, q.br * uu));
+    n.xi = fma(q.ar, q.xi, fma(q.ai, q.xr, q.bi * uu));
+    return n;
+}
+
+// Σ 2·Re(C̃·x) over four modes.
+fn quad_out(q: ModeQuad) -> f32 {
+    return dot(q.cr, q.xr) - dot(q.ci, q.xi);
 }
 
 #include "ssm/discretise"
+
+// The NB modes of one pass, as four quads.
+struct ModeBlock {
+    q0: ModeQuad,
+    q1: ModeQuad,
+    q2: ModeQuad,
+    q3: ModeQuad,
+}
+
+// One step of the block's modes: Σ 2·Re(C̃·x) after the update.
+fn block_step(m: ptr<function, ModeBlock>, uu: f32) -> f32 {
+    (*m).q0 = advanced((*m).q0, uu);
+    (*m).q1 = advanced((*m).q1, uu);
+    (*m).q2 = advanced((*m).q2, uu);
+    (*m).q3 = advanced((*m).q3, uu);
+    return (quad_out((*m).q0) + quad_out((*m).q1)) + (quad_out((*m).q2) + quad_out((*m).q3));
+}
+
+// One pass over a row's L steps for modes n0 .. n0 + NB. `first` is a constant at each call
+// site, so each inlined copy keeps only its own start of y_t: D·u (the first pass) or y read
+// back (later passes). On a CPU device (llvmpipe) both sides of a branch run under a lane mask,
+// accesses included, so a runtime test would read y back in every step of the first pass too.
+fn scan_pass(h: u32, base: u32, n0: u32, skip: f32, first: bool) {
+    let len = params.len;
+    var m = ModeBlock(quad(h, n0), quad(h, n0 + 4u), quad(h, n0 + 8u), quad(h, n0 + 12u));
+#if VEC4
+    // Four steps per iteration, u read and y written 16 bytes at a time; the steps in order,
+    // each with a constant component index.
+    for (var t = 0u; t < len; t += 4u) {
+        let u4 = load_u4(base + t);
+        var acc = skip * u4;
+        if (!first) {
+            acc = load_y4(base + t);
+        }
+        acc.x += block_step(&m, u4.x);
+        acc.y += block_step(&m, u4.y);
+        acc.z += block_step(&m, u4.z);
+        acc.w += block_step(&m, u4.w);
+        store_y4(base + t, acc);
+    }
+#else
+    var pending = 0.0; // half y: the even element of a word, stored with the odd one
+    for (var t = 0u; t < len; t++) {
+        let uu = load_u(base + t);
+        var acc = skip * uu;
+        if (!first) {
+            acc = load_y(base + t);
+        }
+        acc += block_step(&m, uu);
+        store_y_step(base + t, t, len, acc, &pending);
+    }
+#endif
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -88,27 +150,11 @@ fn main(
     if (row >= params.rows) {
         return;
     }
-    let nn = params.modes;
-    let len = params.len;
     let h = row % params.channels;
-    let base = row * len;
+    let base = row * params.len;
     let skip = d_skip[h];
-    for (var n0 = 0u; n0 < nn; n0 += NB) {
-        var q0 = quad(h, n0);
-        var q1 = quad(h, n0 + 4u);
-        var q2 = quad(h, n0 + 8u);
-        var q3 = quad(h, n0 + 12u);
-        var pending = 0.0; // half y: the even element of a word, stored with the odd one
-        for (var t = 0u; t < len; t++) {
-            let uu = load_u(base + t);
-            var acc: f32;
-            if (n0 == 0u) {
-                acc = skip * uu;
-            } else {
-                acc = load_y(base + t);
-            }
-            acc += (advance(&q0, uu) + advance(&q1, uu)) + (advance(&q2, uu) + advance(&q3, uu));
-            store_y_step(base + t, t, len, acc, &pending);
-        }
+    scan_pass(h, base, 0u, skip, true);
+    for (var n0 = NB; n0 < params.modes; n0 += NB) {
+        scan_pass(h, base, n0, skip, false);
     }
 }

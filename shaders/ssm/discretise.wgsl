@@ -28,7 +28,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if VEC4
+// Flag VEC4 (the row kernel on CPU devices, f32, L % 4 = 0): u and y as 16-byte elements, 4
+// steps of a row per access.
+@group(0) @binding(1) var<storage, read> u: array<vec4<f32>>;        // (Bt, H, L)
+#else
 @group(0) @binding(1) var<storage, read> u: array<sword>;             // (Bt, H, L)
+#endif
 @group(0) @binding(2) var<storage, read> lambda: array<vec2<f32>>;    // (H, N) complex
 @group(0) @binding(3) var<storage, read> b_tilde: array<vec2<f32>>;   // (H, N) complex
 @group(0) @binding(4) var<storage, read> c_tilde: array<vec2<f32>>;   // (H, N) complex
@@ -37,12 +43,28 @@ struct Params {
 #if F16 || BF16
 @group(0) @binding(7) var<storage, read_write> y: array<atomic<u32>>; // (Bt, H, L) halves, in pairs
 #else
+#if VEC4
+@group(0) @binding(7) var<storage, read_write> y: array<vec4<f32>>;  // (Bt, H, L)
+#else
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;         // (Bt, H, L)
+#endif
 #endif
 
 #include "common/storage"
 #include "common/trig"
 
+#if VEC4
+// u[i .. i + 4], y[i .. i + 4] (i % 4 = 0): one access each.
+fn load_u4(i: u32) -> vec4<f32> {
+    return u[i / 4u];
+}
+fn load_y4(i: u32) -> vec4<f32> {
+    return y[i / 4u];
+}
+fn store_y4(i: u32, v: vec4<f32>) {
+    y[i / 4u] = v;
+}
+#else
 // u[i], widened to f32.
 fn load_u(i: u32) -> f32 {
     return sget(u[i / SPW], i % SPW);
@@ -88,6 +110,7 @@ fn load_y(i: u32) -> f32 {
     return y[i];
 #endif
 }
+#endif
 
 fn cmul(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(x.x * y.x - x.y * y.y, x.x * y.y + x.y * y.x);

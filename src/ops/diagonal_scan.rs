@@ -170,6 +170,10 @@ pub const CHUNKED_HALF: [Variant; 3] = crate::ops::half_variants(CHUNKED);
 /// [`CHUNKED_SUBGROUP`] with half u and y, in [`crate::ops::HALF_STORAGE`] order.
 pub const CHUNKED_SUBGROUP_HALF: [Variant; 3] = crate::ops::half_variants(CHUNKED_SUBGROUP);
 
+/// [`ROWS`] reading u and writing y 4 steps per access (f32, L % 4 = 0): what CPU adapters run
+/// on such rows, where every access is a loop over the SIMD lanes.
+pub const ROWS_VEC4: Variant = ROWS_SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
+
 /// [`ROWS`] with half u and y, in [`crate::ops::HALF_STORAGE`] order.
 pub const ROWS_HALF: [Variant; 3] = crate::ops::half_variants(ROWS);
 
@@ -234,6 +238,12 @@ impl DiagonalScan {
             strategy,
             device: info.device_type,
         })
+    }
+
+    /// Whether the row-sequential kernel runs f32 rows of `len` steps as [`ROWS_VEC4`]: on CPU
+    /// devices, for L % 4 = 0 (u and y are bound whole, so every row starts on a vec4).
+    pub fn rows_read_vec4(&self, len: usize) -> bool {
+        self.device == wgpu::DeviceType::Cpu && len % 4 == 0
     }
 
     /// The strategy this op was built with (possibly `Auto`).
@@ -317,6 +327,9 @@ impl DiagonalScan {
             _ => {
                 let w = rows_per_workgroup(rows);
                 let k = match (half, w) {
+                    (false, _) if self.rows_read_vec4(l) => {
+                        gpu.kernel(&ROWS_VEC4, &[("WG", w as f64)])?
+                    }
                     (true, _) => gpu.kernel(
                         &ROWS_SHADER.variant(storage, INTERFACE),
                         &[("WG", w as f64)],
