@@ -331,6 +331,47 @@ fn rejects_bad_shapes_and_records_nothing() {
     }
 }
 
+/// D past the kernel's exact index arithmetic (2^21 channels, divided in f32) is a limit error
+/// naming D, with nothing recorded.
+#[test]
+fn too_many_channels_is_a_limit_error() {
+    let gpu = gpu();
+    let t = |shape: &[usize]| gpu.empty(shape, DType::F32).unwrap();
+    let dim = 1 << 21;
+    let (state, x, a, bc, out) = (
+        t(&[1, dim, 1]),
+        t(&[1, dim]),
+        t(&[dim, 1]),
+        t(&[1, 1]),
+        t(&[1, dim]),
+    );
+    let inputs = StateUpdateInputs {
+        state: &state,
+        x: &x,
+        dt: &x,
+        a: &a,
+        b: &bc,
+        c: &bc,
+        d: None,
+        z: None,
+        dt_bias: None,
+        state_batch_indices: None,
+        dt_softplus: false,
+    };
+    let mut batch = gpu.batch();
+    let err = StateUpdate::new(&gpu)
+        .unwrap()
+        .record(&mut batch, &inputs, &out)
+        .unwrap_err();
+    assert!(matches!(err, ssm_mla::Error::Limit { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("D = {dim}")) && msg.contains("2^21"),
+        "{msg}"
+    );
+    assert_eq!(batch.dispatches(), 0, "nothing may be recorded on error");
+}
+
 /// A size read from one input and checked on another: the error names both tensors, their
 /// shapes and the dimension.
 #[test]
