@@ -88,6 +88,25 @@ fn check(p: &Problem, gpu: &Gpu, what: &str, seed: u64) {
     }
 }
 
+/// (Bt, D, L, N, B's layout, C's layout).
+type Case = (usize, usize, usize, usize, BcLayout, BcLayout);
+
+/// Every case without options and with all of them, both strategies, against the reference.
+fn check_cases(name: &str, gpu: &Gpu, label: &str, cases: &[Case]) {
+    let (mut rng, seed) = rng(label);
+    for &(bt, dim, l, n, bl, cl) in cases {
+        for o in [ScanOptions::default(), ALL] {
+            let data = make(&mut rng, bt, dim, l, n, bl, cl, o);
+            check(
+                &data,
+                gpu,
+                &format!("{name} Bt={bt} D={dim} L={l} N={n} B {bl:?} C {cl:?} {o:?}"),
+                seed,
+            );
+        }
+    }
+}
+
 #[test]
 fn every_option_combination() {
     for (name, gpu) in gpus() {
@@ -122,7 +141,7 @@ fn every_option_combination() {
 
 #[test]
 fn ragged_lengths_state_sizes_and_groups() {
-    let cases: &[(usize, usize, usize, usize, BcLayout, BcLayout)] = &[
+    let cases: &[Case] = &[
         (1, 1, 1, 1, BcLayout::Constant, BcLayout::Constant),
         (2, 3, 7, 16, BcLayout::Grouped(1), BcLayout::Grouped(1)),
         (1, 4, 2049, 16, BcLayout::Grouped(2), BcLayout::Grouped(2)),
@@ -132,18 +151,7 @@ fn ragged_lengths_state_sizes_and_groups() {
         (3, 2, 1, 64, BcLayout::Grouped(2), BcLayout::Grouped(1)),
     ];
     for (name, gpu) in gpus() {
-        let (mut rng, seed) = rng("selective_scan sizes");
-        for &(bt, dim, l, n, bl, cl) in cases {
-            for o in [ScanOptions::default(), ALL] {
-                let data = make(&mut rng, bt, dim, l, n, bl, cl, o);
-                check(
-                    &data,
-                    &gpu,
-                    &format!("{name} Bt={bt} D={dim} L={l} N={n} B {bl:?} C {cl:?} {o:?}"),
-                    seed,
-                );
-            }
-        }
+        check_cases(name, &gpu, "selective_scan sizes", cases);
     }
 }
 
@@ -154,7 +162,7 @@ fn rows_of_four_step_accesses() {
     // with dead lanes, constant B and C, and subgroups whose rows span requests (each state's
     // B_t and C_t loaded per lane).
     use BcLayout::{Constant, Grouped};
-    let cases: &[(usize, usize, usize, usize, BcLayout, BcLayout)] = &[
+    let cases: &[Case] = &[
         (1, 16, 64, 16, Grouped(1), Grouped(1)),
         (2, 24, 36, 40, Grouped(3), Grouped(3)),
         (1, 5, 8, 16, Grouped(1), Constant),
@@ -174,18 +182,7 @@ fn rows_of_four_step_accesses() {
             "{name}: VEC4 where rows share"
         );
         assert!(!op.rows_read_vec4(62), "{name}: VEC4 needs L % 4 = 0");
-        let (mut rng, seed) = rng("selective_scan vec4 rows");
-        for &(bt, dim, l, n, bl, cl) in cases {
-            for o in [ScanOptions::default(), ALL] {
-                let data = make(&mut rng, bt, dim, l, n, bl, cl, o);
-                check(
-                    &data,
-                    &gpu,
-                    &format!("{name} Bt={bt} D={dim} L={l} N={n} B {bl:?} C {cl:?} {o:?}"),
-                    seed,
-                );
-            }
-        }
+        check_cases(name, &gpu, "selective_scan vec4 rows", cases);
     }
 }
 

@@ -222,6 +222,28 @@ fn steps_applied_l_times_equal_the_scan() {
     }
 }
 
+/// The Mamba-1 step's inputs with no options: x also as dt, `bc` as both B and C.
+fn plain_inputs<'a>(
+    state: &'a Tensor,
+    x: &'a Tensor,
+    a: &'a Tensor,
+    bc: &'a Tensor,
+) -> StateUpdateInputs<'a> {
+    StateUpdateInputs {
+        state,
+        x,
+        dt: x,
+        a,
+        b: bc,
+        c: bc,
+        d: None,
+        z: None,
+        dt_bias: None,
+        state_batch_indices: None,
+        dt_softplus: false,
+    }
+}
+
 #[test]
 fn rejects_bad_shapes_and_records_nothing() {
     let gpu = gpu();
@@ -233,19 +255,7 @@ fn rejects_bad_shapes_and_records_nothing() {
     let bc = t(&[bt, n]);
     let out = t(&[bt, dim]);
     let op = StateUpdate::new(&gpu).unwrap();
-    let base = StateUpdateInputs {
-        state: &state,
-        x: &x,
-        dt: &x,
-        a: &a,
-        b: &bc,
-        c: &bc,
-        d: None,
-        z: None,
-        dt_bias: None,
-        state_batch_indices: None,
-        dt_softplus: false,
-    };
+    let base = plain_inputs(&state, &x, &a, &bc);
     let bad_state = t(&[bt + 1, dim, n]);
     let g3 = t(&[bt, 3, n]); // G = 3 does not divide D = 4
     let dt_bad = t(&[bt, dim + 1]);
@@ -345,19 +355,7 @@ fn too_many_channels_is_a_limit_error() {
         t(&[1, 1]),
         t(&[1, dim]),
     );
-    let inputs = StateUpdateInputs {
-        state: &state,
-        x: &x,
-        dt: &x,
-        a: &a,
-        b: &bc,
-        c: &bc,
-        d: None,
-        z: None,
-        dt_bias: None,
-        state_batch_indices: None,
-        dt_softplus: false,
-    };
+    let inputs = plain_inputs(&state, &x, &a, &bc);
     let mut batch = gpu.batch();
     let err = StateUpdate::new(&gpu)
         .unwrap()

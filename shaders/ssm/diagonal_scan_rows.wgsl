@@ -29,7 +29,7 @@
 // is a loop over the SIMD lanes (stride L across lanes), as is one in a branch no lane takes,
 // since llvmpipe runs both sides of a branch under a lane mask. Hence the first pass (D·u) and
 // the later ones (y read back) are separate inlined copies (scan_pass's constant `first`), and
-// VEC4 takes 4 steps per access: 1.3–1.8× together on lavapipe. On a GPU the stride-L pattern is
+// VEC4 takes 4 steps per access. On a GPU the stride-L pattern is
 // served from cache (each line reused over the next 15 steps), and occupancy needs Bt·H ≳ 10⁴
 // rows; with few rows and long L the chunked parallel-in-time kernel is used instead. Latency:
 // L dependent steps.

@@ -134,14 +134,23 @@ fn out_value(y: f32, prev: f32, uu: f32, zz: f32, skip: f32, last: bool) -> f32 
 }
 
 #if VEC4
-// Step t + s of a VEC4 iteration, from the iteration's vec4s: its out value.
-fn quad_step(p: RowPlan, t: u32, s: u32, u4: vec4<f32>, dl4: vec4<f32>, bl4: mat2x4<f32>,
-    cl4: mat2x4<f32>, prev4: vec4<f32>, z4: vec4<f32>, bias: f32, skip: f32, last: bool,
+// What one VEC4 iteration reads for its 4 steps t .. t + 3.
+struct Quad {
+    u: vec4<f32>,
+    delta: vec4<f32>,
+    bl: mat2x4<f32>,   // this lane's B at its two shared states (columns), per step (rows)
+    cl: mat2x4<f32>,
+    prev: vec4<f32>,   // out of the earlier passes
+    z: vec4<f32>,
+}
+
+// Step t + s of a VEC4 iteration: its out value.
+fn quad_step(p: RowPlan, t: u32, s: u32, q: Quad, bias: f32, skip: f32, last: bool,
     k: ptr<function, Pass>, share: bool) -> f32 {
-    let dv = dt_of(dl4[s], bias);
-    let y = scan_step(p, t + s, dv, dv * u4[s], vec2<f32>(bl4[0][s], bl4[1][s]),
-        vec2<f32>(cl4[0][s], cl4[1][s]), k, share);
-    return out_value(y, prev4[s], u4[s], z4[s], skip, last);
+    let dv = dt_of(q.delta[s], bias);
+    let y = scan_step(p, t + s, dv, dv * q.u[s], vec2<f32>(q.bl[0][s], q.bl[1][s]),
+        vec2<f32>(q.cl[0][s], q.cl[1][s]), k, share);
+    return out_value(y, q.prev[s], q.u[s], q.z[s], skip, last);
 }
 #endif
 
@@ -178,43 +187,42 @@ fn scan_pass(p: RowPlan, d: u32, n0: u32, real: bool, lane: u32, share: bool) {
             k.cc[j] = load_c(d * nn + n);
         }
     }
-    // Share: where this lane's two states of B_t and C_t are (states past N read state n0).
+    // Share: this lane's two states of B_t and C_t (states past N read state n0), and where
+    // their rows start.
     let l8 = lane % 8u;
-    let b_lo = p.b0 + (n0 + select(0u, l8, n0 + l8 < nn)) * p.bn;
-    let b_hi = p.b0 + (n0 + select(0u, l8 + 8u, n0 + l8 + 8u < nn)) * p.bn;
-    let c_lo = p.c0 + (n0 + select(0u, l8, n0 + l8 < nn)) * p.cn;
-    let c_hi = p.c0 + (n0 + select(0u, l8 + 8u, n0 + l8 + 8u < nn)) * p.cn;
+    let n_lo = n0 + select(0u, l8, n0 + l8 < nn);
+    let n_hi = n0 + select(0u, l8 + 8u, n0 + l8 + 8u < nn);
+    let b_lo = p.b0 + n_lo * p.bn;
+    let b_hi = p.b0 + n_hi * p.bn;
+    let c_lo = p.c0 + n_lo * p.cn;
+    let c_hi = p.c0 + n_hi * p.cn;
 #if VEC4
     // Four steps per iteration, every row-major tensor read (and out written) 16 bytes at a
     // time: ut = dt = zt = ot = bt = ct = 1 and rows start on a vec4.
     for (var t = 0u; t < len; t += 4u) {
-        let u4 = load_u4(p.u0 + t);
-        let dl4 = load_delta4(p.d0 + t);
-        var bl4 = mat2x4<f32>();
-        var cl4 = mat2x4<f32>();
+        var q: Quad;
+        q.u = load_u4(p.u0 + t);
+        q.delta = load_delta4(p.d0 + t);
         if (share && b_var) {
-            bl4 = mat2x4<f32>(load_b4(b_lo + t), load_b4(b_hi + t));
+            q.bl = mat2x4<f32>(load_b4(b_lo + t), load_b4(b_hi + t));
         }
         if (share && c_var) {
-            cl4 = mat2x4<f32>(load_c4(c_lo + t), load_c4(c_hi + t));
+            q.cl = mat2x4<f32>(load_c4(c_lo + t), load_c4(c_hi + t));
         }
-        var prev4 = vec4<f32>();
         if (n0 > 0u) {
-            prev4 = load_out4(p.o0 + t);
+            q.prev = load_out4(p.o0 + t);
         }
-        var z4 = vec4<f32>();
         if (last && has_z) {
-            z4 = load_z4(p.z0 + t);
+            q.z = load_z4(p.z0 + t);
         }
         // The four steps in order, as four calls with a constant s, so that each component
         // index is a constant once inlined (a loop over s kept them dynamic).
-        let o0 = quad_step(p, t, 0u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
-        let o1 = quad_step(p, t, 1u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
-        let o2 = quad_step(p, t, 2u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
-        let o3 = quad_step(p, t, 3u, u4, dl4, bl4, cl4, prev4, z4, bias, skip, last, &k, share);
-        let o4 = vec4<f32>(o0, o1, o2, o3);
+        let o0 = quad_step(p, t, 0u, q, bias, skip, last, &k, share);
+        let o1 = quad_step(p, t, 1u, q, bias, skip, last, &k, share);
+        let o2 = quad_step(p, t, 2u, q, bias, skip, last, &k, share);
+        let o3 = quad_step(p, t, 3u, q, bias, skip, last, &k, share);
         if (real) {
-            store_out4(p.o0 + t, o4);
+            store_out4(p.o0 + t, vec4<f32>(o0, o1, o2, o3));
         }
     }
 #else

@@ -58,7 +58,7 @@
 // a row over 16 invocations, summed in shared memory, was 5-15x slower on lavapipe, which
 // switches between its SIMD fibers at every barrier). Index arithmetic divides by run-time
 // values through f32 (common/divide): llvmpipe turns an integer division into one scalar
-// divide per lane, and the per-row ones cost ~8% of the step there.
+// divide per lane.
 // Bound: memory (state read and written: 8 bytes per state update for f32, plus A's 4 in the
 // Mamba-1 form). On a GPU neighbouring invocations' rows are N states apart, so each state load
 // is a strided access served from the cache lines the neighbours share; VEC4 makes them
