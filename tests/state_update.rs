@@ -140,6 +140,48 @@ fn slot_indices_into_a_pool() {
     }
 }
 
+/// Several requests per invocation (the subgroup-sharing kernel of CPU adapters walks a
+/// channel's requests one after another, A's row in registers for N ≤ 16): forced counts that
+/// leave a ragged last group (Bt = 11 by 2, 3 and 8), every N whose row fits in registers
+/// (4, 8, 12, 16) and two that do not (20: a last half-group of 4 states; 32), grouped B/C,
+/// slots with skipped requests, D ragged against the workgroup; the multi-head form too. The
+/// automatic choice walks several requests at decode sizes on such an adapter.
+#[test]
+fn several_requests_per_invocation() {
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("state_update requests per invocation");
+        for reqs in [2, 3, 8] {
+            let op = StateUpdate::new(&gpu)
+                .unwrap()
+                .with_requests_per_invocation(reqs);
+            for (i, n) in [4, 8, 12, 16, 20, 32].into_iter().enumerate() {
+                let (gb, gc) = [(1, 1), (2, 1), (3, 3)][i % 3];
+                let pool = (i % 2 == 1).then_some(14);
+                let data = make(&mut rng, 11, 300, n, gb, gc, 15 - i as u32 % 2 * 4, pool);
+                let want = data.reference().unwrap();
+                let (out, state) = pollster::block_on(data.run(&gpu, &op)).unwrap();
+                let what = format!("{name} requests={reqs} Bt=11 D=300 N={n} G=({gb},{gc})");
+                assert_close(&format!("{what} out"), &out, &want.out, STEP_TOL, seed);
+                assert_close(&format!("{what} state"), &state, &want.state, STEP_TOL, seed);
+            }
+            let p = heads(&mut rng, 9, 6, 50, 16, 2, 15, true, Some(12));
+            check_heads(&p, &gpu, &op, &format!("{name} requests={reqs} heads"), seed);
+        }
+        let auto = StateUpdate::new(&gpu).unwrap();
+        let walked = auto.requests_per_invocation(&gpu, 8, 2048, 16, DType::F32);
+        let info = gpu.adapter_info();
+        if info.device_type == wgpu::DeviceType::Cpu
+            && gpu.has_subgroups()
+            && info.subgroup_min_size >= 8
+        {
+            assert!(walked > 1, "{name}: {walked} request per invocation at Bt=8 D=2048");
+        } else {
+            assert_eq!(walked, 1, "{name}: only the subgroup-sharing kernel walks several");
+        }
+        assert_eq!(auto.requests_per_invocation(&gpu, 8, 2048, 16, DType::BF16), 1);
+    }
+}
+
 #[test]
 fn steps_applied_l_times_equal_the_scan() {
     for (name, gpu) in gpus() {

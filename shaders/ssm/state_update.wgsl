@@ -54,7 +54,11 @@
 // Work split: one invocation per (b, d) row (rows = Bt·H·P), looping over its N states; WG rows
 // of one request per workgroup: the grid is (⌈D/WG⌉, Bt), so the request index is the
 // workgroup's y and everything addressed by it alone (B, C, the slot, dt of a head) is the same
-// across the workgroup. Rows are independent: no shared memory, no barrier (an earlier split of
+// across the workgroup. Under SUBGROUP (CPU adapters) an invocation walks REQS requests of its
+// channel one after another (grid (⌈D/WG⌉, ⌈Bt/REQS⌉)): what the channel reads whatever the
+// request (dt_bias, D, and in the Mamba-1 form A's row, in registers for N ≤ 16) loads once
+// for them all. GPUs keep REQS = 1: at decode sizes their grid is small already, and fewer
+// invocations would idle more of the device than A's loads cost. Rows are independent: no shared memory, no barrier (an earlier split of
 // a row over 16 invocations, summed in shared memory, was 5-15x slower on lavapipe, which
 // switches between its SIMD fibers at every barrier). Index arithmetic divides by run-time
 // values through f32 (common/divide): llvmpipe turns an integer division into one scalar
@@ -66,9 +70,18 @@
 // addresses, and so is one in a branch no lane takes (both sides of a branch run under a lane
 // mask), so the cost is accesses, each component a few instructions per lane: VEC4 makes the
 // state and A accesses four times fewer, SUBGROUP shares B and C, and the subgroups that share
-// them keep the fallback with the fewest accesses beside them.
+// them keep the fallback with the fewest accesses beside them; REQS > 1 takes A's accesses
+// from a third of the vec4 accesses per state to a REQS-th of that.
 
 const WG: u32 = 256u;
+// SUBGROUP, Mamba-1 form: N / 4 when a state row has at most 16 states (N % 4 = 0), so that A's
+// row sits in four vec4 registers for every request of the invocation; 0 (any N): A is loaded
+// per 4 states and request.
+override NQ: u32 = 0u;
+// SUBGROUP: requests per invocation (workgroup y covers requests y·REQS ..). A constant, so
+// that the walk over them unrolls: a loop around the row costs llvmpipe its masked-loop
+// bookkeeping on every access (1.3x slower at one request).
+override REQS: u32 = 1u;
 
 const HAS_D: u32 = 1u;
 const HAS_Z: u32 = 2u;
@@ -82,7 +95,7 @@ struct Params {
     rows: u32,     // Bt · H · P
     dim: u32,      // D = H · P
     n: u32,        // N
-    _pad2: u32,
+    batch: u32,    // Bt
     b_groups: u32,
     c_groups: u32,
     pool: u32,     // rows of the state pool
@@ -193,6 +206,42 @@ fn store_state(i: u32, v: f32) {
 
 #include "ssm/softplus"
 
+// What a channel d = h·P + p reads that no request changes: loaded once for all the requests
+// of an invocation.
+struct Channel {
+    real: bool,  // d < D
+    h: u32,      // head (the channel in the Mamba-1 form)
+    p: u32,      // channel within the head (0 in the Mamba-1 form)
+    bias: f32,   // dt_bias[h] (0 without)
+    dcoef: f32,  // D's coefficient of the channel (0 without)
+    a_head: f32, // heads: A[h]
+}
+
+fn channel(d: u32) -> Channel {
+    var c: Channel;
+    c.real = d < params.dim;
+    c.h = 0u;
+    c.p = 0u;
+    c.bias = 0.0;
+    c.dcoef = 0.0;
+    c.a_head = 0.0;
+    if (!c.real) {
+        return c;
+    }
+    c.h = quotient(d, params.head_dim);
+    c.p = d - c.h * params.head_dim;
+    if ((params.flags & HAS_BIAS) != 0u) {
+        c.bias = bitcast<f32>(pk[params.p_bias + c.h]);
+    }
+    if ((params.flags & HAS_D) != 0u) {
+        c.dcoef = bitcast<f32>(pk[params.p_d + c.h * params.d_hs + c.p * params.d_ps]);
+    }
+    if ((params.flags & HEADS) != 0u) {
+        c.a_head = bitcast<f32>(pk[params.p_dt + c.h]);
+    }
+    return c;
+}
+
 struct Row {
     valid: bool, // a real row whose request is not skipped
     real: bool,  // a real row (out is written)
@@ -205,10 +254,10 @@ struct Row {
     da: f32,     // heads: exp(dt·A[h]), the same for every n
 }
 
-// Row d of request bi (row = bi·D + d); real iff d < D.
-fn row_info(bi: u32, d: u32) -> Row {
+// Channel c's row of request bi (row = bi·D + d); real iff d < D.
+fn row_info(bi: u32, c: Channel) -> Row {
     var r: Row;
-    r.real = d < params.dim;
+    r.real = c.real;
     r.valid = r.real;
     r.bi = 0u;
     r.h = 0u;
@@ -221,9 +270,9 @@ fn row_info(bi: u32, d: u32) -> Row {
         return r;
     }
     r.bi = bi;
-    let row = bi * params.dim + d;
-    r.h = quotient(d, params.head_dim);
-    r.p = d - r.h * params.head_dim;
+    r.h = c.h;
+    r.p = c.p;
+    let row = bi * params.dim + c.h * params.head_dim + c.p;
     r.slot = r.bi;
     if ((params.flags & HAS_SLOTS) != 0u) {
         let s = bitcast<i32>(pk[params.p_slot + r.bi]);
@@ -243,9 +292,7 @@ fn row_info(bi: u32, d: u32) -> Row {
     } else {
         dt = sget_bits(pk[params.p_dt + row / SPW], row % SPW);
     }
-    if ((params.flags & HAS_BIAS) != 0u) {
-        dt += bitcast<f32>(pk[params.p_bias + r.h]);
-    }
+    dt += c.bias;
     if ((params.flags & SOFTPLUS) != 0u) {
         dt = softplus(dt);
     }
@@ -254,7 +301,7 @@ fn row_info(bi: u32, d: u32) -> Row {
     }
     r.dt = dt;
     if (heads) {
-        r.da = exp(dt * bitcast<f32>(pk[params.p_dt + r.h]));
+        r.da = exp(dt * c.a_head);
     }
     return r;
 }
@@ -364,12 +411,20 @@ fn update_row_pairs(r: Row, o: Bases) -> f32 {
 #endif
 
 #if VEC4
-// States n .. n + 3 of row r (n % 4 = 0) from B and C at those states: updated (stored only
+// A (D, N) at states n .. n + 3 of row r's channel (Mamba-1 form; unused in the heads form).
+fn a_quad(r: Row, n: u32) -> vec4<f32> {
+    if ((params.flags & HEADS) != 0u) {
+        return vec4<f32>(0.0);
+    }
+    return bitcast<vec4<f32>>(adt[(r.h * params.n + n) / 4u]);
+}
+
+// States n .. n + 3 of row r (n % 4 = 0) from A, B and C at those states: updated (stored only
 // for a valid row) and their C·state terms summed.
-fn step4(r: Row, o: Bases, n: u32, bv: vec4<f32>, cv: vec4<f32>) -> f32 {
+fn step4(r: Row, o: Bases, n: u32, av: vec4<f32>, bv: vec4<f32>, cv: vec4<f32>) -> f32 {
     var da = vec4<f32>(r.da);
     if ((params.flags & HEADS) == 0u) {
-        da = exp(r.dt * bitcast<vec4<f32>>(adt[(r.h * params.n + n) / 4u]));
+        da = exp(r.dt * av);
     }
     let si = (o.s + n) / 4u;
     let h = da * state[si] + (r.dt * r.xv) * bv;
@@ -387,40 +442,85 @@ fn update_row_vec4(r: Row, o: Bases) -> f32 {
     for (var n = 0u; n < params.n; n += 4u) {
         let bv = vec4<f32>(b_at(o, n), b_at(o, n + 1u), b_at(o, n + 2u), b_at(o, n + 3u));
         let cv = vec4<f32>(c_at(o, n), c_at(o, n + 1u), c_at(o, n + 2u), c_at(o, n + 3u));
-        part += step4(r, o, n, bv, cv);
+        part += step4(r, o, n, a_quad(r, n), bv, cv);
     }
     return part;
 }
 #endif
 
 #if SUBGROUP
-// update_row_vec4 for a subgroup whose rows all read the same B and C: per 8 states, lane l
-// loads state n + l % 8 of B and of C and the subgroup shares them by broadcast. Every lane of
-// the subgroup runs it (invalid rows compute, store nothing).
-fn update_row_shared(r: Row, o: Bases, lane: u32) -> f32 {
-    var part = 0.0;
-    for (var n = 0u; n < params.n; n += 8u) {
-        let nl = min(n + lane % 8u, params.n - 1u);
-        let bl = b_at(o, nl);
-        let cl = c_at(o, nl);
-        let b0 = vec4<f32>(subgroupBroadcast(bl, 0u), subgroupBroadcast(bl, 1u),
-            subgroupBroadcast(bl, 2u), subgroupBroadcast(bl, 3u));
-        let c0 = vec4<f32>(subgroupBroadcast(cl, 0u), subgroupBroadcast(cl, 1u),
-            subgroupBroadcast(cl, 2u), subgroupBroadcast(cl, 3u));
+// A's row of channel c in registers (NQ > 0: the Mamba-1 form, N ≤ 16), the quads past N zero.
+struct ARow {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    q2: vec4<f32>,
+    q3: vec4<f32>,
+}
+
+fn a_row(c: Channel) -> ARow {
+    var a = ARow(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (NQ == 0u) {
+        return a;
+    }
+    let base = c.h * NQ;
+    a.q0 = bitcast<vec4<f32>>(adt[base]);
+    if (NQ > 1u) {
+        a.q1 = bitcast<vec4<f32>>(adt[base + 1u]);
+    }
+    if (NQ > 2u) {
+        a.q2 = bitcast<vec4<f32>>(adt[base + 2u]);
+    }
+    if (NQ > 3u) {
+        a.q3 = bitcast<vec4<f32>>(adt[base + 3u]);
+    }
+    return a;
+}
+
+// States n .. n + 7 of row r (or n .. n + 3 without `second`) for a subgroup whose rows all read
+// the same B and C: lane l loads state n + l % 8 of B and of C and the subgroup shares them by
+// broadcast. Every lane of the subgroup runs it (invalid rows compute, store nothing).
+fn shared_eight(r: Row, o: Bases, lane: u32, n: u32, a0: vec4<f32>, a1: vec4<f32>,
+    second: bool) -> f32 {
+    let nl = min(n + lane % 8u, params.n - 1u);
+    let bl = b_at(o, nl);
+    let cl = c_at(o, nl);
+    let b0 = vec4<f32>(subgroupBroadcast(bl, 0u), subgroupBroadcast(bl, 1u),
+        subgroupBroadcast(bl, 2u), subgroupBroadcast(bl, 3u));
+    let c0 = vec4<f32>(subgroupBroadcast(cl, 0u), subgroupBroadcast(cl, 1u),
+        subgroupBroadcast(cl, 2u), subgroupBroadcast(cl, 3u));
+    var part = step4(r, o, n, a0, b0, c0);
+    if (second) {
         let b1 = vec4<f32>(subgroupBroadcast(bl, 4u), subgroupBroadcast(bl, 5u),
             subgroupBroadcast(bl, 6u), subgroupBroadcast(bl, 7u));
         let c1 = vec4<f32>(subgroupBroadcast(cl, 4u), subgroupBroadcast(cl, 5u),
             subgroupBroadcast(cl, 6u), subgroupBroadcast(cl, 7u));
-        part += step4(r, o, n, b0, c0);
-        if (n + 4u < params.n) {
-            part += step4(r, o, n + 4u, b1, c1);
+        part += step4(r, o, n + 4u, a1, b1, c1);
+    }
+    return part;
+}
+
+// update_row_vec4 for a subgroup whose rows all read the same B and C, 8 states per B/C load.
+// With NQ > 0 the row is at most 16 states and A's row comes from registers (a, loaded once
+// for all the invocation's requests); the constant NQ unrolls it.
+fn update_row_shared(r: Row, o: Bases, lane: u32, a: ARow) -> f32 {
+    if (NQ > 0u) {
+        var part = shared_eight(r, o, lane, 0u, a.q0, a.q1, NQ > 1u);
+        if (NQ > 2u) {
+            part += shared_eight(r, o, lane, 8u, a.q2, a.q3, NQ > 3u);
         }
+        return part;
+    }
+    var part = 0.0;
+    for (var n = 0u; n < params.n; n += 8u) {
+        // N % 4 = 0: when n + 4 is past the row, so is the second half (not run).
+        let n1 = min(n + 4u, params.n - 4u);
+        part += shared_eight(r, o, lane, n, a_quad(r, n), a_quad(r, n1), n + 4u < params.n);
     }
     return part;
 }
 #endif
 
-fn finish(r: Row, sum: f32) {
+fn finish(r: Row, c: Channel, sum: f32) {
     if (!r.real) {
         return;
     }
@@ -428,9 +528,7 @@ fn finish(r: Row, sum: f32) {
     // is 0, written by the same store (one store in the body, not one per case).
     let oi = params.o_off + r.bi * params.o_rs + r.h * params.o_hs + r.p;
     var o = sum;
-    if ((params.flags & HAS_D) != 0u) {
-        o += bitcast<f32>(pk[params.p_d + r.h * params.d_hs + r.p * params.d_ps]) * r.xv;
-    }
+    o += c.dcoef * r.xv;
     if ((params.flags & HAS_Z) != 0u) {
         let zi = params.z_off + r.bi * params.z_rs + r.h * params.z_hs + r.p;
         let zz = sget(zgate[zi / SPW], zi % SPW);
@@ -450,23 +548,33 @@ fn main(
     if (wg.x * WG >= params.dim) {
         return;
     }
-    let r = row_info(wg.y, wg.x * WG + lid);
+    let c = channel(wg.x * WG + lid);
 #if SUBGROUP
-    // Rows of one request and one B/C group share B and C (checked over the subgroup: rows
-    // past D or of a skipped request have other bases and send their subgroup the plain way,
-    // the one-state-at-a-time loop: llvmpipe runs a branch no lane takes once under an empty
-    // lane mask, its loads included, and that loop has the fewest).
-    let o = bases(r);
-    let same_bc = subgroupAll(o.b == subgroupBroadcastFirst(o.b)
-        && o.c == subgroupBroadcastFirst(o.c));
-    var sum = 0.0;
-    if (same_bc) {
-        sum = update_row_shared(r, o, lane);
-    } else {
-        sum = update_row_scalar(r, o);
+    let a = a_row(c);
+    // Requests wg.y·REQS .. of channel c, one after another (the bound is the same across the
+    // workgroup). Rows of one request and one B/C group share B and C (checked over the
+    // subgroup: rows past D or of a skipped request have other bases and send their subgroup
+    // the plain way, the one-state-at-a-time loop: llvmpipe runs a branch no lane takes once
+    // under an empty lane mask, its loads included, and that loop has the fewest).
+    for (var j = 0u; j < REQS; j++) {
+        let bi = wg.y * REQS + j;
+        if (bi >= params.batch) {
+            break;
+        }
+        let r = row_info(bi, c);
+        let o = bases(r);
+        let same_bc = subgroupAll(o.b == subgroupBroadcastFirst(o.b)
+            && o.c == subgroupBroadcastFirst(o.c));
+        var sum = 0.0;
+        if (same_bc) {
+            sum = update_row_shared(r, o, lane, a);
+        } else {
+            sum = update_row_scalar(r, o);
+        }
+        finish(r, c, sum);
     }
 #else
-    let sum = update(r);
+    let r = row_info(wg.y, c);
+    finish(r, c, update(r));
 #endif
-    finish(r, sum);
 }

@@ -13,7 +13,7 @@ pub(super) struct Uniforms {
     rows: u32,
     dim: u32,
     n: u32,
-    _pad2: u32,
+    batch: u32,
     b_groups: u32,
     c_groups: u32,
     pool: u32,
@@ -155,15 +155,28 @@ impl StateUpdate {
         // An f32 state whose rows start on 16 bytes (N % 4 = 0) is read and written as vec4.
         let vec4 = s.state.dtype() == DType::F32 && n % 4 == 0;
         // Where that pays, the vec4 kernel's subgroups also share B and C by broadcast.
-        let storage = match (vec4, crate::ops::shares_loads_by_subgroup(gpu)) {
+        let shared = vec4 && crate::ops::shares_loads_by_subgroup(gpu);
+        let storage = match (vec4, shared) {
             (true, true) => storage.with(Flag::Vec4).with(Flag::Subgroup),
             (true, false) => storage.with(Flag::Vec4),
             _ => storage,
         };
+        // The subgroup-sharing kernel (CPU devices) walks several requests per invocation, so
+        // that a channel's A row (in registers for N ≤ 16 in the Mamba-1 form), dt_bias and D
+        // load once for them all (see `requests_per_invocation`).
+        let nq = if shared && !heads_form && n <= 16 { n / 4 } else { 0 };
+        let reqs = self.requests_per_invocation(gpu, bt, dim, n, s.state.dtype());
         let kernel = if storage == Flags::NONE {
             self.kernel.clone()
         } else {
-            gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])?
+            let mut constants = Vec::new();
+            if nq > 0 {
+                constants.push(("NQ", nq as f64));
+            }
+            if reqs > 1 {
+                constants.push(("REQS", reqs as f64));
+            }
+            gpu.kernel(&SHADER.variant(storage, INTERFACE), &constants)?
         };
         let rows = bt * dim;
         if s.pool * dim * n >= u32::MAX as usize {
@@ -207,9 +220,9 @@ impl StateUpdate {
                 }
             }
         };
-        // Workgroups of one request each: (⌈D / rows per workgroup⌉, Bt).
+        // Workgroups of `reqs` requests each: (⌈D / rows per workgroup⌉, ⌈Bt / reqs⌉).
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        let grid = [dim.div_ceil(WG), bt];
+        let grid = [dim.div_ceil(WG), bt.div_ceil(reqs)];
         if grid.iter().any(|&g| g > max_groups) {
             return Err(Error::Limit {
                 what: format!("a grid of {grid:?} workgroups (D = {dim}, Bt = {bt})"),
@@ -262,7 +275,7 @@ impl StateUpdate {
             rows: rows as u32,
             dim: dim as u32,
             n: n as u32,
-            _pad2: 0,
+            batch: bt as u32,
             b_groups: s.b_groups as u32,
             c_groups: s.c_groups as u32,
             pool: s.pool as u32,
@@ -312,4 +325,17 @@ impl StateUpdate {
             [grid[0] as u32, grid[1] as u32, 1],
         )
     }
+}
+
+/// The automatic requests per invocation of the subgroup-sharing kernel: up to 8 (A's row, dt_bias and D are
+/// then loaded once per channel for 8 requests instead of once per request), halved while the
+/// grid would give a CPU device's threads fewer than two workgroups each (`groups_x` workgroups
+/// per request). GPUs keep one request per invocation: there the grid's size, not the loads of
+/// A, sets the pace at decode sizes.
+pub(super) fn requests_per_invocation(bt: usize, groups_x: usize, threads: usize) -> usize {
+    let mut reqs = bt.clamp(1, 8);
+    while reqs > 1 && groups_x * bt.div_ceil(reqs) < 2 * threads {
+        reqs /= 2;
+    }
+    reqs
 }

@@ -134,6 +134,8 @@ fn check_out_dtype(out: &View, act: DType) -> Result<()> {
 pub struct StateUpdate {
     kernel: Arc<Kernel>,
     scratch: Arc<Mutex<Option<Tensor>>>,
+    /// Requests per invocation of the subgroup-sharing kernel, when set by the caller.
+    requests: Option<usize>,
 }
 
 impl StateUpdate {
@@ -142,7 +144,45 @@ impl StateUpdate {
         Ok(Self {
             kernel: gpu.kernel(&KERNEL, &[])?,
             scratch: Arc::new(Mutex::new(None)),
+            requests: None,
         })
+    }
+
+    /// Have each invocation of the subgroup-sharing kernel walk `requests` requests of its
+    /// channel (clamped to 1..=Bt at each step) instead of the automatic choice
+    /// ([`StateUpdate::requests_per_invocation`]): for tuning and for tests. Kernels other than
+    /// the subgroup-sharing one always walk one request.
+    pub fn with_requests_per_invocation(mut self, requests: usize) -> Self {
+        self.requests = Some(requests);
+        self
+    }
+
+    /// How many requests of a channel one invocation walks in a step of `bt` requests of `dim`
+    /// channels with an N-state `state_dtype` pool on `gpu`. More than one only where the
+    /// subgroup-sharing kernel runs (CPU adapters with subgroups of at least 8, f32 state,
+    /// N % 4 = 0): a channel's A row (held in registers for N ≤ 16 in the Mamba-1 form),
+    /// dt_bias and D are then loaded once for all of them. Up to 8, fewer where the grid would
+    /// leave a CPU thread with fewer than two workgroups.
+    pub fn requests_per_invocation(
+        &self,
+        gpu: &Gpu,
+        bt: usize,
+        dim: usize,
+        n: usize,
+        state_dtype: DType,
+    ) -> usize {
+        if !(state_dtype == DType::F32 && n % 4 == 0 && crate::ops::shares_loads_by_subgroup(gpu))
+        {
+            return 1;
+        }
+        match self.requests {
+            Some(r) => r.clamp(1, bt.max(1)),
+            None => dispatch::requests_per_invocation(
+                bt,
+                dim.div_ceil(WG),
+                crate::ops::cpu_threads(),
+            ),
+        }
     }
 
     /// Record one decode step on whole tensors: `inputs.state` is updated in place and `out`
