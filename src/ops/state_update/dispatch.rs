@@ -165,7 +165,16 @@ impl StateUpdate {
         // that a channel's A row (in registers for N ≤ 16 in the Mamba-1 form), dt_bias and D
         // load once for them all (see `requests_per_invocation`).
         let nq = if shared && !heads_form && n <= 16 { n / 4 } else { 0 };
-        let reqs = self.requests_per_invocation(gpu, bt, dim, n, s.state.dtype());
+        let reqs = match (shared, self.requests) {
+            (false, _) => 1,
+            (true, Some(r)) => r.clamp(1, bt.max(1)),
+            // Without A's row in registers (N > 16 or the heads form) a walk saves only dt_bias
+            // and D: no faster at Bt = 8, N = 128, and the heads form 1.6x slower.
+            (true, None) if nq > 0 => {
+                requests_per_invocation(bt, dim.div_ceil(WG), crate::ops::cpu_threads())
+            }
+            (true, None) => 1,
+        };
         let kernel = if storage == Flags::NONE {
             self.kernel.clone()
         } else {

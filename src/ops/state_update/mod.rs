@@ -157,12 +157,13 @@ impl StateUpdate {
         self
     }
 
-    /// How many requests of a channel one invocation walks in a step of `bt` requests of `dim`
-    /// channels with an N-state `state_dtype` pool on `gpu`. More than one only where the
-    /// subgroup-sharing kernel runs (CPU adapters with subgroups of at least 8, f32 state,
-    /// N % 4 = 0): a channel's A row (held in registers for N ≤ 16 in the Mamba-1 form),
-    /// dt_bias and D are then loaded once for all of them. Up to 8, fewer where the grid would
-    /// leave a CPU thread with fewer than two workgroups.
+    /// How many requests of a channel one invocation walks in a Mamba-1 step of `bt` requests
+    /// of `dim` channels with an N-state `state_dtype` pool on `gpu`. More than one only where
+    /// the subgroup-sharing kernel runs (CPU adapters with subgroups of at least 8, f32 state,
+    /// N % 4 = 0) and A's row fits in registers (N ≤ 16): the channel's A row, dt_bias and D are
+    /// then loaded once for all of them. Up to 8, fewer where the grid would leave a CPU thread
+    /// with fewer than two workgroups. The heads form walks one unless
+    /// [`StateUpdate::with_requests_per_invocation`] says otherwise.
     pub fn requests_per_invocation(
         &self,
         gpu: &Gpu,
@@ -177,11 +178,12 @@ impl StateUpdate {
         }
         match self.requests {
             Some(r) => r.clamp(1, bt.max(1)),
-            None => dispatch::requests_per_invocation(
+            None if n <= 16 => dispatch::requests_per_invocation(
                 bt,
                 dim.div_ceil(WG),
                 crate::ops::cpu_threads(),
             ),
+            None => 1,
         }
     }
 
