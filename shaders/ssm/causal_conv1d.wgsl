@@ -39,7 +39,12 @@
 // against 2·W FLOPs (+4 for SiLU).
 
 const WG: u32 = 256u;
-const CHUNK: u32 = 8u; // outputs per invocation in mode 0 (the host's CHUNK)
+// Pipeline constants (the host builds one pipeline per combination it records), so that the
+// code a dispatch does not need is compiled out, not run under an empty lane mask (llvmpipe runs
+// both sides of a branch whatever the lanes take, loads included):
+override MODE: u32 = 0u;       // 0: outputs, 1: final states
+override PACKED: bool = false; // RAGGED or UNIT_SEQS: a sequence may start inside a chunk
+override CHUNK: u32 = 8u;      // outputs per invocation in mode 0 (the host's chunk)
 
 const HAS_BIAS: u32 = 1u;
 const SILU: u32 = 2u;
@@ -51,7 +56,6 @@ const HAS_SLOTS: u32 = 64u;
 const D_FAST: u32 = 128u;
 
 struct Params {
-    mode: u32,   // 0: outputs, 1: final states
     flags: u32,
     batch: u32,  // Bt (1 for RAGGED and UNIT_SEQS)
     dim: u32,    // D
@@ -71,6 +75,7 @@ struct Params {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -191,11 +196,28 @@ fn store_y(b: u32, d: u32, t: u32, v: f32) {
 #endif
 }
 
-// Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous inputs, refilled (from
-// x or the initial state) wherever a sequence starts, so each input is read once. The taps sit
-// right-aligned in a vec4 (zeros in front for W < 4), so the window is always the three previous
-// inputs and nothing is indexed at run time (run-time indexed private arrays spill to memory on
-// CPU compilers such as llvmpipe's).
+// The inputs at t − 3, t − 2, t − 1 of sequence q (0 before the W − 1 its taps reach).
+fn window(b: u32, d: u32, q: Seq, t: u32) -> vec3<f32> {
+    let rel = i32(t - q.start);
+    let oldest = 1 - i32(params.width); // the earliest input a tap reaches
+    var h = vec3<f32>(0.0);
+    if (rel - 3 >= oldest) {
+        h.x = input(b, d, q, rel - 3);
+    }
+    if (rel - 2 >= oldest) {
+        h.y = input(b, d, q, rel - 2);
+    }
+    h.z = input(b, d, q, rel - 1);
+    return h;
+}
+
+// Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous inputs, filled (from x
+// or the initial state) where the chunk starts and, for packed sequences, refilled wherever a
+// sequence starts, so each input is read once. A batched row is one sequence, so its window is
+// filled once, before the loop, and the loop body is the taps alone. The taps sit right-aligned
+// in a vec4 (zeros in front for W < 4), so the window is always the three previous inputs and
+// nothing is indexed at run time (run-time indexed private arrays spill to memory on CPU
+// compilers such as llvmpipe's).
 fn outputs(i: u32) {
     let dim = params.dim;
     let len = params.len;
@@ -223,36 +245,29 @@ fn outputs(i: u32) {
     if (has(HAS_BIAS)) {
         b0 = bias[d];
     }
-    var h = vec3<f32>(0.0); // the inputs at t − 3, t − 2, t − 1 of sequence q (0 before W − 1)
-    var q: Seq;
-    var have = false;       // whether h holds t's history within q
-    let t1 = min(c * CHUNK + CHUNK, len);
-    for (var t = c * CHUNK; t < t1; t++) {
-        if (!have || t >= q.end) {
+    let t0 = c * CHUNK;
+    let t1 = min(t0 + CHUNK, len);
+    // Batched: q is row b's one sequence and h its inputs before t0. Packed: filled in the loop.
+    var q = sequence(b, 0u);
+    var h = vec3<f32>(0.0); // the inputs at t − 3, t − 2, t − 1 of sequence q
+    var have = !PACKED;     // whether h holds t's history within q
+    if (!PACKED) {
+        h = window(b, d, q, t0);
+    }
+    for (var t = t0; t < t1; t++) {
+        if (PACKED && (!have || t >= q.end)) {
             have = false;
-            var s = 0u;
-            if (has(RAGGED) || has(UNIT_SEQS)) {
-                s = sequence_of(t);
-                if (s >= params.seqs) {
-                    store_y(b, d, t, 0.0); // outside every sequence
-                    continue;
-                }
+            let s = sequence_of(t);
+            if (s >= params.seqs) {
+                store_y(b, d, t, 0.0); // outside every sequence
+                continue;
             }
             q = sequence(b, s);
             if (!q.ok || t < q.start || t >= q.end) {
                 store_y(b, d, t, 0.0); // a skipped sequence (or malformed cu_seqlens)
                 continue;
             }
-            let rel = i32(t - q.start);
-            let oldest = 1 - i32(w); // the earliest input a tap reaches
-            h = vec3<f32>(0.0);
-            if (rel - 3 >= oldest) {
-                h.x = input(b, d, q, rel - 3);
-            }
-            if (rel - 2 >= oldest) {
-                h.y = input(b, d, q, rel - 2);
-            }
-            h.z = input(b, d, q, rel - 1);
+            h = window(b, d, q, t);
             have = true;
         }
         let xt = x_at(b, d, t);
@@ -260,7 +275,7 @@ fn outputs(i: u32) {
         if (has(SILU)) {
             acc = acc / (1.0 + exp(-acc));
         }
-        store_y(b, d, t, acc);
+        store_y(b, d, t, select(0.0, acc, q.ok));
         h = vec3<f32>(h.y, h.z, xt);
     }
 }
@@ -300,7 +315,7 @@ fn main(
     if (i >= params.items) {
         return;
     }
-    if (params.mode == 0u) {
+    if (MODE == 0u) {
         outputs(i);
     } else {
         final_states(i);

@@ -51,8 +51,21 @@ pub use crate::spec::causal_conv1d::{
 pub const SHADER: Shader = wgsl!("ssm/causal_conv1d");
 
 const WG: usize = 256;
-/// Outputs per invocation (the shader's CHUNK): consecutive times of one channel.
+/// Outputs per invocation (the shader's CHUNK) where nothing else is chosen: consecutive times
+/// of one channel.
 const CHUNK: usize = 8;
+
+/// Outputs per invocation of batched rows on `gpu`: 32 on a CPU device, whose per-invocation
+/// work (the channel's taps, the index divisions, filling the window) is paid in per-lane loops
+/// and is then spread over 4× the outputs; [`CHUNK`] on a GPU, where more, shorter invocations
+/// keep more of the device busy at prefill sizes.
+fn batched_chunk(gpu: &Gpu) -> usize {
+    if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        32
+    } else {
+        CHUNK
+    }
+}
 
 /// The activation applied to the convolution.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,7 +194,6 @@ impl CausalConv1dUpdateInputs<'_> {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Uniforms {
-    mode: u32,
     flags: u32,
     batch: u32,
     dim: u32,
@@ -198,7 +210,7 @@ struct Uniforms {
     y_sb: u32,
     y_sd: u32,
     y_st: u32,
-    _pad: [u32; 3],
+    _pad: [u32; 4],
 }
 
 /// What the kernel is passed: its `Uniforms`, then x, weight, bias, batched initial states,
@@ -225,13 +237,40 @@ pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 /// native f16, bf16.
 pub const HALF: [Variant; 3] = crate::ops::half_variants(KERNEL);
 
-/// The pipeline for x and y of `dtype` (f32: the one built with the op).
-fn kernel_for(gpu: &Gpu, built: &Arc<Kernel>, dtype: DType) -> Result<Arc<Kernel>> {
+/// Which of the two passes a pipeline runs (the shader's MODE).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Outputs,
+    States,
+}
+
+/// The pipeline for x and y of `dtype`, specialised to one pass, to packed (ragged or
+/// one-token) sequences or batched rows, so that neither pays for the other's code, and to
+/// `chunk` outputs per invocation (the defaults, batched outputs of [`CHUNK`] in f32, are the
+/// pipeline built with the op).
+fn kernel_for(
+    gpu: &Gpu,
+    built: &Arc<Kernel>,
+    dtype: DType,
+    pass: Pass,
+    packed: bool,
+    chunk: usize,
+) -> Result<Arc<Kernel>> {
     let storage = crate::ops::storage_flags(gpu, "x", dtype)?;
-    if storage == Flags::NONE {
+    let mut constants = Vec::new();
+    if chunk != CHUNK {
+        constants.push(("CHUNK", chunk as f64));
+    }
+    if pass == Pass::States {
+        constants.push(("MODE", 1.0));
+    }
+    if packed {
+        constants.push(("PACKED", 1.0));
+    }
+    if storage == Flags::NONE && constants.is_empty() {
         return Ok(built.clone());
     }
-    gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])
+    gpu.kernel(&SHADER.variant(storage, INTERFACE), &constants)
 }
 
 const HAS_BIAS: u32 = 1;
@@ -313,8 +352,15 @@ impl CausalConv1d {
         })
     }
 
-    fn kernel_for(&self, gpu: &Gpu, dtype: DType) -> Result<Arc<Kernel>> {
-        kernel_for(gpu, &self.kernel, dtype)
+    fn kernel_for(
+        &self,
+        gpu: &Gpu,
+        dtype: DType,
+        pass: Pass,
+        packed: bool,
+        chunk: usize,
+    ) -> Result<Arc<Kernel>> {
+        kernel_for(gpu, &self.kernel, dtype, pass, packed, chunk)
     }
 
     /// Record the prefill: y (Bt, D, L) (any strides that write each element once) and, when
@@ -323,7 +369,6 @@ impl CausalConv1d {
         let dims = inputs.dims()?;
         let (bt, dim, len) = (dims.batch, dims.dim, dims.len);
         y.expect("y", "(Bt, D, L) like x", &[bt, dim, len], inputs.x.dtype())?;
-        let kernel = self.kernel_for(batch.gpu(), inputs.x.dtype())?;
         let reads = [
             ("x", Some(inputs.x.tensor())),
             ("weight", Some(inputs.weight)),
@@ -369,6 +414,13 @@ impl CausalConv1d {
         let mut init = inputs.initial_states;
         // State rows mode 1 writes: one per batch row, or per packed sequence.
         let seqs = dims.seqs.unwrap_or(bt);
+        // Outputs per invocation: packed sequences keep the short chunk (a chunk that crosses
+        // a sequence start refills its window there).
+        let chunk = if dims.seqs.is_some() {
+            CHUNK
+        } else {
+            batched_chunk(batch.gpu())
+        };
         if dims.seqs.is_some() {
             flags |= RAGGED;
             if inputs.state_pool.is_some() {
@@ -387,7 +439,6 @@ impl CausalConv1d {
             }
         }
         let uniforms = Uniforms {
-            mode: 0,
             flags,
             batch: bt as u32,
             dim: dim as u32,
@@ -395,7 +446,7 @@ impl CausalConv1d {
             width: dims.width as u32,
             seqs: seqs as u32,
             pool: dims.pool.unwrap_or(bt) as u32,
-            items: items_u32(bt * dim * len.div_ceil(CHUNK))?,
+            items: items_u32(bt * dim * len.div_ceil(chunk))?,
             x_off,
             x_sb: xs[0],
             x_sd: xs[1],
@@ -404,7 +455,7 @@ impl CausalConv1d {
             y_sb: ys[0],
             y_sd: ys[1],
             y_st: ys[2],
-            _pad: [0; 3],
+            _pad: [0; 4],
         };
         let bindings = |states: Option<&Tensor>| -> [Binding; 8] {
             let w = inputs.weight;
@@ -420,16 +471,21 @@ impl CausalConv1d {
                 y.tensor().into(),
             ]
         };
-        let out_groups = groups(bt * dim * len.div_ceil(CHUNK))?;
+        let out_groups = groups(bt * dim * len.div_ceil(chunk))?;
         let state_items = seqs * dim;
         let state_groups = groups(state_items)?;
         let gpu = batch.gpu();
         gpu.grid(out_groups)?;
         gpu.grid(state_groups)?;
-        batch.dispatch(&kernel, &uniforms, &bindings(written), out_groups)?;
-        if let Some(s) = written {
+        let (dtype, packed) = (inputs.x.dtype(), dims.seqs.is_some());
+        let out_kernel = self.kernel_for(gpu, dtype, Pass::Outputs, packed, chunk)?;
+        let state_kernel = match written {
+            Some(_) => Some(self.kernel_for(gpu, dtype, Pass::States, packed, CHUNK)?),
+            None => None,
+        };
+        batch.dispatch(&out_kernel, &uniforms, &bindings(written), out_groups)?;
+        if let (Some(s), Some(kernel)) = (written, state_kernel) {
             let u = Uniforms {
-                mode: 1,
                 items: items_u32(state_items)?,
                 ..uniforms
             };
@@ -477,8 +533,15 @@ impl CausalConv1dUpdate {
         })
     }
 
-    fn kernel_for(&self, gpu: &Gpu, dtype: DType) -> Result<Arc<Kernel>> {
-        kernel_for(gpu, &self.kernel, dtype)
+    fn kernel_for(
+        &self,
+        gpu: &Gpu,
+        dtype: DType,
+        pass: Pass,
+        packed: bool,
+        chunk: usize,
+    ) -> Result<Arc<Kernel>> {
+        kernel_for(gpu, &self.kernel, dtype, pass, packed, chunk)
     }
 
     /// Record one step: y (Bt, D) written, `inputs.conv_state` updated in place. Everything is
@@ -492,7 +555,10 @@ impl CausalConv1dUpdate {
         let dims = inputs.dims()?;
         let (bt, dim) = (dims.batch, dims.dim);
         y.expect("y", "(Bt, D) like x", &[bt, dim], inputs.x.dtype())?;
-        let kernel = self.kernel_for(batch.gpu(), inputs.x.dtype())?;
+        // One-token sequences: the packed pipelines.
+        let gpu = batch.gpu();
+        let out_kernel = self.kernel_for(gpu, inputs.x.dtype(), Pass::Outputs, true, CHUNK)?;
+        let state_kernel = self.kernel_for(gpu, inputs.x.dtype(), Pass::States, true, CHUNK)?;
         let reads = [
             ("x", Some(inputs.x.tensor())),
             ("weight", Some(inputs.weight)),
@@ -523,7 +589,6 @@ impl CausalConv1dUpdate {
         let out_items = dim * bt.div_ceil(CHUNK);
         let items = bt * dim;
         let uniforms = Uniforms {
-            mode: 0,
             flags,
             batch: 1,
             dim: dim as u32,
@@ -540,7 +605,7 @@ impl CausalConv1dUpdate {
             y_sb: 0,
             y_sd: ys[1],
             y_st: ys[0],
-            _pad: [0; 3],
+            _pad: [0; 4],
         };
         let w = inputs.weight;
         let bindings: [Binding; 8] = [
@@ -555,11 +620,10 @@ impl CausalConv1dUpdate {
         ];
         let (g_out, g) = (groups(out_items)?, groups(items)?);
         batch.gpu().grid(g)?;
-        batch.dispatch(&kernel, &uniforms, &bindings, g_out)?;
+        batch.dispatch(&out_kernel, &uniforms, &bindings, g_out)?;
         batch.dispatch(
-            &kernel,
+            &state_kernel,
             &Uniforms {
-                mode: 1,
                 items: items_u32(items)?,
                 ..uniforms
             },
