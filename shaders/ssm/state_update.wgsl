@@ -3,8 +3,8 @@
 // broadcasts only under flag SUBGROUP).
 //
 // Channels d = h·P + p: H heads of P channels each. The Mamba-1 form is H = D, P = 1 (a "head"
-// is a channel); the heads form (flag bit HEADS) has P ≥ 1 channels sharing one dt, one A and
-// one B/C group per head. Math, per request b (state row s = slot[b], or b without slots), head
+// is a channel); the heads form (pipeline constant HEADS_FORM) has P ≥ 1 channels sharing one
+// dt, one A and one B/C group per head. Math, per request b (state row s = slot[b], or b without slots), head
 // h, channel p of the head, state n:
 //   dt = dt[b,h] + dt_bias[h];  if softplus: dt = softplus(dt)   (= dt for dt > 20)
 //   if LIMIT: dt = clamp(dt, lo, hi)                              (heads form only)
@@ -82,13 +82,15 @@ override NQ: u32 = 0u;
 // that the walk over them unrolls: a loop around the row costs llvmpipe its masked-loop
 // bookkeeping on every access (1.3x slower at one request).
 override REQS: u32 = 1u;
+// The multi-head form (a pipeline constant, not a flag bit: each form's reads stay out of the
+// other's code, which llvmpipe would run under an empty lane mask).
+override HEADS_FORM: bool = false;
 
 const HAS_D: u32 = 1u;
 const HAS_Z: u32 = 2u;
 const HAS_BIAS: u32 = 4u;
 const SOFTPLUS: u32 = 8u;
 const HAS_SLOTS: u32 = 16u;
-const HEADS: u32 = 32u;
 const LIMIT: u32 = 64u;
 
 struct Params {
@@ -236,7 +238,7 @@ fn channel(d: u32) -> Channel {
     if ((params.flags & HAS_D) != 0u) {
         c.dcoef = bitcast<f32>(pk[params.p_d + c.h * params.d_hs + c.p * params.d_ps]);
     }
-    if ((params.flags & HEADS) != 0u) {
+    if (HEADS_FORM) {
         c.a_head = bitcast<f32>(pk[params.p_dt + c.h]);
     }
     return c;
@@ -284,7 +286,7 @@ fn row_info(bi: u32, c: Channel) -> Row {
     }
     let xi = params.x_off + r.bi * params.x_rs + r.h * params.x_hs + r.p;
     r.xv = sget(x[xi / SPW], xi % SPW);
-    let heads = (params.flags & HEADS) != 0u;
+    let heads = HEADS_FORM;
     var dt: f32;
     if (heads) {
         let ti = params.dt_off + r.bi * params.dt_rs + r.h;
@@ -327,7 +329,7 @@ fn bases(r: Row) -> Bases {
 
 // The decay exp(dt·A) of state n of row r.
 fn decay(r: Row, n: u32) -> f32 {
-    if ((params.flags & HEADS) != 0u) {
+    if (HEADS_FORM) {
         return r.da;
     }
     return exp(r.dt * bitcast<f32>(adt_word(r.h * params.n + n)));
@@ -413,7 +415,7 @@ fn update_row_pairs(r: Row, o: Bases) -> f32 {
 #if VEC4
 // A (D, N) at states n .. n + 3 of row r's channel (Mamba-1 form; unused in the heads form).
 fn a_quad(r: Row, n: u32) -> vec4<f32> {
-    if ((params.flags & HEADS) != 0u) {
+    if (HEADS_FORM) {
         return vec4<f32>(0.0);
     }
     return bitcast<vec4<f32>>(adt[(r.h * params.n + n) / 4u]);
@@ -423,7 +425,7 @@ fn a_quad(r: Row, n: u32) -> vec4<f32> {
 // for a valid row) and their C·state terms summed.
 fn step4(r: Row, o: Bases, n: u32, av: vec4<f32>, bv: vec4<f32>, cv: vec4<f32>) -> f32 {
     var da = vec4<f32>(r.da);
-    if ((params.flags & HEADS) == 0u) {
+    if (!HEADS_FORM) {
         da = exp(r.dt * av);
     }
     let si = (o.s + n) / 4u;

@@ -53,7 +53,6 @@ const HAS_Z: u32 = 2;
 const HAS_BIAS: u32 = 4;
 const SOFTPLUS: u32 = 8;
 const HAS_SLOTS: u32 = 16;
-const HEADS: u32 = 32;
 const LIMIT: u32 = 64;
 
 /// Where the form-specific inputs go: the Mamba-1 form copies dt into the scratch and binds A
@@ -175,16 +174,19 @@ impl StateUpdate {
             }
             (true, None) => 1,
         };
-        let kernel = if storage == Flags::NONE {
+        let mut constants = Vec::new();
+        if nq > 0 {
+            constants.push(("NQ", nq as f64));
+        }
+        if reqs > 1 {
+            constants.push(("REQS", reqs as f64));
+        }
+        if heads_form {
+            constants.push(("HEADS_FORM", 1.0));
+        }
+        let kernel = if storage == Flags::NONE && constants.is_empty() {
             self.kernel.clone()
         } else {
-            let mut constants = Vec::new();
-            if nq > 0 {
-                constants.push(("NQ", nq as f64));
-            }
-            if reqs > 1 {
-                constants.push(("REQS", reqs as f64));
-            }
             gpu.kernel(&SHADER.variant(storage, INTERFACE), &constants)?
         };
         let rows = bt * dim;
@@ -270,7 +272,6 @@ impl StateUpdate {
             (s.dt_bias.is_some(), HAS_BIAS),
             (s.dt_softplus, SOFTPLUS),
             (s.slots.is_some(), HAS_SLOTS),
-            (heads_form, HEADS),
             (s.limit.is_some(), LIMIT),
         ] {
             if on {
