@@ -143,6 +143,7 @@ pub const ALL: &[Variant] = &[
     embedding::HALF[1],
     embedding::HALF[2],
     causal_conv1d::KERNEL,
+    causal_conv1d::VEC4,
     diagonal_scan::CHUNKED_HALF[0],
     diagonal_scan::CHUNKED_HALF[1],
     diagonal_scan::CHUNKED_HALF[2],

@@ -100,6 +100,64 @@ fn layouts_of_x_and_y() {
     }
 }
 
+/// Batched rows whose x and y are channel-contiguous and 16-byte aligned (channel-last, or
+/// column windows at multiple-of-4 offsets of rows of a multiple-of-4 width: Mamba's in_proj
+/// halves) run 4 channels per access: W = 2..4, every option, L within one chunk and crossing
+/// several (1, 37, 300), initial states (also in place), D = 4, 8, 132; windows at an odd
+/// offset or of an odd D keep the scalar pass. On a device that cannot take the quads the same
+/// cases check the scalar pass.
+#[test]
+fn channel_quads() {
+    let quads = |gpu: &Gpu, x: Layout, y: Layout, shape: &[usize]| {
+        let (_, xv) = place(gpu, x, shape, DType::F32, None).unwrap();
+        let (_, yv) = place(gpu, y, shape, DType::F32, None).unwrap();
+        CausalConv1d::reads_channel_quads(&xv, &yv)
+    };
+    let last = Layout::ChannelLast;
+    for (name, gpu) in gpus() {
+        let (mut rng, seed) = rng("causal_conv1d channel quads");
+        for (i, (bt, dim, len)) in [(2, 4, 37), (1, 132, 300), (3, 8, 1)].into_iter().enumerate() {
+            assert!(quads(&gpu, last, last, &[bt, dim, len]), "{name} D={dim}");
+            for w in 2..=4 {
+                for bits in 0..4 {
+                    let states = (i + w + bits) % 2 == 0;
+                    let mut p =
+                        Problem::batched(&mut rng, bt, dim, len, w, options(bits), states, true)
+                            .with_layouts(last, last);
+                    p.in_place = states && bits == 3;
+                    let what = format!("{name} quads Bt={bt} D={dim} L={len} W={w} bits={bits:02b}");
+                    check_prefill(&p, &gpu, &format!("{what} init={states}"), seed);
+                }
+            }
+        }
+        // Mamba's in_proj output (T, 2·D) with D = 8: x its first D columns, y the last D.
+        let halves = (
+            Layout::Window {
+                before: 0,
+                after: 8,
+            },
+            Layout::Window {
+                before: 8,
+                after: 0,
+            },
+        );
+        assert!(quads(&gpu, halves.0, halves.1, &[1, 8, 45]), "{name} halves");
+        let p = Problem::batched(&mut rng, 1, 8, 45, 4, options(3), true, true)
+            .with_layouts(halves.0, halves.1);
+        check_prefill(&p, &gpu, &format!("{name} quads in_proj halves"), seed);
+        // Not aligned: an odd offset, an odd D.
+        let odd = Layout::Window {
+            before: 3,
+            after: 1,
+        };
+        assert!(!quads(&gpu, odd, last, &[1, 8, 9]), "{name} odd offset");
+        assert!(!quads(&gpu, last, last, &[1, 6, 9]), "{name} D = 6");
+        let p = Problem::batched(&mut rng, 1, 8, 40, 4, options(3), true, true)
+            .with_layouts(odd, last);
+        check_prefill(&p, &gpu, &format!("{name} odd offset"), seed);
+    }
+}
+
 #[test]
 fn larger_than_a_workgroup_and_in_place_states() {
     for (name, gpu) in gpus() {

@@ -29,14 +29,23 @@
 // Work split: mode 0 (outputs) runs one invocation per (b, d, chunk of CHUNK times); with
 // D_FAST consecutive invocations take consecutive channels (coalesced for channel-last views),
 // else consecutive chunks (channel-first). It slides a window of the last W − 1 inputs along
-// its chunk, refilled where a sequence starts (from x or the initial state), so x is read about
-// once; it never writes a state. Mode 1 (states) runs one invocation per (sequence, channel):
-// it reads the W − 1 values of the final state (x, or the old state row) into registers, then
-// writes the row, so a state updated in place is read and written by one invocation only. The
-// host records mode 1 after mode 0 in the same batch (wgpu orders the two), so mode 0 always
-// sees the old states. Linear workgroup index (2-D grid past 65535 workgroups).
+// its chunk, filled where the chunk starts and, for packed sequences, refilled where a sequence
+// starts, so x is read about once; it never writes a state. Flag VEC4 (batched f32 rows whose
+// views are channel-contiguous and 16-byte aligned): an invocation takes 4 consecutive channels,
+// reading x and writing y 16 bytes per time, four times per trip. Mode 1 (states) runs one
+// invocation per (sequence, channel): it reads the W − 1 values of the final state (x, or the
+// old state row) into registers, then writes the row, so a state updated in place is read and
+// written by one invocation only. The host records mode 1 after mode 0 in the same batch (wgpu
+// orders the two), so mode 0 always sees the old states. Linear workgroup index (2-D grid past
+// 65535 workgroups).
 // Bound: memory. Each output reads one input and writes one value: ~8 bytes per output at f32
-// against 2·W FLOPs (+4 for SiLU).
+// against 2·W FLOPs (+4 for SiLU). On a GPU consecutive invocations read consecutive channels
+// (D_FAST) or times, so each load is coalesced; CHUNK = 8 keeps many invocations in flight. On
+// lavapipe every access is a loop over the 8 SIMD lanes and both sides of a branch run, so the
+// passes and the packed/batched split are pipeline constants (no dead code runs), chunks are 64
+// times (the per-invocation setup spread thin) and VEC4 quarters the accesses; a channel-last
+// row's next time is 8 KB on, which the CPU's prefetchers do not follow, so four times' loads
+// are issued together to overlap their misses.
 
 const WG: u32 = 256u;
 // Pipeline constants (the host builds one pipeline per combination it records), so that the
@@ -79,7 +88,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if VEC4
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // view of (Bt, D, L)
+#else
 @group(0) @binding(1) var<storage, read> x: array<sword>;           // view of (Bt, D, L)
+#endif
 @group(0) @binding(2) var<storage, read> weight: array<f32>;        // (D, W)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // (D)
 @group(0) @binding(4) var<storage, read> init: array<f32>;          // (Bt, D, W − 1)
@@ -89,7 +102,11 @@ struct Params {
 #if F16 || BF16
 @group(0) @binding(8) var<storage, read_write> y: array<atomic<u32>>; // view of (Bt, D, L), halves
 #else
+#if VEC4
+@group(0) @binding(8) var<storage, read_write> y: array<vec4<f32>>; // view of (Bt, D, L)
+#else
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;       // view of (Bt, D, L)
+#endif
 #endif
 
 #include "common/storage"
@@ -160,7 +177,11 @@ fn sequence_of(t: u32) -> u32 {
 
 fn x_at(b: u32, d: u32, t: u32) -> f32 {
     let i = params.x_off + b * params.x_sb + d * params.x_sd + t * params.x_st;
+#if VEC4
+    return x[i / 4u][i % 4u];
+#else
     return sget(x[i / SPW], i % SPW);
+#endif
 }
 
 // Element j (0 ≤ j < W − 1) of the initial state of row `row`, channel d (0 without one).
@@ -192,7 +213,11 @@ fn store_y(b: u32, d: u32, t: u32, v: f32) {
     atomicAnd(&y[i / 2u], ~(0xffffu << shift));
     atomicOr(&y[i / 2u], half_bits(v) << shift);
 #else
+#if VEC4
+    y[i / 4u][i % 4u] = v;
+#else
     y[i] = v;
+#endif
 #endif
 }
 
@@ -280,6 +305,118 @@ fn outputs(i: u32) {
     }
 }
 
+#if VEC4
+// The taps of channel d, right-aligned (zeros in front for W < 4).
+fn taps_of(d: u32) -> vec4<f32> {
+    let w = params.width;
+    let base = d * w;
+    var taps = vec4<f32>(0.0, 0.0, weight[base + w - 2u], weight[base + w - 1u]);
+    if (w >= 3u) {
+        taps.y = weight[base + w - 3u];
+    }
+    if (w >= 4u) {
+        taps.x = weight[base];
+    }
+    return taps;
+}
+
+// The inputs at t = −3, −2, −1 of channel d: its initial state's last elements (0 where the
+// state is shorter, or absent).
+fn initial_window(q: Seq, d: u32) -> vec3<f32> {
+    let w = params.width;
+    var h = vec3<f32>(0.0, 0.0, init_at(q.row, d, w - 2u));
+    if (w >= 3u) {
+        h.y = init_at(q.row, d, w - 3u);
+    }
+    if (w >= 4u) {
+        h.x = init_at(q.row, d, w - 4u);
+    }
+    return h;
+}
+
+// x at time t of channels d .. d + 3 (d % 4 = 0; the view's channel stride is 1 and its
+// offset and other strides are multiples of 4).
+fn x4(b: u32, d: u32, t: u32) -> vec4<f32> {
+    return x[(params.x_off + b * params.x_sb + d + t * params.x_st) / 4u];
+}
+
+// outputs() for 4 consecutive channels at once (batched rows, f32, channel-contiguous views
+// aligned to 16 bytes): one 16-byte load of x and one store of y per time, the four channels'
+// taps as four vec4 (one per tap, across the channels).
+fn outputs4(i: u32) {
+    let quads = params.dim / 4u;
+    let len = params.len;
+    let chunks = (len + CHUNK - 1u) / CHUNK;
+    let d = (i % quads) * 4u;
+    let c = (i / quads) % chunks;
+    let b = i / (quads * chunks);
+    let ta = taps_of(d);
+    let tb = taps_of(d + 1u);
+    let tc = taps_of(d + 2u);
+    let td = taps_of(d + 3u);
+    let w3 = vec4<f32>(ta.x, tb.x, tc.x, td.x); // the tap on t − 3, per channel
+    let w2 = vec4<f32>(ta.y, tb.y, tc.y, td.y);
+    let w1 = vec4<f32>(ta.z, tb.z, tc.z, td.z);
+    let w0 = vec4<f32>(ta.w, tb.w, tc.w, td.w); // the tap on t
+    var b0 = vec4<f32>(0.0);
+    if (has(HAS_BIAS)) {
+        b0 = vec4<f32>(bias[d], bias[d + 1u], bias[d + 2u], bias[d + 3u]);
+    }
+    let t0 = c * CHUNK;
+    let t1 = min(t0 + CHUNK, len);
+    let q = sequence(b, 0u);
+    // The inputs before t0: x for a later chunk (t0 ≥ CHUNK ≥ 3), the initial states (or 0)
+    // for the first; both are computed and one is selected (no branch for llvmpipe to run
+    // twice).
+    let ha = initial_window(q, d);
+    let hb = initial_window(q, d + 1u);
+    let hc = initial_window(q, d + 2u);
+    let hd = initial_window(q, d + 3u);
+    let later = t0 >= 3u;
+    let tl = max(t0, 3u);
+    var h3 = select(vec4<f32>(ha.x, hb.x, hc.x, hd.x), x4(b, d, tl - 3u), later);
+    var h2 = select(vec4<f32>(ha.y, hb.y, hc.y, hd.y), x4(b, d, tl - 2u), later);
+    var h1 = select(vec4<f32>(ha.z, hb.z, hc.z, hd.z), x4(b, d, tl - 1u), later);
+    // Four times per trip: their loads do not depend on each other, so a CPU overlaps their
+    // cache misses (a channel-last row's next time is a row of x further on, which the
+    // hardware prefetchers do not follow); past the end of the row they are clamped and not
+    // stored.
+    let last = len - 1u;
+    for (var t = t0; t < t1; t += 4u) {
+        let xa = x4(b, d, t);
+        let xb = x4(b, d, min(t + 1u, last));
+        let xc = x4(b, d, min(t + 2u, last));
+        let xd = x4(b, d, min(t + 3u, last));
+        store4(b, d, t, activate(b0 + w3 * h3 + w2 * h2 + w1 * h1 + w0 * xa), q.ok);
+        if (t + 1u < t1) {
+            store4(b, d, t + 1u, activate(b0 + w3 * h2 + w2 * h1 + w1 * xa + w0 * xb), q.ok);
+        }
+        if (t + 2u < t1) {
+            store4(b, d, t + 2u, activate(b0 + w3 * h1 + w2 * xa + w1 * xb + w0 * xc), q.ok);
+        }
+        if (t + 3u < t1) {
+            store4(b, d, t + 3u, activate(b0 + w3 * xa + w2 * xb + w1 * xc + w0 * xd), q.ok);
+        }
+        h3 = xb;
+        h2 = xc;
+        h1 = xd;
+    }
+}
+
+// SiLU where asked for.
+fn activate(v: vec4<f32>) -> vec4<f32> {
+    if (has(SILU)) {
+        return v / (1.0 + exp(-v));
+    }
+    return v;
+}
+
+// y at time t of channels d .. d + 3 (0 for a skipped sequence).
+fn store4(b: u32, d: u32, t: u32, v: vec4<f32>, ok: bool) {
+    y[(params.y_off + b * params.y_sb + d + t * params.y_st) / 4u] = select(vec4<f32>(0.0), v, ok);
+}
+#endif
+
 fn final_states(i: u32) {
     let dim = params.dim;
     let d = i % dim;
@@ -316,7 +453,11 @@ fn main(
         return;
     }
     if (MODE == 0u) {
+#if VEC4
+        outputs4(i);
+#else
         outputs(i);
+#endif
     } else {
         final_states(i);
     }
