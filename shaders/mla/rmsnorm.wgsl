@@ -66,7 +66,7 @@ struct Params {
     y_stride: u32,
     eps: f32,
     group: u32,    // elements per group (d when ungrouped)
-    gate: u32,     // 0 none, 1 gate then norm, 2 norm then gate
+    _pad1: u32,
     z_off: u32,
     z_stride: u32,
     _pad: u32,
@@ -74,6 +74,9 @@ struct Params {
 
 const GATE_FIRST: u32 = 1u;
 const GATE_LAST: u32 = 2u;
+// 0 none, GATE_FIRST or GATE_LAST: a pipeline constant, so the plain norm carries no z loads
+// (llvmpipe runs a branch no lane takes under an empty lane mask, loads included).
+override GATE: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if VEC4
@@ -137,7 +140,7 @@ fn main(
 // x's vec4 i of a unit, gated when the gate comes first.
 fn load4(o: Unit, i: u32) -> vec4<f32> {
     let v = sget4(x[o.x / 4u + i]);
-    if (params.gate == GATE_FIRST) {
+    if (GATE == GATE_FIRST) {
         return v * silu4(sget4(z[o.z / 4u + i]));
     }
     return v;
@@ -146,7 +149,7 @@ fn load4(o: Unit, i: u32) -> vec4<f32> {
 // Store vec4 i of a unit's normalised, weighted values, gated when the gate comes last.
 fn store4(o: Unit, i: u32, v: vec4<f32>) {
     var r = v * sget4_b(w[o.w / 4u + i]);
-    if (params.gate == GATE_LAST) {
+    if (GATE == GATE_LAST) {
         r = r * silu4(sget4(z[o.z / 4u + i]));
     }
     y[o.y / 4u + i] = spack4(r);
@@ -218,7 +221,7 @@ fn store_y(j: u32, v: f32) {
 // Element j of x (index from a unit's start), gated when the gate comes first.
 fn load_gated(o: Unit, i: u32) -> f32 {
     let v = load_x(o.x + i);
-    if (params.gate == GATE_FIRST) {
+    if (GATE == GATE_FIRST) {
         let zi = o.z + i;
         return v * silu(sget(z[zi / SPW], zi % SPW));
     }
@@ -247,7 +250,7 @@ fn rows(block: u32, lid: u32) {
     let inv = inverseSqrt(partial[0] / f32(params.group) + params.eps);
     for (var i = lid; i < params.group; i += WG) {
         var v = load_gated(o, i) * inv * load_w(o.w + i);
-        if (params.gate == GATE_LAST) {
+        if (GATE == GATE_LAST) {
             let zi = o.z + i;
             v = v * silu(sget(z[zi / SPW], zi % SPW));
         }

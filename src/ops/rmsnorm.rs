@@ -77,7 +77,7 @@ struct Uniforms {
     y_stride: u32,
     eps: f32,
     group: u32,
-    gate: u32,
+    _pad1: u32,
     z_off: u32,
     z_stride: u32,
     _pad: u32,
@@ -307,11 +307,7 @@ impl RmsNorm {
             y_stride: y_rows.stride as u32,
             eps,
             group: group as u32,
-            gate: match gate {
-                None => 0,
-                Some(g) if g.norm_before_gate => GATE_LAST,
-                Some(_) => GATE_FIRST,
-            },
+            _pad1: 0,
             z_off,
             z_stride,
             _pad: 0,
@@ -333,20 +329,30 @@ impl RmsNorm {
             "w",
             w.dtype(),
         )?);
-        let (kernel, groups) = match (aligned, storage == Flags::NONE) {
+        let gate_mode = match gate {
+            None => 0,
+            Some(g) if g.norm_before_gate => GATE_LAST,
+            Some(_) => GATE_FIRST,
+        } as f64;
+        let plain = storage == Flags::NONE && gate_mode == 0.0;
+        let (kernel, groups) = match (aligned, plain) {
             (true, true) => (self.vec4.clone(), units.div_ceil(VEC4_WG / VEC4_TPR)),
             (false, true) => (self.kernel.clone(), units),
             (true, false) => (
                 gpu.kernel(
                     &SHADER.variant(storage.with(Flag::Vec4), INTERFACE),
-                    &[("WG", VEC4_WG as f64), ("TPR", VEC4_TPR as f64)],
+                    &[
+                        ("WG", VEC4_WG as f64),
+                        ("TPR", VEC4_TPR as f64),
+                        ("GATE", gate_mode),
+                    ],
                 )?,
                 units.div_ceil(VEC4_WG / VEC4_TPR),
             ),
             (false, false) => (
                 gpu.kernel(
                     &SHADER.variant(storage, INTERFACE),
-                    &[("WG", self.wg as f64)],
+                    &[("WG", self.wg as f64), ("GATE", gate_mode)],
                 )?,
                 units,
             ),
