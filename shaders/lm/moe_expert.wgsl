@@ -36,12 +36,16 @@
 
 override WG: u32 = 64u;
 override RM: u32 = 4u; // 1 or 4; 8 with SUBGROUP
+// 0 SwiGLU gathered, 1 down, 2 SwiGLU dense: a pipeline constant, so the down product carries
+// no loads of the second weight (llvmpipe runs a branch no lane takes under an empty lane mask,
+// loads included: as a uniform it doubled the down product's weight loads there).
+override MODE: u32 = 0u;
 
 #include "common/storage"
 #include "common/grid"
 
 struct Params {
-    mode: u32,    // 0 SwiGLU gathered, 1 down, 2 SwiGLU dense
+    _pad0: u32,
     n: u32,       // output columns N
     k: u32,       // reduction length K
     rows: u32,    // mode 2: tokens T
@@ -72,7 +76,7 @@ fn mac(acc: vec4<f32>, wt: mat4x4<f32>, xv: vec4<f32>) -> vec4<f32> {
 // vec4 index of the x row read for output row `r`.
 fn x_row(r: u32) -> u32 {
     var src = r;
-    if (params.mode == 0u) {
+    if (MODE == 0u) {
         src = plan[2u * params.n_e + 2u + r] / params.topk;
     }
     return src * (params.k / 4u);
@@ -125,7 +129,7 @@ fn main(
     var e = params.e0;
     var row0: u32;
     var end: u32;
-    if (params.mode == 2u) {
+    if (MODE == 2u) {
         row0 = rt * RM;
         end = params.rows;
     } else {
@@ -178,7 +182,7 @@ fn products(t: Tile) {
     let w1 = w0 + k4s;
     let w2 = w1 + k4s;
     let w3 = w2 + k4s;
-    let two = params.mode != 1u;
+    let two = MODE != 1u;
 
     var g0 = vec4<f32>(0.0);
     var g1 = vec4<f32>(0.0);
@@ -235,7 +239,7 @@ fn products_broadcast(t: Tile, lane: u32) {
     let w1 = w0 + k4s;
     let w2 = w1 + k4s;
     let w3 = w2 + k4s;
-    let two = params.mode != 1u;
+    let two = MODE != 1u;
 
     var g0 = vec4<f32>(0.0);
     var g1 = vec4<f32>(0.0);

@@ -85,7 +85,7 @@ struct PlanUniforms {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ExpertUniforms {
-    mode: u32,
+    _pad0: u32,
     n: u32,
     k: u32,
     rows: u32,
@@ -210,8 +210,14 @@ fn expert_tile(gpu: &Gpu, rows: usize, experts: usize) -> (usize, bool) {
     }
 }
 
-/// The expert kernel for `storage` flags, tiles of `rm` rows.
-fn expert_kernel(gpu: &Gpu, storage: Flags, (rm, broadcast): (usize, bool)) -> Result<Arc<Kernel>> {
+/// The expert kernel for `storage` flags, tiles of `rm` rows, in `mode` (0 SwiGLU gathered,
+/// 1 down, 2 SwiGLU dense: the shader's MODE).
+fn expert_kernel(
+    gpu: &Gpu,
+    storage: Flags,
+    (rm, broadcast): (usize, bool),
+    mode: u32,
+) -> Result<Arc<Kernel>> {
     let flags = if broadcast {
         storage.with(Flag::Subgroup)
     } else {
@@ -219,7 +225,11 @@ fn expert_kernel(gpu: &Gpu, storage: Flags, (rm, broadcast): (usize, bool)) -> R
     };
     gpu.kernel(
         &EXPERT_SHADER.variant(flags, EXPERT_INTERFACE),
-        &[("WG", EXPERT_WG as f64), ("RM", rm as f64)],
+        &[
+            ("WG", EXPERT_WG as f64),
+            ("RM", rm as f64),
+            ("MODE", mode as f64),
+        ],
     )
 }
 
@@ -418,11 +428,14 @@ impl Moe {
         )?;
 
         // 3. Experts: gate/up then down, one dispatch each per expert range.
-        let expert = expert_kernel(gpu, storage, tiling)?;
+        let experts = [
+            expert_kernel(gpu, storage, tiling, 0)?,
+            expert_kernel(gpu, storage, tiling, 1)?,
+        ];
         let hbuf = gpu.empty(&[rows, i], DType::F32)?;
         let obuf = gpu.empty(&[rows, h], DType::F32)?;
         let base = ExpertUniforms {
-            mode: 0,
+            _pad0: 0,
             n: 0,
             k: 0,
             rows: t as u32,
@@ -454,9 +467,8 @@ impl Moe {
                     (&hbuf, &obuf, &g.down, &g.down)
                 };
                 batch.dispatch(
-                    &expert,
+                    &experts[mode as usize],
                     &ExpertUniforms {
-                        mode,
                         n: n as u32,
                         k: kk as u32,
                         e0: g.first as u32,
@@ -559,14 +571,14 @@ impl Moe {
         let storage = storage_flags(gpu, "mlp", mlp.gate.dtype())?;
         let tiling = expert_tile(gpu, t, 1);
         let rm = tiling.0;
-        let expert = expert_kernel(gpu, storage, tiling)?;
+        let expert = expert_kernel(gpu, storage, tiling, 2)?;
         let hs = gpu.empty(&[t, si], DType::F32)?;
         let tiles_n = si.div_ceil(4 * EXPERT_WG);
         let groups = u32_of("workgroups", t.div_ceil(rm) * tiles_n)?;
         batch.dispatch(
             &expert,
             &ExpertUniforms {
-                mode: 2,
+                _pad0: 0,
                 n: si as u32,
                 k: h as u32,
                 rows: t as u32,
