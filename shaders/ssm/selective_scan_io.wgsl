@@ -9,8 +9,9 @@
 // Dtypes (mamba_ssm's convention; common/storage.wgsl): u, delta, z and out share u's dtype,
 // f32 or (flag F16 or BF16) halves, two per u32 word (element i in word i / 2, the low half for
 // even i; NATIVE_F16 binds u, delta, z as vec2<f16>); B and C are each f32 or u's dtype, told
-// apart at run time by the B_HALF / C_HALF bits (they are bound as raw u32 words and decoded by
-// sget_bits or bitcast); A, D, delta_bias and the state are always f32. Loads widen, the math
+// apart by the pipeline constants B_HALVES / C_HALVES (they are bound as raw u32 words and
+// decoded by sget_bits or bitcast; constants, not flag bits, so that a pipeline carries one of
+// the two loads, not both under llvmpipe's lane masks); A, D, delta_bias and the state are always f32. Loads widen, the math
 // is f32, out is rounded on store (half_bits). Stores of half out: a word may hold elements of
 // two invocations (two rows of odd L in the row kernel, two runs of steps in the chunked one),
 // so each element is written with atomicAnd (clear its half) then atomicOr (set it) on its word,
@@ -26,8 +27,8 @@ const HAS_Z: u32 = 8u;
 const HAS_BIAS: u32 = 16u;
 const SOFTPLUS: u32 = 32u;
 const HAS_INIT: u32 = 64u;
-const B_HALF: u32 = 128u; // B stored as u's half dtype (else f32)
-const C_HALF: u32 = 256u; // C stored as u's half dtype (else f32)
+override B_HALVES: bool = false; // B stored as u's half dtype (else f32)
+override C_HALVES: bool = false; // C stored as u's half dtype (else f32)
 const PACKED: u32 = 512u;
 
 struct Params {
@@ -77,7 +78,7 @@ struct Params {
 // chan: A (D, N) at 0, D (D) at p_d, delta_bias (D) at p_bias.
 @group(0) @binding(3) var<storage, read> chan: array<f32>;
 // B, C: (D, N) constant, or (Bt, G, N, L) variable/grouped (channel d reads group d / (D/G));
-// raw words: f32 bits, or two halves per word (B_HALF / C_HALF).
+// raw words: f32 bits, or two halves per word (B_HALVES / C_HALVES).
 @group(0) @binding(4) var<storage, read> bmat: array<u32>;
 @group(0) @binding(5) var<storage, read> cmat: array<u32>;
 @group(0) @binding(6) var<storage, read> zgate: array<sword>;       // (Bt, D, L)
@@ -215,12 +216,12 @@ fn load_z(i: u32) -> f32 {
 }
 #endif
 
-// Element i of B or C: a half of u's dtype with B_HALF / C_HALF, else f32 bits.
+// Element i of B or C: a half of u's dtype with B_HALVES / C_HALVES, else f32 bits.
 fn load_b(i: u32) -> f32 {
 #if VEC4
     return bitcast<f32>(bmat[i / 4u][i % 4u]);
 #else
-    if (SPW == 2u && (params.flags & B_HALF) != 0u) {
+    if (SPW == 2u && B_HALVES) {
         return sget_bits(bmat[i / 2u], i % 2u);
     }
     return bitcast<f32>(bmat[i]);
@@ -230,7 +231,7 @@ fn load_c(i: u32) -> f32 {
 #if VEC4
     return bitcast<f32>(cmat[i / 4u][i % 4u]);
 #else
-    if (SPW == 2u && (params.flags & C_HALF) != 0u) {
+    if (SPW == 2u && C_HALVES) {
         return sget_bits(cmat[i / 2u], i % 2u);
     }
     return bitcast<f32>(cmat[i]);

@@ -255,8 +255,6 @@ const HAS_Z: u32 = 8;
 const HAS_BIAS: u32 = 16;
 const SOFTPLUS: u32 = 32;
 const HAS_INIT: u32 = 64;
-const B_HALF: u32 = 128;
-const C_HALF: u32 = 256;
 
 /// A built selective-scan op: the pipeline plus a reusable scratch buffer for the packed
 /// per-channel parameters.

@@ -81,8 +81,6 @@ impl SelectiveScan {
             (inputs.delta_bias.is_some(), HAS_BIAS),
             (inputs.delta_softplus, SOFTPLUS),
             (inputs.initial_state.is_some(), HAS_INIT),
-            (inputs.b.dtype().is_half(), B_HALF),
-            (inputs.c.dtype().is_half(), C_HALF),
         ] {
             if on {
                 flags |= bit;
@@ -92,6 +90,11 @@ impl SelectiveScan {
         // one a workgroup per row.
         // Half activations: the variant of the same body with the storage flags (cached).
         let storage = crate::ops::storage_flags(gpu, "u", act)?;
+        // Half activations: B and C each f32 or halves (pipeline constants).
+        let halves = [
+            ("B_HALVES", inputs.b.dtype().is_half() as u32 as f64),
+            ("C_HALVES", inputs.c.dtype().is_half() as u32 as f64),
+        ];
         let (kernel, wg) = match self.strategy_for_dtype(&dims, act) {
             ScanStrategy::ChunkedParallel if storage == Flags::NONE => (self.chunked.clone(), 1),
             ScanStrategy::ChunkedParallel => {
@@ -101,7 +104,7 @@ impl SelectiveScan {
                     CHUNKED
                 };
                 let v = CHUNKED_SHADER.variant(base.flags.union(storage), INTERFACE);
-                (gpu.kernel(&v, &[])?, 1)
+                (gpu.kernel(&v, &halves)?, 1)
             }
             _ => {
                 let w = rows_per_workgroup(rows);
@@ -113,7 +116,7 @@ impl SelectiveScan {
                     (true, _) => self.kernel_small.clone(),
                     (false, _) => {
                         let v = SHADER.variant(self.rows_flags.union(storage), INTERFACE);
-                        gpu.kernel(&v, &[("WG", w as f64)])?
+                        gpu.kernel(&v, &[("WG", w as f64), halves[0], halves[1]])?
                     }
                 };
                 (k, w)
