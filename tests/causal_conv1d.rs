@@ -3,7 +3,8 @@
 //! SiLU, L = 1, 7, 37, odd D, one case larger than a workgroup, x and y as channel-first,
 //! channel-last and column-window views (every element outside a view NaN, so reads or writes
 //! past it show), initial and final states (also in place), packed ragged sequences with a
-//! state pool and slots (a sequence of length 1, one shorter than W − 1, a skipped slot), the
+//! state pool and slots (a sequence of length 1, one shorter than W − 1, a skipped slot,
+//! sequences across the kernel's chunks of times), the
 //! decode step with slots (a skipped slot, one past the pool), and the identity "prefill L
 //! tokens = prefill P, then decode P..L one at a time" with the states carried over; misuse
 //! errors.
@@ -116,7 +117,10 @@ fn channel_quads() {
     let last = Layout::ChannelLast;
     for (name, gpu) in gpus() {
         let (mut rng, seed) = rng("causal_conv1d channel quads");
-        for (i, (bt, dim, len)) in [(2, 4, 37), (1, 132, 300), (3, 8, 1)].into_iter().enumerate() {
+        for (i, (bt, dim, len)) in [(2, 4, 37), (1, 132, 300), (3, 8, 1)]
+            .into_iter()
+            .enumerate()
+        {
             assert!(quads(&gpu, last, last, &[bt, dim, len]), "{name} D={dim}");
             for w in 2..=4 {
                 for bits in 0..4 {
@@ -125,7 +129,8 @@ fn channel_quads() {
                         Problem::batched(&mut rng, bt, dim, len, w, options(bits), states, true)
                             .with_layouts(last, last);
                     p.in_place = states && bits == 3;
-                    let what = format!("{name} quads Bt={bt} D={dim} L={len} W={w} bits={bits:02b}");
+                    let what =
+                        format!("{name} quads Bt={bt} D={dim} L={len} W={w} bits={bits:02b}");
                     check_prefill(&p, &gpu, &format!("{what} init={states}"), seed);
                 }
             }
@@ -141,7 +146,10 @@ fn channel_quads() {
                 after: 0,
             },
         );
-        assert!(quads(&gpu, halves.0, halves.1, &[1, 8, 45]), "{name} halves");
+        assert!(
+            quads(&gpu, halves.0, halves.1, &[1, 8, 45]),
+            "{name} halves"
+        );
         let p = Problem::batched(&mut rng, 1, 8, 45, 4, options(3), true, true)
             .with_layouts(halves.0, halves.1);
         check_prefill(&p, &gpu, &format!("{name} quads in_proj halves"), seed);
@@ -152,8 +160,8 @@ fn channel_quads() {
         };
         assert!(!quads(&gpu, odd, last, &[1, 8, 9]), "{name} odd offset");
         assert!(!quads(&gpu, last, last, &[1, 6, 9]), "{name} D = 6");
-        let p = Problem::batched(&mut rng, 1, 8, 40, 4, options(3), true, true)
-            .with_layouts(odd, last);
+        let p =
+            Problem::batched(&mut rng, 1, 8, 40, 4, options(3), true, true).with_layouts(odd, last);
         check_prefill(&p, &gpu, &format!("{name} odd offset"), seed);
     }
 }
@@ -214,6 +222,28 @@ fn packed_sequences_with_a_state_pool() {
         // Without a pool: no states, the convolution still restarts at each sequence.
         let p = Problem::packed(&mut rng, 5, &[3, 1, 8], 4, options(1), None, &[], false);
         check_prefill(&p, &gpu, &format!("{name} packed without a pool"), seed);
+        // Sequences across the boundaries of the kernel's chunks of times (8 on GPUs, 64 on
+        // CPU devices): T = 153, sequences 50..80 and 80..150 span t = 64 and 128, the skipped
+        // one among them; a chunk then walks several segments.
+        for skip in [vec![], vec![2]] {
+            let p = Problem::packed(
+                &mut rng,
+                6,
+                &[50, 30, 70, 3],
+                4,
+                options(3),
+                Some(5),
+                &skip,
+                true,
+            )
+            .with_layouts(Layout::ChannelLast, Layout::ChannelLast);
+            check_prefill(
+                &p,
+                &gpu,
+                &format!("{name} packed T=153 skip={skip:?}"),
+                seed,
+            );
+        }
         // A single sequence of length 1 (T = 1).
         let p = Problem::packed(&mut rng, 1, &[1], 2, options(3), Some(1), &[], true);
         check_prefill(&p, &gpu, &format!("{name} packed T=1"), seed);

@@ -162,10 +162,22 @@ fn several_requests_per_invocation() {
                 let (out, state) = pollster::block_on(data.run(&gpu, &op)).unwrap();
                 let what = format!("{name} requests={reqs} Bt=11 D=300 N={n} G=({gb},{gc})");
                 assert_close(&format!("{what} out"), &out, &want.out, STEP_TOL, seed);
-                assert_close(&format!("{what} state"), &state, &want.state, STEP_TOL, seed);
+                assert_close(
+                    &format!("{what} state"),
+                    &state,
+                    &want.state,
+                    STEP_TOL,
+                    seed,
+                );
             }
             let p = heads(&mut rng, 9, 6, 50, 16, 2, 15, true, Some(12));
-            check_heads(&p, &gpu, &op, &format!("{name} requests={reqs} heads"), seed);
+            check_heads(
+                &p,
+                &gpu,
+                &op,
+                &format!("{name} requests={reqs} heads"),
+                seed,
+            );
         }
         let auto = StateUpdate::new(&gpu).unwrap();
         let walked = auto.requests_per_invocation(&gpu, 8, 2048, 16, DType::F32);
@@ -174,11 +186,20 @@ fn several_requests_per_invocation() {
             && gpu.has_subgroups()
             && info.subgroup_min_size >= 8
         {
-            assert!(walked > 1, "{name}: {walked} request per invocation at Bt=8 D=2048");
+            assert!(
+                walked > 1,
+                "{name}: {walked} request per invocation at Bt=8 D=2048"
+            );
         } else {
-            assert_eq!(walked, 1, "{name}: only the subgroup-sharing kernel walks several");
+            assert_eq!(
+                walked, 1,
+                "{name}: only the subgroup-sharing kernel walks several"
+            );
         }
-        assert_eq!(auto.requests_per_invocation(&gpu, 8, 2048, 16, DType::BF16), 1);
+        assert_eq!(
+            auto.requests_per_invocation(&gpu, 8, 2048, 16, DType::BF16),
+            1
+        );
     }
 }
 

@@ -272,29 +272,14 @@ fn outputs(i: u32) {
     }
     let t0 = c * CHUNK;
     let t1 = min(t0 + CHUNK, len);
-    // Batched: q is row b's one sequence and h its inputs before t0. Packed: filled in the loop.
-    var q = sequence(b, 0u);
-    var h = vec3<f32>(0.0); // the inputs at t − 3, t − 2, t − 1 of sequence q
-    var have = !PACKED;     // whether h holds t's history within q
-    if (!PACKED) {
-        h = window(b, d, q, t0);
+    if (PACKED) {
+        outputs_packed(b, d, t0, t1, taps, b0);
+        return;
     }
+    // Batched: q is row b's one sequence and h its inputs before t0.
+    let q = sequence(b, 0u);
+    var h = window(b, d, q, t0); // the inputs at t − 3, t − 2, t − 1 of sequence q
     for (var t = t0; t < t1; t++) {
-        if (PACKED && (!have || t >= q.end)) {
-            have = false;
-            let s = sequence_of(t);
-            if (s >= params.seqs) {
-                store_y(b, d, t, 0.0); // outside every sequence
-                continue;
-            }
-            q = sequence(b, s);
-            if (!q.ok || t < q.start || t >= q.end) {
-                store_y(b, d, t, 0.0); // a skipped sequence (or malformed cu_seqlens)
-                continue;
-            }
-            h = window(b, d, q, t);
-            have = true;
-        }
         let xt = x_at(b, d, t);
         var acc = b0 + dot(taps, vec4<f32>(h, xt));
         if (has(SILU)) {
@@ -302,6 +287,39 @@ fn outputs(i: u32) {
         }
         store_y(b, d, t, select(0.0, acc, q.ok));
         h = vec3<f32>(h.y, h.z, xt);
+    }
+}
+
+// outputs() for packed sequences: the chunk t0 .. t1 is walked segment by segment, a segment
+// being the part of one sequence in the chunk (or one token outside every sequence), so the
+// window is filled once per segment and the inner loop is the taps alone. Each segment has at
+// least one token, so at most CHUNK of them.
+fn outputs_packed(b: u32, d: u32, t0: u32, t1: u32, taps: vec4<f32>, b0: f32) {
+    var t = t0;
+    for (var segment = 0u; segment < CHUNK && t < t1; segment++) {
+        let s = sequence_of(t);
+        let inside = s < params.seqs;
+        let q = sequence(b, min(s, max(params.seqs, 1u) - 1u));
+        // A skipped sequence (slot), a token outside every sequence, or malformed cu_seqlens
+        // (t before its sequence's start) give zeros.
+        let live = inside && q.ok && t >= q.start && t < q.end;
+        var end = t + 1u;
+        if (inside) {
+            end = clamp(q.end, t + 1u, t1);
+        }
+        var h = vec3<f32>(0.0);
+        if (live) {
+            h = window(b, d, q, t);
+        }
+        for (; t < end; t++) {
+            let xt = x_at(b, d, t);
+            var acc = b0 + dot(taps, vec4<f32>(h, xt));
+            if (has(SILU)) {
+                acc = acc / (1.0 + exp(-acc));
+            }
+            store_y(b, d, t, select(0.0, acc, live));
+            h = vec3<f32>(h.y, h.z, xt);
+        }
     }
 }
 

@@ -55,12 +55,12 @@ const WG: usize = 256;
 /// of one channel.
 const CHUNK: usize = 8;
 
-/// Outputs per invocation of batched rows on `gpu`: 64 on a CPU device, whose per-invocation
+/// Outputs per invocation of a prefill (batched rows or packed sequences) on `gpu`: 64 on a CPU device, whose per-invocation
 /// work (the channels' taps, the index divisions, filling the window) is paid in per-lane loops
 /// and is then spread over 8× the outputs (lavapipe, 4-channel pass: 64 measured 1.1-1.2× faster
 /// than 32 and 128, 2.6× faster than 8 at L = 256); [`CHUNK`] on a GPU, where more, shorter
 /// invocations keep more of the device busy at prefill sizes.
-fn batched_chunk(gpu: &Gpu) -> usize {
+fn prefill_chunk(gpu: &Gpu) -> usize {
     if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
         64
     } else {
@@ -246,9 +246,8 @@ pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 /// Whether the views' layout lets the outputs pass take 4 channels per 16-byte access: f32,
 /// channel stride 1, D and every other stride and offset a multiple of 4.
 fn channel_quads(dtype: DType, dim: usize, x: (u32, [u32; 3]), y: (u32, [u32; 3])) -> bool {
-    let aligned = |(off, s): (u32, [u32; 3])| {
-        s[1] == 1 && off % 4 == 0 && s[0] % 4 == 0 && s[2] % 4 == 0
-    };
+    let aligned =
+        |(off, s): (u32, [u32; 3])| s[1] == 1 && off % 4 == 0 && s[0] % 4 == 0 && s[2] % 4 == 0;
     dtype == DType::F32 && dim % 4 == 0 && aligned(x) && aligned(y)
 }
 
@@ -445,16 +444,12 @@ impl CausalConv1d {
         let mut init = inputs.initial_states;
         // State rows mode 1 writes: one per batch row, or per packed sequence.
         let seqs = dims.seqs.unwrap_or(bt);
-        // Outputs per invocation: packed sequences keep the short chunk (a chunk that crosses
-        // a sequence start refills its window there).
-        let chunk = if dims.seqs.is_some() {
-            CHUNK
-        } else {
-            batched_chunk(batch.gpu())
-        };
+        // Outputs per invocation (a chunk that crosses a sequence start walks it as two
+        // segments).
+        let chunk = prefill_chunk(batch.gpu());
         // Batched rows whose views allow it take 4 channels per invocation.
-        let quads = dims.seqs.is_none()
-            && channel_quads(inputs.x.dtype(), dim, (x_off, xs), (y_off, ys));
+        let quads =
+            dims.seqs.is_none() && channel_quads(inputs.x.dtype(), dim, (x_off, xs), (y_off, ys));
         let (out_pass, channels_per_item) = if quads {
             (Pass::Quads, 4)
         } else {

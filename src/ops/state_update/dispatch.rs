@@ -163,7 +163,11 @@ impl StateUpdate {
         // The subgroup-sharing kernel (CPU devices) walks several requests per invocation, so
         // that a channel's A row (in registers for N ≤ 16 in the Mamba-1 form), dt_bias and D
         // load once for them all (see `requests_per_invocation`).
-        let nq = if shared && !heads_form && n <= 16 { n / 4 } else { 0 };
+        let nq = if shared && !heads_form && n <= 16 {
+            n / 4
+        } else {
+            0
+        };
         let reqs = match (shared, self.requests) {
             (false, _) => 1,
             (true, Some(r)) => r.clamp(1, bt.max(1)),

@@ -172,17 +172,14 @@ impl StateUpdate {
         n: usize,
         state_dtype: DType,
     ) -> usize {
-        if !(state_dtype == DType::F32 && n % 4 == 0 && crate::ops::shares_loads_by_subgroup(gpu))
-        {
+        if !(state_dtype == DType::F32 && n % 4 == 0 && crate::ops::shares_loads_by_subgroup(gpu)) {
             return 1;
         }
         match self.requests {
             Some(r) => r.clamp(1, bt.max(1)),
-            None if n <= 16 => dispatch::requests_per_invocation(
-                bt,
-                dim.div_ceil(WG),
-                crate::ops::cpu_threads(),
-            ),
+            None if n <= 16 => {
+                dispatch::requests_per_invocation(bt, dim.div_ceil(WG), crate::ops::cpu_threads())
+            }
             None => 1,
         }
     }
