@@ -51,11 +51,15 @@ alias turn = vec2<u32>;
 alias word = u32;
 #endif
 
+// Interleaved pairs (DeepSeek's rope_interleave) or halves: a pipeline constant, so a pipeline
+// carries one pairing's loads and stores, not both under llvmpipe's lane masks.
+override INTERLEAVE: bool = false;
+
 struct Params {
     tokens: u32,
     heads: u32,
     d: u32,
-    interleave: u32,
+    _pad0: u32,
     x_off: u32,
     x_ts: u32,
     x_hs: u32,
@@ -126,7 +130,7 @@ fn angles(pos: u32, f: vec4<u32>) -> vec2<f32> {
 // Item idx: one vec4 of HB heads of one token.
 fn rotate(idx: u32) {
     var per = params.d / 8u;
-    if (params.interleave == 1u) {
+    if (INTERLEAVE) {
         per = params.d / 4u;
     }
     let chunks = (params.heads + HB - 1u) / HB;
@@ -139,7 +143,7 @@ fn rotate(idx: u32) {
     let xt = params.x_off + t * params.x_ts;
     let yt = params.y_off + t * params.y_ts;
     let af = params.attn_factor;
-    if (params.interleave == 1u) {
+    if (INTERLEAVE) {
         let ang = angles(pos, turns[q]);
         let cs0 = cos_sin(ang.x);
         let cs1 = cos_sin(ang.y);
@@ -199,7 +203,7 @@ fn rotate(idx: u32) {
     let t = th / params.heads;
     var ia = i;
     var ib = i + half;
-    if (params.interleave == 1u) {
+    if (INTERLEAVE) {
         ia = 2u * i;
         ib = 2u * i + 1u;
     }

@@ -110,7 +110,7 @@ struct Uniforms {
     tokens: u32,
     heads: u32,
     d: u32,
-    interleave: u32,
+    _pad0: u32,
     x_off: u32,
     x_ts: u32,
     x_hs: u32,
@@ -246,22 +246,28 @@ impl Rope {
         // or 8 (halves) elements of the vector.
         let gpu = batch.gpu();
         let storage = crate::ops::storage_flags(gpu, "x", x.dtype())?;
+        // The pairing is a pipeline constant (the op's own pipelines are the halves').
+        let interleave = ("INTERLEAVE", tables.interleave as u32 as f64);
+        let plain = storage == Flags::NONE && !tables.interleave;
         let (kernel, items, wg) = if aligned {
             let items = tokens * heads.div_ceil(VEC4_HB) * (d / per_item);
-            let kernel = if storage == Flags::NONE {
+            let kernel = if plain {
                 self.vec4.clone()
             } else {
                 gpu.kernel(
                     &SHADER.variant(storage.with(Flag::Vec4), INTERFACE),
-                    &[("WG", VEC4_WG as f64), ("HB", VEC4_HB as f64)],
+                    &[("WG", VEC4_WG as f64), ("HB", VEC4_HB as f64), interleave],
                 )?
             };
             (kernel, items as u32, VEC4_WG)
         } else {
-            let kernel = if storage == Flags::NONE {
+            let kernel = if plain {
                 self.kernel.clone()
             } else {
-                gpu.kernel(&SHADER.variant(storage, INTERFACE), &[("WG", WG as f64)])?
+                gpu.kernel(
+                    &SHADER.variant(storage, INTERFACE),
+                    &[("WG", WG as f64), interleave],
+                )?
             };
             (kernel, pairs, WG)
         };
@@ -269,7 +275,7 @@ impl Rope {
             tokens: tokens as u32,
             heads: heads as u32,
             d: d as u32,
-            interleave: tables.interleave as u32,
+            _pad0: 0,
             x_off: x_layout.offset as u32,
             x_ts: x_layout.token_stride as u32,
             x_hs: x_layout.head_stride as u32,
