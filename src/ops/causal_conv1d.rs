@@ -57,8 +57,8 @@ const CHUNK: usize = 8;
 
 /// Outputs per invocation of a prefill (batched rows or packed sequences) on `gpu`: 64 on a CPU device, whose per-invocation
 /// work (the channels' taps, the index divisions, filling the window) is paid in per-lane loops
-/// and is then spread over 8× the outputs (lavapipe, 4-channel pass: 64 measured 1.1-1.2× faster
-/// than 32 and 128, 2.6× faster than 8 at L = 256); [`CHUNK`] on a GPU, where more, shorter
+/// and is then spread over 8× the outputs (64 measured fastest of 8, 32, 64 and 128 on lavapipe:
+/// the README); [`CHUNK`] on a GPU, where more, shorter
 /// invocations keep more of the device busy at prefill sizes.
 fn prefill_chunk(gpu: &Gpu) -> usize {
     if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {

@@ -172,7 +172,7 @@ impl StateUpdate {
             (false, _) => 1,
             (true, Some(r)) => r.clamp(1, bt.max(1)),
             // Without A's row in registers (N > 16 or the heads form) a walk saves only dt_bias
-            // and D: no faster at Bt = 8, N = 128, and the heads form 1.6x slower.
+            // and D, which measured no faster, and slower in the heads form (the README).
             (true, None) if nq > 0 => {
                 requests_per_invocation(bt, dim.div_ceil(WG), crate::ops::cpu_threads())
             }
