@@ -236,6 +236,20 @@ fn window(b: u32, d: u32, q: Seq, t: u32) -> vec3<f32> {
     return h;
 }
 
+// The taps of channel d, right-aligned (zeros in front for W < 4).
+fn taps_of(d: u32) -> vec4<f32> {
+    let w = params.width;
+    let base = d * w;
+    var taps = vec4<f32>(0.0, 0.0, weight[base + w - 2u], weight[base + w - 1u]);
+    if (w >= 3u) {
+        taps.y = weight[base + w - 3u];
+    }
+    if (w >= 4u) {
+        taps.x = weight[base];
+    }
+    return taps;
+}
+
 // Outputs t0 .. t0 + CHUNK of (b, d): a sliding window of the previous inputs, filled (from x
 // or the initial state) where the chunk starts and, for packed sequences, refilled wherever a
 // sequence starts, so each input is read once. A batched row is one sequence, so its window is
@@ -257,46 +271,24 @@ fn outputs(i: u32) {
         d = (i / chunks) % dim;
     }
     let b = i / (dim * chunks);
-    let w = params.width;
-    let base = d * w;
-    var taps = vec4<f32>(0.0, 0.0, weight[base + w - 2u], weight[base + w - 1u]);
-    if (w >= 3u) {
-        taps.y = weight[base + w - 3u];
-    }
-    if (w >= 4u) {
-        taps.x = weight[base];
-    }
+    let taps = taps_of(d);
     var b0 = 0.0;
     if (has(HAS_BIAS)) {
         b0 = bias[d];
     }
     let t0 = c * CHUNK;
     let t1 = min(t0 + CHUNK, len);
-    if (PACKED) {
-        outputs_packed(b, d, t0, t1, taps, b0);
+    if (!PACKED) {
+        // Batched: row b is one sequence.
+        let q = sequence(b, 0u);
+        segment(b, d, q, t0, t1, taps, b0, q.ok);
         return;
     }
-    // Batched: q is row b's one sequence and h its inputs before t0.
-    let q = sequence(b, 0u);
-    var h = window(b, d, q, t0); // the inputs at t − 3, t − 2, t − 1 of sequence q
-    for (var t = t0; t < t1; t++) {
-        let xt = x_at(b, d, t);
-        var acc = b0 + dot(taps, vec4<f32>(h, xt));
-        if (has(SILU)) {
-            acc = acc / (1.0 + exp(-acc));
-        }
-        store_y(b, d, t, select(0.0, acc, q.ok));
-        h = vec3<f32>(h.y, h.z, xt);
-    }
-}
-
-// outputs() for packed sequences: the chunk t0 .. t1 is walked segment by segment, a segment
-// being the part of one sequence in the chunk (or one token outside every sequence), so the
-// window is filled once per segment and the inner loop is the taps alone. Each segment has at
-// least one token, so at most CHUNK of them.
-fn outputs_packed(b: u32, d: u32, t0: u32, t1: u32, taps: vec4<f32>, b0: f32) {
+    // Packed: the chunk is walked segment by segment, a segment being the part of one sequence
+    // in the chunk (or one token outside every sequence). Each segment has at least one token,
+    // so at most CHUNK of them.
     var t = t0;
-    for (var segment = 0u; segment < CHUNK && t < t1; segment++) {
+    for (var seg = 0u; seg < CHUNK && t < t1; seg++) {
         let s = sequence_of(t);
         let inside = s < params.seqs;
         let q = sequence(b, min(s, max(params.seqs, 1u) - 1u));
@@ -307,37 +299,30 @@ fn outputs_packed(b: u32, d: u32, t0: u32, t1: u32, taps: vec4<f32>, b0: f32) {
         if (inside) {
             end = clamp(q.end, t + 1u, t1);
         }
-        var h = vec3<f32>(0.0);
-        if (live) {
-            h = window(b, d, q, t);
+        segment(b, d, q, t, end, taps, b0, live);
+        t = end;
+    }
+}
+
+// Outputs t0 .. t1 of (b, d) within sequence q (zeros unless `live`): the window of the inputs
+// before t0 filled once, then the taps alone per output.
+fn segment(b: u32, d: u32, q: Seq, t0: u32, t1: u32, taps: vec4<f32>, b0: f32, live: bool) {
+    var h = vec3<f32>(0.0); // the inputs at t − 3, t − 2, t − 1 of sequence q
+    if (live) {
+        h = window(b, d, q, t0);
+    }
+    for (var t = t0; t < t1; t++) {
+        let xt = x_at(b, d, t);
+        var acc = b0 + dot(taps, vec4<f32>(h, xt));
+        if (has(SILU)) {
+            acc = acc / (1.0 + exp(-acc));
         }
-        for (; t < end; t++) {
-            let xt = x_at(b, d, t);
-            var acc = b0 + dot(taps, vec4<f32>(h, xt));
-            if (has(SILU)) {
-                acc = acc / (1.0 + exp(-acc));
-            }
-            store_y(b, d, t, select(0.0, acc, live));
-            h = vec3<f32>(h.y, h.z, xt);
-        }
+        store_y(b, d, t, select(0.0, acc, live));
+        h = vec3<f32>(h.y, h.z, xt);
     }
 }
 
 #if VEC4
-// The taps of channel d, right-aligned (zeros in front for W < 4).
-fn taps_of(d: u32) -> vec4<f32> {
-    let w = params.width;
-    let base = d * w;
-    var taps = vec4<f32>(0.0, 0.0, weight[base + w - 2u], weight[base + w - 1u]);
-    if (w >= 3u) {
-        taps.y = weight[base + w - 3u];
-    }
-    if (w >= 4u) {
-        taps.x = weight[base];
-    }
-    return taps;
-}
-
 // The inputs at t = −3, −2, −1 of channel d: its initial state's last elements (0 where the
 // state is shorter, or absent).
 fn initial_window(q: Seq, d: u32) -> vec3<f32> {

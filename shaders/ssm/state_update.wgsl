@@ -220,13 +220,7 @@ struct Channel {
 }
 
 fn channel(d: u32) -> Channel {
-    var c: Channel;
-    c.real = d < params.dim;
-    c.h = 0u;
-    c.p = 0u;
-    c.bias = 0.0;
-    c.dcoef = 0.0;
-    c.a_head = 0.0;
+    var c = Channel(d < params.dim, 0u, 0u, 0.0, 0.0, 0.0);
     if (!c.real) {
         return c;
     }
@@ -258,16 +252,7 @@ struct Row {
 
 // Channel c's row of request bi (row = bi·D + d); real iff d < D.
 fn row_info(bi: u32, c: Channel) -> Row {
-    var r: Row;
-    r.real = c.real;
-    r.valid = r.real;
-    r.bi = 0u;
-    r.h = 0u;
-    r.p = 0u;
-    r.slot = 0u;
-    r.xv = 0.0;
-    r.dt = 0.0;
-    r.da = 0.0;
+    var r = Row(c.real, c.real, 0u, 0u, 0u, 0u, 0.0, 0.0, 0.0);
     if (!r.real) {
         return r;
     }
@@ -286,9 +271,8 @@ fn row_info(bi: u32, c: Channel) -> Row {
     }
     let xi = params.x_off + r.bi * params.x_rs + r.h * params.x_hs + r.p;
     r.xv = sget(x[xi / SPW], xi % SPW);
-    let heads = HEADS_FORM;
     var dt: f32;
-    if (heads) {
+    if (HEADS_FORM) {
         let ti = params.dt_off + r.bi * params.dt_rs + r.h;
         dt = sget_bits(adt_word(ti / SPW), ti % SPW);
     } else {
@@ -302,7 +286,7 @@ fn row_info(bi: u32, c: Channel) -> Row {
         dt = clamp(dt, params.dt_lo, params.dt_hi);
     }
     r.dt = dt;
-    if (heads) {
+    if (HEADS_FORM) {
         r.da = exp(dt * c.a_head);
     }
     return r;

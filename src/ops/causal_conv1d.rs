@@ -260,13 +260,12 @@ enum Pass {
     States,
 }
 
-/// The pipeline for x and y of `dtype`, specialised to one pass, to packed (ragged or
-/// one-token) sequences or batched rows, so that neither pays for the other's code, and to
-/// `chunk` outputs per invocation (the defaults, batched outputs of [`CHUNK`] in f32, are the
-/// pipeline built with the op).
+/// The pipeline (from the context's cache) for x and y of `dtype`, specialised to one pass and,
+/// for the outputs, to packed (ragged or one-token) sequences or batched rows, so that neither
+/// pays for the other's code, and to `chunk` outputs per invocation. The states pass reads
+/// neither: one pipeline serves both layouts.
 fn kernel_for(
     gpu: &Gpu,
-    built: &Arc<Kernel>,
     dtype: DType,
     pass: Pass,
     packed: bool,
@@ -276,20 +275,11 @@ fn kernel_for(
         Pass::Quads => Flags::of(&[Flag::Vec4]),
         _ => crate::ops::storage_flags(gpu, "x", dtype)?,
     };
-    let mut constants = Vec::new();
-    if chunk != CHUNK {
-        constants.push(("CHUNK", chunk as f64));
-    }
-    if pass == Pass::States {
-        constants.push(("MODE", 1.0));
-    }
-    if packed {
-        constants.push(("PACKED", 1.0));
-    }
-    if storage == Flags::NONE && constants.is_empty() {
-        return Ok(built.clone());
-    }
-    gpu.kernel(&SHADER.variant(storage, INTERFACE), &constants)
+    let constants: &[(&str, f64)] = match pass {
+        Pass::States => &[("MODE", 1.0)],
+        _ => &[("CHUNK", chunk as f64), ("PACKED", packed as u32 as f64)],
+    };
+    gpu.kernel(&SHADER.variant(storage, INTERFACE), constants)
 }
 
 const HAS_BIAS: u32 = 1;
@@ -356,7 +346,6 @@ fn items_u32(items: usize) -> Result<u32> {
 /// A built causal-convolution op (prefill; the decode step is [`CausalConv1dUpdate`]).
 #[derive(Clone, Debug)]
 pub struct CausalConv1d {
-    kernel: Arc<Kernel>,
     /// Bound as `states` when no states are written: WebGPU refuses one buffer bound twice
     /// where either binding is writable, so y cannot stand in.
     spare_states: Tensor,
@@ -374,23 +363,13 @@ impl CausalConv1d {
         }
     }
 
-    /// Build (or fetch from the cache) the pipeline.
+    /// Build (or fetch from the cache) the f32 outputs pipeline; the others a call needs are
+    /// built on first use.
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        kernel_for(gpu, DType::F32, Pass::Outputs, false, prefill_chunk(gpu))?;
         Ok(Self {
-            kernel: gpu.kernel(&KERNEL, &[])?,
             spare_states: gpu.empty(&[4], DType::F32)?,
         })
-    }
-
-    fn kernel_for(
-        &self,
-        gpu: &Gpu,
-        dtype: DType,
-        pass: Pass,
-        packed: bool,
-        chunk: usize,
-    ) -> Result<Arc<Kernel>> {
-        kernel_for(gpu, &self.kernel, dtype, pass, packed, chunk)
     }
 
     /// Record the prefill: y (Bt, D, L) (any strides that write each element once) and, when
@@ -512,9 +491,9 @@ impl CausalConv1d {
         gpu.grid(out_groups)?;
         gpu.grid(state_groups)?;
         let (dtype, packed) = (inputs.x.dtype(), dims.seqs.is_some());
-        let out_kernel = self.kernel_for(gpu, dtype, out_pass, packed, chunk)?;
+        let out_kernel = kernel_for(gpu, dtype, out_pass, packed, chunk)?;
         let state_kernel = match written {
-            Some(_) => Some(self.kernel_for(gpu, dtype, Pass::States, packed, CHUNK)?),
+            Some(_) => Some(kernel_for(gpu, dtype, Pass::States, packed, chunk)?),
             None => None,
         };
         batch.dispatch(&out_kernel, &uniforms, &bindings(written), out_groups)?;
@@ -556,26 +535,16 @@ impl CausalConv1d {
 /// A built decode-step op: one token per request through the conv-state pool.
 #[derive(Clone, Debug)]
 pub struct CausalConv1dUpdate {
-    kernel: Arc<Kernel>,
+    /// Built by [`CausalConv1dUpdate::new`] only (the pipelines live in the context's cache).
+    _built: (),
 }
 
 impl CausalConv1dUpdate {
-    /// Build (or fetch from the cache) the pipeline.
+    /// Build (or fetch from the cache) the f32 outputs pipeline; the others a call needs are
+    /// built on first use.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        Ok(Self {
-            kernel: gpu.kernel(&KERNEL, &[])?,
-        })
-    }
-
-    fn kernel_for(
-        &self,
-        gpu: &Gpu,
-        dtype: DType,
-        pass: Pass,
-        packed: bool,
-        chunk: usize,
-    ) -> Result<Arc<Kernel>> {
-        kernel_for(gpu, &self.kernel, dtype, pass, packed, chunk)
+        kernel_for(gpu, DType::F32, Pass::Outputs, true, CHUNK)?;
+        Ok(Self { _built: () })
     }
 
     /// Record one step: y (Bt, D) written, `inputs.conv_state` updated in place. Everything is
@@ -591,8 +560,8 @@ impl CausalConv1dUpdate {
         y.expect("y", "(Bt, D) like x", &[bt, dim], inputs.x.dtype())?;
         // One-token sequences: the packed pipelines.
         let gpu = batch.gpu();
-        let out_kernel = self.kernel_for(gpu, inputs.x.dtype(), Pass::Outputs, true, CHUNK)?;
-        let state_kernel = self.kernel_for(gpu, inputs.x.dtype(), Pass::States, true, CHUNK)?;
+        let out_kernel = kernel_for(gpu, inputs.x.dtype(), Pass::Outputs, true, CHUNK)?;
+        let state_kernel = kernel_for(gpu, inputs.x.dtype(), Pass::States, true, CHUNK)?;
         let reads = [
             ("x", Some(inputs.x.tensor())),
             ("weight", Some(inputs.weight)),

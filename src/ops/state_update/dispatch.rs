@@ -168,16 +168,7 @@ impl StateUpdate {
         } else {
             0
         };
-        let reqs = match (shared, self.requests) {
-            (false, _) => 1,
-            (true, Some(r)) => r.clamp(1, bt.max(1)),
-            // Without A's row in registers (N > 16 or the heads form) a walk saves only dt_bias
-            // and D, which measured no faster, and slower in the heads form (the README).
-            (true, None) if nq > 0 => {
-                requests_per_invocation(bt, dim.div_ceil(WG), crate::ops::cpu_threads())
-            }
-            (true, None) => 1,
-        };
+        let reqs = self.walk(gpu, bt, dim, n, s.state.dtype(), heads_form);
         let mut constants = Vec::new();
         if nq > 0 {
             constants.push(("NQ", nq as f64));

@@ -172,12 +172,28 @@ impl StateUpdate {
         n: usize,
         state_dtype: DType,
     ) -> usize {
+        self.walk(gpu, bt, dim, n, state_dtype, false)
+    }
+
+    /// [`StateUpdate::requests_per_invocation`] for either form (the heads form walks one
+    /// unless told otherwise): the one place the dispatch and the public query decide it.
+    fn walk(
+        &self,
+        gpu: &Gpu,
+        bt: usize,
+        dim: usize,
+        n: usize,
+        state_dtype: DType,
+        heads_form: bool,
+    ) -> usize {
         if !(state_dtype == DType::F32 && n % 4 == 0 && crate::ops::shares_loads_by_subgroup(gpu)) {
             return 1;
         }
         match self.requests {
             Some(r) => r.clamp(1, bt.max(1)),
-            None if n <= 16 => {
+            // Without A's row in registers (N > 16 or the heads form) a walk saves only dt_bias
+            // and D, which measured no faster, and slower in the heads form (the README).
+            None if n <= 16 && !heads_form => {
                 dispatch::requests_per_invocation(bt, dim.div_ceil(WG), crate::ops::cpu_threads())
             }
             None => 1,
