@@ -165,6 +165,8 @@ pub const ALL: &[Variant] = &[
     ssd_scan::STATE_VEC4,
     ssd_scan::PASSING_VEC4,
     ssd_scan::SCAN_VEC4,
+    ssd_scan::STATE_VEC4_SHARED,
+    ssd_scan::SCAN_VEC4_SHARED,
     moe::ROUTE,
     moe::PLAN,
     moe::EXPERT,

@@ -109,6 +109,10 @@ fn gpu_matches_reference_batched() {
             (1, 20, 2, 8, 2, 256, ALL, 16, None),
             // Multiples of 4 that are not of 8 (the vec4 register tiles' clamped halves).
             (1, 37, 3, 12, 1, 20, ALL, 16, None),
+            // P and N multiples of 64: on CPU devices with subgroups, stages 3 and 5 share
+            // their row loads across a subgroup (ragged chunks, two sequences, groups).
+            (2, 77, 3, 64, 1, 128, MAMBA2, 32, None),
+            (1, 45, 4, 64, 2, 64, ALL, 16, None),
         ];
         for (bt, l, h, p, g, n, o, q, limit) in cases {
             let mut pr = Problem::random(&mut rng, dims(bt, l, h, p, g, n), o);

@@ -25,6 +25,13 @@
 // CB, 8 of x and 256 FMAs; the two diagonal steps s ∈ r .. r + 7 keep one exp per (t, s) pair,
 // masked by s ≤ t.
 // Bounds on lavapipe: the 16–18 vec4 loads per step (each a loop over the SIMD lanes).
+// Flag SUBGROUP (with VEC4; CPU devices with subgroups of at least 8, P a multiple of 64, WG =
+// 8): a workgroup is one subgroup whose 8 lanes hold the 8 column blocks of one row block, so
+// the row side of both sums (C rows, CB rows, the decay's cum and dt) is the same for every
+// lane: lane l loads row r + l's quad (and lanes 0 and 1 cum's and dt's) and the others take
+// it by subgroupBroadcast with a constant lane (a register extract on a CPU). A step then loads
+// 9 (Y_off) or 10 (Y_diag) vec4 instead of 16 or 18. A GPU would gain nothing (loads of one
+// address by a subgroup are one transaction there), so only CPU devices compose it.
 //
 // Otherwise (staged tiles): one workgroup per (window chunk, head, 32-row tile of the chunk,
 // 32-column tile of P) (ssd_tile.wgsl: 8 × 8 invocations, 4 × 4 outputs each), linear
@@ -84,6 +91,9 @@ fn pair(cbv: vec4<f32>, cum_t: f32, t: u32, cum_s: vec4<f32>, dts: vec4<f32>, sv
 
 @compute @workgroup_size(WG)
 fn main(
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -119,6 +129,11 @@ fn main(
     let rb4 = min(vec4<u32>(r + 4u) + step, vec4<u32>(len - 1u));
     let ta = ra + vec4<u32>(t0);
     let tb = rb4 + vec4<u32>(t0);
+#if SUBGROUP
+    // This lane's row of the block (r + lane, clamped like ra and rb4): the one whose C and CB
+    // quads it loads for the whole subgroup.
+    let my_row = min(r + lane, len - 1u);
+#endif
 
     // Y_off: C rows times the entering state (rows p of S_in are contiguous along n).
     let nq = nn / 4u;
@@ -136,6 +151,17 @@ fn main(
         let st5 = states[s1 + nq + k];
         let st6 = states[s1 + 2u * nq + k];
         let st7 = states[s1 + 3u * nq + k];
+#if SUBGROUP
+        let cm = cmat[c_index(t0 + my_row, g, n) / 4u];
+        rank4t(&acc0,
+               subgroupBroadcast(cm, 0u), subgroupBroadcast(cm, 1u),
+               subgroupBroadcast(cm, 2u), subgroupBroadcast(cm, 3u),
+               st0, st1, st2, st3, st4, st5, st6, st7);
+        rank4t(&acc1,
+               subgroupBroadcast(cm, 4u), subgroupBroadcast(cm, 5u),
+               subgroupBroadcast(cm, 6u), subgroupBroadcast(cm, 7u),
+               st0, st1, st2, st3, st4, st5, st6, st7);
+#else
         rank4t(&acc0,
                cmat[c_index(ta.x, g, n) / 4u], cmat[c_index(ta.y, g, n) / 4u],
                cmat[c_index(ta.z, g, n) / 4u], cmat[c_index(ta.w, g, n) / 4u],
@@ -144,6 +170,7 @@ fn main(
                cmat[c_index(tb.x, g, n) / 4u], cmat[c_index(tb.y, g, n) / 4u],
                cmat[c_index(tb.z, g, n) / 4u], cmat[c_index(tb.w, g, n) / 4u],
                st0, st1, st2, st3, st4, st5, st6, st7);
+#endif
     }
     // cum of the block's rows (padded past the chunk's length) and of its reference row r.
     let cum_a = dtcum[cum4 + 2u * rb];
@@ -163,6 +190,22 @@ fn main(
     let c5 = (cb_base + rb4.y) * q4;
     let c6 = (cb_base + rb4.z) * q4;
     let c7 = (cb_base + rb4.w) * q4;
+#if SUBGROUP
+    let c_my = (cb_base + my_row) * q4;
+    // Lane 1 loads dt's quad, every other lane cum's: one load for both.
+    let dq4 = select(cum4, dt4, lane == 1u);
+    for (var k = 0u; k < 2u * rb; k++) {
+        let dq = dtcum[dq4 + k];
+        let f = exp(vec4<f32>(cum_r) - subgroupBroadcast(dq, 0u)) * subgroupBroadcast(dq, 1u);
+        let cm = cb[c_my + k];
+        x_step(&acc0, &acc1,
+               subgroupBroadcast(cm, 0u) * f, subgroupBroadcast(cm, 1u) * f,
+               subgroupBroadcast(cm, 2u) * f, subgroupBroadcast(cm, 3u) * f,
+               subgroupBroadcast(cm, 4u) * f, subgroupBroadcast(cm, 5u) * f,
+               subgroupBroadcast(cm, 6u) * f, subgroupBroadcast(cm, 7u) * f,
+               vec4<u32>(t0 + 4u * k) + step, h, p, p1);
+    }
+#else
     for (var k = 0u; k < 2u * rb; k++) {
         let f = exp(vec4<f32>(cum_r) - dtcum[cum4 + k]) * dtcum[dt4 + k];
         x_step(&acc0, &acc1,
@@ -170,15 +213,32 @@ fn main(
                cb[c4 + k] * f, cb[c5 + k] * f, cb[c6 + k] * f, cb[c7 + k] * f,
                vec4<u32>(t0 + 4u * k) + step, h, p, p1);
     }
+#endif
     acc0 = blk_scale(acc0, exp(cum_a - vec4<f32>(cum_r)));
     acc1 = blk_scale(acc1, exp(cum_b - vec4<f32>(cum_r)));
 
     // The two steps on the diagonal (s = r .. r + 7): one decay per (t, s) pair.
     let last = t0 + len - 1u;
     for (var k = 2u * rb; k < 2u * rb + 2u; k++) {
+        let sv = vec4<u32>(4u * k) + step;
+#if SUBGROUP
+        let dq = dtcum[dq4 + k];
+        let cum_s = subgroupBroadcast(dq, 0u);
+        let dts = subgroupBroadcast(dq, 1u);
+        let cm = cb[c_my + k];
+        x_step(&acc0, &acc1,
+               pair(subgroupBroadcast(cm, 0u), cum_a.x, r, cum_s, dts, sv, len),
+               pair(subgroupBroadcast(cm, 1u), cum_a.y, r + 1u, cum_s, dts, sv, len),
+               pair(subgroupBroadcast(cm, 2u), cum_a.z, r + 2u, cum_s, dts, sv, len),
+               pair(subgroupBroadcast(cm, 3u), cum_a.w, r + 3u, cum_s, dts, sv, len),
+               pair(subgroupBroadcast(cm, 4u), cum_b.x, r + 4u, cum_s, dts, sv, len),
+               pair(subgroupBroadcast(cm, 5u), cum_b.y, r + 5u, cum_s, dts, sv, len),
+               pair(subgroupBroadcast(cm, 6u), cum_b.z, r + 6u, cum_s, dts, sv, len),
+               pair(subgroupBroadcast(cm, 7u), cum_b.w, r + 7u, cum_s, dts, sv, len),
+               min(vec4<u32>(t0) + sv, vec4<u32>(last)), h, p, p1);
+#else
         let cum_s = dtcum[cum4 + k];
         let dts = dtcum[dt4 + k];
-        let sv = vec4<u32>(4u * k) + step;
         x_step(&acc0, &acc1,
                pair(cb[c0 + k], cum_a.x, r, cum_s, dts, sv, len),
                pair(cb[c1 + k], cum_a.y, r + 1u, cum_s, dts, sv, len),
@@ -189,6 +249,7 @@ fn main(
                pair(cb[c6 + k], cum_b.z, r + 6u, cum_s, dts, sv, len),
                pair(cb[c7 + k], cum_b.w, r + 7u, cum_s, dts, sv, len),
                min(vec4<u32>(t0) + sv, vec4<u32>(last)), h, p, p1);
+#endif
     }
 
     // D, the gate, and the stores.

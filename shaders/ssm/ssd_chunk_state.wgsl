@@ -16,6 +16,12 @@
 // last partial step needs no mask: its tokens are clamped into the chunk and weigh 0.
 // Bounds on lavapipe: the 4 vec4 loads per token (each a loop over the SIMD lanes) next to
 // 64 FMAs.
+// Flag SUBGROUP (with VEC4; CPU devices with subgroups of at least 8, N a multiple of 64, WG =
+// 8): a workgroup is one subgroup whose 8 lanes hold the 8 column blocks of one row block of P,
+// so a step's 8 x quads (4 tokens × rows p and p1) and its cum and dt quads are the same for
+// every lane: lane l loads x quad l (and lanes 0 and 1 cum's and dt's) and the others take them
+// by subgroupBroadcast with a constant lane. A step of 4 tokens then loads 10 vec4 instead of
+// 18. GPUs never get it (a subgroup's loads of one address are one transaction there).
 //
 // Otherwise (staged tiles): one workgroup per (window chunk, head, 32-row tile of P, 32-column
 // tile of N) (ssd_tile.wgsl), linear workgroup index over a 2-D grid; the chunk's steps walked
@@ -44,8 +50,22 @@ fn token(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, tok: u32, h: u32, p
     rank1(acc1, x[x_index(tok, h, p1) / 4u] * w, b0, b1);
 }
 
+#if SUBGROUP
+// token() with the x rows given (xa: rows p .. p + 3, xb: rows p1 .., both scaled).
+fn token_of(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, tok: u32, g: u32, n: u32,
+            n1: u32, xa: vec4<f32>, xb: vec4<f32>) {
+    let b0 = bmat[b_index(tok, g, n) / 4u];
+    let b1 = bmat[b_index(tok, g, n1) / 4u];
+    rank1(acc0, xa, b0, b1);
+    rank1(acc1, xb, b0, b1);
+}
+#endif
+
 @compute @workgroup_size(WG)
 fn main(
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -76,6 +96,26 @@ fn main(
     var acc0 = blk_zero();
     var acc1 = blk_zero();
     let last = t0 + len - 1u;
+#if SUBGROUP
+    // Lane 1 loads dt's quad, every other lane cum's; lane l loads x of token s0 + l / 2 at
+    // rows p (even l) or p1 (odd l): the step's 8 x quads, one per lane.
+    let dq4 = select(cum4, dt4, lane == 1u);
+    let x_row = select(p, p1, (lane & 1u) == 1u);
+    for (var s0 = 0u; s0 < len; s0 += 4u) {
+        let dq = dtcum[dq4 + s0 / 4u];
+        let w = exp(vec4<f32>(cum_last) - subgroupBroadcast(dq, 0u)) * subgroupBroadcast(dq, 1u);
+        let tok = t0 + s0;
+        let xl = x[x_index(min(tok + lane / 2u, last), h, x_row) / 4u];
+        token_of(&acc0, &acc1, tok, g, n, n1,
+                 subgroupBroadcast(xl, 0u) * w.x, subgroupBroadcast(xl, 1u) * w.x);
+        token_of(&acc0, &acc1, min(tok + 1u, last), g, n, n1,
+                 subgroupBroadcast(xl, 2u) * w.y, subgroupBroadcast(xl, 3u) * w.y);
+        token_of(&acc0, &acc1, min(tok + 2u, last), g, n, n1,
+                 subgroupBroadcast(xl, 4u) * w.z, subgroupBroadcast(xl, 5u) * w.z);
+        token_of(&acc0, &acc1, min(tok + 3u, last), g, n, n1,
+                 subgroupBroadcast(xl, 6u) * w.w, subgroupBroadcast(xl, 7u) * w.w);
+    }
+#else
     for (var s0 = 0u; s0 < len; s0 += 4u) {
         let w = exp(vec4<f32>(cum_last) - dtcum[cum4 + s0 / 4u]) * dtcum[dt4 + s0 / 4u];
         let tok = t0 + s0;
@@ -84,6 +124,7 @@ fn main(
         token(&acc0, &acc1, min(tok + 2u, last), h, p, p1, g, n, n1, w.z);
         token(&acc0, &acc1, min(tok + 3u, last), h, p, p1, g, n, n1, w.w);
     }
+#endif
     let nq = nn / 4u;
     let row = (c * params.heads + h) * pd;
     for (var i = 0u; i < 4u; i++) {

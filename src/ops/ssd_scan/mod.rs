@@ -174,6 +174,16 @@ pub const PASSING_VEC4: Variant = PASSING_SHADER.variant(VEC4_FLAGS, PASSING_INT
 /// Stage 5 as register tiles with vec4 loads.
 pub const SCAN_VEC4: Variant = SCAN_SHADER.variant(VEC4_FLAGS, SCAN_INTERFACE);
 
+const SHARED_FLAGS: Flags = Flags::of(&[Flag::Vec4, Flag::Subgroup]);
+/// [`STATE_VEC4`] whose 8 lanes (one workgroup) share their x loads by subgroup broadcast: CPU
+/// devices with subgroups of at least 8, N a multiple of 64 (the lanes' 8 column blocks of N
+/// then lie in one row block of P).
+pub const STATE_VEC4_SHARED: Variant = STATE_SHADER.variant(SHARED_FLAGS, STATE_INTERFACE);
+/// [`SCAN_VEC4`] whose 8 lanes share their C, CB and decay loads by subgroup broadcast: CPU
+/// devices with subgroups of at least 8, P a multiple of 64 (the lanes' 8 column blocks of P
+/// then lie in one row block of the chunk).
+pub const SCAN_VEC4_SHARED: Variant = SCAN_SHADER.variant(SHARED_FLAGS, SCAN_INTERFACE);
+
 const HAS_D: u32 = 1;
 const D_PER_P: u32 = 2;
 const HAS_Z: u32 = 4;
@@ -190,6 +200,10 @@ const PASSING_WG: usize = 256;
 /// Invocations per workgroup of the register-tile stages (2, 3 and 5 with `VEC4`), each owning
 /// a 4 × 8 (stage 2) or 8 × 8 (stages 3 and 5) block (`shaders/ssm/ssd_tile.wgsl`).
 const REG_WG: usize = 64;
+/// Invocations per workgroup of the subgroup-sharing stages: one subgroup of 8 lanes, whose 8
+/// column blocks (N or P a multiple of 64) share one row block, so the row side's loads are
+/// the same for every lane and one lane loads each.
+const SHARED_WG: usize = 8;
 
 /// Packed (token-major, ragged) inputs of [`SsdScan::record_packed`], f32; every activation a
 /// strided [`View`] so that x, B, C, z and dt are read straight out of the projections and the
@@ -277,12 +291,23 @@ struct Stages {
     scan: Arc<Kernel>,
 }
 
+/// The subgroup-sharing forms of stages 3 and 5.
+#[derive(Clone, Debug)]
+struct Shared {
+    state: Arc<Kernel>,
+    scan: Arc<Kernel>,
+}
+
 /// A built SSD scan: the pipelines and the op-owned scratch buffers.
 #[derive(Clone, Debug)]
 pub struct SsdScan {
     cumsum: Arc<Kernel>,
     /// Staged tiles; the only form for unaligned layouts.
     staged: Stages,
+    /// Stages 3 and 5 as register tiles whose lanes share loads by subgroup broadcast, one
+    /// subgroup of [`SHARED_WG`] lanes per workgroup (CPU devices with subgroups of at least 8;
+    /// `None` elsewhere), for N (stage 3) or P (stage 5) a multiple of 64.
+    shared: Option<Shared>,
     /// Register tiles for aligned layouts on CPU devices (`None` elsewhere).
     register: Option<Stages>,
     /// Stage 4 on scalars, and on vec4s for N a multiple of 4 (on any device).
@@ -308,7 +333,17 @@ impl SsdScan {
         } else {
             None
         };
+        let shared = if register.is_some() && crate::ops::shares_loads_by_subgroup(gpu) {
+            let wg = [("WG", SHARED_WG as f64)];
+            Some(Shared {
+                state: gpu.kernel(&STATE_VEC4_SHARED, &wg)?,
+                scan: gpu.kernel(&SCAN_VEC4_SHARED, &wg)?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
+            shared,
             cumsum: gpu.kernel(&CUMSUM, &[("WG", CUMSUM_WG as f64)])?,
             staged: Stages {
                 cb: gpu.kernel(&CB, &[])?,

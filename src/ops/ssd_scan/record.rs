@@ -164,32 +164,40 @@ impl SsdScan {
             .into_iter()
             .flatten()
             .all(vec4_view);
-        let (stages, grid) = match &self.register {
-            Some(reg) if aligned => (
-                reg,
-                [
-                    g * (q / 4) * (q / 8),
-                    h * p.div_ceil(8) * n.div_ceil(8),
-                    h * (q / 8) * p.div_ceil(8),
-                ]
-                .map(|inv| (inv, REG_WG)),
-            ),
-            _ => (
-                &self.staged,
-                [
-                    g * q.div_ceil(TILE).pow(2),
-                    h * p.div_ceil(TILE) * n.div_ceil(TILE),
-                    h * q.div_ceil(TILE) * p.div_ceil(TILE),
-                ]
-                .map(|wgs| (wgs, 1)),
-            ),
+        // Stages 2, 3 and 5 with their grids (invocations and invocations per workgroup).
+        let (cb_stage, state_stage, scan_stage) = match &self.register {
+            Some(reg) if aligned => {
+                let shared = self.shared.as_ref();
+                let state_inv = h * p.div_ceil(8) * n.div_ceil(8);
+                let scan_inv = h * (q / 8) * p.div_ceil(8);
+                (
+                    (&reg.cb, (g * (q / 4) * (q / 8), REG_WG)),
+                    match shared {
+                        Some(sh) if n % 64 == 0 => (&sh.state, (state_inv, SHARED_WG)),
+                        _ => (&reg.state, (state_inv, REG_WG)),
+                    },
+                    match shared {
+                        Some(sh) if p % 64 == 0 => (&sh.scan, (scan_inv, SHARED_WG)),
+                        _ => (&reg.scan, (scan_inv, REG_WG)),
+                    },
+                )
+            }
+            _ => {
+                let st = &self.staged;
+                (
+                    (&st.cb, (g * q.div_ceil(TILE).pow(2), 1)),
+                    (&st.state, (h * p.div_ceil(TILE) * n.div_ceil(TILE), 1)),
+                    (&st.scan, (h * q.div_ceil(TILE) * p.div_ceil(TILE), 1)),
+                )
+            }
         };
         let (passing, per) = if n % 4 == 0 {
             (&self.passing_vec4, 4)
         } else {
             (&self.passing, 1)
         };
-        let [cb_grid, state_grid, scan_grid] = grid;
+        let ((cb_kernel, cb_grid), (state_kernel, state_grid), (scan_kernel, scan_grid)) =
+            (cb_stage, state_stage, scan_stage);
         for w in &plan.windows {
             // Each view bound over the window's tokens, its offset rebased to the binding and
             // to the window's first token.
@@ -262,13 +270,13 @@ impl SsdScan {
                 groups((w.nk * h).div_ceil(CUMSUM_WG))?,
             )?;
             batch.dispatch(
-                &stages.cb,
+                cb_kernel,
                 &u,
                 &[table_b.clone(), b_b.clone(), c_b.clone(), cb_b.clone()],
                 groups((w.nk * cb_grid.0).div_ceil(cb_grid.1))?,
             )?;
             batch.dispatch(
-                &stages.state,
+                state_kernel,
                 &u,
                 &[
                     table_b.clone(),
@@ -291,7 +299,7 @@ impl SsdScan {
                 groups((w.nseg * h * p * n / per).div_ceil(PASSING_WG))?,
             )?;
             batch.dispatch(
-                &stages.scan,
+                scan_kernel,
                 &u,
                 &[
                     table_b.clone(),
