@@ -25,12 +25,15 @@ pub async fn check_cases(gpu: &Arc<Gpu>, rng: &mut Rng) -> Result<Vec<CheckOutco
     Ok(out)
 }
 
-/// Benchmark cases: copies of 4 MiB (quick) up to 64 MiB; the CPU side is a host memcpy.
+/// Benchmark cases: copies of 4 MiB (quick) up to 64 MiB, and (full) one of 216 KiB, which
+/// moves the bytes of a one-token decode step at Mamba-1 sizes (state_update Bt = 1, D = 2048,
+/// N = 16): the copy's own fraction of the roofline at a size where a dispatch's fixed cost
+/// counts. The CPU side is a host memcpy.
 pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
     let sizes: &[usize] = if quick {
         &[1 << 20]
     } else {
-        &[1 << 20, 1 << 24]
+        &[216 << 8, 1 << 20, 1 << 24]
     };
     let mut rng = Rng::new(0xC0B1);
     let mut cases = Vec::new();
@@ -44,7 +47,11 @@ pub fn bench_cases(gpu: &Arc<Gpu>, quick: bool) -> Result<Vec<BenchCase>> {
         cases.push(BenchCase {
             tokens: None,
             kernel: "stream_copy",
-            size: format!("{} MiB", (n * 4) >> 20),
+            size: if n * 4 >= 1 << 20 {
+                format!("{} MiB", (n * 4) >> 20)
+            } else {
+                format!("{} KiB", (n * 4) >> 10)
+            },
             cost: StreamCopy::cost(n),
             gpu: Box::new(move || {
                 let mut batch = g.batch();
