@@ -113,6 +113,8 @@ fn gpu_matches_reference_batched() {
             // their row loads across a subgroup (ragged chunks, two sequences, groups).
             (2, 77, 3, 64, 1, 128, MAMBA2, 32, None),
             (1, 45, 4, 64, 2, 64, ALL, 16, None),
+            // N a multiple of 64 with P not one of 16 (stage 3's 16-row blocks cut short).
+            (1, 30, 2, 20, 1, 64, ALL, 16, None),
         ];
         for (bt, l, h, p, g, n, o, q, limit) in cases {
             let mut pr = Problem::random(&mut rng, dims(bt, l, h, p, g, n), o);

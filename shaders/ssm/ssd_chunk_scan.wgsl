@@ -26,12 +26,13 @@
 // masked by s ≤ t.
 // Bounds on lavapipe: the 16–18 vec4 loads per step (each a loop over the SIMD lanes).
 // Flag SUBGROUP (with VEC4; CPU devices with subgroups of at least 8, P a multiple of 64, WG =
-// 8): a workgroup is one subgroup whose 8 lanes hold the 8 column blocks of one row block, so
-// the row side of both sums (C rows, CB rows, the decay's cum and dt) is the same for every
-// lane: lane l loads row r + l's quad (and lanes 0 and 1 cum's and dt's) and the others take
-// it by subgroupBroadcast with a constant lane (a register extract on a CPU). A step then loads
-// 9 (Y_off) or 10 (Y_diag) vec4 instead of 16 or 18. A GPU would gain nothing (loads of one
-// address by a subgroup are one transaction there), so only CPU devices compose it.
+// 8, ROWS = 16): a workgroup is one subgroup whose 8 lanes hold the 8 column blocks of one row
+// block, so the row side of both sums (C rows, CB rows, the decay's cum and dt) is the same for
+// every lane: lane l loads the quads of rows r + l and r + 8 + l (and lanes 0 and 1 cum's and
+// dt's) and the others take them by subgroupBroadcast with a constant lane (a register extract
+// on a CPU). With 16 rows (four blocks) per invocation a step does 512 FMAs for 10 (Y_off) or
+// 11 (Y_diag) vec4 loads, against 256 for 16 or 18 without. A GPU would gain nothing (loads of
+// one address by a subgroup are one transaction there), so only CPU devices compose it.
 //
 // Otherwise (staged tiles): one workgroup per (window chunk, head, 32-row tile of the chunk,
 // 32-column tile of P) (ssd_tile.wgsl: 8 × 8 invocations, 4 × 4 outputs each), linear
@@ -46,6 +47,10 @@
 
 #if VEC4
 override WG: u32 = 64u;
+// Rows of the chunk per invocation: 8 (two 4 × 8 blocks), or 16 (four) under SUBGROUP, where
+// the rows' loads are shared by the subgroup and more rows spread each lane's x and state
+// loads over more FMAs.
+override ROWS: u32 = 8u;
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;        // (T, H, P) view
 @group(0) @binding(3) var<storage, read> cmat: array<vec4<f32>>;     // (T, G, N) view
@@ -55,29 +60,39 @@ override WG: u32 = 64u;
 @group(0) @binding(7) var<storage, read> states: array<vec4<f32>>;   // (K, H, P, N)
 @group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>; // (T, H, P) view
 
-// One step of 4 tokens (tok) of Y_diag for both 4-row halves of the block: the left factor's
-// values for rows 0..3 as a0..a3 and rows 4..7 as a4..a7 (each a vec4 over the 4 tokens),
-// times x[tok_j, h, p .. p + 8] (p1: the second vec4's column, clamped into P).
-fn x_step(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>,
-          a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
-          a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
-          tok: vec4<u32>, h: u32, p: u32, p1: u32) {
-    var xa = x[x_index(tok.x, h, p) / 4u];
-    var xb = x[x_index(tok.x, h, p1) / 4u];
-    rank1(acc0, vec4<f32>(a0.x, a1.x, a2.x, a3.x), xa, xb);
-    rank1(acc1, vec4<f32>(a4.x, a5.x, a6.x, a7.x), xa, xb);
-    xa = x[x_index(tok.y, h, p) / 4u];
-    xb = x[x_index(tok.y, h, p1) / 4u];
-    rank1(acc0, vec4<f32>(a0.y, a1.y, a2.y, a3.y), xa, xb);
-    rank1(acc1, vec4<f32>(a4.y, a5.y, a6.y, a7.y), xa, xb);
-    xa = x[x_index(tok.z, h, p) / 4u];
-    xb = x[x_index(tok.z, h, p1) / 4u];
-    rank1(acc0, vec4<f32>(a0.z, a1.z, a2.z, a3.z), xa, xb);
-    rank1(acc1, vec4<f32>(a4.z, a5.z, a6.z, a7.z), xa, xb);
-    xa = x[x_index(tok.w, h, p) / 4u];
-    xb = x[x_index(tok.w, h, p1) / 4u];
-    rank1(acc0, vec4<f32>(a0.w, a1.w, a2.w, a3.w), xa, xb);
-    rank1(acc1, vec4<f32>(a4.w, a5.w, a6.w, a7.w), xa, xb);
+// x[tok_j, h, p .. p + 8] for the 4 tokens of a step (p1: the second vec4's column, clamped
+// into P): the right factor of one step of Y_diag, loaded once for every row of the block.
+struct XQuads {
+    a0: vec4<f32>,
+    b0: vec4<f32>,
+    a1: vec4<f32>,
+    b1: vec4<f32>,
+    a2: vec4<f32>,
+    b2: vec4<f32>,
+    a3: vec4<f32>,
+    b3: vec4<f32>,
+}
+
+fn x_load(tok: vec4<u32>, h: u32, p: u32, p1: u32) -> XQuads {
+    return XQuads(x[x_index(tok.x, h, p) / 4u], x[x_index(tok.x, h, p1) / 4u],
+                  x[x_index(tok.y, h, p) / 4u], x[x_index(tok.y, h, p1) / 4u],
+                  x[x_index(tok.z, h, p) / 4u], x[x_index(tok.z, h, p1) / 4u],
+                  x[x_index(tok.w, h, p) / 4u], x[x_index(tok.w, h, p1) / 4u]);
+}
+
+// One step of Y_diag for 8 rows (two 4-row blocks): the left factor's values for rows 0..3 as
+// a0..a3 and rows 4..7 as a4..a7 (each a vec4 over the step's 4 tokens), times the step's x.
+fn x_apply(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>,
+           a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+           a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>, xq: XQuads) {
+    rank1(acc0, vec4<f32>(a0.x, a1.x, a2.x, a3.x), xq.a0, xq.b0);
+    rank1(acc1, vec4<f32>(a4.x, a5.x, a6.x, a7.x), xq.a0, xq.b0);
+    rank1(acc0, vec4<f32>(a0.y, a1.y, a2.y, a3.y), xq.a1, xq.b1);
+    rank1(acc1, vec4<f32>(a4.y, a5.y, a6.y, a7.y), xq.a1, xq.b1);
+    rank1(acc0, vec4<f32>(a0.z, a1.z, a2.z, a3.z), xq.a2, xq.b2);
+    rank1(acc1, vec4<f32>(a4.z, a5.z, a6.z, a7.z), xq.a2, xq.b2);
+    rank1(acc0, vec4<f32>(a0.w, a1.w, a2.w, a3.w), xq.a3, xq.b3);
+    rank1(acc1, vec4<f32>(a4.w, a5.w, a6.w, a7.w), xq.a3, xq.b3);
 }
 
 // CB row t against tokens sv of a step on the diagonal: CB·exp(cum_t − cum_s)·dt_s where
@@ -88,6 +103,49 @@ fn pair(cbv: vec4<f32>, cum_t: f32, t: u32, cum_s: vec4<f32>, dts: vec4<f32>, sv
     let zero = vec4<f32>(0.0);
     return select(zero, cbv * exp(select(zero, vec4<f32>(cum_t) - cum_s, live)) * dts, live);
 }
+
+#if SUBGROUP
+// Y_diag's left factor for 8 rows from one CB quad per lane (lane i: row i's), each value
+// times f (the decay and dt of the step's tokens, below the diagonal).
+fn x_apply_shared(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, cm: vec4<f32>,
+                  f: vec4<f32>, xq: XQuads) {
+    x_apply(acc0, acc1,
+            subgroupBroadcast(cm, 0u) * f, subgroupBroadcast(cm, 1u) * f,
+            subgroupBroadcast(cm, 2u) * f, subgroupBroadcast(cm, 3u) * f,
+            subgroupBroadcast(cm, 4u) * f, subgroupBroadcast(cm, 5u) * f,
+            subgroupBroadcast(cm, 6u) * f, subgroupBroadcast(cm, 7u) * f, xq);
+}
+
+// The same on the diagonal: row i's CB quad masked and decayed per (t, s) pair (rows r0 + i,
+// their cum in ca (rows 0..3) and cb4 (rows 4..7)).
+fn x_apply_diag(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, cm: vec4<f32>, r0: u32,
+                ca: vec4<f32>, cb4: vec4<f32>, cum_s: vec4<f32>, dts: vec4<f32>, sv: vec4<u32>,
+                len: u32, xq: XQuads) {
+    x_apply(acc0, acc1,
+            pair(subgroupBroadcast(cm, 0u), ca.x, r0, cum_s, dts, sv, len),
+            pair(subgroupBroadcast(cm, 1u), ca.y, r0 + 1u, cum_s, dts, sv, len),
+            pair(subgroupBroadcast(cm, 2u), ca.z, r0 + 2u, cum_s, dts, sv, len),
+            pair(subgroupBroadcast(cm, 3u), ca.w, r0 + 3u, cum_s, dts, sv, len),
+            pair(subgroupBroadcast(cm, 4u), cb4.x, r0 + 4u, cum_s, dts, sv, len),
+            pair(subgroupBroadcast(cm, 5u), cb4.y, r0 + 5u, cum_s, dts, sv, len),
+            pair(subgroupBroadcast(cm, 6u), cb4.z, r0 + 6u, cum_s, dts, sv, len),
+            pair(subgroupBroadcast(cm, 7u), cb4.w, r0 + 7u, cum_s, dts, sv, len), xq);
+}
+
+// Y_off's step for 8 rows from one C quad per lane (lane i: row i's) and the 8 state quads.
+fn c_apply_shared(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, cm: vec4<f32>,
+                  st0: vec4<f32>, st1: vec4<f32>, st2: vec4<f32>, st3: vec4<f32>,
+                  st4: vec4<f32>, st5: vec4<f32>, st6: vec4<f32>, st7: vec4<f32>) {
+    rank4t(acc0,
+           subgroupBroadcast(cm, 0u), subgroupBroadcast(cm, 1u),
+           subgroupBroadcast(cm, 2u), subgroupBroadcast(cm, 3u),
+           st0, st1, st2, st3, st4, st5, st6, st7);
+    rank4t(acc1,
+           subgroupBroadcast(cm, 4u), subgroupBroadcast(cm, 5u),
+           subgroupBroadcast(cm, 6u), subgroupBroadcast(cm, 7u),
+           st0, st1, st2, st3, st4, st5, st6, st7);
+}
+#endif
 
 @compute @workgroup_size(WG)
 fn main(
@@ -101,7 +159,7 @@ fn main(
     let q = params.q;
     let pd = params.head_dim;
     let nn = params.n;
-    let rb_count = q / 8u;
+    let rb_count = q / ROWS;
     let pb_count = (pd + 7u) / 8u;
     let e = (wg.x + wg.y * groups.x) * WG + lid;
     if (e >= params.nk * params.heads * rb_count * pb_count) {
@@ -112,7 +170,7 @@ fn main(
     let h = (e / (pb_count * rb_count)) % params.heads;
     let c = e / (pb_count * rb_count * params.heads);
     let len = chunk_len(c);
-    let r = 8u * rb;
+    let r = ROWS * rb;
     if (r >= len) {
         return;
     }
@@ -123,16 +181,20 @@ fn main(
     let q4 = q / 4u;
     let dt4 = dtcum_base(c, h) / 4u;
     let cum4 = dt4 + q4;
-    // The block's rows, chunk-relative, clamped into the chunk (rows past it are never stored).
+    let r4 = r / 4u;
     let step = vec4<u32>(0u, 1u, 2u, 3u);
+    let cb_base = (c * params.groups + g) * q;
+#if SUBGROUP
+    // This lane's rows of the block (r + lane, and r + 8 + lane with ROWS = 16; clamped into
+    // the chunk): the ones whose C and CB quads it loads for the whole subgroup.
+    let row_a = min(r + lane, len - 1u);
+    let row_b = min(r + 8u + lane, len - 1u);
+#else
+    // The block's rows, chunk-relative, clamped into the chunk (rows past it are never stored).
     let ra = min(vec4<u32>(r) + step, vec4<u32>(len - 1u));
     let rb4 = min(vec4<u32>(r + 4u) + step, vec4<u32>(len - 1u));
     let ta = ra + vec4<u32>(t0);
     let tb = rb4 + vec4<u32>(t0);
-#if SUBGROUP
-    // This lane's row of the block (r + lane, clamped like ra and rb4): the one whose C and CB
-    // quads it loads for the whole subgroup.
-    let my_row = min(r + lane, len - 1u);
 #endif
 
     // Y_off: C rows times the entering state (rows p of S_in are contiguous along n).
@@ -141,6 +203,8 @@ fn main(
     let s1 = ((c * params.heads + h) * pd + p1) * nq;
     var acc0 = blk_zero();
     var acc1 = blk_zero();
+    var acc2 = blk_zero();
+    var acc3 = blk_zero();
     for (var n = 0u; n < nn; n += 4u) {
         let k = n / 4u;
         let st0 = states[s0 + k];
@@ -152,15 +216,12 @@ fn main(
         let st6 = states[s1 + 2u * nq + k];
         let st7 = states[s1 + 3u * nq + k];
 #if SUBGROUP
-        let cm = cmat[c_index(t0 + my_row, g, n) / 4u];
-        rank4t(&acc0,
-               subgroupBroadcast(cm, 0u), subgroupBroadcast(cm, 1u),
-               subgroupBroadcast(cm, 2u), subgroupBroadcast(cm, 3u),
-               st0, st1, st2, st3, st4, st5, st6, st7);
-        rank4t(&acc1,
-               subgroupBroadcast(cm, 4u), subgroupBroadcast(cm, 5u),
-               subgroupBroadcast(cm, 6u), subgroupBroadcast(cm, 7u),
-               st0, st1, st2, st3, st4, st5, st6, st7);
+        c_apply_shared(&acc0, &acc1, cmat[c_index(t0 + row_a, g, n) / 4u],
+                       st0, st1, st2, st3, st4, st5, st6, st7);
+        if (ROWS == 16u) {
+            c_apply_shared(&acc2, &acc3, cmat[c_index(t0 + row_b, g, n) / 4u],
+                           st0, st1, st2, st3, st4, st5, st6, st7);
+        }
 #else
         rank4t(&acc0,
                cmat[c_index(ta.x, g, n) / 4u], cmat[c_index(ta.y, g, n) / 4u],
@@ -173,15 +234,37 @@ fn main(
 #endif
     }
     // cum of the block's rows (padded past the chunk's length) and of its reference row r.
-    let cum_a = dtcum[cum4 + 2u * rb];
-    let cum_b = dtcum[cum4 + 2u * rb + 1u];
+    let cum_a = dtcum[cum4 + r4];
+    let cum_b = dtcum[cum4 + r4 + 1u];
+    var cum_c = cum_b;
+    var cum_d = cum_b;
+    if (ROWS == 16u) {
+        cum_c = dtcum[cum4 + r4 + 2u];
+        cum_d = dtcum[cum4 + r4 + 3u];
+    }
     let cum_r = cum_a.x;
     let e_r = vec4<f32>(exp(cum_r));
     acc0 = blk_scale(acc0, e_r);
     acc1 = blk_scale(acc1, e_r);
+    acc2 = blk_scale(acc2, e_r);
+    acc3 = blk_scale(acc3, e_r);
 
     // Y_diag below the block (s < r): CB scaled per column by exp(cum_r − cum_s)·dt_s.
-    let cb_base = (c * params.groups + g) * q;
+#if SUBGROUP
+    let c_a = (cb_base + row_a) * q4;
+    let c_b = (cb_base + row_b) * q4;
+    // Lane 1 loads dt's quad, every other lane cum's: one load for both.
+    let dq4 = select(cum4, dt4, lane == 1u);
+    for (var k = 0u; k < r4; k++) {
+        let dq = dtcum[dq4 + k];
+        let f = exp(vec4<f32>(cum_r) - subgroupBroadcast(dq, 0u)) * subgroupBroadcast(dq, 1u);
+        let xq = x_load(vec4<u32>(t0 + 4u * k) + step, h, p, p1);
+        x_apply_shared(&acc0, &acc1, cb[c_a + k], f, xq);
+        if (ROWS == 16u) {
+            x_apply_shared(&acc2, &acc3, cb[c_b + k], f, xq);
+        }
+    }
+#else
     let c0 = (cb_base + ra.x) * q4;
     let c1 = (cb_base + ra.y) * q4;
     let c2 = (cb_base + ra.z) * q4;
@@ -190,65 +273,45 @@ fn main(
     let c5 = (cb_base + rb4.y) * q4;
     let c6 = (cb_base + rb4.z) * q4;
     let c7 = (cb_base + rb4.w) * q4;
-#if SUBGROUP
-    let c_my = (cb_base + my_row) * q4;
-    // Lane 1 loads dt's quad, every other lane cum's: one load for both.
-    let dq4 = select(cum4, dt4, lane == 1u);
-    for (var k = 0u; k < 2u * rb; k++) {
-        let dq = dtcum[dq4 + k];
-        let f = exp(vec4<f32>(cum_r) - subgroupBroadcast(dq, 0u)) * subgroupBroadcast(dq, 1u);
-        let cm = cb[c_my + k];
-        x_step(&acc0, &acc1,
-               subgroupBroadcast(cm, 0u) * f, subgroupBroadcast(cm, 1u) * f,
-               subgroupBroadcast(cm, 2u) * f, subgroupBroadcast(cm, 3u) * f,
-               subgroupBroadcast(cm, 4u) * f, subgroupBroadcast(cm, 5u) * f,
-               subgroupBroadcast(cm, 6u) * f, subgroupBroadcast(cm, 7u) * f,
-               vec4<u32>(t0 + 4u * k) + step, h, p, p1);
-    }
-#else
-    for (var k = 0u; k < 2u * rb; k++) {
+    for (var k = 0u; k < r4; k++) {
         let f = exp(vec4<f32>(cum_r) - dtcum[cum4 + k]) * dtcum[dt4 + k];
-        x_step(&acc0, &acc1,
-               cb[c0 + k] * f, cb[c1 + k] * f, cb[c2 + k] * f, cb[c3 + k] * f,
-               cb[c4 + k] * f, cb[c5 + k] * f, cb[c6 + k] * f, cb[c7 + k] * f,
-               vec4<u32>(t0 + 4u * k) + step, h, p, p1);
+        x_apply(&acc0, &acc1,
+                cb[c0 + k] * f, cb[c1 + k] * f, cb[c2 + k] * f, cb[c3 + k] * f,
+                cb[c4 + k] * f, cb[c5 + k] * f, cb[c6 + k] * f, cb[c7 + k] * f,
+                x_load(vec4<u32>(t0 + 4u * k) + step, h, p, p1));
     }
 #endif
     acc0 = blk_scale(acc0, exp(cum_a - vec4<f32>(cum_r)));
     acc1 = blk_scale(acc1, exp(cum_b - vec4<f32>(cum_r)));
+    acc2 = blk_scale(acc2, exp(cum_c - vec4<f32>(cum_r)));
+    acc3 = blk_scale(acc3, exp(cum_d - vec4<f32>(cum_r)));
 
-    // The two steps on the diagonal (s = r .. r + 7): one decay per (t, s) pair.
+    // The steps on the diagonal (s = r .. r + ROWS − 1): one decay per (t, s) pair.
     let last = t0 + len - 1u;
-    for (var k = 2u * rb; k < 2u * rb + 2u; k++) {
+    for (var k = r4; k < r4 + ROWS / 4u; k++) {
         let sv = vec4<u32>(4u * k) + step;
+        let xq = x_load(min(vec4<u32>(t0) + sv, vec4<u32>(last)), h, p, p1);
 #if SUBGROUP
         let dq = dtcum[dq4 + k];
         let cum_s = subgroupBroadcast(dq, 0u);
         let dts = subgroupBroadcast(dq, 1u);
-        let cm = cb[c_my + k];
-        x_step(&acc0, &acc1,
-               pair(subgroupBroadcast(cm, 0u), cum_a.x, r, cum_s, dts, sv, len),
-               pair(subgroupBroadcast(cm, 1u), cum_a.y, r + 1u, cum_s, dts, sv, len),
-               pair(subgroupBroadcast(cm, 2u), cum_a.z, r + 2u, cum_s, dts, sv, len),
-               pair(subgroupBroadcast(cm, 3u), cum_a.w, r + 3u, cum_s, dts, sv, len),
-               pair(subgroupBroadcast(cm, 4u), cum_b.x, r + 4u, cum_s, dts, sv, len),
-               pair(subgroupBroadcast(cm, 5u), cum_b.y, r + 5u, cum_s, dts, sv, len),
-               pair(subgroupBroadcast(cm, 6u), cum_b.z, r + 6u, cum_s, dts, sv, len),
-               pair(subgroupBroadcast(cm, 7u), cum_b.w, r + 7u, cum_s, dts, sv, len),
-               min(vec4<u32>(t0) + sv, vec4<u32>(last)), h, p, p1);
+        x_apply_diag(&acc0, &acc1, cb[c_a + k], r, cum_a, cum_b, cum_s, dts, sv, len, xq);
+        if (ROWS == 16u) {
+            x_apply_diag(&acc2, &acc3, cb[c_b + k], r + 8u, cum_c, cum_d, cum_s, dts, sv, len,
+                         xq);
+        }
 #else
         let cum_s = dtcum[cum4 + k];
         let dts = dtcum[dt4 + k];
-        x_step(&acc0, &acc1,
-               pair(cb[c0 + k], cum_a.x, r, cum_s, dts, sv, len),
-               pair(cb[c1 + k], cum_a.y, r + 1u, cum_s, dts, sv, len),
-               pair(cb[c2 + k], cum_a.z, r + 2u, cum_s, dts, sv, len),
-               pair(cb[c3 + k], cum_a.w, r + 3u, cum_s, dts, sv, len),
-               pair(cb[c4 + k], cum_b.x, r + 4u, cum_s, dts, sv, len),
-               pair(cb[c5 + k], cum_b.y, r + 5u, cum_s, dts, sv, len),
-               pair(cb[c6 + k], cum_b.z, r + 6u, cum_s, dts, sv, len),
-               pair(cb[c7 + k], cum_b.w, r + 7u, cum_s, dts, sv, len),
-               min(vec4<u32>(t0) + sv, vec4<u32>(last)), h, p, p1);
+        x_apply(&acc0, &acc1,
+                pair(cb[c0 + k], cum_a.x, r, cum_s, dts, sv, len),
+                pair(cb[c1 + k], cum_a.y, r + 1u, cum_s, dts, sv, len),
+                pair(cb[c2 + k], cum_a.z, r + 2u, cum_s, dts, sv, len),
+                pair(cb[c3 + k], cum_a.w, r + 3u, cum_s, dts, sv, len),
+                pair(cb[c4 + k], cum_b.x, r + 4u, cum_s, dts, sv, len),
+                pair(cb[c5 + k], cum_b.y, r + 5u, cum_s, dts, sv, len),
+                pair(cb[c6 + k], cum_b.z, r + 6u, cum_s, dts, sv, len),
+                pair(cb[c7 + k], cum_b.w, r + 7u, cum_s, dts, sv, len), xq);
 #endif
     }
 
@@ -267,19 +330,26 @@ fn main(
             d1 = d0;
         }
     }
-    for (var i = 0u; i < 8u; i++) {
+    for (var i = 0u; i < ROWS; i++) {
         if (r + i < len) {
             let tok = t0 + r + i;
             let j = i % 4u;
-            let hi = i >= 4u;
-            let ya = select(blk_row(acc0, j, false), blk_row(acc1, j, false), hi);
+            let w = i / 4u;
+            let ya = blk_pick(acc0, acc1, acc2, acc3, w, j, false);
             store_out(tok, h, p, ya, d0);
             if (p + 4u < pd) {
-                let yb = select(blk_row(acc0, j, true), blk_row(acc1, j, true), hi);
+                let yb = blk_pick(acc0, acc1, acc2, acc3, w, j, true);
                 store_out(tok, h, p + 4u, yb, d1);
             }
         }
     }
+}
+
+// Row j of block w (0..3) of the four, first or second vec4 of columns.
+fn blk_pick(a0: Blk, a1: Blk, a2: Blk, a3: Blk, w: u32, j: u32, second: bool) -> vec4<f32> {
+    let lo = select(blk_row(a0, j, second), blk_row(a1, j, second), w == 1u);
+    let hi = select(blk_row(a2, j, second), blk_row(a3, j, second), w == 3u);
+    return select(lo, hi, w >= 2u);
 }
 
 // out[tok, h, p .. p + 4] = (y + d·x)·silu(z) as the flags ask.

@@ -17,11 +17,12 @@
 // Bounds on lavapipe: the 4 vec4 loads per token (each a loop over the SIMD lanes) next to
 // 64 FMAs.
 // Flag SUBGROUP (with VEC4; CPU devices with subgroups of at least 8, N a multiple of 64, WG =
-// 8): a workgroup is one subgroup whose 8 lanes hold the 8 column blocks of one row block of P,
-// so a step's 8 x quads (4 tokens × rows p and p1) and its cum and dt quads are the same for
-// every lane: lane l loads x quad l (and lanes 0 and 1 cum's and dt's) and the others take them
-// by subgroupBroadcast with a constant lane. A step of 4 tokens then loads 10 vec4 instead of
-// 18. GPUs never get it (a subgroup's loads of one address are one transaction there).
+// 8, ROWS = 16): a workgroup is one subgroup whose 8 lanes hold the 8 column blocks of one row
+// block of P, so a step's x quads (4 tokens × the block's rows) and its cum and dt quads are
+// the same for every lane: lane l loads x quads l and 8 + l (and lanes 0 and 1 cum's and dt's)
+// and the others take them by subgroupBroadcast with a constant lane. With 16 rows of P (four
+// blocks) per invocation a step of 4 tokens does 512 FMAs for 11 vec4 loads, against 256 for
+// 18 without. GPUs never get it (a subgroup's loads of one address are one transaction there).
 //
 // Otherwise (staged tiles): one workgroup per (window chunk, head, 32-row tile of P, 32-column
 // tile of N) (ssd_tile.wgsl), linear workgroup index over a 2-D grid; the chunk's steps walked
@@ -34,6 +35,9 @@
 
 #if VEC4
 override WG: u32 = 64u;
+// Rows of P per invocation: 8 (two 4 × 8 blocks), or 16 (four) under SUBGROUP, where the rows'
+// x loads are shared by the subgroup and more rows spread each lane's B loads over more FMAs.
+override ROWS: u32 = 8u;
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;            // (T, H, P) view
 @group(0) @binding(3) var<storage, read> bmat: array<vec4<f32>>;         // (T, G, N) view
@@ -51,13 +55,19 @@ fn token(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, tok: u32, h: u32, p
 }
 
 #if SUBGROUP
-// token() with the x rows given (xa: rows p .. p + 3, xb: rows p1 .., both scaled).
-fn token_of(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, tok: u32, g: u32, n: u32,
-            n1: u32, xa: vec4<f32>, xb: vec4<f32>) {
+// token() with the x rows given, scaled: xa rows p .. p + 3, xb rows p1 .., and with ROWS = 16
+// xc rows p2 .., xd rows p3 .. (blocks acc2, acc3).
+fn token_of(acc0: ptr<function, Blk>, acc1: ptr<function, Blk>, acc2: ptr<function, Blk>,
+            acc3: ptr<function, Blk>, tok: u32, g: u32, n: u32, n1: u32, xa: vec4<f32>,
+            xb: vec4<f32>, xc: vec4<f32>, xd: vec4<f32>) {
     let b0 = bmat[b_index(tok, g, n) / 4u];
     let b1 = bmat[b_index(tok, g, n1) / 4u];
     rank1(acc0, xa, b0, b1);
     rank1(acc1, xb, b0, b1);
+    if (ROWS == 16u) {
+        rank1(acc2, xc, b0, b1);
+        rank1(acc3, xd, b0, b1);
+    }
 }
 #endif
 
@@ -72,7 +82,7 @@ fn main(
 ) {
     let pd = params.head_dim;
     let nn = params.n;
-    let pb_count = (pd + 7u) / 8u;
+    let pb_count = (pd + ROWS - 1u) / ROWS;
     let nb_count = (nn + 7u) / 8u;
     let e = (wg.x + wg.y * groups.x) * WG + lid;
     if (e >= params.nk * params.heads * pb_count * nb_count) {
@@ -89,31 +99,47 @@ fn main(
     let dt4 = dtcum_base(c, h) / 4u;
     let cum4 = dt4 + q4;
     let cum_last = dtcum[cum4 + q4 - 1u].w;
-    let p = 8u * pb;
+    let p = ROWS * pb;
     let p1 = min(p + 4u, pd - 4u);
+    let p2 = min(p + 8u, pd - 4u);
+    let p3 = min(p + 12u, pd - 4u);
     let n = 8u * nb;
     let n1 = min(n + 4u, nn - 4u);
     var acc0 = blk_zero();
     var acc1 = blk_zero();
+    var acc2 = blk_zero();
+    var acc3 = blk_zero();
     let last = t0 + len - 1u;
 #if SUBGROUP
     // Lane 1 loads dt's quad, every other lane cum's; lane l loads x of token s0 + l / 2 at
-    // rows p (even l) or p1 (odd l): the step's 8 x quads, one per lane.
+    // rows p (even l) or p1 (odd l), and with ROWS = 16 at rows p2 or p3: the step's x quads,
+    // one or two per lane.
     let dq4 = select(cum4, dt4, lane == 1u);
-    let x_row = select(p, p1, (lane & 1u) == 1u);
+    let odd = (lane & 1u) == 1u;
+    let x_row = select(p, p1, odd);
+    let x_row2 = select(p2, p3, odd);
     for (var s0 = 0u; s0 < len; s0 += 4u) {
         let dq = dtcum[dq4 + s0 / 4u];
         let w = exp(vec4<f32>(cum_last) - subgroupBroadcast(dq, 0u)) * subgroupBroadcast(dq, 1u);
         let tok = t0 + s0;
-        let xl = x[x_index(min(tok + lane / 2u, last), h, x_row) / 4u];
-        token_of(&acc0, &acc1, tok, g, n, n1,
-                 subgroupBroadcast(xl, 0u) * w.x, subgroupBroadcast(xl, 1u) * w.x);
-        token_of(&acc0, &acc1, min(tok + 1u, last), g, n, n1,
-                 subgroupBroadcast(xl, 2u) * w.y, subgroupBroadcast(xl, 3u) * w.y);
-        token_of(&acc0, &acc1, min(tok + 2u, last), g, n, n1,
-                 subgroupBroadcast(xl, 4u) * w.z, subgroupBroadcast(xl, 5u) * w.z);
-        token_of(&acc0, &acc1, min(tok + 3u, last), g, n, n1,
-                 subgroupBroadcast(xl, 6u) * w.w, subgroupBroadcast(xl, 7u) * w.w);
+        let tl = min(tok + lane / 2u, last);
+        let xl = x[x_index(tl, h, x_row) / 4u];
+        var xm = vec4<f32>(0.0);
+        if (ROWS == 16u) {
+            xm = x[x_index(tl, h, x_row2) / 4u];
+        }
+        token_of(&acc0, &acc1, &acc2, &acc3, tok, g, n, n1,
+                 subgroupBroadcast(xl, 0u) * w.x, subgroupBroadcast(xl, 1u) * w.x,
+                 subgroupBroadcast(xm, 0u) * w.x, subgroupBroadcast(xm, 1u) * w.x);
+        token_of(&acc0, &acc1, &acc2, &acc3, min(tok + 1u, last), g, n, n1,
+                 subgroupBroadcast(xl, 2u) * w.y, subgroupBroadcast(xl, 3u) * w.y,
+                 subgroupBroadcast(xm, 2u) * w.y, subgroupBroadcast(xm, 3u) * w.y);
+        token_of(&acc0, &acc1, &acc2, &acc3, min(tok + 2u, last), g, n, n1,
+                 subgroupBroadcast(xl, 4u) * w.z, subgroupBroadcast(xl, 5u) * w.z,
+                 subgroupBroadcast(xm, 4u) * w.z, subgroupBroadcast(xm, 5u) * w.z);
+        token_of(&acc0, &acc1, &acc2, &acc3, min(tok + 3u, last), g, n, n1,
+                 subgroupBroadcast(xl, 6u) * w.w, subgroupBroadcast(xl, 7u) * w.w,
+                 subgroupBroadcast(xm, 6u) * w.w, subgroupBroadcast(xm, 7u) * w.w);
     }
 #else
     for (var s0 = 0u; s0 < len; s0 += 4u) {
@@ -127,10 +153,18 @@ fn main(
 #endif
     let nq = nn / 4u;
     let row = (c * params.heads + h) * pd;
+    // Block w holds rows p + 4w .. (pd is a multiple of 4, so a block starting inside P lies
+    // wholly inside it and was loaded unclamped).
     for (var i = 0u; i < 4u; i++) {
         store_row(row + p + i, n, blk_row(acc0, i, false), blk_row(acc0, i, true));
         if (p + 4u < pd) {
             store_row(row + p + 4u + i, n, blk_row(acc1, i, false), blk_row(acc1, i, true));
+        }
+        if (ROWS == 16u && p + 8u < pd) {
+            store_row(row + p + 8u + i, n, blk_row(acc2, i, false), blk_row(acc2, i, true));
+        }
+        if (ROWS == 16u && p + 12u < pd) {
+            store_row(row + p + 12u + i, n, blk_row(acc3, i, false), blk_row(acc3, i, true));
         }
     }
 }

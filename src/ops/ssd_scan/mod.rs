@@ -175,13 +175,14 @@ pub const PASSING_VEC4: Variant = PASSING_SHADER.variant(VEC4_FLAGS, PASSING_INT
 pub const SCAN_VEC4: Variant = SCAN_SHADER.variant(VEC4_FLAGS, SCAN_INTERFACE);
 
 const SHARED_FLAGS: Flags = Flags::of(&[Flag::Vec4, Flag::Subgroup]);
-/// [`STATE_VEC4`] whose 8 lanes (one workgroup) share their x loads by subgroup broadcast: CPU
+/// [`STATE_VEC4`] whose 8 lanes (one workgroup) share their x loads by subgroup broadcast, 16
+/// rows of P per invocation: CPU
 /// devices with subgroups of at least 8, N a multiple of 64 (the lanes' 8 column blocks of N
 /// then lie in one row block of P).
 pub const STATE_VEC4_SHARED: Variant = STATE_SHADER.variant(SHARED_FLAGS, STATE_INTERFACE);
-/// [`SCAN_VEC4`] whose 8 lanes share their C, CB and decay loads by subgroup broadcast: CPU
-/// devices with subgroups of at least 8, P a multiple of 64 (the lanes' 8 column blocks of P
-/// then lie in one row block of the chunk).
+/// [`SCAN_VEC4`] whose 8 lanes share their C, CB and decay loads by subgroup broadcast, 16 rows
+/// of the chunk per invocation: CPU devices with subgroups of at least 8, P a multiple of 64
+/// (the lanes' 8 column blocks of P then lie in one row block of the chunk).
 pub const SCAN_VEC4_SHARED: Variant = SCAN_SHADER.variant(SHARED_FLAGS, SCAN_INTERFACE);
 
 const HAS_D: u32 = 1;
@@ -204,6 +205,11 @@ const REG_WG: usize = 64;
 /// column blocks (N or P a multiple of 64) share one row block, so the row side's loads are
 /// the same for every lane and one lane loads each.
 const SHARED_WG: usize = 8;
+/// Rows per invocation of the subgroup-sharing stages (rows of P in stage 3, of the chunk in
+/// stage 5; 8 in the other register form): their lanes share the rows' loads, so more rows
+/// spread each lane's own loads (B; x and the states) over more FMAs. The chunk size is a
+/// multiple of 16.
+const SHARED_ROWS: usize = 16;
 
 /// Packed (token-major, ragged) inputs of [`SsdScan::record_packed`], f32; every activation a
 /// strided [`View`] so that x, B, C, z and dt are read straight out of the projections and the
@@ -334,10 +340,10 @@ impl SsdScan {
             None
         };
         let shared = if register.is_some() && crate::ops::shares_loads_by_subgroup(gpu) {
-            let wg = [("WG", SHARED_WG as f64)];
+            let wg = ("WG", SHARED_WG as f64);
             Some(Shared {
-                state: gpu.kernel(&STATE_VEC4_SHARED, &wg)?,
-                scan: gpu.kernel(&SCAN_VEC4_SHARED, &wg)?,
+                state: gpu.kernel(&STATE_VEC4_SHARED, &[wg, ("ROWS", SHARED_ROWS as f64)])?,
+                scan: gpu.kernel(&SCAN_VEC4_SHARED, &[wg, ("ROWS", SHARED_ROWS as f64)])?,
             })
         } else {
             None

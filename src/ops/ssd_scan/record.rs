@@ -168,17 +168,17 @@ impl SsdScan {
         let (cb_stage, state_stage, scan_stage) = match &self.register {
             Some(reg) if aligned => {
                 let shared = self.shared.as_ref();
-                let state_inv = h * p.div_ceil(8) * n.div_ceil(8);
-                let scan_inv = h * (q / 8) * p.div_ceil(8);
+                let state_inv = |rows: usize| h * p.div_ceil(rows) * n.div_ceil(8);
+                let scan_inv = |rows: usize| h * (q / rows) * p.div_ceil(8);
                 (
                     (&reg.cb, (g * (q / 4) * (q / 8), REG_WG)),
                     match shared {
-                        Some(sh) if n % 64 == 0 => (&sh.state, (state_inv, SHARED_WG)),
-                        _ => (&reg.state, (state_inv, REG_WG)),
+                        Some(sh) if n % 64 == 0 => (&sh.state, (state_inv(SHARED_ROWS), SHARED_WG)),
+                        _ => (&reg.state, (state_inv(8), REG_WG)),
                     },
                     match shared {
-                        Some(sh) if p % 64 == 0 => (&sh.scan, (scan_inv, SHARED_WG)),
-                        _ => (&reg.scan, (scan_inv, REG_WG)),
+                        Some(sh) if p % 64 == 0 => (&sh.scan, (scan_inv(SHARED_ROWS), SHARED_WG)),
+                        _ => (&reg.scan, (scan_inv(8), REG_WG)),
                     },
                 )
             }
