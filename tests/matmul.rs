@@ -15,7 +15,7 @@
 
 mod common;
 use common::*;
-use ssm_mla::ops::matmul::{Matmul, MatmulDims, SUBGROUP_MIN_M};
+use ssm_mla::ops::matmul::{prefill_rows, Matmul, MatmulDims, SUBGROUP_MIN_M};
 use ssm_mla::testing::matmul::{Problem, HALF_W_TOLERANCE, TOLERANCE as TOL};
 use ssm_mla::DType;
 
@@ -354,9 +354,10 @@ fn disagreeing_inputs_are_named_together() {
     assert_eq!(batch.dispatches(), 0);
 }
 
-/// The prefill tile (`VEC4_SUBGROUP` with 32 rows: M ≥ `SUBGROUP_MIN_M`, W [N, K], on a CPU
-/// device with 8-wide subgroups) and, on the device without subgroups, the plain vec4 kernel on
-/// the same cases: M just below and above the threshold, M, N and K ragged against every tile
+/// The prefill tile (`VEC4_SUBGROUP` with 32 or 64 rows: M ≥ `SUBGROUP_MIN_M`, W [N, K], on a
+/// CPU device with 8-wide subgroups) and, on the device without subgroups, the plain vec4 kernel
+/// on the same cases: M just below and above the threshold, both row counts (a ragged last tile
+/// of 64), M, N and K ragged against every tile
 /// (32 rows, 64 columns per workgroup, K a multiple of 4 only), N < 4, bias, half weights with
 /// half activations (f16, bf16), and the per-head absorb products with G > 1 (W [K, N], which
 /// keeps the plain tile, and [N, K] slices of kv_b_proj); y poisoned. The 4-row decode tile runs
@@ -367,7 +368,16 @@ fn prefill_tile_matches_reference() {
         let (mut rng, seed) = rng("matmul prefill tile");
         let op = Matmul::new(&gpu).unwrap();
         let lo = SUBGROUP_MIN_M;
+        // The 64-row tile where it wastes little (one exact row tile; a ragged last one), the
+        // 32-row one where 64 would waste more.
+        assert_eq!(prefill_rows(64), 64);
+        assert_eq!(prefill_rows(250), 64);
+        assert_eq!(prefill_rows(96), 32);
         for (m, n, k, with_bias, w_dtype, act) in [
+            (64, 77, 40, true, DType::F32, DType::F32),
+            (250, 70, 36, false, DType::F32, DType::F32),
+            (96, 65, 8, true, DType::F32, DType::F32),
+            (250, 33, 24, false, DType::BF16, DType::F16),
             (lo - 1, 70, 36, true, DType::F32, DType::F32),
             (lo, 3, 4, false, DType::F32, DType::F32),
             (lo + 1, 130, 44, true, DType::F32, DType::F32),

@@ -29,8 +29,8 @@
 // load instructions per 256 FMAs (per lane), not the FMAs.
 //
 // Flag SUBGROUP (with VEC4), for a CPU device whose subgroups are its 8 SIMD lanes (the host
-// composes it only there, with W_TRANS, RM = 32 for prefill and RM = 4 for decode): a workgroup
-// is one subgroup of 8 lanes and owns RM rows (from the workgroup index alone) × 64 columns,
+// composes it only there, with W_TRANS, RM = 32 or 64 for prefill and RM = 4 for decode): a
+// workgroup is one subgroup of 8 lanes and owns RM rows (from the workgroup index alone) × 64 columns,
 // lane l of column tile t owning the 8 columns (8t + l)·8 ..; tiles enumerated over
 // (g, row tile, column tile) with the column fastest. Per vec4 step of K each lane loads
 // max(RM/8, 1) vec4 of x (rows m0 + l + 8j: one row per lane and group of 8 rows) and the 8 vec4
@@ -40,12 +40,14 @@
 // store nothing), so every broadcast reads a live lane.
 // Why (lavapipe): a load costs a loop over the 8 lanes whether or not the lanes' addresses agree
 // (the compiler cannot prove the shared x rows uniform), so sharing x by broadcasts turns RM
-// load instructions per step into RM/8, and with RM = 32 each lane loop over w serves 32 rows
-// instead of 8. What bounds it there: the 8 w loads per step, each gathering 8 lanes' columns
-// from 64 rows of W far apart in memory (the gathers, not the FMAs, set the time), and the
-// 8·RM accumulator floats per lane, which live in memory rather than in the CPU's 16 vector
-// registers. The RM = 32 body is large (its pipeline is slow to build), so only M ≥ the host's
-// threshold composes it. On a GPU it would gain nothing (x loads shared by a subgroup are
+// load instructions per step into RM/8, and with RM = 32 or 64 each lane loop over w serves
+// that many rows instead of 8. What bounds it there: the 8 w loads per step, each gathering 8
+// lanes' columns from 64 rows of W far apart in memory (the gathers, not the FMAs, set the
+// time), and the 8·RM accumulator floats per lane, which live in memory rather than in the
+// CPU's vector registers (the 8 columns' w values of a step fill them). 64 rows halve the w
+// loads per FMA again; the host takes them where the last row tile wastes little. These bodies
+// are large (their pipelines are slow to build), so only M ≥ the host's threshold composes
+// them. On a GPU it would gain nothing (x loads shared by a subgroup are
 // already one transaction) and hold too many registers, so GPUs never get it.
 // Tried for decode and not kept (lavapipe, M = 4): the 8 lanes splitting K instead of the
 // columns (adjacent lanes reading adjacent 16 bytes of one W row, partial dots summed by
@@ -77,7 +79,7 @@
 
 #if VEC4
 override WG: u32 = 64u;
-override RM: u32 = 4u; // 1, 2, 4 or 8; SUBGROUP: 4, 8, 16 or 32
+override RM: u32 = 4u; // 1, 2, 4 or 8; SUBGROUP: 4, 8, 16, 32 or 64
 override NV: u32 = 2u; // 1 or 2; SUBGROUP: 2
 override W_TRANS: u32 = 1u;
 alias elem = squad_b;  // of x
@@ -251,6 +253,10 @@ fn tile(linear: u32, lane: u32) {
     let xr1 = x_row(g, m0, lane + 8u);
     let xr2 = x_row(g, m0, lane + 16u);
     let xr3 = x_row(g, m0, lane + 24u);
+    let xr4 = x_row(g, m0, lane + 32u);
+    let xr5 = x_row(g, m0, lane + 40u);
+    let xr6 = x_row(g, m0, lane + 48u);
+    let xr7 = x_row(g, m0, lane + 56u);
     // W_TRANS: the rows of the 8 columns; else the vec4 index of w(g, n0.., k = 0) per quad.
     let wr0 = w_row(g, n0, 0u);
     let wr1 = w_row(g, n0, 1u);
@@ -294,6 +300,38 @@ fn tile(linear: u32, lane: u32) {
     var a29 = vec4<f32>(0.0); var b29 = vec4<f32>(0.0);
     var a30 = vec4<f32>(0.0); var b30 = vec4<f32>(0.0);
     var a31 = vec4<f32>(0.0); var b31 = vec4<f32>(0.0);
+    var a32 = vec4<f32>(0.0); var b32 = vec4<f32>(0.0);
+    var a33 = vec4<f32>(0.0); var b33 = vec4<f32>(0.0);
+    var a34 = vec4<f32>(0.0); var b34 = vec4<f32>(0.0);
+    var a35 = vec4<f32>(0.0); var b35 = vec4<f32>(0.0);
+    var a36 = vec4<f32>(0.0); var b36 = vec4<f32>(0.0);
+    var a37 = vec4<f32>(0.0); var b37 = vec4<f32>(0.0);
+    var a38 = vec4<f32>(0.0); var b38 = vec4<f32>(0.0);
+    var a39 = vec4<f32>(0.0); var b39 = vec4<f32>(0.0);
+    var a40 = vec4<f32>(0.0); var b40 = vec4<f32>(0.0);
+    var a41 = vec4<f32>(0.0); var b41 = vec4<f32>(0.0);
+    var a42 = vec4<f32>(0.0); var b42 = vec4<f32>(0.0);
+    var a43 = vec4<f32>(0.0); var b43 = vec4<f32>(0.0);
+    var a44 = vec4<f32>(0.0); var b44 = vec4<f32>(0.0);
+    var a45 = vec4<f32>(0.0); var b45 = vec4<f32>(0.0);
+    var a46 = vec4<f32>(0.0); var b46 = vec4<f32>(0.0);
+    var a47 = vec4<f32>(0.0); var b47 = vec4<f32>(0.0);
+    var a48 = vec4<f32>(0.0); var b48 = vec4<f32>(0.0);
+    var a49 = vec4<f32>(0.0); var b49 = vec4<f32>(0.0);
+    var a50 = vec4<f32>(0.0); var b50 = vec4<f32>(0.0);
+    var a51 = vec4<f32>(0.0); var b51 = vec4<f32>(0.0);
+    var a52 = vec4<f32>(0.0); var b52 = vec4<f32>(0.0);
+    var a53 = vec4<f32>(0.0); var b53 = vec4<f32>(0.0);
+    var a54 = vec4<f32>(0.0); var b54 = vec4<f32>(0.0);
+    var a55 = vec4<f32>(0.0); var b55 = vec4<f32>(0.0);
+    var a56 = vec4<f32>(0.0); var b56 = vec4<f32>(0.0);
+    var a57 = vec4<f32>(0.0); var b57 = vec4<f32>(0.0);
+    var a58 = vec4<f32>(0.0); var b58 = vec4<f32>(0.0);
+    var a59 = vec4<f32>(0.0); var b59 = vec4<f32>(0.0);
+    var a60 = vec4<f32>(0.0); var b60 = vec4<f32>(0.0);
+    var a61 = vec4<f32>(0.0); var b61 = vec4<f32>(0.0);
+    var a62 = vec4<f32>(0.0); var b62 = vec4<f32>(0.0);
+    var a63 = vec4<f32>(0.0); var b63 = vec4<f32>(0.0);
 
     for (var k4 = 0u; k4 < k4s; k4++) {
         var wa: mat4x4<f32>;
@@ -348,6 +386,44 @@ fn tile(linear: u32, lane: u32) {
             { let v = subgroupBroadcast(x3, 6u); a30 = mac(a30, wa, v); b30 = mac(b30, wb, v); }
             { let v = subgroupBroadcast(x3, 7u); a31 = mac(a31, wa, v); b31 = mac(b31, wb, v); }
         }
+        if (RM > 32u) {
+            let x4 = x_quad(xr4 + k4);
+            let x5 = x_quad(xr5 + k4);
+            let x6 = x_quad(xr6 + k4);
+            let x7 = x_quad(xr7 + k4);
+            { let v = subgroupBroadcast(x4, 0u); a32 = mac(a32, wa, v); b32 = mac(b32, wb, v); }
+            { let v = subgroupBroadcast(x4, 1u); a33 = mac(a33, wa, v); b33 = mac(b33, wb, v); }
+            { let v = subgroupBroadcast(x4, 2u); a34 = mac(a34, wa, v); b34 = mac(b34, wb, v); }
+            { let v = subgroupBroadcast(x4, 3u); a35 = mac(a35, wa, v); b35 = mac(b35, wb, v); }
+            { let v = subgroupBroadcast(x4, 4u); a36 = mac(a36, wa, v); b36 = mac(b36, wb, v); }
+            { let v = subgroupBroadcast(x4, 5u); a37 = mac(a37, wa, v); b37 = mac(b37, wb, v); }
+            { let v = subgroupBroadcast(x4, 6u); a38 = mac(a38, wa, v); b38 = mac(b38, wb, v); }
+            { let v = subgroupBroadcast(x4, 7u); a39 = mac(a39, wa, v); b39 = mac(b39, wb, v); }
+            { let v = subgroupBroadcast(x5, 0u); a40 = mac(a40, wa, v); b40 = mac(b40, wb, v); }
+            { let v = subgroupBroadcast(x5, 1u); a41 = mac(a41, wa, v); b41 = mac(b41, wb, v); }
+            { let v = subgroupBroadcast(x5, 2u); a42 = mac(a42, wa, v); b42 = mac(b42, wb, v); }
+            { let v = subgroupBroadcast(x5, 3u); a43 = mac(a43, wa, v); b43 = mac(b43, wb, v); }
+            { let v = subgroupBroadcast(x5, 4u); a44 = mac(a44, wa, v); b44 = mac(b44, wb, v); }
+            { let v = subgroupBroadcast(x5, 5u); a45 = mac(a45, wa, v); b45 = mac(b45, wb, v); }
+            { let v = subgroupBroadcast(x5, 6u); a46 = mac(a46, wa, v); b46 = mac(b46, wb, v); }
+            { let v = subgroupBroadcast(x5, 7u); a47 = mac(a47, wa, v); b47 = mac(b47, wb, v); }
+            { let v = subgroupBroadcast(x6, 0u); a48 = mac(a48, wa, v); b48 = mac(b48, wb, v); }
+            { let v = subgroupBroadcast(x6, 1u); a49 = mac(a49, wa, v); b49 = mac(b49, wb, v); }
+            { let v = subgroupBroadcast(x6, 2u); a50 = mac(a50, wa, v); b50 = mac(b50, wb, v); }
+            { let v = subgroupBroadcast(x6, 3u); a51 = mac(a51, wa, v); b51 = mac(b51, wb, v); }
+            { let v = subgroupBroadcast(x6, 4u); a52 = mac(a52, wa, v); b52 = mac(b52, wb, v); }
+            { let v = subgroupBroadcast(x6, 5u); a53 = mac(a53, wa, v); b53 = mac(b53, wb, v); }
+            { let v = subgroupBroadcast(x6, 6u); a54 = mac(a54, wa, v); b54 = mac(b54, wb, v); }
+            { let v = subgroupBroadcast(x6, 7u); a55 = mac(a55, wa, v); b55 = mac(b55, wb, v); }
+            { let v = subgroupBroadcast(x7, 0u); a56 = mac(a56, wa, v); b56 = mac(b56, wb, v); }
+            { let v = subgroupBroadcast(x7, 1u); a57 = mac(a57, wa, v); b57 = mac(b57, wb, v); }
+            { let v = subgroupBroadcast(x7, 2u); a58 = mac(a58, wa, v); b58 = mac(b58, wb, v); }
+            { let v = subgroupBroadcast(x7, 3u); a59 = mac(a59, wa, v); b59 = mac(b59, wb, v); }
+            { let v = subgroupBroadcast(x7, 4u); a60 = mac(a60, wa, v); b60 = mac(b60, wb, v); }
+            { let v = subgroupBroadcast(x7, 5u); a61 = mac(a61, wa, v); b61 = mac(b61, wb, v); }
+            { let v = subgroupBroadcast(x7, 6u); a62 = mac(a62, wa, v); b62 = mac(b62, wb, v); }
+            { let v = subgroupBroadcast(x7, 7u); a63 = mac(a63, wa, v); b63 = mac(b63, wb, v); }
+        }
     }
 
     // The stores, one row per trip through one copy of the store code (the unrolled form made
@@ -387,7 +463,39 @@ fn tile(linear: u32, lane: u32) {
             case 28u: { va = a28; vb = b28; }
             case 29u: { va = a29; vb = b29; }
             case 30u: { va = a30; vb = b30; }
-            default: { va = a31; vb = b31; }
+            case 31u: { va = a31; vb = b31; }
+            case 32u: { va = a32; vb = b32; }
+            case 33u: { va = a33; vb = b33; }
+            case 34u: { va = a34; vb = b34; }
+            case 35u: { va = a35; vb = b35; }
+            case 36u: { va = a36; vb = b36; }
+            case 37u: { va = a37; vb = b37; }
+            case 38u: { va = a38; vb = b38; }
+            case 39u: { va = a39; vb = b39; }
+            case 40u: { va = a40; vb = b40; }
+            case 41u: { va = a41; vb = b41; }
+            case 42u: { va = a42; vb = b42; }
+            case 43u: { va = a43; vb = b43; }
+            case 44u: { va = a44; vb = b44; }
+            case 45u: { va = a45; vb = b45; }
+            case 46u: { va = a46; vb = b46; }
+            case 47u: { va = a47; vb = b47; }
+            case 48u: { va = a48; vb = b48; }
+            case 49u: { va = a49; vb = b49; }
+            case 50u: { va = a50; vb = b50; }
+            case 51u: { va = a51; vb = b51; }
+            case 52u: { va = a52; vb = b52; }
+            case 53u: { va = a53; vb = b53; }
+            case 54u: { va = a54; vb = b54; }
+            case 55u: { va = a55; vb = b55; }
+            case 56u: { va = a56; vb = b56; }
+            case 57u: { va = a57; vb = b57; }
+            case 58u: { va = a58; vb = b58; }
+            case 59u: { va = a59; vb = b59; }
+            case 60u: { va = a60; vb = b60; }
+            case 61u: { va = a61; vb = b61; }
+            case 62u: { va = a62; vb = b62; }
+            default: { va = a63; vb = b63; }
         }
         store(g, m0, r, n0, va);
         store(g, m0, r, n1, vb);

@@ -20,14 +20,14 @@
 //!
 //! Subgroup tile for CPU devices ([`VEC4_SUBGROUP`]): on a device of type CPU whose subgroups
 //! are exactly 8 lanes (Mesa's lavapipe), `Linear`-layout products (W [N, K]) with
-//! M ≥ [`SUBGROUP_MIN_M`] run a tile of 32 rows × 8 columns per invocation, and those with
-//! M ≤ [`SUBGROUP_MAX_DECODE_M`] one of 4 rows × 8 columns, in a workgroup of one subgroup: each
-//! lane loads one of every 8 rows of x and the other lanes take it by `subgroupBroadcast`, so x
-//! costs one load instruction per lane and 8 rows instead of one per row, and with 32 rows the
-//! lane loop of each w load serves 32 rows instead of 8. The 32-row body is several times the
-//! plain tile's and slow to build on lavapipe, so M between the two bounds keeps the plain
-//! tile (and so does every device without subgroups, and every GPU, where x loads shared by a
-//! subgroup are already one transaction).
+//! M ≥ [`SUBGROUP_MIN_M`] run a tile of 32 or 64 rows ([`prefill_rows`]) × 8 columns per
+//! invocation, and those with M ≤ [`SUBGROUP_MAX_DECODE_M`] one of 4 rows × 8 columns, in a
+//! workgroup of one subgroup: each lane loads one of every 8 rows of x and the other lanes take
+//! it by `subgroupBroadcast`, so x costs one load instruction per lane and 8 rows instead of one
+//! per row, and with 32 or 64 rows the lane loop of each w load serves 32 or 64 rows instead of
+//! 8. These bodies are several times the plain tile's and slower to build on lavapipe, so M
+//! between the two bounds keeps the plain tile (and so does every device without subgroups, and
+//! every GPU, where x loads shared by a subgroup are already one transaction).
 //!
 //! Weights may be stored as f32, f16 or bf16 (`w`'s dtype picks the storage flags, see
 //! [`crate::ops::storage_flags`]); the activations x, and y with x's dtype, may independently be
@@ -127,6 +127,18 @@ pub const VEC4_SUBGROUP_ACT: [Variant; 10] = crate::ops::half_b_variants(VEC4_SU
 /// decode bound runs the plain tile.
 pub const SUBGROUP_MIN_M: usize = 32;
 
+/// Rows per invocation of the [`VEC4_SUBGROUP`] prefill tile for M ≥ [`SUBGROUP_MIN_M`]: 64 or
+/// 32. The 64-row tile spreads each lane's w loads over twice the rows, about a tenth less time
+/// per row on lavapipe, so it runs wherever it computes at most a tenth more rows (its clamped
+/// last tile included) than the 32-row one would.
+pub fn prefill_rows(m: usize) -> usize {
+    if m.next_multiple_of(64) * 10 <= m.next_multiple_of(32) * 11 {
+        64
+    } else {
+        32
+    }
+}
+
 /// The largest M that takes the 4-row [`VEC4_SUBGROUP`] tile (decode).
 pub const SUBGROUP_MAX_DECODE_M: usize = 4;
 
@@ -134,7 +146,8 @@ pub const SUBGROUP_MAX_DECODE_M: usize = 4;
 /// vec4 tile runs: only a CPU device (its SIMD lanes make every load a loop over the lanes, so
 /// sharing x by broadcasts pays) with subgroups of exactly 8 invocations (the tile's workgroup
 /// is one subgroup), W as [N, K] (the projections; the shape it was tuned on), and M ≥
-/// [`SUBGROUP_MIN_M`] (32 rows) or M ≤ [`SUBGROUP_MAX_DECODE_M`] (4 rows).
+/// [`SUBGROUP_MIN_M`] (32 or 64 rows, [`prefill_rows`]) or M ≤ [`SUBGROUP_MAX_DECODE_M`] (4
+/// rows).
 fn subgroup_rows(gpu: &Gpu, d: &MatmulDims) -> Option<u32> {
     let info = gpu.adapter_info();
     let device = gpu.has_subgroups()
@@ -144,7 +157,7 @@ fn subgroup_rows(gpu: &Gpu, d: &MatmulDims) -> Option<u32> {
     if !device || !d.w_trans {
         None
     } else if d.m >= SUBGROUP_MIN_M {
-        Some(32)
+        Some(prefill_rows(d.m) as u32)
     } else if d.m <= SUBGROUP_MAX_DECODE_M {
         Some(4)
     } else {
