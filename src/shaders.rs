@@ -95,6 +95,7 @@ pub const ALL: &[Variant] = &[
     absorbed_attention::VEC4_SUBGROUP_HALF[1],
     absorbed_attention::VEC4_SUBGROUP_HALF[2],
     absorbed_attention::COMBINE,
+    absorbed_attention::COMBINE_VEC4,
     selective_scan::ROWS,
     selective_scan::ROWS_SHARED,
     selective_scan::ROWS_SHARED_VEC4,

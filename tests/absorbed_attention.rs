@@ -139,6 +139,9 @@ fn long_contexts_use_several_splits() {
     // Prefill over a long context with splits too.
     let splits = check("long prefill", &case(6, 2, 12, 4, 32, vec![2100], 0));
     assert!(splits > 1, "expected split-KV, got {splits} split");
+    // Widths that are not multiples of 4: the scalar kernels, the scalar combine.
+    let splits = check("long unaligned", &case(1, 3, 18, 6, 16, vec![3000, 2], 3));
+    assert!(splits > 1, "expected split-KV, got {splits} split");
 }
 
 #[test]

@@ -425,6 +425,10 @@ pub const COMBINE_INTERFACE: KernelInterface = KernelInterface {
 /// The split-KV combine kernel.
 pub const COMBINE: Variant = COMBINE_SHADER.variant(Flags::NONE, COMBINE_INTERFACE);
 
+/// The split-KV combine kernel on column quads (d_c a multiple of 4), one pass over the splits.
+pub const COMBINE_VEC4: Variant =
+    COMBINE_SHADER.variant(Flags::of(&[Flag::Vec4]), COMBINE_INTERFACE);
+
 /// Specialisation of the attention kernel: (vec4 variant, subgroup variant, G, NPC or DB,
 /// storage flags).
 type KernelKey = (bool, bool, usize, usize, Flags);
@@ -649,8 +653,16 @@ impl AbsorbedAttention {
             interleave: p.interleave.max(1) as u32,
         };
         let scratch_binding = Binding::range(&scratch, 0, 4 * scratch_floats as u64);
-        // Check the combine's grid before recording anything, so nothing is recorded on error.
+        // Check the combine's grid and build its pipeline before recording anything, so nothing
+        // is recorded on error. Column quads where the attention runs on vec4s (d_c a multiple
+        // of 4, the scratch padded to whole quads): one invocation per quad of a row.
         gpu.grid(rows as u32)?;
+        let combine_kernel = if p.vec4 {
+            let wg = (c.d_c / 4).next_power_of_two().clamp(8, WG);
+            gpu.kernel(&COMBINE_VEC4, &[("WG", wg as f64)])?
+        } else {
+            self.combine.clone()
+        };
         batch.dispatch(
             &kernel,
             &uniforms,
@@ -674,7 +686,7 @@ impl AbsorbedAttention {
                 _pad: 0,
             };
             batch.dispatch(
-                &self.combine,
+                &combine_kernel,
                 &combine,
                 &[scratch_binding, o_lat.into()],
                 rows as u32,
