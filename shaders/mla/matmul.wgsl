@@ -30,8 +30,8 @@
 //
 // Flag SUBGROUP (with VEC4), for a CPU device whose subgroups are its 8 SIMD lanes (the host
 // composes it only there, with W_TRANS, RM = 32 or 64 for prefill and RM = 4 for decode): a
-// workgroup is one subgroup of 8 lanes and owns RM rows (from the workgroup index alone) × 64 columns,
-// lane l of column tile t owning the 8 columns (8t + l)·8 ..; tiles enumerated over
+// workgroup is one subgroup of 8 lanes and owns RM rows (from the workgroup index alone) × 64
+// columns, lane l of column tile t owning the 8 columns (8t + l)·8 ..; tiles enumerated over
 // (g, row tile, column tile) with the column fastest. Per vec4 step of K each lane loads
 // max(RM/8, 1) vec4 of x (rows m0 + l + 8j: one row per lane and group of 8 rows) and the 8 vec4
 // of w of its own columns, takes every row's x from the lane that loaded it by subgroupBroadcast
