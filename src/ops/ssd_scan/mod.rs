@@ -176,9 +176,8 @@ pub const SCAN_VEC4: Variant = SCAN_SHADER.variant(VEC4_FLAGS, SCAN_INTERFACE);
 
 const SHARED_FLAGS: Flags = Flags::of(&[Flag::Vec4, Flag::Subgroup]);
 /// [`STATE_VEC4`] whose 8 lanes (one workgroup) share their x loads by subgroup broadcast, 16
-/// rows of P per invocation: CPU
-/// devices with subgroups of at least 8, N a multiple of 64 (the lanes' 8 column blocks of N
-/// then lie in one row block of P).
+/// rows of P per invocation: CPU devices with subgroups of at least 8, N a multiple of 64 (the
+/// lanes' 8 column blocks of N then lie in one row block of P).
 pub const STATE_VEC4_SHARED: Variant = STATE_SHADER.variant(SHARED_FLAGS, STATE_INTERFACE);
 /// [`SCAN_VEC4`] whose 8 lanes share their C, CB and decay loads by subgroup broadcast, 16 rows
 /// of the chunk per invocation: CPU devices with subgroups of at least 8, P a multiple of 64

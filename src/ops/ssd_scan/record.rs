@@ -165,39 +165,42 @@ impl SsdScan {
             .flatten()
             .all(vec4_view);
         // Stages 2, 3 and 5 with their grids (invocations and invocations per workgroup).
-        let (cb_stage, state_stage, scan_stage) = match &self.register {
-            Some(reg) if aligned => {
-                let shared = self.shared.as_ref();
-                let state_inv = |rows: usize| h * p.div_ceil(rows) * n.div_ceil(8);
-                let scan_inv = |rows: usize| h * (q / rows) * p.div_ceil(8);
-                (
-                    (&reg.cb, (g * (q / 4) * (q / 8), REG_WG)),
-                    match shared {
-                        Some(sh) if n % 64 == 0 => (&sh.state, (state_inv(SHARED_ROWS), SHARED_WG)),
-                        _ => (&reg.state, (state_inv(8), REG_WG)),
-                    },
-                    match shared {
-                        Some(sh) if p % 64 == 0 => (&sh.scan, (scan_inv(SHARED_ROWS), SHARED_WG)),
-                        _ => (&reg.scan, (scan_inv(8), REG_WG)),
-                    },
-                )
-            }
-            _ => {
-                let st = &self.staged;
-                (
-                    (&st.cb, (g * q.div_ceil(TILE).pow(2), 1)),
-                    (&st.state, (h * p.div_ceil(TILE) * n.div_ceil(TILE), 1)),
-                    (&st.scan, (h * q.div_ceil(TILE) * p.div_ceil(TILE), 1)),
-                )
-            }
-        };
+        let ((cb_kernel, cb_grid), (state_kernel, state_grid), (scan_kernel, scan_grid)) =
+            match &self.register {
+                Some(reg) if aligned => {
+                    let shared = self.shared.as_ref();
+                    let state_inv = |rows: usize| h * p.div_ceil(rows) * n.div_ceil(8);
+                    let scan_inv = |rows: usize| h * (q / rows) * p.div_ceil(8);
+                    (
+                        (&reg.cb, (g * (q / 4) * (q / 8), REG_WG)),
+                        match shared {
+                            Some(sh) if n % 64 == 0 => {
+                                (&sh.state, (state_inv(SHARED_ROWS), SHARED_WG))
+                            }
+                            _ => (&reg.state, (state_inv(8), REG_WG)),
+                        },
+                        match shared {
+                            Some(sh) if p % 64 == 0 => {
+                                (&sh.scan, (scan_inv(SHARED_ROWS), SHARED_WG))
+                            }
+                            _ => (&reg.scan, (scan_inv(8), REG_WG)),
+                        },
+                    )
+                }
+                _ => {
+                    let st = &self.staged;
+                    (
+                        (&st.cb, (g * q.div_ceil(TILE).pow(2), 1)),
+                        (&st.state, (h * p.div_ceil(TILE) * n.div_ceil(TILE), 1)),
+                        (&st.scan, (h * q.div_ceil(TILE) * p.div_ceil(TILE), 1)),
+                    )
+                }
+            };
         let (passing, per) = if n % 4 == 0 {
             (&self.passing_vec4, 4)
         } else {
             (&self.passing, 1)
         };
-        let ((cb_kernel, cb_grid), (state_kernel, state_grid), (scan_kernel, scan_grid)) =
-            (cb_stage, state_stage, scan_stage);
         for w in &plan.windows {
             // Each view bound over the window's tokens, its offset rebased to the binding and
             // to the window's first token.
