@@ -35,17 +35,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> scratch: array<vec4<f32>>;     // partials | (m, l) pairs
 @group(0) @binding(2) var<storage, read_write> o_lat: array<vec4<f32>>; // (R, d_c)
 
-@compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = wg.x + wg.y * groups.x;
-    if (row >= params.n_rows) {
-        return;
-    }
-    let ml_base = params.n_split * params.n_rows * params.d_c;
+// Column quads lid, lid + WG, ... of row `row`, the splits merged online.
+fn merge(row: u32, ml_base: u32, lid: u32) {
     let q4 = params.d_c / 4u;
     for (var c4 = lid; c4 < q4; c4 += WG) {
         var big_m = -3.0e38;
@@ -73,17 +64,9 @@ fn main(
 @group(0) @binding(1) var<storage, read> scratch: array<f32>;     // partials | (m, l) pairs
 @group(0) @binding(2) var<storage, read_write> o_lat: array<f32>; // (R, d_c)
 
-@compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = wg.x + wg.y * groups.x;
-    if (row >= params.n_rows) {
-        return;
-    }
-    let ml_base = params.n_split * params.n_rows * params.d_c;
+// Columns lid, lid + WG, ... of row `row`: the max over the splits, the denominator, then each
+// column's weighted sum.
+fn merge(row: u32, ml_base: u32, lid: u32) {
     var big_m = -3.0e38;
     for (var s = 0u; s < params.n_split; s++) {
         let ml = ml_base + 2u * (s * params.n_rows + row);
@@ -113,3 +96,16 @@ fn main(
     }
 }
 #endif
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wg.x + wg.y * groups.x;
+    if (row >= params.n_rows) {
+        return;
+    }
+    merge(row, params.n_split * params.n_rows * params.d_c, lid);
+}

@@ -190,6 +190,32 @@ fn mac(acc: vec4<f32>, wt: mat4x4<f32>, xv: vec4<f32>) -> vec4<f32> {
     return fma(wt[3], vec4<f32>(xv.w), a);
 }
 
+#if SUBGROUP
+// Eight rows' accumulators (a_i, b_i: columns n0 and n1) += (wa, wb) · the x quad of row i,
+// which lane i loaded (x here is this lane's quad; the broadcasts read lane i's). Rows 4..7
+// only where `eight` (a constant once inlined, so the untaken half is compiled out).
+fn mac8(x: vec4<f32>, wa: mat4x4<f32>, wb: mat4x4<f32>, eight: bool,
+        a0: ptr<function, vec4<f32>>, b0: ptr<function, vec4<f32>>,
+        a1: ptr<function, vec4<f32>>, b1: ptr<function, vec4<f32>>,
+        a2: ptr<function, vec4<f32>>, b2: ptr<function, vec4<f32>>,
+        a3: ptr<function, vec4<f32>>, b3: ptr<function, vec4<f32>>,
+        a4: ptr<function, vec4<f32>>, b4: ptr<function, vec4<f32>>,
+        a5: ptr<function, vec4<f32>>, b5: ptr<function, vec4<f32>>,
+        a6: ptr<function, vec4<f32>>, b6: ptr<function, vec4<f32>>,
+        a7: ptr<function, vec4<f32>>, b7: ptr<function, vec4<f32>>) {
+    { let v = subgroupBroadcast(x, 0u); *a0 = mac(*a0, wa, v); *b0 = mac(*b0, wb, v); }
+    { let v = subgroupBroadcast(x, 1u); *a1 = mac(*a1, wa, v); *b1 = mac(*b1, wb, v); }
+    { let v = subgroupBroadcast(x, 2u); *a2 = mac(*a2, wa, v); *b2 = mac(*b2, wb, v); }
+    { let v = subgroupBroadcast(x, 3u); *a3 = mac(*a3, wa, v); *b3 = mac(*b3, wb, v); }
+    if (eight) {
+        { let v = subgroupBroadcast(x, 4u); *a4 = mac(*a4, wa, v); *b4 = mac(*b4, wb, v); }
+        { let v = subgroupBroadcast(x, 5u); *a5 = mac(*a5, wa, v); *b5 = mac(*b5, wb, v); }
+        { let v = subgroupBroadcast(x, 6u); *a6 = mac(*a6, wa, v); *b6 = mac(*b6, wb, v); }
+        { let v = subgroupBroadcast(x, 7u); *a7 = mac(*a7, wa, v); *b7 = mac(*b7, wb, v); }
+    }
+}
+#endif
+
 // vec4 index of the start of x row m0 + r (clamped to the last row) for batch entry g.
 fn x_row(g: u32, m0: u32, r: u32) -> u32 {
     let m = min(m0 + r, params.m - 1u);
@@ -344,85 +370,27 @@ fn tile(linear: u32, lane: u32) {
             wb = mat4x4<f32>(w_quad(q1, k4, 0u), w_quad(q1, k4, 1u), w_quad(q1, k4, 2u), w_quad(q1, k4, 3u));
         }
         // One x load per lane and row group; row m0 + 8·j + i is broadcast from lane i.
-        let x0 = x_quad(xr0 + k4);
-        { let v = subgroupBroadcast(x0, 0u); a0 = mac(a0, wa, v); b0 = mac(b0, wb, v); }
-        { let v = subgroupBroadcast(x0, 1u); a1 = mac(a1, wa, v); b1 = mac(b1, wb, v); }
-        { let v = subgroupBroadcast(x0, 2u); a2 = mac(a2, wa, v); b2 = mac(b2, wb, v); }
-        { let v = subgroupBroadcast(x0, 3u); a3 = mac(a3, wa, v); b3 = mac(b3, wb, v); }
-        if (RM > 4u) {
-            { let v = subgroupBroadcast(x0, 4u); a4 = mac(a4, wa, v); b4 = mac(b4, wb, v); }
-            { let v = subgroupBroadcast(x0, 5u); a5 = mac(a5, wa, v); b5 = mac(b5, wb, v); }
-            { let v = subgroupBroadcast(x0, 6u); a6 = mac(a6, wa, v); b6 = mac(b6, wb, v); }
-            { let v = subgroupBroadcast(x0, 7u); a7 = mac(a7, wa, v); b7 = mac(b7, wb, v); }
-        }
+        mac8(x_quad(xr0 + k4), wa, wb, RM > 4u, &a0, &b0, &a1, &b1, &a2, &b2, &a3, &b3,
+             &a4, &b4, &a5, &b5, &a6, &b6, &a7, &b7);
         if (RM > 8u) {
-            let x1 = x_quad(xr1 + k4);
-            { let v = subgroupBroadcast(x1, 0u); a8 = mac(a8, wa, v); b8 = mac(b8, wb, v); }
-            { let v = subgroupBroadcast(x1, 1u); a9 = mac(a9, wa, v); b9 = mac(b9, wb, v); }
-            { let v = subgroupBroadcast(x1, 2u); a10 = mac(a10, wa, v); b10 = mac(b10, wb, v); }
-            { let v = subgroupBroadcast(x1, 3u); a11 = mac(a11, wa, v); b11 = mac(b11, wb, v); }
-            { let v = subgroupBroadcast(x1, 4u); a12 = mac(a12, wa, v); b12 = mac(b12, wb, v); }
-            { let v = subgroupBroadcast(x1, 5u); a13 = mac(a13, wa, v); b13 = mac(b13, wb, v); }
-            { let v = subgroupBroadcast(x1, 6u); a14 = mac(a14, wa, v); b14 = mac(b14, wb, v); }
-            { let v = subgroupBroadcast(x1, 7u); a15 = mac(a15, wa, v); b15 = mac(b15, wb, v); }
+            mac8(x_quad(xr1 + k4), wa, wb, true, &a8, &b8, &a9, &b9, &a10, &b10, &a11, &b11,
+                 &a12, &b12, &a13, &b13, &a14, &b14, &a15, &b15);
         }
         if (RM > 16u) {
-            let x2 = x_quad(xr2 + k4);
-            let x3 = x_quad(xr3 + k4);
-            { let v = subgroupBroadcast(x2, 0u); a16 = mac(a16, wa, v); b16 = mac(b16, wb, v); }
-            { let v = subgroupBroadcast(x2, 1u); a17 = mac(a17, wa, v); b17 = mac(b17, wb, v); }
-            { let v = subgroupBroadcast(x2, 2u); a18 = mac(a18, wa, v); b18 = mac(b18, wb, v); }
-            { let v = subgroupBroadcast(x2, 3u); a19 = mac(a19, wa, v); b19 = mac(b19, wb, v); }
-            { let v = subgroupBroadcast(x2, 4u); a20 = mac(a20, wa, v); b20 = mac(b20, wb, v); }
-            { let v = subgroupBroadcast(x2, 5u); a21 = mac(a21, wa, v); b21 = mac(b21, wb, v); }
-            { let v = subgroupBroadcast(x2, 6u); a22 = mac(a22, wa, v); b22 = mac(b22, wb, v); }
-            { let v = subgroupBroadcast(x2, 7u); a23 = mac(a23, wa, v); b23 = mac(b23, wb, v); }
-            { let v = subgroupBroadcast(x3, 0u); a24 = mac(a24, wa, v); b24 = mac(b24, wb, v); }
-            { let v = subgroupBroadcast(x3, 1u); a25 = mac(a25, wa, v); b25 = mac(b25, wb, v); }
-            { let v = subgroupBroadcast(x3, 2u); a26 = mac(a26, wa, v); b26 = mac(b26, wb, v); }
-            { let v = subgroupBroadcast(x3, 3u); a27 = mac(a27, wa, v); b27 = mac(b27, wb, v); }
-            { let v = subgroupBroadcast(x3, 4u); a28 = mac(a28, wa, v); b28 = mac(b28, wb, v); }
-            { let v = subgroupBroadcast(x3, 5u); a29 = mac(a29, wa, v); b29 = mac(b29, wb, v); }
-            { let v = subgroupBroadcast(x3, 6u); a30 = mac(a30, wa, v); b30 = mac(b30, wb, v); }
-            { let v = subgroupBroadcast(x3, 7u); a31 = mac(a31, wa, v); b31 = mac(b31, wb, v); }
+            mac8(x_quad(xr2 + k4), wa, wb, true, &a16, &b16, &a17, &b17, &a18, &b18, &a19, &b19,
+                 &a20, &b20, &a21, &b21, &a22, &b22, &a23, &b23);
+            mac8(x_quad(xr3 + k4), wa, wb, true, &a24, &b24, &a25, &b25, &a26, &b26, &a27, &b27,
+                 &a28, &b28, &a29, &b29, &a30, &b30, &a31, &b31);
         }
         if (RM > 32u) {
-            let x4 = x_quad(xr4 + k4);
-            let x5 = x_quad(xr5 + k4);
-            let x6 = x_quad(xr6 + k4);
-            let x7 = x_quad(xr7 + k4);
-            { let v = subgroupBroadcast(x4, 0u); a32 = mac(a32, wa, v); b32 = mac(b32, wb, v); }
-            { let v = subgroupBroadcast(x4, 1u); a33 = mac(a33, wa, v); b33 = mac(b33, wb, v); }
-            { let v = subgroupBroadcast(x4, 2u); a34 = mac(a34, wa, v); b34 = mac(b34, wb, v); }
-            { let v = subgroupBroadcast(x4, 3u); a35 = mac(a35, wa, v); b35 = mac(b35, wb, v); }
-            { let v = subgroupBroadcast(x4, 4u); a36 = mac(a36, wa, v); b36 = mac(b36, wb, v); }
-            { let v = subgroupBroadcast(x4, 5u); a37 = mac(a37, wa, v); b37 = mac(b37, wb, v); }
-            { let v = subgroupBroadcast(x4, 6u); a38 = mac(a38, wa, v); b38 = mac(b38, wb, v); }
-            { let v = subgroupBroadcast(x4, 7u); a39 = mac(a39, wa, v); b39 = mac(b39, wb, v); }
-            { let v = subgroupBroadcast(x5, 0u); a40 = mac(a40, wa, v); b40 = mac(b40, wb, v); }
-            { let v = subgroupBroadcast(x5, 1u); a41 = mac(a41, wa, v); b41 = mac(b41, wb, v); }
-            { let v = subgroupBroadcast(x5, 2u); a42 = mac(a42, wa, v); b42 = mac(b42, wb, v); }
-            { let v = subgroupBroadcast(x5, 3u); a43 = mac(a43, wa, v); b43 = mac(b43, wb, v); }
-            { let v = subgroupBroadcast(x5, 4u); a44 = mac(a44, wa, v); b44 = mac(b44, wb, v); }
-            { let v = subgroupBroadcast(x5, 5u); a45 = mac(a45, wa, v); b45 = mac(b45, wb, v); }
-            { let v = subgroupBroadcast(x5, 6u); a46 = mac(a46, wa, v); b46 = mac(b46, wb, v); }
-            { let v = subgroupBroadcast(x5, 7u); a47 = mac(a47, wa, v); b47 = mac(b47, wb, v); }
-            { let v = subgroupBroadcast(x6, 0u); a48 = mac(a48, wa, v); b48 = mac(b48, wb, v); }
-            { let v = subgroupBroadcast(x6, 1u); a49 = mac(a49, wa, v); b49 = mac(b49, wb, v); }
-            { let v = subgroupBroadcast(x6, 2u); a50 = mac(a50, wa, v); b50 = mac(b50, wb, v); }
-            { let v = subgroupBroadcast(x6, 3u); a51 = mac(a51, wa, v); b51 = mac(b51, wb, v); }
-            { let v = subgroupBroadcast(x6, 4u); a52 = mac(a52, wa, v); b52 = mac(b52, wb, v); }
-            { let v = subgroupBroadcast(x6, 5u); a53 = mac(a53, wa, v); b53 = mac(b53, wb, v); }
-            { let v = subgroupBroadcast(x6, 6u); a54 = mac(a54, wa, v); b54 = mac(b54, wb, v); }
-            { let v = subgroupBroadcast(x6, 7u); a55 = mac(a55, wa, v); b55 = mac(b55, wb, v); }
-            { let v = subgroupBroadcast(x7, 0u); a56 = mac(a56, wa, v); b56 = mac(b56, wb, v); }
-            { let v = subgroupBroadcast(x7, 1u); a57 = mac(a57, wa, v); b57 = mac(b57, wb, v); }
-            { let v = subgroupBroadcast(x7, 2u); a58 = mac(a58, wa, v); b58 = mac(b58, wb, v); }
-            { let v = subgroupBroadcast(x7, 3u); a59 = mac(a59, wa, v); b59 = mac(b59, wb, v); }
-            { let v = subgroupBroadcast(x7, 4u); a60 = mac(a60, wa, v); b60 = mac(b60, wb, v); }
-            { let v = subgroupBroadcast(x7, 5u); a61 = mac(a61, wa, v); b61 = mac(b61, wb, v); }
-            { let v = subgroupBroadcast(x7, 6u); a62 = mac(a62, wa, v); b62 = mac(b62, wb, v); }
-            { let v = subgroupBroadcast(x7, 7u); a63 = mac(a63, wa, v); b63 = mac(b63, wb, v); }
+            mac8(x_quad(xr4 + k4), wa, wb, true, &a32, &b32, &a33, &b33, &a34, &b34, &a35, &b35,
+                 &a36, &b36, &a37, &b37, &a38, &b38, &a39, &b39);
+            mac8(x_quad(xr5 + k4), wa, wb, true, &a40, &b40, &a41, &b41, &a42, &b42, &a43, &b43,
+                 &a44, &b44, &a45, &b45, &a46, &b46, &a47, &b47);
+            mac8(x_quad(xr6 + k4), wa, wb, true, &a48, &b48, &a49, &b49, &a50, &b50, &a51, &b51,
+                 &a52, &b52, &a53, &b53, &a54, &b54, &a55, &b55);
+            mac8(x_quad(xr7 + k4), wa, wb, true, &a56, &b56, &a57, &b57, &a58, &b58, &a59, &b59,
+                 &a60, &b60, &a61, &b61, &a62, &b62, &a63, &b63);
         }
     }
 
