@@ -29,14 +29,14 @@
 // load instructions per 256 FMAs (per lane), not the FMAs.
 //
 // Flag SUBGROUP (with VEC4), for a CPU device whose subgroups are its 8 SIMD lanes (the host
-// composes it only there, with W_TRANS, RM = 32 or 64 for prefill and RM = 4 for decode): a
-// workgroup is one subgroup of 8 lanes and owns RM rows (from the workgroup index alone) × 64
-// columns, lane l of column tile t owning the 8 columns (8t + l)·8 ..; tiles enumerated over
-// (g, row tile, column tile) with the column fastest. Per vec4 step of K each lane loads
-// max(RM/8, 1) vec4 of x (rows m0 + l + 8j: one row per lane and group of 8 rows) and the 8 vec4
-// of w of its own columns, takes every row's x from the lane that loaded it by subgroupBroadcast
-// with a constant lane (a register extract on a CPU), and does 32·RM FMAs into 2·RM named vec4
-// accumulators. No lane returns early (lanes past the last column compute clamped columns and
+// composes it only there, with W_TRANS, RM = 32 or 64 and NV = 2 for prefill, RM = 4 and NV = 1
+// for decode): a workgroup is one subgroup of 8 lanes and owns RM rows (from the workgroup index
+// alone) × 32·NV columns, lane l of column tile t owning the 4·NV columns (8t + l)·4·NV ..; tiles
+// enumerated over (g, row tile, column tile) with the column fastest. Per vec4 step of K each
+// lane loads max(RM/8, 1) vec4 of x (rows m0 + l + 8j: one row per lane and group of 8 rows) and
+// the 4·NV vec4 of w of its own columns, takes every row's x from the lane that loaded it by
+// subgroupBroadcast with a constant lane (a register extract on a CPU), and does 16·RM·NV FMAs
+// into NV·RM named vec4 accumulators. No lane returns early (lanes past the last column compute clamped columns and
 // store nothing), so every broadcast reads a live lane.
 // Why (lavapipe): a load costs a loop over the 8 lanes whether or not the lanes' addresses agree
 // (the compiler cannot prove the shared x rows uniform), so sharing x by broadcasts turns RM
@@ -53,7 +53,9 @@
 // columns (adjacent lanes reading adjacent 16 bytes of one W row, partial dots summed by
 // subgroupAdd) was no faster, and lanes as rows with W loaded at a subgroup-uniform address was
 // several times slower. The lane loop runs once per lane and 4-byte component whatever the
-// addresses, so decode time is W's bytes through that loop; half weights halve them.
+// addresses, so decode time is W's bytes through that loop; half weights halve them. Decode
+// takes NV = 1: the same loads per byte, 32 rows of W gathered at a time instead of 64 (faster
+// on lavapipe), and twice the workgroups for the CPU's threads to share at a short N.
 //
 // Storage dtypes (common/storage.wgsl): w may be f32, f16 or bf16 (the first role: flags F16,
 // BF16, NATIVE_F16); the activations x and y share the second role's dtype, f32, f16 or bf16
@@ -203,15 +205,15 @@ fn mac8(x: vec4<f32>, wa: mat4x4<f32>, wb: mat4x4<f32>, eight: bool,
         a5: ptr<function, vec4<f32>>, b5: ptr<function, vec4<f32>>,
         a6: ptr<function, vec4<f32>>, b6: ptr<function, vec4<f32>>,
         a7: ptr<function, vec4<f32>>, b7: ptr<function, vec4<f32>>) {
-    { let v = subgroupBroadcast(x, 0u); *a0 = mac(*a0, wa, v); *b0 = mac(*b0, wb, v); }
-    { let v = subgroupBroadcast(x, 1u); *a1 = mac(*a1, wa, v); *b1 = mac(*b1, wb, v); }
-    { let v = subgroupBroadcast(x, 2u); *a2 = mac(*a2, wa, v); *b2 = mac(*b2, wb, v); }
-    { let v = subgroupBroadcast(x, 3u); *a3 = mac(*a3, wa, v); *b3 = mac(*b3, wb, v); }
+    { let v = subgroupBroadcast(x, 0u); *a0 = mac(*a0, wa, v); if (NV > 1u) { *b0 = mac(*b0, wb, v); } }
+    { let v = subgroupBroadcast(x, 1u); *a1 = mac(*a1, wa, v); if (NV > 1u) { *b1 = mac(*b1, wb, v); } }
+    { let v = subgroupBroadcast(x, 2u); *a2 = mac(*a2, wa, v); if (NV > 1u) { *b2 = mac(*b2, wb, v); } }
+    { let v = subgroupBroadcast(x, 3u); *a3 = mac(*a3, wa, v); if (NV > 1u) { *b3 = mac(*b3, wb, v); } }
     if (eight) {
-        { let v = subgroupBroadcast(x, 4u); *a4 = mac(*a4, wa, v); *b4 = mac(*b4, wb, v); }
-        { let v = subgroupBroadcast(x, 5u); *a5 = mac(*a5, wa, v); *b5 = mac(*b5, wb, v); }
-        { let v = subgroupBroadcast(x, 6u); *a6 = mac(*a6, wa, v); *b6 = mac(*b6, wb, v); }
-        { let v = subgroupBroadcast(x, 7u); *a7 = mac(*a7, wa, v); *b7 = mac(*b7, wb, v); }
+        { let v = subgroupBroadcast(x, 4u); *a4 = mac(*a4, wa, v); if (NV > 1u) { *b4 = mac(*b4, wb, v); } }
+        { let v = subgroupBroadcast(x, 5u); *a5 = mac(*a5, wa, v); if (NV > 1u) { *b5 = mac(*b5, wb, v); } }
+        { let v = subgroupBroadcast(x, 6u); *a6 = mac(*a6, wa, v); if (NV > 1u) { *b6 = mac(*b6, wb, v); } }
+        { let v = subgroupBroadcast(x, 7u); *a7 = mac(*a7, wa, v); if (NV > 1u) { *b7 = mac(*b7, wb, v); } }
     }
 }
 #endif
@@ -262,7 +264,7 @@ fn store1(base: u32, n: u32, v: f32) {
 }
 
 #if SUBGROUP
-// The output tile of workgroup `linear` (one subgroup): RM rows × 8 lanes' 8 columns.
+// The output tile of workgroup `linear` (one subgroup): RM rows × 8 lanes' 4·NV columns.
 fn tile(linear: u32, lane: u32) {
     let wtn = (params.tiles_n + 7u) / 8u;
     let wtm = params.tiles_m;
@@ -271,7 +273,7 @@ fn tile(linear: u32, lane: u32) {
     let m0 = (rem / wtn) * RM;
     // Lanes past the last column block compute clamped columns and store nothing; all lanes
     // stay active for the broadcasts.
-    let n0 = ((rem % wtn) * 8u + lane) * 8u;
+    let n0 = ((rem % wtn) * 8u + lane) * (4u * NV);
     let n1 = n0 + 4u;
     let k4s = params.k / 4u;
     // This lane's x rows: m0 + lane + 8·j.
@@ -283,7 +285,7 @@ fn tile(linear: u32, lane: u32) {
     let xr5 = x_row(g, m0, lane + 40u);
     let xr6 = x_row(g, m0, lane + 48u);
     let xr7 = x_row(g, m0, lane + 56u);
-    // W_TRANS: the rows of the 8 columns; else the vec4 index of w(g, n0.., k = 0) per quad.
+    // W_TRANS: the rows of the 4·NV columns; else the vec4 index of w(g, n0.., k = 0) per quad.
     let wr0 = w_row(g, n0, 0u);
     let wr1 = w_row(g, n0, 1u);
     let wr2 = w_row(g, n0, 2u);
@@ -364,10 +366,14 @@ fn tile(linear: u32, lane: u32) {
         var wb: mat4x4<f32>;
         if (W_TRANS == 1u) {
             wa = transpose(mat4x4<f32>(wq(wr0 + k4), wq(wr1 + k4), wq(wr2 + k4), wq(wr3 + k4)));
-            wb = transpose(mat4x4<f32>(wq(wr4 + k4), wq(wr5 + k4), wq(wr6 + k4), wq(wr7 + k4)));
+            if (NV > 1u) {
+                wb = transpose(mat4x4<f32>(wq(wr4 + k4), wq(wr5 + k4), wq(wr6 + k4), wq(wr7 + k4)));
+            }
         } else {
             wa = mat4x4<f32>(w_quad(q0, k4, 0u), w_quad(q0, k4, 1u), w_quad(q0, k4, 2u), w_quad(q0, k4, 3u));
-            wb = mat4x4<f32>(w_quad(q1, k4, 0u), w_quad(q1, k4, 1u), w_quad(q1, k4, 2u), w_quad(q1, k4, 3u));
+            if (NV > 1u) {
+                wb = mat4x4<f32>(w_quad(q1, k4, 0u), w_quad(q1, k4, 1u), w_quad(q1, k4, 2u), w_quad(q1, k4, 3u));
+            }
         }
         // One x load per lane and row group; row m0 + 8·j + i is broadcast from lane i.
         mac8(x_quad(xr0 + k4), wa, wb, RM > 4u, &a0, &b0, &a1, &b1, &a2, &b2, &a3, &b3,
@@ -466,7 +472,9 @@ fn tile(linear: u32, lane: u32) {
             default: { va = a63; vb = b63; }
         }
         store(g, m0, r, n0, va);
-        store(g, m0, r, n1, vb);
+        if (NV > 1u) {
+            store(g, m0, r, n1, vb);
+        }
     }
 }
 #else
