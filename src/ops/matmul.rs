@@ -146,9 +146,10 @@ pub const SUBGROUP_MAX_DECODE_M: usize = 4;
 /// Columns per lane of the [`VEC4_SUBGROUP`] decode tile (32 per workgroup of 8 lanes; the
 /// prefill tile takes 8). In decode every weight is loaded once whatever the split, so narrower
 /// workgroups cost no loads: a lane holds one transposed 4 × 4 block of W per step instead of
-/// two and a workgroup reads 32 rows of W at a time instead of 64 (faster on lavapipe even where
-/// the workgroups were already many, N = 2048), and a short N gives the CPU's threads twice the
-/// workgroups to share (N = 576: 18 instead of 9, of which one thread ran 5).
+/// two and a workgroup reads 32 rows of W at a time instead of 64 (1.07–1.10× on lavapipe at
+/// K = 2048, N = 2048, where the workgroups were already many; no change at K = 768), and a short
+/// N gives the CPU's threads twice the workgroups to share (N = 576: 18 instead of 9, of which
+/// one thread ran 5).
 pub const SUBGROUP_DECODE_COLUMNS: usize = 4;
 
 /// Rows per invocation of the [`VEC4_SUBGROUP`] tile for `d` on `gpu`, or None where the plain
