@@ -3,11 +3,16 @@
 //! live on the GPU (u32, uploaded by the caller or written by a sampler), so a forward pass
 //! needs no host round trip; the host checks them against the vocabulary when it uploads them
 //! ([`Embedding::upload_ids`]).
+//!
+//! One workgroup per token walks its row ([`VEC4`] four elements per invocation where H % 4 = 0,
+//! else one), so no index is divided by H: on a CPU device a division by a run-time value is a
+//! scalar divide per lane, and two per element (the flat index's token and column) had set
+//! lavapipe's time.
 
 use crate::error::{Error, Result};
 use crate::ops::{storage_flags, Cost};
 use crate::runtime::{Batch, DType, Gpu, Shader, Tensor};
-use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 
 /// The WGSL body.
 pub const SHADER: Shader = wgsl!("lm/embedding");
@@ -15,7 +20,7 @@ pub const SHADER: Shader = wgsl!("lm/embedding");
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Uniforms {
-    n: u32,
+    tokens: u32,
     hidden: u32,
     row0: u32,
     rows: u32,
@@ -31,13 +36,18 @@ pub const INTERFACE: KernelInterface = KernelInterface {
     ],
 };
 
-/// The kernel with an f32 table.
+/// The kernel with an f32 table, one element per invocation (any H).
 pub const KERNEL: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 
 /// The kernel with a half table, in [`crate::ops::HALF_STORAGE`] order.
 pub const HALF: [Variant; 3] = crate::ops::half_variants(KERNEL);
 
-const WG: usize = 256;
+/// Four elements per invocation, the table read in quads and out written as vec4: H % 4 = 0
+/// (every model's width).
+pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
+
+/// [`VEC4`] with a half table, in [`crate::ops::HALF_STORAGE`] order.
+pub const VEC4_HALF: [Variant; 3] = crate::ops::half_variants(VEC4);
 
 /// The embedding lookup (stateless: pipelines come from the device's cache).
 #[derive(Clone, Copy, Debug, Default)]
@@ -78,11 +88,14 @@ impl Embedding {
         };
         let t = ids.len();
         out.expect("out", "(T, H)", &[t, hidden], DType::F32)?;
-        let n = u32::try_from(t * hidden).map_err(|_| Error::Limit {
+        u32::try_from(t * hidden).map_err(|_| Error::Limit {
             what: format!("embedding output of {t}×{hidden} elements"),
             detail: "the kernel indexes with 32-bit integers".into(),
         })?;
         let gpu = batch.gpu();
+        // A workgroup per token (over x and y past 65535 of them).
+        let vec4 = hidden % 4 == 0;
+        let grid = gpu.grid(u32::try_from(t).expect("t · H fits in u32"))?;
         let max_bind = gpu.max_binding_bytes();
         for (row0, table) in chunks {
             let [rows, h] = table.shape()[..] else {
@@ -111,19 +124,21 @@ impl Embedding {
             if t == 0 {
                 continue;
             }
-            let storage = storage_flags(gpu, "table", table.dtype())?;
-            let kernel = gpu.kernel(&SHADER.variant(storage, INTERFACE), &[])?;
-            let groups = u32::try_from((t * hidden).div_ceil(WG)).expect("n fits in u32");
-            batch.dispatch(
+            let mut flags = storage_flags(gpu, "table", table.dtype())?;
+            if vec4 {
+                flags = flags.union(VEC4.flags);
+            }
+            let kernel = gpu.kernel(&SHADER.variant(flags, INTERFACE), &[])?;
+            batch.dispatch_grid(
                 &kernel,
                 &Uniforms {
-                    n,
+                    tokens: t as u32,
                     hidden: hidden as u32,
                     row0: *row0 as u32,
                     rows: rows as u32,
                 },
                 &[ids.into(), (*table).into(), out.into()],
-                groups,
+                grid,
             )?;
         }
         Ok(())
