@@ -23,6 +23,11 @@ fn append_matches_cpu() {
             (3, 4, 7, 3, 5),
             (4, 16, 512, 64, 37),
             (9, 5, 20, 0, 45),
+            // W % 4 = 0 (the vec4 kernel): size 1, a row of several workgroup strides, and
+            // more rows than one grid dimension holds.
+            (1, 1, 4, 0, 1),
+            (2, 8, 256, 44, 9),
+            (1100, 64, 2, 2, 66_000),
         ] {
             let p = Problem::random(&mut rng, num_blocks, bs, d_c, d_r, t);
             // In-range slots must be distinct (t ≤ num_slots in every case).
@@ -48,7 +53,8 @@ fn append_matches_cpu() {
     }
 }
 
-/// Half caches, odd widths (rows start mid-word, two rows share a word), size 1.
+/// Half caches, odd widths (rows start mid-word, two rows share a word), size 1, and widths a
+/// multiple of 4 (whole words per invocation).
 #[test]
 fn append_into_a_half_cache_matches_cpu() {
     for (name, gpu) in gpus() {
@@ -61,6 +67,7 @@ fn append_into_a_half_cache_matches_cpu() {
                 (3, 4, 7, 3, 5),
                 (4, 16, 512, 64, 37),
                 (2, 7, 3, 0, 13),
+                (3, 4, 6, 2, 7),
             ] {
                 let p = Problem::random(&mut rng, num_blocks, bs, d_c, d_r, t).with_dtype(dtype);
                 let w = p.width();

@@ -13,7 +13,9 @@
 //! The cache may be stored as f32, f16 or bf16 ([`LatentCache::with_dtype`]): the rows arrive in
 //! f32 and are rounded on store (bf16 to nearest even; f16 by `pack2x16float`, which WGSL lets
 //! round to either neighbour). A bf16 cache at DeepSeek widths (W = 576) takes 1152 bytes per
-//! token, f32 2304. Half rows are written with atomics on their u32 words, so odd widths work.
+//! token, f32 2304. Half rows of odd width are written with atomics on their u32 words; where
+//! W % 4 = 0 ([`VEC4`], one workgroup per row, 4 values per invocation) an invocation owns whole
+//! words.
 
 use crate::error::{Error, Result};
 use crate::ops::Cost;
@@ -21,13 +23,11 @@ use crate::runtime::Batch;
 use crate::runtime::Gpu;
 use crate::runtime::{DType, Tensor};
 use crate::runtime::{Kernel, Shader};
-use crate::shader::{wgsl, Access, Flags, KernelInterface, Variant};
+use crate::shader::{wgsl, Access, Flag, Flags, KernelInterface, Variant};
 use std::sync::Arc;
 
 /// The WGSL body (append).
 pub const SHADER: Shader = wgsl!("mla/latent_cache");
-
-const WG: u32 = 256;
 
 /// Paged latent KV cache: `data` is (num_blocks, block_size, d_c + d_R); block b, offset o holds
 /// one token's [c (d_c, after kv_a_layernorm) | k_rope (d_R, already rotated)].
@@ -144,7 +144,7 @@ pub fn slots_for(
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Uniforms {
-    n: u32,
+    rows: u32,
     w: u32,
     num_slots: u32,
     _pad: u32,
@@ -170,6 +170,16 @@ pub const HALF: [Variant; 2] = [
     SHADER.variant(crate::ops::HALF_STORAGE[2], INTERFACE),
 ];
 
+/// Four elements per invocation where W % 4 = 0 (every MLA width): latent read as vec4, the
+/// cache written in quads (whole u32 words for halves, no atomics).
+pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
+
+/// [`VEC4`] into an f16 and into a bf16 cache, as [`HALF`].
+pub const VEC4_HALF: [Variant; 2] = [
+    SHADER.variant(crate::ops::HALF_STORAGE[0].union(VEC4.flags), INTERFACE),
+    SHADER.variant(crate::ops::HALF_STORAGE[2].union(VEC4.flags), INTERFACE),
+];
+
 /// The append kernel: writes T latent rows into the cache at given slots.
 #[derive(Clone, Debug)]
 pub struct LatentCacheAppend {
@@ -180,7 +190,7 @@ impl LatentCacheAppend {
     /// Build (or fetch from the cache) the pipeline.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         Ok(Self {
-            kernel: gpu.kernel(&KERNEL, &[("WG", WG as f64)])?,
+            kernel: gpu.kernel(&KERNEL, &[])?,
         })
     }
 
@@ -198,10 +208,14 @@ impl LatentCacheAppend {
         slots.expect_dtype("slots", DType::U32)?;
         let dtype = cache.dtype();
         dtype.expect_float("cache.data")?;
-        let kernel = match dtype {
-            DType::F16 => batch.gpu().kernel(&HALF[0], &[("WG", WG as f64)])?,
-            DType::BF16 => batch.gpu().kernel(&HALF[1], &[("WG", WG as f64)])?,
-            _ => self.kernel.clone(),
+        let vec4 = w % 4 == 0;
+        let kernel = match (dtype, vec4) {
+            (DType::F16, false) => batch.gpu().kernel(&HALF[0], &[])?,
+            (DType::BF16, false) => batch.gpu().kernel(&HALF[1], &[])?,
+            (DType::F16, true) => batch.gpu().kernel(&VEC4_HALF[0], &[])?,
+            (DType::BF16, true) => batch.gpu().kernel(&VEC4_HALF[1], &[])?,
+            (_, true) => batch.gpu().kernel(&VEC4, &[])?,
+            (_, false) => self.kernel.clone(),
         };
         cache.data.expect(
             "cache.data",
@@ -217,21 +231,23 @@ impl LatentCacheAppend {
         if t == 0 {
             return Ok(());
         }
-        let n = u32::try_from(t * w).map_err(|_| Error::Limit {
+        u32::try_from(t * w).map_err(|_| Error::Limit {
             what: format!("appending {t} latent rows"),
             detail: "more than 2^32 elements".into(),
         })?;
         let uniforms = Uniforms {
-            n,
+            rows: t as u32,
             w: w as u32,
             num_slots: cache.num_slots() as u32,
             _pad: 0,
         };
-        batch.dispatch(
+        // A workgroup per row (over x and y past 65535 rows).
+        let grid = batch.gpu().grid(t as u32)?;
+        batch.dispatch_grid(
             &kernel,
             &uniforms,
             &[latent.into(), slots.into(), (&cache.data).into()],
-            n.div_ceil(WG),
+            grid,
         )
     }
 
