@@ -29,15 +29,16 @@
 // load instructions per 256 FMAs (per lane), not the FMAs.
 //
 // Flag SUBGROUP (with VEC4), for a CPU device whose subgroups are its 8 SIMD lanes (the host
-// composes it only there, with W_TRANS, RM = 32 or 64 and NV = 2 for prefill, RM = 4 and NV = 1
-// for decode): a workgroup is one subgroup of 8 lanes and owns RM rows (from the workgroup index
-// alone) × 32·NV columns, lane l of column tile t owning the 4·NV columns (8t + l)·4·NV ..; tiles
-// enumerated over (g, row tile, column tile) with the column fastest. Per vec4 step of K each
-// lane loads max(RM/8, 1) vec4 of x (rows m0 + l + 8j: one row per lane and group of 8 rows) and
-// the 4·NV vec4 of w of its own columns, takes every row's x from the lane that loaded it by
-// subgroupBroadcast with a constant lane (a register extract on a CPU), and does 16·RM·NV FMAs
-// into NV·RM named vec4 accumulators. No lane returns early (lanes past the last column compute clamped columns and
-// store nothing), so every broadcast reads a live lane.
+// composes it only there, with W_TRANS, RM = 32 or 64 and NV = 2 for prefill, RM = 1, 2 or 4
+// and NV = 1 for decode): a workgroup is one subgroup of 8 lanes and owns RM rows (from the
+// workgroup index alone) × 32·NV columns, lane l of column tile t owning the 4·NV columns
+// (8t + l)·4·NV ..; tiles enumerated over (g, row tile, column tile) with the column fastest.
+// Per vec4 step of K each lane loads max(RM/8, 1) vec4 of x (rows m0 + l + 8j: one row per lane
+// and group of 8 rows) and the 4·NV vec4 of w of its own columns, takes every row's x from the
+// lane that loaded it by subgroupBroadcast with a constant lane (a register extract on a CPU),
+// and does 16·RM·NV FMAs into NV·RM named vec4 accumulators. No lane returns early (lanes past
+// the last column compute clamped columns and store nothing), so every broadcast reads a live
+// lane.
 // Why (lavapipe): a load costs a loop over the 8 lanes whether or not the lanes' addresses agree
 // (the compiler cannot prove the shared x rows uniform), so sharing x by broadcasts turns RM
 // load instructions per step into RM/8, and with RM = 32 or 64 each lane loop over w serves
@@ -81,7 +82,7 @@
 
 #if VEC4
 override WG: u32 = 64u;
-override RM: u32 = 4u; // 1, 2, 4 or 8; SUBGROUP: 4, 8, 16, 32 or 64
+override RM: u32 = 4u; // 1, 2, 4 or 8; SUBGROUP: 1, 2, 4, 8, 16, 32 or 64
 override NV: u32 = 2u; // 1 or 2; SUBGROUP: 2
 override W_TRANS: u32 = 1u;
 alias elem = squad_b;  // of x
@@ -193,10 +194,19 @@ fn mac(acc: vec4<f32>, wt: mat4x4<f32>, xv: vec4<f32>) -> vec4<f32> {
 }
 
 #if SUBGROUP
-// Eight rows' accumulators (a_i, b_i: columns n0 and n1) += (wa, wb) · the x quad of row i,
-// which lane i loaded (x here is this lane's quad; the broadcasts read lane i's). Rows 4..7
-// only where `eight` (a constant once inlined, so the untaken half is compiled out).
-fn mac8(x: vec4<f32>, wa: mat4x4<f32>, wb: mat4x4<f32>, eight: bool,
+// One row's accumulators (a: columns n0, b: n1, NV = 2 only) += (wa, wb) · its x quad v.
+fn mac2(a: ptr<function, vec4<f32>>, b: ptr<function, vec4<f32>>, wa: mat4x4<f32>,
+        wb: mat4x4<f32>, v: vec4<f32>) {
+    *a = mac(*a, wa, v);
+    if (NV > 1u) {
+        *b = mac(*b, wb, v);
+    }
+}
+
+// Up to eight rows' accumulators (a_i, b_i: columns n0 and n1) += (wa, wb) · the x quad of row
+// i, which lane i loaded (x here is this lane's quad; the broadcasts read lane i's). Rows i <
+// `rows` only (a constant once inlined, so the rows past it are compiled out).
+fn mac8(x: vec4<f32>, wa: mat4x4<f32>, wb: mat4x4<f32>, rows: u32,
         a0: ptr<function, vec4<f32>>, b0: ptr<function, vec4<f32>>,
         a1: ptr<function, vec4<f32>>, b1: ptr<function, vec4<f32>>,
         a2: ptr<function, vec4<f32>>, b2: ptr<function, vec4<f32>>,
@@ -205,15 +215,19 @@ fn mac8(x: vec4<f32>, wa: mat4x4<f32>, wb: mat4x4<f32>, eight: bool,
         a5: ptr<function, vec4<f32>>, b5: ptr<function, vec4<f32>>,
         a6: ptr<function, vec4<f32>>, b6: ptr<function, vec4<f32>>,
         a7: ptr<function, vec4<f32>>, b7: ptr<function, vec4<f32>>) {
-    { let v = subgroupBroadcast(x, 0u); *a0 = mac(*a0, wa, v); if (NV > 1u) { *b0 = mac(*b0, wb, v); } }
-    { let v = subgroupBroadcast(x, 1u); *a1 = mac(*a1, wa, v); if (NV > 1u) { *b1 = mac(*b1, wb, v); } }
-    { let v = subgroupBroadcast(x, 2u); *a2 = mac(*a2, wa, v); if (NV > 1u) { *b2 = mac(*b2, wb, v); } }
-    { let v = subgroupBroadcast(x, 3u); *a3 = mac(*a3, wa, v); if (NV > 1u) { *b3 = mac(*b3, wb, v); } }
-    if (eight) {
-        { let v = subgroupBroadcast(x, 4u); *a4 = mac(*a4, wa, v); if (NV > 1u) { *b4 = mac(*b4, wb, v); } }
-        { let v = subgroupBroadcast(x, 5u); *a5 = mac(*a5, wa, v); if (NV > 1u) { *b5 = mac(*b5, wb, v); } }
-        { let v = subgroupBroadcast(x, 6u); *a6 = mac(*a6, wa, v); if (NV > 1u) { *b6 = mac(*b6, wb, v); } }
-        { let v = subgroupBroadcast(x, 7u); *a7 = mac(*a7, wa, v); if (NV > 1u) { *b7 = mac(*b7, wb, v); } }
+    mac2(a0, b0, wa, wb, subgroupBroadcast(x, 0u));
+    if (rows > 1u) {
+        mac2(a1, b1, wa, wb, subgroupBroadcast(x, 1u));
+    }
+    if (rows > 2u) {
+        mac2(a2, b2, wa, wb, subgroupBroadcast(x, 2u));
+        mac2(a3, b3, wa, wb, subgroupBroadcast(x, 3u));
+    }
+    if (rows > 4u) {
+        mac2(a4, b4, wa, wb, subgroupBroadcast(x, 4u));
+        mac2(a5, b5, wa, wb, subgroupBroadcast(x, 5u));
+        mac2(a6, b6, wa, wb, subgroupBroadcast(x, 6u));
+        mac2(a7, b7, wa, wb, subgroupBroadcast(x, 7u));
     }
 }
 #endif
@@ -376,26 +390,26 @@ fn tile(linear: u32, lane: u32) {
             }
         }
         // One x load per lane and row group; row m0 + 8·j + i is broadcast from lane i.
-        mac8(x_quad(xr0 + k4), wa, wb, RM > 4u, &a0, &b0, &a1, &b1, &a2, &b2, &a3, &b3,
+        mac8(x_quad(xr0 + k4), wa, wb, min(RM, 8u), &a0, &b0, &a1, &b1, &a2, &b2, &a3, &b3,
              &a4, &b4, &a5, &b5, &a6, &b6, &a7, &b7);
         if (RM > 8u) {
-            mac8(x_quad(xr1 + k4), wa, wb, true, &a8, &b8, &a9, &b9, &a10, &b10, &a11, &b11,
+            mac8(x_quad(xr1 + k4), wa, wb, 8u, &a8, &b8, &a9, &b9, &a10, &b10, &a11, &b11,
                  &a12, &b12, &a13, &b13, &a14, &b14, &a15, &b15);
         }
         if (RM > 16u) {
-            mac8(x_quad(xr2 + k4), wa, wb, true, &a16, &b16, &a17, &b17, &a18, &b18, &a19, &b19,
+            mac8(x_quad(xr2 + k4), wa, wb, 8u, &a16, &b16, &a17, &b17, &a18, &b18, &a19, &b19,
                  &a20, &b20, &a21, &b21, &a22, &b22, &a23, &b23);
-            mac8(x_quad(xr3 + k4), wa, wb, true, &a24, &b24, &a25, &b25, &a26, &b26, &a27, &b27,
+            mac8(x_quad(xr3 + k4), wa, wb, 8u, &a24, &b24, &a25, &b25, &a26, &b26, &a27, &b27,
                  &a28, &b28, &a29, &b29, &a30, &b30, &a31, &b31);
         }
         if (RM > 32u) {
-            mac8(x_quad(xr4 + k4), wa, wb, true, &a32, &b32, &a33, &b33, &a34, &b34, &a35, &b35,
+            mac8(x_quad(xr4 + k4), wa, wb, 8u, &a32, &b32, &a33, &b33, &a34, &b34, &a35, &b35,
                  &a36, &b36, &a37, &b37, &a38, &b38, &a39, &b39);
-            mac8(x_quad(xr5 + k4), wa, wb, true, &a40, &b40, &a41, &b41, &a42, &b42, &a43, &b43,
+            mac8(x_quad(xr5 + k4), wa, wb, 8u, &a40, &b40, &a41, &b41, &a42, &b42, &a43, &b43,
                  &a44, &b44, &a45, &b45, &a46, &b46, &a47, &b47);
-            mac8(x_quad(xr6 + k4), wa, wb, true, &a48, &b48, &a49, &b49, &a50, &b50, &a51, &b51,
+            mac8(x_quad(xr6 + k4), wa, wb, 8u, &a48, &b48, &a49, &b49, &a50, &b50, &a51, &b51,
                  &a52, &b52, &a53, &b53, &a54, &b54, &a55, &b55);
-            mac8(x_quad(xr7 + k4), wa, wb, true, &a56, &b56, &a57, &b57, &a58, &b58, &a59, &b59,
+            mac8(x_quad(xr7 + k4), wa, wb, 8u, &a56, &b56, &a57, &b57, &a58, &b58, &a59, &b59,
                  &a60, &b60, &a61, &b61, &a62, &b62, &a63, &b63);
         }
     }

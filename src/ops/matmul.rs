@@ -21,7 +21,8 @@
 //! Subgroup tile for CPU devices ([`VEC4_SUBGROUP`]): on a device of type CPU whose subgroups
 //! are exactly 8 lanes (Mesa's lavapipe), `Linear`-layout products (W [N, K]) with
 //! M ≥ [`SUBGROUP_MIN_M`] run a tile of 32 or 64 rows ([`prefill_rows`]) × 8 columns per
-//! invocation, and those with M ≤ [`SUBGROUP_MAX_DECODE_M`] one of 4 rows × 4 columns, in a
+//! invocation, and those with M ≤ [`SUBGROUP_MAX_DECODE_M`] one of M rows (1, 2 or 4: M rounded
+//! up to a power of two, so M = 1 does no FMAs on clamped copies of its row) × 4 columns, in a
 //! workgroup of one subgroup: each lane loads one of every 8 rows of x and the other lanes take
 //! it by `subgroupBroadcast`, so x costs one load instruction per lane and 8 rows instead of one
 //! per row, and with 32 or 64 rows the lane loop of each w load serves 32 or 64 rows instead of
@@ -97,9 +98,9 @@ pub const TILED: Variant = SHADER.variant(Flags::NONE, INTERFACE);
 pub const VEC4: Variant = SHADER.variant(Flags::of(&[Flag::Vec4]), INTERFACE);
 
 /// The vec4 path's tile for a CPU device with 8-wide subgroups (lavapipe): each invocation of a
-/// one-subgroup workgroup computes 32 or 64 rows × 8 columns (prefill) or 4 rows × 4 columns
-/// (decode, [`SUBGROUP_DECODE_COLUMNS`]), every x row loaded by one lane and broadcast to the
-/// others.
+/// one-subgroup workgroup computes 32 or 64 rows × 8 columns (prefill) or 1, 2 or 4 rows × 4
+/// columns (decode, [`SUBGROUP_DECODE_COLUMNS`]), every x row loaded by one lane and broadcast to
+/// the others.
 pub const VEC4_SUBGROUP: Variant =
     SHADER.variant(Flags::of(&[Flag::Vec4, Flag::Subgroup]), INTERFACE);
 
@@ -140,7 +141,7 @@ pub fn prefill_rows(m: usize) -> usize {
     }
 }
 
-/// The largest M that takes the 4-row [`VEC4_SUBGROUP`] tile (decode).
+/// The largest M that takes the [`VEC4_SUBGROUP`] decode tile (1, 2 or 4 rows).
 pub const SUBGROUP_MAX_DECODE_M: usize = 4;
 
 /// Columns per lane of the [`VEC4_SUBGROUP`] decode tile (32 per workgroup of 8 lanes; the
@@ -156,8 +157,8 @@ pub const SUBGROUP_DECODE_COLUMNS: usize = 4;
 /// vec4 tile runs: only a CPU device (its SIMD lanes make every load a loop over the lanes, so
 /// sharing x by broadcasts pays) with subgroups of exactly 8 invocations (the tile's workgroup
 /// is one subgroup), W as [N, K] (the projections; the shape it was tuned on), and M ≥
-/// [`SUBGROUP_MIN_M`] (32 or 64 rows, [`prefill_rows`]) or M ≤ [`SUBGROUP_MAX_DECODE_M`] (4
-/// rows).
+/// [`SUBGROUP_MIN_M`] (32 or 64 rows, [`prefill_rows`]) or M ≤ [`SUBGROUP_MAX_DECODE_M`] (M
+/// rounded up to a power of two).
 fn subgroup_rows(gpu: &Gpu, d: &MatmulDims) -> Option<u32> {
     let info = gpu.adapter_info();
     let device = gpu.has_subgroups()
@@ -169,7 +170,7 @@ fn subgroup_rows(gpu: &Gpu, d: &MatmulDims) -> Option<u32> {
     } else if d.m >= SUBGROUP_MIN_M {
         Some(prefill_rows(d.m) as u32)
     } else if d.m <= SUBGROUP_MAX_DECODE_M {
-        Some(4)
+        Some(d.m.next_power_of_two() as u32)
     } else {
         None
     }
