@@ -389,8 +389,13 @@ fn tile(linear: u32, lane: u32) {
                 wb = mat4x4<f32>(w_quad(q1, k4, 0u), w_quad(q1, k4, 1u), w_quad(q1, k4, 2u), w_quad(q1, k4, 3u));
             }
         }
-        // One x load per lane and row group; row m0 + 8·j + i is broadcast from lane i.
-        mac8(x_quad(xr0 + k4), wa, wb, min(RM, 8u), &a0, &b0, &a1, &b1, &a2, &b2, &a3, &b3,
+        // One x load per lane and row group; row m0 + 8·j + i is broadcast from lane i. With
+        // fewer than 8 rows only their lanes load (llvmpipe's lane loop skips the others).
+        var x0 = vec4<f32>(0.0);
+        if (RM >= 8u || lane < RM) {
+            x0 = x_quad(xr0 + k4);
+        }
+        mac8(x0, wa, wb, min(RM, 8u), &a0, &b0, &a1, &b1, &a2, &b2, &a3, &b3,
              &a4, &b4, &a5, &b5, &a6, &b6, &a7, &b7);
         if (RM > 8u) {
             mac8(x_quad(xr1 + k4), wa, wb, 8u, &a8, &b8, &a9, &b9, &a10, &b10, &a11, &b11,
