@@ -26,16 +26,17 @@
 // with RM = 4 a weight vec4 serves 4 rows.
 //
 // Flag SUBGROUP (the host composes it on CPU adapters whose subgroups hold at least 8
-// invocations, with RM = 8): lane l of each subgroup loads the x vec4 of row l % 8 of the tile
-// and every lane takes the 8 rows' vec4s by subgroupBroadcast, so a K step costs one x load
-// per lane instead of RM. Every lane stays active to the end (columns past N are clamped for
+// invocations, with RM = 8, or 1 where the experts average under 2 rows): lane l < RM of each
+// subgroup loads the x vec4 of row l of the tile and every lane takes the RM rows' vec4s by
+// subgroupBroadcast, so a K step costs one x load per lane instead of RM (RM = 8), or one lane's
+// instead of every lane's (RM = 1: llvmpipe's lane loop skips the masked lanes). Every lane stays active to the end (columns past N are clamped for
 // loading, never stored), as the broadcasts need. Why only on CPUs: on llvmpipe each storage
 // load instruction is a loop over the SIMD lanes, so load instructions, not bytes, set the time,
 // and a tile of 8 rows costs the loads of a 1-row tile (1 + 8 vec4 per K step) while a GPU
 // serves the same x vec4 to the whole workgroup from its cache already.
 
 override WG: u32 = 64u;
-override RM: u32 = 4u; // 1 or 4; 8 with SUBGROUP
+override RM: u32 = 4u; // 1 or 4; 1 or 8 with SUBGROUP
 // 0 SwiGLU gathered, 1 down, 2 SwiGLU dense: a pipeline constant, so the down product carries
 // no loads of the second weight (llvmpipe runs a branch no lane takes under an empty lane mask,
 // loads included: as a uniform it doubled the down product's weight loads there).
@@ -231,7 +232,8 @@ fn products(t: Tile) {
     }
 }
 #else
-// RM = 8 rows: lane l loads row l % 8's x vec4, the subgroup shares the 8 by broadcast.
+// RM = 1 or 8 rows: lane l < RM loads row l's x vec4 (the other lanes load nothing: llvmpipe's
+// lane loop skips them), the subgroup shares the RM rows by broadcast.
 fn products_broadcast(t: Tile, lane: u32) {
     let k4s = params.k / 4u;
     let xl = x_row(min(t.row0 + lane % 8u, t.end - 1u));
@@ -240,6 +242,7 @@ fn products_broadcast(t: Tile, lane: u32) {
     let w2 = w1 + k4s;
     let w3 = w2 + k4s;
     let two = MODE != 1u;
+    let eight = RM > 1u;
 
     var g0 = vec4<f32>(0.0);
     var g1 = vec4<f32>(0.0);
@@ -260,34 +263,42 @@ fn products_broadcast(t: Tile, lane: u32) {
     for (var q = 0u; q < k4s; q++) {
         let ga = transpose(mat4x4<f32>(
             sget4(wa[w0 + q]), sget4(wa[w1 + q]), sget4(wa[w2 + q]), sget4(wa[w3 + q])));
-        let mine = x[xl + q];
-        let v0 = subgroupBroadcast(mine, 0u);
-        let v1 = subgroupBroadcast(mine, 1u);
-        let v2 = subgroupBroadcast(mine, 2u);
-        let v3 = subgroupBroadcast(mine, 3u);
-        let v4 = subgroupBroadcast(mine, 4u);
-        let v5 = subgroupBroadcast(mine, 5u);
-        let v6 = subgroupBroadcast(mine, 6u);
-        let v7 = subgroupBroadcast(mine, 7u);
-        g0 = mac(g0, ga, v0);
-        g1 = mac(g1, ga, v1);
-        g2 = mac(g2, ga, v2);
-        g3 = mac(g3, ga, v3);
-        g4 = mac(g4, ga, v4);
-        g5 = mac(g5, ga, v5);
-        g6 = mac(g6, ga, v6);
-        g7 = mac(g7, ga, v7);
+        var ub: mat4x4<f32>;
         if (two) {
-            let ub = transpose(mat4x4<f32>(
+            ub = transpose(mat4x4<f32>(
                 sget4(wb[w0 + q]), sget4(wb[w1 + q]), sget4(wb[w2 + q]), sget4(wb[w3 + q])));
-            u0 = mac(u0, ub, v0);
-            u1 = mac(u1, ub, v1);
-            u2 = mac(u2, ub, v2);
-            u3 = mac(u3, ub, v3);
-            u4 = mac(u4, ub, v4);
-            u5 = mac(u5, ub, v5);
-            u6 = mac(u6, ub, v6);
-            u7 = mac(u7, ub, v7);
+        }
+        var mine = vec4<f32>(0.0);
+        if (eight || lane == 0u) {
+            mine = x[xl + q];
+        }
+        let v0 = subgroupBroadcast(mine, 0u);
+        g0 = mac(g0, ga, v0);
+        if (two) { u0 = mac(u0, ub, v0); }
+        if (eight) {
+            let v1 = subgroupBroadcast(mine, 1u);
+            let v2 = subgroupBroadcast(mine, 2u);
+            let v3 = subgroupBroadcast(mine, 3u);
+            let v4 = subgroupBroadcast(mine, 4u);
+            let v5 = subgroupBroadcast(mine, 5u);
+            let v6 = subgroupBroadcast(mine, 6u);
+            let v7 = subgroupBroadcast(mine, 7u);
+            g1 = mac(g1, ga, v1);
+            g2 = mac(g2, ga, v2);
+            g3 = mac(g3, ga, v3);
+            g4 = mac(g4, ga, v4);
+            g5 = mac(g5, ga, v5);
+            g6 = mac(g6, ga, v6);
+            g7 = mac(g7, ga, v7);
+            if (two) {
+                u1 = mac(u1, ub, v1);
+                u2 = mac(u2, ub, v2);
+                u3 = mac(u3, ub, v3);
+                u4 = mac(u4, ub, v4);
+                u5 = mac(u5, ub, v5);
+                u6 = mac(u6, ub, v6);
+                u7 = mac(u7, ub, v7);
+            }
         }
     }
     if (two) {
@@ -302,13 +313,15 @@ fn products_broadcast(t: Tile, lane: u32) {
     }
     if (t.col < params.n) {
         store(t.row0, t.end, t.col, g0);
-        store(t.row0 + 1u, t.end, t.col, g1);
-        store(t.row0 + 2u, t.end, t.col, g2);
-        store(t.row0 + 3u, t.end, t.col, g3);
-        store(t.row0 + 4u, t.end, t.col, g4);
-        store(t.row0 + 5u, t.end, t.col, g5);
-        store(t.row0 + 6u, t.end, t.col, g6);
-        store(t.row0 + 7u, t.end, t.col, g7);
+        if (eight) {
+            store(t.row0 + 1u, t.end, t.col, g1);
+            store(t.row0 + 2u, t.end, t.col, g2);
+            store(t.row0 + 3u, t.end, t.col, g3);
+            store(t.row0 + 4u, t.end, t.col, g4);
+            store(t.row0 + 5u, t.end, t.col, g5);
+            store(t.row0 + 6u, t.end, t.col, g6);
+            store(t.row0 + 7u, t.end, t.col, g7);
+        }
     }
 }
 #endif
